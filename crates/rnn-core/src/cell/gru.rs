@@ -1,0 +1,46 @@
+//! `GruCell`: one step of Gru, as `torch.nn.GRUCell` (gate order r, z, n).
+
+use super::{checked_step, params::CellParams};
+use crate::{Mode, RnnState};
+use candle_core::{Result, Tensor};
+use candle_nn::VarBuilder;
+
+/// A single Gru cell; weights `weight_ih`, `weight_hh`, `bias_ih`, `bias_hh` under `vb`.
+#[derive(Debug, Clone)]
+pub struct GruCell {
+    params: CellParams,
+}
+
+impl GruCell {
+    /// Loads the cell's weights from `vb`, or creates them with PyTorch's default init
+    /// U(-1/sqrt(hidden), 1/sqrt(hidden)) when `vb` is backed by a `VarMap`.
+    pub fn new(input_size: usize, hidden_size: usize, bias: bool, vb: VarBuilder) -> Result<Self> {
+        if input_size == 0 || hidden_size == 0 {
+            candle_core::bail!(
+                "GruCell::new: input_size and hidden_size must be > 0, got {input_size} and {hidden_size}"
+            );
+        }
+        let params = CellParams::load(Mode::Gru, input_size, hidden_size, 0, bias, "", &vb)?;
+        Ok(Self { params })
+    }
+
+    /// One step.
+    ///
+    /// # Shapes
+    /// - `x_t`: `(batch, input_size)` or unbatched `(input_size)`
+    /// - `state`: `h (batch, hidden_size)`; `None` means zeros
+    /// - returns the new state, same shapes
+    pub fn step(&self, x_t: &Tensor, state: Option<&RnnState>) -> Result<RnnState> {
+        checked_step("GruCell", &self.params, x_t, state)
+    }
+
+    /// Hidden size.
+    pub fn hidden_size(&self) -> usize {
+        self.params.hidden_size
+    }
+
+    /// Input size.
+    pub fn input_size(&self) -> usize {
+        self.params.input_size
+    }
+}

@@ -1,0 +1,167 @@
+//! The weights of one cell (one layer-direction of a layer) and its one-step math in composed
+//! Candle ops. Cells and the layer's composed recurrence both step through [`CellParams::step`], so
+//! the gate equations exist once.
+
+use crate::Mode;
+use candle_core::{Result, Tensor, D};
+use candle_nn::{ops::sigmoid, Init, VarBuilder};
+
+/// Weights of one cell, in PyTorch layout: `weight_ih (G*hidden, input)`, `weight_hh (G*hidden,
+/// state)`, `bias_* (G*hidden)`, `weight_hr (proj, hidden)`, with G = [`Mode::gate_count`].
+#[derive(Debug, Clone)]
+pub(crate) struct CellParams {
+    pub mode: Mode,
+    pub weight_ih: Tensor,
+    pub weight_hh: Tensor,
+    pub bias_ih: Option<Tensor>,
+    pub bias_hh: Option<Tensor>,
+    pub weight_hr: Option<Tensor>,
+    pub input_size: usize,
+    pub hidden_size: usize,
+}
+
+/// PyTorch's default for every recurrent parameter: U(-1/sqrt(hidden), 1/sqrt(hidden)).
+pub(crate) fn default_init(hidden_size: usize) -> Init {
+    let k = 1.0 / (hidden_size as f64).sqrt();
+    Init::Uniform { lo: -k, up: k }
+}
+
+impl CellParams {
+    /// Loads (or creates, with PyTorch's default init) the tensors named `weight_ih{suffix}`,
+    /// `weight_hh{suffix}`, `bias_ih{suffix}`, `bias_hh{suffix}` and, when `proj_size > 0`,
+    /// `weight_hr{suffix}`.
+    pub fn load(
+        mode: Mode,
+        input_size: usize,
+        hidden_size: usize,
+        proj_size: usize,
+        bias: bool,
+        suffix: &str,
+        vb: &VarBuilder,
+    ) -> Result<Self> {
+        let gates = mode.gate_count() * hidden_size;
+        let state_size = if proj_size > 0 {
+            proj_size
+        } else {
+            hidden_size
+        };
+        let init = default_init(hidden_size);
+        let get = |shape: (usize, usize), name: &str| {
+            vb.get_with_hints(shape, &format!("{name}{suffix}"), init)
+        };
+        let get1 =
+            |size: usize, name: &str| vb.get_with_hints(size, &format!("{name}{suffix}"), init);
+        let weight_ih = get((gates, input_size), "weight_ih")?;
+        let weight_hh = get((gates, state_size), "weight_hh")?;
+        let (bias_ih, bias_hh) = if bias {
+            (Some(get1(gates, "bias_ih")?), Some(get1(gates, "bias_hh")?))
+        } else {
+            (None, None)
+        };
+        let weight_hr = if proj_size > 0 {
+            Some(get((proj_size, hidden_size), "weight_hr")?)
+        } else {
+            None
+        };
+        Ok(Self {
+            mode,
+            weight_ih,
+            weight_hh,
+            bias_ih,
+            bias_hh,
+            weight_hr,
+            input_size,
+            hidden_size,
+        })
+    }
+
+    /// Size of `h`: the projection size when projecting, else `hidden_size`.
+    pub fn state_size(&self) -> usize {
+        match &self.weight_hr {
+            Some(w) => w.dims()[0],
+            None => self.hidden_size,
+        }
+    }
+
+    /// Every parameter with its PyTorch base name (no layer suffix), for optimisers and tests.
+    pub fn named(&self) -> Vec<(&'static str, &Tensor)> {
+        let mut out = vec![
+            ("weight_ih", &self.weight_ih),
+            ("weight_hh", &self.weight_hh),
+        ];
+        if let Some(b) = &self.bias_ih {
+            out.push(("bias_ih", b));
+        }
+        if let Some(b) = &self.bias_hh {
+            out.push(("bias_hh", b));
+        }
+        if let Some(w) = &self.weight_hr {
+            out.push(("weight_hr", w));
+        }
+        out
+    }
+
+    /// `x_t W_ih^T + b_ih`: `(batch, input)` -> `(batch, G*hidden)`.
+    pub fn input_gates(&self, x_t: &Tensor) -> Result<Tensor> {
+        affine(x_t, &self.weight_ih, self.bias_ih.as_ref())
+    }
+
+    /// One step from `x_t (batch, input)`, `h (batch, state)` and, for LSTM, `c (batch, hidden)`;
+    /// returns the new `h` and `c`.
+    pub fn step(
+        &self,
+        x_t: &Tensor,
+        h: &Tensor,
+        c: Option<&Tensor>,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let gi = self.input_gates(x_t)?;
+        let gh = affine(h, &self.weight_hh, self.bias_hh.as_ref())?;
+        let hidden = self.hidden_size;
+        match self.mode {
+            Mode::Lstm => {
+                let gates = (gi + gh)?;
+                let i = sigmoid(&gates.narrow(D::Minus1, 0, hidden)?)?;
+                let f = sigmoid(&gates.narrow(D::Minus1, hidden, hidden)?)?;
+                let g = gates.narrow(D::Minus1, 2 * hidden, hidden)?.tanh()?;
+                let o = sigmoid(&gates.narrow(D::Minus1, 3 * hidden, hidden)?)?;
+                let c = match c {
+                    Some(c) => c,
+                    None => candle_core::bail!("LSTM step needs a cell state c"),
+                };
+                let c_new = ((f * c)? + (i * g)?)?;
+                let h_full = (o * c_new.tanh()?)?;
+                let h_new = match &self.weight_hr {
+                    Some(w_hr) => h_full.matmul(&w_hr.t()?)?,
+                    None => h_full,
+                };
+                Ok((h_new, Some(c_new)))
+            }
+            Mode::Gru => {
+                let r = sigmoid(
+                    &(gi.narrow(D::Minus1, 0, hidden)? + gh.narrow(D::Minus1, 0, hidden)?)?,
+                )?;
+                let z = sigmoid(
+                    &(gi.narrow(D::Minus1, hidden, hidden)?
+                        + gh.narrow(D::Minus1, hidden, hidden)?)?,
+                )?;
+                let n = (gi.narrow(D::Minus1, 2 * hidden, hidden)?
+                    + (r * gh.narrow(D::Minus1, 2 * hidden, hidden)?)?)?
+                .tanh()?;
+                // h' = (1 - z) * n + z * h = n + z * (h - n)
+                let h_new = (&n + (z * (h - &n)?)?)?;
+                Ok((h_new, None))
+            }
+            Mode::RnnTanh => Ok(((gi + gh)?.tanh()?, None)),
+            Mode::RnnRelu => Ok(((gi + gh)?.relu()?, None)),
+        }
+    }
+}
+
+/// `xs W^T + b` for a 2-D `xs`.
+fn affine(xs: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+    let ys = xs.matmul(&w.t()?)?;
+    match b {
+        Some(b) => ys.broadcast_add(b),
+        None => Ok(ys),
+    }
+}

@@ -1,0 +1,67 @@
+//! `RnnCell`: one step of an Elman network, as `torch.nn.RNNCell`.
+
+use super::{checked_step, params::CellParams};
+use crate::{Mode, RnnState};
+use candle_core::{Result, Tensor};
+use candle_nn::VarBuilder;
+use serde::{Deserialize, Serialize};
+
+/// Non-linearity of a vanilla RNN cell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Nonlinearity {
+    /// `tanh` (PyTorch's default).
+    Tanh,
+    /// `relu`.
+    Relu,
+}
+
+/// A single vanilla RNN cell: `h' = act(W_ih x + b_ih + W_hh h + b_hh)`.
+#[derive(Debug, Clone)]
+pub struct RnnCell {
+    params: CellParams,
+}
+
+impl RnnCell {
+    /// Loads the cell's weights from `vb` (`weight_ih`, `weight_hh`, `bias_ih`, `bias_hh`), or
+    /// creates them with PyTorch's default init when `vb` is backed by a `VarMap`.
+    pub fn new(
+        input_size: usize,
+        hidden_size: usize,
+        nonlinearity: Nonlinearity,
+        bias: bool,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        if input_size == 0 || hidden_size == 0 {
+            candle_core::bail!(
+                "RnnCell::new: input_size and hidden_size must be > 0, got {input_size} and {hidden_size}"
+            );
+        }
+        let mode = match nonlinearity {
+            Nonlinearity::Tanh => Mode::RnnTanh,
+            Nonlinearity::Relu => Mode::RnnRelu,
+        };
+        let params = CellParams::load(mode, input_size, hidden_size, 0, bias, "", &vb)?;
+        Ok(Self { params })
+    }
+
+    /// One step.
+    ///
+    /// # Shapes
+    /// - `x_t`: `(batch, input_size)` or unbatched `(input_size)`
+    /// - `state`: `h (batch, hidden_size)`; `None` means zeros
+    /// - returns the new state, same shape
+    pub fn step(&self, x_t: &Tensor, state: Option<&RnnState>) -> Result<RnnState> {
+        checked_step("RnnCell", &self.params, x_t, state)
+    }
+
+    /// Hidden size.
+    pub fn hidden_size(&self) -> usize {
+        self.params.hidden_size
+    }
+
+    /// Input size.
+    pub fn input_size(&self) -> usize {
+        self.params.input_size
+    }
+}

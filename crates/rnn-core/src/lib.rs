@@ -1,0 +1,28 @@
+//! # rnn-core
+//!
+//! Recurrent layers on [Candle](https://github.com/huggingface/candle): vanilla RNN (tanh or ReLU),
+//! LSTM and GRU, as single-step cells and as stacked, bidirectional layers over whole sequences,
+//! with exactly PyTorch's parameter names, layouts, gate order, default init and numerics
+//! (`torch.nn.RNN`, `torch.nn.LSTM`, `torch.nn.GRU` and their `*Cell`s).
+//!
+//! - [`Rnn`] + [`RnnConfig`]: the layer; [`Rnn::forward_t`] takes variable lengths with PyTorch's
+//!   packed-sequence semantics and turns inter-layer dropout on in training.
+//! - [`RnnState`]: `h` (and `c` for LSTM); [`RnnState::detach`] for truncated BPTT.
+//! - [`LstmCell`], [`GruCell`], [`RnnCell`]: one step at a time.
+//! - [`init::seeded_var_builder`]: reproducible fresh parameters.
+//!
+//! Gradients flow through Candle's autograd to every parameter, the input and the initial state.
+#![warn(missing_docs)]
+
+mod cell;
+mod check;
+mod config;
+pub mod init;
+mod layer;
+mod recurrence;
+mod state;
+
+pub use cell::{GruCell, LstmCell, Nonlinearity, RnnCell};
+pub use config::{Mode, RnnConfig};
+pub use layer::Rnn;
+pub use state::RnnState;
