@@ -3,13 +3,29 @@
 
 use crate::cell::params::CellParams;
 use crate::check::{check_lengths, check_same_dtype_device, check_shape};
+use crate::ops;
 use crate::recurrence::{self, StepMasks};
 use crate::{Mode, RnnConfig, RnnState};
-use candle_core::{bail, Module, Result, Tensor};
+use candle_core::{bail, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Which implementation of the recurrence [`Rnn`] runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Implementation {
+    /// The fused CPU op where it applies (CPU tensors of f32 or f64), the composed ops elsewhere.
+    #[default]
+    Auto,
+    /// The fused CPU op (one Candle `CustomOp` per layer-direction, hand-written BPTT backward);
+    /// an error on other devices or dtypes.
+    Fused,
+    /// Plain Candle tensor ops step by step: runs on every device; the reference twin.
+    Composed,
+}
 
 /// A multi-layer, optionally bidirectional RNN, LSTM or GRU, as `torch.nn.RNN/LSTM/GRU`.
 ///
@@ -39,6 +55,7 @@ pub struct Rnn {
     dropout_seed: u64,
     /// Counts training forwards with dropout, so each call draws fresh, reproducible masks.
     dropout_calls: AtomicU64,
+    implementation: Implementation,
 }
 
 impl Clone for Rnn {
@@ -48,13 +65,17 @@ impl Clone for Rnn {
             cells: self.cells.clone(),
             dropout_seed: self.dropout_seed,
             dropout_calls: AtomicU64::new(self.dropout_calls.load(Ordering::Relaxed)),
+            implementation: self.implementation,
         }
     }
 }
 
-/// The input as a time-major list of steps plus what is needed to shape the output back.
+/// The checked input: 3-D, in the layout the kernels see (`batch_first`; unbatched input becomes
+/// a time-major batch of one).
 struct Prepared {
-    steps: Vec<Tensor>,
+    xs: Tensor,
+    batch_first: bool,
+    seq_len: usize,
     batch: usize,
     unbatched: bool,
 }
@@ -89,7 +110,19 @@ impl Rnn {
             cells,
             dropout_seed: 0,
             dropout_calls: AtomicU64::new(0),
+            implementation: Implementation::Auto,
         })
+    }
+
+    /// The same layer (sharing its parameters) running `implementation`.
+    pub fn with_implementation(mut self, implementation: Implementation) -> Self {
+        self.implementation = implementation;
+        self
+    }
+
+    /// The implementation this layer runs (see [`Implementation`]).
+    pub fn implementation(&self) -> Implementation {
+        self.implementation
     }
 
     /// The configuration.
@@ -179,21 +212,41 @@ impl Rnn {
         train: bool,
     ) -> Result<(Tensor, RnnState)> {
         let prepared = self.prepare_input(xs)?;
-        let (batch, seq_len) = (prepared.batch, prepared.steps.len());
+        let (batch, seq_len) = (prepared.batch, prepared.seq_len);
         let state = match state {
-            Some(s) => Some(self.check_state(s, batch, prepared.unbatched, &prepared.steps[0])?),
+            Some(s) => Some(self.check_state(s, batch, prepared.unbatched, &prepared.xs)?),
             None => None,
         };
-        let masks = match lengths {
-            Some(lengths) => {
-                check_lengths(lengths, batch, seq_len)?;
-                StepMasks::new(lengths, seq_len, prepared.steps[0].device())?
+        if let Some(lengths) = lengths {
+            check_lengths(lengths, batch, seq_len)?;
+        }
+        let fused = match self.implementation {
+            Implementation::Auto => ops::supports(&prepared.xs),
+            Implementation::Composed => false,
+            Implementation::Fused => {
+                if !ops::supports(&prepared.xs) {
+                    bail!(
+                        "Rnn: the fused implementation runs on the CPU in f32 or f64, got {:?} on {:?}; use Implementation::Auto or Composed",
+                        prepared.xs.dtype(),
+                        prepared.xs.device().location()
+                    );
+                }
+                true
             }
-            None => StepMasks::full(seq_len),
         };
-        let (steps, final_state) =
-            self.run_layers(prepared.steps, state.as_ref(), &masks, train)?;
-        self.finish_output(steps, final_state, prepared.unbatched)
+        let (ys, final_state) = if fused {
+            self.run_fused(&prepared, state.as_ref(), lengths, train)?
+        } else {
+            self.run_composed(&prepared, state.as_ref(), lengths, train)?
+        };
+        if prepared.unbatched {
+            let state = RnnState::new(
+                final_state.h.squeeze(1)?,
+                final_state.c.map(|c| c.squeeze(1)).transpose()?,
+            );
+            return Ok((ys.squeeze(1)?, state));
+        }
+        Ok((ys, final_state))
     }
 
     /// One time step through every layer (unidirectional layers only), e.g. for generation.
@@ -216,11 +269,10 @@ impl Rnn {
         Ok((ys.squeeze(time_axis)?, state))
     }
 
-    /// Checks `xs` and cuts it into time-major steps `(batch, feature)`.
+    /// Checks `xs` and lifts unbatched input to a time-major batch of one.
     fn prepare_input(&self, xs: &Tensor) -> Result<Prepared> {
         let weight = &self.cells[0].weight_ih;
-        let (xs_tm, unbatched) = match xs.rank() {
-            3 if self.cfg.batch_first => (xs.transpose(0, 1)?.contiguous()?, false),
+        let (xs3, unbatched) = match xs.rank() {
             3 => (xs.clone(), false),
             2 => (xs.unsqueeze(1)?, true),
             r => {
@@ -235,7 +287,9 @@ impl Rnn {
                 )
             }
         };
-        let (seq_len, batch, features) = xs_tm.dims3()?;
+        let batch_first = self.cfg.batch_first && !unbatched;
+        let (d0, d1, features) = xs3.dims3()?;
+        let (seq_len, batch) = if batch_first { (d1, d0) } else { (d0, d1) };
         if features != self.cfg.input_size {
             bail!(
                 "Rnn::forward: xs has {features} features per step, expected input_size = {} (xs shape {:?})",
@@ -250,11 +304,10 @@ impl Rnn {
             );
         }
         check_same_dtype_device("Rnn::forward xs", xs, "the weights", weight)?;
-        let steps = (0..seq_len)
-            .map(|t| xs_tm.get(t))
-            .collect::<Result<Vec<_>>>()?;
         Ok(Prepared {
-            steps,
+            xs: xs3,
+            batch_first,
+            seq_len,
             batch,
             unbatched,
         })
@@ -304,29 +357,101 @@ impl Rnn {
         Ok(RnnState::new(h, c))
     }
 
-    /// Runs every layer and direction over time-major steps; returns the last layer's output steps
-    /// `(batch, output_size)` and the final state `(layers * directions, batch, ..)`.
-    fn run_layers(
+    /// The initial state of layer-direction `idx`: the given one or zeros.
+    fn initial_state(
         &self,
-        mut inputs: Vec<Tensor>,
         state: Option<&RnnState>,
-        masks: &StepMasks,
+        idx: usize,
+        batch: usize,
+        like: &Tensor,
+    ) -> Result<RnnState> {
+        match state {
+            Some(s) => s.layer(idx),
+            None => recurrence::zero_cell_state(&self.cells[idx], batch, like),
+        }
+    }
+
+    /// Every layer and direction with the fused op, on whole sequences in the caller's layout.
+    fn run_fused(
+        &self,
+        prepared: &Prepared,
+        state: Option<&RnnState>,
+        lengths: Option<&[usize]>,
         train: bool,
-    ) -> Result<(Vec<Tensor>, RnnState)> {
+    ) -> Result<(Tensor, RnnState)> {
         let dirs = self.cfg.num_directions();
-        let batch = inputs[0].dim(0)?;
+        let mut input = prepared.xs.clone();
+        let mut finals = Vec::with_capacity(self.cells.len());
+        for layer in 0..self.cfg.num_layers {
+            let mut outputs = Vec::with_capacity(dirs);
+            for direction in 0..dirs {
+                let idx = layer * dirs + direction;
+                let init = self.initial_state(state, idx, prepared.batch, &input)?;
+                let (ys, fin) = ops::fused_direction(
+                    &self.cells[idx],
+                    &input,
+                    prepared.batch_first,
+                    &init,
+                    lengths,
+                    direction == 1,
+                )?;
+                outputs.push(ys);
+                finals.push(fin);
+            }
+            let mut layer_out = if dirs == 1 {
+                outputs.remove(0)
+            } else {
+                Tensor::cat(&outputs, 2)?
+            };
+            if train && self.cfg.dropout > 0.0 && layer + 1 < self.cfg.num_layers {
+                let mask =
+                    self.dropout_mask(layer, prepared.seq_len, prepared.batch, &layer_out)?;
+                let mask = if prepared.batch_first {
+                    mask.transpose(0, 1)?
+                } else {
+                    mask
+                };
+                layer_out = (layer_out * mask)?;
+            }
+            input = layer_out;
+        }
+        Ok((input, RnnState::stack(&finals)?))
+    }
+
+    /// Every layer and direction with composed Candle ops, step by step.
+    fn run_composed(
+        &self,
+        prepared: &Prepared,
+        state: Option<&RnnState>,
+        lengths: Option<&[usize]>,
+        train: bool,
+    ) -> Result<(Tensor, RnnState)> {
+        let xs_tm = if prepared.batch_first {
+            prepared.xs.transpose(0, 1)?.contiguous()?
+        } else {
+            prepared.xs.clone()
+        };
+        let mut inputs = (0..prepared.seq_len)
+            .map(|t| xs_tm.get(t))
+            .collect::<Result<Vec<_>>>()?;
+        let masks = match lengths {
+            Some(lengths) => StepMasks::new(lengths, prepared.seq_len, xs_tm.device())?,
+            None => StepMasks::full(prepared.seq_len),
+        };
+        let dirs = self.cfg.num_directions();
         let mut finals = Vec::with_capacity(self.cells.len());
         for layer in 0..self.cfg.num_layers {
             let mut outputs: Vec<Vec<Tensor>> = Vec::with_capacity(dirs);
             for direction in 0..dirs {
                 let idx = layer * dirs + direction;
-                let cell = &self.cells[idx];
-                let init = match state {
-                    Some(s) => s.layer(idx)?,
-                    None => recurrence::zero_cell_state(cell, batch, &inputs[0])?,
-                };
-                let (outs, fin) =
-                    recurrence::run_direction(cell, &inputs, &init, masks, direction == 1)?;
+                let init = self.initial_state(state, idx, prepared.batch, &inputs[0])?;
+                let (outs, fin) = recurrence::run_direction(
+                    &self.cells[idx],
+                    &inputs,
+                    &init,
+                    &masks,
+                    direction == 1,
+                )?;
                 outputs.push(outs);
                 finals.push(fin);
             }
@@ -340,56 +465,42 @@ impl Rnn {
                     .collect::<Result<Vec<_>>>()?
             };
             if train && self.cfg.dropout > 0.0 && layer + 1 < self.cfg.num_layers {
-                layer_out = self.dropout(layer_out, layer)?;
+                let mask =
+                    self.dropout_mask(layer, prepared.seq_len, prepared.batch, &layer_out[0])?;
+                layer_out = layer_out
+                    .iter()
+                    .enumerate()
+                    .map(|(t, x)| x * mask.get(t)?)
+                    .collect::<Result<Vec<_>>>()?;
             }
             inputs = layer_out;
         }
-        Ok((inputs, RnnState::stack(&finals)?))
+        let time_axis = if prepared.batch_first { 1 } else { 0 };
+        Ok((
+            Tensor::stack(&inputs, time_axis)?,
+            RnnState::stack(&finals)?,
+        ))
     }
 
-    /// Inverted dropout on every step of a layer's output, with masks from a seeded generator.
-    fn dropout(&self, steps: Vec<Tensor>, layer: usize) -> Result<Vec<Tensor>> {
+    /// An inverted-dropout mask `(seq_len, batch, features)` (values 0 or 1/(1-p)) from a seeded
+    /// generator, time-major whatever the layout, so both implementations draw the same masks.
+    fn dropout_mask(
+        &self,
+        layer: usize,
+        seq_len: usize,
+        batch: usize,
+        like: &Tensor,
+    ) -> Result<Tensor> {
         let p = self.cfg.dropout;
+        let features = like.dim(D::Minus1)?;
         let call = self.dropout_calls.fetch_add(1, Ordering::Relaxed);
         let mut rng = ChaCha8Rng::seed_from_u64(self.dropout_seed ^ (layer as u64).rotate_left(32));
         rng.set_stream(call);
-        let (batch, features) = steps[0].dims2()?;
-        let keep = 1.0 / (1.0 - p);
-        let values: Vec<f32> = (0..steps.len() * batch * features)
-            .map(|_| {
-                if rng.random::<f64>() < p {
-                    0.0
-                } else {
-                    keep as f32
-                }
-            })
+        let keep = (1.0 / (1.0 - p)) as f32;
+        let values: Vec<f32> = (0..seq_len * batch * features)
+            .map(|_| if rng.random::<f64>() < p { 0.0 } else { keep })
             .collect();
-        let masks = Tensor::from_vec(values, (steps.len(), batch, features), steps[0].device())?
-            .to_dtype(steps[0].dtype())?;
-        steps
-            .iter()
-            .enumerate()
-            .map(|(t, x)| x * masks.get(t)?)
-            .collect()
-    }
-
-    /// Stacks output steps in the caller's layout and drops the batch axis for unbatched input.
-    fn finish_output(
-        &self,
-        steps: Vec<Tensor>,
-        state: RnnState,
-        unbatched: bool,
-    ) -> Result<(Tensor, RnnState)> {
-        if unbatched {
-            let ys = Tensor::stack(&steps, 0)?.squeeze(1)?;
-            let state = RnnState::new(
-                state.h.squeeze(1)?,
-                state.c.map(|c| c.squeeze(1)).transpose()?,
-            );
-            return Ok((ys, state));
-        }
-        let time_axis = if self.cfg.batch_first { 1 } else { 0 };
-        Ok((Tensor::stack(&steps, time_axis)?, state))
+        Tensor::from_vec(values, (seq_len, batch, features), like.device())?.to_dtype(like.dtype())
     }
 }
 

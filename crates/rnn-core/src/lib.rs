@@ -19,10 +19,11 @@ mod check;
 mod config;
 pub mod init;
 mod layer;
+mod ops;
 mod recurrence;
 mod state;
 
 pub use cell::{GruCell, LstmCell, Nonlinearity, RnnCell};
 pub use config::{Mode, RnnConfig};
-pub use layer::Rnn;
+pub use layer::{Implementation, Rnn};
 pub use state::RnnState;

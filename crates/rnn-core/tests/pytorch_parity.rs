@@ -4,7 +4,9 @@
 
 use candle_core::{DType, Device, Result, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
-use rnn_core::{GruCell, LstmCell, Mode, Nonlinearity, Rnn, RnnCell, RnnConfig, RnnState};
+use rnn_core::{
+    GruCell, Implementation, LstmCell, Mode, Nonlinearity, Rnn, RnnCell, RnnConfig, RnnState,
+};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -133,8 +135,14 @@ fn param_names(t: &HashMap<String, Tensor>) -> Vec<String> {
         .collect()
 }
 
-/// Runs one layer case and returns `(loss, vars to check: name -> Var)`.
-fn run_layer_case(case: &LayerCase, meta: &Meta, dtype_name: &str, rep: &mut Report) -> Result<()> {
+/// Runs one layer case with one implementation and compares everything with PyTorch.
+fn run_layer_case(
+    case: &LayerCase,
+    meta: &Meta,
+    dtype_name: &str,
+    imp: Implementation,
+    rep: &mut Report,
+) -> Result<()> {
     let t = load(&case.name, dtype_name);
     let tol = if dtype_name == "f32" {
         TOL_F32
@@ -142,7 +150,7 @@ fn run_layer_case(case: &LayerCase, meta: &Meta, dtype_name: &str, rep: &mut Rep
         TOL_F64
     };
     let dtype = t["input"].dtype();
-    let label = format!("{}_{dtype_name}", case.name);
+    let label = format!("{}_{dtype_name} ({imp:?})", case.name);
     let cfg = RnnConfig::new(case.mode, meta.sizes.input_size, meta.sizes.hidden_size)
         .with_num_layers(case.num_layers)
         .with_bidirectional(case.bidirectional)
@@ -151,7 +159,8 @@ fn run_layer_case(case: &LayerCase, meta: &Meta, dtype_name: &str, rep: &mut Rep
         .with_proj_size(case.proj_size);
     let names = param_names(&t);
     let vm = varmap_from(&t, names.iter().cloned());
-    let rnn = Rnn::new(&cfg, VarBuilder::from_varmap(&vm, dtype, &Device::Cpu))?;
+    let rnn =
+        Rnn::new(&cfg, VarBuilder::from_varmap(&vm, dtype, &Device::Cpu))?.with_implementation(imp);
     assert_eq!(
         rnn.named_parameters().len(),
         names.len(),
@@ -210,15 +219,17 @@ fn run_layer_case(case: &LayerCase, meta: &Meta, dtype_name: &str, rep: &mut Rep
 }
 
 #[test]
-fn layers_match_pytorch_forward_state_and_gradients() {
+fn layers_match_pytorch_forward_state_and_gradients_fused_and_composed() {
     let meta = meta();
     let mut rep = Report::default();
     assert!(meta.layers.len() >= 20, "expected the full case list");
     for case in &meta.layers {
         for dtype in ["f32", "f64"] {
-            if let Err(e) = run_layer_case(case, &meta, dtype, &mut rep) {
-                rep.failures
-                    .push(format!("{}_{dtype}: error {e}", case.name));
+            for imp in [Implementation::Fused, Implementation::Composed] {
+                if let Err(e) = run_layer_case(case, &meta, dtype, imp, &mut rep) {
+                    rep.failures
+                        .push(format!("{}_{dtype} ({imp:?}): error {e}", case.name));
+                }
             }
         }
     }

@@ -1,0 +1,183 @@
+//! Matrix products on row-major slices, through the `gemm` crate (the one Candle's CPU backend
+//! uses), with explicit strides so per-step views and transposes need no copies.
+
+use super::math::Float;
+
+/// A read-only strided matrix view: element (i, j) is at `ptr[i * rs + j * cs]`.
+#[derive(Clone, Copy)]
+pub(crate) struct MatRef<'a, T> {
+    data: &'a [T],
+    offset: usize,
+    rs: usize,
+    cs: usize,
+    rows: usize,
+    cols: usize,
+}
+
+impl<'a, T> MatRef<'a, T> {
+    /// A row-major `(rows, cols)` matrix stored contiguously from `data[0]`.
+    pub fn row_major(data: &'a [T], rows: usize, cols: usize) -> Self {
+        Self::strided(data, 0, rows, cols, cols, 1)
+    }
+
+    /// Any layout; panics in debug builds if a corner falls outside `data`.
+    pub fn strided(
+        data: &'a [T],
+        offset: usize,
+        rows: usize,
+        cols: usize,
+        rs: usize,
+        cs: usize,
+    ) -> Self {
+        debug_assert!(
+            rows == 0 || cols == 0 || offset + (rows - 1) * rs + (cols - 1) * cs < data.len(),
+            "matrix view out of bounds"
+        );
+        Self {
+            data,
+            offset,
+            rs,
+            cs,
+            rows,
+            cols,
+        }
+    }
+
+    /// The transpose (a view, no copy).
+    pub fn t(self) -> Self {
+        Self {
+            rs: self.cs,
+            cs: self.rs,
+            rows: self.cols,
+            cols: self.rows,
+            ..self
+        }
+    }
+}
+
+/// `dst (m, n) [+]= a (m, k) · b (k, n)`; `dst` row `i` starts at `dst[dst_offset + i * dst_rs]`
+/// and is contiguous. Multi-threaded (rayon) when the product is large enough to pay for it.
+pub(crate) fn matmul<T: Float>(
+    dst: &mut [T],
+    dst_offset: usize,
+    dst_rs: usize,
+    accumulate: bool,
+    a: MatRef<T>,
+    b: MatRef<T>,
+) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert_eq!(b.rows, k, "matmul: inner dimensions differ");
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(
+        dst_offset + (m - 1) * dst_rs + n <= dst.len(),
+        "matmul: destination out of bounds"
+    );
+    if k == 0 {
+        if !accumulate {
+            for i in 0..m {
+                dst[dst_offset + i * dst_rs..][..n].fill(T::zero());
+            }
+        }
+        return;
+    }
+    let parallelism = if m * n * k >= PARALLEL_MIN_FLOPS && rayon::current_num_threads() > 1 {
+        gemm::Parallelism::Rayon(rayon::current_num_threads())
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: every index touched is inside the slices: checked by the asserts above for `dst`
+    // and by `MatRef::strided`'s bounds (debug) for `a` and `b`, whose views are built by this
+    // crate's kernels from the shapes they allocate.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr().add(dst_offset),
+            1,
+            dst_rs as isize,
+            accumulate,
+            a.data.as_ptr().add(a.offset),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr().add(b.offset),
+            b.cs as isize,
+            b.rs as isize,
+            T::one(),
+            T::one(),
+            false,
+            false,
+            false,
+            parallelism,
+        )
+    }
+}
+
+/// Below this many multiply-adds a product runs on one thread (threading costs more than it saves).
+const PARALLEL_MIN_FLOPS: usize = 1 << 20;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(a: &[f64], b: &[f64], m: usize, k: usize, n: usize) -> Vec<f64> {
+        let mut c = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                c[i * n + j] = (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum();
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn plain_transposed_strided_and_accumulating_products() {
+        let (m, k, n) = (5, 7, 3);
+        let a: Vec<f64> = (0..m * k).map(|i| (i as f64 * 0.37).sin()).collect();
+        let b: Vec<f64> = (0..k * n).map(|i| (i as f64 * 0.11).cos()).collect();
+        let want = naive(&a, &b, m, k, n);
+        let mut c = vec![0.0; m * n];
+        matmul(
+            &mut c,
+            0,
+            n,
+            false,
+            MatRef::row_major(&a, m, k),
+            MatRef::row_major(&b, k, n),
+        );
+        assert!(c.iter().zip(&want).all(|(x, y)| (x - y).abs() < 1e-12));
+        // a given as the transpose of its (k, m) transpose.
+        let at: Vec<f64> = (0..k * m).map(|i| a[(i % m) * k + i / m]).collect();
+        let mut c2 = vec![1.0; m * n];
+        matmul(
+            &mut c2,
+            0,
+            n,
+            true,
+            MatRef::row_major(&at, k, m).t(),
+            MatRef::row_major(&b, k, n),
+        );
+        assert!(c2
+            .iter()
+            .zip(&want)
+            .all(|(x, y)| (x - 1.0 - y).abs() < 1e-12));
+        // Destination rows with a stride (every other row of a larger buffer, from offset n).
+        let mut big = vec![9.0; 2 * m * n + n];
+        matmul(
+            &mut big,
+            n,
+            2 * n,
+            false,
+            MatRef::row_major(&a, m, k),
+            MatRef::row_major(&b, k, n),
+        );
+        for i in 0..m {
+            for j in 0..n {
+                assert!((big[n + i * 2 * n + j] - want[i * n + j]).abs() < 1e-12);
+            }
+        }
+        assert_eq!(big[0], 9.0);
+    }
+}

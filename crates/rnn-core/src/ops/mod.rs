@@ -1,0 +1,439 @@
+//! Fused recurrences: one Candle `CustomOp3` runs one layer-direction's whole sequence on CPU, with
+//! the input projection of all steps as one GEMM, one GEMM per step for the recurrence, fused gate
+//! math, saved activations and a hand-written BPTT backward whose weight gradients are one large
+//! GEMM each over all steps. Gradients for every parameter, the input and the initial state flow
+//! through Candle's autograd: the op's three arguments are the input, the packed initial state and
+//! the packed parameters, and its backward returns the gradient of each.
+//!
+//! This folder is the only device-specific code of the crate. The composed twin
+//! (`crate::recurrence`) computes the same function from Candle tensor ops on any device; tests hold
+//! the two equal.
+
+mod gemm;
+mod gru;
+mod lstm;
+pub(crate) mod math;
+mod rnn;
+
+use crate::cell::params::CellParams;
+use crate::{Mode, RnnState};
+use candle_core::{
+    bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor, WithDType,
+};
+use math::Float;
+use std::any::Any;
+use std::sync::Mutex;
+
+/// Shapes and order of one layer-direction's run. Rows of the input, the output and every saved
+/// buffer are (step, batch) pairs in the caller's layout: `t * batch + b` time-major, or
+/// `b * seq_len + t` batch-first.
+#[derive(Debug, Clone)]
+pub(crate) struct Problem {
+    pub seq_len: usize,
+    pub batch: usize,
+    pub input: usize,
+    pub hidden: usize,
+    /// Size of `h`: `proj_size` when projecting, else `hidden`.
+    pub state: usize,
+    pub batch_first: bool,
+    pub reverse: bool,
+    /// Valid steps per batch row; `None` = all `seq_len`.
+    pub lengths: Option<Vec<usize>>,
+}
+
+impl Problem {
+    fn rows(&self) -> usize {
+        self.seq_len * self.batch
+    }
+
+    #[inline]
+    fn row(&self, t: usize, b: usize) -> usize {
+        if self.batch_first {
+            b * self.seq_len + t
+        } else {
+            t * self.batch + b
+        }
+    }
+
+    /// Offset of step `t`'s first row in a buffer of `width` columns.
+    #[inline]
+    fn step_offset(&self, t: usize, width: usize) -> usize {
+        self.row(t, 0) * width
+    }
+
+    /// Distance between consecutive batch rows of one step in a buffer of `width` columns.
+    #[inline]
+    fn step_rs(&self, width: usize) -> usize {
+        if self.batch_first {
+            self.seq_len * width
+        } else {
+            width
+        }
+    }
+
+    #[inline]
+    fn valid(&self, t: usize, b: usize) -> bool {
+        self.lengths.as_ref().is_none_or(|l| t < l[b])
+    }
+
+    /// Steps in the order the forward pass visits them.
+    fn forward_steps(&self) -> Box<dyn Iterator<Item = usize>> {
+        if self.reverse {
+            Box::new((0..self.seq_len).rev())
+        } else {
+            Box::new(0..self.seq_len)
+        }
+    }
+
+    /// Steps in the order the backward pass visits them (the forward order reversed).
+    fn backward_steps(&self) -> Box<dyn Iterator<Item = usize>> {
+        if self.reverse {
+            Box::new(0..self.seq_len)
+        } else {
+            Box::new((0..self.seq_len).rev())
+        }
+    }
+}
+
+/// Views of the packed parameters `[w_ih | w_hh | b_ih | b_hh | w_hr]` (biases and `w_hr` optional).
+pub(crate) struct Weights<'a, T> {
+    pub w_ih: &'a [T],
+    pub w_hh: &'a [T],
+    pub b_ih: Option<&'a [T]>,
+    pub b_hh: Option<&'a [T]>,
+    pub w_hr: Option<&'a [T]>,
+}
+
+/// Lengths of the packed parameter pieces, in packing order.
+#[derive(Debug, Clone, Copy)]
+struct ParamSizes {
+    w_ih: usize,
+    w_hh: usize,
+    bias: usize,
+    w_hr: usize,
+}
+
+impl ParamSizes {
+    fn total(&self) -> usize {
+        self.w_ih + self.w_hh + 2 * self.bias + self.w_hr
+    }
+
+    fn split<'a, T>(&self, flat: &'a [T]) -> Weights<'a, T> {
+        let (w_ih, rest) = flat.split_at(self.w_ih);
+        let (w_hh, rest) = rest.split_at(self.w_hh);
+        let (b_ih, rest) = rest.split_at(self.bias);
+        let (b_hh, rest) = rest.split_at(self.bias);
+        let w_hr = &rest[..self.w_hr];
+        let some = |s: &'a [T]| (!s.is_empty()).then_some(s);
+        Weights {
+            w_ih,
+            w_hh,
+            b_ih: some(b_ih),
+            b_hh: some(b_hh),
+            w_hr: some(w_hr),
+        }
+    }
+}
+
+/// Adds up the rows of a row-major `(rows, width)` buffer into `out (width)`.
+fn colsum_into<T: Float>(data: &[T], width: usize, out: &mut [T]) {
+    for row in data.chunks_exact(width) {
+        for (o, v) in out.iter_mut().zip(row) {
+            *o += *v;
+        }
+    }
+}
+
+/// The op: one layer-direction over the whole sequence. Arguments: `xs` (rows, input) in the
+/// problem's layout, `state0 = [h0 | c0]` flat, `params` packed flat. Result:
+/// `[ys (rows, state) | h_n (batch, state) | c_n (batch, hidden)]` flat.
+struct FusedRecurrence {
+    mode: Mode,
+    problem: Problem,
+    sizes: ParamSizes,
+    /// Activations saved by the forward for the backward (typed `LstmSaved<T>` etc.).
+    saved: Mutex<Option<Box<dyn Any + Send + Sync>>>,
+    save: bool,
+}
+
+impl FusedRecurrence {
+    fn out_len(&self) -> usize {
+        let p = &self.problem;
+        let c = if self.mode == Mode::Lstm {
+            p.batch * p.hidden
+        } else {
+            0
+        };
+        p.rows() * p.state + p.batch * p.state + c
+    }
+
+    fn forward_typed<T: Float>(&self, xs: &[T], state0: &[T], params: &[T]) -> Vec<T> {
+        let p = &self.problem;
+        let w = self.sizes.split(params);
+        let mut out = vec![T::zero(); self.out_len()];
+        let h0 = &state0[..p.batch * p.state];
+        let saved: Option<Box<dyn Any + Send + Sync>> = match self.mode {
+            Mode::Lstm => {
+                let c0 = &state0[p.batch * p.state..];
+                lstm::forward(p, xs, h0, c0, &w, &mut out, self.save).map(|s| Box::new(s) as _)
+            }
+            Mode::Gru => gru::forward(p, xs, h0, &w, &mut out, self.save).map(|s| Box::new(s) as _),
+            Mode::RnnTanh | Mode::RnnRelu => {
+                let relu = self.mode == Mode::RnnRelu;
+                rnn::forward(p, relu, xs, h0, &w, &mut out, self.save).map(|s| Box::new(s) as _)
+            }
+        };
+        if let Ok(mut slot) = self.saved.lock() {
+            *slot = saved;
+        }
+        out
+    }
+
+    /// Gradients `(d xs, d state0, d params)` as flat vectors.
+    fn backward_typed<T: Float>(
+        &self,
+        xs: &[T],
+        params: &[T],
+        grad_out: &[T],
+    ) -> Result<(Vec<T>, Vec<T>, Vec<T>)> {
+        let p = &self.problem;
+        let w = self.sizes.split(params);
+        let slot = match self.saved.lock() {
+            Ok(slot) => slot,
+            Err(_) => bail!("fused recurrence: saved activations lock poisoned"),
+        };
+        let Some(saved) = slot.as_ref() else {
+            bail!("fused recurrence: backward called but the forward saved no activations")
+        };
+        let mut dparams = Vec::with_capacity(self.sizes.total());
+        let (dx, dstate) = match self.mode {
+            Mode::Lstm => {
+                let Some(s) = saved.downcast_ref::<lstm::LstmSaved<T>>() else {
+                    bail!("fused recurrence: saved activations have the wrong type")
+                };
+                let g = lstm::backward(p, xs, &w, s, grad_out);
+                dparams.extend(g.dw_ih);
+                dparams.extend(g.dw_hh);
+                if w.b_ih.is_some() {
+                    dparams.extend_from_slice(&g.db);
+                    dparams.extend(g.db);
+                }
+                dparams.extend(g.dw_hr);
+                let mut dstate = g.dh0;
+                dstate.extend(g.dc0);
+                (g.dx, dstate)
+            }
+            Mode::Gru => {
+                let Some(s) = saved.downcast_ref::<gru::GruSaved<T>>() else {
+                    bail!("fused recurrence: saved activations have the wrong type")
+                };
+                let g = gru::backward(p, xs, &w, s, grad_out);
+                dparams.extend(g.dw_ih);
+                dparams.extend(g.dw_hh);
+                if w.b_ih.is_some() {
+                    dparams.extend(g.db_ih);
+                    dparams.extend(g.db_hh);
+                }
+                (g.dx, g.dh0)
+            }
+            Mode::RnnTanh | Mode::RnnRelu => {
+                let Some(s) = saved.downcast_ref::<rnn::RnnSaved<T>>() else {
+                    bail!("fused recurrence: saved activations have the wrong type")
+                };
+                let relu = self.mode == Mode::RnnRelu;
+                let g = rnn::backward(p, relu, xs, &w, s, grad_out);
+                dparams.extend(g.dw_ih);
+                dparams.extend(g.dw_hh);
+                if w.b_ih.is_some() {
+                    dparams.extend_from_slice(&g.db);
+                    dparams.extend(g.db);
+                }
+                (g.dx, g.dh0)
+            }
+        };
+        debug_assert_eq!(dparams.len(), self.sizes.total());
+        Ok((dx, dstate, dparams))
+    }
+}
+
+/// The contiguous slice of a CPU storage under `layout`.
+fn cpu_slice<'a, T: WithDType>(s: &'a CpuStorage, layout: &Layout) -> Result<&'a [T]> {
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&s.as_slice::<T>()?[start..end]),
+        None => bail!("fused recurrence: argument is not contiguous"),
+    }
+}
+
+/// Reads a contiguous CPU tensor as a flat vector (no copy when already contiguous and in place).
+fn with_cpu_slice<T: WithDType, R>(t: &Tensor, f: impl FnOnce(&[T]) -> Result<R>) -> Result<R> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        Storage::Cpu(cpu) => f(cpu_slice::<T>(cpu, layout)?),
+        _ => bail!("fused recurrence: tensor is not on the CPU"),
+    }
+}
+
+impl CustomOp3 for FusedRecurrence {
+    fn name(&self) -> &'static str {
+        "fused-recurrence"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let shape = Shape::from(self.out_len());
+        match (s1, s2, s3) {
+            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                let out = self.forward_typed::<f32>(
+                    cpu_slice(s1, l1)?,
+                    cpu_slice(s2, l2)?,
+                    cpu_slice(s3, l3)?,
+                );
+                Ok((CpuStorage::F32(out), shape))
+            }
+            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                let out = self.forward_typed::<f64>(
+                    cpu_slice(s1, l1)?,
+                    cpu_slice(s2, l2)?,
+                    cpu_slice(s3, l3)?,
+                );
+                Ok((CpuStorage::F64(out), shape))
+            }
+            _ => bail!("fused recurrence: f32 or f64 only, all arguments of one dtype"),
+        }
+    }
+
+    fn bwd(
+        &self,
+        xs: &Tensor,
+        state0: &Tensor,
+        params: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        fn run<T: Float>(
+            op: &FusedRecurrence,
+            xs: &Tensor,
+            params: &Tensor,
+            grad_res: &Tensor,
+        ) -> Result<(Vec<T>, Vec<T>, Vec<T>)> {
+            with_cpu_slice::<T, _>(xs, |x| {
+                with_cpu_slice::<T, _>(params, |w| {
+                    with_cpu_slice::<T, _>(grad_res, |g| op.backward_typed(x, w, g))
+                })
+            })
+        }
+        let dev = xs.device();
+        let (dx, ds, dp) = match xs.dtype() {
+            DType::F32 => {
+                let (a, b, c) = run::<f32>(self, xs, params, grad_res)?;
+                (
+                    Tensor::from_vec(a, xs.shape(), dev)?,
+                    Tensor::from_vec(b, state0.shape(), dev)?,
+                    Tensor::from_vec(c, params.shape(), dev)?,
+                )
+            }
+            DType::F64 => {
+                let (a, b, c) = run::<f64>(self, xs, params, grad_res)?;
+                (
+                    Tensor::from_vec(a, xs.shape(), dev)?,
+                    Tensor::from_vec(b, state0.shape(), dev)?,
+                    Tensor::from_vec(c, params.shape(), dev)?,
+                )
+            }
+            dt => bail!("fused recurrence: f32 or f64 only, got {dt:?}"),
+        };
+        Ok((Some(dx), Some(ds), Some(dp)))
+    }
+}
+
+/// Whether the fused op can run `xs`: a CPU tensor of f32 or f64.
+pub(crate) fn supports(xs: &Tensor) -> bool {
+    xs.device().is_cpu() && matches!(xs.dtype(), DType::F32 | DType::F64)
+}
+
+/// Runs `cell` over the whole sequence `xs` with the fused op.
+///
+/// # Shapes
+/// - `xs`: `(batch, seq_len, input)` if `batch_first`, else `(seq_len, batch, input)`
+/// - `init`: `h (batch, state)`, `c (batch, hidden)` for LSTM
+/// - returns `ys` in the layout of `xs` with `state` features, and the final state
+pub(crate) fn fused_direction(
+    cell: &CellParams,
+    xs: &Tensor,
+    batch_first: bool,
+    init: &RnnState,
+    lengths: Option<&[usize]>,
+    reverse: bool,
+) -> Result<(Tensor, RnnState)> {
+    let (d0, d1, input) = xs.dims3()?;
+    let (seq_len, batch) = if batch_first { (d1, d0) } else { (d0, d1) };
+    let (hidden, state) = (cell.hidden_size, cell.state_size());
+    let mut pieces = vec![cell.weight_ih.flatten_all()?, cell.weight_hh.flatten_all()?];
+    let bias = match (&cell.bias_ih, &cell.bias_hh) {
+        (Some(b_ih), Some(b_hh)) => {
+            pieces.push(b_ih.clone());
+            pieces.push(b_hh.clone());
+            b_ih.elem_count()
+        }
+        _ => 0,
+    };
+    let w_hr = match &cell.weight_hr {
+        Some(w) => {
+            pieces.push(w.flatten_all()?);
+            w.elem_count()
+        }
+        None => 0,
+    };
+    let params = Tensor::cat(&pieces, 0)?;
+    let mut state_pieces = vec![init.h.flatten_all()?];
+    if let Some(c) = &init.c {
+        state_pieces.push(c.flatten_all()?);
+    }
+    let state0 = Tensor::cat(&state_pieces, 0)?;
+    let xs = xs.contiguous()?;
+    let save = xs.track_op() || state0.track_op() || params.track_op();
+    let op = FusedRecurrence {
+        mode: cell.mode,
+        problem: Problem {
+            seq_len,
+            batch,
+            input,
+            hidden,
+            state,
+            batch_first,
+            reverse,
+            lengths: lengths.map(<[usize]>::to_vec),
+        },
+        sizes: ParamSizes {
+            w_ih: cell.weight_ih.elem_count(),
+            w_hh: cell.weight_hh.elem_count(),
+            bias,
+            w_hr,
+        },
+        saved: Mutex::new(None),
+        save,
+    };
+    let out = xs.apply_op3(&state0, &params, op)?;
+    let rows = seq_len * batch;
+    let ys = out.narrow(0, 0, rows * state)?.reshape((d0, d1, state))?;
+    let h = out
+        .narrow(0, rows * state, batch * state)?
+        .reshape((batch, state))?;
+    let c = if cell.mode.has_cell_state() {
+        Some(
+            out.narrow(0, rows * state + batch * state, batch * hidden)?
+                .reshape((batch, hidden))?,
+        )
+    } else {
+        None
+    };
+    Ok((ys, RnnState::new(h, c)))
+}
