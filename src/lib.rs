@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
+pub mod bench;
 pub use rnn_core as core;
 pub use rnn_models as models;
 pub use rnn_train as train;

@@ -120,6 +120,16 @@ impl Rnn {
         self
     }
 
+    /// The same layer with its parameters cut from the autograd graph: for inference, where no
+    /// gradient is wanted (the fused op then saves no activations). Shares the parameters' storage.
+    pub fn detached(&self) -> Self {
+        let mut out = self.clone();
+        for cell in &mut out.cells {
+            *cell = cell.detached();
+        }
+        out
+    }
+
     /// The implementation this layer runs (see [`Implementation`]).
     pub fn implementation(&self) -> Implementation {
         self.implementation
@@ -380,7 +390,13 @@ impl Rnn {
         train: bool,
     ) -> Result<(Tensor, RnnState)> {
         let dirs = self.cfg.num_directions();
-        let mut input = prepared.xs.clone();
+        // The kernels run time-major: each step's rows are then one contiguous block (batch-first
+        // rows of one step lie a whole sequence apart, which costs cache and TLB misses).
+        let mut input = if prepared.batch_first {
+            prepared.xs.transpose(0, 1)?.contiguous()?
+        } else {
+            prepared.xs.clone()
+        };
         let mut finals = Vec::with_capacity(self.cells.len());
         for layer in 0..self.cfg.num_layers {
             let mut outputs = Vec::with_capacity(dirs);
@@ -390,7 +406,7 @@ impl Rnn {
                 let (ys, fin) = ops::fused_direction(
                     &self.cells[idx],
                     &input,
-                    prepared.batch_first,
+                    false,
                     &init,
                     lengths,
                     direction == 1,
@@ -406,16 +422,16 @@ impl Rnn {
             if train && self.cfg.dropout > 0.0 && layer + 1 < self.cfg.num_layers {
                 let mask =
                     self.dropout_mask(layer, prepared.seq_len, prepared.batch, &layer_out)?;
-                let mask = if prepared.batch_first {
-                    mask.transpose(0, 1)?
-                } else {
-                    mask
-                };
                 layer_out = (layer_out * mask)?;
             }
             input = layer_out;
         }
-        Ok((input, RnnState::stack(&finals)?))
+        let ys = if prepared.batch_first {
+            input.transpose(0, 1)?
+        } else {
+            input
+        };
+        Ok((ys, RnnState::stack(&finals)?))
     }
 
     /// Every layer and direction with composed Candle ops, step by step.

@@ -17,6 +17,7 @@
 mod cell;
 mod check;
 mod config;
+pub mod device;
 pub mod init;
 mod layer;
 mod ops;

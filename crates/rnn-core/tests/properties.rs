@@ -283,3 +283,16 @@ fn truncated_bptt_detach_stops_gradients() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn detached_layer_computes_the_same_without_a_graph() -> Result<()> {
+    let cfg = RnnConfig::new(Mode::Lstm, 3, 4).with_num_layers(2);
+    let (rnn, vm) = build(&cfg, 8);
+    let xs = randn(1, &[2, 5, 3]);
+    let (a, _) = rnn.forward(&xs, None)?;
+    let (b, _) = rnn.detached().forward(&xs, None)?;
+    assert_eq!(max_abs_diff(&a, &b), 0.0);
+    let grads = b.sum_all()?.backward()?;
+    assert!(vm.all_vars().iter().all(|v| grads.get(v).is_none()));
+    Ok(())
+}

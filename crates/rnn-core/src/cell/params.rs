@@ -75,6 +75,18 @@ impl CellParams {
         })
     }
 
+    /// The same weights cut from the autograd graph.
+    pub fn detached(&self) -> Self {
+        Self {
+            weight_ih: self.weight_ih.detach(),
+            weight_hh: self.weight_hh.detach(),
+            bias_ih: self.bias_ih.as_ref().map(Tensor::detach),
+            bias_hh: self.bias_hh.as_ref().map(Tensor::detach),
+            weight_hr: self.weight_hr.as_ref().map(Tensor::detach),
+            ..self.clone()
+        }
+    }
+
     /// Size of `h`: the projection size when projecting, else `hidden_size`.
     pub fn state_size(&self) -> usize {
         match &self.weight_hr {

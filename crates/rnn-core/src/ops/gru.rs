@@ -1,7 +1,7 @@
 //! Fused GRU recurrence on CPU (gate order r, z, n; `n = tanh(W_in x + b_in + r * (W_hn h + b_hn))`,
 //! `h' = n + z * (h - n)`): forward over the whole sequence and its hand-written BPTT backward.
 
-use super::gemm::{matmul, MatRef};
+use super::gemm::{matmul, transposed, MatRef};
 use super::math::Float;
 use super::{colsum_into, Problem, Weights};
 
@@ -39,9 +39,11 @@ pub(crate) fn forward<T: Float>(
         g3,
         w.b_ih.is_some(),
         MatRef::row_major(x, rows, p.input),
-        MatRef::row_major(w.w_ih, g3, p.input).t(),
+        MatRef::row_major(&transposed(w.w_ih, g3, p.input), p.input, g3),
     );
-    let w_hh_t = MatRef::row_major(w.w_hh, g3, hh).t();
+    // Row-major W_hh^T: the per-step product then reads the weights as they lie, with no packing.
+    let w_hh_t_data = transposed(w.w_hh, g3, hh);
+    let w_hh_t = MatRef::row_major(&w_hh_t_data, hh, g3);
     let mut h = h0.to_vec();
     let saved_len = |n: usize| if save { n } else { 0 };
     let mut ghn = vec![T::zero(); saved_len(rows * hh)];

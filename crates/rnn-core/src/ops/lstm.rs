@@ -1,7 +1,7 @@
 //! Fused LSTM recurrence on CPU (gate order i, f, g, o; optional projection `weight_hr`):
 //! forward over the whole sequence and its hand-written BPTT backward.
 
-use super::gemm::{matmul, MatRef};
+use super::gemm::{matmul, transposed, MatRef};
 use super::math::Float;
 use super::{colsum_into, Problem, Weights};
 
@@ -45,9 +45,11 @@ pub(crate) fn forward<T: Float>(
         g4,
         w.b_ih.is_some(),
         MatRef::row_major(x, rows, p.input),
-        MatRef::row_major(w.w_ih, g4, p.input).t(),
+        MatRef::row_major(&transposed(w.w_ih, g4, p.input), p.input, g4),
     );
-    let w_hh_t = MatRef::row_major(w.w_hh, g4, pp).t();
+    // Row-major W_hh^T: the per-step product then reads the weights as they lie, with no packing.
+    let w_hh_t_data = transposed(w.w_hh, g4, pp);
+    let w_hh_t = MatRef::row_major(&w_hh_t_data, pp, g4);
     let mut h = h0.to_vec();
     let mut c = c0.to_vec();
     let saved_len = |n: usize| if save { n } else { 0 };
@@ -58,6 +60,7 @@ pub(crate) fn forward<T: Float>(
     let mut tc = vec![T::zero(); bb * hh];
     let mut r = vec![T::zero(); bb * hh];
     let mut h_proj = vec![T::zero(); if w.w_hr.is_some() { bb * pp } else { 0 }];
+    let w_hr_t = w.w_hr.map(|w_hr| transposed(w_hr, pp, hh));
     for t in p.forward_steps() {
         matmul(
             &mut gates,
@@ -93,9 +96,9 @@ pub(crate) fn forward<T: Float>(
                 tanhc[row * hh..][..hh].copy_from_slice(tcb);
             }
         }
-        let h_new: &[T] = match w.w_hr {
-            Some(w_hr) => {
-                let w_hr_t = MatRef::row_major(w_hr, pp, hh).t();
+        let h_new: &[T] = match &w_hr_t {
+            Some(w_hr_t) => {
+                let w_hr_t = MatRef::row_major(w_hr_t, hh, pp);
                 matmul(
                     &mut h_proj,
                     0,

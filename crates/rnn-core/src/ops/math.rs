@@ -14,6 +14,7 @@ pub(crate) trait Float:
     + std::iter::Sum
     + candle_core::WithDType
     + Default
+    + faer::traits::ComplexField
     + Send
     + Sync
     + 'static
@@ -24,6 +25,22 @@ pub(crate) trait Float:
     fn tanh_inplace(xs: &mut [Self]);
     /// `dst[i] = tanh(src[i])`.
     fn tanh_into(src: &[Self], dst: &mut [Self]);
+    /// `y[i] += alpha * x[i]`.
+    fn axpy(alpha: Self, x: &[Self], y: &mut [Self]);
+}
+
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma", "aarch64+neon"))]
+fn axpy_f32(alpha: f32, x: &[f32], y: &mut [f32]) {
+    for (y, x) in y.iter_mut().zip(x) {
+        *y += alpha * *x;
+    }
+}
+
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma", "aarch64+neon"))]
+fn axpy_f64(alpha: f64, x: &[f64], y: &mut [f64]) {
+    for (y, x) in y.iter_mut().zip(x) {
+        *y += alpha * *x;
+    }
 }
 
 const LOG2E: f32 = std::f32::consts::LOG2_E;
@@ -41,9 +58,12 @@ fn exp_f32(x: f32) -> f32 {
     let p = p * r + 8.333_452e-3;
     let p = p * r + 4.166_579_6e-2;
     let p = p * r + 1.666_666_5e-1;
-    let p = p * r + 5.000_000_1e-1;
+    let p = p * r + 0.5;
     let y = p * (r * r) + r + 1.0;
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // 2^n from the bits of n + 1.5 * 2^23 (n is an integer in [-126, 127]): integer ops only, so the
+    // loop vectorises (an `as i32` cast would be scalarised for its NaN and saturation rules).
+    let n_bits = (n + 12_582_912.0).to_bits().wrapping_sub(0x4B40_0000);
+    let scale = f32::from_bits(n_bits.wrapping_add(127) << 23);
     y * scale
 }
 
@@ -90,6 +110,9 @@ impl Float for f32 {
     fn tanh_into(src: &[Self], dst: &mut [Self]) {
         tanh_f32_into(src, dst)
     }
+    fn axpy(alpha: Self, x: &[Self], y: &mut [Self]) {
+        axpy_f32(alpha, x, y)
+    }
 }
 
 impl Float for f64 {
@@ -107,6 +130,9 @@ impl Float for f64 {
         for (d, s) in dst.iter_mut().zip(src) {
             *d = s.tanh();
         }
+    }
+    fn axpy(alpha: Self, x: &[Self], y: &mut [Self]) {
+        axpy_f64(alpha, x, y)
     }
 }
 

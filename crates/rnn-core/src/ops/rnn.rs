@@ -1,7 +1,7 @@
 //! Fused vanilla RNN recurrence on CPU (`h' = act(W_ih x + b_ih + W_hh h + b_hh)`, act = tanh or
 //! ReLU): forward over the whole sequence and its hand-written BPTT backward.
 
-use super::gemm::{matmul, MatRef};
+use super::gemm::{matmul, transposed, MatRef};
 use super::math::Float;
 use super::{colsum_into, Problem, Weights};
 
@@ -38,9 +38,11 @@ pub(crate) fn forward<T: Float>(
         hh,
         w.b_ih.is_some(),
         MatRef::row_major(x, rows, p.input),
-        MatRef::row_major(w.w_ih, hh, p.input).t(),
+        MatRef::row_major(&transposed(w.w_ih, hh, p.input), p.input, hh),
     );
-    let w_hh_t = MatRef::row_major(w.w_hh, hh, hh).t();
+    // Row-major W_hh^T: the per-step product then reads the weights as they lie, with no packing.
+    let w_hh_t_data = transposed(w.w_hh, hh, hh);
+    let w_hh_t = MatRef::row_major(&w_hh_t_data, hh, hh);
     let mut h = h0.to_vec();
     let mut hprev = vec![T::zero(); if save { rows * hh } else { 0 }];
     for t in p.forward_steps() {

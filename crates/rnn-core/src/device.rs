@@ -1,0 +1,97 @@
+//! Device choice from a user's string: the one place that knows which devices this build has.
+
+use candle_core::{bail, Device, Result};
+
+/// Parses `auto | cpu | cuda | cuda:N | metal | metal:N` into a Candle device.
+///
+/// `auto` picks CUDA, then Metal, then the CPU, among the devices compiled into this build and
+/// present on this machine. A device whose feature is not compiled in is an error that says how to
+/// rebuild.
+pub fn select(spec: &str) -> Result<Device> {
+    let spec = spec.trim().to_ascii_lowercase();
+    let (kind, index) = match spec.split_once(':') {
+        Some((kind, idx)) => match idx.parse::<usize>() {
+            Ok(i) => (kind.to_string(), i),
+            Err(_) => {
+                bail!("device '{spec}': the part after ':' must be a device number, like cuda:0")
+            }
+        },
+        None => (spec.clone(), 0),
+    };
+    match kind.as_str() {
+        "cpu" => Ok(Device::Cpu),
+        "auto" => Ok(auto()),
+        "cuda" => {
+            if !cfg!(feature = "cuda") {
+                bail!("device '{spec}': this build has no CUDA support; rebuild with `--features cuda` (e.g. `cargo build --release --features cuda`)");
+            }
+            Device::new_cuda(index)
+        }
+        "metal" => {
+            if !cfg!(feature = "metal") {
+                bail!("device '{spec}': this build has no Metal support; rebuild with `--features metal` on macOS");
+            }
+            Device::new_metal(index)
+        }
+        other => bail!("unknown device '{other}': expected auto, cpu, cuda, cuda:N or metal"),
+    }
+}
+
+/// The best device of this build and machine: CUDA, then Metal, then the CPU.
+pub fn auto() -> Device {
+    if cfg!(feature = "cuda") {
+        if let Ok(d) = Device::new_cuda(0) {
+            return d;
+        }
+    }
+    if cfg!(feature = "metal") {
+        if let Ok(d) = Device::new_metal(0) {
+            return d;
+        }
+    }
+    Device::Cpu
+}
+
+/// A short name for messages: `cpu`, `cuda:0`, `metal:0`.
+pub fn name(device: &Device) -> String {
+    match device.location() {
+        candle_core::DeviceLocation::Cpu => "cpu".into(),
+        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_and_auto_without_gpu_features() {
+        assert!(select("cpu").unwrap().is_cpu());
+        assert!(select(" CPU ").unwrap().is_cpu());
+        if !cfg!(feature = "cuda") && !cfg!(feature = "metal") {
+            assert!(select("auto").unwrap().is_cpu());
+        }
+        assert_eq!(name(&Device::Cpu), "cpu");
+    }
+
+    #[test]
+    fn missing_features_say_how_to_rebuild() {
+        if !cfg!(feature = "cuda") {
+            let e = select("cuda:1").unwrap_err().to_string();
+            assert!(e.contains("--features cuda"), "{e}");
+        }
+        if !cfg!(feature = "metal") {
+            let e = select("metal").unwrap_err().to_string();
+            assert!(e.contains("--features metal"), "{e}");
+        }
+    }
+
+    #[test]
+    fn bad_specs_are_named() {
+        let e = select("tpu").unwrap_err().to_string();
+        assert!(e.contains("tpu") && e.contains("cuda:N"), "{e}");
+        let e = select("cuda:x").unwrap_err().to_string();
+        assert!(e.contains("device number"), "{e}");
+    }
+}

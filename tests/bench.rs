@@ -1,0 +1,60 @@
+//! `rnn bench`'s workloads run for every implementation and report sane numbers; candle-nn's
+//! missing cells are refused with a clear error.
+
+use candle_core::{DType, Device};
+use rnn::bench::{BenchImpl, BenchSpec, Workload};
+use rnn_core::Mode;
+
+fn spec(cell: Mode, implementation: BenchImpl, train: bool, bidirectional: bool) -> BenchSpec {
+    BenchSpec {
+        cell,
+        batch: 3,
+        seq_len: 5,
+        input: 4,
+        hidden: 6,
+        layers: 2,
+        bidirectional,
+        train,
+        implementation,
+        iters: 3,
+        dtype: DType::F32,
+    }
+}
+
+#[test]
+fn every_implementation_runs_train_and_infer() {
+    for implementation in [BenchImpl::Fused, BenchImpl::Composed, BenchImpl::CandleNn] {
+        for cell in [Mode::Lstm, Mode::Gru] {
+            for train in [false, true] {
+                for bidirectional in [false, true] {
+                    let s = spec(cell, implementation, train, bidirectional);
+                    let r = Workload::new(&s, &Device::Cpu).unwrap().measure().unwrap();
+                    assert_eq!(r.iters, 3);
+                    assert!(r.min_ms > 0.0 && r.min_ms <= r.median_ms, "{r:?}");
+                    assert_eq!(r.mode, if train { "train" } else { "infer" });
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn candle_nn_has_no_vanilla_rnn() {
+    let s = spec(Mode::RnnTanh, BenchImpl::CandleNn, true, false);
+    let err = Workload::new(&s, &Device::Cpu)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(err.contains("candle-nn has no rnn-tanh"), "{err}");
+}
+
+#[test]
+fn zero_sizes_are_refused() {
+    let mut s = spec(Mode::Lstm, BenchImpl::Fused, true, false);
+    s.hidden = 0;
+    let err = Workload::new(&s, &Device::Cpu)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(err.contains("must all be > 0"), "{err}");
+}
