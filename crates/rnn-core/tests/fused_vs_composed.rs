@@ -193,3 +193,30 @@ fn fused_equals_composed_on_a_larger_f32_case() {
         assert_same(&case).unwrap();
     }
 }
+
+/// A batch large enough to be split across threads (chunks of at least 4 rows), with variable
+/// lengths and a projection: the chunked recurrence equals the composed one.
+#[test]
+fn fused_equals_composed_when_the_batch_is_split_across_threads() {
+    for mode in Mode::ALL {
+        let proj = if mode == Mode::Lstm { 5 } else { 0 };
+        for batch_first in [true, false] {
+            let cfg = RnnConfig::new(mode, 6, 8)
+                .with_num_layers(2)
+                .with_bidirectional(true)
+                .with_proj_size(proj)
+                .with_batch_first(batch_first);
+            let case = Case {
+                cfg,
+                batch: 11,
+                seq_len: 9,
+                lengths: Some(vec![9, 3, 1, 7, 9, 2, 5, 8, 4, 6, 9]),
+                with_state: true,
+                train: false,
+                dtype: DType::F64,
+                seed: 17,
+            };
+            assert_same(&case).unwrap();
+        }
+    }
+}

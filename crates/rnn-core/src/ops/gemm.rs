@@ -57,7 +57,8 @@ impl<'a, T> MatRef<'a, T> {
 }
 
 /// `dst (m, n) [+]= a (m, k) · b (k, n)`; `dst` row `i` starts at `dst[dst_offset + i * dst_rs]`
-/// and is contiguous. Multi-threaded (rayon) when the product is large enough to pay for it.
+/// and is contiguous. With `may_thread`, multi-threaded (rayon) when the product is large enough to
+/// pay for it; callers already running on a batch chunk's thread pass `false`.
 pub(crate) fn matmul<T: Float>(
     dst: &mut [T],
     dst_offset: usize,
@@ -65,6 +66,7 @@ pub(crate) fn matmul<T: Float>(
     accumulate: bool,
     a: MatRef<T>,
     b: MatRef<T>,
+    may_thread: bool,
 ) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(b.rows, k, "matmul: inner dimensions differ");
@@ -99,7 +101,7 @@ pub(crate) fn matmul<T: Float>(
         return;
     }
     let macs = m * n * k;
-    let parallel = macs >= PARALLEL_MIN_MACS && (n >= 512 || macs >= 1 << 25);
+    let parallel = may_thread && macs >= PARALLEL_MIN_MACS && (n >= 512 || macs >= 1 << 25);
     let par = if parallel && rayon::current_num_threads() > 1 {
         faer::Par::rayon(rayon::current_num_threads())
     } else {
@@ -186,6 +188,7 @@ mod tests {
             false,
             MatRef::row_major(&a, m, k),
             MatRef::row_major(&b, k, n),
+            true,
         );
         assert!(c.iter().zip(&want).all(|(x, y)| (x - y).abs() < 1e-12));
         // a given as the transpose of its (k, m) transpose.
@@ -198,6 +201,7 @@ mod tests {
             true,
             MatRef::row_major(&at, k, m).t(),
             MatRef::row_major(&b, k, n),
+            true,
         );
         assert!(c2
             .iter()
@@ -212,6 +216,7 @@ mod tests {
             false,
             MatRef::row_major(&a, m, k),
             MatRef::row_major(&b, k, n),
+            true,
         );
         for i in 0..m {
             for j in 0..n {
@@ -236,6 +241,7 @@ mod tests {
                 true,
                 MatRef::row_major(&a, m, k),
                 MatRef::row_major(&b, k, n),
+                true,
             );
             assert!(
                 c.iter()

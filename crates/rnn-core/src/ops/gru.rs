@@ -1,9 +1,11 @@
 //! Fused GRU recurrence on CPU (gate order r, z, n; `n = tanh(W_in x + b_in + r * (W_hn h + b_hn))`,
-//! `h' = n + z * (h - n)`): forward over the whole sequence and its hand-written BPTT backward.
+//! `h' = n + z * (h - n)`): forward over the whole sequence and its hand-written BPTT backward. The
+//! recurrence runs each chunk of the batch on its own thread (see [`for_each_batch_chunk`]).
 
 use super::gemm::{matmul, transposed, MatRef};
 use super::math::Float;
-use super::{colsum_into, Problem, Weights};
+use super::{colsum_into, for_each_batch_chunk, Problem, Shared, Weights};
+use std::ops::Range;
 
 /// Activations the backward pass needs, one row per (step, batch) in the problem's row order.
 pub(crate) struct GruSaved<T> {
@@ -13,6 +15,14 @@ pub(crate) struct GruSaved<T> {
     ghn: Vec<T>,
     /// State before each step: `(rows, hidden)`.
     hprev: Vec<T>,
+}
+
+/// Buffers the forward's batch chunks write, each in its own rows.
+struct ForwardBufs<T> {
+    gates: Shared<T>,
+    out: Shared<T>,
+    ghn: Shared<T>,
+    hprev: Shared<T>,
 }
 
 /// Runs the sequence; writes `[ys (rows, hidden) | h_n (batch, hidden)]` into `out` and returns the
@@ -25,7 +35,7 @@ pub(crate) fn forward<T: Float>(
     out: &mut [T],
     save: bool,
 ) -> Option<GruSaved<T>> {
-    let (bb, hh, rows) = (p.batch, p.hidden, p.rows());
+    let (hh, rows) = (p.hidden, p.rows());
     let g3 = 3 * hh;
     let mut gates = vec![T::zero(); rows * g3];
     if let Some(b_ih) = w.b_ih {
@@ -40,68 +50,93 @@ pub(crate) fn forward<T: Float>(
         w.b_ih.is_some(),
         MatRef::row_major(x, rows, p.input),
         MatRef::row_major(&transposed(w.w_ih, g3, p.input), p.input, g3),
+        true,
     );
-    // Row-major W_hh^T: the per-step product then reads the weights as they lie, with no packing.
-    let w_hh_t_data = transposed(w.w_hh, g3, hh);
-    let w_hh_t = MatRef::row_major(&w_hh_t_data, hh, g3);
-    let mut h = h0.to_vec();
+    // Row-major W_hh^T: the per-step product reads the weights as they lie, with no packing.
+    let w_hh_t = transposed(w.w_hh, g3, hh);
     let saved_len = |n: usize| if save { n } else { 0 };
     let mut ghn = vec![T::zero(); saved_len(rows * hh)];
     let mut hprev = vec![T::zero(); saved_len(rows * hh)];
-    let mut gh = vec![T::zero(); bb * g3];
-    let mut h_new = vec![T::zero(); bb * hh];
+    let bufs = ForwardBufs {
+        gates: Shared::new(&mut gates),
+        out: Shared::new(out),
+        ghn: Shared::new(&mut ghn),
+        hprev: Shared::new(&mut hprev),
+    };
+    for_each_batch_chunk(p.batch, |range| {
+        forward_chunk(p, range, h0, &w_hh_t, w.b_hh, &bufs, save)
+    });
+    save.then_some(GruSaved { gates, ghn, hprev })
+}
+
+/// The forward recurrence of batch rows `range`.
+fn forward_chunk<T: Float>(
+    p: &Problem,
+    range: Range<usize>,
+    h0: &[T],
+    w_hh_t: &[T],
+    b_hh: Option<&[T]>,
+    bufs: &ForwardBufs<T>,
+    save: bool,
+) {
+    let (hh, rows) = (p.hidden, p.rows());
+    let g3 = 3 * hh;
+    let (b0, n) = (range.start, range.len());
+    let mut h = h0[b0 * hh..][..n * hh].to_vec();
+    let mut gh = vec![T::zero(); n * g3];
+    let mut h_new = vec![T::zero(); n * hh];
+    let w_hh_t = MatRef::row_major(w_hh_t, hh, g3);
     for t in p.forward_steps() {
-        if let Some(b_hh) = w.b_hh {
+        if let Some(b_hh) = b_hh {
             for row in gh.chunks_exact_mut(g3) {
                 row.copy_from_slice(b_hh);
             }
         }
-        matmul(
-            &mut gh,
-            0,
-            g3,
-            w.b_hh.is_some(),
-            MatRef::row_major(&h, bb, hh),
-            w_hh_t,
-        );
-        for b in 0..bb {
-            let row = p.row(t, b);
-            let gr = &mut gates[row * g3..][..g3];
-            let ghb = &gh[b * g3..][..g3];
+        let h_m = MatRef::row_major(&h, n, hh);
+        matmul(&mut gh, 0, g3, b_hh.is_some(), h_m, w_hh_t, false);
+        for i in 0..n {
+            let row = p.row(t, b0 + i);
+            // SAFETY: row `row` belongs to this chunk.
+            let gr = unsafe { bufs.gates.slice(row * g3, g3) };
+            let ghb = &gh[i * g3..][..g3];
             for (a, g) in gr[..2 * hh].iter_mut().zip(&ghb[..2 * hh]) {
                 *a += *g;
             }
             T::sigmoid_inplace(&mut gr[..2 * hh]);
-            let (rz, n) = gr.split_at_mut(2 * hh);
-            let r = &rz[..hh];
+            let (rz, ng) = gr.split_at_mut(2 * hh);
+            let rg = &rz[..hh];
             let ghn_b = &ghb[2 * hh..];
             for j in 0..hh {
-                n[j] += r[j] * ghn_b[j];
+                ng[j] += rg[j] * ghn_b[j];
             }
-            T::tanh_inplace(n);
-            let z = &rz[hh..];
-            let hb = &h[b * hh..][..hh];
-            let hn = &mut h_new[b * hh..][..hh];
+            T::tanh_inplace(ng);
+            let zg = &rz[hh..];
+            let hb = &h[i * hh..][..hh];
+            let hn = &mut h_new[i * hh..][..hh];
             for j in 0..hh {
-                hn[j] = n[j] + z[j] * (hb[j] - n[j]);
+                hn[j] = ng[j] + zg[j] * (hb[j] - ng[j]);
             }
             if save {
-                ghn[row * hh..][..hh].copy_from_slice(ghn_b);
-                hprev[row * hh..][..hh].copy_from_slice(hb);
+                // SAFETY: row `row` belongs to this chunk.
+                unsafe {
+                    bufs.ghn.slice(row * hh, hh).copy_from_slice(ghn_b);
+                    bufs.hprev.slice(row * hh, hh).copy_from_slice(hb);
+                }
             }
         }
-        for b in 0..bb {
-            let y = &mut out[p.row(t, b) * hh..][..hh];
-            if p.valid(t, b) {
-                y.copy_from_slice(&h_new[b * hh..][..hh]);
-                h[b * hh..][..hh].copy_from_slice(y);
+        for i in 0..n {
+            // SAFETY: row belongs to this chunk.
+            let y = unsafe { bufs.out.slice(p.row(t, b0 + i) * hh, hh) };
+            if p.valid(t, b0 + i) {
+                y.copy_from_slice(&h_new[i * hh..][..hh]);
+                h[i * hh..][..hh].copy_from_slice(y);
             } else {
                 y.fill(T::zero());
             }
         }
     }
-    out[rows * hh..][..bb * hh].copy_from_slice(&h);
-    save.then_some(GruSaved { gates, ghn, hprev })
+    // SAFETY: this chunk's rows of the final state.
+    unsafe { bufs.out.slice(rows * hh + b0 * hh, n * hh) }.copy_from_slice(&h);
 }
 
 /// Gradients of the GRU recurrence.
@@ -114,6 +149,13 @@ pub(crate) struct GruGrads<T> {
     pub db_hh: Vec<T>,
 }
 
+/// Buffers the backward's batch chunks write, each in its own rows.
+struct BackwardBufs<T> {
+    dgi: Shared<T>,
+    dgh: Shared<T>,
+    dh0: Shared<T>,
+}
+
 /// BPTT through the saved forward. `grad_out` has the layout of the forward's `out`.
 pub(crate) fn backward<T: Float>(
     p: &Problem,
@@ -124,88 +166,97 @@ pub(crate) fn backward<T: Float>(
 ) -> GruGrads<T> {
     let (bb, hh, rows) = (p.batch, p.hidden, p.rows());
     let g3 = 3 * hh;
-    let dy = &grad_out[..rows * hh];
-    let mut dh = grad_out[rows * hh..][..bb * hh].to_vec();
     let mut dgi = vec![T::zero(); rows * g3];
     let mut dgh = vec![T::zero(); rows * g3];
-    let mut dh_rec = vec![T::zero(); bb * hh];
-    let w_hh = MatRef::row_major(w.w_hh, g3, hh);
-    let one = T::one();
-    for t in p.backward_steps() {
-        for b in 0..bb {
-            let row = p.row(t, b);
-            let dhr = &mut dh_rec[b * hh..][..hh];
-            if !p.valid(t, b) {
-                dhr.copy_from_slice(&dh[b * hh..][..hh]);
-                continue;
-            }
-            let dhb = &mut dh[b * hh..][..hh];
-            for (d, g) in dhb.iter_mut().zip(&dy[row * hh..][..hh]) {
-                *d += *g;
-            }
-            let gr = &s.gates[row * g3..][..g3];
-            let (r, z, n) = (&gr[..hh], &gr[hh..2 * hh], &gr[2 * hh..]);
-            let ghn = &s.ghn[row * hh..][..hh];
-            let hp = &s.hprev[row * hh..][..hh];
-            let (gi, gh) = (&mut dgi[row * g3..][..g3], &mut dgh[row * g3..][..g3]);
-            for j in 0..hh {
-                let d = dhb[j];
-                let dan = d * (one - z[j]) * (one - n[j] * n[j]);
-                let dar = dan * ghn[j] * r[j] * (one - r[j]);
-                let daz = d * (hp[j] - n[j]) * z[j] * (one - z[j]);
-                gi[j] = dar;
-                gi[hh + j] = daz;
-                gi[2 * hh + j] = dan;
-                gh[j] = dar;
-                gh[hh + j] = daz;
-                gh[2 * hh + j] = dan * r[j];
-                dhr[j] = d * z[j];
-            }
-        }
-        let dgh_t = MatRef::strided(&dgh, p.step_offset(t, g3), bb, g3, p.step_rs(g3), 1);
-        // Invalid rows of dgh are zero, so they keep dh (copied into dh_rec above).
-        matmul(&mut dh_rec, 0, hh, true, dgh_t, w_hh);
-        std::mem::swap(&mut dh, &mut dh_rec);
-    }
+    let mut dh0 = vec![T::zero(); bb * hh];
+    let bufs = BackwardBufs {
+        dgi: Shared::new(&mut dgi),
+        dgh: Shared::new(&mut dgh),
+        dh0: Shared::new(&mut dh0),
+    };
+    for_each_batch_chunk(bb, |range| backward_chunk(p, range, w, s, grad_out, &bufs));
     let dgi_m = MatRef::row_major(&dgi, rows, g3);
     let dgh_m = MatRef::row_major(&dgh, rows, g3);
     let mut dx = vec![T::zero(); rows * p.input];
-    matmul(
-        &mut dx,
-        0,
-        p.input,
-        false,
-        dgi_m,
-        MatRef::row_major(w.w_ih, g3, p.input),
-    );
+    let w_ih = MatRef::row_major(w.w_ih, g3, p.input);
+    matmul(&mut dx, 0, p.input, false, dgi_m, w_ih, true);
     let mut dw_ih = vec![T::zero(); g3 * p.input];
-    matmul(
-        &mut dw_ih,
-        0,
-        p.input,
-        false,
-        dgi_m.t(),
-        MatRef::row_major(x, rows, p.input),
-    );
+    let x_m = MatRef::row_major(x, rows, p.input);
+    matmul(&mut dw_ih, 0, p.input, false, dgi_m.t(), x_m, true);
     let mut dw_hh = vec![T::zero(); g3 * hh];
-    matmul(
-        &mut dw_hh,
-        0,
-        hh,
-        false,
-        dgh_m.t(),
-        MatRef::row_major(&s.hprev, rows, hh),
-    );
+    let hprev = MatRef::row_major(&s.hprev, rows, hh);
+    matmul(&mut dw_hh, 0, hh, false, dgh_m.t(), hprev, true);
     let mut db_ih = vec![T::zero(); g3];
     colsum_into(&dgi, g3, &mut db_ih);
     let mut db_hh = vec![T::zero(); g3];
     colsum_into(&dgh, g3, &mut db_hh);
     GruGrads {
         dx,
-        dh0: dh,
+        dh0,
         dw_ih,
         dw_hh,
         db_ih,
         db_hh,
     }
+}
+
+/// The backward recurrence of batch rows `range`.
+fn backward_chunk<T: Float>(
+    p: &Problem,
+    range: Range<usize>,
+    w: &Weights<T>,
+    s: &GruSaved<T>,
+    grad_out: &[T],
+    bufs: &BackwardBufs<T>,
+) {
+    let (hh, rows) = (p.hidden, p.rows());
+    let g3 = 3 * hh;
+    let (b0, n) = (range.start, range.len());
+    let dy = &grad_out[..rows * hh];
+    let mut dh = grad_out[rows * hh + b0 * hh..][..n * hh].to_vec();
+    let mut dh_rec = vec![T::zero(); n * hh];
+    let w_hh = MatRef::row_major(w.w_hh, g3, hh);
+    let one = T::one();
+    for t in p.backward_steps() {
+        for i in 0..n {
+            let dhr = &mut dh_rec[i * hh..][..hh];
+            if !p.valid(t, b0 + i) {
+                dhr.copy_from_slice(&dh[i * hh..][..hh]);
+                continue;
+            }
+            let row = p.row(t, b0 + i);
+            let dhb = &mut dh[i * hh..][..hh];
+            for (d, g) in dhb.iter_mut().zip(&dy[row * hh..][..hh]) {
+                *d += *g;
+            }
+            let gr = &s.gates[row * g3..][..g3];
+            let (rg, zg, ng) = (&gr[..hh], &gr[hh..2 * hh], &gr[2 * hh..]);
+            let ghn = &s.ghn[row * hh..][..hh];
+            let hp = &s.hprev[row * hh..][..hh];
+            // SAFETY: row `row` belongs to this chunk.
+            let (gi, gh) = unsafe { (bufs.dgi.slice(row * g3, g3), bufs.dgh.slice(row * g3, g3)) };
+            for j in 0..hh {
+                let d = dhb[j];
+                let dan = d * (one - zg[j]) * (one - ng[j] * ng[j]);
+                let dar = dan * ghn[j] * rg[j] * (one - rg[j]);
+                let daz = d * (hp[j] - ng[j]) * zg[j] * (one - zg[j]);
+                gi[j] = dar;
+                gi[hh + j] = daz;
+                gi[2 * hh + j] = dan;
+                gh[j] = dar;
+                gh[hh + j] = daz;
+                gh[2 * hh + j] = dan * rg[j];
+                dhr[j] = d * zg[j];
+            }
+        }
+        let (start, len) = p.span(t, b0, n, g3);
+        // SAFETY: this chunk's rows of step t, read while no row slice is live. Rows of sequences
+        // past their length are zero, so those rows keep dh (copied into dh_rec above).
+        let dgh_span = unsafe { bufs.dgh.slice(start, len) };
+        let dgh_t = MatRef::strided(dgh_span, 0, n, g3, p.step_rs(g3), 1);
+        matmul(&mut dh_rec, 0, hh, true, dgh_t, w_hh, false);
+        std::mem::swap(&mut dh, &mut dh_rec);
+    }
+    // SAFETY: this chunk's rows of the initial-state gradient.
+    unsafe { bufs.dh0.slice(b0 * hh, n * hh) }.copy_from_slice(&dh);
 }

@@ -1,9 +1,11 @@
 //! Fused LSTM recurrence on CPU (gate order i, f, g, o; optional projection `weight_hr`):
-//! forward over the whole sequence and its hand-written BPTT backward.
+//! forward over the whole sequence and its hand-written BPTT backward. The recurrence runs each
+//! chunk of the batch on its own thread (see [`for_each_batch_chunk`]).
 
 use super::gemm::{matmul, transposed, MatRef};
 use super::math::Float;
-use super::{colsum_into, Problem, Weights};
+use super::{colsum_into, for_each_batch_chunk, Problem, Shared, Weights};
+use std::ops::Range;
 
 /// Activations the backward pass needs, each with one row per (step, batch) in the problem's row
 /// order.
@@ -18,6 +20,15 @@ pub(crate) struct LstmSaved<T> {
     tanhc: Vec<T>,
 }
 
+/// Buffers the forward's batch chunks write, each in its own rows.
+struct ForwardBufs<T> {
+    gates: Shared<T>,
+    out: Shared<T>,
+    hprev: Shared<T>,
+    cprev: Shared<T>,
+    tanhc: Shared<T>,
+}
+
 /// Runs the sequence; writes `[ys (rows, state) | h_n (batch, state) | c_n (batch, hidden)]` into
 /// `out` and returns the saved activations when `save`.
 pub(crate) fn forward<T: Float>(
@@ -29,7 +40,7 @@ pub(crate) fn forward<T: Float>(
     out: &mut [T],
     save: bool,
 ) -> Option<LstmSaved<T>> {
-    let (bb, hh, pp, rows) = (p.batch, p.hidden, p.state, p.rows());
+    let (hh, pp, rows) = (p.hidden, p.state, p.rows());
     let g4 = 4 * hh;
     let mut gates = vec![T::zero(); rows * g4];
     if let (Some(b_ih), Some(b_hh)) = (w.b_ih, w.b_hh) {
@@ -46,57 +57,101 @@ pub(crate) fn forward<T: Float>(
         w.b_ih.is_some(),
         MatRef::row_major(x, rows, p.input),
         MatRef::row_major(&transposed(w.w_ih, g4, p.input), p.input, g4),
+        true,
     );
-    // Row-major W_hh^T: the per-step product then reads the weights as they lie, with no packing.
-    let w_hh_t_data = transposed(w.w_hh, g4, pp);
-    let w_hh_t = MatRef::row_major(&w_hh_t_data, pp, g4);
-    let mut h = h0.to_vec();
-    let mut c = c0.to_vec();
+    // Row-major W_hh^T: the per-step product reads the weights as they lie, with no packing.
+    let w_hh_t = transposed(w.w_hh, g4, pp);
+    let w_hr_t = w.w_hr.map(|w_hr| transposed(w_hr, pp, hh));
     let saved_len = |n: usize| if save { n } else { 0 };
     let mut hprev = vec![T::zero(); saved_len(rows * pp)];
     let mut cprev = vec![T::zero(); saved_len(rows * hh)];
     let mut tanhc = vec![T::zero(); saved_len(rows * hh)];
-    let mut c_new = vec![T::zero(); bb * hh];
-    let mut tc = vec![T::zero(); bb * hh];
-    let mut r = vec![T::zero(); bb * hh];
-    let mut h_proj = vec![T::zero(); if w.w_hr.is_some() { bb * pp } else { 0 }];
-    let w_hr_t = w.w_hr.map(|w_hr| transposed(w_hr, pp, hh));
+    let bufs = ForwardBufs {
+        gates: Shared::new(&mut gates),
+        out: Shared::new(out),
+        hprev: Shared::new(&mut hprev),
+        cprev: Shared::new(&mut cprev),
+        tanhc: Shared::new(&mut tanhc),
+    };
+    for_each_batch_chunk(p.batch, |range| {
+        forward_chunk(p, range, h0, c0, &w_hh_t, w_hr_t.as_deref(), &bufs, save)
+    });
+    save.then_some(LstmSaved {
+        gates,
+        hprev,
+        cprev,
+        tanhc,
+    })
+}
+
+/// The forward recurrence of batch rows `range`.
+#[allow(clippy::too_many_arguments)]
+fn forward_chunk<T: Float>(
+    p: &Problem,
+    range: Range<usize>,
+    h0: &[T],
+    c0: &[T],
+    w_hh_t: &[T],
+    w_hr_t: Option<&[T]>,
+    bufs: &ForwardBufs<T>,
+    save: bool,
+) {
+    let (hh, pp, rows) = (p.hidden, p.state, p.rows());
+    let g4 = 4 * hh;
+    let (b0, n) = (range.start, range.len());
+    let mut h = h0[b0 * pp..][..n * pp].to_vec();
+    let mut c = c0[b0 * hh..][..n * hh].to_vec();
+    let mut c_new = vec![T::zero(); n * hh];
+    let mut tc = vec![T::zero(); n * hh];
+    let mut r = vec![T::zero(); n * hh];
+    let mut h_proj = vec![T::zero(); if w_hr_t.is_some() { n * pp } else { 0 }];
     for t in p.forward_steps() {
+        let (start, len) = p.span(t, b0, n, g4);
+        // SAFETY: this chunk's rows of step t (Problem::span); one range live at a time.
+        let span = unsafe { bufs.gates.slice(start, len) };
+        let w_hh_t = MatRef::row_major(w_hh_t, pp, g4);
         matmul(
-            &mut gates,
-            p.step_offset(t, g4),
+            span,
+            0,
             p.step_rs(g4),
             true,
-            MatRef::row_major(&h, bb, pp),
+            MatRef::row_major(&h, n, pp),
             w_hh_t,
+            false,
         );
-        for b in 0..bb {
-            let row = p.row(t, b);
-            let gr = &mut gates[row * g4..][..g4];
+        for i in 0..n {
+            let row = p.row(t, b0 + i);
+            // SAFETY: row `row` belongs to this chunk.
+            let gr = unsafe { bufs.gates.slice(row * g4, g4) };
             T::sigmoid_inplace(&mut gr[..2 * hh]);
             T::tanh_inplace(&mut gr[2 * hh..3 * hh]);
             T::sigmoid_inplace(&mut gr[3 * hh..]);
-            let (i, rest) = gr.split_at(hh);
-            let (f, rest) = rest.split_at(hh);
-            let (g, o) = rest.split_at(hh);
-            let cb = &c[b * hh..][..hh];
-            let cn = &mut c_new[b * hh..][..hh];
+            let (ig, rest) = gr.split_at(hh);
+            let (fg, rest) = rest.split_at(hh);
+            let (gg, og) = rest.split_at(hh);
+            let cb = &c[i * hh..][..hh];
+            let cn = &mut c_new[i * hh..][..hh];
             for j in 0..hh {
-                cn[j] = f[j] * cb[j] + i[j] * g[j];
+                cn[j] = fg[j] * cb[j] + ig[j] * gg[j];
             }
-            let tcb = &mut tc[b * hh..][..hh];
+            let tcb = &mut tc[i * hh..][..hh];
             T::tanh_into(cn, tcb);
-            let rb = &mut r[b * hh..][..hh];
+            let rb = &mut r[i * hh..][..hh];
             for j in 0..hh {
-                rb[j] = o[j] * tcb[j];
+                rb[j] = og[j] * tcb[j];
             }
             if save {
-                hprev[row * pp..][..pp].copy_from_slice(&h[b * pp..][..pp]);
-                cprev[row * hh..][..hh].copy_from_slice(cb);
-                tanhc[row * hh..][..hh].copy_from_slice(tcb);
+                // SAFETY: row `row` belongs to this chunk.
+                unsafe {
+                    bufs.hprev
+                        .slice(row * pp, pp)
+                        .copy_from_slice(&h[i * pp..][..pp]);
+                    bufs.cprev.slice(row * hh, hh).copy_from_slice(cb);
+                    bufs.tanhc.slice(row * hh, hh).copy_from_slice(tcb);
+                }
             }
         }
-        let h_new: &[T] = match &w_hr_t {
+        let h_new: &[T] = match w_hr_t {
             Some(w_hr_t) => {
                 let w_hr_t = MatRef::row_major(w_hr_t, hh, pp);
                 matmul(
@@ -104,33 +159,36 @@ pub(crate) fn forward<T: Float>(
                     0,
                     pp,
                     false,
-                    MatRef::row_major(&r, bb, hh),
+                    MatRef::row_major(&r, n, hh),
                     w_hr_t,
+                    false,
                 );
                 &h_proj
             }
             None => &r,
         };
-        for b in 0..bb {
-            let y = &mut out[p.row(t, b) * pp..][..pp];
-            if p.valid(t, b) {
-                y.copy_from_slice(&h_new[b * pp..][..pp]);
-                h[b * pp..][..pp].copy_from_slice(y);
-                c[b * hh..][..hh].copy_from_slice(&c_new[b * hh..][..hh]);
+        for i in 0..n {
+            let row = p.row(t, b0 + i);
+            // SAFETY: row `row` belongs to this chunk.
+            let y = unsafe { bufs.out.slice(row * pp, pp) };
+            if p.valid(t, b0 + i) {
+                y.copy_from_slice(&h_new[i * pp..][..pp]);
+                h[i * pp..][..pp].copy_from_slice(y);
+                c[i * hh..][..hh].copy_from_slice(&c_new[i * hh..][..hh]);
             } else {
                 y.fill(T::zero());
             }
         }
     }
-    let tail = &mut out[rows * pp..];
-    tail[..bb * pp].copy_from_slice(&h);
-    tail[bb * pp..][..bb * hh].copy_from_slice(&c);
-    save.then_some(LstmSaved {
-        gates,
-        hprev,
-        cprev,
-        tanhc,
-    })
+    // SAFETY: this chunk's rows of the final state.
+    unsafe {
+        bufs.out
+            .slice(rows * pp + b0 * pp, n * pp)
+            .copy_from_slice(&h);
+        bufs.out
+            .slice(rows * pp + p.batch * pp + b0 * hh, n * hh)
+            .copy_from_slice(&c);
+    }
 }
 
 /// Gradients of the LSTM recurrence.
@@ -144,6 +202,14 @@ pub(crate) struct LstmGrads<T> {
     pub dw_hr: Vec<T>,
 }
 
+/// Buffers the backward's batch chunks write, each in its own rows.
+struct BackwardBufs<T> {
+    dg: Shared<T>,
+    dh_all: Shared<T>,
+    dh0: Shared<T>,
+    dc0: Shared<T>,
+}
+
 /// BPTT through the saved forward. `grad_out` has the layout of the forward's `out`.
 pub(crate) fn backward<T: Float>(
     p: &Problem,
@@ -154,104 +220,28 @@ pub(crate) fn backward<T: Float>(
 ) -> LstmGrads<T> {
     let (bb, hh, pp, rows) = (p.batch, p.hidden, p.state, p.rows());
     let g4 = 4 * hh;
-    let dy = &grad_out[..rows * pp];
-    let mut dh = grad_out[rows * pp..][..bb * pp].to_vec();
-    let mut dc = grad_out[rows * pp + bb * pp..][..bb * hh].to_vec();
-    let mut dg = vec![T::zero(); rows * g4];
-    let mut dh_rec = vec![T::zero(); bb * pp];
     let proj = w.w_hr.is_some();
-    let mut dr = vec![T::zero(); if proj { bb * hh } else { 0 }];
+    let mut dg = vec![T::zero(); rows * g4];
     let mut dh_all = vec![T::zero(); if proj { rows * pp } else { 0 }];
-    let w_hh = MatRef::row_major(w.w_hh, g4, pp);
-    for t in p.backward_steps() {
-        for b in 0..bb {
-            if p.valid(t, b) {
-                let row = p.row(t, b);
-                for (d, g) in dh[b * pp..][..pp].iter_mut().zip(&dy[row * pp..][..pp]) {
-                    *d += *g;
-                }
-                if proj {
-                    dh_all[row * pp..][..pp].copy_from_slice(&dh[b * pp..][..pp]);
-                }
-            }
-        }
-        let drs: &[T] = match w.w_hr {
-            Some(w_hr) => {
-                matmul(
-                    &mut dr,
-                    0,
-                    hh,
-                    false,
-                    MatRef::row_major(&dh, bb, pp),
-                    MatRef::row_major(w_hr, pp, hh),
-                );
-                &dr
-            }
-            None => &dh,
-        };
-        let one = T::one();
-        for b in 0..bb {
-            if !p.valid(t, b) {
-                continue;
-            }
-            let row = p.row(t, b);
-            let gr = &s.gates[row * g4..][..g4];
-            let (i, f, g, o) = (
-                &gr[..hh],
-                &gr[hh..2 * hh],
-                &gr[2 * hh..3 * hh],
-                &gr[3 * hh..],
-            );
-            let tc = &s.tanhc[row * hh..][..hh];
-            let cp = &s.cprev[row * hh..][..hh];
-            let drb = &drs[b * hh..][..hh];
-            let dcb = &mut dc[b * hh..][..hh];
-            let dgr = &mut dg[row * g4..][..g4];
-            for j in 0..hh {
-                let dct = dcb[j] + drb[j] * o[j] * (one - tc[j] * tc[j]);
-                dgr[j] = dct * g[j] * i[j] * (one - i[j]);
-                dgr[hh + j] = dct * cp[j] * f[j] * (one - f[j]);
-                dgr[2 * hh + j] = dct * i[j] * (one - g[j] * g[j]);
-                dgr[3 * hh + j] = drb[j] * tc[j] * o[j] * (one - o[j]);
-                dcb[j] = dct * f[j];
-            }
-        }
-        let dg_t = MatRef::strided(&dg, p.step_offset(t, g4), bb, g4, p.step_rs(g4), 1);
-        matmul(&mut dh_rec, 0, pp, false, dg_t, w_hh);
-        for b in 0..bb {
-            if p.valid(t, b) {
-                dh[b * pp..][..pp].copy_from_slice(&dh_rec[b * pp..][..pp]);
-            }
-        }
-    }
+    let mut dh0 = vec![T::zero(); bb * pp];
+    let mut dc0 = vec![T::zero(); bb * hh];
+    let bufs = BackwardBufs {
+        dg: Shared::new(&mut dg),
+        dh_all: Shared::new(&mut dh_all),
+        dh0: Shared::new(&mut dh0),
+        dc0: Shared::new(&mut dc0),
+    };
+    for_each_batch_chunk(bb, |range| backward_chunk(p, range, w, s, grad_out, &bufs));
     let dg_m = MatRef::row_major(&dg, rows, g4);
     let mut dx = vec![T::zero(); rows * p.input];
-    matmul(
-        &mut dx,
-        0,
-        p.input,
-        false,
-        dg_m,
-        MatRef::row_major(w.w_ih, g4, p.input),
-    );
+    let w_ih = MatRef::row_major(w.w_ih, g4, p.input);
+    matmul(&mut dx, 0, p.input, false, dg_m, w_ih, true);
     let mut dw_ih = vec![T::zero(); g4 * p.input];
-    matmul(
-        &mut dw_ih,
-        0,
-        p.input,
-        false,
-        dg_m.t(),
-        MatRef::row_major(x, rows, p.input),
-    );
+    let x_m = MatRef::row_major(x, rows, p.input);
+    matmul(&mut dw_ih, 0, p.input, false, dg_m.t(), x_m, true);
     let mut dw_hh = vec![T::zero(); g4 * pp];
-    matmul(
-        &mut dw_hh,
-        0,
-        pp,
-        false,
-        dg_m.t(),
-        MatRef::row_major(&s.hprev, rows, pp),
-    );
+    let hprev = MatRef::row_major(&s.hprev, rows, pp);
+    matmul(&mut dw_hh, 0, pp, false, dg_m.t(), hprev, true);
     let mut db = vec![T::zero(); g4];
     colsum_into(&dg, g4, &mut db);
     let dw_hr = if proj {
@@ -265,13 +255,15 @@ pub(crate) fn backward<T: Float>(
             }
         }
         let mut dw_hr = vec![T::zero(); pp * hh];
+        let dh_m = MatRef::row_major(&dh_all, rows, pp);
         matmul(
             &mut dw_hr,
             0,
             hh,
             false,
-            MatRef::row_major(&dh_all, rows, pp).t(),
+            dh_m.t(),
             MatRef::row_major(&r, rows, hh),
+            true,
         );
         dw_hr
     } else {
@@ -279,11 +271,102 @@ pub(crate) fn backward<T: Float>(
     };
     LstmGrads {
         dx,
-        dh0: dh,
-        dc0: dc,
+        dh0,
+        dc0,
         dw_ih,
         dw_hh,
         db,
         dw_hr,
+    }
+}
+
+/// The backward recurrence of batch rows `range`.
+fn backward_chunk<T: Float>(
+    p: &Problem,
+    range: Range<usize>,
+    w: &Weights<T>,
+    s: &LstmSaved<T>,
+    grad_out: &[T],
+    bufs: &BackwardBufs<T>,
+) {
+    let (bb, hh, pp, rows) = (p.batch, p.hidden, p.state, p.rows());
+    let g4 = 4 * hh;
+    let (b0, n) = (range.start, range.len());
+    let dy = &grad_out[..rows * pp];
+    let mut dh = grad_out[rows * pp + b0 * pp..][..n * pp].to_vec();
+    let mut dc = grad_out[rows * pp + bb * pp + b0 * hh..][..n * hh].to_vec();
+    let mut dh_rec = vec![T::zero(); n * pp];
+    let proj = w.w_hr.is_some();
+    let mut dr = vec![T::zero(); if proj { n * hh } else { 0 }];
+    let w_hh = MatRef::row_major(w.w_hh, g4, pp);
+    let one = T::one();
+    for t in p.backward_steps() {
+        for i in 0..n {
+            if p.valid(t, b0 + i) {
+                let row = p.row(t, b0 + i);
+                for (d, g) in dh[i * pp..][..pp].iter_mut().zip(&dy[row * pp..][..pp]) {
+                    *d += *g;
+                }
+                if proj {
+                    // SAFETY: row `row` belongs to this chunk.
+                    let dst = unsafe { bufs.dh_all.slice(row * pp, pp) };
+                    dst.copy_from_slice(&dh[i * pp..][..pp]);
+                }
+            }
+        }
+        let drs: &[T] = match w.w_hr {
+            Some(w_hr) => {
+                let w_hr = MatRef::row_major(w_hr, pp, hh);
+                matmul(
+                    &mut dr,
+                    0,
+                    hh,
+                    false,
+                    MatRef::row_major(&dh, n, pp),
+                    w_hr,
+                    false,
+                );
+                &dr
+            }
+            None => &dh,
+        };
+        for i in 0..n {
+            if !p.valid(t, b0 + i) {
+                continue;
+            }
+            let row = p.row(t, b0 + i);
+            let gr = &s.gates[row * g4..][..g4];
+            let (ig, fg) = (&gr[..hh], &gr[hh..2 * hh]);
+            let (gg, og) = (&gr[2 * hh..3 * hh], &gr[3 * hh..]);
+            let tc = &s.tanhc[row * hh..][..hh];
+            let cp = &s.cprev[row * hh..][..hh];
+            let drb = &drs[i * hh..][..hh];
+            let dcb = &mut dc[i * hh..][..hh];
+            // SAFETY: row `row` belongs to this chunk.
+            let dgr = unsafe { bufs.dg.slice(row * g4, g4) };
+            for j in 0..hh {
+                let dct = dcb[j] + drb[j] * og[j] * (one - tc[j] * tc[j]);
+                dgr[j] = dct * gg[j] * ig[j] * (one - ig[j]);
+                dgr[hh + j] = dct * cp[j] * fg[j] * (one - fg[j]);
+                dgr[2 * hh + j] = dct * ig[j] * (one - gg[j] * gg[j]);
+                dgr[3 * hh + j] = drb[j] * tc[j] * og[j] * (one - og[j]);
+                dcb[j] = dct * fg[j];
+            }
+        }
+        let (start, len) = p.span(t, b0, n, g4);
+        // SAFETY: this chunk's rows of step t, read only while no row slice is live.
+        let dg_span = unsafe { bufs.dg.slice(start, len) };
+        let dg_t = MatRef::strided(dg_span, 0, n, g4, p.step_rs(g4), 1);
+        matmul(&mut dh_rec, 0, pp, false, dg_t, w_hh, false);
+        for i in 0..n {
+            if p.valid(t, b0 + i) {
+                dh[i * pp..][..pp].copy_from_slice(&dh_rec[i * pp..][..pp]);
+            }
+        }
+    }
+    // SAFETY: this chunk's rows of the initial-state gradients.
+    unsafe {
+        bufs.dh0.slice(b0 * pp, n * pp).copy_from_slice(&dh);
+        bufs.dc0.slice(b0 * hh, n * hh).copy_from_slice(&dc);
     }
 }

@@ -55,10 +55,13 @@ impl Problem {
         }
     }
 
-    /// Offset of step `t`'s first row in a buffer of `width` columns.
+    /// `(start, len)` of the part of a `width`-column buffer holding step `t`'s rows for batch rows
+    /// `b0 .. b0 + n`: only that chunk of the batch ever touches it.
     #[inline]
-    fn step_offset(&self, t: usize, width: usize) -> usize {
-        self.row(t, 0) * width
+    fn span(&self, t: usize, b0: usize, n: usize, width: usize) -> (usize, usize) {
+        let first = self.row(t, b0);
+        let last = self.row(t, b0 + n - 1);
+        (first * width, (last - first) * width + width)
     }
 
     /// Distance between consecutive batch rows of one step in a buffer of `width` columns.
@@ -133,6 +136,60 @@ impl ParamSizes {
             w_hr: some(w_hr),
         }
     }
+}
+
+/// A buffer that several threads write at once, each in its own rows (a chunk of the batch).
+#[derive(Clone, Copy)]
+pub(crate) struct Shared<T> {
+    ptr: *mut T,
+    len: usize,
+}
+
+// SAFETY: `Shared` only hands out slices through `slice`, whose callers guarantee that threads
+// touch disjoint ranges while the underlying buffer is alive and not otherwise borrowed.
+unsafe impl<T: Send> Send for Shared<T> {}
+unsafe impl<T: Send> Sync for Shared<T> {}
+
+impl<T> Shared<T> {
+    pub fn new(buf: &mut [T]) -> Self {
+        Self {
+            ptr: buf.as_mut_ptr(),
+            len: buf.len(),
+        }
+    }
+
+    /// `buf[start .. start + len]`.
+    ///
+    /// # Safety
+    /// No other live reference may overlap the range: kernels give each batch chunk its own rows
+    /// (see [`Problem::span`]) and take one range at a time.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn slice(&self, start: usize, len: usize) -> &mut [T] {
+        assert!(start + len <= self.len, "shared buffer range out of bounds");
+        std::slice::from_raw_parts_mut(self.ptr.add(start), len)
+    }
+}
+
+/// Fewest batch rows worth a thread of their own.
+const MIN_ROWS_PER_THREAD: usize = 4;
+
+/// Runs `f` on chunks of the batch rows `0..batch`, one per thread: the recurrences of different
+/// sequences are independent, so each thread runs its chunk through every step with no
+/// synchronisation (one thread when the batch is too small to split).
+pub(crate) fn for_each_batch_chunk(batch: usize, f: impl Fn(std::ops::Range<usize>) + Sync) {
+    let threads = rayon::current_num_threads();
+    let chunks = threads.min(batch / MIN_ROWS_PER_THREAD).max(1);
+    if chunks == 1 {
+        f(0..batch);
+        return;
+    }
+    let f = &f;
+    rayon::scope(|s| {
+        for c in 0..chunks {
+            let range = c * batch / chunks..(c + 1) * batch / chunks;
+            s.spawn(move |_| f(range));
+        }
+    });
 }
 
 /// Adds up the rows of a row-major `(rows, width)` buffer into `out (width)`.

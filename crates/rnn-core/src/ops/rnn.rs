@@ -1,9 +1,11 @@
 //! Fused vanilla RNN recurrence on CPU (`h' = act(W_ih x + b_ih + W_hh h + b_hh)`, act = tanh or
-//! ReLU): forward over the whole sequence and its hand-written BPTT backward.
+//! ReLU): forward over the whole sequence and its hand-written BPTT backward. The recurrence runs
+//! each chunk of the batch on its own thread (see [`for_each_batch_chunk`]).
 
 use super::gemm::{matmul, transposed, MatRef};
 use super::math::Float;
-use super::{colsum_into, Problem, Weights};
+use super::{colsum_into, for_each_batch_chunk, Problem, Shared, Weights};
+use std::ops::Range;
 
 /// Activations the backward pass needs, one row per (step, batch) in the problem's row order.
 pub(crate) struct RnnSaved<T> {
@@ -12,6 +14,13 @@ pub(crate) struct RnnSaved<T> {
     act: Vec<T>,
     /// State before each step: `(rows, hidden)`.
     hprev: Vec<T>,
+}
+
+/// Buffers the forward's batch chunks write, each in its own rows.
+struct ForwardBufs<T> {
+    act: Shared<T>,
+    out: Shared<T>,
+    hprev: Shared<T>,
 }
 
 /// Runs the sequence; writes `[ys (rows, hidden) | h_n (batch, hidden)]` into `out`.
@@ -24,7 +33,7 @@ pub(crate) fn forward<T: Float>(
     out: &mut [T],
     save: bool,
 ) -> Option<RnnSaved<T>> {
-    let (bb, hh, rows) = (p.batch, p.hidden, p.rows());
+    let (hh, rows) = (p.hidden, p.rows());
     let mut act = vec![T::zero(); rows * hh];
     if let (Some(b_ih), Some(b_hh)) = (w.b_ih, w.b_hh) {
         let bias: Vec<T> = b_ih.iter().zip(b_hh).map(|(a, b)| *a + *b).collect();
@@ -39,24 +48,53 @@ pub(crate) fn forward<T: Float>(
         w.b_ih.is_some(),
         MatRef::row_major(x, rows, p.input),
         MatRef::row_major(&transposed(w.w_ih, hh, p.input), p.input, hh),
+        true,
     );
-    // Row-major W_hh^T: the per-step product then reads the weights as they lie, with no packing.
-    let w_hh_t_data = transposed(w.w_hh, hh, hh);
-    let w_hh_t = MatRef::row_major(&w_hh_t_data, hh, hh);
-    let mut h = h0.to_vec();
+    // Row-major W_hh^T: the per-step product reads the weights as they lie, with no packing.
+    let w_hh_t = transposed(w.w_hh, hh, hh);
     let mut hprev = vec![T::zero(); if save { rows * hh } else { 0 }];
+    let bufs = ForwardBufs {
+        act: Shared::new(&mut act),
+        out: Shared::new(out),
+        hprev: Shared::new(&mut hprev),
+    };
+    for_each_batch_chunk(p.batch, |range| {
+        forward_chunk(p, range, relu, h0, &w_hh_t, &bufs, save)
+    });
+    save.then_some(RnnSaved { act, hprev })
+}
+
+/// The forward recurrence of batch rows `range`.
+fn forward_chunk<T: Float>(
+    p: &Problem,
+    range: Range<usize>,
+    relu: bool,
+    h0: &[T],
+    w_hh_t: &[T],
+    bufs: &ForwardBufs<T>,
+    save: bool,
+) {
+    let (hh, rows) = (p.hidden, p.rows());
+    let (b0, n) = (range.start, range.len());
+    let mut h = h0[b0 * hh..][..n * hh].to_vec();
+    let w_hh_t = MatRef::row_major(w_hh_t, hh, hh);
     for t in p.forward_steps() {
+        let (start, len) = p.span(t, b0, n, hh);
+        // SAFETY: this chunk's rows of step t; one range live at a time.
+        let span = unsafe { bufs.act.slice(start, len) };
         matmul(
-            &mut act,
-            p.step_offset(t, hh),
+            span,
+            0,
             p.step_rs(hh),
             true,
-            MatRef::row_major(&h, bb, hh),
+            MatRef::row_major(&h, n, hh),
             w_hh_t,
+            false,
         );
-        for b in 0..bb {
-            let row = p.row(t, b);
-            let a = &mut act[row * hh..][..hh];
+        for i in 0..n {
+            let row = p.row(t, b0 + i);
+            // SAFETY: row `row` belongs to this chunk.
+            let a = unsafe { bufs.act.slice(row * hh, hh) };
             if relu {
                 for v in a.iter_mut() {
                     *v = num_traits::Float::max(*v, T::zero());
@@ -64,20 +102,25 @@ pub(crate) fn forward<T: Float>(
             } else {
                 T::tanh_inplace(a);
             }
-            if save {
-                hprev[row * hh..][..hh].copy_from_slice(&h[b * hh..][..hh]);
-            }
-            let y = &mut out[row * hh..][..hh];
-            if p.valid(t, b) {
-                y.copy_from_slice(a);
-                h[b * hh..][..hh].copy_from_slice(a);
-            } else {
-                y.fill(T::zero());
+            // SAFETY: row `row` belongs to this chunk.
+            unsafe {
+                if save {
+                    bufs.hprev
+                        .slice(row * hh, hh)
+                        .copy_from_slice(&h[i * hh..][..hh]);
+                }
+                let y = bufs.out.slice(row * hh, hh);
+                if p.valid(t, b0 + i) {
+                    y.copy_from_slice(a);
+                    h[i * hh..][..hh].copy_from_slice(a);
+                } else {
+                    y.fill(T::zero());
+                }
             }
         }
     }
-    out[rows * hh..][..bb * hh].copy_from_slice(&h);
-    save.then_some(RnnSaved { act, hprev })
+    // SAFETY: this chunk's rows of the final state.
+    unsafe { bufs.out.slice(rows * hh + b0 * hh, n * hh) }.copy_from_slice(&h);
 }
 
 /// Gradients of the vanilla RNN recurrence (`db` serves both `bias_ih` and `bias_hh`).
@@ -99,22 +142,63 @@ pub(crate) fn backward<T: Float>(
     grad_out: &[T],
 ) -> RnnGrads<T> {
     let (bb, hh, rows) = (p.batch, p.hidden, p.rows());
-    let dy = &grad_out[..rows * hh];
-    let mut dh = grad_out[rows * hh..][..bb * hh].to_vec();
     let mut dg = vec![T::zero(); rows * hh];
-    let mut dh_rec = vec![T::zero(); bb * hh];
+    let mut dh0 = vec![T::zero(); bb * hh];
+    let (dg_s, dh0_s) = (Shared::new(&mut dg), Shared::new(&mut dh0));
+    for_each_batch_chunk(bb, |range| {
+        backward_chunk(p, range, relu, w, s, grad_out, dg_s, dh0_s)
+    });
+    let dg_m = MatRef::row_major(&dg, rows, hh);
+    let mut dx = vec![T::zero(); rows * p.input];
+    let w_ih = MatRef::row_major(w.w_ih, hh, p.input);
+    matmul(&mut dx, 0, p.input, false, dg_m, w_ih, true);
+    let mut dw_ih = vec![T::zero(); hh * p.input];
+    let x_m = MatRef::row_major(x, rows, p.input);
+    matmul(&mut dw_ih, 0, p.input, false, dg_m.t(), x_m, true);
+    let mut dw_hh = vec![T::zero(); hh * hh];
+    let hprev = MatRef::row_major(&s.hprev, rows, hh);
+    matmul(&mut dw_hh, 0, hh, false, dg_m.t(), hprev, true);
+    let mut db = vec![T::zero(); hh];
+    colsum_into(&dg, hh, &mut db);
+    RnnGrads {
+        dx,
+        dh0,
+        dw_ih,
+        dw_hh,
+        db,
+    }
+}
+
+/// The backward recurrence of batch rows `range`.
+#[allow(clippy::too_many_arguments)]
+fn backward_chunk<T: Float>(
+    p: &Problem,
+    range: Range<usize>,
+    relu: bool,
+    w: &Weights<T>,
+    s: &RnnSaved<T>,
+    grad_out: &[T],
+    dg: Shared<T>,
+    dh0: Shared<T>,
+) {
+    let (hh, rows) = (p.hidden, p.rows());
+    let (b0, n) = (range.start, range.len());
+    let dy = &grad_out[..rows * hh];
+    let mut dh = grad_out[rows * hh + b0 * hh..][..n * hh].to_vec();
+    let mut dh_rec = vec![T::zero(); n * hh];
     let w_hh = MatRef::row_major(w.w_hh, hh, hh);
     let one = T::one();
     for t in p.backward_steps() {
-        for b in 0..bb {
-            if !p.valid(t, b) {
+        for i in 0..n {
+            if !p.valid(t, b0 + i) {
                 continue;
             }
-            let row = p.row(t, b);
+            let row = p.row(t, b0 + i);
             let a = &s.act[row * hh..][..hh];
             let dyr = &dy[row * hh..][..hh];
-            let dhb = &dh[b * hh..][..hh];
-            let dgr = &mut dg[row * hh..][..hh];
+            let dhb = &dh[i * hh..][..hh];
+            // SAFETY: row `row` belongs to this chunk.
+            let dgr = unsafe { dg.slice(row * hh, hh) };
             for j in 0..hh {
                 let d = dhb[j] + dyr[j];
                 dgr[j] = if relu {
@@ -128,49 +212,17 @@ pub(crate) fn backward<T: Float>(
                 };
             }
         }
-        let dg_t = MatRef::strided(&dg, p.step_offset(t, hh), bb, hh, p.step_rs(hh), 1);
-        matmul(&mut dh_rec, 0, hh, false, dg_t, w_hh);
-        for b in 0..bb {
-            if p.valid(t, b) {
-                dh[b * hh..][..hh].copy_from_slice(&dh_rec[b * hh..][..hh]);
+        let (start, len) = p.span(t, b0, n, hh);
+        // SAFETY: this chunk's rows of step t, read while no row slice is live.
+        let dg_span = unsafe { dg.slice(start, len) };
+        let dg_t = MatRef::strided(dg_span, 0, n, hh, p.step_rs(hh), 1);
+        matmul(&mut dh_rec, 0, hh, false, dg_t, w_hh, false);
+        for i in 0..n {
+            if p.valid(t, b0 + i) {
+                dh[i * hh..][..hh].copy_from_slice(&dh_rec[i * hh..][..hh]);
             }
         }
     }
-    let dg_m = MatRef::row_major(&dg, rows, hh);
-    let mut dx = vec![T::zero(); rows * p.input];
-    matmul(
-        &mut dx,
-        0,
-        p.input,
-        false,
-        dg_m,
-        MatRef::row_major(w.w_ih, hh, p.input),
-    );
-    let mut dw_ih = vec![T::zero(); hh * p.input];
-    matmul(
-        &mut dw_ih,
-        0,
-        p.input,
-        false,
-        dg_m.t(),
-        MatRef::row_major(x, rows, p.input),
-    );
-    let mut dw_hh = vec![T::zero(); hh * hh];
-    matmul(
-        &mut dw_hh,
-        0,
-        hh,
-        false,
-        dg_m.t(),
-        MatRef::row_major(&s.hprev, rows, hh),
-    );
-    let mut db = vec![T::zero(); hh];
-    colsum_into(&dg, hh, &mut db);
-    RnnGrads {
-        dx,
-        dh0: dh,
-        dw_ih,
-        dw_hh,
-        db,
-    }
+    // SAFETY: this chunk's rows of the initial-state gradient.
+    unsafe { dh0.slice(b0 * hh, n * hh) }.copy_from_slice(&dh);
 }
