@@ -115,7 +115,20 @@ fn bench(args: BenchArgs) -> Result<()> {
     Ok(())
 }
 
+/// Keeps freed large buffers in the heap instead of returning them to the OS, so the next training
+/// step reuses them without page faults (about 10% of a step's time on this project's benchmarks;
+/// glibc otherwise unmaps and re-faults every buffer above its adaptive mmap threshold).
+fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; called once before any other thread runs.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+    }
+}
+
 fn main() {
+    tune_allocator();
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Bench(args) => bench(args),

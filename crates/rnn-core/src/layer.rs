@@ -426,8 +426,9 @@ impl Rnn {
             }
             input = layer_out;
         }
+        // Contiguous, so downstream ops (reductions, heads) do not walk a strided view.
         let ys = if prepared.batch_first {
-            input.transpose(0, 1)?
+            input.transpose(0, 1)?.contiguous()?
         } else {
             input
         };

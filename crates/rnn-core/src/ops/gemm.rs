@@ -152,9 +152,15 @@ const SMALL_M: usize = 4;
 /// A contiguous `(rows, cols)` row-major copy of the transpose of a row-major `(cols, rows)` matrix.
 pub(crate) fn transposed<T: Copy + Default>(src: &[T], src_rows: usize, src_cols: usize) -> Vec<T> {
     let mut out = vec![T::default(); src_rows * src_cols];
-    for (r, row) in src.chunks_exact(src_cols).enumerate().take(src_rows) {
-        for (c, v) in row.iter().enumerate() {
-            out[c * src_rows + r] = *v;
+    // Tiles keep both the reads and the writes within a few cache lines.
+    const TILE: usize = 32;
+    for r0 in (0..src_rows).step_by(TILE) {
+        for c0 in (0..src_cols).step_by(TILE) {
+            for r in r0..(r0 + TILE).min(src_rows) {
+                for c in c0..(c0 + TILE).min(src_cols) {
+                    out[c * src_rows + r] = src[r * src_cols + c];
+                }
+            }
         }
     }
     out

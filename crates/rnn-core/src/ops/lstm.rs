@@ -56,7 +56,8 @@ pub(crate) fn forward<T: Float>(
         g4,
         w.b_ih.is_some(),
         MatRef::row_major(x, rows, p.input),
-        MatRef::row_major(&transposed(w.w_ih, g4, p.input), p.input, g4),
+        // One large product: packing the transposed view costs little here.
+        MatRef::row_major(w.w_ih, g4, p.input).t(),
         true,
     );
     // Row-major W_hh^T: the per-step product reads the weights as they lie, with no packing.

@@ -47,7 +47,8 @@ pub(crate) fn forward<T: Float>(
         hh,
         w.b_ih.is_some(),
         MatRef::row_major(x, rows, p.input),
-        MatRef::row_major(&transposed(w.w_ih, hh, p.input), p.input, hh),
+        // One large product: packing the transposed view costs little here.
+        MatRef::row_major(w.w_ih, hh, p.input).t(),
         true,
     );
     // Row-major W_hh^T: the per-step product reads the weights as they lie, with no packing.
