@@ -2,23 +2,14 @@
 //! every gradient agree on random configurations (all modes and options, variable lengths,
 //! training with dropout), in f64 to 1e-10 and in f32 to 1e-5.
 
+mod common;
+use common::max_abs_diff;
+
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{Init, VarMap};
 use proptest::prelude::*;
 use rnn_core::init::seeded_var_builder;
 use rnn_core::{Implementation, Mode, Rnn, RnnConfig, RnnState};
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
-    assert_eq!(a.dims(), b.dims());
-    (a.to_dtype(DType::F64).unwrap() - b.to_dtype(DType::F64).unwrap())
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f64>()
-        .unwrap()
-}
 
 struct Case {
     cfg: RnnConfig,

@@ -3,6 +3,9 @@
 //! - a padded batch with lengths equals each sequence run alone;
 //! - `step` repeated equals the layer (cells and `Rnn::step`).
 
+mod common;
+use common::max_abs_diff;
+
 use candle_core::{DType, Device, IndexOp, Result, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use proptest::prelude::*;
@@ -14,18 +17,6 @@ const TOL: f64 = 1e-12;
 
 /// One cell step, whatever the cell kind.
 type StepFn = Box<dyn Fn(&Tensor, &RnnState) -> RnnState>;
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
-    assert_eq!(a.dims(), b.dims());
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f64>()
-        .unwrap()
-}
 
 fn mode_strategy() -> impl Strategy<Value = Mode> {
     prop::sample::select(Mode::ALL.to_vec())

@@ -80,17 +80,8 @@ fn checked_step(
             (h, c)
         }
         None => {
-            let h = Tensor::zeros((batch, state_size), x.dtype(), x.device())?;
-            let c = if params.mode.has_cell_state() {
-                Some(Tensor::zeros(
-                    (batch, params.hidden_size),
-                    x.dtype(),
-                    x.device(),
-                )?)
-            } else {
-                None
-            };
-            (h, c)
+            let zero = crate::recurrence::zero_cell_state(params, batch, &x)?;
+            (zero.h, zero.c)
         }
     };
     let (h, c) = params.step(&x, &h, c.as_ref())?;
