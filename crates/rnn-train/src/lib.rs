@@ -1,7 +1,13 @@
 //! # rnn-train
 //!
-//! Data loading, batching, the training loop, metrics and checkpoints for [`rnn_core`] models.
-//! (Under construction: see the project's issues.)
+//! The training kit around [`rnn_core`]: data loading with errors that name the file and line,
+//! batching, metrics and losses. (The training loop, checkpoints and plots are being built: see
+//! the project's issues.)
 #![warn(missing_docs)]
 
+pub mod data;
+mod error;
+pub mod metrics;
+
+pub use error::{Error, Result};
 pub use rnn_core;

@@ -1,0 +1,202 @@
+//! Tagged sentences from CoNLL-U (Universal Dependencies) and from 2-column CoNLL files.
+
+use super::{numbered_lines, read_text};
+use crate::{Error, Result};
+use std::path::Path;
+
+/// A sentence with one tag per token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaggedSentence {
+    /// Word forms.
+    pub tokens: Vec<String>,
+    /// One tag per token.
+    pub tags: Vec<String>,
+    /// 1-based line of the sentence's first token.
+    pub line: usize,
+}
+
+/// Name of a CoNLL-U column (1-based numbers as in the format's documentation).
+fn conllu_column(name: &str) -> Option<usize> {
+    const COLUMNS: [&str; 10] = [
+        "id", "form", "lemma", "upos", "xpos", "feats", "head", "deprel", "deps", "misc",
+    ];
+    COLUMNS.iter().position(|c| c.eq_ignore_ascii_case(name))
+}
+
+/// Reads a CoNLL-U file: the word form (column 2) and the tag column `tag_column` (a name such as
+/// `upos` or `xpos`, or a 1-based number; UPOS by default). Comment lines (`#`), multi-word token
+/// lines (`3-4`) and empty nodes (`3.1`) are skipped; sentences end at blank lines.
+pub fn read_conllu(path: &Path, tag_column: Option<&str>) -> Result<Vec<TaggedSentence>> {
+    let col_name = tag_column.unwrap_or("upos");
+    let col = match col_name.parse::<usize>() {
+        Ok(n) if (1..=10).contains(&n) => n - 1,
+        Ok(n) => {
+            return Err(Error::Invalid(format!(
+                "unknown tag column {n}: CoNLL-U has columns 1-10"
+            )))
+        }
+        Err(_) => conllu_column(col_name).ok_or_else(|| {
+            Error::Invalid(format!(
+                "unknown tag column '{col_name}': expected a CoNLL-U column name (upos, xpos, deprel, ...) or 1-10"
+            ))
+        })?,
+    };
+    let text = read_text(path)?;
+    let mut out = Vec::new();
+    let mut current = TaggedSentence {
+        tokens: vec![],
+        tags: vec![],
+        line: 0,
+    };
+    for (line, content) in numbered_lines(&text) {
+        if content.trim().is_empty() {
+            if !current.tokens.is_empty() {
+                out.push(std::mem::replace(
+                    &mut current,
+                    TaggedSentence {
+                        tokens: vec![],
+                        tags: vec![],
+                        line: 0,
+                    },
+                ));
+            }
+            continue;
+        }
+        if content.starts_with('#') {
+            continue;
+        }
+        let fields: Vec<&str> = content.split('\t').collect();
+        if fields.len() != 10 {
+            return Err(Error::parse(
+                path,
+                line,
+                format!("expected 10 tab-separated columns, found {}", fields.len()),
+            ));
+        }
+        let id = fields[0];
+        if id.contains('-') || id.contains('.') {
+            continue;
+        }
+        if id.parse::<usize>().is_err() {
+            return Err(Error::parse(path, line, format!("bad token id '{id}'")));
+        }
+        if current.tokens.is_empty() {
+            current.line = line;
+        }
+        current.tokens.push(fields[1].to_string());
+        current.tags.push(fields[col].to_string());
+    }
+    if !current.tokens.is_empty() {
+        out.push(current);
+    }
+    if out.is_empty() {
+        return Err(Error::file(path, "no sentences found"));
+    }
+    Ok(out)
+}
+
+/// Reads a 2-column CoNLL file: `token<whitespace>tag` per line, sentences separated by blank lines.
+pub fn read_conll(path: &Path) -> Result<Vec<TaggedSentence>> {
+    let text = read_text(path)?;
+    let mut out = Vec::new();
+    let mut current = TaggedSentence {
+        tokens: vec![],
+        tags: vec![],
+        line: 0,
+    };
+    for (line, content) in numbered_lines(&text) {
+        let fields: Vec<&str> = content.split_whitespace().collect();
+        if fields.is_empty() {
+            if !current.tokens.is_empty() {
+                out.push(std::mem::replace(
+                    &mut current,
+                    TaggedSentence {
+                        tokens: vec![],
+                        tags: vec![],
+                        line: 0,
+                    },
+                ));
+            }
+            continue;
+        }
+        if fields.len() != 2 {
+            return Err(Error::parse(
+                path,
+                line,
+                format!("expected 2 columns (token tag), found {}", fields.len()),
+            ));
+        }
+        if current.tokens.is_empty() {
+            current.line = line;
+        }
+        current.tokens.push(fields[0].to_string());
+        current.tags.push(fields[1].to_string());
+    }
+    if !current.tokens.is_empty() {
+        out.push(current);
+    }
+    if out.is_empty() {
+        return Err(Error::file(path, "no sentences found"));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::write_file;
+    use super::*;
+
+    const SAMPLE: &str = "# sent_id = 1\n# text = I can't go.\n\
+1\tI\tI\tPRON\tPRP\t_\t3\tnsubj\t_\t_\n\
+2-3\tcan't\t_\t_\t_\t_\t_\t_\t_\t_\n\
+2\tca\tcan\tAUX\tMD\t_\t4\taux\t_\t_\n\
+3\tn't\tnot\tPART\tRB\t_\t4\tadvmod\t_\t_\n\
+3.1\tx\tx\tX\tX\t_\t_\t_\t_\t_\n\
+4\tgo\tgo\tVERB\tVB\t_\t0\troot\t_\t_\n\n\
+1\tYes\tyes\tINTJ\tUH\t_\t0\troot\t_\t_\n";
+
+    #[test]
+    fn conllu_skips_comments_multiword_and_empty_nodes() {
+        let (_d, p) = write_file("ewt.conllu", SAMPLE.as_bytes());
+        let s = read_conllu(&p, None).unwrap();
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].tokens, vec!["I", "ca", "n't", "go"]);
+        assert_eq!(s[0].tags, vec!["PRON", "AUX", "PART", "VERB"]);
+        assert_eq!(s[0].line, 3);
+        let x = read_conllu(&p, Some("xpos")).unwrap();
+        assert_eq!(x[1].tags, vec!["UH"]);
+        let by_number = read_conllu(&p, Some("5")).unwrap();
+        assert_eq!(by_number[0].tags, x[0].tags);
+    }
+
+    #[test]
+    fn conllu_errors() {
+        let (_d, p) = write_file("ewt.conllu", SAMPLE.as_bytes());
+        let err = read_conllu(&p, Some("colour")).unwrap_err().to_string();
+        assert!(err.contains("unknown tag column 'colour'"), "{err}");
+        let bad = "1\tI\tI\tPRON\n";
+        let (_d, p) = write_file("bad.conllu", bad.as_bytes());
+        let err = read_conllu(&p, None).unwrap_err().to_string();
+        assert!(
+            err.contains("bad.conllu:1:") && err.contains("found 4"),
+            "{err}"
+        );
+        let (_d, p) = write_file("c.conllu", b"# only a comment\n");
+        let err = read_conllu(&p, None).unwrap_err().to_string();
+        assert!(err.contains("no sentences"), "{err}");
+    }
+
+    #[test]
+    fn two_column_conll() {
+        let (_d, p) = write_file("t.conll", b"the DT\ncat NN\n\nran VBD\n");
+        let s = read_conll(&p).unwrap();
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[1].tokens, vec!["ran"]);
+        let (_d, p) = write_file("t.conll", b"the DT\ncat NN extra\n");
+        let err = read_conll(&p).unwrap_err().to_string();
+        assert!(
+            err.contains("t.conll:2:") && err.contains("found 3"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,98 @@
+//! Data: text corpora, vocabularies, labelled sequences, tagged sentences, sequence pairs and
+//! numeric series, each read from a file with errors that name the file, the line and what was
+//! wrong; and batching (padding, lengths, masks, bucketing, seeded shuffles and splits).
+
+mod batch;
+mod conll;
+mod labelled;
+mod lm;
+mod pairs;
+mod series;
+mod text;
+mod vocab;
+
+pub use batch::{bucket_batches, pad_batch, seeded_shuffle, split_fraction, PaddedBatch};
+pub use conll::{read_conll, read_conllu, TaggedSentence};
+pub use labelled::{read_labelled, LabelledText};
+pub use lm::{LmBatches, LmWindow};
+pub use pairs::{read_pairs, SequencePair};
+pub use series::{MissingPolicy, Normalizer, Series, SeriesWindows};
+pub use text::{tokenize, Granularity};
+pub use vocab::{Vocab, BOS, EOS, PAD, UNK};
+
+use crate::{Error, Result};
+use std::path::Path;
+
+/// Reads a whole UTF-8 text file. Errors name the file, and for invalid UTF-8 the line of the first
+/// bad byte; an empty (or whitespace-only) file is an error.
+pub fn read_text(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let text = match String::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            let valid = e.utf8_error().valid_up_to();
+            let line = e.as_bytes()[..valid]
+                .iter()
+                .filter(|b| **b == b'\n')
+                .count()
+                + 1;
+            return Err(Error::parse(
+                path,
+                line,
+                format!("not valid UTF-8 (byte offset {valid})"),
+            ));
+        }
+    };
+    if text.trim().is_empty() {
+        return Err(Error::file(path, "the file is empty"));
+    }
+    Ok(text)
+}
+
+/// Lines with their 1-based numbers, without the line terminator (`\n` or `\r\n`).
+pub(crate) fn numbered_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.lines().enumerate().map(|(i, l)| (i + 1, l))
+}
+
+#[cfg(test)]
+pub(crate) mod testutil {
+    use std::io::Write;
+    use std::path::PathBuf;
+
+    /// Writes `bytes` to a new file in a fresh temporary folder; the folder lives as long as the
+    /// returned guard.
+    pub fn write_file(name: &str, bytes: &[u8]) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        std::fs::File::create(&path)
+            .unwrap()
+            .write_all(bytes)
+            .unwrap();
+        (dir, path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testutil::write_file;
+    use super::*;
+
+    #[test]
+    fn read_text_reports_missing_empty_and_non_utf8() {
+        let err = read_text(Path::new("/nonexistent/corpus.txt"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/nonexistent/corpus.txt"), "{err}");
+        let (_d, p) = write_file("empty.txt", b"  \n\n");
+        let err = read_text(&p).unwrap_err().to_string();
+        assert!(err.contains("empty.txt") && err.contains("empty"), "{err}");
+        let (_d, p) = write_file("bad.txt", b"fine\nalso fine\nbad \xff byte\n");
+        let err = read_text(&p).unwrap_err().to_string();
+        assert!(err.contains("bad.txt:3:") && err.contains("UTF-8"), "{err}");
+        let (_d, p) = write_file("ok.txt", "h\u{e9}llo\n".as_bytes());
+        assert_eq!(read_text(&p).unwrap(), "h\u{e9}llo\n");
+    }
+}
