@@ -5,9 +5,12 @@
 //! the project's issues.)
 #![warn(missing_docs)]
 
+pub mod checkpoint;
 pub mod data;
+pub mod diagnostics;
 mod error;
 pub mod metrics;
+pub mod optim;
 
 pub use error::{Error, Result};
 pub use rnn_core;
