@@ -6,6 +6,7 @@ mod batch;
 mod conll;
 mod labelled;
 mod lm;
+mod mnist;
 mod pairs;
 mod series;
 mod text;
@@ -15,6 +16,7 @@ pub use batch::{bucket_batches, pad_batch, seeded_shuffle, split_fraction, Padde
 pub use conll::{read_conll, read_conllu, TaggedSentence};
 pub use labelled::{read_labelled, LabelledText};
 pub use lm::{LmBatches, LmWindow};
+pub use mnist::{read_mnist, Mnist};
 pub use pairs::{read_pairs, SequencePair};
 pub use series::{MissingPolicy, Normalizer, Series, SeriesWindows};
 pub use text::{tokenize, Granularity};
