@@ -11,6 +11,7 @@ pub mod diagnostics;
 mod error;
 pub mod metrics;
 pub mod optim;
+pub mod progress;
 
 pub use error::{Error, Result};
 pub use rnn_core;
