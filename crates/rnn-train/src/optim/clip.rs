@@ -1,0 +1,272 @@
+//! Gradient norms, clipping and non-finite detection.
+//!
+//! Each function reduces on the device and reads at most one scalar back to the host (plus one
+//! per parameter in [`first_non_finite_grad`], and only once something non-finite was found).
+//! Variables without a gradient in the store are skipped, as PyTorch skips `.grad is None`.
+
+use candle_core::backprop::GradStore;
+use candle_core::{DType, Tensor, Var};
+
+use crate::{Error, Result};
+
+/// The gradients present in `grads` for `vars`, with their variables.
+fn present<'a>(grads: &'a GradStore, vars: &'a [Var]) -> impl Iterator<Item = (&'a Var, Tensor)> {
+    vars.iter()
+        .filter_map(move |v| grads.get(v).map(|g| (v, g.detach())))
+}
+
+/// Sums 0-dim per-parameter results on the first one's device, in f64 if all are f64, else in
+/// f32 (half-precision sums would overflow, and Metal has no f64), and reads the sum back.
+fn sum_to_host(parts: Vec<Tensor>) -> Result<f64> {
+    let Some(first) = parts.first() else {
+        return Ok(0.0);
+    };
+    let device = first.device().clone();
+    let dtype = if parts.iter().all(|p| p.dtype() == DType::F64) {
+        DType::F64
+    } else {
+        DType::F32
+    };
+    let parts = parts
+        .iter()
+        .map(|p| p.to_dtype(dtype)?.to_device(&device))
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    let total = Tensor::stack(&parts, 0)?.sum_all()?;
+    scalar_to_host(&total)
+}
+
+fn scalar_to_host(t: &Tensor) -> Result<f64> {
+    Ok(match t.dtype() {
+        DType::F64 => t.to_scalar::<f64>()?,
+        _ => t.to_dtype(DType::F32)?.to_scalar::<f32>()? as f64,
+    })
+}
+
+/// The dtype a gradient's reductions run in: its own for f32 and f64, f32 for half types.
+fn acc_dtype(g: &Tensor) -> DType {
+    match g.dtype() {
+        DType::F64 => DType::F64,
+        _ => DType::F32,
+    }
+}
+
+/// The L2 norm of all gradients of `vars` taken together (as if concatenated into one vector),
+/// i.e. `torch.nn.utils.get_total_norm` with `norm_type=2`. 0 when no variable has a gradient.
+pub fn grad_norm(grads: &GradStore, vars: &[Var]) -> Result<f64> {
+    let parts = present(grads, vars)
+        .map(|(_, g)| g.to_dtype(acc_dtype(&g))?.sqr()?.sum_all())
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    Ok(sum_to_host(parts)?.sqrt())
+}
+
+/// Scales the gradients of `vars` so their total L2 norm is at most `max_norm`, as
+/// `torch.nn.utils.clip_grad_norm_` (norm type 2): with `total` the norm before clipping, every
+/// gradient is multiplied by `max_norm / (total + 1e-6)` when that is below 1. Returns `total`.
+///
+/// Unlike PyTorch, a non-finite `total` leaves the gradients unchanged (PyTorch would multiply
+/// them by NaN or 0); check the returned norm, or [`grads_are_finite`], before stepping.
+///
+/// `max_norm` must be `>= 0` (`inf` disables clipping).
+pub fn clip_grad_norm(grads: &mut GradStore, vars: &[Var], max_norm: f64) -> Result<f64> {
+    if max_norm.is_nan() || max_norm < 0.0 {
+        return Err(Error::Invalid(format!(
+            "clip_grad_norm: max_norm must be >= 0, got {max_norm}"
+        )));
+    }
+    let total = grad_norm(grads, vars)?;
+    let coef = max_norm / (total + 1e-6);
+    if total.is_finite() && coef < 1.0 {
+        for var in vars {
+            if let Some(g) = grads.get(var) {
+                let scaled = g.detach().affine(coef, 0.0)?;
+                grads.insert(var, scaled);
+            }
+        }
+    }
+    Ok(total)
+}
+
+/// Clamps every gradient element of `vars` to `[-clip, clip]`, as
+/// `torch.nn.utils.clip_grad_value_`. NaNs stay NaN. `clip` must be `>= 0`.
+pub fn clip_grad_value(grads: &mut GradStore, vars: &[Var], clip: f64) -> Result<()> {
+    if clip.is_nan() || clip < 0.0 {
+        return Err(Error::Invalid(format!(
+            "clip_grad_value: clip must be >= 0, got {clip}"
+        )));
+    }
+    for var in vars {
+        if let Some(g) = grads.get(var) {
+            let clamped = g.detach().clamp(-clip, clip)?;
+            grads.insert(var, clamped);
+        }
+    }
+    Ok(())
+}
+
+/// Per gradient, a 0-dim f32 tensor that is 0 when all elements are finite and NaN otherwise:
+/// `g * 0` is exactly 0 for finite elements and NaN for infinite or NaN ones, so unlike a plain
+/// sum it cannot overflow on large finite values.
+fn non_finite_marker(g: &Tensor) -> candle_core::Result<Tensor> {
+    g.affine(0.0, 0.0)?.sum_all()?.to_dtype(DType::F32)
+}
+
+/// Whether every gradient of `vars` is free of NaN and infinities (true when there are none).
+pub fn grads_are_finite(grads: &GradStore, vars: &[Var]) -> Result<bool> {
+    let parts = present(grads, vars)
+        .map(|(_, g)| non_finite_marker(&g))
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    Ok(sum_to_host(parts)?.is_finite())
+}
+
+/// The name of the first parameter (in the given order) whose gradient holds a NaN or an
+/// infinity, or `None` if all are finite, so a trainer can stop and say where it happened.
+pub fn first_non_finite_grad(
+    grads: &GradStore,
+    params: &[(String, Var)],
+) -> Result<Option<String>> {
+    let vars: Vec<Var> = params.iter().map(|(_, v)| v.clone()).collect();
+    if grads_are_finite(grads, &vars)? {
+        return Ok(None);
+    }
+    // Rare path: find the culprit one parameter at a time.
+    for (name, var) in params {
+        if let Some(g) = grads.get(var) {
+            if !scalar_to_host(&non_finite_marker(g)?)?.is_finite() {
+                return Ok(Some(name.clone()));
+            }
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::{assert_close, values};
+    use super::*;
+    use candle_core::Device;
+
+    /// `a` (2x2) and `b` (3) with fixed gradients, plus `c` without one.
+    fn setup(dtype: DType) -> (Vec<Var>, GradStore) {
+        let dev = Device::Cpu;
+        let a = Var::zeros((2, 2), dtype, &dev).unwrap();
+        let b = Var::zeros(3, dtype, &dev).unwrap();
+        let c = Var::zeros(1, dtype, &dev).unwrap();
+        let mut grads = GradStore::default();
+        let t = |v: &[f64], dims: &[usize]| {
+            Tensor::from_slice(v, dims, &dev)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap()
+        };
+        grads.insert(&a, t(&[3.0, -4.0, 1.0, 2.0], &[2, 2]));
+        grads.insert(&b, t(&[0.5, -1.5, 2.0], &[3]));
+        (vec![a, b, c], grads)
+    }
+
+    // Python, for dt in (torch.float64, torch.float32) and max_norm in (1.0, 10.0):
+    // a = torch.zeros(2, 2, dtype=dt, requires_grad=True); b = torch.zeros(3, dtype=dt, requires_grad=True)
+    // a.grad = torch.tensor([[3.0, -4.0], [1.0, 2.0]], dtype=dt); b.grad = torch.tensor([0.5, -1.5, 2.0], dtype=dt)
+    // n = torch.nn.utils.clip_grad_norm_([a, b], max_norm, foreach=False)
+    // print(n.item(), a.grad.flatten().tolist(), b.grad.tolist())
+    const TORCH_NORM_F64: f64 = 6.041522986797286;
+    const TORCH_A_F64: [f64; 4] = [
+        0.49656345096965354,
+        -0.6620846012928714,
+        0.16552115032321785,
+        0.3310423006464357,
+    ];
+    const TORCH_B_F64: [f64; 3] = [
+        0.08276057516160892,
+        -0.24828172548482677,
+        0.3310423006464357,
+    ];
+    const TORCH_NORM_F32: f64 = 6.041523456573486;
+    const TORCH_A_F32: [f64; 4] = [
+        0.4965634346008301,
+        -0.6620845794677734,
+        0.16552114486694336,
+        0.3310422897338867,
+    ];
+    const TORCH_B_F32: [f64; 3] = [
+        0.08276057243347168,
+        -0.24828171730041504,
+        0.3310422897338867,
+    ];
+
+    #[test]
+    fn clip_grad_norm_matches_pytorch() {
+        for (dtype, tol, norm, a, b) in [
+            (DType::F64, 1e-12, TORCH_NORM_F64, TORCH_A_F64, TORCH_B_F64),
+            (DType::F32, 1e-6, TORCH_NORM_F32, TORCH_A_F32, TORCH_B_F32),
+        ] {
+            let (vars, mut grads) = setup(dtype);
+            let total = clip_grad_norm(&mut grads, &vars, 1.0).unwrap();
+            assert_close(&[total], &[norm], tol, "total norm");
+            assert_close(&values(grads.get(&vars[0]).unwrap()), &a, tol, "a");
+            assert_close(&values(grads.get(&vars[1]).unwrap()), &b, tol, "b");
+            assert!(grads.get(&vars[2]).is_none(), "no gradient appears for c");
+            assert!((grad_norm(&grads, &vars).unwrap() - 1.0).abs() < 1e-5);
+
+            // max_norm 10: PyTorch returns the same norm and leaves the gradients alone.
+            let (vars, mut grads) = setup(dtype);
+            let total = clip_grad_norm(&mut grads, &vars, 10.0).unwrap();
+            assert_close(&[total], &[norm], tol, "total norm");
+            assert_eq!(values(grads.get(&vars[0]).unwrap()), [3.0, -4.0, 1.0, 2.0]);
+            assert_eq!(values(grads.get(&vars[1]).unwrap()), [0.5, -1.5, 2.0]);
+        }
+        let (vars, mut grads) = setup(DType::F32);
+        let e = clip_grad_norm(&mut grads, &vars, f64::NAN).unwrap_err();
+        assert!(
+            e.to_string().contains("max_norm must be >= 0, got NaN"),
+            "{e}"
+        );
+        assert_eq!(grad_norm(&GradStore::default(), &vars).unwrap(), 0.0);
+    }
+
+    #[test]
+    fn clip_grad_value_clamps() {
+        let (vars, mut grads) = setup(DType::F32);
+        clip_grad_value(&mut grads, &vars, 1.5).unwrap();
+        assert_eq!(values(grads.get(&vars[0]).unwrap()), [1.5, -1.5, 1.0, 1.5]);
+        assert_eq!(values(grads.get(&vars[1]).unwrap()), [0.5, -1.5, 1.5]);
+        let e = clip_grad_value(&mut grads, &vars, -1.0).unwrap_err();
+        assert!(e.to_string().contains("clip must be >= 0, got -1"), "{e}");
+    }
+
+    #[test]
+    fn non_finite_gradients_are_found_by_name() {
+        for dtype in [DType::F32, DType::F64, DType::BF16] {
+            let (vars, mut grads) = setup(dtype);
+            let named: Vec<(String, Var)> = ["a", "b", "c"]
+                .iter()
+                .zip(&vars)
+                .map(|(n, v)| (n.to_string(), v.clone()))
+                .collect();
+            assert!(grads_are_finite(&grads, &vars).unwrap());
+            assert_eq!(first_non_finite_grad(&grads, &named).unwrap(), None);
+            // Huge but finite values: a plain sum would overflow to inf in f32.
+            let big = Tensor::full(3.0e38f32, 3, &Device::Cpu)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap();
+            grads.insert(&vars[1], big);
+            assert!(grads_are_finite(&grads, &vars).unwrap(), "{dtype:?}");
+            for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                let g = Tensor::new(&[0.5f32, bad, 2.0], &Device::Cpu)
+                    .unwrap()
+                    .to_dtype(dtype)
+                    .unwrap();
+                grads.insert(&vars[1], g);
+                assert!(!grads_are_finite(&grads, &vars).unwrap(), "{bad} {dtype:?}");
+                assert_eq!(
+                    first_non_finite_grad(&grads, &named).unwrap().as_deref(),
+                    Some("b")
+                );
+                // The norm says so too, and clipping leaves such gradients alone.
+                let total = clip_grad_norm(&mut grads, &vars, 1.0).unwrap();
+                assert!(!total.is_finite());
+                assert_eq!(values(grads.get(&vars[0]).unwrap()), [3.0, -4.0, 1.0, 2.0]);
+            }
+        }
+    }
+}
