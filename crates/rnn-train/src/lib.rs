@@ -1,8 +1,10 @@
 //! # rnn-train
 //!
-//! The training kit around [`rnn_core`]: data loading with errors that name the file and line,
-//! batching, metrics and losses. (The training loop, checkpoints and plots are being built: see
-//! the project's issues.)
+//! The training kit around [`rnn_core`]: data loading with errors that name the file and line
+//! ([`data`]), metrics and losses ([`metrics`]), optimisers, learning-rate schedules and gradient
+//! clipping ([`optim`]), atomic checkpoints ([`checkpoint`]), per-step gradient diagnostics
+//! ([`diagnostics`]), progress and JSON-lines logs ([`progress`]). (The training loop and plots are
+//! being built: see the project's issues.)
 #![warn(missing_docs)]
 
 pub mod checkpoint;
