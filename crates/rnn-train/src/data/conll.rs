@@ -41,29 +41,9 @@ pub fn read_conllu(path: &Path, tag_column: Option<&str>) -> Result<Vec<TaggedSe
             ))
         })?,
     };
-    let text = read_text(path)?;
-    let mut out = Vec::new();
-    let mut current = TaggedSentence {
-        tokens: vec![],
-        tags: vec![],
-        line: 0,
-    };
-    for (line, content) in numbered_lines(&text) {
-        if content.trim().is_empty() {
-            if !current.tokens.is_empty() {
-                out.push(std::mem::replace(
-                    &mut current,
-                    TaggedSentence {
-                        tokens: vec![],
-                        tags: vec![],
-                        line: 0,
-                    },
-                ));
-            }
-            continue;
-        }
+    read_sentences(path, |line, content| {
         if content.starts_with('#') {
-            continue;
+            return Ok(None);
         }
         let fields: Vec<&str> = content.split('\t').collect();
         if fields.len() != 10 {
@@ -75,50 +55,19 @@ pub fn read_conllu(path: &Path, tag_column: Option<&str>) -> Result<Vec<TaggedSe
         }
         let id = fields[0];
         if id.contains('-') || id.contains('.') {
-            continue;
+            return Ok(None);
         }
         if id.parse::<usize>().is_err() {
             return Err(Error::parse(path, line, format!("bad token id '{id}'")));
         }
-        if current.tokens.is_empty() {
-            current.line = line;
-        }
-        current.tokens.push(fields[1].to_string());
-        current.tags.push(fields[col].to_string());
-    }
-    if !current.tokens.is_empty() {
-        out.push(current);
-    }
-    if out.is_empty() {
-        return Err(Error::file(path, "no sentences found"));
-    }
-    Ok(out)
+        Ok(Some((fields[1].to_string(), fields[col].to_string())))
+    })
 }
 
 /// Reads a 2-column CoNLL file: `token<whitespace>tag` per line, sentences separated by blank lines.
 pub fn read_conll(path: &Path) -> Result<Vec<TaggedSentence>> {
-    let text = read_text(path)?;
-    let mut out = Vec::new();
-    let mut current = TaggedSentence {
-        tokens: vec![],
-        tags: vec![],
-        line: 0,
-    };
-    for (line, content) in numbered_lines(&text) {
+    read_sentences(path, |line, content| {
         let fields: Vec<&str> = content.split_whitespace().collect();
-        if fields.is_empty() {
-            if !current.tokens.is_empty() {
-                out.push(std::mem::replace(
-                    &mut current,
-                    TaggedSentence {
-                        tokens: vec![],
-                        tags: vec![],
-                        line: 0,
-                    },
-                ));
-            }
-            continue;
-        }
         if fields.len() != 2 {
             return Err(Error::parse(
                 path,
@@ -126,19 +75,54 @@ pub fn read_conll(path: &Path) -> Result<Vec<TaggedSentence>> {
                 format!("expected 2 columns (token tag), found {}", fields.len()),
             ));
         }
-        if current.tokens.is_empty() {
-            current.line = line;
+        Ok(Some((fields[0].to_string(), fields[1].to_string())))
+    })
+}
+
+/// Groups the token lines of `path` into sentences at blank lines; `token_line` turns a non-blank
+/// line into `(token, tag)`, `None` to skip it, or an error.
+fn read_sentences(
+    path: &Path,
+    token_line: impl Fn(usize, &str) -> Result<Option<(String, String)>>,
+) -> Result<Vec<TaggedSentence>> {
+    let text = read_text(path)?;
+    {
+        let mut out = Vec::new();
+        let mut current = TaggedSentence {
+            tokens: vec![],
+            tags: vec![],
+            line: 0,
+        };
+        for (line, content) in numbered_lines(&text) {
+            if content.trim().is_empty() {
+                if !current.tokens.is_empty() {
+                    out.push(std::mem::replace(
+                        &mut current,
+                        TaggedSentence {
+                            tokens: vec![],
+                            tags: vec![],
+                            line: 0,
+                        },
+                    ));
+                }
+                continue;
+            }
+            if let Some((token, tag)) = token_line(line, content)? {
+                if current.tokens.is_empty() {
+                    current.line = line;
+                }
+                current.tokens.push(token);
+                current.tags.push(tag);
+            }
         }
-        current.tokens.push(fields[0].to_string());
-        current.tags.push(fields[1].to_string());
+        if !current.tokens.is_empty() {
+            out.push(current);
+        }
+        if out.is_empty() {
+            return Err(Error::file(path, "no sentences found"));
+        }
+        Ok(out)
     }
-    if !current.tokens.is_empty() {
-        out.push(current);
-    }
-    if out.is_empty() {
-        return Err(Error::file(path, "no sentences found"));
-    }
-    Ok(out)
 }
 
 #[cfg(test)]
