@@ -86,43 +86,41 @@ fn read_sentences(
     token_line: impl Fn(usize, &str) -> Result<Option<(String, String)>>,
 ) -> Result<Vec<TaggedSentence>> {
     let text = read_text(path)?;
-    {
-        let mut out = Vec::new();
-        let mut current = TaggedSentence {
-            tokens: vec![],
-            tags: vec![],
-            line: 0,
-        };
-        for (line, content) in numbered_lines(&text) {
-            if content.trim().is_empty() {
-                if !current.tokens.is_empty() {
-                    out.push(std::mem::replace(
-                        &mut current,
-                        TaggedSentence {
-                            tokens: vec![],
-                            tags: vec![],
-                            line: 0,
-                        },
-                    ));
-                }
-                continue;
+    let mut out = Vec::new();
+    let mut current = TaggedSentence {
+        tokens: vec![],
+        tags: vec![],
+        line: 0,
+    };
+    for (line, content) in numbered_lines(&text) {
+        if content.trim().is_empty() {
+            if !current.tokens.is_empty() {
+                out.push(std::mem::replace(
+                    &mut current,
+                    TaggedSentence {
+                        tokens: vec![],
+                        tags: vec![],
+                        line: 0,
+                    },
+                ));
             }
-            if let Some((token, tag)) = token_line(line, content)? {
-                if current.tokens.is_empty() {
-                    current.line = line;
-                }
-                current.tokens.push(token);
-                current.tags.push(tag);
+            continue;
+        }
+        if let Some((token, tag)) = token_line(line, content)? {
+            if current.tokens.is_empty() {
+                current.line = line;
             }
+            current.tokens.push(token);
+            current.tags.push(tag);
         }
-        if !current.tokens.is_empty() {
-            out.push(current);
-        }
-        if out.is_empty() {
-            return Err(Error::file(path, "no sentences found"));
-        }
-        Ok(out)
     }
+    if !current.tokens.is_empty() {
+        out.push(current);
+    }
+    if out.is_empty() {
+        return Err(Error::file(path, "no sentences found"));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
