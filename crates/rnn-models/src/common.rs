@@ -94,6 +94,33 @@ impl SeededDropout {
     }
 }
 
+/// Models whose training forward draws random numbers (dropout). The trainer seeds them at the
+/// start of a run and saves / restores the counters in checkpoints, so a resumed run draws the
+/// same masks as an uninterrupted one.
+pub trait Stochastic {
+    /// Reseeds every random source of the model and restarts its sequences.
+    fn set_seed(&mut self, seed: u64);
+    /// The position of every random source (e.g. [`SeededDropout::calls`] and
+    /// [`rnn_core::Rnn::dropout_calls`]), in a fixed order.
+    fn rng_counters(&self) -> Vec<u64>;
+    /// Restores what [`Stochastic::rng_counters`] returned; an error if the count differs.
+    fn set_rng_counters(&self, counters: &[u64]) -> Result<()>;
+}
+
+/// Checks `counters` has `expected` entries (for [`Stochastic::set_rng_counters`]).
+pub fn check_counters(model: &str, counters: &[u64], expected: usize) -> Result<()> {
+    if counters.len() != expected {
+        return Err(invalid(
+            model,
+            format!(
+                "expected {expected} random-number counters, got {} (checkpoint from another model?)",
+                counters.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Checks `lengths` against a batch of `batch` sequences of at most `max_len` steps: one length
 /// per sequence, each in `1..=max_len`.
 pub fn check_lengths(model: &str, lengths: &[usize], batch: usize, max_len: usize) -> Result<()> {
