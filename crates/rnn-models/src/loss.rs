@@ -24,7 +24,7 @@ impl NllSum {
     /// `sum / max(count, 1)`: the mean NLL per counted position, and 0 (with zero gradient)
     /// when nothing is counted, rather than a NaN that would poison the weights.
     pub fn mean(&self) -> Result<Tensor> {
-        Ok(self.sum.div(&self.count.maximum(1f64)?)?)
+        self.sum.div(&self.count.maximum(1f64)?)
     }
 }
 
@@ -165,7 +165,7 @@ pub fn mse(pred: &Tensor, target: &Tensor) -> Result<Tensor> {
     check_same_shape(what, "pred", pred, "target", target)?;
     let pred = loss_input(what, "pred", pred)?;
     let target = loss_input(what, "target", target)?.to_dtype(pred.dtype())?;
-    Ok(pred.sub(&target)?.sqr()?.mean_all()?)
+    pred.sub(&target)?.sqr()?.mean_all()
 }
 
 /// Binary cross-entropy on logits, averaged over all elements: a rank-0 tensor in nats.
@@ -187,7 +187,7 @@ pub fn binary_cross_entropy_with_logits(logits: &Tensor, targets: &Tensor) -> Re
     let abs = x.maximum(&x.neg()?)?;
     let log_term = abs.neg()?.exp()?.affine(1.0, 1.0)?.log()?;
     let loss = positive_part.sub(&x.mul(&y)?)?.add(&log_term)?;
-    Ok(loss.mean_all()?)
+    loss.mean_all()
 }
 
 #[cfg(test)]

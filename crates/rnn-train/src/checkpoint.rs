@@ -85,6 +85,11 @@ pub struct TrainState {
     /// [`OPTIMIZER_FILE`]. Opaque here: the optimiser owns its format.
     #[serde(default)]
     pub optimizer: serde_json::Value,
+    /// The training loop's own resumable state (position in the epoch, schedule, early
+    /// stopping, random-number counters, running sums); opaque here: the `Trainer` owns its
+    /// format. `null` in checkpoints not written by the `Trainer`.
+    #[serde(default)]
+    pub trainer: serde_json::Value,
 }
 
 impl TrainState {
@@ -100,6 +105,7 @@ impl TrainState {
             learning_rate,
             dropout_calls: 0,
             optimizer: serde_json::Value::Null,
+            trainer: serde_json::Value::Null,
         }
     }
 

@@ -34,6 +34,17 @@ pub enum Error {
     /// An argument or option is out of range or inconsistent.
     #[error("{0}")]
     Invalid(String),
+    /// Training produced a NaN or infinite loss or gradient; nothing from that step was applied
+    /// or saved.
+    #[error("step {step}: {what} is not finite{}; training stopped, the last checkpoint (if any) is untouched. Lower the learning rate, clip gradients, or set `on_non_finite = \"skip\"` to skip such steps", .value.map(|v| format!(" ({v})")).unwrap_or_default())]
+    NonFinite {
+        /// The 1-based global step at which it happened.
+        step: u64,
+        /// What was not finite (`loss`, `gradient of <param>`).
+        what: String,
+        /// The offending value (NaN or ±inf), when known.
+        value: Option<f64>,
+    },
     /// A tensor operation failed.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),

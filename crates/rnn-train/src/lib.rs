@@ -13,7 +13,9 @@ pub mod diagnostics;
 mod error;
 pub mod metrics;
 pub mod optim;
+pub mod plot;
 pub mod progress;
+pub mod trainer;
 
 pub use error::{Error, Result};
 pub use rnn_core;

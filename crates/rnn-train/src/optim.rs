@@ -51,7 +51,7 @@ use crate::{Error, Result};
 
 mod adamw;
 mod clip;
-mod exact_f64;
+pub(crate) mod exact_f64;
 mod schedule;
 mod sgd;
 #[cfg(test)]

@@ -64,6 +64,11 @@ impl Progress {
         }
     }
 
+    /// Moves the bar to `pos` steps (when resuming a run).
+    pub fn set_position(&self, pos: u64) {
+        self.bar.set_position(pos);
+    }
+
     /// Removes the bar.
     pub fn finish(&self) {
         self.bar.finish_and_clear();

@@ -3,6 +3,7 @@
 //! wrong; and batching (padding, lengths, masks, bucketing, seeded shuffles and splits).
 
 mod batch;
+mod bpe;
 mod conll;
 mod labelled;
 mod lm;
@@ -13,6 +14,7 @@ mod text;
 mod vocab;
 
 pub use batch::{bucket_batches, pad_batch, seeded_shuffle, split_fraction, PaddedBatch};
+pub use bpe::{BpeConfig, SubwordTokenizer};
 pub use conll::{read_conll, read_conllu, TaggedSentence};
 pub use labelled::{read_labelled, LabelledText};
 pub use lm::{LmBatches, LmWindow};
