@@ -2,6 +2,8 @@
 #![warn(missing_docs)]
 
 pub mod bench;
+pub mod cli;
+pub mod tasks;
 pub use rnn_core as core;
 pub use rnn_models as models;
 pub use rnn_train as train;

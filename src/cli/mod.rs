@@ -1,0 +1,327 @@
+//! The `rnn` command line as a library function, so tests drive it in-process:
+//! [`run`] parses arguments and runs a subcommand; [`main_entry`] adds the one-line error report
+//! and exit code of the binary.
+
+pub mod options;
+pub mod run;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use rnn_core::Mode;
+
+use crate::bench::{BenchImpl, BenchSpec, Workload};
+use crate::tasks::{self, TaskName};
+use options::Options;
+
+/// The `rnn` command.
+#[derive(Parser, Debug)]
+#[command(
+    name = "rnn",
+    version,
+    about = "Recurrent neural networks on Candle: train, evaluate, sample, predict, benchmark"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Train a task (see `rnn tasks`); without a task, the built-in default (routine).
+    Train(Box<TrainArgs>),
+    /// Evaluate a checkpoint on its validation data or on --data.
+    Eval(EvalArgs),
+    /// Generate from a language-model (or generator) checkpoint.
+    Sample(SampleArgs),
+    /// Run a checkpoint on an input: classify, tag, translate, forecast, complete.
+    Predict(PredictArgs),
+    /// List the tasks and what data each expects.
+    Tasks,
+    /// Time a recurrent layer (train = forward + mean-square loss + backward; infer = forward).
+    Bench(BenchArgs),
+}
+
+/// `rnn train`.
+#[derive(clap::Args, Debug)]
+pub struct TrainArgs {
+    /// The task (default: routine).
+    pub task: Option<String>,
+    /// A TOML or JSON file with the same keys as the flags; flags override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// The options (see `rnn train --help`).
+    #[command(flatten)]
+    pub opts: Options,
+}
+
+/// `rnn eval`.
+#[derive(clap::Args, Debug)]
+pub struct EvalArgs {
+    /// A run directory or checkpoint directory.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Data to evaluate on (the task's format); default: the task's validation data.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// MNIST label file accompanying --data.
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+    /// Device: auto, cpu, cuda[:N], metal.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Batch size for evaluation.
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+}
+
+/// `rnn sample`.
+#[derive(clap::Args, Debug)]
+pub struct SampleArgs {
+    /// A run directory or checkpoint directory (char-lm, word-lm, routine...).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Text to continue.
+    #[arg(long)]
+    pub prompt: Option<String>,
+    /// Softmax temperature (0 = greedy).
+    #[arg(long, default_value_t = 1.0)]
+    pub temperature: f64,
+    /// Keep only the K most likely tokens.
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// Nucleus sampling: keep the smallest set with this much probability.
+    #[arg(long)]
+    pub top_p: Option<f64>,
+    /// Tokens to generate at most.
+    #[arg(long, default_value_t = 200)]
+    pub max_len: usize,
+    /// Samples to draw.
+    #[arg(long, default_value_t = 1)]
+    pub num: usize,
+    /// Seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Device: auto, cpu, cuda[:N], metal.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+}
+
+/// `rnn predict`.
+#[derive(clap::Args, Debug)]
+pub struct PredictArgs {
+    /// A run directory or checkpoint directory.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// The input: text, or a file with one input per line (forecast: a CSV file).
+    #[arg(long)]
+    pub input: Option<String>,
+    /// Beam size for translation (1 = greedy).
+    #[arg(long)]
+    pub beam: Option<usize>,
+    /// Forecast: steps ahead.
+    #[arg(long)]
+    pub horizon: Option<usize>,
+    /// Device: auto, cpu, cuda[:N], metal.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+}
+
+impl PredictArgs {
+    /// The inputs: the lines of `--input` if it names a file, else `--input` itself.
+    pub fn inputs(&self) -> Result<Vec<String>> {
+        let Some(input) = &self.input else {
+            anyhow::bail!("--input is required: give a text or a file with one input per line");
+        };
+        let path = std::path::Path::new(input);
+        if path.is_file() {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("--input {}: cannot read as UTF-8 text", input))?;
+            let lines: Vec<String> = text
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(str::to_string)
+                .collect();
+            if lines.is_empty() {
+                anyhow::bail!("--input {input}: the file is empty");
+            }
+            Ok(lines)
+        } else {
+            Ok(vec![input.clone()])
+        }
+    }
+}
+
+/// `rnn bench`.
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// Cell kind: lstm, gru, rnn-tanh, rnn-relu.
+    #[arg(long, default_value = "lstm")]
+    pub cell: String,
+    /// Sequences per batch.
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    /// Steps per sequence.
+    #[arg(long, default_value_t = 64)]
+    pub seq_len: usize,
+    /// Input features per step.
+    #[arg(long, default_value_t = 256)]
+    pub input_size: usize,
+    /// Hidden size.
+    #[arg(long, default_value_t = 256)]
+    pub hidden_size: usize,
+    /// Stacked layers.
+    #[arg(long, default_value_t = 1)]
+    pub layers: usize,
+    /// Two directions per layer.
+    #[arg(long)]
+    pub bidirectional: bool,
+    /// train or infer.
+    #[arg(long, default_value = "train")]
+    pub mode: String,
+    /// auto, cpu, cuda[:N] or metal.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Timed iterations (after 2 warm-up iterations).
+    #[arg(long, default_value_t = 20)]
+    pub iters: usize,
+    /// fused, composed or candle-nn.
+    #[arg(long = "impl", default_value = "fused")]
+    pub implementation: String,
+    /// f32 or f64.
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+    /// Print one JSON line instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn bench(args: BenchArgs) -> Result<()> {
+    let cell: Mode = args.cell.parse().context("--cell")?;
+    let train = match args.mode.as_str() {
+        "train" => true,
+        "infer" => false,
+        other => anyhow::bail!("--mode must be train or infer, got '{other}'"),
+    };
+    let dtype = match args.dtype.as_str() {
+        "f32" => candle_core::DType::F32,
+        "f64" => candle_core::DType::F64,
+        other => anyhow::bail!("--dtype must be f32 or f64, got '{other}'"),
+    };
+    let device = rnn_core::device::select(&args.device).context("--device")?;
+    let spec = BenchSpec {
+        cell,
+        batch: args.batch,
+        seq_len: args.seq_len,
+        input: args.input_size,
+        hidden: args.hidden_size,
+        layers: args.layers,
+        bidirectional: args.bidirectional,
+        train,
+        implementation: args.implementation.parse::<BenchImpl>()?,
+        iters: args.iters,
+        dtype,
+    };
+    let result = Workload::new(&spec, &device)?.measure()?;
+    if args.json {
+        println!("{}", serde_json::to_string(&result)?);
+    } else {
+        println!(
+            "{} {} B={} T={} I={} H={} layers={}{} on {} ({} threads): median {:.3} ms, min {:.3} ms over {} iterations",
+            result.implementation,
+            result.mode,
+            result.batch,
+            result.seq_len,
+            result.input,
+            result.hidden,
+            result.layers,
+            if result.bidirectional { " bidirectional" } else { "" },
+            result.device,
+            result.threads,
+            result.median_ms,
+            result.min_ms,
+            result.iters
+        );
+    }
+    Ok(())
+}
+
+/// Parses `args` (starting with the program name) and runs the subcommand. Output goes to
+/// stdout; errors are returned.
+pub fn run<I, T>(args: I) -> Result<()>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = Cli::try_parse_from(args)?;
+    match cli.command {
+        Command::Train(args) => train(*args, true).map(|line| println!("{line}")),
+        Command::Eval(args) => {
+            let device = rnn_core::device::select(&args.device).context("--device")?;
+            let run = run::CheckpointRun::load(&args.checkpoint, &device)?;
+            println!("{}", tasks::eval(&run, &args)?);
+            Ok(())
+        }
+        Command::Sample(args) => {
+            let device = rnn_core::device::select(&args.device).context("--device")?;
+            let run = run::CheckpointRun::load(&args.checkpoint, &device)?;
+            for line in tasks::sample(&run, &args)? {
+                println!("{line}");
+            }
+            Ok(())
+        }
+        Command::Predict(args) => {
+            let device = rnn_core::device::select(&args.device).context("--device")?;
+            let run = run::CheckpointRun::load(&args.checkpoint, &device)?;
+            for line in tasks::predict(&run, &args)? {
+                println!("{line}");
+            }
+            Ok(())
+        }
+        Command::Tasks => {
+            for t in TaskName::ALL {
+                println!("{:<10} {}", t.as_str(), t.describe());
+            }
+            Ok(())
+        }
+        Command::Bench(args) => bench(args),
+    }
+}
+
+/// `rnn train` with parsed arguments; returns the summary line. `verbose` = progress output.
+pub fn train(args: TrainArgs, verbose: bool) -> Result<String> {
+    let task: TaskName = match &args.task {
+        Some(t) => t.parse()?,
+        None => TaskName::Routine,
+    };
+    let file = match &args.config {
+        Some(path) => Options::from_file(path)?,
+        None => Options::default(),
+    };
+    let opts = args.opts.over(file);
+    let mut ctx = run::RunContext::new(task, opts)?;
+    ctx.verbose = verbose;
+    let outcome = tasks::train(&ctx)?;
+    Ok(run::summary_line(&ctx, &outcome))
+}
+
+/// The binary's entry: runs, prints one `error: ...` line on failure (clap prints its own usage
+/// errors), and returns the exit code.
+pub fn main_entry<I, T>(args: I) -> i32
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    match run(args) {
+        Ok(()) => 0,
+        Err(e) => {
+            if let Some(clap_err) = e.downcast_ref::<clap::Error>() {
+                let _ = clap_err.print();
+                return clap_err.exit_code();
+            }
+            eprintln!("error: {e:#}");
+            1
+        }
+    }
+}
