@@ -258,13 +258,13 @@ where
     match cli.command {
         Command::Train(args) => train(*args, true).map(|line| println!("{line}")),
         Command::Eval(args) => {
-            let device = rnn_core::device::select(&args.device).context("--device")?;
+            let device = select_device(&args.device)?;
             let run = run::CheckpointRun::load(&args.checkpoint, &device)?;
             println!("{}", tasks::eval(&run, &args)?);
             Ok(())
         }
         Command::Sample(args) => {
-            let device = rnn_core::device::select(&args.device).context("--device")?;
+            let device = select_device(&args.device)?;
             let run = run::CheckpointRun::load(&args.checkpoint, &device)?;
             for line in tasks::sample(&run, &args)? {
                 println!("{line}");
@@ -272,7 +272,7 @@ where
             Ok(())
         }
         Command::Predict(args) => {
-            let device = rnn_core::device::select(&args.device).context("--device")?;
+            let device = select_device(&args.device)?;
             let run = run::CheckpointRun::load(&args.checkpoint, &device)?;
             for line in tasks::predict(&run, &args)? {
                 println!("{line}");
@@ -289,6 +289,13 @@ where
     }
 }
 
+/// Selects `--device` and says on stderr which device runs (useful with `auto`).
+fn select_device(spec: &str) -> Result<candle_core::Device> {
+    let device = rnn_core::device::select(spec).context("--device")?;
+    eprintln!("device {}", rnn_core::device::name(&device));
+    Ok(device)
+}
+
 /// `rnn train` with parsed arguments; returns the summary line. `verbose` = progress output.
 pub fn train(args: TrainArgs, verbose: bool) -> Result<String> {
     let task: TaskName = match &args.task {
@@ -302,6 +309,13 @@ pub fn train(args: TrainArgs, verbose: bool) -> Result<String> {
     let opts = args.opts.over(file);
     let mut ctx = run::RunContext::new(task, opts)?;
     ctx.verbose = verbose;
+    ctx.say(&format!(
+        "task {}: device {}, dtype {:?}, output in {}",
+        task.as_str(),
+        rnn_core::device::name(&ctx.device),
+        ctx.dtype,
+        ctx.out.display()
+    ));
     let outcome = tasks::train(&ctx)?;
     Ok(run::summary_line(&ctx, &outcome))
 }

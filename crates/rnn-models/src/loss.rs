@@ -58,7 +58,7 @@ fn check_same_shape(what: &str, a_name: &str, a: &Tensor, b_name: &str, b: &Tens
 }
 
 /// Cross-entropy of `logits` against class ids, summed over the counted positions, with the
-/// number of counted positions: the pieces a [`Perplexity`] needs, and whose ratio
+/// number of counted positions: the pieces a perplexity metric (`rnn_train::metrics::Perplexity`) needs, and whose ratio
 /// ([`NllSum::mean`]) is [`masked_cross_entropy`].
 ///
 /// * `logits`: `(N, C)` or `(B, T, C)` (any rank >= 2; the last dimension is the `C` classes),
