@@ -20,7 +20,8 @@ use options::Options;
 #[command(
     name = "rnn",
     version,
-    about = "Recurrent neural networks on Candle: train, evaluate, sample, predict, benchmark"
+    about = "Recurrent neural networks on Candle: train, evaluate, sample, predict, benchmark",
+    args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -45,6 +46,7 @@ enum Command {
 
 /// `rnn train`.
 #[derive(clap::Args, Debug)]
+#[command(allow_negative_numbers = true)]
 pub struct TrainArgs {
     /// The task (default: routine).
     pub task: Option<String>,
