@@ -1,26 +1,467 @@
-//! (being written)
+//! `rnn train digits`: sequential MNIST. Each image's rows are the time steps and its pixels per
+//! row the features (28 steps of 28 values in [0, 1]); a [`SequenceClassifier`] reads them and
+//! predicts the digit.
+//!
+//! # Data and options
+//!
+//! - `--data IMAGES.idx3[.gz]` and `--labels LABELS.idx1[.gz]` (IDX format, gzip optional).
+//! - `--split F` (default 0.2): the **last** `round(F * n)` images are held out, in file order (no
+//!   shuffle), so on the 10k MNIST test set the split is the first 8,000 for training and the last
+//!   2,000 for testing, the split of the reference "1-NN 96.75%". The held-out images are the
+//!   run's validation data (they pick `best/`) and its test.
+//! - Model: `--cell` (default lstm), `--hidden` (128), `--layers` (1), `--pooling last|mean|max|attention`
+//!   (default last), `--bidirectional`, `--dropout` (between layers and before the head).
+//! - Training: `--epochs` (12), `--batch-size` (64), `--lr` (2e-3, AdamW), `--clip` (1.0).
+//!
+//! Metric: accuracy on the held-out images (main, higher is better).
+//!
+//! `rnn eval --checkpoint DIR` rescores the held-out part of the training files; with `--data
+//! IMAGES --labels LABELS` it scores every image of those files. `rnn predict --checkpoint DIR
+//! --input IMAGES.idx3[.gz]` prints one line per image: its index, the predicted digit and its
+//! probability.
 
-use anyhow::{bail, Result};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
-use crate::cli::run::{CheckpointRun, RunContext, TrainOutcome};
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor, D};
+use candle_nn::VarMap;
+use rnn_core::{Mode, RnnState};
+use rnn_models::classifier::{Input, Pooling, SequenceClassifier, SequenceClassifierConfig};
+use rnn_models::common::Stochastic;
+use rnn_train::data::{read_mnist, seeded_shuffle, Mnist};
+use rnn_train::trainer::{Evaluation, MainMetric, StepLoss, TrainTask};
+use serde::{Deserialize, Serialize};
+
+use crate::cli::run::{
+    fit, trainer_config, CheckpointRun, RunContext, TrainDefaults, TrainOutcome,
+};
 use crate::cli::{EvalArgs, PredictArgs, SampleArgs};
+
+/// Default `--split`: the last 20% are held out.
+pub const DEFAULT_SPLIT: f64 = 0.2;
+/// Default `--hidden`.
+pub const DEFAULT_HIDDEN: usize = 128;
+/// Default `--batch-size`.
+pub const DEFAULT_BATCH: usize = 64;
+/// Images per forward pass when evaluating.
+const EVAL_CHUNK: usize = 500;
+
+/// What a digits checkpoint records besides the model (`model.spec` in `config.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DigitsSpec {
+    /// The training images file.
+    pub images: PathBuf,
+    /// The training labels file.
+    pub labels: PathBuf,
+    /// Fraction held out at the end.
+    pub split: f64,
+    /// Rows per image (time steps).
+    pub rows: usize,
+    /// Pixels per row (features per step).
+    pub cols: usize,
+}
+
+/// Reads images and labels; errors name the flag and the file.
+pub fn load(images: &Path, labels: &Path, device: &Device) -> Result<Mnist> {
+    read_mnist(images, labels, device)
+        .with_context(|| format!("--data {} --labels {}", images.display(), labels.display()))
+}
+
+/// Number of held-out images of `n` for `split` (at least 1, at most `n - 1`).
+pub fn held_out(n: usize, split: f64) -> usize {
+    ((n as f64 * split).round() as usize).clamp(1, n.saturating_sub(1).max(1))
+}
+
+/// Accuracy and mean cross-entropy of `model` on `images (n, rows, cols)` / `labels (n,)`.
+pub fn accuracy(
+    model: &SequenceClassifier,
+    images: &Tensor,
+    labels: &Tensor,
+) -> Result<(f64, f64)> {
+    let n = images.dim(0)?;
+    let (mut correct, mut nll) = (0usize, 0f64);
+    let mut start = 0;
+    while start < n {
+        let len = EVAL_CHUNK.min(n - start);
+        let xs = images.narrow(0, start, len)?;
+        let ys = labels.narrow(0, start, len)?;
+        let logits = model.forward(&xs, None, false)?;
+        let pred = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
+        let truth = ys.to_vec1::<u32>()?;
+        correct += pred.iter().zip(&truth).filter(|(p, t)| p == t).count();
+        let loss = candle_nn::loss::cross_entropy(&logits.to_dtype(DType::F32)?, &ys)?;
+        nll += loss.to_scalar::<f32>()? as f64 * len as f64;
+        start += len;
+    }
+    Ok((correct as f64 / n as f64, nll / n as f64))
+}
+
+struct DigitsTask {
+    model: SequenceClassifier,
+    cfg: SequenceClassifierConfig,
+    spec: DigitsSpec,
+    train_x: Tensor,
+    train_y: Tensor,
+    test_x: Tensor,
+    test_y: Tensor,
+    batch_size: usize,
+    task: &'static str,
+}
+
+impl TrainTask for DigitsTask {
+    type Batch = (Tensor, Tensor);
+
+    fn train_batches(&mut self, epoch: u64, seed: u64) -> rnn_train::Result<Vec<Self::Batch>> {
+        let n = self.train_x.dim(0)?;
+        let mut order: Vec<u32> = (0..n as u32).collect();
+        seeded_shuffle(
+            &mut order,
+            seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(epoch),
+        );
+        let device = self.train_x.device().clone();
+        order
+            .chunks(self.batch_size)
+            .map(|chunk| {
+                let idx = Tensor::new(chunk, &device)?;
+                Ok((
+                    self.train_x.index_select(&idx, 0)?,
+                    self.train_y.index_select(&idx, 0)?,
+                ))
+            })
+            .collect()
+    }
+
+    fn train_step(
+        &mut self,
+        batch: &Self::Batch,
+        _carry: &mut Option<RnnState>,
+    ) -> rnn_train::Result<StepLoss> {
+        let loss = self.model.loss(&batch.0, None, &batch.1, true)?;
+        Ok(StepLoss {
+            loss,
+            units: batch.0.dim(0)? as u64,
+        })
+    }
+
+    fn evaluate(&mut self) -> rnn_train::Result<Evaluation> {
+        let (acc, loss) = accuracy(&self.model, &self.test_x, &self.test_y)
+            .map_err(|e| rnn_train::Error::Invalid(format!("{e:#}")))?;
+        let mut metrics = BTreeMap::new();
+        metrics.insert("accuracy".to_string(), acc);
+        Ok(Evaluation {
+            loss,
+            metrics,
+            main: Some(MainMetric {
+                name: "accuracy".to_string(),
+                value: acc,
+                higher_is_better: true,
+            }),
+        })
+    }
+
+    fn set_seed(&mut self, seed: u64) {
+        self.model.set_seed(seed);
+    }
+
+    fn rng_counters(&self) -> Vec<u64> {
+        self.model.rng_counters()
+    }
+
+    fn set_rng_counters(&mut self, counters: &[u64]) -> rnn_train::Result<()> {
+        Ok(self.model.set_rng_counters(counters)?)
+    }
+
+    fn checkpoint_config(&self) -> serde_json::Value {
+        serde_json::json!({"task": self.task, "model": self.cfg, "spec": self.spec})
+    }
+}
 
 /// Trains the task.
 pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
-    bail!("task {} is not built yet", ctx.task.as_str())
+    let o = &ctx.opts;
+    let (Some(images), Some(labels)) = (&o.data, &o.labels) else {
+        bail!("digits needs --data IMAGES.idx3[.gz] and --labels LABELS.idx1[.gz] (e.g. t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz)");
+    };
+    let split = o.split.unwrap_or(DEFAULT_SPLIT);
+    let data = load(images, labels, &ctx.device)?;
+    let (n, rows, cols) = data.images.dims3()?;
+    if n < 2 {
+        bail!(
+            "--data {}: {n} image(s); need at least 2 (one to train on, one to test)",
+            images.display()
+        );
+    }
+    let test_n = held_out(n, split);
+    let train_n = n - test_n;
+    let images_f = data.images.to_dtype(ctx.dtype)?;
+    ctx.say(&format!(
+        "digits: {n} images of {rows}x{cols} ({rows} steps of {cols} features): first {train_n} train, last {test_n} test"
+    ));
+    let pooling = match &o.pooling {
+        Some(p) => p
+            .parse::<Pooling>()
+            .map_err(|e| anyhow::anyhow!("--pooling: {e}"))?,
+        None => Pooling::Last,
+    };
+    let dropout = o.dropout.unwrap_or(0.0);
+    let cfg = SequenceClassifierConfig::new(
+        Input::features(cols),
+        ctx.cell(Mode::Lstm)?,
+        o.hidden.unwrap_or(DEFAULT_HIDDEN),
+        10,
+    )
+    .with_num_layers(o.layers.unwrap_or(1))
+    .with_bidirectional(o.bidirectional.unwrap_or(false))
+    .with_pooling(pooling)
+    .with_rnn_dropout(dropout)
+    .with_output_dropout(dropout);
+    let varmap = VarMap::new();
+    let model = SequenceClassifier::new(&cfg, ctx.var_builder(&varmap))?;
+    let spec = DigitsSpec {
+        images: std::fs::canonicalize(images).unwrap_or_else(|_| images.clone()),
+        labels: std::fs::canonicalize(labels).unwrap_or_else(|_| labels.clone()),
+        split,
+        rows,
+        cols,
+    };
+    let mut task = DigitsTask {
+        model,
+        cfg,
+        spec,
+        train_x: images_f.narrow(0, 0, train_n)?,
+        train_y: data.labels.narrow(0, 0, train_n)?,
+        test_x: images_f.narrow(0, train_n, test_n)?,
+        test_y: data.labels.narrow(0, train_n, test_n)?,
+        batch_size: o.batch_size.unwrap_or(DEFAULT_BATCH),
+        task: ctx.task.as_str(),
+    };
+    let defaults = TrainDefaults {
+        epochs: 12,
+        lr: 2e-3,
+        clip: Some(1.0),
+        eval_every: None,
+        optimizer: "adamw",
+    };
+    let report = fit(ctx, trainer_config(ctx, &defaults)?, varmap, &mut task)?;
+    let extra = vec![format!("{test_n} held-out images")];
+    Ok(TrainOutcome { report, extra })
+}
+
+/// A checkpoint's model and spec.
+pub fn load_model(run: &CheckpointRun) -> Result<(SequenceClassifier, DigitsSpec)> {
+    let cfg: SequenceClassifierConfig = run.model_entry("model")?;
+    let spec: DigitsSpec = run.model_entry("spec")?;
+    let varmap = VarMap::new();
+    let model = SequenceClassifier::new(&cfg, run.var_builder(&varmap))?;
+    run.fill(&varmap)?;
+    Ok((model, spec))
+}
+
+fn check_size(images: &Tensor, spec: &DigitsSpec, path: &Path) -> Result<()> {
+    let (_, rows, cols) = images.dims3()?;
+    if (rows, cols) != (spec.rows, spec.cols) {
+        bail!(
+            "{}: images are {rows}x{cols}, the model was trained on {}x{}",
+            path.display(),
+            spec.rows,
+            spec.cols
+        );
+    }
+    Ok(())
 }
 
 /// Evaluates a checkpoint.
-pub fn eval(run: &CheckpointRun, _args: &EvalArgs) -> Result<String> {
-    bail!("eval of {} is not built yet", run.task.as_str())
+pub fn eval(run: &CheckpointRun, args: &EvalArgs) -> Result<String> {
+    let (model, spec) = load_model(run)?;
+    let dtype = run.dtype();
+    let (images, labels, what) = match (&args.data, &args.labels) {
+        (Some(images), Some(labels)) => {
+            let d = load(images, labels, &run.device)?;
+            check_size(&d.images, &spec, images)?;
+            let n = d.images.dim(0)?;
+            (
+                d.images,
+                d.labels,
+                format!("{n} images of {}", images.display()),
+            )
+        }
+        (Some(images), None) => bail!(
+            "--data {}: give the matching --labels LABELS.idx1[.gz] too",
+            images.display()
+        ),
+        (None, _) => {
+            let d = load(&spec.images, &spec.labels, &run.device)?;
+            let n = d.images.dim(0)?;
+            let test_n = held_out(n, spec.split);
+            (
+                d.images.narrow(0, n - test_n, test_n)?,
+                d.labels.narrow(0, n - test_n, test_n)?,
+                format!("the last {test_n} images of {}", spec.images.display()),
+            )
+        }
+    };
+    let (acc, loss) = accuracy(&model, &images.to_dtype(dtype)?, &labels)?;
+    Ok(format!(
+        "digits: accuracy {acc:.4}, loss {loss:.4} on {what}"
+    ))
 }
 
-/// Predicts with a checkpoint.
-pub fn predict(run: &CheckpointRun, _args: &PredictArgs) -> Result<Vec<String>> {
-    bail!("predict of {} is not built yet", run.task.as_str())
+/// Reads an IDX image file without labels: a temporary all-zero label file of the right length
+/// lets [`read_mnist`] do the (checked) parsing. The image count of a gzip file comes from its
+/// trailer (uncompressed size) and the model's image size.
+fn read_images(path: &Path, spec: &DigitsSpec, device: &Device) -> Result<Tensor> {
+    let raw =
+        std::fs::read(path).with_context(|| format!("--input {}: cannot read", path.display()))?;
+    let n = if raw.starts_with(&[0x1f, 0x8b]) && raw.len() >= 18 {
+        let size = u32::from_le_bytes(raw[raw.len() - 4..].try_into()?) as usize;
+        let per = spec.rows * spec.cols;
+        if size < 16 || (size - 16) % per != 0 {
+            bail!(
+                "--input {}: the decompressed size {size} is not a 16-byte IDX header plus {}x{} images",
+                path.display(),
+                spec.rows,
+                spec.cols
+            );
+        }
+        (size - 16) / per
+    } else if raw.len() >= 16 && raw[..4] == 2051u32.to_be_bytes() {
+        u32::from_be_bytes(raw[4..8].try_into()?) as usize
+    } else {
+        bail!(
+            "--input {}: not an IDX image file (expected magic number 2051, or gzip)",
+            path.display()
+        );
+    };
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let tmp = std::env::temp_dir().join(format!(
+        "rnn-digits-labels-{}-{stamp}.idx1",
+        std::process::id()
+    ));
+    let mut labels = 2049u32.to_be_bytes().to_vec();
+    labels.extend_from_slice(&(n as u32).to_be_bytes());
+    labels.resize(8 + n, 0);
+    std::fs::write(&tmp, &labels)
+        .with_context(|| format!("cannot write a temporary file {}", tmp.display()))?;
+    let result = read_mnist(path, &tmp, device);
+    let _ = std::fs::remove_file(&tmp);
+    let images = result
+        .with_context(|| format!("--input {}", path.display()))?
+        .images;
+    check_size(&images, spec, path)?;
+    Ok(images)
 }
 
-/// Samples from a checkpoint.
+/// Predicts with a checkpoint: one line `index<TAB>digit<TAB>probability` per image of
+/// `--input IMAGES.idx3[.gz]`.
+pub fn predict(run: &CheckpointRun, args: &PredictArgs) -> Result<Vec<String>> {
+    let (model, spec) = load_model(run)?;
+    let Some(input) = &args.input else {
+        bail!("--input IMAGES.idx3[.gz] is required (an IDX image file)");
+    };
+    let images = read_images(Path::new(input), &spec, &run.device)?.to_dtype(run.dtype())?;
+    let n = images.dim(0)?;
+    let mut lines = Vec::with_capacity(n);
+    let mut start = 0;
+    while start < n {
+        let len = EVAL_CHUNK.min(n - start);
+        let logits = model.forward(&images.narrow(0, start, len)?, None, false)?;
+        let probs = candle_nn::ops::softmax_last_dim(&logits.to_dtype(DType::F32)?)?;
+        let best = probs.argmax(D::Minus1)?.to_vec1::<u32>()?;
+        let p = probs.max(D::Minus1)?.to_vec1::<f32>()?;
+        for (i, (d, p)) in best.iter().zip(&p).enumerate() {
+            lines.push(format!("{}\t{d}\t{p:.4}", start + i));
+        }
+        start += len;
+    }
+    Ok(lines)
+}
+
+/// Digits checkpoints do not sample.
 pub fn sample(run: &CheckpointRun, _args: &SampleArgs) -> Result<Vec<String>> {
-    bail!("sample of {} is not built yet", run.task.as_str())
+    bail!(
+        "`rnn sample` does not apply to a digits checkpoint ({}); use `rnn predict --input IMAGES.idx3`",
+        run.dir.display()
+    )
+}
+
+/// Digit-like generated images for running without MNIST: `n` images of 28x28 pixels from
+/// `classes` (at most 6) stroke patterns (horizontal bar, vertical bar, diagonal, anti-diagonal,
+/// ring, cross), each shifted by up to +-4 pixels, with varying stroke width and pixel noise.
+/// Returns the IDX files' bytes `(images idx3, labels idx1)`, uncompressed.
+pub fn synthetic_idx(n: usize, classes: usize, seed: u64) -> (Vec<u8>, Vec<u8>) {
+    use rand::{Rng, SeedableRng};
+    let classes = classes.clamp(2, 6);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let (h, w) = (28usize, 28usize);
+    let mut images = Vec::with_capacity(16 + n * h * w);
+    for x in [2051u32, n as u32, h as u32, w as u32] {
+        images.extend_from_slice(&x.to_be_bytes());
+    }
+    let mut labels = Vec::with_capacity(8 + n);
+    labels.extend_from_slice(&2049u32.to_be_bytes());
+    labels.extend_from_slice(&(n as u32).to_be_bytes());
+    for _ in 0..n {
+        let class = rng.random_range(0..classes);
+        let (dy, dx) = (rng.random_range(-4.0..4.0), rng.random_range(-4.0..4.0));
+        let width: f64 = rng.random_range(1.0..2.5);
+        for r in 0..h {
+            for c in 0..w {
+                let y = r as f64 - 13.5 - dy;
+                let x = c as f64 - 13.5 - dx;
+                let inside = |v: f64| v.abs() <= 9.0;
+                let dist = match class {
+                    0 if inside(x) => y.abs(),
+                    1 if inside(y) => x.abs(),
+                    2 if inside(x) && inside(y) => (x - y).abs() / 2f64.sqrt(),
+                    3 if inside(x) && inside(y) => (x + y).abs() / 2f64.sqrt(),
+                    4 => ((x * x + y * y).sqrt() - 7.0).abs(),
+                    5 if inside(x) && inside(y) => x.abs().min(y.abs()),
+                    _ => f64::INFINITY,
+                };
+                let ink = (1.0 - (dist - width).max(0.0)).clamp(0.0, 1.0);
+                let noise: f64 = rng.random_range(0.0..0.25);
+                images.push(((ink + noise).min(1.0) * 255.0) as u8);
+            }
+        }
+        labels.push(class as u8);
+    }
+    (images, labels)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn held_out_matches_the_reference_split() {
+        assert_eq!(held_out(10_000, DEFAULT_SPLIT), 2_000);
+        assert_eq!(held_out(2, 0.2), 1);
+        assert_eq!(held_out(5, 0.9), 4);
+    }
+
+    #[test]
+    fn synthetic_files_parse() {
+        let (img, lab) = synthetic_idx(7, 3, 1);
+        assert_eq!(img.len(), 16 + 7 * 28 * 28);
+        assert_eq!(lab.len(), 8 + 7);
+        assert!(lab[8..].iter().all(|&l| l < 3));
+        let dir = tempfile::tempdir().unwrap();
+        let (i, l) = (dir.path().join("i.idx3"), dir.path().join("l.idx1"));
+        std::fs::write(&i, &img).unwrap();
+        std::fs::write(&l, &lab).unwrap();
+        let m = load(&i, &l, &Device::Cpu).unwrap();
+        assert_eq!(m.images.dims(), &[7, 28, 28]);
+        let spec = DigitsSpec {
+            images: i.clone(),
+            labels: l,
+            split: 0.2,
+            rows: 28,
+            cols: 28,
+        };
+        let alone = read_images(&i, &spec, &Device::Cpu).unwrap();
+        assert_eq!(alone.dims(), &[7, 28, 28]);
+    }
 }

@@ -1,26 +1,890 @@
-//! (being written)
+//! `char-lm` and `word-lm`: recurrent language models on a text file, trained with truncated
+//! back-propagation through time over a token stream cut into parallel rows, as in Zaremba et
+//! al. (2014, <https://arxiv.org/abs/1409.2329>), and evaluated statefully (perplexity, bits per
+//! token; bits per character for `char-lm`).
+//!
+//! Token levels (`--level`, default `char` for `char-lm`, `word` for `word-lm`):
+//!
+//! | level | tokens | vocabulary (training split only) | checkpoint file |
+//! |---|---|---|---|
+//! | `char` | every character, newlines included | characters seen, unknown ones -> `<unk>` | `vocab.json` |
+//! | `word` | whitespace-separated words, `<eos>` after each line (PTB); a literal `<unk>` is the unknown id | `--vocab-size` most frequent words | `vocab.json` |
+//! | `subword` | byte-level BPE pieces | `--vocab-size` (default 2000) pieces | `tokenizer.json` |
+//!
+//! Data: `--data FILE` (UTF-8), `--valid FILE` or the last `--split` fraction (default 0.1) of
+//! the token stream, `--test FILE` evaluated with the best weights at the end. Without `--data`
+//! a small generated text is used, so `rnn train char-lm` runs on a fresh clone.
+//!
+//! Defaults: `char-lm` 2 x 256 LSTM, embedding 64, dropout 0.1, `--seq-len` 100, batch 32,
+//! AdamW lr 2e-3, clip 5, 10 epochs. `word-lm` is Zaremba's "small" model: 2 x 200 LSTM,
+//! dropout 0, `--seq-len` 20, batch 20, SGD lr 1.0, clip 5, 13 epochs, init U(-0.1, 0.1); the
+//! learning rate halves after every epoch whose validation loss does not improve (Zaremba
+//! halve it on a fixed schedule after epoch 4, which the trainer's schedules cannot express).
 
-use anyhow::{bail, Result};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 
-use crate::cli::run::{CheckpointRun, RunContext, TrainOutcome};
+use anyhow::{bail, Context, Result};
+use candle_core::{Device, Tensor, D};
+use candle_nn::VarMap;
+use rand::{Rng, SeedableRng};
+use rnn_core::{Mode, RnnState};
+use rnn_models::common::Stochastic;
+use rnn_models::lm::{GenerateConfig, LanguageModel, LanguageModelConfig};
+use rnn_models::sampling::SamplingConfig;
+use rnn_train::data::{
+    read_text, tokenize, BpeConfig, Granularity, LmBatches, SubwordTokenizer, Vocab, EOS, UNK,
+};
+use rnn_train::metrics::{Metric, Perplexity, PerplexityReport};
+use rnn_train::optim::LrScheduleConfig;
+use rnn_train::trainer::{Evaluation, MainMetric, StepLoss, TrainTask};
+use serde::{Deserialize, Serialize};
+
+use crate::cli::run::{self, CheckpointRun, RunContext, TrainDefaults, TrainOutcome};
 use crate::cli::{EvalArgs, PredictArgs, SampleArgs};
+use crate::tasks::TaskName;
 
-/// Trains the task.
+/// The token level of a language model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    /// Characters.
+    Char,
+    /// Whitespace-separated words with `<eos>` at line ends.
+    Word,
+    /// Byte-level BPE pieces.
+    Subword,
+}
+
+impl Level {
+    /// Parses `--level`.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "char" | "character" => Ok(Level::Char),
+            "word" => Ok(Level::Word),
+            "subword" | "bpe" => Ok(Level::Subword),
+            other => bail!("--level must be char, word or subword, got '{other}'"),
+        }
+    }
+
+    /// The name on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Char => "char",
+            Level::Word => "word",
+            Level::Subword => "subword",
+        }
+    }
+
+    /// What one token is called in reports (`char`, `word`, `token`).
+    fn unit(self) -> &'static str {
+        match self {
+            Level::Char => "char",
+            Level::Word => "word",
+            Level::Subword => "token",
+        }
+    }
+}
+
+/// Text to ids and back, for any level.
+#[derive(Debug, Clone)]
+pub enum Codec {
+    /// Character or word vocabulary.
+    Vocab {
+        /// `Char` or `Word`.
+        level: Level,
+        /// The vocabulary (specials first).
+        vocab: Vocab,
+    },
+    /// A byte-level BPE tokenizer.
+    Subword(Box<SubwordTokenizer>),
+}
+
+/// The tokens of `text` at a vocabulary level (char or word).
+fn text_tokens(text: &str, level: Level) -> Vec<String> {
+    match level {
+        Level::Word => tokenize(text, Granularity::Word),
+        _ => tokenize(text, Granularity::Char),
+    }
+}
+
+/// Splits off the last `fraction` of `items` (at least one item on each side when possible).
+fn split_tail<T>(mut items: Vec<T>, fraction: f64) -> (Vec<T>, Vec<T>) {
+    let n = items.len();
+    let valid = ((n as f64 * fraction).round() as usize).clamp(1.min(n), n.saturating_sub(1));
+    let tail = items.split_off(n - valid);
+    (items, tail)
+}
+
+/// Splits `text` before its last `fraction` of characters, at the start of a line when one is
+/// near (for subword tokenisation, which needs text rather than tokens).
+fn split_text(text: &str, fraction: f64) -> (String, String) {
+    let chars: Vec<char> = text.chars().collect();
+    let (head, _) = split_tail(chars, fraction);
+    let mut cut: usize = head.iter().map(|c| c.len_utf8()).sum();
+    if let Some(nl) = text[cut..].find('\n') {
+        if nl < 200 && cut + nl + 1 < text.len() {
+            cut += nl + 1;
+        }
+    }
+    (text[..cut].to_string(), text[cut..].to_string())
+}
+
+impl Codec {
+    /// The level.
+    pub fn level(&self) -> Level {
+        match self {
+            Codec::Vocab { level, .. } => *level,
+            Codec::Subword(_) => Level::Subword,
+        }
+    }
+
+    /// Number of ids.
+    pub fn vocab_size(&self) -> usize {
+        match self {
+            Codec::Vocab { vocab, .. } => vocab.len(),
+            Codec::Subword(t) => t.vocab_size(),
+        }
+    }
+
+    /// The ids of a text stream (word level: `<eos>` after every non-empty line).
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        match self {
+            Codec::Vocab { level, vocab } => {
+                let tokens = text_tokens(text, *level);
+                Ok(vocab.encode(tokens.iter().map(String::as_str)))
+            }
+            Codec::Subword(t) => Ok(t.encode(text)?),
+        }
+    }
+
+    /// The ids of a prompt: as [`Codec::encode`] but without the `<eos>` a word-level line gets.
+    pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>> {
+        match self {
+            Codec::Vocab {
+                level: Level::Word,
+                vocab,
+            } => Ok(vocab.encode(text.split_whitespace())),
+            other => other.encode(text),
+        }
+    }
+
+    /// The context a line starts from: what ends the previous line (`<eos>` or a newline).
+    pub fn line_start(&self) -> Result<Vec<u32>> {
+        match self {
+            Codec::Vocab {
+                level: Level::Word,
+                vocab,
+            } => Ok(vec![vocab.id(EOS)]),
+            other => other.encode("\n"),
+        }
+    }
+
+    /// The text of `ids` (char: concatenated; word: space-joined, `<eos>` as a line break;
+    /// subword: the tokenizer's decoding).
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        match self {
+            Codec::Vocab {
+                level: Level::Word,
+                vocab,
+            } => {
+                let mut out = String::new();
+                for &id in ids {
+                    let t = vocab.token(id);
+                    if t == EOS {
+                        out.push('\n');
+                    } else {
+                        if !(out.is_empty() || out.ends_with('\n')) {
+                            out.push(' ');
+                        }
+                        out.push_str(t);
+                    }
+                }
+                Ok(out)
+            }
+            Codec::Vocab { vocab, .. } => Ok(ids
+                .iter()
+                .filter_map(|&id| match (id, vocab.token(id)) {
+                    (1, _) => Some("\u{fffd}"),
+                    (0 | 2 | 3, _) => None,
+                    (_, t) => Some(t),
+                })
+                .collect()),
+            Codec::Subword(t) => Ok(t.decode(ids)?),
+        }
+    }
+
+    /// One token as text, for listing predictions.
+    pub fn token_text(&self, id: u32) -> String {
+        match self {
+            Codec::Vocab { vocab, .. } => vocab.token(id).to_string(),
+            Codec::Subword(t) => t.decode(&[id]).unwrap_or_else(|_| UNK.to_string()),
+        }
+    }
+
+    /// The checkpoint file holding the codec: (`vocab.json` or `tokenizer.json`, bytes).
+    pub fn file(&self) -> Result<(String, Vec<u8>)> {
+        match self {
+            Codec::Vocab { vocab, .. } => Ok(("vocab.json".into(), serde_json::to_vec(vocab)?)),
+            Codec::Subword(t) => {
+                let json = t
+                    .inner()
+                    .to_string(true)
+                    .map_err(|e| anyhow::anyhow!("serialising the subword tokenizer: {e}"))?;
+                Ok(("tokenizer.json".into(), json.into_bytes()))
+            }
+        }
+    }
+
+    /// Rebuilds the codec of a checkpoint.
+    pub fn from_checkpoint(run: &CheckpointRun, level: Level) -> Result<Self> {
+        match level {
+            Level::Subword => {
+                let path = run.loaded.path("tokenizer.json");
+                Ok(Codec::Subword(Box::new(
+                    SubwordTokenizer::from_file(&path)
+                        .with_context(|| format!("checkpoint {}", run.dir.display()))?,
+                )))
+            }
+            level => {
+                let bytes = run.file("vocab.json")?;
+                let text = String::from_utf8(bytes).with_context(|| {
+                    format!("{}: not UTF-8", run.dir.join("vocab.json").display())
+                })?;
+                let vocab = Vocab::from_json(&text)
+                    .with_context(|| run.dir.join("vocab.json").display().to_string())?;
+                Ok(Codec::Vocab { level, vocab })
+            }
+        }
+    }
+}
+
+/// Training text, validation text or split, for one level: builds the codec on the training
+/// part only and encodes both parts. `vocab_size`: word maximum / subword size.
+pub fn prepare(
+    level: Level,
+    train_text: &str,
+    valid_text: Option<&str>,
+    split: f64,
+    vocab_size: Option<usize>,
+) -> Result<(Codec, Vec<u32>, Vec<u32>)> {
+    match level {
+        Level::Subword => {
+            let (train, valid) = match valid_text {
+                Some(v) => (train_text.to_string(), v.to_string()),
+                None => split_text(train_text, split),
+            };
+            let cfg = BpeConfig {
+                vocab_size: vocab_size.unwrap_or(2000),
+                ..Default::default()
+            };
+            let tok = SubwordTokenizer::train(train.split_inclusive('\n'), &cfg)
+                .context("--vocab-size")?;
+            let codec = Codec::Subword(Box::new(tok));
+            let (t, v) = (codec.encode(&train)?, codec.encode(&valid)?);
+            Ok((codec, t, v))
+        }
+        level => {
+            let tokens = text_tokens(train_text, level);
+            let (train, valid) = match valid_text {
+                Some(v) => (tokens, text_tokens(v, level)),
+                None => split_tail(tokens, split),
+            };
+            let max = match level {
+                Level::Word => vocab_size,
+                _ => None,
+            };
+            let vocab =
+                Vocab::build(train.iter().map(String::as_str), 1, max).context("--vocab-size")?;
+            let t = vocab.encode(train.iter().map(String::as_str));
+            let v = vocab.encode(valid.iter().map(String::as_str));
+            Ok((Codec::Vocab { level, vocab }, t, v))
+        }
+    }
+}
+
+/// The held-out tail of `text` as [`prepare`] splits it, encoded with `codec`.
+fn held_out_ids(codec: &Codec, text: &str, split: f64) -> Result<Vec<u32>> {
+    match codec {
+        Codec::Subword(_) => codec.encode(&split_text(text, split).1),
+        Codec::Vocab { level, vocab } => {
+            let (_, valid) = split_tail(text_tokens(text, *level), split);
+            Ok(vocab.encode(valid.iter().map(String::as_str)))
+        }
+    }
+}
+
+/// A small generated English-like text (about 70 kB, seeded, the same on every machine), used
+/// when no `--data` is given.
+pub fn builtin_text() -> String {
+    const SUBJECTS: [&str; 10] = [
+        "the cat",
+        "a dog",
+        "the old man",
+        "my sister",
+        "the king",
+        "a small bird",
+        "the queen",
+        "our teacher",
+        "the farmer",
+        "a young girl",
+    ];
+    const VERBS: [&str; 8] = [
+        "sees",
+        "likes",
+        "follows",
+        "finds",
+        "calls",
+        "watches",
+        "helps",
+        "remembers",
+    ];
+    const OBJECTS: [&str; 10] = [
+        "the moon",
+        "a red ball",
+        "the river",
+        "his friend",
+        "the small house",
+        "an apple",
+        "the green hill",
+        "her brother",
+        "the market",
+        "a letter",
+    ];
+    const ENDINGS: [&str; 5] = [".", " today.", " again.", " in the morning.", " at night."];
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let mut text = String::new();
+    for _ in 0..2000 {
+        let s = SUBJECTS[rng.random_range(0..SUBJECTS.len())];
+        let v = VERBS[rng.random_range(0..VERBS.len())];
+        let o = OBJECTS[rng.random_range(0..OBJECTS.len())];
+        let e = ENDINGS[rng.random_range(0..ENDINGS.len())];
+        text.push_str(&format!("{s} {v} {o}{e}\n"));
+    }
+    text
+}
+
+/// The task's defaults (overridden by the options).
+struct LmDefaults {
+    hidden: usize,
+    layers: usize,
+    embedding: usize,
+    dropout: f64,
+    seq_len: usize,
+    batch: usize,
+    train: TrainDefaults,
+}
+
+fn defaults(task: TaskName) -> LmDefaults {
+    match task {
+        TaskName::WordLm => LmDefaults {
+            hidden: 200,
+            layers: 2,
+            embedding: 200,
+            dropout: 0.0,
+            seq_len: 20,
+            batch: 20,
+            train: TrainDefaults {
+                epochs: 13,
+                lr: 1.0,
+                clip: Some(5.0),
+                eval_every: None,
+                optimizer: "sgd",
+            },
+        },
+        _ => LmDefaults {
+            hidden: 256,
+            layers: 2,
+            embedding: 64,
+            dropout: 0.1,
+            seq_len: 100,
+            batch: 32,
+            train: TrainDefaults {
+                epochs: 10,
+                lr: 2e-3,
+                clip: Some(5.0),
+                eval_every: None,
+                optimizer: "adamw",
+            },
+        },
+    }
+}
+
+/// The task's view of the data and model, as the trainer drives it.
+struct LmTask {
+    model: LanguageModel,
+    train: LmBatches,
+    valid: Vec<u32>,
+    eval_batch: usize,
+    seq_len: usize,
+    level: Level,
+    device: Device,
+    config: serde_json::Value,
+    files: Vec<(String, Vec<u8>)>,
+}
+
+/// Stateful evaluation of a token stream; the batch shrinks for short streams.
+fn stream_report(
+    model: &LanguageModel,
+    ids: &[u32],
+    batch: usize,
+    window: usize,
+) -> Result<PerplexityReport> {
+    if ids.len() < 2 {
+        bail!(
+            "{} tokens are too few to evaluate (at least 2 are needed)",
+            ids.len()
+        );
+    }
+    let batch = batch.min(ids.len() / 2).max(1);
+    let (nll, count) = model.stream_nll(ids, batch, window)?;
+    let mut ppl = Perplexity::new();
+    ppl.update(nll, count)?;
+    ppl.compute().context("no tokens were evaluated")
+}
+
+/// The metrics of a report, named for `level`.
+fn report_metrics(r: &PerplexityReport, level: Level) -> BTreeMap<String, f64> {
+    let mut m = BTreeMap::new();
+    m.insert("perplexity".to_string(), r.perplexity);
+    match level {
+        Level::Char => {
+            m.insert("bits_per_char".to_string(), r.bits_per_token);
+            m.insert("nats_per_char".to_string(), r.nll_per_token);
+        }
+        _ => {
+            m.insert("bits_per_token".to_string(), r.bits_per_token);
+        }
+    }
+    m
+}
+
+/// A one-line description of a report.
+fn describe(r: &PerplexityReport, level: Level) -> String {
+    let unit = level.unit();
+    format!(
+        "perplexity {:.3}, loss {:.4} nats/{unit}, {:.4} bits/{unit} over {} {unit}s",
+        r.perplexity, r.nll_per_token, r.bits_per_token, r.tokens
+    )
+}
+
+impl TrainTask for LmTask {
+    type Batch = usize;
+
+    fn train_batches(&mut self, _epoch: u64, _seed: u64) -> rnn_train::Result<Vec<usize>> {
+        // Windows stay in stream order: the state carried from window k feeds window k + 1.
+        Ok((0..self.train.len()).collect())
+    }
+
+    fn train_step(
+        &mut self,
+        batch: &usize,
+        carry: &mut Option<RnnState>,
+    ) -> rnn_train::Result<StepLoss> {
+        let w = self.train.window(*batch, &self.device)?;
+        let (nll, state) = self
+            .model
+            .loss(&w.inputs, &w.targets, carry.as_ref(), None, true)?;
+        *carry = Some(state);
+        Ok(StepLoss {
+            loss: nll.mean()?,
+            units: (w.inputs.dims()[0] * w.len) as u64,
+        })
+    }
+
+    fn evaluate(&mut self) -> rnn_train::Result<Evaluation> {
+        let r = stream_report(&self.model, &self.valid, self.eval_batch, self.seq_len)
+            .map_err(|e| rnn_train::Error::Invalid(format!("validation: {e:#}")))?;
+        Ok(Evaluation {
+            loss: r.nll_per_token,
+            metrics: report_metrics(&r, self.level),
+            main: Some(MainMetric {
+                name: "perplexity".to_string(),
+                value: r.perplexity,
+                higher_is_better: false,
+            }),
+        })
+    }
+
+    fn unit(&self) -> &'static str {
+        "tokens"
+    }
+
+    fn set_seed(&mut self, seed: u64) {
+        self.model.set_seed(seed);
+    }
+
+    fn rng_counters(&self) -> Vec<u64> {
+        self.model.rng_counters()
+    }
+
+    fn set_rng_counters(&mut self, counters: &[u64]) -> rnn_train::Result<()> {
+        Ok(self.model.set_rng_counters(counters)?)
+    }
+
+    fn checkpoint_config(&self) -> serde_json::Value {
+        self.config.clone()
+    }
+
+    fn checkpoint_files(&self) -> Vec<(String, Vec<u8>)> {
+        self.files.clone()
+    }
+}
+
+fn path_string(p: &Option<PathBuf>) -> serde_json::Value {
+    match p {
+        Some(p) => serde_json::Value::String(p.display().to_string()),
+        None => serde_json::Value::Null,
+    }
+}
+
+/// Trains `char-lm` or `word-lm`.
 pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
-    bail!("task {} is not built yet", ctx.task.as_str())
+    let o = &ctx.opts;
+    let d = defaults(ctx.task);
+    let level = match &o.level {
+        Some(l) => Level::parse(l)?,
+        None if ctx.task == TaskName::WordLm => Level::Word,
+        None => Level::Char,
+    };
+    let split = o.split.unwrap_or(0.1);
+    let train_text = match &o.data {
+        Some(p) => read_text(p).with_context(|| "--data".to_string())?,
+        None => {
+            ctx.say(&format!(
+                "{}: no --data given; training on a small built-in generated text (give --data FILE for real text)",
+                ctx.task.as_str()
+            ));
+            builtin_text()
+        }
+    };
+    let valid_text = match &o.valid {
+        Some(p) => Some(read_text(p).context("--valid")?),
+        None => None,
+    };
+    let (codec, train_ids, valid_ids) = prepare(
+        level,
+        &train_text,
+        valid_text.as_deref(),
+        split,
+        o.vocab_size,
+    )?;
+    let test_ids = match &o.test {
+        Some(p) => Some(codec.encode(&read_text(p).context("--test")?)?),
+        None => None,
+    };
+    let batch = o.batch_size.unwrap_or(d.batch);
+    let seq_len = o.seq_len.unwrap_or(d.seq_len);
+    let train = LmBatches::new(&train_ids, batch, seq_len).with_context(|| {
+        format!(
+            "{}: the training text gives {} tokens, too few for --batch-size {batch}",
+            o.data
+                .as_ref()
+                .map_or("built-in text".to_string(), |p| p.display().to_string()),
+            train_ids.len()
+        )
+    })?;
+    if valid_ids.len() < 2 {
+        bail!(
+            "the validation data has {} tokens; at least 2 are needed (give --valid FILE or a larger --split)",
+            valid_ids.len()
+        );
+    }
+    ctx.say(&format!(
+        "{}: {} level, vocabulary {}, {} training tokens ({} windows of {batch} x {seq_len}), {} validation tokens",
+        ctx.task.as_str(),
+        level.as_str(),
+        codec.vocab_size(),
+        train_ids.len(),
+        train.len(),
+        valid_ids.len()
+    ));
+
+    let hidden = o.hidden.unwrap_or(d.hidden);
+    let tie = o.tie_weights.unwrap_or(false);
+    let embedding = o
+        .embedding
+        .unwrap_or(if tie { hidden } else { d.embedding });
+    if tie && embedding != hidden {
+        bail!("--tie-weights needs --embedding equal to --hidden, got --embedding {embedding} and --hidden {hidden}");
+    }
+    let model_cfg =
+        LanguageModelConfig::new(ctx.cell(Mode::Lstm)?, codec.vocab_size(), embedding, hidden)
+            .with_num_layers(o.layers.unwrap_or(d.layers))
+            .with_dropout(o.dropout.unwrap_or(d.dropout))
+            .with_tie_weights(tie)
+            .with_init_range(Some(0.1))
+            .with_pad_id(Some(0))
+            .with_eos_id((level == Level::Word).then_some(3));
+    let varmap = VarMap::new();
+    let model = LanguageModel::new(&model_cfg, ctx.var_builder(&varmap))?;
+
+    let mut cfg = run::trainer_config(ctx, &d.train)?;
+    if matches!(cfg.optimizer, rnn_train::optim::OptimizerConfig::Sgd(_))
+        && ctx.task == TaskName::WordLm
+    {
+        cfg.schedule = LrScheduleConfig::PlateauDecay {
+            factor: 0.5,
+            patience: 0,
+            threshold: 0.0,
+            min_lr: 0.0,
+        };
+        cfg.validate()?;
+    }
+
+    let (file_name, bytes) = codec.file()?;
+    let config = serde_json::json!({
+        "task": ctx.task.as_str(),
+        "model": model_cfg,
+        "level": level,
+        "seq_len": seq_len,
+        "batch_size": batch,
+        "data": path_string(&o.data),
+        "valid": path_string(&o.valid),
+        "split": split,
+    });
+    let mut task = LmTask {
+        model,
+        train,
+        valid: valid_ids,
+        eval_batch: batch,
+        seq_len,
+        level,
+        device: ctx.device.clone(),
+        config,
+        files: vec![(file_name, bytes)],
+    };
+    let report = run::fit(ctx, cfg, varmap.clone(), &mut task)?;
+
+    let mut extra = Vec::new();
+    if let Some(best) = report.history.iter().rev().find(|r| r.best) {
+        let unit = level.unit();
+        extra.push(format!(
+            "best valid loss {:.4} nats/{unit} ({:.4} bits/{unit})",
+            best.valid_loss,
+            best.valid_loss / std::f64::consts::LN_2
+        ));
+    }
+    if let Some(test_ids) = test_ids {
+        let best_dir = ctx.out.join(rnn_train::trainer::BEST_DIR);
+        let which = if best_dir.join(rnn_train::checkpoint::MODEL_FILE).is_file() {
+            let loaded = rnn_train::checkpoint::load(&best_dir, &ctx.device)?;
+            loaded.copy_into(&varmap)?;
+            "best"
+        } else {
+            "final"
+        };
+        let r = stream_report(&task.model, &test_ids, batch, seq_len).context("--test")?;
+        ctx.say(&format!("test ({which} weights): {}", describe(&r, level)));
+        extra.push(format!("test perplexity {:.3}", r.perplexity));
+        if level == Level::Char {
+            extra.push(format!(
+                "test {:.4} nats/char, {:.4} bits/char",
+                r.nll_per_token, r.bits_per_token
+            ));
+        }
+    }
+    Ok(TrainOutcome { report, extra })
 }
 
-/// Evaluates a checkpoint.
-pub fn eval(run: &CheckpointRun, _args: &EvalArgs) -> Result<String> {
-    bail!("eval of {} is not built yet", run.task.as_str())
+/// A checkpoint's model and codec, ready to run.
+struct Loaded {
+    model: LanguageModel,
+    codec: Codec,
+    seq_len: usize,
 }
 
-/// Predicts with a checkpoint.
-pub fn predict(run: &CheckpointRun, _args: &PredictArgs) -> Result<Vec<String>> {
-    bail!("predict of {} is not built yet", run.task.as_str())
+fn load(run: &CheckpointRun) -> Result<Loaded> {
+    let cfg: LanguageModelConfig = run.model_entry("model")?;
+    let level: Level = run.model_entry("level")?;
+    let seq_len: usize = run.model_entry("seq_len").unwrap_or(35);
+    let codec = Codec::from_checkpoint(run, level)?;
+    if codec.vocab_size() != cfg.vocab_size {
+        bail!(
+            "checkpoint {}: the vocabulary has {} entries but the model expects {}",
+            run.dir.display(),
+            codec.vocab_size(),
+            cfg.vocab_size
+        );
+    }
+    let varmap = VarMap::new();
+    let model = LanguageModel::new(&cfg, run.var_builder(&varmap))?;
+    run.fill(&varmap)?;
+    Ok(Loaded {
+        model,
+        codec,
+        seq_len,
+    })
 }
 
-/// Samples from a checkpoint.
-pub fn sample(run: &CheckpointRun, _args: &SampleArgs) -> Result<Vec<String>> {
-    bail!("sample of {} is not built yet", run.task.as_str())
+/// Perplexity (and bits per token) of the checkpoint on `--data`, or on the validation data
+/// recorded in the checkpoint.
+pub fn eval(run: &CheckpointRun, args: &EvalArgs) -> Result<String> {
+    let l = load(run)?;
+    let level = l.codec.level();
+    let (ids, source) = match &args.data {
+        Some(p) => (
+            l.codec.encode(&read_text(p).context("--data")?)?,
+            p.display().to_string(),
+        ),
+        None => {
+            let valid: Option<PathBuf> = run.model_entry("valid").ok().flatten();
+            let data: Option<PathBuf> = run.model_entry("data").ok().flatten();
+            let split: f64 = run.model_entry("split").unwrap_or(0.1);
+            match (valid, data) {
+                (Some(v), _) => (
+                    l.codec.encode(&read_text(&v).with_context(|| {
+                        "the validation file recorded in the checkpoint (give --data FILE instead)".to_string()
+                    })?)?,
+                    v.display().to_string(),
+                ),
+                (None, Some(d)) => (
+                    held_out_ids(
+                        &l.codec,
+                        &read_text(&d).context(
+                            "the training file recorded in the checkpoint (give --data FILE instead)",
+                        )?,
+                        split,
+                    )?,
+                    format!("the last {split} of {}", d.display()),
+                ),
+                (None, None) => (
+                    held_out_ids(&l.codec, &builtin_text(), split)?,
+                    format!("the last {split} of the built-in text"),
+                ),
+            }
+        }
+    };
+    let r = stream_report(&l.model, &ids, args.batch_size, l.seq_len)
+        .with_context(|| format!("evaluating on {source}"))?;
+    Ok(format!(
+        "{}: {} ({source})",
+        run.task.as_str(),
+        describe(&r, level)
+    ))
+}
+
+/// For each input line: its log-probability (given the start of a line), per-token perplexity
+/// and the most likely next tokens.
+pub fn predict(run: &CheckpointRun, args: &PredictArgs) -> Result<Vec<String>> {
+    let l = load(run)?;
+    let start = l.codec.line_start()?;
+    let device = &run.device;
+    let mut out = Vec::new();
+    for line in args.inputs()? {
+        let body = l.codec.encode_prompt(&line)?;
+        // Scored: the line's tokens and its end (`<eos>` / newline), given the previous line's end.
+        let mut seq = start.clone();
+        seq.extend_from_slice(&body);
+        let mut full = seq.clone();
+        full.extend_from_slice(&start);
+        let lp = l.model.log_prob(&full)?;
+        let n = (full.len() - 1).max(1);
+        // Next token after the line (without its end).
+        let ids = Tensor::from_vec(seq.clone(), (1, seq.len()), device)?;
+        let (logits, _) = l.model.detached().forward(&ids, None, None, false)?;
+        let last = logits
+            .get(0)?
+            .get(seq.len() - 1)?
+            .to_dtype(candle_core::DType::F32)?;
+        let probs = candle_nn::ops::softmax(&last, D::Minus1)?.to_vec1::<f32>()?;
+        let mut order: Vec<usize> = (0..probs.len()).collect();
+        order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
+        let next: Vec<String> = order
+            .iter()
+            .take(5)
+            .map(|&i| format!("{:?} {:.3}", l.codec.token_text(i as u32), probs[i]))
+            .collect();
+        out.push(format!(
+            "{line}\tlog-prob {lp:.3} nats over {n} tokens, perplexity {:.3}; next: {}",
+            (-lp / n as f64).exp(),
+            next.join(", ")
+        ));
+    }
+    Ok(out)
+}
+
+/// Generates `--num` samples continuing `--prompt` (default: the start of a line).
+pub fn sample(run: &CheckpointRun, args: &SampleArgs) -> Result<Vec<String>> {
+    let l = load(run)?;
+    let (prompt_ids, prompt_text) = match &args.prompt {
+        Some(p) if !p.is_empty() => {
+            let ids = l.codec.encode_prompt(p)?;
+            if ids.is_empty() {
+                bail!("--prompt '{p}' has no tokens");
+            }
+            (ids, p.clone())
+        }
+        _ => (l.codec.line_start()?, String::new()),
+    };
+    let cfg = GenerateConfig {
+        sampling: SamplingConfig {
+            temperature: args.temperature,
+            top_k: args.top_k,
+            top_p: args.top_p,
+        },
+        max_len: args.max_len,
+        stop_at_eos: false,
+    };
+    cfg.validate()
+        .map_err(|e| anyhow::anyhow!("--temperature/--top-k/--top-p: {e}"))?;
+    let mut out = Vec::new();
+    for i in 0..args.num.max(1) {
+        let seed = args.seed.wrapping_add(i as u64);
+        let ids = l.model.generate(&prompt_ids, &cfg, seed)?;
+        let text = l.codec.decode(&ids)?;
+        let joined = match l.codec.level() {
+            Level::Word if !prompt_text.is_empty() && !text.starts_with('\n') => {
+                format!("{prompt_text} {text}")
+            }
+            _ => format!("{prompt_text}{text}"),
+        };
+        if args.num > 1 {
+            out.push(format!("--- sample {} (seed {seed}) ---", i + 1));
+        }
+        out.push(joined);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_keeps_both_sides_and_the_tail() {
+        let (a, b) = split_tail((0..10).collect::<Vec<_>>(), 0.1);
+        assert_eq!((a.len(), b), (9, vec![9]));
+        let (a, b) = split_tail(vec![1, 2], 0.01);
+        assert_eq!((a, b), (vec![1], vec![2]));
+        let (a, b) = split_text("ab\ncd\nef\n", 0.4);
+        assert_eq!(format!("{a}{b}"), "ab\ncd\nef\n");
+        assert!(!b.is_empty() && !a.is_empty());
+    }
+
+    #[test]
+    fn word_level_maps_literal_unk_and_adds_eos() {
+        let (codec, train, valid) =
+            prepare(Level::Word, "a b <unk>\na c\n", Some("a zz\n"), 0.1, None).unwrap();
+        let Codec::Vocab { vocab, .. } = &codec else {
+            panic!("vocab codec expected")
+        };
+        assert_eq!(train[2], 1, "<unk> is the unknown id");
+        assert_eq!(train[3], vocab.id(EOS));
+        assert_eq!(valid, vec![vocab.id("a"), 1, 3]);
+        assert_eq!(codec.decode(&train).unwrap(), "a b <unk>\na c\n");
+    }
+
+    #[test]
+    fn char_level_round_trips_and_unknown_chars_are_unk() {
+        let (codec, train, valid) =
+            prepare(Level::Char, "hello\nworld\n", None, 0.25, None).unwrap();
+        assert_eq!(train.len() + valid.len(), 12);
+        assert_eq!(codec.decode(&train).unwrap(), "hello\nwor");
+        assert_eq!(codec.encode("z").unwrap(), vec![1]);
+        assert!(Level::parse("bogus")
+            .unwrap_err()
+            .to_string()
+            .contains("--level"));
+    }
 }

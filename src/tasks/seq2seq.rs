@@ -1,26 +1,1130 @@
-//! (being written)
+//! Encoder-decoder tasks on [`Seq2Seq`]: `seq2seq` (translation from TSV pairs) and `dates`
+//! (human-written dates to ISO 8601, generated).
+//!
+//! # `rnn train seq2seq`
+//!
+//! - `--data FILE`: tab-separated lines `column0<TAB>column1[<TAB>ignored...]` (e.g. `fra.txt`:
+//!   English, French, attribution). **Direction**: `--target 0|1` names the target column
+//!   (default 1); the source is the other of the first two columns. So `fra.txt` gives
+//!   English -> French by default and French -> English with `--target 0`.
+//! - `--level` chooses the tokenisation:
+//!   - `word` (default): lower-cased, punctuation split off as its own token, words split on
+//!     white space;
+//!   - `char`: every character is a token (case kept);
+//!   - `tutorial`: the PyTorch "NLP from scratch: translation with a sequence to sequence
+//!     network and attention" setup: text lower-cased, accents stripped to ASCII, `!` and `?`
+//!     separated, every other non-letter (`.` included) turned into a space; then only pairs
+//!     with fewer than 10 words on both sides whose **column 0** (the English side of the
+//!     Tatoeba / manythings.org files) starts with `i am`, `he is`, `she is`, `you are`,
+//!     `we are`, `they are` or a contraction (`i m`, `he s`, `you re`, ...) are kept
+//!     (11,822 pairs of `fra.txt`). [`tutorial_normalize`] and [`tutorial_keeps`] are the two
+//!     steps.
+//! - Validation: `--valid FILE` (same format), else a seeded `--split` fraction of `--data`
+//!   (default 0.1), taken after the filter. Vocabularies (source and target, word or character,
+//!   at most `--vocab-size` tokens each) come from the training pairs only; other tokens are
+//!   `<unk>`. `--test FILE` is scored with the best checkpoint at the end.
+//! - Metrics at every evaluation: validation loss (nats per target token, teacher-forced),
+//!   corpus BLEU-4 (`bleu`, in `[0, 1]`, on the task's tokens) and `exact_match`, both from
+//!   decoding the validation sources (greedy, or beam search with `--beam N`). **Main metric:
+//!   BLEU** (it credits partly right translations; exact match is reported too).
+//!
+//! # `rnn train dates`
+//!
+//! Generated pairs: a date between 1950-01-01 and 2049-12-31 written in one of 12 human formats
+//! ("3 March 2021", "March 3, 2021", "03/03/2021", "Wed, 3 Mar 21", "2021 march 3rd", ...; see
+//! [`format_date`]) -> "2021-03-03", character level on both sides. Slashes are month first
+//! (US), dots day first (European), two-digit years are 1950-2049. `--samples` training pairs
+//! (default 20,000) and a tenth as many validation pairs (never a training source), all from
+//! `--seed`. **Main metric: exact match.**
+//!
+//! # Model and training options (both tasks)
+//!
+//! `--cell` (gru), `--hidden`, `--embedding`, `--layers` (encoder and decoder, 1),
+//! `--bidirectional` (encoder), `--dropout`, `--attention none|additive|dot|general` (general),
+//! `--teacher-forcing` ratio (1.0), `--beam` for validation decoding (1 = greedy),
+//! `--max-len` decoding limit in tokens (default: the longest training target + 5),
+//! `--batch-size`, `--epochs`, `--lr` (defaults per task: [`TaskDefaults`]).
+//!
+//! # Checkpoints, eval, predict
+//!
+//! `config.json` holds the model config and the data setup; `source_vocab.json` and
+//! `target_vocab.json` the vocabularies. `rnn eval --checkpoint DIR [--data FILE]` prints loss,
+//! BLEU and exact match on the validation data (rebuilt from the recorded setup) or on `FILE`
+//! (same TSV layout and `--target` column as in training; for `dates` a `human<TAB>iso` file).
+//! `rnn predict --checkpoint DIR --input TEXT|FILE [--beam N]` prints one line per input:
+//! `translation<TAB>log-prob L` (natural log, end token included), beam search when `N > 1`
+//! (GNMT length penalty 0.6).
 
-use anyhow::{bail, Result};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 
-use crate::cli::run::{CheckpointRun, RunContext, TrainOutcome};
+use anyhow::{bail, Context, Result};
+use candle_core::Device;
+use candle_nn::VarMap;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rnn_core::{Mode, RnnState};
+use rnn_models::common::Stochastic;
+use rnn_models::seq2seq::{Attention, Hypothesis, Seq2Seq, Seq2SeqConfig};
+use rnn_train::data::{
+    bucket_batches, pad_batch, read_pairs, split_fraction, PaddedBatch, SequencePair, Vocab,
+};
+use rnn_train::metrics::{CorpusBleu, ExactMatch, Metric};
+use rnn_train::trainer::{Evaluation, MainMetric, StepLoss, TrainTask};
+use serde::{Deserialize, Serialize};
+
+use super::TaskName;
+use crate::cli::run::{
+    fit, trainer_config, CheckpointRun, RunContext, TrainDefaults, TrainOutcome,
+};
 use crate::cli::{EvalArgs, PredictArgs, SampleArgs};
 
-/// Trains the task.
+/// Id of `<eos>` in a [`Vocab`] (the specials come first: pad, unk, bos, eos).
+const EOS_ID: u32 = 3;
+/// Id of `<bos>` in a [`Vocab`].
+const BOS_ID: u32 = 2;
+/// Id of `<pad>` in a [`Vocab`].
+const PAD_ID: u32 = 0;
+/// GNMT length-penalty exponent of beam search.
+pub const LENGTH_PENALTY: f64 = 0.6;
+/// File of the source vocabulary inside a checkpoint.
+pub const SOURCE_VOCAB_FILE: &str = "source_vocab.json";
+/// File of the target vocabulary inside a checkpoint.
+pub const TARGET_VOCAB_FILE: &str = "target_vocab.json";
+
+// ---------------------------------------------------------------------------------------------
+// Tokenisation
+
+/// How text becomes tokens (`--level`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    /// Lower-cased words with punctuation split off.
+    Word,
+    /// Characters.
+    Char,
+    /// The PyTorch tutorial's normalisation and filter (see the [module docs](self)).
+    Tutorial,
+}
+
+impl Level {
+    /// Parses `--level` for `seq2seq`.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "word" => Ok(Level::Word),
+            "char" => Ok(Level::Char),
+            "tutorial" => Ok(Level::Tutorial),
+            other => bail!("--level must be word, char or tutorial for seq2seq, got '{other}'"),
+        }
+    }
+
+    /// The tokens of `text`.
+    pub fn tokens(self, text: &str) -> Vec<String> {
+        match self {
+            Level::Char => text.chars().map(String::from).collect(),
+            Level::Word => word_tokens(text),
+            Level::Tutorial => tutorial_normalize(text)
+                .split_whitespace()
+                .map(str::to_string)
+                .collect(),
+        }
+    }
+
+    /// Tokens back to text.
+    pub fn join(self, tokens: &[String]) -> String {
+        match self {
+            Level::Char => tokens.concat(),
+            Level::Word | Level::Tutorial => tokens.join(" "),
+        }
+    }
+}
+
+/// Lower-cased words, punctuation (other than `'` and `-`) split off as separate tokens.
+fn word_tokens(text: &str) -> Vec<String> {
+    let mut spaced = String::with_capacity(text.len() + 8);
+    for c in text.to_lowercase().chars() {
+        if (c.is_ascii_punctuation() || is_unicode_punct(c)) && c != '\'' && c != '-' {
+            spaced.push(' ');
+            spaced.push(c);
+            spaced.push(' ');
+        } else {
+            spaced.push(c);
+        }
+    }
+    spaced.split_whitespace().map(str::to_string).collect()
+}
+
+fn is_unicode_punct(c: char) -> bool {
+    matches!(
+        c,
+        '«' | '»' | '¿' | '¡' | '…' | '“' | '”' | '„' | '‘' | '’' | '—' | '–' | '·'
+    )
+}
+
+/// The base letter of a (lower-case) Latin letter with diacritics, as Unicode NFD followed by
+/// dropping the combining marks would give; `None` for a combining mark itself.
+fn strip_accent(c: char) -> Option<char> {
+    Some(match c {
+        '\u{300}'..='\u{36f}' => return None,
+        'à' | 'á' | 'â' | 'ã' | 'ä' | 'å' | 'ā' | 'ă' | 'ą' => 'a',
+        'ç' | 'ć' | 'ĉ' | 'ċ' | 'č' => 'c',
+        'ď' => 'd',
+        'è' | 'é' | 'ê' | 'ë' | 'ē' | 'ĕ' | 'ė' | 'ę' | 'ě' => 'e',
+        'ĝ' | 'ğ' | 'ġ' | 'ģ' => 'g',
+        'ĥ' => 'h',
+        'ì' | 'í' | 'î' | 'ï' | 'ĩ' | 'ī' | 'ĭ' | 'į' => 'i',
+        'ĵ' => 'j',
+        'ķ' => 'k',
+        'ĺ' | 'ļ' | 'ľ' => 'l',
+        'ñ' | 'ń' | 'ņ' | 'ň' => 'n',
+        'ò' | 'ó' | 'ô' | 'õ' | 'ö' | 'ō' | 'ŏ' | 'ő' => 'o',
+        'ŕ' | 'ŗ' | 'ř' => 'r',
+        'ś' | 'ŝ' | 'ş' | 'š' => 's',
+        'ţ' | 'ť' => 't',
+        'ù' | 'ú' | 'û' | 'ü' | 'ũ' | 'ū' | 'ŭ' | 'ů' | 'ű' | 'ų' => 'u',
+        'ŵ' => 'w',
+        'ý' | 'ÿ' | 'ŷ' => 'y',
+        'ź' | 'ż' | 'ž' => 'z',
+        other => other,
+    })
+}
+
+/// The PyTorch tutorial's `normalizeString`: lower case, accents stripped (NFD without
+/// combining marks), a space before `.`, `!` and `?`, then every run of characters other than
+/// ASCII letters, `!` and `?` becomes one space; trimmed. `"Je suis prêt."` -> `"je suis pret"`,
+/// `"I'm OK!"` -> `"i m ok !"`.
+pub fn tutorial_normalize(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut pending_space = false;
+    for c in text.trim().to_lowercase().chars().filter_map(strip_accent) {
+        let keep = c.is_ascii_alphabetic() || c == '!' || c == '?';
+        if c == '!' || c == '?' {
+            pending_space = true;
+        }
+        if keep {
+            if pending_space && !out.is_empty() {
+                out.push(' ');
+            }
+            pending_space = false;
+            out.push(c);
+        } else {
+            pending_space = true;
+        }
+    }
+    out
+}
+
+/// English prefixes of the tutorial's filter (on normalised text).
+const TUTORIAL_PREFIXES: [&str; 12] = [
+    "i am ", "i m ", "he is", "he s ", "she is", "she s ", "you are", "you re ", "we are",
+    "we re ", "they are", "they re ",
+];
+/// Pairs keep fewer words than this on each side.
+const TUTORIAL_MAX_WORDS: usize = 10;
+
+/// The tutorial's `filterPair` on normalised text: fewer than 10 words on both sides and the
+/// English side starting with one of the "i am / he is / ..." prefixes.
+pub fn tutorial_keeps(english: &str, other: &str) -> bool {
+    english.split(' ').count() < TUTORIAL_MAX_WORDS
+        && other.split(' ').count() < TUTORIAL_MAX_WORDS
+        && TUTORIAL_PREFIXES.iter().any(|p| english.starts_with(p))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dates
+
+const MONTHS: [&str; 12] = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+];
+const WEEKDAYS: [&str; 7] = [
+    "Sunday",
+    "Monday",
+    "Tuesday",
+    "Wednesday",
+    "Thursday",
+    "Friday",
+    "Saturday",
+];
+/// Number of human formats of [`format_date`].
+pub const DATE_FORMATS: usize = 12;
+
+fn days_in_month(year: u32, month: u32) -> u32 {
+    match month {
+        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Day of the week, 0 = Sunday (Sakamoto's method).
+fn weekday(year: u32, month: u32, day: u32) -> usize {
+    const T: [u32; 12] = [0, 3, 2, 5, 0, 3, 5, 1, 4, 6, 2, 4];
+    let y = if month < 3 { year - 1 } else { year };
+    ((y + y / 4 - y / 100 + y / 400 + T[month as usize - 1] + day) % 7) as usize
+}
+
+fn ordinal(day: u32) -> &'static str {
+    match (day % 10, day % 100) {
+        (_, 11..=13) => "th",
+        (1, _) => "st",
+        (2, _) => "nd",
+        (3, _) => "rd",
+        _ => "th",
+    }
+}
+
+/// `year-month-day` written in human format `format` (`0..DATE_FORMATS`), with month and weekday
+/// names as given (the caller varies their case):
+///
+/// | # | example |
+/// |---|---|
+/// | 0 | `3 March 2021` |
+/// | 1 | `March 3, 2021` |
+/// | 2 | `03/03/2021` (month first) |
+/// | 3 | `Wed, 3 Mar 21` (years 1950-2049) |
+/// | 4 | `2021 March 3rd` |
+/// | 5 | `3rd of March 2021` |
+/// | 6 | `Wednesday, March 3, 2021` |
+/// | 7 | `03.03.2021` (day first) |
+/// | 8 | `3-Mar-2021` |
+/// | 9 | `20210303` |
+/// | 10 | `Mar 3 2021` |
+/// | 11 | `2021-3-3` |
+pub fn format_date(year: u32, month: u32, day: u32, format: usize) -> String {
+    let name = MONTHS[month as usize - 1];
+    let short = &name[..3];
+    let wd = WEEKDAYS[weekday(year, month, day)];
+    let yy = year % 100;
+    match format % DATE_FORMATS {
+        0 => format!("{day} {name} {year}"),
+        1 => format!("{name} {day}, {year}"),
+        2 => format!("{month:02}/{day:02}/{year}"),
+        3 => format!("{}, {day} {short} {yy:02}", &wd[..3]),
+        4 => format!("{year} {name} {day}{}", ordinal(day)),
+        5 => format!("{day}{} of {name} {year}", ordinal(day)),
+        6 => format!("{wd}, {name} {day}, {year}"),
+        7 => format!("{day:02}.{month:02}.{year}"),
+        8 => format!("{day}-{short}-{year}"),
+        9 => format!("{year}{month:02}{day:02}"),
+        10 => format!("{short} {day} {year}"),
+        _ => format!("{year}-{month}-{day}"),
+    }
+}
+
+/// One random (human, ISO 8601) date pair.
+fn random_date_pair(rng: &mut ChaCha8Rng) -> (String, String) {
+    let year = rng.random_range(1950..=2049u32);
+    let month = rng.random_range(1..=12u32);
+    let day = rng.random_range(1..=days_in_month(year, month));
+    let human = format_date(year, month, day, rng.random_range(0..DATE_FORMATS));
+    let human = match rng.random_range(0..3) {
+        0 => human.to_lowercase(),
+        1 => human.to_uppercase(),
+        _ => human,
+    };
+    (human, format!("{year:04}-{month:02}-{day:02}"))
+}
+
+/// (human-written, ISO 8601) pairs.
+pub type DatePairs = Vec<(String, String)>;
+
+/// Seeded date pairs: `train` training pairs and `valid` validation pairs whose human side never
+/// occurs among the training pairs. The same `(train, valid, seed)` gives the same pairs.
+pub fn date_pairs(train: usize, valid: usize, seed: u64) -> (DatePairs, DatePairs) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xda7e_5eed);
+    let train_pairs: Vec<(String, String)> =
+        (0..train).map(|_| random_date_pair(&mut rng)).collect();
+    let seen: HashSet<&str> = train_pairs.iter().map(|(h, _)| h.as_str()).collect();
+    let mut valid_pairs = Vec::with_capacity(valid);
+    // The date space (36,525 days x 12 formats x 3 cases) is far larger than any sensible
+    // sample, so this ends quickly; the bound guards against absurd --samples.
+    let mut tries = 0usize;
+    while valid_pairs.len() < valid && tries < 100 * valid + 1000 {
+        tries += 1;
+        let pair = random_date_pair(&mut rng);
+        if !seen.contains(pair.0.as_str()) {
+            valid_pairs.push(pair);
+        }
+    }
+    (train_pairs, valid_pairs)
+}
+
+fn to_sequence_pairs(pairs: Vec<(String, String)>) -> Vec<SequencePair> {
+    pairs
+        .into_iter()
+        .enumerate()
+        .map(|(i, (source, target))| SequencePair {
+            source,
+            target,
+            line: i + 1,
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Setup and data
+
+/// Per-task defaults of the model and training options.
+#[derive(Debug, Clone)]
+pub struct TaskDefaults {
+    /// Recurrent cell.
+    pub cell: Mode,
+    /// Hidden size (decoder and each encoder direction).
+    pub hidden: usize,
+    /// Embedding size.
+    pub embedding: usize,
+    /// Bidirectional encoder.
+    pub bidirectional: bool,
+    /// Dropout.
+    pub dropout: f64,
+    /// Sentences per batch.
+    pub batch_size: usize,
+    /// Trainer defaults (epochs, learning rate, clipping).
+    pub train: TrainDefaults,
+}
+
+impl TaskDefaults {
+    /// The defaults of `task` (`seq2seq` or `dates`).
+    pub fn of(task: TaskName) -> Self {
+        match task {
+            TaskName::Dates => Self {
+                cell: Mode::Gru,
+                hidden: 128,
+                embedding: 32,
+                bidirectional: true,
+                dropout: 0.0,
+                batch_size: 64,
+                train: TrainDefaults {
+                    epochs: 2,
+                    lr: 3e-3,
+                    clip: Some(5.0),
+                    eval_every: None,
+                    optimizer: "adamw",
+                },
+            },
+            _ => Self {
+                cell: Mode::Gru,
+                hidden: 256,
+                embedding: 256,
+                bidirectional: true,
+                dropout: 0.1,
+                batch_size: 32,
+                train: TrainDefaults {
+                    epochs: 15,
+                    lr: 1e-3,
+                    clip: Some(5.0),
+                    eval_every: None,
+                    optimizer: "adamw",
+                },
+            },
+        }
+    }
+}
+
+/// How the data was obtained and decoded, saved in the checkpoint (`config.json`, `model.setup`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Setup {
+    /// Tokenisation.
+    pub level: Level,
+    /// Target column of the TSV file (the source is the other of columns 0 and 1).
+    pub target_column: usize,
+    /// Decoding limit in tokens (end token included).
+    pub max_len: usize,
+    /// Beam size of validation decoding (1 = greedy).
+    pub beam: usize,
+    /// Training file (seq2seq), absolute.
+    pub data: Option<PathBuf>,
+    /// Validation file (seq2seq), absolute.
+    pub valid: Option<PathBuf>,
+    /// Held-out fraction when there is no validation file.
+    pub split: f64,
+    /// Seed of the split (seq2seq) or of the generated pairs (dates).
+    pub seed: u64,
+    /// Generated training pairs (dates).
+    pub samples: usize,
+}
+
+impl Setup {
+    fn source_column(&self) -> usize {
+        if self.target_column == 0 {
+            1
+        } else {
+            0
+        }
+    }
+
+    /// Validation pairs generated for `dates`.
+    fn valid_samples(&self) -> usize {
+        (self.samples / 10).max(1)
+    }
+}
+
+/// One tokenised pair.
+#[derive(Debug, Clone)]
+struct TextPair {
+    source: Vec<String>,
+    target: Vec<String>,
+}
+
+/// Tokenises pairs (read with source = `setup.source_column()`); `tutorial` also filters.
+fn tokenize_pairs(pairs: &[SequencePair], setup: &Setup) -> Vec<TextPair> {
+    pairs
+        .iter()
+        .filter_map(|p| {
+            if setup.level == Level::Tutorial {
+                let (s, t) = (tutorial_normalize(&p.source), tutorial_normalize(&p.target));
+                let (english, other) = if setup.target_column == 0 {
+                    (&t, &s)
+                } else {
+                    (&s, &t)
+                };
+                if s.is_empty() || t.is_empty() || !tutorial_keeps(english, other) {
+                    return None;
+                }
+            }
+            let source = setup.level.tokens(&p.source);
+            let target = setup.level.tokens(&p.target);
+            (!source.is_empty() && !target.is_empty()).then_some(TextPair { source, target })
+        })
+        .collect()
+}
+
+/// Reads and tokenises a TSV file with the setup's columns and level.
+fn read_file_pairs(path: &Path, setup: &Setup, flag: &str) -> Result<Vec<TextPair>> {
+    let pairs = read_pairs(path, setup.source_column(), setup.target_column)
+        .with_context(|| format!("{flag} {}", path.display()))?;
+    let tokenized = tokenize_pairs(&pairs, setup);
+    if tokenized.is_empty() {
+        bail!(
+            "{flag} {}: no pair left after the {} filter ({} pairs read)",
+            path.display(),
+            match setup.level {
+                Level::Tutorial => "tutorial",
+                _ => "tokenisation",
+            },
+            pairs.len()
+        );
+    }
+    Ok(tokenized)
+}
+
+/// A pair as ids, with its reference tokens for BLEU / exact match.
+#[derive(Debug, Clone)]
+struct Example {
+    src: Vec<u32>,
+    /// Target ids followed by `<eos>`.
+    tgt: Vec<u32>,
+    reference: Vec<String>,
+}
+
+fn encode(pairs: &[TextPair], src_vocab: &Vocab, tgt_vocab: &Vocab) -> Vec<Example> {
+    pairs
+        .iter()
+        .map(|p| Example {
+            src: src_vocab.encode(p.source.iter().map(String::as_str)),
+            tgt: tgt_vocab
+                .encode(p.target.iter().map(String::as_str))
+                .into_iter()
+                .chain([EOS_ID])
+                .collect(),
+            reference: p.target.clone(),
+        })
+        .collect()
+}
+
+/// The training and validation pairs of a run.
+fn training_data(ctx: &RunContext, setup: &Setup) -> Result<(Vec<TextPair>, Vec<TextPair>)> {
+    if ctx.task == TaskName::Dates {
+        let (train, valid) = date_pairs(setup.samples, setup.valid_samples(), setup.seed);
+        return Ok((
+            tokenize_pairs(&to_sequence_pairs(train), setup),
+            tokenize_pairs(&to_sequence_pairs(valid), setup),
+        ));
+    }
+    let data = setup
+        .data
+        .as_deref()
+        .context("seq2seq needs --data FILE: tab-separated \"source<TAB>target\" lines")?;
+    let all = read_file_pairs(data, setup, "--data")?;
+    let (train, valid) = match &setup.valid {
+        Some(v) => (all, read_file_pairs(v, setup, "--valid")?),
+        None => split_fraction(all, setup.split, setup.seed)?,
+    };
+    if train.is_empty() || valid.is_empty() {
+        bail!(
+            "--data {}: too few pairs to hold out a validation set ({} for training, {} for validation); give more data, a larger --split or --valid FILE",
+            data.display(),
+            train.len(),
+            valid.len()
+        );
+    }
+    Ok((train, valid))
+}
+
+/// The validation pairs recorded by `setup`, or `file` (for `rnn eval`).
+fn eval_data(task: TaskName, setup: &Setup, file: Option<&Path>) -> Result<Vec<TextPair>> {
+    if let Some(f) = file {
+        return read_file_pairs(f, setup, "--data");
+    }
+    if task == TaskName::Dates {
+        let (_, valid) = date_pairs(setup.samples, setup.valid_samples(), setup.seed);
+        return Ok(tokenize_pairs(&to_sequence_pairs(valid), setup));
+    }
+    let data = setup
+        .data
+        .as_deref()
+        .context("the checkpoint records no training file; give --data FILE")?;
+    match &setup.valid {
+        Some(v) => read_file_pairs(v, setup, "--valid (recorded in the checkpoint)"),
+        None => {
+            let all = read_file_pairs(data, setup, "--data (recorded in the checkpoint)")?;
+            Ok(split_fraction(all, setup.split, setup.seed)?.1)
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scoring
+
+/// Loss, BLEU and exact match of a model on examples.
+#[derive(Debug, Clone)]
+struct Scores {
+    loss: f64,
+    bleu: f64,
+    exact_match: f64,
+    count: usize,
+}
+
+/// Decodes `sources` in batches of `batch` (sorted by length, results in input order).
+fn decode(
+    model: &Seq2Seq,
+    sources: &[Vec<u32>],
+    beam: usize,
+    max_len: usize,
+    batch: usize,
+    device: &Device,
+) -> Result<Vec<Hypothesis>> {
+    let mut order: Vec<usize> = (0..sources.len()).collect();
+    order.sort_by_key(|&i| sources[i].len());
+    let mut out: Vec<Option<Hypothesis>> = vec![None; sources.len()];
+    for chunk in order.chunks(batch.max(1)) {
+        let seqs: Vec<Vec<u32>> = chunk.iter().map(|&i| sources[i].clone()).collect();
+        let src = pad_batch(&seqs, PAD_ID, device)?;
+        let hyps = if beam > 1 {
+            model.beam_search(&src.ids, &src.lengths, beam, LENGTH_PENALTY, max_len)?
+        } else {
+            model.greedy(&src.ids, &src.lengths, max_len)?
+        };
+        for (&i, h) in chunk.iter().zip(hyps) {
+            out[i] = Some(h);
+        }
+    }
+    Ok(out.into_iter().flatten().collect())
+}
+
+fn hypothesis_tokens(h: &Hypothesis, vocab: &Vocab) -> Vec<String> {
+    h.tokens
+        .iter()
+        .map(|&t| vocab.token(t).to_string())
+        .collect()
+}
+
+fn score(
+    model: &Seq2Seq,
+    examples: &[Example],
+    tgt_vocab: &Vocab,
+    setup: &Setup,
+    batch: usize,
+    device: &Device,
+) -> Result<Scores> {
+    let mut loss_sum = 0.0;
+    let mut tokens = 0usize;
+    for chunk in examples.chunks(batch.max(1)) {
+        let (src, tgt) = pad_pair(chunk, device)?;
+        let loss = model.loss(&src.ids, &src.lengths, &tgt.ids, &tgt.lengths, false, 1.0)?;
+        let n: usize = tgt.lengths.iter().sum();
+        loss_sum +=
+            f64::from(loss.to_dtype(candle_core::DType::F32)?.to_scalar::<f32>()?) * n as f64;
+        tokens += n;
+    }
+    let sources: Vec<Vec<u32>> = examples.iter().map(|e| e.src.clone()).collect();
+    let hyps = decode(model, &sources, setup.beam, setup.max_len, batch, device)?;
+    let hyp_tokens: Vec<Vec<String>> = hyps
+        .iter()
+        .map(|h| hypothesis_tokens(h, tgt_vocab))
+        .collect();
+    let refs: Vec<Vec<String>> = examples.iter().map(|e| e.reference.clone()).collect();
+    let mut bleu = CorpusBleu::new();
+    bleu.update(&hyp_tokens, &refs)?;
+    let mut em = ExactMatch::new();
+    em.update(&hyp_tokens, &refs)?;
+    Ok(Scores {
+        loss: loss_sum / tokens.max(1) as f64,
+        bleu: bleu.value().unwrap_or(0.0),
+        exact_match: em.value().unwrap_or(0.0),
+        count: examples.len(),
+    })
+}
+
+fn pad_pair(examples: &[Example], device: &Device) -> Result<(PaddedBatch, PaddedBatch)> {
+    let src: Vec<Vec<u32>> = examples.iter().map(|e| e.src.clone()).collect();
+    let tgt: Vec<Vec<u32>> = examples.iter().map(|e| e.tgt.clone()).collect();
+    Ok((
+        pad_batch(&src, PAD_ID, device)?,
+        pad_batch(&tgt, PAD_ID, device)?,
+    ))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The training task
+
+struct Seq2SeqTask {
+    task: TaskName,
+    model: Seq2Seq,
+    setup: Setup,
+    src_vocab: Vocab,
+    tgt_vocab: Vocab,
+    train: Vec<Example>,
+    valid: Vec<Example>,
+    batch_size: usize,
+    teacher_forcing: f64,
+    device: Device,
+}
+
+impl TrainTask for Seq2SeqTask {
+    type Batch = (PaddedBatch, PaddedBatch);
+
+    fn train_batches(&mut self, epoch: u64, seed: u64) -> rnn_train::Result<Vec<Self::Batch>> {
+        let lengths: Vec<usize> = self.train.iter().map(|e| e.src.len()).collect();
+        let order = bucket_batches(
+            &lengths,
+            self.batch_size,
+            seed ^ epoch.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        )?;
+        order
+            .iter()
+            .map(|idx| {
+                let chunk: Vec<Example> = idx.iter().map(|&i| self.train[i].clone()).collect();
+                pad_pair(&chunk, &self.device).map_err(|e| rnn_train::Error::Invalid(e.to_string()))
+            })
+            .collect()
+    }
+
+    fn train_step(
+        &mut self,
+        batch: &Self::Batch,
+        _carry: &mut Option<RnnState>,
+    ) -> rnn_train::Result<StepLoss> {
+        let (src, tgt) = batch;
+        let loss = self.model.loss(
+            &src.ids,
+            &src.lengths,
+            &tgt.ids,
+            &tgt.lengths,
+            true,
+            self.teacher_forcing,
+        )?;
+        Ok(StepLoss {
+            loss,
+            units: tgt.lengths.iter().sum::<usize>() as u64,
+        })
+    }
+
+    fn evaluate(&mut self) -> rnn_train::Result<Evaluation> {
+        let s = score(
+            &self.model,
+            &self.valid,
+            &self.tgt_vocab,
+            &self.setup,
+            self.batch_size.max(64),
+            &self.device,
+        )
+        .map_err(|e| rnn_train::Error::Invalid(format!("{e:#}")))?;
+        let mut metrics = std::collections::BTreeMap::new();
+        metrics.insert("exact_match".to_string(), s.exact_match);
+        if self.task != TaskName::Dates {
+            metrics.insert("bleu".to_string(), s.bleu);
+        }
+        let main = if self.task == TaskName::Dates {
+            ("exact_match", s.exact_match)
+        } else {
+            ("bleu", s.bleu)
+        };
+        Ok(Evaluation {
+            loss: s.loss,
+            metrics,
+            main: Some(MainMetric {
+                name: main.0.to_string(),
+                value: main.1,
+                higher_is_better: true,
+            }),
+        })
+    }
+
+    fn unit(&self) -> &'static str {
+        "tokens"
+    }
+
+    fn set_seed(&mut self, seed: u64) {
+        self.model.set_seed(seed);
+    }
+
+    fn rng_counters(&self) -> Vec<u64> {
+        self.model.rng_counters()
+    }
+
+    fn set_rng_counters(&mut self, counters: &[u64]) -> rnn_train::Result<()> {
+        Ok(self.model.set_rng_counters(counters)?)
+    }
+
+    fn checkpoint_config(&self) -> serde_json::Value {
+        serde_json::json!({
+            "task": self.task.as_str(),
+            "model": self.model.config(),
+            "setup": self.setup,
+        })
+    }
+
+    fn checkpoint_files(&self) -> Vec<(String, Vec<u8>)> {
+        let json = |v: &Vocab| serde_json::to_vec(v).unwrap_or_default();
+        vec![
+            (SOURCE_VOCAB_FILE.to_string(), json(&self.src_vocab)),
+            (TARGET_VOCAB_FILE.to_string(), json(&self.tgt_vocab)),
+        ]
+    }
+}
+
+fn parse_target_column(target: Option<&str>) -> Result<usize> {
+    match target.map(str::trim) {
+        None => Ok(1),
+        Some("0") => Ok(0),
+        Some("1") => Ok(1),
+        Some(other) => bail!(
+            "--target: seq2seq takes the target column of the TSV file, 0 or 1 (the source is the other one), got '{other}'"
+        ),
+    }
+}
+
+/// Trains `seq2seq` or `dates`.
 pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
-    bail!("task {} is not built yet", ctx.task.as_str())
+    let o = &ctx.opts;
+    let d = TaskDefaults::of(ctx.task);
+    let dates = ctx.task == TaskName::Dates;
+    let level = match (&o.level, dates) {
+        (None, true) => Level::Char,
+        (None, false) => Level::Word,
+        (Some(l), false) => Level::parse(l)?,
+        (Some(l), true) => match Level::parse(l)? {
+            Level::Char => Level::Char,
+            _ => bail!("--level: dates is a character-level task, got '{l}'"),
+        },
+    };
+    let attention: Attention = match &o.attention {
+        Some(a) => a.parse().map_err(|e| anyhow::anyhow!("--attention: {e}"))?,
+        None => Attention::General,
+    };
+    let absolute = |p: &Option<PathBuf>| -> Result<Option<PathBuf>> {
+        p.as_ref()
+            .map(|p| std::path::absolute(p).with_context(|| format!("{}", p.display())))
+            .transpose()
+    };
+    let mut setup = Setup {
+        level,
+        target_column: if dates {
+            1
+        } else {
+            parse_target_column(o.target.as_deref())?
+        },
+        max_len: 0,
+        beam: o.beam.unwrap_or(1),
+        data: if dates { None } else { absolute(&o.data)? },
+        valid: if dates { None } else { absolute(&o.valid)? },
+        split: o.split.unwrap_or(0.1),
+        seed: ctx.seed,
+        samples: o.samples.unwrap_or(20_000),
+    };
+    let (train_pairs, valid_pairs) = training_data(ctx, &setup)?;
+    let max_size = o.vocab_size;
+    let src_vocab = Vocab::build(
+        train_pairs
+            .iter()
+            .flat_map(|p| p.source.iter().map(String::as_str)),
+        1,
+        max_size,
+    )
+    .context("--vocab-size")?;
+    let tgt_vocab = Vocab::build(
+        train_pairs
+            .iter()
+            .flat_map(|p| p.target.iter().map(String::as_str)),
+        1,
+        max_size,
+    )
+    .context("--vocab-size")?;
+    let train = encode(&train_pairs, &src_vocab, &tgt_vocab);
+    let valid = encode(&valid_pairs, &src_vocab, &tgt_vocab);
+    setup.max_len = match o.max_len {
+        Some(m) => m,
+        None => train.iter().map(|e| e.tgt.len()).max().unwrap_or(1) + 5,
+    };
+    ctx.say(&format!(
+        "{}: {} training pairs, {} validation pairs; vocabularies: source {}, target {} ({:?} level)",
+        ctx.task.as_str(),
+        train.len(),
+        valid.len(),
+        src_vocab.len(),
+        tgt_vocab.len(),
+        setup.level
+    ));
+    let hidden = o.hidden.unwrap_or(d.hidden);
+    let layers = o.layers.unwrap_or(1);
+    let cfg = Seq2SeqConfig {
+        src_vocab: src_vocab.len(),
+        tgt_vocab: tgt_vocab.len(),
+        embedding_dim: o.embedding.unwrap_or(d.embedding),
+        hidden_size: hidden,
+        encoder_layers: layers,
+        decoder_layers: layers,
+        mode: ctx.cell(d.cell)?,
+        bidirectional_encoder: o
+            .bidirectional
+            .unwrap_or(d.bidirectional && attention != Attention::Dot),
+        attention,
+        dropout: o.dropout.unwrap_or(d.dropout),
+        bos_id: BOS_ID,
+        eos_id: EOS_ID,
+        pad_id: PAD_ID,
+        input_feeding: false,
+    };
+    let varmap = VarMap::new();
+    let model = Seq2Seq::new(&cfg, ctx.var_builder(&varmap)).map_err(|e| {
+        anyhow::anyhow!("{e}").context(
+            "the model options (--attention, --bidirectional, --hidden ...) do not fit together",
+        )
+    })?;
+    let mut task = Seq2SeqTask {
+        task: ctx.task,
+        model,
+        setup: setup.clone(),
+        src_vocab,
+        tgt_vocab,
+        train,
+        valid,
+        batch_size: o.batch_size.unwrap_or(d.batch_size),
+        teacher_forcing: o.teacher_forcing.unwrap_or(1.0),
+        device: ctx.device.clone(),
+    };
+    let tcfg = trainer_config(ctx, &d.train)?;
+    let report = fit(ctx, tcfg, varmap, &mut task)?;
+    let mut extra = Vec::new();
+    if let Some(last) = &report.last {
+        let other = if dates {
+            None
+        } else {
+            last.metrics.get("exact_match")
+        };
+        if let Some(em) = other {
+            extra.push(format!("valid exact_match {em:.4}"));
+        }
+    }
+    if let Some(test) = &o.test {
+        let run = CheckpointRun::load(&ctx.out, &ctx.device)?;
+        let args = EvalArgs {
+            checkpoint: ctx.out.clone(),
+            data: Some(test.clone()),
+            labels: None,
+            device: "cpu".into(),
+            batch_size: task.batch_size.max(64),
+        };
+        extra.push(format!("test (best checkpoint): {}", eval(&run, &args)?));
+    }
+    Ok(TrainOutcome { report, extra })
 }
 
-/// Evaluates a checkpoint.
-pub fn eval(run: &CheckpointRun, _args: &EvalArgs) -> Result<String> {
-    bail!("eval of {} is not built yet", run.task.as_str())
+// ---------------------------------------------------------------------------------------------
+// eval / predict
+
+struct Loaded {
+    model: Seq2Seq,
+    setup: Setup,
+    src_vocab: Vocab,
+    tgt_vocab: Vocab,
 }
 
-/// Predicts with a checkpoint.
-pub fn predict(run: &CheckpointRun, _args: &PredictArgs) -> Result<Vec<String>> {
-    bail!("predict of {} is not built yet", run.task.as_str())
+fn load(run: &CheckpointRun) -> Result<Loaded> {
+    let cfg: Seq2SeqConfig = run.model_entry("model")?;
+    let setup: Setup = run.model_entry("setup")?;
+    let vocab = |name: &str| -> Result<Vocab> {
+        let bytes = run.file(name)?;
+        let text = String::from_utf8(bytes)
+            .with_context(|| format!("{}: not UTF-8", run.dir.join(name).display()))?;
+        Vocab::from_json(&text).with_context(|| format!("{}", run.dir.join(name).display()))
+    };
+    let (src_vocab, tgt_vocab) = (vocab(SOURCE_VOCAB_FILE)?, vocab(TARGET_VOCAB_FILE)?);
+    if src_vocab.len() != cfg.src_vocab || tgt_vocab.len() != cfg.tgt_vocab {
+        bail!(
+            "{}: the vocabularies ({} and {} tokens) do not match the model ({} and {})",
+            run.dir.display(),
+            src_vocab.len(),
+            tgt_vocab.len(),
+            cfg.src_vocab,
+            cfg.tgt_vocab
+        );
+    }
+    let varmap = VarMap::new();
+    let model = Seq2Seq::new(&cfg, run.var_builder(&varmap))?;
+    run.fill(&varmap)?;
+    Ok(Loaded {
+        model,
+        setup,
+        src_vocab,
+        tgt_vocab,
+    })
 }
 
-/// Samples from a checkpoint.
+/// Evaluates a checkpoint: loss, BLEU and exact match on its validation data or `--data`.
+pub fn eval(run: &CheckpointRun, args: &EvalArgs) -> Result<String> {
+    if args.batch_size == 0 {
+        bail!("--batch-size must be at least 1, got 0");
+    }
+    let l = load(run)?;
+    let pairs = eval_data(run.task, &l.setup, args.data.as_deref())?;
+    let examples = encode(&pairs, &l.src_vocab, &l.tgt_vocab);
+    let s = score(
+        &l.model,
+        &examples,
+        &l.tgt_vocab,
+        &l.setup,
+        args.batch_size,
+        &run.device,
+    )?;
+    let what = match &args.data {
+        Some(p) => p.display().to_string(),
+        None => "validation data".to_string(),
+    };
+    let decoding = if l.setup.beam > 1 {
+        format!("beam {}", l.setup.beam)
+    } else {
+        "greedy".to_string()
+    };
+    Ok(format!(
+        "{} on {what} ({} pairs, {decoding}): loss {:.4}, bleu {:.4}, exact_match {:.4}",
+        run.task.as_str(),
+        s.count,
+        s.loss,
+        s.bleu,
+        s.exact_match
+    ))
+}
+
+/// Translates each input line; prints `translation<TAB>log-prob L`.
+pub fn predict(run: &CheckpointRun, args: &PredictArgs) -> Result<Vec<String>> {
+    let beam = args.beam.unwrap_or(1);
+    if beam == 0 {
+        bail!("--beam must be at least 1, got 0");
+    }
+    let inputs = args.inputs()?;
+    let l = load(run)?;
+    let mut sources = Vec::with_capacity(inputs.len());
+    for (i, input) in inputs.iter().enumerate() {
+        let tokens = l.setup.level.tokens(input);
+        if tokens.is_empty() {
+            bail!(
+                "--input line {}: '{input}' has no token left after normalisation",
+                i + 1
+            );
+        }
+        sources.push(l.src_vocab.encode(tokens.iter().map(String::as_str)));
+    }
+    let hyps = decode(&l.model, &sources, beam, l.setup.max_len, 64, &run.device)?;
+    Ok(hyps
+        .iter()
+        .map(|h| {
+            format!(
+                "{}\tlog-prob {:.4}",
+                l.setup.level.join(&hypothesis_tokens(h, &l.tgt_vocab)),
+                h.log_prob
+            )
+        })
+        .collect())
+}
+
+/// `rnn sample` does not apply to encoder-decoder checkpoints.
 pub fn sample(run: &CheckpointRun, _args: &SampleArgs) -> Result<Vec<String>> {
-    bail!("sample of {} is not built yet", run.task.as_str())
+    bail!(
+        "{} is a `{}` (encoder-decoder) checkpoint: it translates inputs, use `rnn predict --checkpoint {} --input TEXT`",
+        run.dir.display(),
+        run.task.as_str(),
+        run.dir.display()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tutorial_normalisation_matches_pytorch() {
+        // Expected strings from the tutorial's normalizeString (Python, unicodedata NFD).
+        assert_eq!(tutorial_normalize("Je suis prêt."), "je suis pret");
+        assert_eq!(tutorial_normalize("I'm OK!"), "i m ok !");
+        assert_eq!(tutorial_normalize("  Ça va?? "), "ca va ? ?");
+        assert_eq!(tutorial_normalize("Il a 20 ans."), "il a ans");
+        assert_eq!(tutorial_normalize("cœur"), "c ur");
+        assert!(tutorial_keeps("i m ok", "je vais bien"));
+        assert!(tutorial_keeps("he isn t here", "il n est pas ici"));
+        assert!(!tutorial_keeps("i mean it", "je le pense"));
+        assert!(!tutorial_keeps("i am a b c d e f g h", "je suis"));
+    }
+
+    #[test]
+    fn word_tokens_split_punctuation() {
+        assert_eq!(
+            word_tokens("Va, vite !  «Aujourd'hui»"),
+            ["va", ",", "vite", "!", "«", "aujourd'hui", "»"]
+        );
+    }
+
+    #[test]
+    fn dates_are_valid_and_seeded() {
+        assert_eq!(format_date(2021, 3, 3, 0), "3 March 2021");
+        assert_eq!(format_date(2021, 3, 3, 1), "March 3, 2021");
+        assert_eq!(format_date(2021, 3, 3, 2), "03/03/2021");
+        assert_eq!(format_date(2021, 3, 3, 3), "Wed, 3 Mar 21");
+        assert_eq!(format_date(2021, 3, 3, 4), "2021 March 3rd");
+        assert_eq!(format_date(2000, 1, 1, 6), "Saturday, January 1, 2000");
+        assert_eq!(format_date(2021, 3, 12, 5), "12th of March 2021");
+        let (a, va) = date_pairs(50, 10, 4);
+        let (b, _) = date_pairs(50, 10, 4);
+        assert_eq!(a, b);
+        assert_eq!(va.len(), 10);
+        let train: HashSet<&String> = a.iter().map(|(h, _)| h).collect();
+        assert!(va.iter().all(|(h, _)| !train.contains(h)));
+        for (_, iso) in a.iter().chain(&va) {
+            let parts: Vec<u32> = iso.split('-').map(|p| p.parse().unwrap()).collect();
+            assert_eq!(iso.len(), 10);
+            assert!((1950..=2049).contains(&parts[0]));
+            assert!(parts[2] >= 1 && parts[2] <= days_in_month(parts[0], parts[1]));
+        }
+    }
+
+    #[test]
+    fn target_column_parsing() {
+        assert_eq!(parse_target_column(None).unwrap(), 1);
+        assert_eq!(parse_target_column(Some("0")).unwrap(), 0);
+        let e = parse_target_column(Some("2")).unwrap_err().to_string();
+        assert!(e.contains("--target"), "{e}");
+    }
 }

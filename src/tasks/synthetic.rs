@@ -1,26 +1,872 @@
-//! (being written)
+//! The generated long-memory benchmarks of `rnn train adding` and `rnn train copy`: no data files,
+//! every sequence comes from a seeded generator, so a run is reproducible and a checkpoint can be
+//! evaluated on fresh sequences of the same kind.
+//!
+//! - **Adding problem** (Hochreiter & Schmidhuber 1997, <https://doi.org/10.1162/neco.1997.9.8.1735>;
+//!   set up as in Le et al. 2015, <https://arxiv.org/abs/1504.00941>, and Arjovsky et al. 2016,
+//!   <https://arxiv.org/abs/1511.06464>): each of the `T = --seq-len` steps carries two features,
+//!   a number drawn uniformly from `[0, 1]` and a marker (0 or 1). Exactly two steps are marked,
+//!   one in each half of the sequence; the target is the sum of the two marked numbers. The model
+//!   ([`Forecaster`] with the direct strategy, horizon 1: a recurrent layer and a linear head on
+//!   its last state) is trained on the mean squared error. Always answering 1 scores
+//!   `Var(U + V) = 1/6 ≈ 0.167` ([`ADDING_BASELINE_MSE`]): a model below it has learnt to carry the
+//!   marked numbers across the sequence.
+//! - **Copy memory** (Arjovsky et al. 2016, section 4.1): the input is [`COPY_RECALL`] symbols
+//!   drawn from an alphabet of [`COPY_SYMBOLS`] (ids `1..=8`), then `T = --seq-len` blanks (id 0),
+//!   a delimiter (id 9) and [`COPY_RECALL`] more blanks: `T + 21` steps in all. The target is blank
+//!   at every step except the last [`COPY_RECALL`], which must repeat the symbols in order. The
+//!   model ([`SequenceTagger`], unidirectional) is trained with the cross-entropy over all steps;
+//!   the headline metric is the accuracy on the recalled symbols (guessing: 1/8 = 0.125).
+//!
+//! Training, validation and `rnn eval` sets come from fixed seeds (independent of `--seed`, which
+//! seeds the initialisation and the batch order).
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor, D};
+use candle_nn::VarMap;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rnn_core::{Mode, RnnState};
+use rnn_models::classifier::Input;
+use rnn_models::common::Stochastic;
+use rnn_models::forecaster::{ForecastStrategy, Forecaster, ForecasterConfig};
+use rnn_models::loss::masked_cross_entropy;
+use rnn_models::tagger::{SequenceTagger, SequenceTaggerConfig};
+use rnn_train::trainer::{Evaluation, MainMetric, StepLoss, TrainTask};
+use serde::{Deserialize, Serialize};
 
-use crate::cli::run::{CheckpointRun, RunContext, TrainOutcome};
+use crate::cli::run::{
+    fit, trainer_config, CheckpointRun, RunContext, TrainDefaults, TrainOutcome,
+};
 use crate::cli::{EvalArgs, PredictArgs, SampleArgs};
+use crate::tasks::TaskName;
 
-/// Trains the task.
+/// MSE of always predicting 1 on the adding problem: the variance of the sum of two U(0, 1)
+/// numbers, 1/6.
+pub const ADDING_BASELINE_MSE: f64 = 1.0 / 6.0;
+/// Symbols to remember in the copy-memory task.
+pub const COPY_RECALL: usize = 10;
+/// Alphabet size of the copy-memory task (symbol ids `1..=COPY_SYMBOLS`).
+pub const COPY_SYMBOLS: u32 = 8;
+/// Id of the blank in the copy-memory task.
+pub const COPY_BLANK: u32 = 0;
+/// Id of the delimiter that asks for the recall.
+pub const COPY_DELIMITER: u32 = COPY_SYMBOLS + 1;
+/// Accuracy of guessing a recalled symbol.
+pub const COPY_BASELINE_ACCURACY: f64 = 1.0 / COPY_SYMBOLS as f64;
+
+/// Default `--seq-len` of the adding problem.
+pub const ADDING_DEFAULT_SEQ_LEN: usize = 50;
+/// Default `--seq-len` (the blank gap) of the copy-memory task.
+pub const COPY_DEFAULT_SEQ_LEN: usize = 20;
+/// Default number of training sequences (`--samples`).
+pub const DEFAULT_SAMPLES: usize = 10_000;
+/// Sequences in the validation set and in the fresh set of `rnn eval`.
+pub const EVAL_SAMPLES: usize = 1_000;
+
+/// Seeds of the generated sets (fixed, so every run sees the same data).
+const TRAIN_SEED: u64 = 0x5EED_0001;
+const VALID_SEED: u64 = 0x5EED_0002;
+const EVAL_SEED: u64 = 0x5EED_0003;
+
+/// Sequences per forward pass during evaluation.
+const EVAL_CHUNK: usize = 500;
+
+// ---------------------------------------------------------------------------------------------
+// Data
+// ---------------------------------------------------------------------------------------------
+
+/// A generated set of adding-problem sequences.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AddingData {
+    /// Steps per sequence `T`.
+    pub seq_len: usize,
+    /// Inputs, row-major `(n, T, 2)`: `[value, marker]` per step.
+    pub xs: Vec<f32>,
+    /// Targets, one sum per sequence.
+    pub ys: Vec<f32>,
+}
+
+impl AddingData {
+    /// `n` sequences of `seq_len >= 2` steps from the generator seeded with `seed`: values
+    /// uniform in `[0, 1)`, one marked step uniform in `[0, T/2)` and one in `[T/2, T)`.
+    pub fn generate(n: usize, seq_len: usize, seed: u64) -> Result<Self> {
+        if seq_len < 2 {
+            bail!("--seq-len must be at least 2 for the adding problem (one marked number in each half), got {seq_len}");
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let half = seq_len / 2;
+        let mut xs = vec![0f32; n * seq_len * 2];
+        let mut ys = Vec::with_capacity(n);
+        for i in 0..n {
+            let row = &mut xs[i * seq_len * 2..(i + 1) * seq_len * 2];
+            for t in 0..seq_len {
+                row[2 * t] = rng.random::<f32>();
+            }
+            let a = rng.random_range(0..half);
+            let b = rng.random_range(half..seq_len);
+            row[2 * a + 1] = 1.0;
+            row[2 * b + 1] = 1.0;
+            ys.push(row[2 * a] + row[2 * b]);
+        }
+        Ok(Self { seq_len, xs, ys })
+    }
+
+    /// Number of sequences.
+    pub fn len(&self) -> usize {
+        self.ys.len()
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.ys.is_empty()
+    }
+
+    /// The sequences at `index` as tensors: inputs `(b, T, 2)` and targets `(b, 1, 1)` of `dtype`.
+    pub fn batch(
+        &self,
+        index: &[usize],
+        device: &Device,
+        dtype: DType,
+    ) -> Result<(Tensor, Tensor)> {
+        let step = self.seq_len * 2;
+        let mut xs = Vec::with_capacity(index.len() * step);
+        let mut ys = Vec::with_capacity(index.len());
+        for &i in index {
+            xs.extend_from_slice(&self.xs[i * step..(i + 1) * step]);
+            ys.push(self.ys[i]);
+        }
+        let b = index.len();
+        Ok((
+            Tensor::from_vec(xs, (b, self.seq_len, 2), device)?.to_dtype(dtype)?,
+            Tensor::from_vec(ys, (b, 1, 1), device)?.to_dtype(dtype)?,
+        ))
+    }
+}
+
+/// A generated set of copy-memory sequences.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CopyData {
+    /// The blank gap `T` between the symbols and the delimiter.
+    pub gap: usize,
+    /// Input ids, row-major `(n, T + 21)`.
+    pub xs: Vec<u32>,
+    /// Target ids, row-major `(n, T + 21)`.
+    pub ys: Vec<u32>,
+}
+
+/// Steps of a copy-memory sequence with a gap of `gap` blanks.
+pub fn copy_seq_len(gap: usize) -> usize {
+    gap + 2 * COPY_RECALL + 1
+}
+
+/// The input and target ids of one copy-memory sequence recalling `symbols` after `gap` blanks.
+pub fn copy_sequence(symbols: &[u32], gap: usize) -> (Vec<u32>, Vec<u32>) {
+    let len = copy_seq_len(gap);
+    let mut x = vec![COPY_BLANK; len];
+    let mut y = vec![COPY_BLANK; len];
+    x[..symbols.len()].copy_from_slice(symbols);
+    x[COPY_RECALL + gap] = COPY_DELIMITER;
+    y[len - COPY_RECALL..].copy_from_slice(symbols);
+    (x, y)
+}
+
+impl CopyData {
+    /// `n` sequences with a blank gap of `gap >= 1` steps from the generator seeded with `seed`.
+    pub fn generate(n: usize, gap: usize, seed: u64) -> Result<Self> {
+        if gap == 0 {
+            bail!("--seq-len must be at least 1, got 0");
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let len = copy_seq_len(gap);
+        let mut xs = Vec::with_capacity(n * len);
+        let mut ys = Vec::with_capacity(n * len);
+        for _ in 0..n {
+            let symbols: Vec<u32> = (0..COPY_RECALL)
+                .map(|_| rng.random_range(1..=COPY_SYMBOLS))
+                .collect();
+            let (x, y) = copy_sequence(&symbols, gap);
+            xs.extend(x);
+            ys.extend(y);
+        }
+        Ok(Self { gap, xs, ys })
+    }
+
+    /// Steps per sequence.
+    pub fn seq_len(&self) -> usize {
+        copy_seq_len(self.gap)
+    }
+
+    /// Number of sequences.
+    pub fn len(&self) -> usize {
+        self.xs.len() / self.seq_len()
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.xs.is_empty()
+    }
+
+    /// The sequences at `index`: input ids and target ids, both `u32 (b, T + 21)`.
+    pub fn batch(&self, index: &[usize], device: &Device) -> Result<(Tensor, Tensor)> {
+        let len = self.seq_len();
+        let mut xs = Vec::with_capacity(index.len() * len);
+        let mut ys = Vec::with_capacity(index.len() * len);
+        for &i in index {
+            xs.extend_from_slice(&self.xs[i * len..(i + 1) * len]);
+            ys.extend_from_slice(&self.ys[i * len..(i + 1) * len]);
+        }
+        let b = index.len();
+        Ok((
+            Tensor::from_vec(xs, (b, len), device)?,
+            Tensor::from_vec(ys, (b, len), device)?,
+        ))
+    }
+}
+
+/// The batches of one epoch: indices `0..n` shuffled by a generator seeded from `(epoch, seed)`,
+/// cut into batches of `batch_size` (the last one may be smaller).
+pub fn epoch_batches(n: usize, batch_size: usize, epoch: u64, seed: u64) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..n).collect();
+    let mix = seed
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(epoch.wrapping_mul(0xD1B5_4A32_D192_ED03));
+    order.shuffle(&mut ChaCha8Rng::seed_from_u64(mix));
+    order
+        .chunks(batch_size.max(1))
+        .map(<[usize]>::to_vec)
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Metrics
+// ---------------------------------------------------------------------------------------------
+
+/// Mean squared error of `model` on `data`, and the MSE of always answering 1 on the same data.
+pub fn adding_mse(
+    model: &Forecaster,
+    data: &AddingData,
+    device: &Device,
+    dtype: DType,
+) -> Result<(f64, f64)> {
+    let all: Vec<usize> = (0..data.len()).collect();
+    let mut sq = 0f64;
+    for chunk in all.chunks(EVAL_CHUNK) {
+        let (xs, ys) = data.batch(chunk, device, dtype)?;
+        let pred = model.forward(&xs, None, false)?;
+        sq += (pred - ys)?
+            .sqr()?
+            .sum_all()?
+            .to_dtype(DType::F64)?
+            .to_scalar::<f64>()?;
+    }
+    let n = data.len().max(1) as f64;
+    let baseline = data
+        .ys
+        .iter()
+        .map(|&y| (y as f64 - 1.0).powi(2))
+        .sum::<f64>()
+        / n;
+    Ok((sq / n, baseline))
+}
+
+/// Copy-memory scores of a model on a data set.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CopyScores {
+    /// Mean cross-entropy over all steps (nats).
+    pub loss: f64,
+    /// Fraction of recalled symbols right.
+    pub accuracy: f64,
+    /// Fraction of sequences with all recalled symbols right.
+    pub sequence_accuracy: f64,
+    /// Fraction of the other steps predicted blank.
+    pub blank_accuracy: f64,
+}
+
+/// Scores `model` on `data` (eval mode).
+pub fn copy_scores(model: &SequenceTagger, data: &CopyData, device: &Device) -> Result<CopyScores> {
+    let len = data.seq_len();
+    let all: Vec<usize> = (0..data.len()).collect();
+    let (mut loss, mut right, mut whole, mut blanks) = (0f64, 0usize, 0usize, 0usize);
+    for chunk in all.chunks(EVAL_CHUNK) {
+        let (xs, ys) = data.batch(chunk, device)?;
+        let logits = model.forward(&xs, None, false)?;
+        loss += masked_cross_entropy(&logits, &ys, None)?
+            .to_dtype(DType::F64)?
+            .to_scalar::<f64>()?
+            * chunk.len() as f64;
+        let pred = logits.argmax(D::Minus1)?.to_vec2::<u32>()?;
+        let truth = ys.to_vec2::<u32>()?;
+        for (p, y) in pred.iter().zip(&truth) {
+            let r = (len - COPY_RECALL..len).filter(|&t| p[t] == y[t]).count();
+            right += r;
+            whole += usize::from(r == COPY_RECALL);
+            blanks += (0..len - COPY_RECALL)
+                .filter(|&t| p[t] == COPY_BLANK)
+                .count();
+        }
+    }
+    let n = data.len().max(1) as f64;
+    Ok(CopyScores {
+        loss: loss / n,
+        accuracy: right as f64 / (n * COPY_RECALL as f64),
+        sequence_accuracy: whole as f64 / n,
+        blank_accuracy: blanks as f64 / (n * (len - COPY_RECALL) as f64),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Training tasks
+// ---------------------------------------------------------------------------------------------
+
+/// What the checkpoint's `config.json` holds besides the model configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Meta {
+    /// `--seq-len`: steps of an adding sequence, or the blank gap of a copy sequence.
+    seq_len: usize,
+    /// Training sequences.
+    samples: usize,
+}
+
+/// The adding problem as a [`TrainTask`].
+struct AddingTask {
+    model: Forecaster,
+    train: AddingData,
+    valid: AddingData,
+    batch_size: usize,
+    device: Device,
+    dtype: DType,
+    meta: Meta,
+}
+
+impl TrainTask for AddingTask {
+    type Batch = (Tensor, Tensor);
+
+    fn train_batches(&mut self, epoch: u64, seed: u64) -> rnn_train::Result<Vec<Self::Batch>> {
+        epoch_batches(self.train.len(), self.batch_size, epoch, seed)
+            .iter()
+            .map(|index| {
+                self.train
+                    .batch(index, &self.device, self.dtype)
+                    .map_err(|e| rnn_train::Error::Invalid(format!("{e:#}")))
+            })
+            .collect()
+    }
+
+    fn train_step(
+        &mut self,
+        (xs, ys): &Self::Batch,
+        _carry: &mut Option<RnnState>,
+    ) -> rnn_train::Result<StepLoss> {
+        Ok(StepLoss {
+            loss: self.model.loss(xs, None, ys, true)?,
+            units: xs.dim(0)? as u64,
+        })
+    }
+
+    fn evaluate(&mut self) -> rnn_train::Result<Evaluation> {
+        let (mse, baseline) = adding_mse(&self.model, &self.valid, &self.device, self.dtype)
+            .map_err(|e| rnn_train::Error::Invalid(format!("{e:#}")))?;
+        let mut eval = Evaluation::from_loss(mse);
+        eval.metrics.insert("mse".into(), mse);
+        eval.metrics.insert("baseline_mse".into(), baseline);
+        eval.main = Some(MainMetric {
+            name: "mse".into(),
+            value: mse,
+            higher_is_better: false,
+        });
+        Ok(eval)
+    }
+
+    fn set_seed(&mut self, seed: u64) {
+        self.model.set_seed(seed);
+    }
+
+    fn rng_counters(&self) -> Vec<u64> {
+        self.model.rng_counters()
+    }
+
+    fn set_rng_counters(&mut self, counters: &[u64]) -> rnn_train::Result<()> {
+        Ok(self.model.set_rng_counters(counters)?)
+    }
+
+    fn checkpoint_config(&self) -> serde_json::Value {
+        serde_json::json!({
+            "task": TaskName::Adding.as_str(),
+            "model": self.model.config(),
+            "seq_len": self.meta.seq_len,
+            "samples": self.meta.samples,
+        })
+    }
+}
+
+/// The copy-memory task as a [`TrainTask`].
+struct CopyTask {
+    model: SequenceTagger,
+    train: CopyData,
+    valid: CopyData,
+    batch_size: usize,
+    device: Device,
+    meta: Meta,
+}
+
+impl TrainTask for CopyTask {
+    type Batch = (Tensor, Tensor);
+
+    fn train_batches(&mut self, epoch: u64, seed: u64) -> rnn_train::Result<Vec<Self::Batch>> {
+        epoch_batches(self.train.len(), self.batch_size, epoch, seed)
+            .iter()
+            .map(|index| {
+                self.train
+                    .batch(index, &self.device)
+                    .map_err(|e| rnn_train::Error::Invalid(format!("{e:#}")))
+            })
+            .collect()
+    }
+
+    fn train_step(
+        &mut self,
+        (xs, ys): &Self::Batch,
+        _carry: &mut Option<RnnState>,
+    ) -> rnn_train::Result<StepLoss> {
+        Ok(StepLoss {
+            loss: self.model.loss(xs, None, ys, true)?,
+            units: xs.dim(0)? as u64,
+        })
+    }
+
+    fn evaluate(&mut self) -> rnn_train::Result<Evaluation> {
+        let s = copy_scores(&self.model, &self.valid, &self.device)
+            .map_err(|e| rnn_train::Error::Invalid(format!("{e:#}")))?;
+        let mut eval = Evaluation::from_loss(s.loss);
+        eval.metrics.insert("accuracy".into(), s.accuracy);
+        eval.metrics
+            .insert("sequence_accuracy".into(), s.sequence_accuracy);
+        eval.metrics
+            .insert("blank_accuracy".into(), s.blank_accuracy);
+        eval.metrics
+            .insert("baseline_accuracy".into(), COPY_BASELINE_ACCURACY);
+        eval.main = Some(MainMetric {
+            name: "accuracy".into(),
+            value: s.accuracy,
+            higher_is_better: true,
+        });
+        Ok(eval)
+    }
+
+    fn set_seed(&mut self, seed: u64) {
+        self.model.set_seed(seed);
+    }
+
+    fn rng_counters(&self) -> Vec<u64> {
+        self.model.rng_counters()
+    }
+
+    fn set_rng_counters(&mut self, counters: &[u64]) -> rnn_train::Result<()> {
+        Ok(self.model.set_rng_counters(counters)?)
+    }
+
+    fn checkpoint_config(&self) -> serde_json::Value {
+        serde_json::json!({
+            "task": TaskName::Copy.as_str(),
+            "model": self.model.config(),
+            "seq_len": self.meta.seq_len,
+            "samples": self.meta.samples,
+        })
+    }
+}
+
+/// Refuses the file options: these tasks generate their data.
+fn refuse_files(ctx: &RunContext) -> Result<()> {
+    let o = &ctx.opts;
+    for (flag, given) in [
+        ("--data", o.data.is_some()),
+        ("--valid", o.valid.is_some()),
+        ("--test", o.test.is_some()),
+    ] {
+        if given {
+            bail!(
+                "{flag}: the {} task generates its data and reads no file; set its size with --seq-len and --samples",
+                ctx.task.as_str()
+            );
+        }
+    }
+    if o.bidirectional == Some(true) {
+        bail!(
+            "--bidirectional: the {} task needs a unidirectional model (the answer must be carried forward in time)",
+            ctx.task.as_str()
+        );
+    }
+    Ok(())
+}
+
+/// Trains `ctx.task` (adding or copy).
+///
+/// Defaults: LSTM, `--hidden 64` (adding) / `128` (copy), one layer, `--batch-size 64`,
+/// `--samples 10000`, `--seq-len 50` (adding) / `20` (copy), AdamW `--lr 3e-3` (adding) /
+/// `1e-2` (copy), `--clip 1.0`, `--epochs 10`, evaluation at every epoch end.
 pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
-    bail!("task {} is not built yet", ctx.task.as_str())
+    refuse_files(ctx)?;
+    let o = &ctx.opts;
+    let adding = match ctx.task {
+        TaskName::Adding => true,
+        TaskName::Copy => false,
+        other => bail!(
+            "synthetic::train: `{}` is not a generated task",
+            other.as_str()
+        ),
+    };
+    let mode = ctx.cell(Mode::Lstm)?;
+    let seq_len = o.seq_len.unwrap_or(if adding {
+        ADDING_DEFAULT_SEQ_LEN
+    } else {
+        COPY_DEFAULT_SEQ_LEN
+    });
+    let samples = o.samples.unwrap_or(DEFAULT_SAMPLES);
+    let hidden = o.hidden.unwrap_or(if adding { 64 } else { 128 });
+    let layers = o.layers.unwrap_or(1);
+    let dropout = o.dropout.unwrap_or(0.0);
+    let batch_size = o.batch_size.unwrap_or(64);
+    let defaults = TrainDefaults {
+        epochs: 10,
+        lr: if adding { 3e-3 } else { 1e-2 },
+        clip: Some(1.0),
+        eval_every: None,
+        optimizer: "adamw",
+    };
+    let cfg = trainer_config(ctx, &defaults)?;
+    let meta = Meta { seq_len, samples };
+    let varmap = VarMap::new();
+    let vb = ctx.var_builder(&varmap);
+    ctx.say(&format!(
+        "{}: {} sequences of {} steps, {mode} hidden {hidden} x {layers} layer(s)",
+        ctx.task.as_str(),
+        samples,
+        if adding {
+            seq_len
+        } else {
+            copy_seq_len(seq_len)
+        },
+    ));
+    let (report, extra) = if adding {
+        let train = AddingData::generate(samples, seq_len, TRAIN_SEED)?;
+        let valid = AddingData::generate(EVAL_SAMPLES, seq_len, VALID_SEED)?;
+        let model_cfg = ForecasterConfig::new(2, 1, hidden, ForecastStrategy::Direct)
+            .with_mode(mode)
+            .with_num_layers(layers)
+            .with_dropout(dropout);
+        let model = Forecaster::new(model_cfg, vb).context("building the adding model")?;
+        let mut task = AddingTask {
+            model,
+            train,
+            valid,
+            batch_size,
+            device: ctx.device.clone(),
+            dtype: ctx.dtype,
+            meta,
+        };
+        let report = fit(ctx, cfg, varmap, &mut task)?;
+        let extra = vec![format!(
+            "baseline MSE {ADDING_BASELINE_MSE:.3} (always predicting 1)"
+        )];
+        (report, extra)
+    } else {
+        let train = CopyData::generate(samples, seq_len, TRAIN_SEED)?;
+        let valid = CopyData::generate(EVAL_SAMPLES, seq_len, VALID_SEED)?;
+        let embedding = o.embedding.unwrap_or(16);
+        let model_cfg = SequenceTaggerConfig::new(
+            Input::tokens(COPY_DELIMITER as usize + 1, embedding),
+            mode,
+            hidden,
+            COPY_SYMBOLS as usize + 1,
+        )
+        .with_bidirectional(false)
+        .with_num_layers(layers)
+        .with_rnn_dropout(if layers > 1 { dropout } else { 0.0 });
+        let model = SequenceTagger::new(&model_cfg, vb).context("building the copy model")?;
+        let mut task = CopyTask {
+            model,
+            train,
+            valid,
+            batch_size,
+            device: ctx.device.clone(),
+            meta,
+        };
+        let report = fit(ctx, cfg, varmap, &mut task)?;
+        let extra = vec![format!(
+            "baseline accuracy {COPY_BASELINE_ACCURACY:.3} (guessing)"
+        )];
+        (report, extra)
+    };
+    Ok(TrainOutcome { report, extra })
 }
 
-/// Evaluates a checkpoint.
-pub fn eval(run: &CheckpointRun, _args: &EvalArgs) -> Result<String> {
-    bail!("eval of {} is not built yet", run.task.as_str())
+// ---------------------------------------------------------------------------------------------
+// Checkpoints: eval and predict
+// ---------------------------------------------------------------------------------------------
+
+/// The adding model of a checkpoint and its `--seq-len`.
+fn load_adding(run: &CheckpointRun) -> Result<(Forecaster, usize)> {
+    let cfg: ForecasterConfig = run.model_entry("model")?;
+    let seq_len: usize = run.model_entry("seq_len")?;
+    let varmap = VarMap::new();
+    let model = Forecaster::new(cfg, run.var_builder(&varmap))
+        .with_context(|| format!("{}: rebuilding the model", run.dir.display()))?;
+    run.fill(&varmap)?;
+    Ok((model, seq_len))
 }
 
-/// Predicts with a checkpoint.
-pub fn predict(run: &CheckpointRun, _args: &PredictArgs) -> Result<Vec<String>> {
-    bail!("predict of {} is not built yet", run.task.as_str())
+/// The copy model of a checkpoint and its blank gap.
+fn load_copy(run: &CheckpointRun) -> Result<(SequenceTagger, usize)> {
+    let cfg: SequenceTaggerConfig = run.model_entry("model")?;
+    let gap: usize = run.model_entry("seq_len")?;
+    let varmap = VarMap::new();
+    let model = SequenceTagger::new(&cfg, run.var_builder(&varmap))
+        .with_context(|| format!("{}: rebuilding the model", run.dir.display()))?;
+    run.fill(&varmap)?;
+    Ok((model, gap))
 }
 
-/// Samples from a checkpoint.
+/// Evaluates a checkpoint on [`EVAL_SAMPLES`] freshly generated sequences (a seed that neither
+/// training nor validation used).
+pub fn eval(run: &CheckpointRun, args: &EvalArgs) -> Result<String> {
+    if let Some(p) = &args.data {
+        bail!(
+            "--data {}: the {} task generates its evaluation data; no file is read",
+            p.display(),
+            run.task.as_str()
+        );
+    }
+    match run.task {
+        TaskName::Adding => {
+            let (model, seq_len) = load_adding(run)?;
+            let data = AddingData::generate(EVAL_SAMPLES, seq_len, EVAL_SEED)?;
+            let (mse, baseline) = adding_mse(&model, &data, &run.device, run.dtype())?;
+            Ok(format!(
+                "adding (T = {seq_len}, {}): MSE {mse:.4} on {EVAL_SAMPLES} fresh sequences; baseline (always 1) {baseline:.4}",
+                model.config().mode
+            ))
+        }
+        TaskName::Copy => {
+            let (model, gap) = load_copy(run)?;
+            let data = CopyData::generate(EVAL_SAMPLES, gap, EVAL_SEED)?;
+            let s = copy_scores(&model, &data, &run.device)?;
+            Ok(format!(
+                "copy (gap T = {gap}, {}): recall accuracy {:.4} (guessing {COPY_BASELINE_ACCURACY:.3}), whole sequences {:.4}, blank steps {:.4}, loss {:.4} on {EVAL_SAMPLES} fresh sequences",
+                model.config().mode,
+                s.accuracy,
+                s.sequence_accuracy,
+                s.blank_accuracy,
+                s.loss
+            ))
+        }
+        other => bail!(
+            "synthetic::eval: `{}` is not a generated task",
+            other.as_str()
+        ),
+    }
+}
+
+/// Parses an adding-problem input `"0.3:1 0.5:0 0.2:1 ..."` (`value:marker` per step, marker 0
+/// or 1): the `(T, 2)` rows and the sum of the marked values.
+pub fn parse_adding_input(line: &str) -> Result<(Vec<f32>, f32)> {
+    let mut xs = Vec::new();
+    let mut sum = 0f32;
+    for (i, tok) in line.split_whitespace().enumerate() {
+        let bad = |what: &str| {
+            anyhow::anyhow!(
+                "--input: step {} '{tok}': {what}; expected value:marker pairs such as \"0.3:1 0.5:0 0.2:1\"",
+                i + 1
+            )
+        };
+        let (v, m) = tok.split_once(':').ok_or_else(|| bad("no ':'"))?;
+        let v: f32 = v
+            .trim()
+            .parse()
+            .map_err(|_| bad("the value is not a number"))?;
+        if !v.is_finite() {
+            return Err(bad("the value is not finite"));
+        }
+        let m: f32 = match m.trim() {
+            "0" => 0.0,
+            "1" => 1.0,
+            _ => return Err(bad("the marker must be 0 or 1")),
+        };
+        if m == 1.0 {
+            sum += v;
+        }
+        xs.extend([v, m]);
+    }
+    if xs.is_empty() {
+        bail!("--input: empty; expected value:marker pairs such as \"0.3:1 0.5:0 0.2:1\"");
+    }
+    Ok((xs, sum))
+}
+
+/// Parses a copy-memory input: exactly [`COPY_RECALL`] symbols in `1..=COPY_SYMBOLS`.
+pub fn parse_copy_input(line: &str) -> Result<Vec<u32>> {
+    let symbols = line
+        .split_whitespace()
+        .enumerate()
+        .map(|(i, tok)| match tok.parse::<u32>() {
+            Ok(s) if (1..=COPY_SYMBOLS).contains(&s) => Ok(s),
+            _ => bail!(
+                "--input: symbol {} '{tok}' must be a whole number from 1 to {COPY_SYMBOLS}",
+                i + 1
+            ),
+        })
+        .collect::<Result<Vec<u32>>>()?;
+    if symbols.len() != COPY_RECALL {
+        bail!(
+            "--input: expected {COPY_RECALL} symbols (1 to {COPY_SYMBOLS}) separated by spaces, got {}",
+            symbols.len()
+        );
+    }
+    Ok(symbols)
+}
+
+/// Runs a checkpoint on `--input`: adding `value:marker` pairs give the predicted sum; copy
+/// symbols give the recalled symbols after the checkpoint's blank gap.
+pub fn predict(run: &CheckpointRun, args: &PredictArgs) -> Result<Vec<String>> {
+    let inputs = args.inputs()?;
+    match run.task {
+        TaskName::Adding => {
+            let (model, seq_len) = load_adding(run)?;
+            let mut lines = Vec::new();
+            for line in &inputs {
+                let (xs, sum) = parse_adding_input(line)?;
+                let t = xs.len() / 2;
+                let marked = xs.iter().skip(1).step_by(2).filter(|&&m| m == 1.0).count();
+                let input = Tensor::from_vec(xs, (1, t, 2), &run.device)?.to_dtype(run.dtype())?;
+                let pred = model
+                    .predict(&input, None, 1)?
+                    .flatten_all()?
+                    .to_dtype(DType::F64)?
+                    .to_vec1::<f64>()?[0];
+                let mut out = format!("{pred:.4} (sum of the {marked} marked values: {sum:.4})");
+                if t != seq_len || marked != 2 {
+                    out.push_str(&format!(
+                        "; note: trained on {seq_len} steps with exactly 2 marked, this input has {t} steps with {marked} marked"
+                    ));
+                }
+                lines.push(out);
+            }
+            Ok(lines)
+        }
+        TaskName::Copy => {
+            let (model, gap) = load_copy(run)?;
+            let mut lines = Vec::new();
+            for line in &inputs {
+                let symbols = parse_copy_input(line)?;
+                let (x, _) = copy_sequence(&symbols, gap);
+                let len = x.len();
+                let input = Tensor::from_vec(x, (1, len), &run.device)?;
+                let pred = &model.predict(&input, None)?[0];
+                let recalled = &pred[len - COPY_RECALL..];
+                let right = recalled
+                    .iter()
+                    .zip(&symbols)
+                    .filter(|(a, b)| a == b)
+                    .count();
+                let text: Vec<String> = recalled.iter().map(u32::to_string).collect();
+                lines.push(format!(
+                    "{} ({right}/{COPY_RECALL} right after a gap of {gap})",
+                    text.join(" ")
+                ));
+            }
+            Ok(lines)
+        }
+        other => bail!(
+            "synthetic::predict: `{}` is not a generated task",
+            other.as_str()
+        ),
+    }
+}
+
+/// The generated tasks are not generative: always an error pointing to `rnn predict`.
 pub fn sample(run: &CheckpointRun, _args: &SampleArgs) -> Result<Vec<String>> {
-    bail!("sample of {} is not built yet", run.task.as_str())
+    bail!(
+        "`rnn sample` does not apply to the {} task (it predicts, it does not generate); use `rnn predict --checkpoint {} --input ...`",
+        run.task.as_str(),
+        run.dir.display()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adding_data_has_two_markers_one_per_half_and_the_sum_as_target() {
+        let d = AddingData::generate(200, 9, 1).unwrap();
+        assert_eq!(d.len(), 200);
+        for i in 0..d.len() {
+            let row = &d.xs[i * 18..(i + 1) * 18];
+            let marked: Vec<usize> = (0..9).filter(|&t| row[2 * t + 1] == 1.0).collect();
+            assert_eq!(marked.len(), 2);
+            assert!(marked[0] < 4 && marked[1] >= 4, "{marked:?}");
+            let sum = row[2 * marked[0]] + row[2 * marked[1]];
+            assert!((sum - d.ys[i]).abs() < 1e-6);
+            assert!(row.iter().step_by(2).all(|v| (0.0..1.0).contains(v)));
+        }
+        assert_eq!(d, AddingData::generate(200, 9, 1).unwrap());
+        assert_ne!(d, AddingData::generate(200, 9, 2).unwrap());
+        let e = AddingData::generate(5, 1, 0).unwrap_err().to_string();
+        assert!(e.contains("--seq-len"), "{e}");
+    }
+
+    #[test]
+    fn adding_baseline_is_about_one_sixth() {
+        let d = AddingData::generate(20_000, 10, 3).unwrap();
+        let mse = d.ys.iter().map(|&y| (y as f64 - 1.0).powi(2)).sum::<f64>() / 20_000.0;
+        assert!((mse - ADDING_BASELINE_MSE).abs() < 0.01, "{mse}");
+    }
+
+    #[test]
+    fn copy_sequences_recall_the_symbols_after_the_delimiter() {
+        let (x, y) = copy_sequence(&[3, 1, 4, 1, 5, 2, 6, 5, 3, 5], 4);
+        assert_eq!(x.len(), 25);
+        assert_eq!(&x[..10], &[3, 1, 4, 1, 5, 2, 6, 5, 3, 5]);
+        assert_eq!(&x[10..14], &[0; 4]);
+        assert_eq!(x[14], COPY_DELIMITER);
+        assert_eq!(&x[15..], &[0; 10]);
+        assert_eq!(&y[..15], &[0; 15]);
+        assert_eq!(&y[15..], &x[..10]);
+        let d = CopyData::generate(50, 3, 7).unwrap();
+        assert_eq!(d.len(), 50);
+        assert!(d.xs.iter().all(|&s| s <= COPY_DELIMITER));
+        assert!(d.ys.iter().all(|&s| s <= COPY_SYMBOLS));
+    }
+
+    #[test]
+    fn epochs_are_deterministic_permutations() {
+        let a = epoch_batches(103, 10, 2, 5);
+        assert_eq!(a, epoch_batches(103, 10, 2, 5));
+        assert_ne!(a, epoch_batches(103, 10, 3, 5));
+        assert_ne!(a, epoch_batches(103, 10, 2, 6));
+        assert_eq!(a.len(), 11);
+        let mut all: Vec<usize> = a.concat();
+        all.sort_unstable();
+        assert_eq!(all, (0..103).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn inputs_are_parsed_with_errors_naming_the_flag() {
+        let (xs, sum) = parse_adding_input("0.3:1 0.5:0 0.2:1").unwrap();
+        assert_eq!(xs, vec![0.3, 1.0, 0.5, 0.0, 0.2, 1.0]);
+        assert!((sum - 0.5).abs() < 1e-6);
+        for bad in ["0.3", "x:1", "0.3:2", "", "inf:1"] {
+            let e = parse_adding_input(bad).unwrap_err().to_string();
+            assert!(e.contains("--input"), "{bad}: {e}");
+        }
+        assert_eq!(
+            parse_copy_input("3 1 4 1 5 2 6 5 3 5").unwrap(),
+            vec![3, 1, 4, 1, 5, 2, 6, 5, 3, 5]
+        );
+        for bad in ["3 1 4", "3 1 4 1 5 2 6 5 3 9", "a 1 4 1 5 2 6 5 3 5"] {
+            let e = parse_copy_input(bad).unwrap_err().to_string();
+            assert!(e.contains("--input"), "{bad}: {e}");
+        }
+    }
 }

@@ -1,0 +1,439 @@
+//! End-to-end tests of `rnn train char-lm` / `word-lm` (char, word and subword levels) and of
+//! `rnn eval`, `rnn sample`, `rnn predict` on the checkpoints, driven in-process through
+//! `rnn::cli`. Small generated text, tiny models, CPU: a few seconds each.
+
+use std::path::{Path, PathBuf};
+
+use rnn::cli::options::Options;
+use rnn::cli::run::CheckpointRun;
+use rnn::cli::{EvalArgs, PredictArgs, SampleArgs, TrainArgs};
+use rnn::train::trainer::EvalRecord;
+
+/// A few hundred lines of a small, regular language.
+fn corpus(lines: usize, offset: usize) -> String {
+    let subjects = ["the cat", "a dog", "the king", "my friend"];
+    let verbs = ["sees", "likes", "finds"];
+    let objects = ["the moon", "a ball", "the river", "an apple", "<unk>"];
+    (0..lines)
+        .map(|i| {
+            let k = i + offset;
+            format!(
+                "{} {} {} .\n",
+                subjects[k % 4],
+                verbs[(k / 4) % 3],
+                objects[(k * 7 / 3) % 5]
+            )
+        })
+        .collect()
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+fn records(out: &Path) -> Vec<EvalRecord> {
+    std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn run(args: &[&str]) -> anyhow::Result<()> {
+    let mut all = vec!["rnn"];
+    all.extend_from_slice(args);
+    rnn::cli::run(all)
+}
+
+fn assert_run_dir(out: &Path, vocab_file: &str) {
+    for f in [
+        "checkpoint/model.safetensors",
+        "checkpoint/config.json",
+        "best/model.safetensors",
+        "metrics.jsonl",
+        "learning_curves.png",
+    ] {
+        assert!(out.join(f).is_file(), "{f} missing in {}", out.display());
+    }
+    assert!(
+        out.join("checkpoint").join(vocab_file).is_file(),
+        "{vocab_file} missing"
+    );
+}
+
+fn assert_loss_fell(out: &Path) -> Vec<EvalRecord> {
+    let recs = records(out);
+    assert!(recs.len() >= 2, "{} evaluations", recs.len());
+    let (first, last) = (&recs[0], recs.last().unwrap());
+    assert!(
+        last.valid_loss < first.valid_loss,
+        "valid loss {} -> {}",
+        first.valid_loss,
+        last.valid_loss
+    );
+    assert!(last.train_loss.unwrap() < first.train_loss.unwrap());
+    assert_eq!(last.main.name, "perplexity");
+    recs
+}
+
+fn device() -> candle_core::Device {
+    candle_core::Device::Cpu
+}
+
+fn sample_args(dir: &Path, prompt: Option<&str>, temperature: f64) -> SampleArgs {
+    SampleArgs {
+        checkpoint: dir.to_path_buf(),
+        prompt: prompt.map(str::to_string),
+        temperature,
+        top_k: None,
+        top_p: None,
+        max_len: 40,
+        num: 1,
+        seed: 3,
+        device: "cpu".into(),
+    }
+}
+
+fn predict_args(dir: &Path, input: &str) -> PredictArgs {
+    PredictArgs {
+        checkpoint: dir.to_path_buf(),
+        input: Some(input.to_string()),
+        beam: None,
+        horizon: None,
+        device: "cpu".into(),
+    }
+}
+
+#[test]
+fn char_lm_trains_and_its_checkpoint_samples_evaluates_and_predicts() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = write(dir.path(), "train.txt", &corpus(300, 0));
+    let out = dir.path().join("run");
+    run(&[
+        "train",
+        "char-lm",
+        "--data",
+        &s(&data),
+        "--out",
+        &s(&out),
+        "--device",
+        "cpu",
+        "--hidden",
+        "48",
+        "--layers",
+        "1",
+        "--embedding",
+        "16",
+        "--seq-len",
+        "25",
+        "--batch-size",
+        "8",
+        "--max-steps",
+        "40",
+        "--eval-every",
+        "10",
+        "--lr",
+        "0.01",
+        "--dropout",
+        "0",
+    ])
+    .unwrap();
+    assert_run_dir(&out, "vocab.json");
+    let recs = assert_loss_fell(&out);
+    let last = recs.last().unwrap();
+    let bpc = last.metrics["bits_per_char"];
+    assert!((bpc - last.valid_loss / std::f64::consts::LN_2).abs() < 1e-9);
+    assert!(last.metrics["nats_per_char"] < 2.5, "{last:?}");
+
+    // The CLI commands work on the run directory.
+    run(&[
+        "sample",
+        "--checkpoint",
+        &s(&out),
+        "--device",
+        "cpu",
+        "--max-len",
+        "30",
+    ])
+    .unwrap();
+    run(&["eval", "--checkpoint", &s(&out), "--device", "cpu"]).unwrap();
+    run(&[
+        "eval",
+        "--checkpoint",
+        &s(&out),
+        "--device",
+        "cpu",
+        "--data",
+        &s(&data),
+    ])
+    .unwrap();
+    run(&[
+        "predict",
+        "--checkpoint",
+        &s(&out),
+        "--device",
+        "cpu",
+        "--input",
+        "the cat",
+    ])
+    .unwrap();
+
+    // And what they print makes sense.
+    let ck = CheckpointRun::load(&out, &device()).unwrap();
+    let samples = rnn::tasks::lm::sample(&ck, &sample_args(&out, Some("the "), 0.0)).unwrap();
+    assert_eq!(samples.len(), 1);
+    assert!(samples[0].starts_with("the "), "{samples:?}");
+    assert_eq!(samples[0].chars().count(), 4 + 40);
+    let again = rnn::tasks::lm::sample(&ck, &sample_args(&out, Some("the "), 0.0)).unwrap();
+    assert_eq!(samples, again, "greedy sampling is deterministic");
+    let mut many = sample_args(&out, None, 1.0);
+    many.num = 2;
+    let two = rnn::tasks::lm::sample(&ck, &many).unwrap();
+    assert_eq!(two.len(), 4, "{two:?}"); // header + sample, twice
+    let line = rnn::tasks::lm::eval(
+        &ck,
+        &EvalArgs {
+            checkpoint: out.clone(),
+            data: None,
+            labels: None,
+            device: "cpu".into(),
+            batch_size: 8,
+        },
+    )
+    .unwrap();
+    assert!(
+        line.contains("perplexity") && line.contains("bits/char"),
+        "{line}"
+    );
+    // A sentence of the training language is more likely than a scrambled one.
+    let p = rnn::tasks::lm::predict(&ck, &predict_args(&out, "the cat sees the moon .")).unwrap();
+    let q = rnn::tasks::lm::predict(&ck, &predict_args(&out, "eht tac sees eht noom .")).unwrap();
+    let lp = |l: &str| -> f64 {
+        l.split("log-prob ")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert!(p[0].contains("next:"), "{}", p[0]);
+    assert!(lp(&p[0]) > lp(&q[0]), "{} vs {}", p[0], q[0]);
+}
+
+#[test]
+fn word_lm_with_valid_and_test_files_reports_test_perplexity() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = write(dir.path(), "ptb.train.txt", &corpus(400, 0));
+    let valid = write(dir.path(), "ptb.valid.txt", &corpus(60, 1000));
+    let test = write(dir.path(), "ptb.test.txt", &corpus(60, 2000));
+    let out = dir.path().join("run");
+    let opts = Options {
+        data: Some(train.clone()),
+        valid: Some(valid),
+        test: Some(test.clone()),
+        out: Some(out.clone()),
+        device: Some("cpu".into()),
+        hidden: Some(32),
+        embedding: Some(32),
+        tie_weights: Some(true),
+        layers: Some(1),
+        seq_len: Some(10),
+        batch_size: Some(8),
+        max_steps: Some(60),
+        eval_every: Some(20),
+        optimizer: Some("adamw".into()),
+        lr: Some(0.01),
+        ..Default::default()
+    };
+    let line = rnn::cli::train(
+        TrainArgs {
+            task: Some("word-lm".into()),
+            config: None,
+            opts,
+        },
+        false,
+    )
+    .unwrap();
+    assert!(line.contains("test perplexity"), "{line}");
+    assert_run_dir(&out, "vocab.json");
+    let recs = assert_loss_fell(&out);
+    assert!(recs.last().unwrap().metrics.contains_key("bits_per_token"));
+    let test_ppl: f64 = line
+        .split("test perplexity ")
+        .nth(1)
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // 18 word types + specials: a model that learnt nothing would score about 20.
+    assert!(test_ppl < 10.0, "{line}");
+
+    let ck = CheckpointRun::load(&out, &device()).unwrap();
+    let vocab = std::fs::read_to_string(out.join("checkpoint/vocab.json")).unwrap();
+    assert!(vocab.contains("\"king\""));
+    let samples = rnn::tasks::lm::sample(&ck, &sample_args(&out, Some("the cat"), 0.5)).unwrap();
+    assert!(samples[0].starts_with("the cat "), "{samples:?}");
+    // Word samples are made of training words (and line breaks).
+    for w in samples[0].split_whitespace() {
+        assert!(vocab.contains(&format!("\"{w}\"")), "{w} in {samples:?}");
+    }
+    run(&[
+        "eval",
+        "--checkpoint",
+        &s(&out),
+        "--device",
+        "cpu",
+        "--data",
+        &s(&test),
+    ])
+    .unwrap();
+    let p = rnn::tasks::lm::predict(&ck, &predict_args(&out, "the king likes a ball .")).unwrap();
+    assert!(p[0].contains("over 7 tokens"), "{}", p[0]); // 6 words + <eos>
+}
+
+#[test]
+fn subword_level_saves_its_tokenizer_and_round_trips_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = write(dir.path(), "train.txt", &corpus(300, 0));
+    let out = dir.path().join("run");
+    run(&[
+        "train",
+        "word-lm",
+        "--level",
+        "subword",
+        "--vocab-size",
+        "300",
+        "--data",
+        &s(&data),
+        "--out",
+        &s(&out),
+        "--device",
+        "cpu",
+        "--hidden",
+        "32",
+        "--embedding",
+        "16",
+        "--layers",
+        "1",
+        "--seq-len",
+        "10",
+        "--batch-size",
+        "8",
+        "--max-steps",
+        "30",
+        "--eval-every",
+        "10",
+        "--optimizer",
+        "adamw",
+        "--lr",
+        "0.01",
+    ])
+    .unwrap();
+    assert_run_dir(&out, "tokenizer.json");
+    assert_loss_fell(&out);
+    let ck = CheckpointRun::load(&out, &device()).unwrap();
+    let samples = rnn::tasks::lm::sample(&ck, &sample_args(&out, Some("the king"), 1.0)).unwrap();
+    assert!(samples[0].starts_with("the king"), "{samples:?}");
+    assert!(samples[0].len() > "the king".len());
+    run(&[
+        "predict",
+        "--checkpoint",
+        &s(&out),
+        "--device",
+        "cpu",
+        "--input",
+        "a dog",
+    ])
+    .unwrap();
+    run(&["eval", "--checkpoint", &s(&out), "--device", "cpu"]).unwrap();
+}
+
+fn train_error(args: &[&str]) -> String {
+    let mut all = vec!["train"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--device", "cpu", "--max-steps", "1"]);
+    format!("{:#}", run(&all).unwrap_err())
+}
+
+#[test]
+fn bad_inputs_give_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = s(&dir.path().join("run"));
+    let missing = s(&dir.path().join("nope.txt"));
+    let e = train_error(&["char-lm", "--data", &missing, "--out", &out]);
+    assert!(e.contains("nope.txt") && e.contains("--data"), "{e}");
+
+    let empty = write(dir.path(), "empty.txt", "  \n\n");
+    let e = train_error(&["char-lm", "--data", &s(&empty), "--out", &out]);
+    assert!(e.contains("empty.txt") && e.contains("empty"), "{e}");
+
+    let bad = dir.path().join("latin1.txt");
+    std::fs::write(&bad, b"good line\nsecond line\ncaf\xe9\n").unwrap();
+    let e = train_error(&["word-lm", "--data", &s(&bad), "--out", &out]);
+    assert!(
+        e.contains("latin1.txt") && e.contains('3') && e.contains("UTF-8"),
+        "{e}"
+    );
+
+    let data = write(dir.path(), "ok.txt", &corpus(50, 0));
+    let e = train_error(&[
+        "char-lm",
+        "--data",
+        &s(&data),
+        "--out",
+        &out,
+        "--level",
+        "bogus",
+    ]);
+    assert!(e.contains("--level") && e.contains("bogus"), "{e}");
+
+    let e = train_error(&[
+        "char-lm",
+        "--data",
+        &s(&data),
+        "--out",
+        &out,
+        "--batch-size",
+        "100000",
+    ]);
+    assert!(e.contains("--batch-size") && e.contains("ok.txt"), "{e}");
+
+    let missing_valid = s(&dir.path().join("valid-missing.txt"));
+    let e = train_error(&[
+        "word-lm",
+        "--data",
+        &s(&data),
+        "--valid",
+        &missing_valid,
+        "--out",
+        &out,
+    ]);
+    assert!(
+        e.contains("--valid") && e.contains("valid-missing.txt"),
+        "{e}"
+    );
+
+    let e = train_error(&[
+        "word-lm",
+        "--level",
+        "subword",
+        "--vocab-size",
+        "10",
+        "--data",
+        &s(&data),
+        "--out",
+        &out,
+    ]);
+    assert!(e.contains("--vocab-size"), "{e}");
+}
