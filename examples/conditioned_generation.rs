@@ -16,8 +16,10 @@
 //! Run: `cargo run --release --example conditioned_generation [-- STEPS]` (default 600 steps
 //! per strategy).
 //!
-//! Measured on a 2-core CPU (release, about 10 s for all three): every strategy ends 100% of its
-//! samples at the right length for every class, and 100% follow the pattern.
+//! Measured on a 2-core CPU (release, about 4 s for all three, 1-2 s of training each): right
+//! length in 1.000 (end-token), 1.000 (bernoulli) and 0.998 (predicted-length) of the 400
+//! samples, right pattern in 0.998, 0.995 and 0.995 (the misses are temperature-1 draws of
+//! unlikely symbols).
 
 use std::time::Instant;
 

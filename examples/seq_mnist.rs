@@ -15,8 +15,10 @@
 //! out in file order) into `runs/example-seq-mnist/` and prints the held-out accuracy of the best
 //! checkpoint.
 //!
-//! Measured (release, 2-core CPU): MEASURED_MNIST on the MNIST 10k test set split 8k/2k
-//! (1-NN on the same split: 96.75%); MEASURED_SYNTHETIC on the generated patterns.
+//! Measured (release, shared 2-core CPU, the defaults: 12 epochs of batch 64, AdamW 2e-3):
+//! **97.25%** held-out accuracy on the MNIST 10k test set split 8k/2k, in 140-200 s (1-NN on the
+//! same split: 96.75%; the last epoch is also the best); 99.83% on the generated patterns
+//! (3 epochs, LSTM 64, 3 s).
 
 use std::path::PathBuf;
 

@@ -14,10 +14,15 @@
 //!   such as `fra.txt` (English<TAB>French), with the PyTorch tutorial's normalisation and filter
 //!   ("i am / he is / ..." sentences under 10 words); the target is column 0 by default, i.e.
 //!   French -> English for `fra.txt`.
+//! - `--steps N` anywhere changes the number of training steps (default 750 for dates, 2,000
+//!   for a file).
 //!
-//! Expected output (release, 2-core CPU, measured): dates, 1,500 steps in about 50 s: greedy and
-//! beam exact match about 0.99; `fra.txt` fr -> en, 3,000 steps in about 4 min: BLEU about
-//! 0.45 greedy, slightly higher with beam search. See the report lines the program prints.
+//! Expected output: the training loss every 250 steps, six translations (source, reference,
+//! greedy, beam), BLEU and exact match of greedy and beam decoding on up to 1,000 validation
+//! pairs, and the heatmap's paths. Measured (release, on a 2-core CPU shared with a load average
+//! of about 20, so times are pessimistic): dates, train loss 0.188 at step 250 (394 s). The
+//! `rnn train dates` task with the same data reaches 0.977 validation exact match after 313
+//! steps and 1.000 after 626 (general attention, batch 64).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -38,15 +43,18 @@ use rnn::train::plot::heatmap;
 const BEAM: usize = 5;
 const BATCH: usize = 64;
 
-/// Tokenised (source, target) pairs, the tokenisation level and the step budget.
-fn load_data(args: &[String]) -> Result<(Vec<(Vec<String>, Vec<String>)>, Level, usize)> {
+/// A tokenised (source, target) pair.
+type Pair = (Vec<String>, Vec<String>);
+
+/// Tokenised pairs, the tokenisation level and the step budget.
+fn load_data(args: &[String]) -> Result<(Vec<Pair>, Level, usize)> {
     let Some(path) = args.first() else {
         let (train, _) = date_pairs(11_000, 0, 0);
         let pairs = train
             .iter()
             .map(|(h, iso)| (Level::Char.tokens(h), Level::Char.tokens(iso)))
             .collect();
-        return Ok((pairs, Level::Char, 1500));
+        return Ok((pairs, Level::Char, 750));
     };
     let target: usize = match args.get(1) {
         Some(t) => t.parse().context("TARGET_COLUMN must be 0 or 1")?,
@@ -71,7 +79,7 @@ fn load_data(args: &[String]) -> Result<(Vec<(Vec<String>, Vec<String>)>, Level,
             pairs.len()
         );
     }
-    Ok((pairs, Level::Tutorial, 3000))
+    Ok((pairs, Level::Tutorial, 2000))
 }
 
 fn ids(vocab: &Vocab, tokens: &[String]) -> Vec<u32> {
@@ -86,9 +94,16 @@ fn words(vocab: &Vocab, h: &Hypothesis) -> Vec<String> {
 }
 
 fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let mut steps_flag = None;
+    if let Some(i) = args.iter().position(|a| a == "--steps") {
+        let n = args.get(i + 1).context("--steps needs a number")?;
+        steps_flag = Some(n.parse::<usize>().context("--steps needs a number")?);
+        args.drain(i..i + 2);
+    }
     let dev = Device::Cpu;
-    let (pairs, level, steps) = load_data(&args)?;
+    let (pairs, level, default_steps) = load_data(&args)?;
+    let steps = steps_flag.unwrap_or(default_steps);
     let (train, valid) = split_fraction(pairs, 0.1, 0)?;
     let valid: Vec<_> = valid.into_iter().take(1000).collect();
     let src_vocab = Vocab::build(
@@ -137,7 +152,7 @@ fn main() -> Result<()> {
     let start = Instant::now();
     let mut running = 0.0;
     for step in 1..=steps {
-        let batch: Vec<&(Vec<String>, Vec<String>)> = (0..BATCH)
+        let batch: Vec<&Pair> = (0..BATCH)
             .map(|_| &train[rng.random_range(0..train.len())])
             .collect();
         let src: Vec<Vec<u32>> = batch.iter().map(|p| ids(&src_vocab, &p.0)).collect();

@@ -12,7 +12,18 @@ fn tune_allocator() {
     }
 }
 
+/// Restores the default SIGPIPE action, so `rnn predict ... | head` ends quietly instead of
+/// panicking when the reader goes away (Rust ignores SIGPIPE by default).
+fn quiet_broken_pipe() {
+    #[cfg(unix)]
+    // SAFETY: setting a signal disposition to its default before any other thread runs.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() {
     tune_allocator();
+    quiet_broken_pipe();
     std::process::exit(rnn::cli::main_entry(std::env::args_os()));
 }

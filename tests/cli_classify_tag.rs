@@ -20,7 +20,9 @@ fn err(args: &[&str]) -> String {
 /// "label text" lines: label 1 when the sentence holds a positive keyword, 0 for a negative one.
 fn sentiment_file(dir: &Path, name: &str, n: usize, seed: u64) -> PathBuf {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let filler = ["the", "film", "a", "story", "is", "with", "its", "cast", "and", "plot"];
+    let filler = [
+        "the", "film", "a", "story", "is", "with", "its", "cast", "and", "plot",
+    ];
     let pos = ["great", "funny", "moving"];
     let neg = ["dull", "boring", "awful"];
     let mut text = String::new();
@@ -108,10 +110,32 @@ fn classify_trains_evaluates_and_predicts() {
     let out = dir.path().join("run");
     let s = |p: &Path| p.to_str().unwrap().to_string();
     run(&[
-        "train", "classify", "--data", &s(&train), "--test", &s(&test), "--out", &s(&out),
-        "--device", "cpu", "--epochs", "4", "--eval-every", "12", "--hidden", "16",
-        "--embedding", "16", "--batch-size", "16", "--lr", "0.01", "--pooling", "attention",
-        "--patience", "10",
+        "train",
+        "classify",
+        "--data",
+        &s(&train),
+        "--test",
+        &s(&test),
+        "--out",
+        &s(&out),
+        "--device",
+        "cpu",
+        "--epochs",
+        "4",
+        "--eval-every",
+        "12",
+        "--hidden",
+        "16",
+        "--embedding",
+        "16",
+        "--batch-size",
+        "16",
+        "--lr",
+        "0.01",
+        "--pooling",
+        "attention",
+        "--patience",
+        "10",
     ])
     .unwrap();
     check_run_dir(&out);
@@ -123,15 +147,19 @@ fn classify_trains_evaluates_and_predicts() {
     assert!(best > 0.9, "validation accuracy {best}");
     assert!(recs[0]["metrics"]["macro_f1"].is_number());
     let config = std::fs::read_to_string(out.join("checkpoint/config.json")).unwrap();
-    assert!(config.contains("\"labels\"") && config.contains("attention"), "{config}");
+    assert!(
+        config.contains("\"labels\"") && config.contains("attention"),
+        "{config}"
+    );
 
     // The library entry points behind `rnn eval` / `rnn predict`.
     let run_ckpt = rnn::cli::run::CheckpointRun::load(&out, &candle_core::Device::Cpu).unwrap();
     let scores = rnn::tasks::classify::score_file(&run_ckpt, &test, 32).unwrap();
     assert!(scores.accuracy > 0.9 && scores.count == 100, "{scores:?}");
     let c = rnn::tasks::classify::load(&run_ckpt).unwrap();
-    let p = rnn::tasks::classify::classify_text(&c, "the film is great and funny", &run_ckpt.device)
-        .unwrap();
+    let p =
+        rnn::tasks::classify::classify_text(&c, "the film is great and funny", &run_ckpt.device)
+            .unwrap();
     assert_eq!(p.label, "1", "{p:?}");
     assert_eq!(p.attention.len(), 6);
     let sum: f32 = p.attention.iter().map(|(_, w)| w).sum();
@@ -140,9 +168,26 @@ fn classify_trains_evaluates_and_predicts() {
     assert!((psum - 1.0).abs() < 1e-4, "{psum}");
     // And through the CLI.
     run(&["eval", "--checkpoint", &s(&out), "--device", "cpu"]).unwrap();
-    run(&["eval", "--checkpoint", &s(&out), "--data", &s(&test), "--device", "cpu"]).unwrap();
-    run(&["predict", "--checkpoint", &s(&out), "--input", "a dull boring film", "--device", "cpu"])
-        .unwrap();
+    run(&[
+        "eval",
+        "--checkpoint",
+        &s(&out),
+        "--data",
+        &s(&test),
+        "--device",
+        "cpu",
+    ])
+    .unwrap();
+    run(&[
+        "predict",
+        "--checkpoint",
+        &s(&out),
+        "--input",
+        "a dull boring film",
+        "--device",
+        "cpu",
+    ])
+    .unwrap();
     let e = err(&["sample", "--checkpoint", &s(&out), "--device", "cpu"]);
     assert!(e.contains("predict"), "{e}");
 }
@@ -155,9 +200,30 @@ fn tag_trains_evaluates_and_predicts() {
     let out = dir.path().join("run");
     let s = |p: &Path| p.to_str().unwrap().to_string();
     run(&[
-        "train", "tag", "--data", &s(&train), "--test", &s(&test), "--out", &s(&out), "--device",
-        "cpu", "--epochs", "3", "--eval-every", "10", "--hidden", "16", "--embedding", "16",
-        "--batch-size", "16", "--lr", "0.02", "--patience", "10",
+        "train",
+        "tag",
+        "--data",
+        &s(&train),
+        "--test",
+        &s(&test),
+        "--out",
+        &s(&out),
+        "--device",
+        "cpu",
+        "--epochs",
+        "3",
+        "--eval-every",
+        "10",
+        "--hidden",
+        "16",
+        "--embedding",
+        "16",
+        "--batch-size",
+        "16",
+        "--lr",
+        "0.02",
+        "--patience",
+        "10",
     ])
     .unwrap();
     check_run_dir(&out);
@@ -169,15 +235,26 @@ fn tag_trains_evaluates_and_predicts() {
 
     let ckpt = rnn::cli::run::CheckpointRun::load(&out, &candle_core::Device::Cpu).unwrap();
     let scores = rnn::tasks::tag::score_file(&ckpt, &test, 16).unwrap();
-    assert!(scores.accuracy > 0.95 && scores.sentences == 50, "{scores:?}");
+    assert!(
+        scores.accuracy > 0.95 && scores.sentences == 50,
+        "{scores:?}"
+    );
     let t = rnn::tasks::tag::load(&ckpt).unwrap();
-    let pairs = rnn::tasks::tag::tag_sentence(&t, "the old dog chases a bird .", &ckpt.device)
-        .unwrap();
+    let pairs =
+        rnn::tasks::tag::tag_sentence(&t, "the old dog chases a bird .", &ckpt.device).unwrap();
     let tags: Vec<&str> = pairs.iter().map(|(_, g)| g.as_str()).collect();
     assert_eq!(tags, ["DET", "ADJ", "NOUN", "VERB", "DET", "NOUN", "PUNCT"]);
     run(&["eval", "--checkpoint", &s(&out), "--device", "cpu"]).unwrap();
-    run(&["predict", "--checkpoint", &s(&out), "--input", "a cat sees the mat .", "--device", "cpu"])
-        .unwrap();
+    run(&[
+        "predict",
+        "--checkpoint",
+        &s(&out),
+        "--input",
+        "a cat sees the mat .",
+        "--device",
+        "cpu",
+    ])
+    .unwrap();
 }
 
 #[test]
@@ -192,15 +269,40 @@ fn tag_reads_two_column_conll() {
     std::fs::write(&p, text).unwrap();
     let out = dir.path().join("run");
     run(&[
-        "train", "tag", "--data", p.to_str().unwrap(), "--out", out.to_str().unwrap(),
-        "--device", "cpu", "--max-steps", "6", "--eval-every", "3", "--hidden", "8",
-        "--embedding", "8", "--batch-size", "8",
+        "train",
+        "tag",
+        "--data",
+        p.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--max-steps",
+        "6",
+        "--eval-every",
+        "3",
+        "--hidden",
+        "8",
+        "--embedding",
+        "8",
+        "--batch-size",
+        "8",
     ])
     .unwrap();
     assert!(out.join("checkpoint/model.safetensors").is_file());
     let e = err(&[
-        "train", "tag", "--data", p.to_str().unwrap(), "--out", out.to_str().unwrap(),
-        "--device", "cpu", "--max-steps", "1", "--tag-column", "xpos",
+        "train",
+        "tag",
+        "--data",
+        p.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--max-steps",
+        "1",
+        "--tag-column",
+        "xpos",
     ]);
     assert!(e.contains("--tag-column") && e.contains("2-column"), "{e}");
 }
@@ -230,7 +332,12 @@ fn bad_inputs_give_clear_errors() {
     std::fs::write(&odd, "1 a fine film\nneutral so so\n").unwrap();
     let e = with(
         "classify",
-        &["--data", train.to_str().unwrap(), "--valid", odd.to_str().unwrap()],
+        &[
+            "--data",
+            train.to_str().unwrap(),
+            "--valid",
+            odd.to_str().unwrap(),
+        ],
     );
     assert!(e.contains("odd.txt:2:") && e.contains("neutral"), "{e}");
     // --pooling bogus.
@@ -256,7 +363,10 @@ fn bad_inputs_give_clear_errors() {
     )
     .unwrap();
     let e = with("tag", &["--data", conllu.to_str().unwrap()]);
-    assert!(e.contains("broken.conllu:2:") && e.contains("found 8"), "{e}");
+    assert!(
+        e.contains("broken.conllu:2:") && e.contains("found 8"),
+        "{e}"
+    );
     // Unknown --tag-column.
     let good = conllu_file(d, "good.conllu", 10, 6);
     let e = with(
@@ -265,6 +375,12 @@ fn bad_inputs_give_clear_errors() {
     );
     assert!(e.contains("--tag-column") && e.contains("colour"), "{e}");
     // Eval of a missing checkpoint.
-    let e = err(&["eval", "--checkpoint", missing.to_str().unwrap(), "--device", "cpu"]);
+    let e = err(&[
+        "eval",
+        "--checkpoint",
+        missing.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
     assert!(e.contains("nope.txt"), "{e}");
 }

@@ -17,7 +17,8 @@
 //!
 //! Defaults: `char-lm` 2 x 256 LSTM, embedding 64, dropout 0.1, `--seq-len` 100, batch 32,
 //! AdamW lr 2e-3, clip 5, 10 epochs. `word-lm` is Zaremba's "small" model: 2 x 200 LSTM,
-//! dropout 0, `--seq-len` 20, batch 20, SGD lr 1.0, clip 5, 13 epochs, init U(-0.1, 0.1); the
+//! dropout 0, `--seq-len` 20, batch 20, SGD, 13 epochs, init U(-0.1, 0.1), lr 20 and clip 0.25
+//! on the per-token mean loss (= Zaremba's lr 1 and clip 5 on the loss summed over a window); the
 //! learning rate halves after every epoch whose validation loss does not improve (Zaremba
 //! halve it on a fixed schedule after epoch 4, which the trainer's schedules cannot express).
 
@@ -384,10 +385,13 @@ fn defaults(task: TaskName) -> LmDefaults {
             dropout: 0.0,
             seq_len: 20,
             batch: 20,
+            // Zaremba's lr 1 and clip 5 act on the loss summed over the 20 steps of a window;
+            // on the per-token mean loss the same update is lr 20 and clip 0.25 (as PyTorch's
+            // word_language_model example).
             train: TrainDefaults {
                 epochs: 13,
-                lr: 1.0,
-                clip: Some(5.0),
+                lr: 20.0,
+                clip: Some(0.25),
                 eval_every: None,
                 optimizer: "sgd",
             },

@@ -30,7 +30,7 @@
 //! | `--seq-len` | 64 | days per training sequence |
 //! | `--samples` | 1024 | training sequences (the validation set has 256, the test set 512) |
 //! | `--batch-size` | 32 | sequences per batch |
-//! | `--epochs` | 8 | passes over the training sequences |
+//! | `--epochs` | 4 | passes over the training sequences |
 //! | `--lr` | 0.01 | AdamW learning rate (gradient norm clipped at 5) |
 //! | `--eval-every` | 8 | steps between evaluations (besides epoch ends) |
 //!
@@ -589,7 +589,7 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
         config,
     };
     let defaults = TrainDefaults {
-        epochs: 8,
+        epochs: 4,
         lr: 1e-2,
         // Evaluate often so the climb from chance to 100% shows in the log and the plot.
         eval_every: Some(8),
