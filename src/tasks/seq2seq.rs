@@ -37,6 +37,11 @@
 //! (default 20,000) and a tenth as many validation pairs (never a training source), all from
 //! `--seed`. **Main metric: exact match.**
 //!
+//! Measured (release, 2-core CPU shared with other jobs): `rnn train seq2seq --data fra.txt
+//! --level tutorial --target 0` (French -> English, 10,640 / 1,182 pairs, defaults: 6 epochs)
+//! reaches validation BLEU 0.530 and exact match 0.329 (greedy); `rnn train dates` reaches exact
+//! match 0.977 after one epoch and 1.000 after two.
+//!
 //! # Model and training options (both tasks)
 //!
 //! `--cell` (gru), `--hidden`, `--embedding`, `--layers` (encoder and decoder, 1),
@@ -420,10 +425,10 @@ impl TaskDefaults {
                 embedding: 256,
                 bidirectional: true,
                 dropout: 0.1,
-                batch_size: 32,
+                batch_size: 64,
                 train: TrainDefaults {
-                    epochs: 15,
-                    lr: 1e-3,
+                    epochs: 6,
+                    lr: 2e-3,
                     clip: Some(5.0),
                     eval_every: None,
                     optimizer: "adamw",
