@@ -22,8 +22,8 @@
 //! ```
 //!
 //! On EWT UPOS the defaults of `rnn train tag` (128-unit BiLSTM, word embeddings with
-//! unknown-word shape signatures, no pretrained vectors, no characters) reached 0.848 dev
-//! accuracy after the first epoch; the command-line equivalent is
+//! unknown-word shape signatures, no pretrained vectors, no characters) reached 0.936 dev and
+//! 0.935 test accuracy after 10 epochs; the command-line equivalent is
 //! `rnn train tag --data ... --valid ... --test ...`.
 
 use std::path::{Path, PathBuf};

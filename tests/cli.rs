@@ -124,3 +124,46 @@ fn the_binary_reports_one_line_and_a_nonzero_code() {
     assert_ne!(rnn::cli::main_entry(["rnn", "--no-such-flag"]), 0);
     assert_eq!(rnn::cli::main_entry(["rnn", "tasks"]), 0);
 }
+
+#[test]
+fn resuming_from_another_task_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("adding");
+    let out = out.to_str().unwrap();
+    run(&[
+        "train",
+        "adding",
+        "--max-steps",
+        "2",
+        "--samples",
+        "64",
+        "--seq-len",
+        "5",
+        "--hidden",
+        "8",
+        "--batch-size",
+        "16",
+        "--device",
+        "cpu",
+        "--out",
+        out,
+    ])
+    .unwrap();
+    let other = dir.path().join("copy");
+    let e = err(&[
+        "train",
+        "copy",
+        "--max-steps",
+        "2",
+        "--resume",
+        out,
+        "--device",
+        "cpu",
+        "--out",
+        other.to_str().unwrap(),
+    ]);
+    assert!(e.contains("--resume") && e.contains("`adding`"), "{e}");
+    // `sample` needs a generative checkpoint.
+    let e = err(&["sample", "--checkpoint", out, "--device", "cpu"]);
+    assert!(e.contains("adding"), "{e}");
+}

