@@ -283,6 +283,14 @@ impl CheckpointRun {
         Ok(())
     }
 
+    /// The vocabulary saved as the extra file `name` (e.g. `vocab.json`); errors name the file.
+    pub fn vocab(&self, name: &str) -> Result<rnn_train::data::Vocab> {
+        let path = self.dir.join(name);
+        let text = String::from_utf8(self.file(name)?)
+            .with_context(|| format!("{}: not UTF-8", path.display()))?;
+        rnn_train::data::Vocab::from_json(&text).with_context(|| path.display().to_string())
+    }
+
     /// The bytes of an extra file (vocab.json, tokenizer.json), or an error naming it.
     pub fn file(&self, name: &str) -> Result<Vec<u8>> {
         self.loaded

@@ -478,12 +478,7 @@ pub fn load(run: &CheckpointRun) -> Result<LoadedClassifier> {
             run.dir.join(checkpoint::CONFIG_FILE).display()
         )
     })?;
-    let vocab_bytes = run.file(VOCAB_FILE)?;
-    let vocab = Vocab::from_json(
-        std::str::from_utf8(&vocab_bytes)
-            .with_context(|| format!("{}: not UTF-8", run.dir.join(VOCAB_FILE).display()))?,
-    )
-    .with_context(|| run.dir.join(VOCAB_FILE).display().to_string())?;
+    let vocab = run.vocab(VOCAB_FILE)?;
     let varmap = VarMap::new();
     let model = SequenceClassifier::new(&saved.model, run.var_builder(&varmap))?;
     run.fill(&varmap)?;

@@ -248,12 +248,7 @@ impl Codec {
                 )))
             }
             level => {
-                let bytes = run.file("vocab.json")?;
-                let text = String::from_utf8(bytes).with_context(|| {
-                    format!("{}: not UTF-8", run.dir.join("vocab.json").display())
-                })?;
-                let vocab = Vocab::from_json(&text)
-                    .with_context(|| run.dir.join("vocab.json").display().to_string())?;
+                let vocab = run.vocab("vocab.json")?;
                 Ok(Codec::Vocab { level, vocab })
             }
         }

@@ -971,13 +971,7 @@ struct Loaded {
 fn load(run: &CheckpointRun) -> Result<Loaded> {
     let cfg: Seq2SeqConfig = run.model_entry("model")?;
     let setup: Setup = run.model_entry("setup")?;
-    let vocab = |name: &str| -> Result<Vocab> {
-        let bytes = run.file(name)?;
-        let text = String::from_utf8(bytes)
-            .with_context(|| format!("{}: not UTF-8", run.dir.join(name).display()))?;
-        Vocab::from_json(&text).with_context(|| format!("{}", run.dir.join(name).display()))
-    };
-    let (src_vocab, tgt_vocab) = (vocab(SOURCE_VOCAB_FILE)?, vocab(TARGET_VOCAB_FILE)?);
+    let (src_vocab, tgt_vocab) = (run.vocab(SOURCE_VOCAB_FILE)?, run.vocab(TARGET_VOCAB_FILE)?);
     if src_vocab.len() != cfg.src_vocab || tgt_vocab.len() != cfg.tgt_vocab {
         bail!(
             "{}: the vocabularies ({} and {} tokens) do not match the model ({} and {})",

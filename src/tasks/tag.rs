@@ -529,12 +529,7 @@ pub fn load(run: &CheckpointRun) -> Result<LoadedTagger> {
             run.dir.join(checkpoint::CONFIG_FILE).display()
         )
     })?;
-    let bytes = run.file(VOCAB_FILE)?;
-    let vocab = Vocab::from_json(
-        std::str::from_utf8(&bytes)
-            .with_context(|| format!("{}: not UTF-8", run.dir.join(VOCAB_FILE).display()))?,
-    )
-    .with_context(|| run.dir.join(VOCAB_FILE).display().to_string())?;
+    let vocab = run.vocab(VOCAB_FILE)?;
     let varmap = VarMap::new();
     let model = SequenceTagger::new(&saved.model, run.var_builder(&varmap))?;
     run.fill(&varmap)?;
