@@ -59,10 +59,12 @@ mod testutil;
 
 pub use adamw::{AdamW, AdamWConfig};
 pub use clip::{
-    clip_grad_norm, clip_grad_value, first_non_finite_grad, grad_norm, grads_are_finite,
+    clip_grad_norm, clip_grad_norm_tensor, clip_grad_value, first_non_finite_grad, grad_norm,
+    grad_norm_tensor, grads_are_finite, non_finite_markers,
 };
 pub use schedule::{
-    Constant, CosineWarmup, LrSchedule, LrScheduleConfig, LrScheduleState, PlateauDecay, StepDecay,
+    Constant, CosineWarmup, LrSchedule, LrScheduleConfig, LrScheduleState, MultiStep, PlateauDecay,
+    StepDecay,
 };
 pub use sgd::{Sgd, SgdConfig};
 

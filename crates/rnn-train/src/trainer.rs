@@ -23,6 +23,18 @@
 //! model's random-number counters and the carried recurrent state, all bit-exact: on the CPU a
 //! run resumed from step `k` ends with the same parameters, bit for bit, and the same
 //! `metrics.jsonl` as an uninterrupted run. Nothing time-dependent goes into the log.
+//!
+//! # Host synchronisation
+//!
+//! Each step's loss, gradient norm and per-parameter finiteness markers stay on the device and
+//! are read back together, as one small tensor, every [`TrainerConfig::host_sync_every`] steps:
+//! every step on the CPU (where reading is free and a NaN is caught before the update), every
+//! 25 steps by default on CUDA and Metal (so the device never waits for the host inside that
+//! window). Clipping runs on the device too. A non-finite loss or gradient is still reported
+//! at the exact step it happened; with deferred reads the parameters in memory may have taken
+//! a few bad updates by then, so the trainer refuses to write any further checkpoint (the last
+//! one on disk predates the fault). The `skip` policy decides before each update, so it reads
+//! every step.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -34,7 +46,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{self, TrainState};
 use crate::optim::{
-    self, clip_grad_norm, clip_grad_value, exact_f64, first_non_finite_grad, LrSchedule,
+    self, clip_grad_norm_tensor, clip_grad_value, exact_f64, non_finite_markers, LrSchedule,
     LrScheduleConfig, LrScheduleState, Optimizer, OptimizerConfig, OptimizerState,
 };
 use crate::progress::{JsonlLog, Progress};
@@ -211,6 +223,10 @@ pub struct TrainerConfig {
     pub progress: bool,
     /// Write learning-curve plots after every evaluation.
     pub plot: bool,
+    /// Read the step's loss and finiteness checks back to the host every this many steps
+    /// (default: 1 on the CPU, 25 on accelerators; the `skip` policy always reads every step).
+    /// Evaluations, checkpoints and the end of training always read first.
+    pub host_sync_every: Option<u64>,
 }
 
 impl Default for TrainerConfig {
@@ -230,6 +246,7 @@ impl Default for TrainerConfig {
             save_best: true,
             progress: true,
             plot: true,
+            host_sync_every: None,
         }
     }
 }
@@ -261,6 +278,7 @@ impl TrainerConfig {
             ("max_steps", self.max_steps),
             ("eval_every", self.eval_every),
             ("checkpoint_every", self.checkpoint_every),
+            ("host_sync_every", self.host_sync_every),
         ] {
             if v == Some(0) {
                 return bad(key, "must be at least 1".into());
@@ -411,6 +429,28 @@ pub struct Trainer {
     history: Vec<EvalRecord>,
     carry: Option<RnnState>,
     resumed: bool,
+    /// Steps whose statistics are still on the device (see [`PendingStep`]).
+    pending: Vec<PendingStep>,
+    /// The step at which a non-finite value was found after its update (deferred reads);
+    /// no checkpoint is written from then on.
+    poisoned: Option<u64>,
+    /// When this process started training (for the elapsed time on progress lines only).
+    started: std::time::Instant,
+}
+
+/// A step whose loss and checks have not been read back yet: `stats` holds, on the device,
+/// `[loss, grad_norm (0 without norm clipping), marker per parameter...]`, where a marker is 0
+/// for a finite gradient and NaN otherwise.
+struct PendingStep {
+    step: u64,
+    units: u64,
+    stats: Tensor,
+}
+
+/// What a step's statistics say once read.
+enum StepCheck {
+    Finite { loss: f64, norm: Option<f64> },
+    NonFinite { what: String, value: Option<f64> },
 }
 
 impl Trainer {
@@ -438,6 +478,9 @@ impl Trainer {
             history: Vec::new(),
             carry: None,
             resumed: false,
+            pending: Vec::new(),
+            poisoned: None,
+            started: std::time::Instant::now(),
         })
     }
 
@@ -507,6 +550,8 @@ impl Trainer {
         self.carry = carry;
         self.state = state;
         self.resumed = true;
+        self.pending.clear();
+        self.poisoned = None;
         if let Some(out) = &self.out_dir {
             self.history = truncate_log(&out.join(METRICS_FILE), self.state.step)?;
         }
@@ -525,6 +570,7 @@ impl Trainer {
             None => None,
         };
         let mut progress: Option<Progress> = None;
+        self.started = std::time::Instant::now();
         let mut done = self.budget_spent() || self.state.stopped_early;
         while !done {
             let epoch = self.state.epoch;
@@ -567,6 +613,7 @@ impl Trainer {
                             break;
                         }
                     } else if self.config.checkpoint_every.is_some_and(|k| step % k == 0) {
+                        self.sync(progress.as_ref())?;
                         self.save_latest(task)?;
                     }
                     if self.budget_spent() {
@@ -587,6 +634,7 @@ impl Trainer {
             }
             done = self.budget_spent();
         }
+        self.sync(progress.as_ref())?;
         if let Some(p) = &progress {
             p.finish();
         }
@@ -606,40 +654,185 @@ impl Trainer {
             || self.config.max_steps.is_some_and(|s| self.state.step >= s)
     }
 
-    /// One step: forward, loss check, backward, gradient check, clipping, update.
+    /// How many steps may pass between reads of the step statistics.
+    fn sync_every(&self) -> u64 {
+        if self.config.on_non_finite == NonFinitePolicy::Skip {
+            return 1;
+        }
+        self.config.host_sync_every.unwrap_or_else(|| {
+            match self.vars.first().map(|v| v.device().is_cpu()) {
+                Some(false) => 25,
+                _ => 1,
+            }
+        })
+    }
+
+    /// One step: forward, backward, clipping and the finiteness checks on the device, then the
+    /// update. With per-step reads (`sync_every() == 1`) the checks are read before the update,
+    /// so a bad step never touches the parameters; otherwise they are queued and read later.
     fn train_one<T: TrainTask>(
         &mut self,
         task: &mut T,
         batch: &T::Batch,
         progress: Option<&Progress>,
     ) -> Result<()> {
+        if let Some(step) = self.poisoned {
+            return Err(Error::Invalid(format!(
+                "training cannot go on after the non-finite step {step}"
+            )));
+        }
         let step = self.state.step + 1;
         let out = task.train_step(batch, &mut self.carry)?;
-        let loss = scalar(&out.loss)?;
-        if !loss.is_finite() {
-            return self.non_finite(step, "the loss".to_string(), Some(loss), progress);
+        if out.loss.elem_count() != 1 {
+            return Err(Error::Invalid(format!(
+                "the training loss must be a scalar, got shape {:?}",
+                out.loss.shape()
+            )));
         }
         let mut grads = out.loss.backward()?;
-        if let Some(name) = first_non_finite_grad(&grads, &self.params)? {
-            return self.non_finite(step, format!("the gradient of `{name}`"), None, progress);
-        }
         if let Some(v) = self.config.clip_grad_value {
             clip_grad_value(&mut grads, &self.vars, v)?;
         }
-        if let Some(max) = self.config.clip_grad_norm {
-            let norm = clip_grad_norm(&mut grads, &self.vars, max)?;
-            self.state.grad_norm_sum += norm;
-            self.state.grad_norm_count += 1;
+        let norm = match self.config.clip_grad_norm {
+            Some(max) => clip_grad_norm_tensor(&mut grads, &self.vars, max)?,
+            None => None,
+        };
+        let stats = self.step_stats(&out.loss, norm.as_ref(), &grads)?;
+        let pending = PendingStep {
+            step,
+            units: out.units,
+            stats,
+        };
+        if self.sync_every() == 1 {
+            // Read now, before the update.
+            let check = self.read_checks(std::slice::from_ref(&pending))?;
+            match check.into_iter().next() {
+                Some(StepCheck::NonFinite { what, value }) => {
+                    return self.non_finite(step, what, value, progress)
+                }
+                Some(StepCheck::Finite { loss, norm }) => {
+                    self.update(&grads)?;
+                    self.state.step = step;
+                    self.account(loss, norm, out.units, progress);
+                }
+                None => unreachable!("one pending step gives one check"),
+            }
+        } else {
+            self.update(&grads)?;
+            self.state.step = step;
+            self.pending.push(pending);
+            if step % self.sync_every() == 0 {
+                self.sync(progress)?;
+            }
         }
-        self.optimizer.step(&grads)?;
+        Ok(())
+    }
+
+    /// The optimiser step, the schedule's per-step update and the carried state's detachment.
+    fn update(&mut self, grads: &candle_core::backprop::GradStore) -> Result<()> {
+        self.optimizer.step(grads)?;
         let lr = self.schedule.on_step();
         self.optimizer.set_lr(lr);
         self.carry = self.carry.take().map(|s| s.detach());
-        self.state.step = step;
-        self.state.loss_sum += loss * out.units as f64;
-        self.state.loss_units += out.units;
+        Ok(())
+    }
+
+    /// `[loss, norm, markers...]` as one 1-D tensor on the device (f64, f32 on Metal).
+    fn step_stats(
+        &self,
+        loss: &Tensor,
+        norm: Option<&Tensor>,
+        grads: &candle_core::backprop::GradStore,
+    ) -> Result<Tensor> {
+        let device = loss.device().clone();
+        let dtype = if device.is_metal() {
+            DType::F32
+        } else {
+            DType::F64
+        };
+        let mut parts = vec![loss.flatten_all()?.squeeze(0)?.to_dtype(dtype)?];
+        parts.push(match norm {
+            Some(n) => n.to_dtype(dtype)?,
+            None => Tensor::zeros((), dtype, &device)?,
+        });
+        for m in non_finite_markers(grads, &self.params)? {
+            parts.push(m.to_dtype(dtype)?.to_device(&device)?);
+        }
+        Ok(Tensor::stack(&parts, 0)?)
+    }
+
+    /// Reads the statistics of `steps` in one transfer and interprets them.
+    fn read_checks(&self, steps: &[PendingStep]) -> Result<Vec<StepCheck>> {
+        if steps.is_empty() {
+            return Ok(Vec::new());
+        }
+        let stats: Vec<&Tensor> = steps.iter().map(|p| &p.stats).collect();
+        let rows = Tensor::stack(&stats, 0)?
+            .to_dtype(DType::F64)?
+            .to_vec2::<f64>()?;
+        let clipping = self.config.clip_grad_norm.is_some();
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                let loss = row[0];
+                if !loss.is_finite() {
+                    return StepCheck::NonFinite {
+                        what: "the loss".to_string(),
+                        value: Some(loss),
+                    };
+                }
+                if let Some(i) = row[2..].iter().position(|m| !m.is_finite()) {
+                    return StepCheck::NonFinite {
+                        what: format!("the gradient of `{}`", self.params[i].0),
+                        value: None,
+                    };
+                }
+                StepCheck::Finite {
+                    loss,
+                    norm: clipping.then_some(row[1]),
+                }
+            })
+            .collect())
+    }
+
+    /// Folds a finite step into the running sums and the progress bar.
+    fn account(&mut self, loss: f64, norm: Option<f64>, units: u64, progress: Option<&Progress>) {
+        if let Some(norm) = norm {
+            self.state.grad_norm_sum += norm;
+            self.state.grad_norm_count += 1;
+        }
+        self.state.loss_sum += loss * units as f64;
+        self.state.loss_units += units;
         if let Some(p) = progress {
-            p.step(loss, out.units);
+            p.step(loss, units);
+        }
+    }
+
+    /// Reads every queued step's statistics (one transfer), accounts for them in order and
+    /// stops at the first non-finite one, naming its step.
+    fn sync(&mut self, progress: Option<&Progress>) -> Result<()> {
+        if let Some(step) = self.poisoned {
+            return Err(Error::Invalid(format!(
+                "no checkpoint is written after the non-finite step {step} (the parameters in memory took updates after it)"
+            )));
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let checks = self.read_checks(&pending)?;
+        for (p, check) in pending.iter().zip(checks) {
+            match check {
+                StepCheck::Finite { loss, norm } => self.account(loss, norm, p.units, progress),
+                StepCheck::NonFinite { what, value } => {
+                    self.poisoned = Some(p.step);
+                    if let Some(pb) = progress {
+                        pb.finish();
+                    }
+                    return Err(Error::NonFinite {
+                        step: p.step,
+                        what,
+                        value,
+                    });
+                }
+            }
         }
         Ok(())
     }
@@ -684,6 +877,7 @@ impl Trainer {
         log: Option<&mut JsonlLog>,
         progress: Option<&Progress>,
     ) -> Result<bool> {
+        self.sync(progress)?;
         let step = self.state.step;
         if self.state.last_eval_step == Some(step) && !epoch_end {
             return Ok(false);
@@ -780,6 +974,8 @@ impl Trainer {
             if improved {
                 line.push_str(" (best)");
             }
+            let secs = self.started.elapsed().as_secs();
+            line.push_str(&format!(" [{}m{:02}s]", secs / 60, secs % 60));
             p.println(&line);
         }
         if let Some(log) = log {
@@ -815,7 +1011,11 @@ impl Trainer {
     }
 
     /// Writes a checkpoint of the current state into `dir`.
+    ///
+    /// Refused after a non-finite step was found (the parameters in memory are not the ones
+    /// before the fault).
     pub fn checkpoint<T: TrainTask>(&mut self, task: &T, dir: &Path) -> Result<()> {
+        self.sync(None)?;
         self.state.rng_counters = task.rng_counters();
         self.state.schedule = Some(self.schedule.state());
         let opt = self.optimizer.state()?;
@@ -899,17 +1099,6 @@ fn take_carry(extra: &mut HashMap<String, Tensor>) -> Result<Option<RnnState>> {
             ))
         }
     })
-}
-
-/// The value of a scalar tensor as f64.
-fn scalar(t: &Tensor) -> Result<f64> {
-    if t.elem_count() != 1 {
-        return Err(Error::Invalid(format!(
-            "the training loss must be a scalar, got shape {:?}",
-            t.shape()
-        )));
-    }
-    Ok(t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?[0])
 }
 
 /// Keeps the records of `path` up to `step` (rewriting the file atomically if anything is cut)

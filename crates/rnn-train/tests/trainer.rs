@@ -355,6 +355,70 @@ fn nan_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint() {
     }
 }
 
+/// Deferred host reads (as on an accelerator) change nothing in the arithmetic: the same
+/// parameters bit for bit and the same log as reading every step.
+#[test]
+fn deferred_host_reads_give_the_same_run() {
+    let run = |sync: Option<u64>| {
+        let dir = tempfile::tempdir().unwrap();
+        let map = VarMap::new();
+        let mut task = LmTask::new(&map, 5);
+        let mut cfg = config(23);
+        cfg.host_sync_every = sync;
+        cfg.checkpoint_every = Some(4);
+        let report = Trainer::new(cfg, map.clone())
+            .unwrap()
+            .with_out_dir(dir.path())
+            .unwrap()
+            .fit(&mut task)
+            .unwrap();
+        assert_eq!(report.steps, 23);
+        let log = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
+        (params(&map), log)
+    };
+    let every = run(Some(1));
+    assert_eq!(run(None), every, "the CPU default reads every step");
+    let deferred = run(Some(7));
+    assert_eq!(deferred.0, every.0);
+    assert_eq!(deferred.1, every.1);
+    assert!(every.1.contains("\"grad_norm\""));
+}
+
+/// With deferred reads a NaN is still reported at its own step, no checkpoint is written after
+/// it, and the trainer refuses to write one by hand.
+#[test]
+fn deferred_reads_name_the_nan_step_and_write_nothing_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let map = VarMap::new();
+    let mut task = LmTask::new(&map, 5);
+    task.nan_at = Some(14);
+    let mut cfg = config(30);
+    cfg.host_sync_every = Some(6);
+    let mut trainer = Trainer::new(cfg, map.clone())
+        .unwrap()
+        .with_out_dir(dir.path())
+        .unwrap();
+    let err = trainer.fit(&mut task).unwrap_err();
+    match &err {
+        Error::NonFinite { step, what, .. } => {
+            assert_eq!(*step, 14, "{err}");
+            assert!(what.contains("loss"), "{what}");
+        }
+        e => panic!("expected NonFinite, got {e}"),
+    }
+    let ck = checkpoint::load(&dir.path().join("checkpoint"), &Device::Cpu).unwrap();
+    assert_eq!(ck.state.step, 10);
+    for (name, t) in &ck.params {
+        let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert!(v.iter().all(|x| x.is_finite()), "{name}");
+    }
+    let e = trainer
+        .checkpoint(&task, &dir.path().join("by-hand"))
+        .unwrap_err();
+    assert!(e.to_string().contains("non-finite step 14"), "{e}");
+    assert!(!dir.path().join("by-hand").exists());
+}
+
 #[test]
 fn nan_loss_can_be_skipped_and_is_counted() {
     let map = VarMap::new();

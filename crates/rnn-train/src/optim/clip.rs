@@ -53,37 +53,83 @@ fn acc_dtype(g: &Tensor) -> DType {
 /// The L2 norm of all gradients of `vars` taken together (as if concatenated into one vector),
 /// i.e. `torch.nn.utils.get_total_norm` with `norm_type=2`. 0 when no variable has a gradient.
 pub fn grad_norm(grads: &GradStore, vars: &[Var]) -> Result<f64> {
+    match grad_norm_tensor(grads, vars)? {
+        Some(t) => scalar_to_host(&t),
+        None => Ok(0.0),
+    }
+}
+
+/// [`grad_norm`] without leaving the device: a 0-dim tensor (f64 when every gradient is f64,
+/// else f32) on the gradients' device, or `None` when no variable has a gradient.
+pub fn grad_norm_tensor(grads: &GradStore, vars: &[Var]) -> Result<Option<Tensor>> {
     let parts = present(grads, vars)
         .map(|(_, g)| g.to_dtype(acc_dtype(&g))?.sqr()?.sum_all())
         .collect::<candle_core::Result<Vec<_>>>()?;
-    Ok(sum_to_host(parts)?.sqrt())
+    let Some(first) = parts.first() else {
+        return Ok(None);
+    };
+    let device = first.device().clone();
+    let dtype = if parts.iter().all(|p| p.dtype() == DType::F64) {
+        DType::F64
+    } else {
+        DType::F32
+    };
+    let parts = parts
+        .iter()
+        .map(|p| p.to_dtype(dtype)?.to_device(&device))
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    Ok(Some(Tensor::stack(&parts, 0)?.sum_all()?.sqrt()?))
 }
 
 /// Scales the gradients of `vars` so their total L2 norm is at most `max_norm`, as
 /// `torch.nn.utils.clip_grad_norm_` (norm type 2): with `total` the norm before clipping, every
-/// gradient is multiplied by `max_norm / (total + 1e-6)` when that is below 1. Returns `total`.
+/// gradient is multiplied by `min(1, max_norm / (total + 1e-6))`. Returns `total`.
 ///
 /// Unlike PyTorch, a non-finite `total` leaves the gradients unchanged (PyTorch would multiply
 /// them by NaN or 0); check the returned norm, or [`grads_are_finite`], before stepping.
 ///
 /// `max_norm` must be `>= 0` (`inf` disables clipping).
 pub fn clip_grad_norm(grads: &mut GradStore, vars: &[Var], max_norm: f64) -> Result<f64> {
+    match clip_grad_norm_tensor(grads, vars, max_norm)? {
+        Some(t) => scalar_to_host(&t),
+        None => Ok(0.0),
+    }
+}
+
+/// [`clip_grad_norm`] without leaving the device (no host synchronisation): the clipping
+/// factor is computed and applied on the gradients' device, and the total norm comes back as
+/// a 0-dim tensor (`None` when no variable has a gradient).
+pub fn clip_grad_norm_tensor(
+    grads: &mut GradStore,
+    vars: &[Var],
+    max_norm: f64,
+) -> Result<Option<Tensor>> {
     if max_norm.is_nan() || max_norm < 0.0 {
         return Err(Error::Invalid(format!(
             "clip_grad_norm: max_norm must be >= 0, got {max_norm}"
         )));
     }
-    let total = grad_norm(grads, vars)?;
-    let coef = max_norm / (total + 1e-6);
-    if total.is_finite() && coef < 1.0 {
-        for var in vars {
-            if let Some(g) = grads.get(var) {
-                let scaled = g.detach().affine(coef, 0.0)?;
-                grads.insert(var, scaled);
-            }
+    let Some(total) = grad_norm_tensor(grads, vars)? else {
+        return Ok(None);
+    };
+    if max_norm.is_infinite() {
+        return Ok(Some(total));
+    }
+    // coef = min(1, max_norm / (total + 1e-6)), and 1 where `total` is not finite.
+    let coef = total
+        .affine(1.0, 1e-6)?
+        .recip()?
+        .affine(max_norm, 0.0)?
+        .minimum(1.0)?;
+    let finite = total.affine(0.0, 0.0)?.eq(0.0)?;
+    let coef = finite.where_cond(&coef, &coef.ones_like()?)?;
+    for var in vars {
+        if let Some(g) = grads.get(var) {
+            let scaled = g.detach().broadcast_mul(&coef.to_dtype(g.dtype())?)?;
+            grads.insert(var, scaled);
         }
     }
-    Ok(total)
+    Ok(Some(total))
 }
 
 /// Clamps every gradient element of `vars` to `[-clip, clip]`, as
@@ -108,6 +154,23 @@ pub fn clip_grad_value(grads: &mut GradStore, vars: &[Var], clip: f64) -> Result
 /// sum it cannot overflow on large finite values.
 fn non_finite_marker(g: &Tensor) -> candle_core::Result<Tensor> {
     g.affine(0.0, 0.0)?.sum_all()?.to_dtype(DType::F32)
+}
+
+/// Per parameter, in the given order, a 0-dim f32 marker on the gradients' device: 0 when its
+/// gradient is finite (or absent), NaN when it holds a NaN or an infinity. Stack and read them
+/// once to learn which parameter went bad without a host round trip per parameter.
+pub fn non_finite_markers(grads: &GradStore, params: &[(String, Var)]) -> Result<Vec<Tensor>> {
+    let device = params
+        .first()
+        .map(|(_, v)| v.device().clone())
+        .unwrap_or(candle_core::Device::Cpu);
+    params
+        .iter()
+        .map(|(_, v)| match grads.get(v) {
+            Some(g) => Ok(non_finite_marker(&g.detach())?),
+            None => Ok(Tensor::zeros((), DType::F32, &device)?),
+        })
+        .collect()
 }
 
 /// Whether every gradient of `vars` is free of NaN and infinities (true when there are none).

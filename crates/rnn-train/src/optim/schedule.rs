@@ -52,6 +52,17 @@ pub enum LrScheduleConfig {
         #[serde(with = "exact_f64")]
         gamma: f64,
     },
+    /// Multiply by `gamma` at the end of each epoch listed in `milestones` (epochs completed,
+    /// `torch.optim.lr_scheduler.MultiStepLR` stepped once per epoch). Zaremba et al.'s PTB
+    /// recipe, "halve after every epoch from the fifth on", is `milestones = [4, 5, ...]`,
+    /// `gamma = 0.5`.
+    MultiStep {
+        /// Epoch counts (>= 1, strictly increasing) after which the rate decays.
+        milestones: Vec<u64>,
+        /// Factor applied at each milestone (finite, > 0).
+        #[serde(with = "exact_f64")]
+        gamma: f64,
+    },
     /// Multiply by `factor` when the validation metric has not improved for more than
     /// `patience` epochs (`ReduceLROnPlateau`, mode `min`, relative threshold, no cooldown).
     PlateauDecay {
@@ -86,6 +97,7 @@ impl LrScheduleConfig {
         match self {
             LrScheduleConfig::Constant => "constant",
             LrScheduleConfig::StepDecay { .. } => "step_decay",
+            LrScheduleConfig::MultiStep { .. } => "multi_step",
             LrScheduleConfig::PlateauDecay { .. } => "plateau_decay",
             LrScheduleConfig::CosineWarmup { .. } => "cosine_warmup",
         }
@@ -97,6 +109,27 @@ impl LrScheduleConfig {
         check_non_negative(who, "base_lr", base_lr)?;
         match *self {
             LrScheduleConfig::Constant => {}
+            LrScheduleConfig::MultiStep {
+                ref milestones,
+                gamma,
+            } => {
+                if milestones.first() == Some(&0) {
+                    return Err(Error::Invalid(format!(
+                        "{who}: milestones must be >= 1 (epochs completed), got 0"
+                    )));
+                }
+                if let Some(w) = milestones.windows(2).find(|w| w[1] <= w[0]) {
+                    return Err(Error::Invalid(format!(
+                        "{who}: milestones must be strictly increasing, got {} then {}",
+                        w[0], w[1]
+                    )));
+                }
+                if !(gamma.is_finite() && gamma > 0.0) {
+                    return Err(Error::Invalid(format!(
+                        "{who}: gamma must be finite and > 0, got {gamma}"
+                    )));
+                }
+            }
             LrScheduleConfig::StepDecay { step_size, gamma } => {
                 if step_size == 0 {
                     return Err(Error::Invalid(format!(
@@ -159,6 +192,10 @@ impl LrScheduleConfig {
     pub fn build(&self, base_lr: f64) -> Result<Box<dyn LrSchedule + Send>> {
         Ok(match *self {
             LrScheduleConfig::Constant => Box::new(Constant::new(base_lr)?),
+            LrScheduleConfig::MultiStep {
+                ref milestones,
+                gamma,
+            } => Box::new(MultiStep::new(base_lr, milestones.clone(), gamma)?),
             LrScheduleConfig::StepDecay { step_size, gamma } => {
                 Box::new(StepDecay::new(base_lr, step_size, gamma)?)
             }
@@ -357,6 +394,72 @@ impl LrSchedule for StepDecay {
         let c = Counters::from_state("step_decay", state)?;
         if let LrScheduleConfig::StepDecay { step_size, gamma } = state.config {
             (self.step_size, self.gamma) = (step_size, gamma);
+        }
+        self.c = c;
+        Ok(())
+    }
+}
+
+/// Multiplies the learning rate by `gamma` at the end of each milestone epoch, as
+/// `torch.optim.lr_scheduler.MultiStepLR` stepped once per epoch (by repeated multiplication,
+/// as its `step()` does).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MultiStep {
+    c: Counters,
+    milestones: Vec<u64>,
+    gamma: f64,
+}
+
+impl MultiStep {
+    /// A multi-step decay from `base_lr`; milestones >= 1 and strictly increasing, `gamma`
+    /// finite and > 0.
+    pub fn new(base_lr: f64, milestones: Vec<u64>, gamma: f64) -> Result<Self> {
+        let config = LrScheduleConfig::MultiStep { milestones, gamma };
+        config.validate(base_lr)?;
+        let LrScheduleConfig::MultiStep { milestones, gamma } = config else {
+            unreachable!("built just above")
+        };
+        Ok(Self {
+            c: Counters::new(base_lr),
+            milestones,
+            gamma,
+        })
+    }
+}
+
+impl LrSchedule for MultiStep {
+    fn lr(&self) -> f64 {
+        self.c.lr
+    }
+
+    fn on_step(&mut self) -> f64 {
+        self.c.steps += 1;
+        self.c.lr
+    }
+
+    fn on_epoch_end(&mut self, _metric: Option<f64>) -> Result<f64> {
+        self.c.epochs += 1;
+        if self.milestones.binary_search(&self.c.epochs).is_ok() {
+            self.c.lr *= self.gamma;
+        }
+        Ok(self.c.lr)
+    }
+
+    fn config(&self) -> LrScheduleConfig {
+        LrScheduleConfig::MultiStep {
+            milestones: self.milestones.clone(),
+            gamma: self.gamma,
+        }
+    }
+
+    fn state(&self) -> LrScheduleState {
+        self.c.state(self.config())
+    }
+
+    fn load_state(&mut self, state: &LrScheduleState) -> Result<()> {
+        let c = Counters::from_state("multi_step", state)?;
+        if let LrScheduleConfig::MultiStep { milestones, gamma } = &state.config {
+            (self.milestones, self.gamma) = (milestones.clone(), *gamma);
         }
         self.c = c;
         Ok(())
@@ -612,6 +715,60 @@ mod tests {
         let lrs: Vec<f64> = (0..6).map(|_| s.on_epoch_end(None).unwrap()).collect();
         assert_eq!(lrs, [1.0, 0.5, 0.5, 0.25, 0.25, 0.125]);
         assert_eq!(s.on_step(), 0.125, "steps do not decay");
+    }
+
+    // Python:
+    // p = torch.zeros(1, requires_grad=True); o = torch.optim.SGD([p], lr=1.0)
+    // s = torch.optim.lr_scheduler.MultiStepLR(o, milestones=[4, 5, ..., 12], gamma=0.5)
+    // for e in range(13): o.step(); s.step(); print(o.param_groups[0]["lr"])
+    const TORCH_MULTISTEP_LRS: [f64; 13] = [
+        1.0,
+        1.0,
+        1.0,
+        0.5,
+        0.25,
+        0.125,
+        0.0625,
+        0.03125,
+        0.015625,
+        0.0078125,
+        0.00390625,
+        0.001953125,
+        0.001953125,
+    ];
+
+    #[test]
+    fn multi_step_matches_pytorch_and_resumes() {
+        let milestones: Vec<u64> = (4..=12).collect();
+        let mut s = MultiStep::new(1.0, milestones.clone(), 0.5).unwrap();
+        let mut lrs = Vec::new();
+        for e in 0..13 {
+            if e == 6 {
+                // Resume half way through from a JSON round trip of the state.
+                let json = serde_json::to_string(&s.state()).unwrap();
+                let mut fresh = MultiStep::new(1.0, vec![1], 0.9).unwrap();
+                fresh
+                    .load_state(&serde_json::from_str(&json).unwrap())
+                    .unwrap();
+                s = fresh;
+            }
+            assert_eq!(s.on_step(), s.lr(), "steps do not decay");
+            lrs.push(s.on_epoch_end(None).unwrap());
+        }
+        assert_eq!(lrs, TORCH_MULTISTEP_LRS);
+        let cfg: LrScheduleConfig =
+            serde_json::from_str(r#"{"type": "multi_step", "milestones": [4, 5], "gamma": 0.5}"#)
+                .unwrap();
+        assert_eq!(cfg.build(1.0).unwrap().config(), cfg);
+        for (bad, msg) in [
+            (vec![0, 2], "milestones must be >= 1"),
+            (vec![3, 3], "strictly increasing, got 3 then 3"),
+        ] {
+            let e = MultiStep::new(1.0, bad, 0.5).unwrap_err().to_string();
+            assert!(e.contains(msg), "{e}");
+        }
+        let e = MultiStep::new(1.0, milestones, 0.0).unwrap_err().to_string();
+        assert!(e.contains("multi_step: gamma must be finite and > 0"), "{e}");
     }
 
     // Python:
