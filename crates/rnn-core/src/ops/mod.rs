@@ -481,13 +481,18 @@ pub(crate) fn fused_direction(
     let out = xs.apply_op3(&state0, &params, op)?;
     let rows = seq_len * batch;
     let ys = out.narrow(0, 0, rows * state)?.reshape((d0, d1, state))?;
+    // The final state is copied out of the op's result: as a view it would keep the whole
+    // `(seq_len, batch, state)` output buffer alive for as long as the state is carried (e.g. a
+    // state kept after a 100,000-step forward whose outputs were dropped).
     let h = out
         .narrow(0, rows * state, batch * state)?
-        .reshape((batch, state))?;
+        .reshape((batch, state))?
+        .force_contiguous()?;
     let c = if cell.mode.has_cell_state() {
         Some(
             out.narrow(0, rows * state + batch * state, batch * hidden)?
-                .reshape((batch, hidden))?,
+                .reshape((batch, hidden))?
+                .force_contiguous()?,
         )
     } else {
         None
