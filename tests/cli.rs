@@ -74,7 +74,7 @@ fn gpu_devices_without_their_feature_say_how_to_rebuild() {
     let e = err(&["train", "adding", "--device", "tpu", "--out", out]);
     assert!(e.contains("tpu"), "{e}");
     let e = err(&[
-        "train", "adding", "--dtype", "bf16", "--device", "cpu", "--out", out,
+        "train", "adding", "--dtype", "f8", "--device", "cpu", "--out", out,
     ]);
     assert!(e.contains("--dtype"), "{e}");
 }

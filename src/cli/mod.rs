@@ -80,6 +80,7 @@ pub struct EvalArgs {
 
 /// `rnn sample`.
 #[derive(clap::Args, Debug)]
+#[command(allow_negative_numbers = true)]
 pub struct SampleArgs {
     /// A run directory or checkpoint directory (char-lm, word-lm, routine...).
     #[arg(long)]
@@ -146,7 +147,7 @@ impl PredictArgs {
                 .map(str::to_string)
                 .collect();
             if lines.is_empty() {
-                anyhow::bail!("--input {input}: the file is empty");
+                anyhow::bail!("--input {input}: the file has no input (it is empty or blank)");
             }
             Ok(lines)
         } else {
@@ -260,12 +261,15 @@ where
     match cli.command {
         Command::Train(args) => train(*args, true).map(|line| println!("{line}")),
         Command::Eval(args) => {
+            at_least_one("--batch-size", args.batch_size)?;
             let device = select_device(&args.device)?;
             let run = run::CheckpointRun::load(&args.checkpoint, &device)?;
             println!("{}", tasks::eval(&run, &args)?);
             Ok(())
         }
         Command::Sample(args) => {
+            at_least_one("--max-len", args.max_len)?;
+            at_least_one("--num", args.num)?;
             let device = select_device(&args.device)?;
             let run = run::CheckpointRun::load(&args.checkpoint, &device)?;
             for line in tasks::sample(&run, &args)? {
@@ -289,6 +293,14 @@ where
         }
         Command::Bench(args) => bench(args),
     }
+}
+
+/// Refuses 0 for a count option of `eval`, `sample` or `predict`.
+fn at_least_one(flag: &str, value: usize) -> Result<()> {
+    if value == 0 {
+        anyhow::bail!("{flag} must be at least 1, got 0");
+    }
+    Ok(())
 }
 
 /// Selects `--device` and says on stderr which device runs (useful with `auto`).
@@ -318,6 +330,15 @@ pub fn train(args: TrainArgs, verbose: bool) -> Result<String> {
         ctx.dtype,
         ctx.out.display()
     ));
+    if matches!(
+        ctx.dtype,
+        candle_core::DType::BF16 | candle_core::DType::F16
+    ) && ctx.device.is_cpu()
+    {
+        ctx.say(
+            "note: half precision on the CPU runs the composed ops (no fused kernel): useful to check a setup before a GPU run, slower than f32",
+        );
+    }
     let outcome = tasks::train(&ctx)?;
     Ok(run::summary_line(&ctx, &outcome))
 }
@@ -336,8 +357,32 @@ where
                 let _ = clap_err.print();
                 return clap_err.exit_code();
             }
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_line(&e));
             1
         }
     }
+}
+
+/// The one-line message the binary prints after `error: ` for `e`: the whole context chain
+/// joined by `: ` (outermost first). For a usage error from the argument parser (which the
+/// binary prints in full, with usage), its first line without clap's `error: ` prefix.
+pub fn error_line(e: &anyhow::Error) -> String {
+    if let Some(clap_err) = e.downcast_ref::<clap::Error>() {
+        let text = clap_err.to_string();
+        let first = text.lines().next().unwrap_or_default();
+        return first.strip_prefix("error: ").unwrap_or(first).to_string();
+    }
+    // `{e:#}` would print a cause again when the message above it already ends with it (errors
+    // such as `{path}: {source}` that also expose `source` as their cause).
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.is_empty() {
+            line = text;
+        } else if !line.ends_with(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    line
 }

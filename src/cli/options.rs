@@ -52,6 +52,31 @@ pub struct Options {
     /// Clip the global gradient norm to this value (0 = no clipping).
     #[arg(long)]
     pub clip: Option<f64>,
+    /// Learning-rate schedule: constant, step (decay every `--decay-every` epochs), multistep
+    /// (decay after the `--milestones` epochs), plateau (decay when validation stalls), cosine
+    /// (linear warm-up over `--warmup-steps`, then a half cosine to `--min-lr` at the end of the
+    /// run). Each task has its own default.
+    #[arg(long)]
+    pub schedule: Option<String>,
+    /// Decay factor of the step, multistep and plateau schedules (default 0.5).
+    #[arg(long)]
+    pub lr_decay: Option<f64>,
+    /// Epochs between decays of the step schedule (default 1).
+    #[arg(long)]
+    pub decay_every: Option<u64>,
+    /// Epoch counts after which the multistep schedule decays, e.g. `4,5,6`.
+    #[arg(long, value_delimiter = ',')]
+    pub milestones: Option<Vec<u64>>,
+    /// Warm-up steps of the cosine schedule (default 0).
+    #[arg(long)]
+    pub warmup_steps: Option<u64>,
+    /// Final learning rate of the cosine schedule, floor of the plateau schedule (default 0).
+    #[arg(long)]
+    pub min_lr: Option<f64>,
+    /// Read the loss and the NaN checks back to the host every N steps (default: 1 on the CPU,
+    /// 25 on GPUs; a NaN is still reported at its own step).
+    #[arg(long)]
+    pub host_sync_every: Option<u64>,
     /// Evaluate every N steps (besides every epoch end).
     #[arg(long)]
     pub eval_every: Option<u64>,
@@ -169,6 +194,13 @@ impl Options {
             lr,
             optimizer,
             clip,
+            schedule,
+            lr_decay,
+            decay_every,
+            milestones,
+            warmup_steps,
+            min_lr,
+            host_sync_every,
             eval_every,
             patience,
             skip_non_finite,
@@ -207,17 +239,6 @@ impl Options {
             .with_context(|| format!("--config {}: cannot read the file", path.display()))?;
         let is_json =
             path.extension().is_some_and(|e| e == "json") || text.trim_start().starts_with('{');
-        // Accept snake_case keys too.
-        let normalise = |v: serde_json::Value| -> serde_json::Value {
-            match v {
-                serde_json::Value::Object(map) => serde_json::Value::Object(
-                    map.into_iter()
-                        .map(|(k, v)| (k.replace('_', "-"), v))
-                        .collect(),
-                ),
-                v => v,
-            }
-        };
         let value: serde_json::Value = if is_json {
             serde_json::from_str(&text).map_err(|e| {
                 anyhow::anyhow!(
@@ -230,7 +251,7 @@ impl Options {
             let t: toml::Value = toml::from_str(&text).map_err(|e| {
                 let line = e
                     .span()
-                    .map(|s| text[..s.start.min(text.len())].lines().count().max(1))
+                    .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
                     .unwrap_or(1);
                 anyhow::anyhow!(
                     "--config {}:{line}: invalid TOML: {}",
@@ -240,8 +261,61 @@ impl Options {
             })?;
             serde_json::to_value(t)?
         };
-        serde_json::from_value(normalise(value))
-            .map_err(|e| anyhow::anyhow!("--config {}: {e}", path.display()))
+        let serde_json::Value::Object(map) = value else {
+            bail!(
+                "--config {}: expected a table of options (`key = value` lines in TOML, an object in JSON)",
+                path.display()
+            );
+        };
+        // Where a key is, for messages: `--config FILE:LINE`.
+        let at = |key: &str| match key_line(&text, key) {
+            Some(line) => format!("--config {}:{line}", path.display()),
+            None => format!("--config {}", path.display()),
+        };
+        let known = known_keys();
+        let mut options = serde_json::Map::new();
+        // Option name (kebab-case) -> the key as written in the file.
+        let mut written = std::collections::HashMap::new();
+        for (key, v) in map {
+            // Accept snake_case keys too.
+            let name = key.replace('_', "-");
+            if !known.contains(&name) {
+                let hint = closest_key(&name, &known)
+                    .map(|k| format!(" (did you mean `{k}`?)"))
+                    .unwrap_or_default();
+                bail!(
+                    "{}: unknown key `{key}`{hint}; the keys are the long flags of `rnn train --help` without `--`",
+                    at(&key)
+                );
+            }
+            // One key at a time, so that a value of the wrong type names its key and line.
+            let single =
+                serde_json::Value::Object([(name.clone(), v.clone())].into_iter().collect());
+            if let Err(e) = serde_json::from_value::<Options>(single) {
+                bail!("{}: `{key}`: {e}", at(&key));
+            }
+            options.insert(name.clone(), v);
+            written.insert(name, key);
+        }
+        let options: Options = serde_json::from_value(serde_json::Value::Object(options))
+            .map_err(|e| anyhow::anyhow!("--config {}: {e}", path.display()))?;
+        // Out-of-range values: the message names the flag; point at its key's line in the file.
+        if let Err(e) = options.validate() {
+            let message = e.to_string();
+            let flag = message
+                .strip_prefix("--")
+                .and_then(|m| {
+                    m.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+                        .next()
+                })
+                .unwrap_or_default();
+            let place = match written.get(flag) {
+                Some(key) => at(key),
+                None => format!("--config {}", path.display()),
+            };
+            bail!("{place}: {message}");
+        }
+        Ok(options)
     }
 
     /// Checks value ranges common to all tasks; errors name the flag.
@@ -267,6 +341,8 @@ impl Options {
             ("--epochs", self.epochs),
             ("--max-steps", self.max_steps),
             ("--eval-every", self.eval_every),
+            ("--decay-every", self.decay_every),
+            ("--host-sync-every", self.host_sync_every),
         ] {
             if v == Some(0) {
                 bail!("{flag} must be at least 1, got 0");
@@ -287,6 +363,19 @@ impl Options {
                 bail!("--clip must be >= 0 (0 = no clipping), got {c}");
             }
         }
+        if let Some(g) = self.lr_decay {
+            if !(g.is_finite() && g > 0.0) {
+                bail!("--lr-decay must be a positive number, got {g}");
+            }
+        }
+        if let Some(m) = self.min_lr {
+            if !(m.is_finite() && m >= 0.0) {
+                bail!("--min-lr must be >= 0, got {m}");
+            }
+        }
+        if let Some(s) = &self.schedule {
+            parse_schedule_name(s)?;
+        }
         if let Some(s) = self.split {
             if !(s > 0.0 && s < 1.0) {
                 bail!("--split must be in (0, 1), got {s}");
@@ -306,6 +395,80 @@ impl Options {
         }
         Ok(())
     }
+}
+
+/// The schedules `--schedule` accepts.
+pub const SCHEDULES: [&str; 5] = ["constant", "step", "multistep", "plateau", "cosine"];
+
+/// Checks a `--schedule` name and returns its canonical spelling.
+pub fn parse_schedule_name(s: &str) -> Result<&'static str> {
+    let lower = s.trim().to_ascii_lowercase().replace(['-', '_'], "");
+    let name = match lower.as_str() {
+        "constant" | "none" => "constant",
+        "step" | "steplr" | "stepdecay" => "step",
+        "multistep" | "multisteplr" => "multistep",
+        "plateau" | "reducelronplateau" => "plateau",
+        "cosine" | "cosinewarmup" => "cosine",
+        _ => bail!(
+            "--schedule must be one of {}, got '{s}'",
+            SCHEDULES.join(", ")
+        ),
+    };
+    Ok(name)
+}
+
+/// The option keys a config file may use (kebab-case, as the long flags).
+fn known_keys() -> Vec<String> {
+    match serde_json::to_value(Options::default()) {
+        Ok(serde_json::Value::Object(map)) => map.keys().cloned().collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The 1-based line of `text` where the top-level key `key` is set (`key =`, `"key":`,
+/// `[key]`), if any.
+fn key_line(text: &str, key: &str) -> Option<usize> {
+    let forms = [
+        key.to_string(),
+        format!("\"{key}\""),
+        format!("'{key}'"),
+        format!("[{key}]"),
+    ];
+    text.lines()
+        .position(|line| {
+            let line = line.trim_start().trim_start_matches('{').trim_start();
+            forms.iter().any(|form| {
+                line.strip_prefix(form.as_str()).is_some_and(|rest| {
+                    let rest = rest.trim_start();
+                    form.starts_with('[') || rest.starts_with('=') || rest.starts_with(':')
+                })
+            })
+        })
+        .map(|i| i + 1)
+}
+
+/// The known key nearest to `key` (at most 2 edits away, or `key` being its prefix).
+fn closest_key<'a>(key: &str, known: &'a [String]) -> Option<&'a str> {
+    fn distance(a: &str, b: &str) -> usize {
+        let b: Vec<char> = b.chars().collect();
+        let mut row: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut prev = row[0];
+            row[0] = i + 1;
+            for (j, cb) in b.iter().enumerate() {
+                let cur = row[j + 1];
+                row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+                prev = cur;
+            }
+        }
+        row[b.len()]
+    }
+    known
+        .iter()
+        .map(|k| (distance(key, k), k))
+        .filter(|(d, k)| *d <= 2 || (key.len() >= 3 && k.starts_with(key)))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k.as_str())
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 use rnn_train::checkpoint::{self, LoadedCheckpoint};
-use rnn_train::optim::{AdamWConfig, OptimizerConfig, SgdConfig};
+use rnn_train::optim::{AdamWConfig, LrScheduleConfig, OptimizerConfig, SgdConfig};
 use rnn_train::trainer::{
     EarlyStopping, FitReport, NonFinitePolicy, TrainTask, Trainer, TrainerConfig, LATEST_DIR,
 };
@@ -54,9 +54,6 @@ impl RunContext {
         let device_spec = opts.device.clone().unwrap_or_else(|| "auto".to_string());
         let device = rnn_core::device::select(&device_spec).context("--device")?;
         let dtype = parse_dtype(opts.dtype.as_deref().unwrap_or("f32"))?;
-        if matches!(dtype, DType::BF16 | DType::F16) && device.is_cpu() {
-            bail!("--dtype {dtype:?}: half precision is supported on CUDA and Metal only; use f32 or f64 on the CPU");
-        }
         let out = opts
             .out
             .clone()
@@ -161,10 +158,54 @@ pub fn trainer_config(ctx: &RunContext, d: &TrainDefaults) -> Result<TrainerConf
             NonFinitePolicy::Stop
         },
         progress: ctx.verbose,
+        host_sync_every: o.host_sync_every,
         ..Default::default()
     };
+    let mut cfg = cfg;
+    if let Some(name) = &o.schedule {
+        cfg.schedule = schedule_from_options(o, name)?;
+    }
     cfg.validate()?;
     Ok(cfg)
+}
+
+/// The schedule `--schedule NAME` asks for, with `--lr-decay`, `--decay-every`, `--milestones`,
+/// `--warmup-steps` and `--min-lr`. The cosine schedule's length is a placeholder here; [`fit`]
+/// sets it to the run's step budget.
+pub fn schedule_from_options(o: &Options, name: &str) -> Result<LrScheduleConfig> {
+    let gamma = o.lr_decay.unwrap_or(0.5);
+    Ok(match crate::cli::options::parse_schedule_name(name)? {
+        "constant" => LrScheduleConfig::Constant,
+        "step" => LrScheduleConfig::StepDecay {
+            step_size: o.decay_every.unwrap_or(1),
+            gamma,
+        },
+        "multistep" => {
+            let Some(milestones) = o.milestones.clone() else {
+                bail!("--schedule multistep needs --milestones (epochs, e.g. 4,5,6)");
+            };
+            LrScheduleConfig::MultiStep { milestones, gamma }
+        }
+        "plateau" => {
+            if gamma >= 1.0 {
+                bail!("--lr-decay must be below 1 for the plateau schedule, got {gamma}");
+            }
+            LrScheduleConfig::PlateauDecay {
+                factor: gamma,
+                patience: 0,
+                threshold: 0.0,
+                min_lr: o.min_lr.unwrap_or(0.0),
+            }
+        }
+        _ => {
+            let warmup = o.warmup_steps.unwrap_or(0);
+            LrScheduleConfig::CosineWarmup {
+                warmup_steps: warmup,
+                total_steps: warmup.max(1),
+                min_lr: o.min_lr.unwrap_or(0.0),
+            }
+        }
+    })
 }
 
 /// The checkpoint directory inside `dir`: `dir` itself when it holds `state.json`, else
@@ -218,13 +259,13 @@ impl CheckpointRun {
             .and_then(|t| t.as_str())
             .with_context(|| {
                 format!(
-                    "{}: config.json has no model.task entry; it was not written by `rnn train`",
+                    "{}: no model.task entry; it was not written by `rnn train`",
                     dir.join(checkpoint::CONFIG_FILE).display()
                 )
             })?;
         let task: TaskName = task_name.parse().with_context(|| {
             format!(
-                "{}: unknown task",
+                "{}: model.task",
                 dir.join(checkpoint::CONFIG_FILE).display()
             )
         })?;
@@ -241,7 +282,7 @@ impl CheckpointRun {
     pub fn model_entry<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<T> {
         let v = self.model.get(key).cloned().with_context(|| {
             format!(
-                "{}: config.json has no model.{key} entry",
+                "{}: no model.{key} entry",
                 self.dir.join(checkpoint::CONFIG_FILE).display()
             )
         })?;
@@ -253,13 +294,27 @@ impl CheckpointRun {
         })
     }
 
-    /// The dtype of the saved parameters.
+    /// The dtype of the saved parameters: the one most of them have (ties go to the dtype of
+    /// the first parameter by name), so that the model is rebuilt the same way on every run and
+    /// a parameter saved in another dtype is reported as the odd one out.
     pub fn dtype(&self) -> DType {
-        self.loaded
-            .params
-            .values()
-            .next()
-            .map(|t| t.dtype())
+        let mut names: Vec<&String> = self.loaded.params.keys().collect();
+        names.sort();
+        // (dtype, count) in order of first appearance by name.
+        let mut counts: Vec<(DType, usize)> = Vec::new();
+        for name in names {
+            let dtype = self.loaded.params[name].dtype();
+            match counts.iter_mut().find(|(d, _)| *d == dtype) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((dtype, 1)),
+            }
+        }
+        // `max_by_key` keeps the last maximum: reverse so that the first one wins a tie.
+        counts
+            .into_iter()
+            .rev()
+            .max_by_key(|(_, n)| *n)
+            .map(|(d, _)| d)
             .unwrap_or(DType::F32)
     }
 
@@ -293,9 +348,12 @@ impl CheckpointRun {
 
     /// The bytes of an extra file (vocab.json, tokenizer.json), or an error naming it.
     pub fn file(&self, name: &str) -> Result<Vec<u8>> {
-        self.loaded
-            .read_file(name)?
-            .with_context(|| format!("{}: missing", self.dir.join(name).display()))
+        self.loaded.read_file(name)?.with_context(|| {
+            format!(
+                "{}: missing from the checkpoint",
+                self.dir.join(name).display()
+            )
+        })
     }
 }
 
@@ -317,6 +375,32 @@ pub fn fit<T: TrainTask>(
     varmap: VarMap,
     task: &mut T,
 ) -> Result<FitReport> {
+    let mut cfg = cfg;
+    if let LrScheduleConfig::CosineWarmup {
+        warmup_steps,
+        total_steps,
+        min_lr,
+    } = cfg.schedule
+    {
+        // The cosine runs over the whole budget: steps per epoch times epochs, or --max-steps.
+        let per_epoch = task.train_batches(0, cfg.seed)?.len() as u64;
+        let by_epochs = cfg.epochs.map(|e| e.saturating_mul(per_epoch));
+        let total = match (by_epochs, cfg.max_steps) {
+            (Some(a), Some(b)) => a.min(b),
+            (Some(a), None) => a,
+            (None, Some(b)) => b,
+            (None, None) => total_steps,
+        };
+        if warmup_steps > total {
+            bail!("--warmup-steps {warmup_steps} is longer than the run ({total} steps)");
+        }
+        cfg.schedule = LrScheduleConfig::CosineWarmup {
+            warmup_steps,
+            total_steps: total.max(1),
+            min_lr,
+        };
+        cfg.validate()?;
+    }
     let mut trainer = Trainer::new(cfg, varmap)?.with_out_dir(&ctx.out)?;
     if let Some(dir) = &ctx.opts.resume {
         let dir = resolve_checkpoint(dir, false).context("--resume")?;

@@ -64,8 +64,19 @@ pub struct DigitsSpec {
 
 /// Reads images and labels; errors name the flag and the file.
 pub fn load(images: &Path, labels: &Path, device: &Device) -> Result<Mnist> {
-    read_mnist(images, labels, device)
-        .with_context(|| format!("--data {} --labels {}", images.display(), labels.display()))
+    // The loader's errors name the file at fault; the flag that gave it is added in front.
+    read_mnist(images, labels, device).map_err(|e| {
+        let message = e.to_string();
+        let names = |p: &Path| message.starts_with(&format!("{}:", p.display()));
+        let flag = if names(labels) {
+            "--labels".to_string()
+        } else if names(images) {
+            "--data".to_string()
+        } else {
+            format!("--data {} --labels {}", images.display(), labels.display())
+        };
+        anyhow::Error::new(e).context(flag)
+    })
 }
 
 /// Number of held-out images of `n` for `split` (at least 1, at most `n - 1`).

@@ -19,8 +19,8 @@
 //! AdamW lr 2e-3, clip 5, 10 epochs. `word-lm` is Zaremba's "small" model: 2 x 200 LSTM,
 //! dropout 0, `--seq-len` 20, batch 20, SGD, 13 epochs, init U(-0.1, 0.1), lr 20 and clip 0.25
 //! on the per-token mean loss (= Zaremba's lr 1 and clip 5 on the loss summed over a window); the
-//! learning rate halves after every epoch whose validation loss does not improve (Zaremba
-//! halve it on a fixed schedule after epoch 4, which the trainer's schedules cannot express).
+//! learning rate is kept for 4 epochs and halved after every later one, as in the paper
+//! (`--schedule multistep --milestones 4,5,...,12 --lr-decay 0.5`; any `--schedule` overrides it).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -619,14 +619,12 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
     let model = LanguageModel::new(&model_cfg, ctx.var_builder(&varmap))?;
 
     let mut cfg = run::trainer_config(ctx, &d.train)?;
-    if matches!(cfg.optimizer, rnn_train::optim::OptimizerConfig::Sgd(_))
-        && ctx.task == TaskName::WordLm
-    {
-        cfg.schedule = LrScheduleConfig::PlateauDecay {
-            factor: 0.5,
-            patience: 0,
-            threshold: 0.0,
-            min_lr: 0.0,
+    if ctx.task == TaskName::WordLm && o.schedule.is_none() {
+        // Zaremba et al.: the base rate for 4 epochs, then halved after every further epoch.
+        let epochs = cfg.epochs.unwrap_or(d.train.epochs);
+        cfg.schedule = LrScheduleConfig::MultiStep {
+            milestones: (4..epochs.max(5)).collect(),
+            gamma: 0.5,
         };
         cfg.validate()?;
     }
@@ -825,8 +823,19 @@ pub fn sample(run: &CheckpointRun, args: &SampleArgs) -> Result<Vec<String>> {
         max_len: args.max_len,
         stop_at_eos: false,
     };
-    cfg.validate()
-        .map_err(|e| anyhow::anyhow!("--temperature/--top-k/--top-p: {e}"))?;
+    cfg.validate().map_err(|e| {
+        // The message names the field at fault; put its flag in front.
+        let message = e.to_string();
+        let flag = [
+            ("top_k", "--top-k"),
+            ("top_p", "--top-p"),
+            ("temperature", "--temperature"),
+        ]
+        .into_iter()
+        .find(|(field, _)| message.contains(field))
+        .map_or("--temperature/--top-k/--top-p", |(_, flag)| flag);
+        anyhow::anyhow!("{flag}: {message}")
+    })?;
     let mut out = Vec::new();
     for i in 0..args.num.max(1) {
         let seed = args.seed.wrapping_add(i as u64);

@@ -508,8 +508,16 @@ fn tokenize_pairs(pairs: &[SequencePair], setup: &Setup) -> Vec<TextPair> {
 
 /// Reads and tokenises a TSV file with the setup's columns and level.
 fn read_file_pairs(path: &Path, setup: &Setup, flag: &str) -> Result<Vec<TextPair>> {
-    let pairs = read_pairs(path, setup.source_column(), setup.target_column)
-        .with_context(|| format!("{flag} {}", path.display()))?;
+    // The loader's errors name the file (and line); the flag is added in front.
+    let pairs = read_pairs(path, setup.source_column(), setup.target_column).map_err(|e| {
+        let named = e.to_string().starts_with(&path.display().to_string());
+        let e = anyhow::Error::new(e);
+        if named {
+            e.context(flag.to_string())
+        } else {
+            e.context(format!("{flag} {}", path.display()))
+        }
+    })?;
     let tokenized = tokenize_pairs(&pairs, setup);
     if tokenized.is_empty() {
         bail!(

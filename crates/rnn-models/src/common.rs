@@ -165,6 +165,16 @@ pub fn length_mask(
     Tensor::from_vec(values, (batch, max_len), device)?.to_dtype(dtype)
 }
 
+/// Whether checks of tensor *values* that must read the tensor back to the host (token ids
+/// against the vocabulary, class targets, end tokens) run for a tensor on `device`. They run on
+/// the CPU, where reading is free; on CUDA and Metal they are skipped, because each would stall
+/// the device once per forward pass. Shapes and dtypes are checked everywhere. On an
+/// accelerator, validate ids on the host before uploading them (the `rnn` command's data
+/// pipeline builds every id from its vocabulary, so they are in range by construction).
+pub fn value_checks_on(device: &candle_core::Device) -> bool {
+    device.is_cpu()
+}
+
 /// Checks that `ids` is a `(batch, seq)` tensor of `u32` token ids.
 pub fn check_ids(model: &str, name: &str, ids: &Tensor) -> Result<(usize, usize)> {
     if ids.dtype() != DType::U32 {

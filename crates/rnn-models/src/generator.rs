@@ -29,7 +29,8 @@ use rnn_core::{Mode, Rnn, RnnConfig, RnnState};
 use serde::{Deserialize, Serialize};
 
 use crate::common::{
-    check_counters, check_ids, check_lengths, invalid, length_mask, SeededDropout, Stochastic,
+    check_counters, check_ids, check_lengths, invalid, length_mask, value_checks_on, SeededDropout,
+    Stochastic,
 };
 use crate::loss::{binary_cross_entropy_with_logits, masked_cross_entropy};
 use crate::sampling::{Sampler, SamplingConfig};
@@ -546,7 +547,11 @@ impl ConditionedGenerator {
                         ))
                     }
                 };
-                let max = context.max_all()?.to_scalar::<u32>()?;
+                let max = if value_checks_on(context.device()) {
+                    context.max_all()?.to_scalar::<u32>()?
+                } else {
+                    0
+                };
                 if max as usize >= num_classes {
                     return Err(invalid(
                         MODEL,
@@ -650,7 +655,11 @@ impl ConditionedGenerator {
             }
             None => ids.clone(),
         };
-        let max = ids.max_all()?.to_scalar::<u32>()?;
+        let max = if value_checks_on(ids.device()) {
+            ids.max_all()?.to_scalar::<u32>()?
+        } else {
+            0
+        };
         if max as usize >= self.cfg.vocab_size {
             return Err(invalid(
                 MODEL,
@@ -740,7 +749,7 @@ impl ConditionedGenerator {
                 &all
             }
         };
-        if self.cfg.stop == StopStrategy::EndToken {
+        if self.cfg.stop == StopStrategy::EndToken && value_checks_on(targets.device()) {
             let eos = self.cfg.eos_id.unwrap_or(0);
             let rows = targets.to_vec2::<u32>()?;
             if let Some((b, row)) = rows
