@@ -425,7 +425,7 @@ cases! {
         => "Rnn::step: x_t must be (batch, input_size), got shape [2, 1, 3]";
     dtype_input_mismatch: "f64 input to an f32 layer",
         lib("lstm(3→4, f32).forward(zeros [2, 5, 3] f64, None)", |_| { let xs = zeros(&[2, 5, 3]).to_dtype(DType::F64)?; lstm().forward(&xs, None)?; Ok(()) })
-        => "Rnn::forward xs: dtype F64 does not match the weights's dtype F32";
+        => "Rnn::forward xs: dtype F64 does not match the dtype of the weights (F32)";
     config_dropout_layer: "`RnnConfig` with dropout 1.0",
         lib("Rnn::new(RnnConfig::new(Lstm, 3, 4).with_dropout(1.0), vb)", |_| { let varmap = candle_nn::VarMap::new(); Rnn::new(&RnnConfig::new(Mode::Lstm, 3, 4).with_dropout(1.0), seeded_var_builder(&varmap, 0, DType::F32, &Device::Cpu))?; Ok(()) })
         => "RnnConfig: dropout must be in [0, 1), got 1";
@@ -490,7 +490,7 @@ cases! {
         => "<tmp>/ckpt/state.json: checkpoint format version 99 is not supported (this build reads version 1); it was written by a newer version of rnn";
     ckpt_other_task_sample: "`rnn sample` on an `adding` checkpoint",
         cli(|d| { ckpt(d); }, &["sample", "--checkpoint", "<tmp>/ckpt", "--device", "cpu"])
-        => "`rnn sample` needs a language-model checkpoint (char-lm, word-lm or routine); <tmp>/ckpt is a `adding` checkpoint; use `rnn predict`";
+        => "`rnn sample` needs a language-model checkpoint (char-lm, word-lm or routine); <tmp>/ckpt is a checkpoint of task `adding`; use `rnn predict`";
     ckpt_resume_other_task: "`--resume` an `adding` checkpoint in a `copy` run",
         cli(|d| { ckpt(d); }, &["train", "copy", "--resume", "<tmp>/ckpt", "--max-steps", "1", "--device", "cpu", "--out", "<tmp>/run"])
         => "--resume <tmp>/ckpt: the checkpoint is from task `adding`, not `copy`";

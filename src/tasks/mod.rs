@@ -157,7 +157,7 @@ pub fn sample(run: &CheckpointRun, args: &SampleArgs) -> Result<Vec<String>> {
         TaskName::CharLm | TaskName::WordLm => lm::sample(run, args),
         TaskName::Routine => routine::sample(run, args),
         other => bail!(
-            "`rnn sample` needs a language-model checkpoint (char-lm, word-lm or routine); {} is a `{}` checkpoint; use `rnn predict`",
+            "`rnn sample` needs a language-model checkpoint (char-lm, word-lm or routine); {} is a checkpoint of task `{}`; use `rnn predict`",
             run.dir.display(),
             other.as_str()
         ),

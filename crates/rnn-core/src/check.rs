@@ -19,14 +19,14 @@ pub(crate) fn check_same_dtype_device(
 ) -> Result<()> {
     if a.dtype() != b.dtype() {
         bail!(
-            "{what_a}: dtype {:?} does not match {what_b}'s dtype {:?}",
+            "{what_a}: dtype {:?} does not match the dtype of {what_b} ({:?})",
             a.dtype(),
             b.dtype()
         );
     }
     if !a.device().same_device(b.device()) {
         bail!(
-            "{what_a}: device {:?} does not match {what_b}'s device {:?}",
+            "{what_a}: device {:?} does not match the device of {what_b} ({:?})",
             a.device().location(),
             b.device().location()
         );
