@@ -234,6 +234,33 @@ pub fn resolve_checkpoint(dir: &Path, prefer_best: bool) -> Result<PathBuf> {
     )
 }
 
+/// Before `--resume DIR`: repairs what a killed save left in `DIR` (a checkpoint itself, or a
+/// run directory with `checkpoint/` and `best/`), see [`checkpoint::recover`], and says so when
+/// a checkpoint that had been moved aside is put back.
+fn recover_for_resume(dir: &Path) -> Result<()> {
+    let candidates = if dir.join(checkpoint::STATE_FILE).is_file()
+        || dir
+            .file_name()
+            .is_some_and(|n| n == LATEST_DIR || n == "best")
+    {
+        vec![dir.to_path_buf()]
+    } else {
+        vec![dir.join(LATEST_DIR), dir.join("best")]
+    };
+    for candidate in candidates {
+        if let Some(backup) = checkpoint::recover(&candidate)
+            .with_context(|| format!("--resume {}", dir.display()))?
+        {
+            eprintln!(
+                "note: --resume: {} was missing (a run was killed while replacing it); restored it from {}",
+                candidate.display(),
+                backup.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// A checkpoint loaded for `eval`, `sample` or `predict`, with the task that wrote it.
 pub struct CheckpointRun {
     /// The checkpoint directory.
@@ -403,6 +430,7 @@ pub fn fit<T: TrainTask>(
     }
     let mut trainer = Trainer::new(cfg, varmap)?.with_out_dir(&ctx.out)?;
     if let Some(dir) = &ctx.opts.resume {
+        recover_for_resume(dir)?;
         let dir = resolve_checkpoint(dir, false).context("--resume")?;
         let config_path = dir.join(checkpoint::CONFIG_FILE);
         let config: serde_json::Value = serde_json::from_slice(

@@ -194,6 +194,11 @@ impl Checkpoint<'_> {
             source,
         })?;
         check_replaceable(dir)?;
+        // Leftovers of killed saves are full checkpoints: remove them (never those of a live
+        // process) so that repeated kills do not fill the disk.
+        for (_, stale) in dead_save_siblings(dir)? {
+            let _ = fs::remove_dir_all(stale);
+        }
 
         let temp = unique_sibling(&parent, &name, "tmp");
         fs::create_dir(&temp).map_err(|e| {
@@ -608,6 +613,101 @@ fn replace_dir(
     Ok(())
 }
 
+/// The process id and kind (`tmp` or `old`) of a sibling that a save of checkpoint `name`
+/// creates (`.NAME.KIND-PID-NANOS-N`), or `None` for any other file name.
+fn save_sibling(file_name: &str, name: &str) -> Option<(&'static str, u32)> {
+    let rest = file_name
+        .strip_prefix('.')?
+        .strip_prefix(name)?
+        .strip_prefix('.')?;
+    let (kind, rest) = if let Some(r) = rest.strip_prefix("tmp-") {
+        ("tmp", r)
+    } else {
+        ("old", rest.strip_prefix("old-")?)
+    };
+    let mut parts = rest.split('-');
+    let pid = parts.next()?.parse().ok()?;
+    let nanos_and_n_are_numbers =
+        parts.clone().count() == 2 && parts.all(|p| p.parse::<u128>().is_ok());
+    nanos_and_n_are_numbers.then_some((kind, pid))
+}
+
+/// Whether process `pid` may still be running (always `true` where `/proc` is not available,
+/// so that nothing of a live writer is ever removed).
+fn process_may_be_alive(pid: u32) -> bool {
+    let proc = Path::new("/proc");
+    !proc.join("self").exists() || proc.join(pid.to_string()).exists()
+}
+
+/// The save siblings of checkpoint `dir` left by processes that are no longer running, with
+/// their kind (`tmp`: an unfinished write, `old`: the previous checkpoint moved aside).
+fn dead_save_siblings(dir: &Path) -> Result<Vec<(&'static str, PathBuf)>> {
+    let (parent, name) = split_dir(dir)?;
+    let Ok(entries) = fs::read_dir(&parent) else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(file_name) = file_name.to_str() else {
+            continue;
+        };
+        if let Some((kind, pid)) = save_sibling(file_name, &name) {
+            if pid != std::process::id() && !process_may_be_alive(pid) {
+                out.push((kind, entry.path()));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Repairs what a killed save of checkpoint `dir` can leave behind, before a run resumes from
+/// it: if `dir` holds no checkpoint but the previous checkpoint was moved aside
+/// (`.NAME.old-*`, a kill between the two renames of [`TrainCheckpoint::save`]), the newest
+/// such backup that loads is renamed back into place; then unfinished writes (`.NAME.tmp-*`)
+/// and other backups of processes that are no longer running are removed. Returns the backup
+/// that was restored, if any. Siblings of running processes are never touched.
+pub fn recover(dir: &Path) -> Result<Option<PathBuf>> {
+    let siblings = dead_save_siblings(dir)?;
+    let mut restored = None;
+    if !dir.join(STATE_FILE).is_file() {
+        let mut backups: Vec<(u64, &PathBuf)> = siblings
+            .iter()
+            .filter(|(kind, _)| *kind == "old")
+            .filter_map(|(_, path)| {
+                let state = read_state(&path.join(STATE_FILE)).ok()?;
+                load(path, &Device::Cpu).ok()?;
+                Some((state.step, path))
+            })
+            .collect();
+        backups.sort();
+        if let Some((_, backup)) = backups.last() {
+            if dir.exists() {
+                // Only an empty directory can be here (a save never leaves anything else).
+                fs::remove_dir(dir).map_err(|source| Error::Io {
+                    path: dir.to_path_buf(),
+                    source,
+                })?;
+            }
+            fs::rename(backup, dir).map_err(|e| {
+                Error::file(
+                    dir,
+                    format!("cannot restore the backup {}: {e}", backup.display()),
+                )
+            })?;
+            restored = Some((*backup).clone());
+        }
+    }
+    for (_, path) in &siblings {
+        if Some(path) != restored.as_ref() {
+            // Best effort: a leftover that cannot be removed costs only disk space.
+            let _ = fs::remove_dir_all(path);
+        }
+    }
+    Ok(restored)
+}
+
 /// The parent (`.` for a bare name) and the final component of `dir`.
 fn split_dir(dir: &Path) -> Result<(PathBuf, String)> {
     let name = dir
@@ -843,12 +943,23 @@ fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
     serde_json::from_slice(&bytes).map_err(|e| json_error(path, &e))
 }
 
+/// Parses the content of a checkpoint's `config.json` as [`load`] does; `path` only names the
+/// file in errors (invalid JSON is an error with the line and column).
+pub fn parse_config(path: &Path, bytes: &[u8]) -> Result<serde_json::Value> {
+    serde_json::from_slice(bytes).map_err(|e| json_error(path, &e))
+}
+
 fn read_state(path: &Path) -> Result<TrainState> {
-    let bytes = read_required(path)?;
+    parse_state(path, &read_required(path)?)
+}
+
+/// Parses the content of a checkpoint's `state.json` as [`load`] does, format version check
+/// included; `path` only names the file in errors.
+pub fn parse_state(path: &Path, bytes: &[u8]) -> Result<TrainState> {
     // The version is checked on the untyped value first, so that a future format gets "version
     // not supported" rather than a confusing error about some field.
     let value: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|e| json_error(path, &e))?;
+        serde_json::from_slice(bytes).map_err(|e| json_error(path, &e))?;
     let Some(object) = value.as_object() else {
         return Err(Error::file(path, "expected a JSON object"));
     };
@@ -881,12 +992,21 @@ fn read_state(path: &Path) -> Result<TrainState> {
         ));
     }
     // Typed parse of the bytes again (not of `value`), so field errors keep their line.
-    serde_json::from_slice(&bytes).map_err(|e| json_error(path, &e))
+    serde_json::from_slice(bytes).map_err(|e| json_error(path, &e))
 }
 
 fn read_safetensors(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
-    let bytes = read_required(path)?;
-    candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| {
+    parse_safetensors(path, &read_required(path)?, device)
+}
+
+/// Parses the content of a `model.safetensors` / `optimizer.safetensors` file as [`load`] does
+/// (without the finiteness check of parameters); `path` only names the file in errors.
+pub fn parse_safetensors(
+    path: &Path,
+    bytes: &[u8],
+    device: &Device,
+) -> Result<HashMap<String, Tensor>> {
+    candle_core::safetensors::load_buffer(bytes, device).map_err(|e| {
         Error::file(
             path,
             format!(
@@ -1278,6 +1398,79 @@ mod tests {
         assert_eq!(weight(&dir), before);
         assert_eq!(load(&dir, &dev()).unwrap().state.step, 1);
         assert_eq!(leftovers(root.path(), "ckpt"), Vec::<String>::new());
+    }
+
+    /// A process id that is not running (Linux `pid_max` is at most 2^22).
+    const DEAD_PID: u32 = 999_999_999;
+
+    #[test]
+    fn save_sibling_names_are_recognised() {
+        assert_eq!(
+            save_sibling(".ckpt.tmp-12-345-6", "ckpt"),
+            Some(("tmp", 12))
+        );
+        assert_eq!(save_sibling(".ckpt.old-7-8-9", "ckpt"), Some(("old", 7)));
+        for other in [
+            "ckpt",
+            ".ckpt.tmp-12-345",
+            ".ckpt.new-1-2-3",
+            ".other.tmp-1-2-3",
+            ".ckpt.tmp-x-2-3",
+            ".ckpt.old-1-2-3-4",
+        ] {
+            assert_eq!(save_sibling(other, "ckpt"), None, "{other}");
+        }
+    }
+
+    /// The state of a kill between the two renames of a save (`ckpt/` moved aside, the new one
+    /// not yet in place) plus an unfinished write: `recover` puts the backup back and removes
+    /// the leftovers of dead processes, never those of a live one.
+    #[test]
+    fn recover_restores_a_checkpoint_moved_aside_and_removes_dead_leftovers() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("ckpt");
+        save_simple(&dir, 1.0, 1);
+        let older = root.path().join(format!(".ckpt.old-{DEAD_PID}-1-0"));
+        fs::rename(&dir, &older).unwrap();
+        save_simple(&dir, 2.0, 2);
+        let newer = root.path().join(format!(".ckpt.old-{DEAD_PID}-2-0"));
+        fs::rename(&dir, &newer).unwrap();
+        let torn = root.path().join(format!(".ckpt.tmp-{DEAD_PID}-3-0"));
+        fs::create_dir(&torn).unwrap();
+        fs::write(torn.join(MODEL_FILE), [1u8, 2, 3]).unwrap();
+        let live = root.path().join(".ckpt.tmp-1-4-0");
+        fs::create_dir(&live).unwrap();
+        assert!(load(&dir, &dev()).is_err());
+
+        assert_eq!(recover(&dir).unwrap(), Some(newer));
+        assert_eq!(load(&dir, &dev()).unwrap().state.step, 2);
+        assert_eq!(
+            leftovers(root.path(), "ckpt"),
+            vec![".ckpt.tmp-1-4-0".to_string()]
+        );
+        // Nothing to do the second time; a complete checkpoint is never replaced.
+        assert_eq!(recover(&dir).unwrap(), None);
+        assert_eq!(load(&dir, &dev()).unwrap().state.step, 2);
+    }
+
+    #[test]
+    fn save_removes_the_leftovers_of_dead_processes_only() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("ckpt");
+        save_simple(&dir, 1.0, 1);
+        for name in [
+            format!(".ckpt.tmp-{DEAD_PID}-1-0"),
+            format!(".ckpt.old-{DEAD_PID}-2-0"),
+            ".ckpt.tmp-1-3-0".to_string(),
+        ] {
+            fs::create_dir(root.path().join(name)).unwrap();
+        }
+        save_simple(&dir, 2.0, 2);
+        assert_eq!(
+            leftovers(root.path(), "ckpt"),
+            vec![".ckpt.tmp-1-3-0".to_string()]
+        );
+        assert_eq!(load(&dir, &dev()).unwrap().state.step, 2);
     }
 
     #[test]

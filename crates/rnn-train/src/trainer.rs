@@ -561,6 +561,9 @@ impl Trainer {
     /// Trains `task` until the budget is spent or early stopping triggers.
     pub fn fit<T: TrainTask>(&mut self, task: &mut T) -> Result<FitReport> {
         if self.resumed {
+            // Seed first (it resets the counters), then fast-forward to the saved counters, so
+            // every dropout stream is where the interrupted run left it.
+            task.set_seed(self.config.seed);
             task.set_rng_counters(&self.state.rng_counters)?;
         } else if self.state.step == 0 {
             task.set_seed(self.config.seed);
@@ -983,10 +986,13 @@ impl Trainer {
         }
         self.history.push(record);
         if self.out_dir.is_some() {
-            self.save_latest(task)?;
+            // `best/` first: a kill between the two saves then resumes from before this
+            // evaluation, which redoes it and rewrites `best/` identically (the other order could
+            // leave `best/` behind a log that names a newer best step).
             if improved && self.config.save_best {
                 self.save_to(task, BEST_DIR)?;
             }
+            self.save_latest(task)?;
             if self.config.plot {
                 self.plot()?;
             }

@@ -138,7 +138,30 @@ impl SubwordTokenizer {
             path: path.to_path_buf(),
             source,
         })?;
-        let mut tok = Tokenizer::from_bytes(&bytes).map_err(|e| {
+        Self::from_bytes(path, &bytes)
+    }
+
+    /// [`from_file`](Self::from_file) of a `tokenizer.json`'s bytes already in memory; `path`
+    /// only names the file in errors.
+    pub fn from_bytes(path: impl AsRef<Path>, bytes: &[u8]) -> Result<Self> {
+        let path = path.as_ref();
+        // tokenizers 0.23 panics (instead of erroring) on some malformed components, e.g. a
+        // `decoder` object it cannot deserialise (found by fuzzing): turn that into an error too.
+        let parsed =
+            std::panic::catch_unwind(|| Tokenizer::from_bytes(bytes)).map_err(|panic| {
+                let what = panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("unknown error");
+                Error::file(
+                    path,
+                    format!(
+                        "not a valid tokenizer.json: the tokenizers library failed on it: {what}"
+                    ),
+                )
+            })?;
+        let mut tok = parsed.map_err(|e| {
             let message = format!("not a valid tokenizer.json: {e}");
             match e.downcast_ref::<serde_json::Error>() {
                 Some(je) if je.line() > 0 => Error::parse(path, je.line(), message),

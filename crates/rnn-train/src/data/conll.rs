@@ -1,6 +1,6 @@
 //! Tagged sentences from CoNLL-U (Universal Dependencies) and from 2-column CoNLL files.
 
-use super::{numbered_lines, read_text};
+use super::{numbered_lines, read_text, text_from_bytes};
 use crate::{Error, Result};
 use std::path::Path;
 
@@ -27,6 +27,22 @@ fn conllu_column(name: &str) -> Option<usize> {
 /// `upos` or `xpos`, or a 1-based number; UPOS by default). Comment lines (`#`), multi-word token
 /// lines (`3-4`) and empty nodes (`3.1`) are skipped; sentences end at blank lines.
 pub fn read_conllu(path: &Path, tag_column: Option<&str>) -> Result<Vec<TaggedSentence>> {
+    let col = conllu_tag_column(tag_column)?;
+    conllu_sentences(path, &read_text(path)?, col)
+}
+
+/// [`read_conllu`] of a file's bytes already in memory; `path` only names the file in errors.
+pub fn parse_conllu(
+    path: &Path,
+    bytes: &[u8],
+    tag_column: Option<&str>,
+) -> Result<Vec<TaggedSentence>> {
+    let col = conllu_tag_column(tag_column)?;
+    conllu_sentences(path, &text_from_bytes(path, bytes.to_vec())?, col)
+}
+
+/// The 0-based index of the CoNLL-U column named (or numbered) `tag_column`, UPOS by default.
+fn conllu_tag_column(tag_column: Option<&str>) -> Result<usize> {
     let col_name = tag_column.unwrap_or("upos");
     let col = match col_name.parse::<usize>() {
         Ok(n) if (1..=10).contains(&n) => n - 1,
@@ -41,7 +57,11 @@ pub fn read_conllu(path: &Path, tag_column: Option<&str>) -> Result<Vec<TaggedSe
             ))
         })?,
     };
-    read_sentences(path, |line, content| {
+    Ok(col)
+}
+
+fn conllu_sentences(path: &Path, text: &str, col: usize) -> Result<Vec<TaggedSentence>> {
+    sentences(text, path, |line, content| {
         if content.starts_with('#') {
             return Ok(None);
         }
@@ -66,7 +86,16 @@ pub fn read_conllu(path: &Path, tag_column: Option<&str>) -> Result<Vec<TaggedSe
 
 /// Reads a 2-column CoNLL file: `token<whitespace>tag` per line, sentences separated by blank lines.
 pub fn read_conll(path: &Path) -> Result<Vec<TaggedSentence>> {
-    read_sentences(path, |line, content| {
+    conll_sentences(path, &read_text(path)?)
+}
+
+/// [`read_conll`] of a file's bytes already in memory; `path` only names the file in errors.
+pub fn parse_conll(path: &Path, bytes: &[u8]) -> Result<Vec<TaggedSentence>> {
+    conll_sentences(path, &text_from_bytes(path, bytes.to_vec())?)
+}
+
+fn conll_sentences(path: &Path, text: &str) -> Result<Vec<TaggedSentence>> {
+    sentences(text, path, |line, content| {
         let fields: Vec<&str> = content.split_whitespace().collect();
         if fields.len() != 2 {
             return Err(Error::parse(
@@ -79,20 +108,20 @@ pub fn read_conll(path: &Path) -> Result<Vec<TaggedSentence>> {
     })
 }
 
-/// Groups the token lines of `path` into sentences at blank lines; `token_line` turns a non-blank
-/// line into `(token, tag)`, `None` to skip it, or an error.
-fn read_sentences(
+/// Groups the token lines of `text` (the content of `path`) into sentences at blank lines;
+/// `token_line` turns a non-blank line into `(token, tag)`, `None` to skip it, or an error.
+fn sentences(
+    text: &str,
     path: &Path,
     token_line: impl Fn(usize, &str) -> Result<Option<(String, String)>>,
 ) -> Result<Vec<TaggedSentence>> {
-    let text = read_text(path)?;
     let mut out = Vec::new();
     let mut current = TaggedSentence {
         tokens: vec![],
         tags: vec![],
         line: 0,
     };
-    for (line, content) in numbered_lines(&text) {
+    for (line, content) in numbered_lines(text) {
         if content.trim().is_empty() {
             if !current.tokens.is_empty() {
                 out.push(std::mem::replace(

@@ -1,7 +1,7 @@
 //! Labelled sequences: one example per line, `label<space or tab>text` (the SST-2 `stsa.binary`
 //! format).
 
-use super::{numbered_lines, read_text};
+use super::{numbered_lines, read_text, text_from_bytes};
 use crate::{Error, Result};
 use std::path::Path;
 
@@ -19,9 +19,21 @@ pub struct LabelledText {
 /// Reads `label text` lines; blank lines are skipped. With `labels = Some(list)`, a label outside
 /// the list is an error naming the line. A line with no text after its label is an error.
 pub fn read_labelled(path: &Path, labels: Option<&[&str]>) -> Result<Vec<LabelledText>> {
-    let text = read_text(path)?;
+    labelled_lines(path, &read_text(path)?, labels)
+}
+
+/// [`read_labelled`] of a file's bytes already in memory; `path` only names the file in errors.
+pub fn parse_labelled(
+    path: &Path,
+    bytes: &[u8],
+    labels: Option<&[&str]>,
+) -> Result<Vec<LabelledText>> {
+    labelled_lines(path, &text_from_bytes(path, bytes.to_vec())?, labels)
+}
+
+fn labelled_lines(path: &Path, text: &str, labels: Option<&[&str]>) -> Result<Vec<LabelledText>> {
     let mut out = Vec::new();
-    for (line, content) in numbered_lines(&text) {
+    for (line, content) in numbered_lines(text) {
         if content.trim().is_empty() {
             continue;
         }

@@ -19,76 +19,142 @@ pub struct Mnist {
     pub labels: Tensor,
 }
 
-fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
-    let raw = std::fs::read(path).map_err(|source| Error::Io {
+fn read_file(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|source| Error::Io {
         path: path.to_path_buf(),
         source,
-    })?;
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(raw.as_slice())
-            .read_to_end(&mut out)
-            .map_err(|e| Error::file(path, format!("not a valid gzip file: {e}")))?;
-        Ok(out)
-    } else {
-        Ok(raw)
-    }
+    })
 }
 
 fn be_u32(bytes: &[u8], at: usize) -> u32 {
     u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
 }
 
+/// The `n` bytes `reader` gives (fewer at its end); errors are gzip errors of `path`.
+fn read_up_to(path: &Path, reader: &mut dyn Read, n: u64) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    reader
+        .take(n)
+        .read_to_end(&mut out)
+        .map_err(|e| Error::file(path, format!("not a valid gzip file: {e}")))?;
+    Ok(out)
+}
+
+/// Parses an IDX file (plain, or gzip-compressed when it starts with the gzip magic bytes) with
+/// magic number `magic` and `ndims` sizes: the sizes and the data bytes, whose count is checked
+/// against the sizes. A gzip stream is decompressed only up to the size its header announces
+/// (plus one byte, to detect extra data), so a small file cannot expand without bound.
+fn parse_idx(
+    path: &Path,
+    raw: &[u8],
+    magic: u32,
+    ndims: usize,
+    kind: &str,
+) -> Result<(Vec<usize>, Vec<u8>)> {
+    let mut gz;
+    let mut plain = raw;
+    let reader: &mut dyn Read = if raw.starts_with(&[0x1f, 0x8b]) {
+        gz = flate2::read::GzDecoder::new(raw);
+        &mut gz
+    } else {
+        &mut plain
+    };
+    let header_len = 4 + 4 * ndims;
+    let header = read_up_to(path, reader, header_len as u64)?;
+    if header.len() < header_len || be_u32(&header, 0) != magic {
+        return Err(Error::file(
+            path,
+            format!("not an IDX {kind} file (expected magic number {magic})"),
+        ));
+    }
+    let dims: Vec<usize> = (0..ndims)
+        .map(|i| be_u32(&header, 4 + 4 * i) as usize)
+        .collect();
+    let want = dims
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .filter(|&w| w < usize::MAX)
+        .ok_or_else(|| Error::file(path, format!("{kind} sizes overflow")))?;
+    let data = read_up_to(path, reader, want as u64 + 1)?;
+    if data.len() != want {
+        let found = if data.len() > want {
+            "more".to_string()
+        } else {
+            data.len().to_string()
+        };
+        let sizes = match dims.as_slice() {
+            [n, rows, cols] => format!("{n} images of {rows}x{cols}"),
+            _ => format!("{want} {kind}s"),
+        };
+        return Err(Error::file(
+            path,
+            format!(
+                "header says {sizes} ({want} bytes), the file has {found} bytes of {kind} data"
+            ),
+        ));
+    }
+    Ok((dims, data))
+}
+
+/// Pixels of an IDX image file as `(n, rows, cols)` f32 in [0, 1].
+fn image_tensor(path: &Path, bytes: &[u8], device: &Device) -> Result<Tensor> {
+    let (dims, img) = parse_idx(path, bytes, 2051, 3, "image")?;
+    let pixels: Vec<f32> = img.iter().map(|&p| p as f32 / 255.0).collect();
+    Ok(Tensor::from_vec(
+        pixels,
+        (dims[0], dims[1], dims[2]),
+        device,
+    )?)
+}
+
 /// Reads an IDX image file (magic 2051) and its label file (magic 2049).
 pub fn read_mnist(images: &Path, labels: &Path, device: &Device) -> Result<Mnist> {
-    let img = read_maybe_gz(images)?;
-    if img.len() < 16 || be_u32(&img, 0) != 2051 {
-        return Err(Error::file(
-            images,
-            "not an IDX image file (expected magic number 2051)",
-        ));
-    }
-    let (n, rows, cols) = (
-        be_u32(&img, 4) as usize,
-        be_u32(&img, 8) as usize,
-        be_u32(&img, 12) as usize,
-    );
-    let want = n
-        .checked_mul(rows)
-        .and_then(|x| x.checked_mul(cols))
-        .ok_or_else(|| Error::file(images, "image sizes overflow"))?;
-    if img.len() - 16 != want {
-        return Err(Error::file(
-            images,
-            format!("header says {n} images of {rows}x{cols} ({want} bytes), the file has {} bytes of pixels", img.len() - 16),
-        ));
-    }
-    let lab = read_maybe_gz(labels)?;
-    if lab.len() < 8 || be_u32(&lab, 0) != 2049 {
+    let image_bytes = read_file(images)?;
+    let label_bytes = read_file(labels)?;
+    parse_mnist(images, &image_bytes, labels, &label_bytes, device)
+}
+
+/// [`read_mnist`] of the two files' bytes already in memory (each plain or gzip-compressed);
+/// the paths only name the files in errors.
+pub fn parse_mnist(
+    images: &Path,
+    image_bytes: &[u8],
+    labels: &Path,
+    label_bytes: &[u8],
+    device: &Device,
+) -> Result<Mnist> {
+    let image_tensor = image_tensor(images, image_bytes, device)?;
+    let n = image_tensor.dim(0)?;
+    let (_, lab) = parse_idx(labels, label_bytes, 2049, 1, "label")?;
+    if lab.len() != n {
         return Err(Error::file(
             labels,
-            "not an IDX label file (expected magic number 2049)",
+            format!("{} labels for {n} images", lab.len()),
         ));
     }
-    let m = be_u32(&lab, 4) as usize;
-    if m != n || lab.len() - 8 != m {
+    if let Some(i) = lab.iter().position(|&l| l > 9) {
         return Err(Error::file(
             labels,
-            format!("{} labels for {n} images", lab.len() - 8),
+            format!("label {} of image {i} is not a digit 0-9", lab[i]),
         ));
     }
-    if let Some(i) = lab[8..].iter().position(|&l| l > 9) {
-        return Err(Error::file(
-            labels,
-            format!("label {} of image {i} is not a digit 0-9", lab[8 + i]),
-        ));
-    }
-    let pixels: Vec<f32> = img[16..].iter().map(|&p| p as f32 / 255.0).collect();
-    let ids: Vec<u32> = lab[8..].iter().map(|&l| l as u32).collect();
+    let ids: Vec<u32> = lab.iter().map(|&l| l as u32).collect();
     Ok(Mnist {
-        images: Tensor::from_vec(pixels, (n, rows, cols), device)?,
+        images: image_tensor,
         labels: Tensor::from_vec(ids, n, device)?,
     })
+}
+
+/// Reads an IDX image file (magic 2051, plain or gzip-compressed) without labels:
+/// `(n, rows, cols)` f32 in [0, 1]. Errors name the file.
+pub fn read_mnist_images(path: &Path, device: &Device) -> Result<Tensor> {
+    image_tensor(path, &read_file(path)?, device)
+}
+
+/// [`read_mnist_images`] of a file's bytes already in memory; `path` only names the file in
+/// errors.
+pub fn parse_mnist_images(path: &Path, bytes: &[u8], device: &Device) -> Result<Tensor> {
+    image_tensor(path, bytes, device)
 }
 
 #[cfg(test)]

@@ -15,11 +15,11 @@ mod vocab;
 
 pub use batch::{bucket_batches, pad_batch, seeded_shuffle, split_fraction, PaddedBatch};
 pub use bpe::{BpeConfig, SubwordTokenizer};
-pub use conll::{read_conll, read_conllu, TaggedSentence};
-pub use labelled::{read_labelled, LabelledText};
+pub use conll::{parse_conll, parse_conllu, read_conll, read_conllu, TaggedSentence};
+pub use labelled::{parse_labelled, read_labelled, LabelledText};
 pub use lm::{LmBatches, LmWindow};
-pub use mnist::{read_mnist, Mnist};
-pub use pairs::{read_pairs, SequencePair};
+pub use mnist::{parse_mnist, parse_mnist_images, read_mnist, read_mnist_images, Mnist};
+pub use pairs::{parse_pairs, read_pairs, SequencePair};
 pub use series::{MissingPolicy, Normalizer, Series, SeriesWindows};
 pub use text::{tokenize, Granularity};
 pub use vocab::{Vocab, BOS, EOS, PAD, UNK};
@@ -34,6 +34,13 @@ pub fn read_text(path: &Path) -> Result<String> {
         path: path.to_path_buf(),
         source,
     })?;
+    text_from_bytes(path, bytes)
+}
+
+/// [`read_text`] of bytes already in memory: `path` only names the file in errors. Invalid UTF-8
+/// is an error naming the line of the first bad byte; an empty (or whitespace-only) text is an
+/// error.
+pub fn text_from_bytes(path: &Path, bytes: Vec<u8>) -> Result<String> {
     let text = match String::from_utf8(bytes) {
         Ok(t) => t,
         Err(e) => {

@@ -1,7 +1,7 @@
 //! Source/target sequence pairs from tab-separated lines (e.g. `fra.txt`: English, French,
 //! attribution).
 
-use super::{numbered_lines, read_text};
+use super::{numbered_lines, read_text, text_from_bytes};
 use crate::{Error, Result};
 use std::path::Path;
 
@@ -20,10 +20,36 @@ pub struct SequencePair {
 /// columns are ignored, blank lines skipped; a line with too few columns or an empty side is an
 /// error naming the line.
 pub fn read_pairs(path: &Path, source_col: usize, target_col: usize) -> Result<Vec<SequencePair>> {
-    let text = read_text(path)?;
-    let need = source_col.max(target_col) + 1;
+    pair_lines(path, &read_text(path)?, source_col, target_col)
+}
+
+/// [`read_pairs`] of a file's bytes already in memory; `path` only names the file in errors.
+pub fn parse_pairs(
+    path: &Path,
+    bytes: &[u8],
+    source_col: usize,
+    target_col: usize,
+) -> Result<Vec<SequencePair>> {
+    pair_lines(
+        path,
+        &text_from_bytes(path, bytes.to_vec())?,
+        source_col,
+        target_col,
+    )
+}
+
+fn pair_lines(
+    path: &Path,
+    text: &str,
+    source_col: usize,
+    target_col: usize,
+) -> Result<Vec<SequencePair>> {
+    let need = source_col
+        .max(target_col)
+        .checked_add(1)
+        .ok_or_else(|| Error::Invalid(format!("column {} is out of range", usize::MAX)))?;
     let mut out = Vec::new();
-    for (line, content) in numbered_lines(&text) {
+    for (line, content) in numbered_lines(text) {
         if content.trim().is_empty() {
             continue;
         }

@@ -51,7 +51,29 @@ impl Series {
             path: path.to_path_buf(),
             source,
         })?;
-        let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(file);
+        Self::from_csv_reader(path, file, target, features, missing)
+    }
+
+    /// [`Series::from_csv`] of a file's bytes already in memory; `path` only names the file in
+    /// errors.
+    pub fn from_csv_bytes(
+        path: &Path,
+        bytes: &[u8],
+        target: &str,
+        features: &[&str],
+        missing: MissingPolicy,
+    ) -> Result<Self> {
+        Self::from_csv_reader(path, bytes, target, features, missing)
+    }
+
+    fn from_csv_reader(
+        path: &Path,
+        input: impl std::io::Read,
+        target: &str,
+        features: &[&str],
+        missing: MissingPolicy,
+    ) -> Result<Self> {
+        let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(input);
         let header = reader
             .headers()
             .map_err(|e| Error::file(path, format!("cannot read the header: {e}")))?

@@ -767,8 +767,13 @@ mod tests {
             let e = MultiStep::new(1.0, bad, 0.5).unwrap_err().to_string();
             assert!(e.contains(msg), "{e}");
         }
-        let e = MultiStep::new(1.0, milestones, 0.0).unwrap_err().to_string();
-        assert!(e.contains("multi_step: gamma must be finite and > 0"), "{e}");
+        let e = MultiStep::new(1.0, milestones, 0.0)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("multi_step: gamma must be finite and > 0"),
+            "{e}"
+        );
     }
 
     // Python:
