@@ -44,7 +44,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use candle_core::backprop::GradStore;
-use candle_core::{Tensor, Var};
+use candle_core::{DType, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
@@ -74,6 +74,64 @@ pub const EXP_AVG_PREFIX: &str = "exp_avg.";
 pub const EXP_AVG_SQ_PREFIX: &str = "exp_avg_sq.";
 /// Prefix of SGD's momentum buffers in [`OptimizerState::tensors`].
 pub const MOMENTUM_PREFIX: &str = "momentum.";
+/// Prefix of the f32 master copies of half-precision (bf16/f16) parameters in
+/// [`OptimizerState::tensors`].
+pub const MASTER_PREFIX: &str = "master.";
+
+/// The dtype an optimiser keeps its state in for a parameter of `dtype`: f32 for the half
+/// types (bf16, f16), whose 8- or 11-bit mantissas would round small updates away (a bf16
+/// weight of 1.0 does not move for an update below 0.004), the parameter's own dtype otherwise.
+pub fn state_dtype(dtype: DType) -> DType {
+    match dtype {
+        DType::BF16 | DType::F16 => DType::F32,
+        other => other,
+    }
+}
+
+/// The f32 master copy of a half-precision parameter (`None` for other dtypes): the optimisers
+/// update it, and the parameter receives its rounded value, as mixed-precision training does.
+fn master_copy(var: &Var) -> Result<Option<Tensor>> {
+    let dtype = state_dtype(var.dtype());
+    Ok(if dtype == var.dtype() {
+        None
+    } else {
+        Some(var.as_detached_tensor().to_dtype(dtype)?)
+    })
+}
+
+/// Writes the updated `value` (in the state dtype) into `var`, and into its master copy when it
+/// has one.
+fn write_param(var: &Var, master: &mut Option<Tensor>, value: Tensor) -> Result<()> {
+    if master.is_some() {
+        var.set(&value.to_dtype(var.dtype())?)?;
+        *master = Some(value);
+    } else {
+        var.set(&value)?;
+    }
+    Ok(())
+}
+
+/// The f32 master copies of `params` restored from `state` (a half-precision parameter's is
+/// required, under [`MASTER_PREFIX`]); each expected key is added to `expected`.
+fn restore_masters(
+    who: &str,
+    state: &OptimizerState,
+    params: &[(String, Var)],
+    expected: &mut HashSet<String>,
+) -> Result<Vec<Option<Tensor>>> {
+    params
+        .iter()
+        .map(|(name, var)| {
+            if state_dtype(var.dtype()) == var.dtype() {
+                return Ok(None);
+            }
+            let key = format!("{MASTER_PREFIX}{name}");
+            let t = restore_tensor(who, state, &key, name, var)?;
+            expected.insert(key);
+            Ok(Some(t))
+        })
+        .collect()
+}
 
 /// An optimiser over named [`Var`]s.
 pub trait Optimizer {
@@ -378,7 +436,9 @@ fn restore_tensor(
             var.dims()
         )));
     }
-    Ok(t.detach().to_device(var.device())?.to_dtype(var.dtype())?)
+    Ok(t.detach()
+        .to_device(var.device())?
+        .to_dtype(state_dtype(var.dtype()))?)
 }
 
 /// Rejects state tensors that are not in `expected`: a typo'd or foreign key must not be dropped
@@ -519,5 +579,99 @@ mod tests {
             .map(|(n, _)| n)
             .collect();
         assert_eq!(names, ["a", "m", "z"]);
+    }
+
+    /// Steps of lr * 1 on a parameter at 1.0: each is below half a bf16 ulp (2^-9), so a bf16
+    /// parameter updated in bf16 would never move. With the f32 master copy it follows the f32
+    /// run: the master bit for bit, the parameter as its rounding; the state (master included)
+    /// resumes bit-identically.
+    #[test]
+    fn half_precision_parameters_are_updated_through_f32_master_copies() {
+        let run = |dtype: DType, opt: &dyn Fn(Vec<(String, Var)>) -> Box<dyn Optimizer>| {
+            let p = Var::from_tensor(
+                &Tensor::ones(4, DType::F32, &Device::Cpu)
+                    .unwrap()
+                    .to_dtype(dtype)
+                    .unwrap(),
+            )
+            .unwrap();
+            let mut o = opt(vec![("p".to_string(), p.clone())]);
+            for _ in 0..100 {
+                let grads = p.as_tensor().sum_all().unwrap().backward().unwrap();
+                o.step(&grads).unwrap();
+            }
+            (p, o)
+        };
+        let sgd = |params| -> Box<dyn Optimizer> {
+            Box::new(
+                Sgd::new(
+                    params,
+                    SgdConfig {
+                        lr: 1e-3,
+                        momentum: 0.5,
+                        ..SgdConfig::default()
+                    },
+                )
+                .unwrap(),
+            )
+        };
+        let adamw = |params| -> Box<dyn Optimizer> {
+            Box::new(AdamW::new(params, AdamWConfig::with_lr(1e-3)).unwrap())
+        };
+        for (name, make) in [("sgd", &sgd as &dyn Fn(_) -> _), ("adamw", &adamw)] {
+            let (p32, _) = run(DType::F32, make);
+            let want = p32.as_tensor().to_vec1::<f32>().unwrap();
+            assert!(want[0] < 0.95, "{name}: the f32 run moved: {want:?}");
+            for dtype in [DType::BF16, DType::F16] {
+                let (p, mut o) = run(dtype, make);
+                assert_eq!(p.dtype(), dtype);
+                let state = o.state().unwrap();
+                let master = &state.tensors["master.p"];
+                assert_eq!(master.dtype(), DType::F32, "{name} {dtype:?}");
+                assert_eq!(master.to_vec1::<f32>().unwrap(), want, "{name} {dtype:?}");
+                let rounded = Tensor::new(want.as_slice(), &Device::Cpu)
+                    .unwrap()
+                    .to_dtype(dtype)
+                    .unwrap()
+                    .to_dtype(DType::F32)
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap();
+                let got = p
+                    .as_tensor()
+                    .to_dtype(DType::F32)
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap();
+                assert_eq!(got, rounded, "{name} {dtype:?}");
+                for t in state.tensors.values() {
+                    assert_eq!(t.dtype(), DType::F32, "{name} {dtype:?}: state in f32");
+                }
+                // Resume from the state into fresh parameters (as a checkpoint load does).
+                let p2 = Var::from_tensor(&p.as_tensor().copy().unwrap()).unwrap();
+                let mut o2 = make(vec![("p".to_string(), p2.clone())]);
+                o2.load_state(&state).unwrap();
+                for _ in 0..3 {
+                    let g1 = p.as_tensor().sum_all().unwrap().backward().unwrap();
+                    o.step(&g1).unwrap();
+                    let g2 = p2.as_tensor().sum_all().unwrap().backward().unwrap();
+                    o2.step(&g2).unwrap();
+                }
+                assert_eq!(
+                    o.state().unwrap().tensors["master.p"]
+                        .to_vec1::<f32>()
+                        .unwrap(),
+                    o2.state().unwrap().tensors["master.p"]
+                        .to_vec1::<f32>()
+                        .unwrap(),
+                    "{name} {dtype:?}: resumed"
+                );
+                // A state without the master copy is refused, naming it.
+                let mut missing = o.state().unwrap();
+                missing.tensors.remove("master.p");
+                let e = o2.load_state(&missing).unwrap_err().to_string();
+                assert!(e.contains("\"master.p\""), "{e}");
+            }
+        }
     }
 }

@@ -7,9 +7,10 @@ use candle_core::{Tensor, Var};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    check_grads, check_no_extra_tensors, check_non_negative, check_params, exact_f64,
-    restore_param_steps, restore_tensor, Optimizer, OptimizerConfig, OptimizerMeta, OptimizerState,
-    EXP_AVG_PREFIX, EXP_AVG_SQ_PREFIX,
+    check_grads, check_no_extra_tensors, check_non_negative, check_params, exact_f64, master_copy,
+    restore_masters, restore_param_steps, restore_tensor, state_dtype, write_param, Optimizer,
+    OptimizerConfig, OptimizerMeta, OptimizerState, EXP_AVG_PREFIX, EXP_AVG_SQ_PREFIX,
+    MASTER_PREFIX,
 };
 use crate::{Error, Result};
 
@@ -102,12 +103,15 @@ impl AdamWConfig {
 /// ```
 ///
 /// The moments start at zero (PyTorch creates them lazily, also as zeros). Each step reads no
-/// value back to the host.
+/// value back to the host. For bf16/f16 parameters the moments and an f32 master copy of the
+/// parameter are kept in f32 (see [`state_dtype`](super::state_dtype)): the update runs in f32
+/// and the parameter receives the rounded result.
 #[derive(Debug)]
 pub struct AdamW {
     params: Vec<(String, Var)>,
     exp_avg: Vec<Tensor>,
     exp_avg_sq: Vec<Tensor>,
+    master: Vec<Option<Tensor>>,
     param_steps: Vec<u64>,
     step: u64,
     config: AdamWConfig,
@@ -121,11 +125,16 @@ impl AdamW {
         let zeros = || {
             params
                 .iter()
-                .map(|(_, v)| v.zeros_like())
+                .map(|(_, v)| Tensor::zeros(v.shape(), state_dtype(v.dtype()), v.device()))
                 .collect::<candle_core::Result<Vec<_>>>()
         };
         let (exp_avg, exp_avg_sq) = (zeros()?, zeros()?);
+        let master = params
+            .iter()
+            .map(|(_, v)| master_copy(v))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Self {
+            master,
             param_steps: vec![0; params.len()],
             params,
             exp_avg,
@@ -169,8 +178,12 @@ impl Optimizer for AdamW {
                 continue;
             }
             // Detached so that no state tensor keeps an autograd graph alive across steps.
-            let grad = grad.detach();
-            let mut p = var.as_detached_tensor();
+            let dtype = state_dtype(var.dtype());
+            let grad = grad.detach().to_dtype(dtype)?;
+            let mut p = match &self.master[i] {
+                Some(master) => master.clone(),
+                None => var.as_detached_tensor(),
+            };
             let t = (self.param_steps[i] + 1) as f64;
             if weight_decay != 0.0 {
                 p = p.affine(1.0 - lr * weight_decay, 0.0)?;
@@ -185,7 +198,7 @@ impl Optimizer for AdamW {
             let step_size = lr / bias_correction1;
             let denom = v.sqrt()?.affine(1.0 / bias_correction2_sqrt, eps)?;
             let p = (p + m.div(&denom)?.affine(-step_size, 0.0)?)?;
-            var.set(&p)?;
+            write_param(var, &mut self.master[i], p)?;
             self.exp_avg[i] = m;
             self.exp_avg_sq[i] = v;
             self.param_steps[i] += 1;
@@ -211,6 +224,9 @@ impl Optimizer for AdamW {
                 format!("{EXP_AVG_SQ_PREFIX}{name}"),
                 self.exp_avg_sq[i].clone(),
             );
+            if let Some(master) = &self.master[i] {
+                tensors.insert(format!("{MASTER_PREFIX}{name}"), master.clone());
+            }
             param_steps.insert(name.clone(), self.param_steps[i]);
         }
         Ok(OptimizerState {
@@ -245,12 +261,14 @@ impl Optimizer for AdamW {
             expected.insert(k1);
             expected.insert(k2);
         }
+        let master = restore_masters(WHO, state, &self.params, &mut expected)?;
         check_no_extra_tensors(WHO, state, &expected)?;
         self.config = config.clone();
         self.step = state.meta.step;
         self.param_steps = param_steps;
         self.exp_avg = exp_avg;
         self.exp_avg_sq = exp_avg_sq;
+        self.master = master;
         Ok(())
     }
 

@@ -7,9 +7,9 @@ use candle_core::{Tensor, Var};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    check_grads, check_no_extra_tensors, check_non_negative, check_params, exact_f64,
-    restore_param_steps, restore_tensor, Optimizer, OptimizerConfig, OptimizerMeta, OptimizerState,
-    MOMENTUM_PREFIX,
+    check_grads, check_no_extra_tensors, check_non_negative, check_params, exact_f64, master_copy,
+    restore_masters, restore_param_steps, restore_tensor, state_dtype, write_param, Optimizer,
+    OptimizerConfig, OptimizerMeta, OptimizerState, MASTER_PREFIX, MOMENTUM_PREFIX,
 };
 use crate::{Error, Result};
 
@@ -85,12 +85,16 @@ impl SgdConfig {
 /// p += -lr * d
 /// ```
 ///
-/// Each step reads no value back to the host.
+/// Each step reads no value back to the host. For bf16/f16 parameters the momentum buffer and
+/// an f32 master copy of the parameter are kept in f32: the update runs in f32 and the parameter
+/// receives the rounded result.
 #[derive(Debug)]
 pub struct Sgd {
     params: Vec<(String, Var)>,
     /// `None` until the parameter's first update, as PyTorch's lazily created buffer.
     momentum_buf: Vec<Option<Tensor>>,
+    /// f32 master copies of bf16/f16 parameters (see [`state_dtype`]).
+    master: Vec<Option<Tensor>>,
     param_steps: Vec<u64>,
     step: u64,
     config: SgdConfig,
@@ -101,7 +105,12 @@ impl Sgd {
     pub fn new(params: Vec<(String, Var)>, config: SgdConfig) -> Result<Self> {
         config.validate()?;
         check_params(WHO, &params)?;
+        let master = params
+            .iter()
+            .map(|(_, v)| master_copy(v))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Self {
+            master,
             momentum_buf: vec![None; params.len()],
             param_steps: vec![0; params.len()],
             params,
@@ -143,8 +152,11 @@ impl Optimizer for Sgd {
                 continue;
             }
             // Detached so that no momentum buffer keeps an autograd graph alive across steps.
-            let p = var.as_detached_tensor();
-            let mut d = grad.detach();
+            let p = match &self.master[i] {
+                Some(master) => master.clone(),
+                None => var.as_detached_tensor(),
+            };
+            let mut d = grad.detach().to_dtype(state_dtype(var.dtype()))?;
             if weight_decay != 0.0 {
                 d = (d + p.affine(weight_decay, 0.0)?)?;
             }
@@ -163,7 +175,7 @@ impl Optimizer for Sgd {
                 self.momentum_buf[i] = Some(buf);
             }
             let p = (p + d.affine(-lr, 0.0)?)?;
-            var.set(&p)?;
+            write_param(var, &mut self.master[i], p)?;
             self.param_steps[i] += 1;
         }
         self.step += 1;
@@ -184,6 +196,9 @@ impl Optimizer for Sgd {
         for (i, (name, _)) in self.params.iter().enumerate() {
             if let Some(buf) = &self.momentum_buf[i] {
                 tensors.insert(format!("{MOMENTUM_PREFIX}{name}"), buf.clone());
+            }
+            if let Some(master) = &self.master[i] {
+                tensors.insert(format!("{MASTER_PREFIX}{name}"), master.clone());
             }
             param_steps.insert(name.clone(), self.param_steps[i]);
         }
@@ -218,7 +233,9 @@ impl Optimizer for Sgd {
                 bufs.push(None);
             }
         }
+        let master = restore_masters(WHO, state, &self.params, &mut expected)?;
         check_no_extra_tensors(WHO, state, &expected)?;
+        self.master = master;
         self.config = config.clone();
         self.step = state.meta.step;
         self.param_steps = param_steps;
