@@ -463,7 +463,7 @@ cases! {
         => "checkpoint <tmp>/ckpt does not match the model it describes: <tmp>/ckpt/model.safetensors: checkpoint parameters do not match the model (1 problem): `rnn.weight_hh_l0` has shape [32, 16], expected [32, 8]";
     ckpt_nan_parameter: "`rnn.bias_hh_l0` holds a NaN",
         cli(|d| edit_params(d, |p| { let t = Tensor::full(f32::NAN, 32, &Device::Cpu).unwrap(); p.insert("rnn.bias_hh_l0".into(), t); }), &["eval", "--checkpoint", "<tmp>/ckpt", "--device", "cpu"])
-        => "<tmp>/ckpt/model.safetensors: parameter `rnn.bias_hh_l0` holds NaN (flat index 0 of 32, shape [32]); refusing to load non-finite values from a checkpoint", issue "on load, rnn-train's checkpoint::load reuses the save-time message `refusing to write non-finite values to a checkpoint` (crates/rnn-train/src/checkpoint.rs, check_finite); reported";
+        => "<tmp>/ckpt/model.safetensors: parameter `rnn.bias_hh_l0` holds NaN (flat index 0 of 32, shape [32]); refusing to load non-finite values from a checkpoint";
     ckpt_other_hidden_size: "`config.json` says hidden size 16, the weights are 8",
         cli(|d| edit_json(d, "config.json", |v| { v["model"]["model"]["hidden_size"] = 16.into(); }), &["eval", "--checkpoint", "<tmp>/ckpt", "--device", "cpu"])
         => "checkpoint <tmp>/ckpt does not match the model it describes: <tmp>/ckpt/model.safetensors: checkpoint parameters do not match the model (5 problems): `head.layers.0.weight` has shape [1, 8], expected [1, 16]; `rnn.bias_hh_l0` has shape [32], expected [64]; `rnn.bias_ih_l0` has shape [32], expected [64]; `rnn.weight_hh_l0` has shape [32, 8], expected [64, 16]; `rnn.weight_ih_l0` has shape [32, 2], expected [64, 2]";
@@ -518,6 +518,12 @@ cases! {
     opt_dropout_one: "`--dropout 1`",
         cli(nothing, &["train", "adding", "--dropout", "1", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
         => "--dropout must be in [0, 1), got 1";
+    opt_chrono_init_too_small: "`--chrono-init 1` (a time scale below 2 steps)",
+        cli(nothing, &["train", "adding", "--chrono-init", "1", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
+        => "--chrono-init must be a number of steps >= 2, got 1";
+    opt_chrono_init_vanilla: "`--chrono-init` on a vanilla RNN (no gates)",
+        cli(nothing, &["train", "adding", "--cell", "rnn-tanh", "--chrono-init", "50", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
+        => "--chrono-init 50: chrono_init: no LSTM or GRU layer with biases among the parameters (a vanilla RNN has no gate to initialise)";
     opt_lr_zero: "`--lr 0`",
         cli(nothing, &["train", "adding", "--lr", "0", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
         => "--lr must be a positive number, got 0";

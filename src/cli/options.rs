@@ -168,6 +168,10 @@ pub struct Options {
     /// Generated tasks: number of training examples.
     #[arg(long)]
     pub samples: Option<usize>,
+    /// Chrono initialisation of the LSTM/GRU gate biases for dependencies up to T_MAX steps
+    /// (Tallec & Ollivier 2018); fresh runs only.
+    #[arg(long, value_name = "T_MAX")]
+    pub chrono_init: Option<f64>,
 }
 
 macro_rules! merge_fields {
@@ -230,6 +234,7 @@ impl Options {
             strategy,
             labels,
             samples,
+            chrono_init,
         )
     }
 
@@ -351,6 +356,11 @@ impl Options {
         if let Some(p) = self.dropout {
             if !(0.0..1.0).contains(&p) {
                 bail!("--dropout must be in [0, 1), got {p}");
+            }
+        }
+        if let Some(t) = self.chrono_init {
+            if !(t.is_finite() && t >= 2.0) {
+                bail!("--chrono-init must be a number of steps >= 2, got {t}");
             }
         }
         if let Some(lr) = self.lr {

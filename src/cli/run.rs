@@ -428,6 +428,14 @@ pub fn fit<T: TrainTask>(
         };
         cfg.validate()?;
     }
+    if let (Some(t_max), None) = (ctx.opts.chrono_init, &ctx.opts.resume) {
+        let layers = rnn_core::init::chrono_init(&varmap, t_max, cfg.seed)
+            .map_err(|e| anyhow::anyhow!("--chrono-init {t_max}: {e}"))?;
+        ctx.say(&format!(
+            "chrono initialisation (T_max {t_max}) of {}",
+            layers.join(", ")
+        ));
+    }
     let mut trainer = Trainer::new(cfg, varmap)?.with_out_dir(&ctx.out)?;
     if let Some(dir) = &ctx.opts.resume {
         recover_for_resume(dir)?;

@@ -344,7 +344,7 @@ pub fn load(dir: &Path, device: &Device) -> Result<LoadedCheckpoint> {
     let model_path = dir.join(MODEL_FILE);
     let params = read_safetensors(&model_path, device)?;
     for (name, tensor) in &params {
-        check_finite(tensor, name, "parameter")
+        check_finite(tensor, name, "parameter", "load non-finite values from")
             .map_err(|e| Error::file(&model_path, e.to_string()))?;
     }
     let optimizer_path = dir.join(OPTIMIZER_FILE);
@@ -821,7 +821,7 @@ fn encode_safetensors(tensors: &HashMap<String, Tensor>, what: &str) -> Result<V
                 tensor.dtype().as_str()
             )));
         }
-        check_finite(tensor, name, what)?;
+        check_finite(tensor, name, what, "write non-finite values to")?;
         entries.push((name, tensor.to_device(&Device::Cpu)?.contiguous()?));
     }
     entries.sort_by(|a, b| a.0.cmp(b.0));
@@ -831,7 +831,8 @@ fn encode_safetensors(tensors: &HashMap<String, Tensor>, what: &str) -> Result<V
 }
 
 /// Refuses a floating-point tensor holding NaN or ±inf, naming it and the first bad element.
-fn check_finite(tensor: &Tensor, name: &str, what: &str) -> Result<()> {
+/// `refusing` completes "refusing to ... a checkpoint" in the error.
+fn check_finite(tensor: &Tensor, name: &str, what: &str, refusing: &str) -> Result<()> {
     let t = match tensor.dtype() {
         DType::F16 | DType::BF16 | DType::F32 | DType::F64 => tensor.clone(),
         dtype if dtype.is_float() => tensor.to_dtype(DType::F32)?,
@@ -855,8 +856,8 @@ fn check_finite(tensor: &Tensor, name: &str, what: &str) -> Result<()> {
         .map(|(i, v)| (i, *v))
         .unwrap_or((0, probe));
     Err(Error::Invalid(format!(
-        "{what} `{name}` holds {value} (flat index {index} of {}, shape {:?}); refusing to write \
-         non-finite values to a checkpoint",
+        "{what} `{name}` holds {value} (flat index {index} of {}, shape {:?}); refusing to \
+         {refusing} a checkpoint",
         values.len(),
         tensor.dims()
     )))
