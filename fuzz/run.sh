@@ -13,6 +13,9 @@ shift
 if [ "${1:-}" = all ]; then
   set -- $(cargo +nightly fuzz list)
 fi
+# Error messages without captured backtraces, as the `rnn` binary prints them (capturing and
+# symbolising one under AddressSanitizer takes seconds and reads as a timeout).
+export RUST_LIB_BACKTRACE=0
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$(cd .. && pwd)/target-fuzz}
 mkdir -p logs
 nice -n 19 cargo +nightly fuzz build

@@ -22,8 +22,24 @@ fn quiet_broken_pipe() {
     }
 }
 
+/// Keeps error messages to one line when `RUST_BACKTRACE` is set: Candle attaches a captured
+/// backtrace to its errors and prints it inside their message whenever the standard library's
+/// `Backtrace::capture` is enabled, which `RUST_BACKTRACE` also turns on. `RUST_LIB_BACKTRACE=0`
+/// disables only that capture (panics still print their backtrace under `RUST_BACKTRACE`); set
+/// `RUST_LIB_BACKTRACE=1` to get backtraces in error messages.
+fn one_line_errors() {
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        // Called first in main, before any other thread exists.
+        std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    }
+}
+
 fn main() {
+    one_line_errors();
     tune_allocator();
     quiet_broken_pipe();
+    if std::env::var_os("RNN_KEEP_DENORMALS").is_none() {
+        rnn::core::device::flush_denormals();
+    }
     std::process::exit(rnn::cli::main_entry(std::env::args_os()));
 }

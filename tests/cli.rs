@@ -167,3 +167,23 @@ fn resuming_from_another_task_is_refused() {
     let e = err(&["sample", "--checkpoint", out, "--device", "cpu"]);
     assert!(e.contains("adding"), "{e}");
 }
+
+/// With `RUST_BACKTRACE=1` (common among Rust users) Candle's errors would carry a 50-line
+/// backtrace inside their message; the binary still prints one line.
+#[test]
+fn the_binary_error_is_one_line_even_with_rust_backtrace_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_rnn"))
+        .args(["train", "adding", "--cell", "lstn", "--device", "cpu", "--out"])
+        .arg(dir.path().join("run"))
+        .env("RUST_BACKTRACE", "1")
+        .env_remove("RUST_LIB_BACKTRACE")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(
+        stderr.trim_end(),
+        "error: --cell: unknown cell 'lstn': expected one of lstm, gru, rnn-tanh, rnn-relu"
+    );
+}

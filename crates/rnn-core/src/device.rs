@@ -95,3 +95,51 @@ mod tests {
         assert!(e.contains("device number"), "{e}");
     }
 }
+
+/// Sets flush-to-zero and denormals-are-zero on the calling thread (x86-64: MXCSR bits FTZ and
+/// DAZ; aarch64: FPCR.FZ). Returns whether the platform has such a mode.
+fn set_flush_denormals_on_this_thread() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let mut csr: u32 = 0;
+        // SAFETY: stmxcsr/ldmxcsr read and write this thread's SSE control register; setting
+        // FTZ (bit 15) and DAZ (bit 6) only changes how subnormal floats are rounded.
+        unsafe {
+            std::arch::asm!("stmxcsr [{}]", in(reg) &mut csr, options(nostack));
+            csr |= (1 << 15) | (1 << 6);
+            std::arch::asm!("ldmxcsr [{}]", in(reg) &csr, options(nostack, readonly));
+        }
+        true
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        // SAFETY: reads and writes this thread's floating-point control register; FZ (bit 24)
+        // only changes how subnormal floats are rounded.
+        unsafe {
+            let mut fpcr: u64;
+            std::arch::asm!("mrs {}, fpcr", out(reg) fpcr, options(nomem, nostack));
+            fpcr |= 1 << 24;
+            std::arch::asm!("msr fpcr, {}", in(reg) fpcr, options(nomem, nostack));
+        }
+        true
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        false
+    }
+}
+
+/// Flushes subnormal floats to zero on the CPU, as `torch.set_flush_denormal(True)`: on the
+/// calling thread and on every thread of Rayon's global pool (where Candle's and the fused ops'
+/// CPU kernels run). Subnormals (below 1.2e-38 in f32) cost up to about 100 cycles per
+/// operation on x86 CPUs; a network whose gradients vanish produces them in bulk (an LSTM
+/// stuck on the adding problem at T = 200 trained several times slower). The values lost are
+/// below f32's normal range. Threads started later (other than Rayon's) are not affected.
+/// Returns whether the platform has such a mode.
+pub fn flush_denormals() -> bool {
+    let here = set_flush_denormals_on_this_thread();
+    rayon::broadcast(|_| {
+        set_flush_denormals_on_this_thread();
+    });
+    here
+}
