@@ -174,7 +174,9 @@ fn resuming_from_another_task_is_refused() {
 fn the_binary_error_is_one_line_even_with_rust_backtrace_set() {
     let dir = tempfile::tempdir().unwrap();
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_rnn"))
-        .args(["train", "adding", "--cell", "lstn", "--device", "cpu", "--out"])
+        .args([
+            "train", "adding", "--cell", "lstn", "--device", "cpu", "--out",
+        ])
         .arg(dir.path().join("run"))
         .env("RUST_BACKTRACE", "1")
         .env_remove("RUST_LIB_BACKTRACE")

@@ -362,6 +362,15 @@ fn sigkill_at_random_moments_loses_nothing() {
          uninterrupted run's: {best_ok}; {leftovers} stale hidden entries left in the run directory"
     );
     assert!(
+        best_ok,
+        "after {} kills best/ differs from an uninterrupted run's (seed {seed})",
+        stats.kills
+    );
+    assert_eq!(
+        leftovers, 0,
+        "stale save directories left behind (seed {seed})"
+    );
+    assert!(
         stats.kills == 0 || stats.before_first_checkpoint < stats.kills,
         "no kill landed after the first checkpoint"
     );

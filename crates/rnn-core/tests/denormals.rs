@@ -25,5 +25,8 @@ fn subnormals_flush_to_zero_here_and_on_rayon_threads() {
     let halved = t.affine(0.5, 0.0).unwrap().to_vec1::<f32>().unwrap();
     assert!(halved.iter().all(|&v| v == 0.0));
     // Normal values are untouched.
-    assert_eq!(black_box(f32::MIN_POSITIVE) * black_box(2.0), 2.0 * f32::MIN_POSITIVE);
+    assert_eq!(
+        black_box(f32::MIN_POSITIVE) * black_box(2.0),
+        2.0 * f32::MIN_POSITIVE
+    );
 }
