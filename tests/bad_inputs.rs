@@ -360,7 +360,7 @@ cases! {
         => "--data: <tmp>/pairs.tsv: the file is empty";
     csv_ragged_row: "`ragged.csv` line 4 has one field, the header two",
         cli(|d| { write(d, "ragged.csv", "t,v\n1,2\n2,3\n3\n4,5\n"); }, &["train", "forecast", "--data", "<tmp>/ragged.csv", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
-        => "<tmp>/ragged.csv:4: ragged row: 1 fields, the header has 2";
+        => "<tmp>/ragged.csv:4: ragged row: 1 field, the header has 2";
     csv_non_numeric: "`text.csv` line 3 holds the word `many`",
         cli(|d| { write(d, "text.csv", "t,v\n1,2\n2,many\n"); }, &["train", "forecast", "--data", "<tmp>/text.csv", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
         => "<tmp>/text.csv:3: non-numeric value 'many' in column 'v'";

@@ -118,8 +118,9 @@ impl Series {
                     path,
                     line,
                     format!(
-                        "ragged row: {} fields, the header has {}",
+                        "ragged row: {} field{}, the header has {}",
                         record.len(),
+                        if record.len() == 1 { "" } else { "s" },
                         header.len()
                     ),
                 ));
