@@ -61,41 +61,6 @@ pub fn name(device: &Device) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cpu_and_auto_without_gpu_features() {
-        assert!(select("cpu").unwrap().is_cpu());
-        assert!(select(" CPU ").unwrap().is_cpu());
-        if !cfg!(feature = "cuda") && !cfg!(feature = "metal") {
-            assert!(select("auto").unwrap().is_cpu());
-        }
-        assert_eq!(name(&Device::Cpu), "cpu");
-    }
-
-    #[test]
-    fn missing_features_say_how_to_rebuild() {
-        if !cfg!(feature = "cuda") {
-            let e = select("cuda:1").unwrap_err().to_string();
-            assert!(e.contains("--features cuda"), "{e}");
-        }
-        if !cfg!(feature = "metal") {
-            let e = select("metal").unwrap_err().to_string();
-            assert!(e.contains("--features metal"), "{e}");
-        }
-    }
-
-    #[test]
-    fn bad_specs_are_named() {
-        let e = select("tpu").unwrap_err().to_string();
-        assert!(e.contains("tpu") && e.contains("cuda:N"), "{e}");
-        let e = select("cuda:x").unwrap_err().to_string();
-        assert!(e.contains("device number"), "{e}");
-    }
-}
-
 /// Sets flush-to-zero and denormals-are-zero on the calling thread (x86-64: MXCSR bits FTZ and
 /// DAZ; aarch64: FPCR.FZ). Returns whether the platform has such a mode.
 fn set_flush_denormals_on_this_thread() -> bool {
@@ -142,4 +107,39 @@ pub fn flush_denormals() -> bool {
         set_flush_denormals_on_this_thread();
     });
     here
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_and_auto_without_gpu_features() {
+        assert!(select("cpu").unwrap().is_cpu());
+        assert!(select(" CPU ").unwrap().is_cpu());
+        if !cfg!(feature = "cuda") && !cfg!(feature = "metal") {
+            assert!(select("auto").unwrap().is_cpu());
+        }
+        assert_eq!(name(&Device::Cpu), "cpu");
+    }
+
+    #[test]
+    fn missing_features_say_how_to_rebuild() {
+        if !cfg!(feature = "cuda") {
+            let e = select("cuda:1").unwrap_err().to_string();
+            assert!(e.contains("--features cuda"), "{e}");
+        }
+        if !cfg!(feature = "metal") {
+            let e = select("metal").unwrap_err().to_string();
+            assert!(e.contains("--features metal"), "{e}");
+        }
+    }
+
+    #[test]
+    fn bad_specs_are_named() {
+        let e = select("tpu").unwrap_err().to_string();
+        assert!(e.contains("tpu") && e.contains("cuda:N"), "{e}");
+        let e = select("cuda:x").unwrap_err().to_string();
+        assert!(e.contains("device number"), "{e}");
+    }
 }

@@ -4,6 +4,7 @@
 //! both shapes.
 
 use candle_core::{DType, Result, Tensor, D};
+use rnn_core::Implementation;
 
 fn invalid(message: impl Into<String>) -> candle_core::Error {
     candle_core::Error::Msg(message.into())
@@ -71,12 +72,26 @@ fn check_same_shape(what: &str, a_name: &str, a: &Tensor, b_name: &str, b: &Tens
 ///   Ignored positions contribute neither loss nor gradient and their target ids need not be
 ///   valid classes (they are replaced by 0 before the gather). `None` counts every position.
 ///
-/// Uses only tensor operations (log-softmax, gather, where), so it runs on any device and
-/// backpropagates into `logits`.
+/// On the CPU with f32/f64 logits the per-position losses come from one fused op (a pass per
+/// row forward, the gradient `softmax - onehot` written once backward); elsewhere from the
+/// composed tensor operations (log-softmax, gather, where), which run on any device. Both
+/// backpropagate into `logits`; [`masked_cross_entropy_sum_with`] picks one explicitly.
 pub fn masked_cross_entropy_sum(
     logits: &Tensor,
     targets: &Tensor,
     mask: Option<&Tensor>,
+) -> Result<NllSum> {
+    masked_cross_entropy_sum_with(logits, targets, mask, Implementation::Auto)
+}
+
+/// [`masked_cross_entropy_sum`] with the implementation chosen: `Auto` (the fused CPU op where
+/// it applies, the composed ops elsewhere), `Fused` (an error off the CPU or for other dtypes
+/// than f32/f64, after the upcast of f16/bf16), or `Composed` (the reference twin).
+pub fn masked_cross_entropy_sum_with(
+    logits: &Tensor,
+    targets: &Tensor,
+    mask: Option<&Tensor>,
+    implementation: Implementation,
 ) -> Result<NllSum> {
     let what = "masked_cross_entropy";
     let dims = logits.dims();
@@ -113,7 +128,6 @@ pub fn masked_cross_entropy_sum(
     let logits = loss_input(what, "logits", logits)?;
     let positions: usize = lead.iter().product();
     let flat = logits.reshape((positions, classes))?;
-    let log_probs = candle_nn::ops::log_softmax(&flat, D::Minus1)?;
     let targets = targets.flatten_all()?;
     let keep = mask.map(|m| m.flatten_all()?.ne(0f64)).transpose()?;
     // Masked positions often hold a padding id that need not be a class; gather class 0 there
@@ -122,10 +136,28 @@ pub fn masked_cross_entropy_sum(
         Some(keep) => keep.where_cond(&targets, &targets.zeros_like()?)?,
         None => targets,
     };
-    let nll = log_probs
-        .gather(&targets.unsqueeze(1)?, 1)?
-        .squeeze(1)?
-        .neg()?;
+    let fused = match implementation {
+        Implementation::Auto => crate::fused_ce::supports(&flat),
+        Implementation::Fused => {
+            if !crate::fused_ce::supports(&flat) {
+                return Err(invalid(format!(
+                    "{what}: the fused op needs f32 or f64 logits on the CPU, got {:?} on {:?}",
+                    flat.dtype(),
+                    flat.device().location()
+                )));
+            }
+            true
+        }
+        Implementation::Composed => false,
+    };
+    let nll = if fused {
+        crate::fused_ce::nll_rows(&flat, &targets)?
+    } else {
+        candle_nn::ops::log_softmax(&flat, D::Minus1)?
+            .gather(&targets.unsqueeze(1)?, 1)?
+            .squeeze(1)?
+            .neg()?
+    };
     let (nll, count) = match &keep {
         // `where_cond` rather than multiplying by the mask: 0 * inf would be NaN if a masked
         // position's logits are extreme.
@@ -394,5 +426,104 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("[3]") && err.contains("[2]"), "{err}");
+    }
+
+    /// The fused CPU op and its composed twin: equal losses and gradients (f32 and f64, with a
+    /// mask whose ignored positions hold an out-of-range padding id, large and tiny logits,
+    /// shapes (N, C) and (B, T, C)).
+    #[test]
+    fn fused_cross_entropy_equals_the_composed_twin() {
+        use rand::{Rng, SeedableRng};
+        let dev = Device::Cpu;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        for (dtype, tol) in [(DType::F64, 1e-12), (DType::F32, 2e-5)] {
+            for (dims, scale) in [
+                (vec![7usize, 5], 1.0),
+                (vec![3, 4, 50], 30.0),
+                (vec![2, 3, 1], 1.0),
+            ] {
+                let classes = *dims.last().unwrap();
+                let lead: usize = dims[..dims.len() - 1].iter().product();
+                let values: Vec<f64> = (0..lead * classes)
+                    .map(|_| scale * (rng.random::<f64>() * 2.0 - 1.0))
+                    .collect();
+                let ids: Vec<u32> = (0..lead)
+                    .map(|i| {
+                        if i % 3 == 1 {
+                            999
+                        } else {
+                            rng.random_range(0..classes as u32)
+                        }
+                    })
+                    .collect();
+                let keep: Vec<u8> = (0..lead).map(|i| u8::from(i % 3 != 1)).collect();
+                let lead_dims = &dims[..dims.len() - 1];
+                let targets = Tensor::from_vec(ids, lead_dims, &dev).unwrap();
+                let mask = Tensor::from_vec(keep, lead_dims, &dev).unwrap();
+                let run = |imp| {
+                    let x = Var::from_tensor(
+                        &Tensor::from_vec(values.clone(), dims.as_slice(), &dev)
+                            .unwrap()
+                            .to_dtype(dtype)
+                            .unwrap(),
+                    )
+                    .unwrap();
+                    let s =
+                        masked_cross_entropy_sum_with(x.as_tensor(), &targets, Some(&mask), imp)
+                            .unwrap();
+                    // A non-uniform upstream gradient: weight the mean by 3.
+                    let loss = (s.mean().unwrap() * 3.0).unwrap();
+                    let g = loss.backward().unwrap();
+                    let grad = g.get(&x).unwrap().flatten_all().unwrap();
+                    (
+                        scalar(&s.sum),
+                        scalar(&s.count),
+                        grad.to_dtype(DType::F64).unwrap().to_vec1::<f64>().unwrap(),
+                    )
+                };
+                let (fs, fc, fg) = run(Implementation::Fused);
+                let (cs, cc, cg) = run(Implementation::Composed);
+                let what = format!("{dtype:?} {dims:?}");
+                assert_eq!(fc, cc, "{what}");
+                assert!(
+                    (fs - cs).abs() <= tol * cs.abs().max(1.0),
+                    "{what}: {fs} vs {cs}"
+                );
+                assert_eq!(fg.len(), cg.len());
+                for (i, (a, b)) in fg.iter().zip(&cg).enumerate() {
+                    assert!((a - b).abs() <= tol, "{what}: grad[{i}] {a} vs {b}");
+                }
+                // The ignored rows get no gradient at all.
+                for row in (1..lead).step_by(3) {
+                    assert!(fg[row * classes..(row + 1) * classes]
+                        .iter()
+                        .all(|&v| v == 0.0));
+                }
+                assert_eq!(
+                    run(Implementation::Auto).0,
+                    fs,
+                    "{what}: Auto is the fused op on the CPU"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn fused_cross_entropy_errors() {
+        let dev = Device::Cpu;
+        let logits = Tensor::zeros((2, 3), DType::F32, &dev).unwrap();
+        let targets = Tensor::new(&[0u32, 3], &dev).unwrap();
+        let e = masked_cross_entropy_sum_with(&logits, &targets, None, Implementation::Fused)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("target id 3 at position 1 is not a class (there are 3)"),
+            "{e}"
+        );
+        let ints = Tensor::zeros((2, 3), DType::U8, &dev).unwrap();
+        let e = masked_cross_entropy_sum_with(&ints, &targets, None, Implementation::Fused)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("must have a float dtype"), "{e}");
     }
 }
