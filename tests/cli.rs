@@ -189,3 +189,30 @@ fn the_binary_error_is_one_line_even_with_rust_backtrace_set() {
         "error: --cell: unknown cell 'lstn': expected one of lstm, gru, rnn-tanh, rnn-relu"
     );
 }
+
+/// The input the `config_toml` fuzzer reported as a 10-second timeout (`cell = "0["`): under
+/// `RUST_BACKTRACE=1` the unknown-cell error captured and symbolised a backtrace (seconds under
+/// AddressSanitizer) and printed it inside the message. Through the binary it is one line.
+#[test]
+fn fuzz_regression_config_with_an_unknown_cell_is_one_line() {
+    let config = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fuzz_regressions/config_toml_unknown_cell.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_rnn"))
+        .args(["train", "adding", "--device", "cpu", "--config"])
+        .arg(&config)
+        .arg("--out")
+        .arg(dir.path().join("run"))
+        .env("RUST_BACKTRACE", "1")
+        .env_remove("RUST_LIB_BACKTRACE")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        stderr.trim_end(),
+        format!(
+            "error: --config {}:1: --cell: unknown cell '0[': expected one of lstm, gru, rnn-tanh, rnn-relu",
+            config.display()
+        )
+    );
+}
