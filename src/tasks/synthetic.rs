@@ -20,6 +20,9 @@
 //!
 //! Training, validation and `rnn eval` sets come from fixed seeds (independent of `--seed`, which
 //! seeds the initialisation and the batch order).
+//!
+//! Measured at `T = 200` (10 epochs, defaults otherwise, one core): LSTM 0.170 (stuck at the
+//! baseline), LSTM with `--chrono-init 200` 0.0035 (2 minutes), GRU 0.0010, vanilla RNN 0.170.
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, D};
