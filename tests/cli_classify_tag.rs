@@ -2,6 +2,8 @@
 //! generated files: training writes a checkpoint, metrics and curves and lowers the loss; `eval`
 //! and `predict` work on the checkpoint; bad input gives one clear error.
 
+mod common;
+use common::sentiment_file;
 use std::path::{Path, PathBuf};
 
 use rand::{Rng, SeedableRng};
@@ -15,31 +17,6 @@ fn run(args: &[&str]) -> anyhow::Result<()> {
 
 fn err(args: &[&str]) -> String {
     format!("{:#}", run(args).expect_err("the command should fail"))
-}
-
-/// "label text" lines: label 1 when the sentence holds a positive keyword, 0 for a negative one.
-fn sentiment_file(dir: &Path, name: &str, n: usize, seed: u64) -> PathBuf {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let filler = [
-        "the", "film", "a", "story", "is", "with", "its", "cast", "and", "plot",
-    ];
-    let pos = ["great", "funny", "moving"];
-    let neg = ["dull", "boring", "awful"];
-    let mut text = String::new();
-    for _ in 0..n {
-        let label = rng.random_range(0..2);
-        let len = rng.random_range(3..8);
-        let mut words: Vec<&str> = (0..len)
-            .map(|_| filler[rng.random_range(0..filler.len())])
-            .collect();
-        let key = if label == 1 { &pos } else { &neg };
-        let at = rng.random_range(0..=words.len());
-        words.insert(at, key[rng.random_range(0..3)]);
-        text.push_str(&format!("{label}\t{}\n", words.join(" ")));
-    }
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p
 }
 
 /// CoNLL-U sentences of a tiny grammar: DET ADJ? NOUN VERB (DET NOUN)? PUNCT.

@@ -18,43 +18,18 @@
 //! `Trainer::fit` reseeded the model's dropout from the run seed on resume (the bug this file
 //! found; docs/CRASH_SAFETY.md).
 
+mod common;
+use common::sentiment_file;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device, Tensor};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use rnn::train::checkpoint;
 
 /// The `rnn` binary of this package.
 const RNN: &str = env!("CARGO_BIN_EXE_rnn");
-
-/// "label text" lines: label 1 when the sentence holds a positive keyword, 0 for a negative one.
-fn sentiment_file(dir: &Path, n: usize, seed: u64) -> PathBuf {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let filler = [
-        "the", "film", "a", "story", "is", "with", "its", "cast", "and", "plot",
-    ];
-    let pos = ["great", "funny", "moving"];
-    let neg = ["dull", "boring", "awful"];
-    let mut text = String::new();
-    for _ in 0..n {
-        let label = rng.random_range(0..2);
-        let len = rng.random_range(3..8);
-        let mut words: Vec<&str> = (0..len)
-            .map(|_| filler[rng.random_range(0..filler.len())])
-            .collect();
-        let key = if label == 1 { &pos } else { &neg };
-        let at = rng.random_range(0..=words.len());
-        words.insert(at, key[rng.random_range(0..3)]);
-        text.push_str(&format!("{label}\t{}\n", words.join(" ")));
-    }
-    let p = dir.join("sentiment.txt");
-    std::fs::write(&p, text).unwrap();
-    p
-}
 
 /// The training command: `rnn train <base...> --out OUT --max-steps STEPS [--resume OUT]`.
 fn command(base: &[String], out: &Path, steps: u64, resume: bool) -> Command {
@@ -352,7 +327,7 @@ fn classify_args(data: &Path, seed: u64) -> Vec<String> {
 #[test]
 fn classify_resume_mid_epoch_is_bit_exact() {
     let dir = tempfile::tempdir().unwrap();
-    let data = sentiment_file(dir.path(), 200, 11);
+    let data = sentiment_file(dir.path(), "sentiment.txt", 200, 11);
     check_exact_resume(&classify_args(&data, 0), 30, 10, 5);
 }
 
@@ -361,14 +336,14 @@ fn classify_resume_mid_epoch_is_bit_exact() {
 #[test]
 fn classify_resume_with_a_nonzero_seed_is_bit_exact() {
     let dir = tempfile::tempdir().unwrap();
-    let data = sentiment_file(dir.path(), 200, 11);
+    let data = sentiment_file(dir.path(), "sentiment.txt", 200, 11);
     check_exact_resume(&classify_args(&data, 3), 30, 10, 5);
 }
 
 #[test]
 fn classify_resume_at_an_epoch_end_is_bit_exact() {
     let dir = tempfile::tempdir().unwrap();
-    let data = sentiment_file(dir.path(), 200, 11);
+    let data = sentiment_file(dir.path(), "sentiment.txt", 200, 11);
     // Step 12 ends epoch 1; with --eval-every 4 it is also a regular evaluation step.
     check_exact_resume(&classify_args(&data, 0), 26, 12, 4);
 }

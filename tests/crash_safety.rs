@@ -14,6 +14,7 @@
 //! `RNN_CRASH_KILLS` (default 25) sets the number of kills, `RNN_CRASH_SEED` the seed of the
 //! kill delays (default: from the clock; printed). See docs/CRASH_SAFETY.md.
 
+mod common;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -31,24 +32,10 @@ const RNN: &str = env!("CARGO_BIN_EXE_rnn");
 /// Longest random delay between starting a child and killing it.
 const MAX_DELAY_MS: u64 = 300;
 
+/// The classification data of every run here.
 fn sentiment_file(dir: &Path) -> PathBuf {
-    let mut rng = ChaCha8Rng::seed_from_u64(11);
     let filler = ["the", "film", "a", "story", "is", "with", "its", "cast"];
-    let (pos, neg) = (["great", "funny", "moving"], ["dull", "boring", "awful"]);
-    let mut text = String::new();
-    for _ in 0..200 {
-        let label = rng.random_range(0..2);
-        let mut words: Vec<&str> = (0..rng.random_range(3..8))
-            .map(|_| filler[rng.random_range(0..filler.len())])
-            .collect();
-        let key = if label == 1 { &pos } else { &neg };
-        let at = rng.random_range(0..=words.len());
-        words.insert(at, key[rng.random_range(0..3)]);
-        text.push_str(&format!("{label}\t{}\n", words.join(" ")));
-    }
-    let p = dir.join("sentiment.txt");
-    std::fs::write(&p, text).unwrap();
-    p
+    common::sentiment_file_with(dir, "sentiment.txt", 200, 11, &filler)
 }
 
 /// `rnn train classify ...` with a checkpoint at every step. Seed 0: resuming with another

@@ -168,24 +168,24 @@ impl CustomOp2 for FusedCrossEntropy {
             bail!("fused cross-entropy: CPU tensors only");
         };
         let t: &[u32] = cpu_slice(ts, tl, "targets")?;
+        fn grad_of<T: Float>(
+            op: &FusedCrossEntropy,
+            (ls, ll): (&CpuStorage, &Layout),
+            targets: &[u32],
+            (gs, gl): (&CpuStorage, &Layout),
+            lse: &[f64],
+        ) -> Result<Vec<T>> {
+            let logits = cpu_slice(ls, ll, "logits")?;
+            Ok(op.backward::<T>(logits, targets, cpu_slice(gs, gl, "grad")?, lse))
+        }
         let grad = match logits.dtype() {
             DType::F32 => Tensor::from_vec(
-                self.backward::<f32>(
-                    cpu_slice(ls, ll, "logits")?,
-                    t,
-                    cpu_slice(gs, gl, "grad")?,
-                    &lse,
-                ),
+                grad_of::<f32>(self, (ls, ll), t, (gs, gl), &lse)?,
                 logits.shape(),
                 logits.device(),
             )?,
             DType::F64 => Tensor::from_vec(
-                self.backward::<f64>(
-                    cpu_slice(ls, ll, "logits")?,
-                    t,
-                    cpu_slice(gs, gl, "grad")?,
-                    &lse,
-                ),
+                grad_of::<f64>(self, (ls, ll), t, (gs, gl), &lse)?,
                 logits.shape(),
                 logits.device(),
             )?,

@@ -1,0 +1,45 @@
+//! Small generated data sets shared by the integration tests (`mod common;`).
+
+use std::path::{Path, PathBuf};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// Filler words of [`sentiment_file`].
+pub const FILLER: [&str; 10] = [
+    "the", "film", "a", "story", "is", "with", "its", "cast", "and", "plot",
+];
+
+/// "label text" lines: label 1 when the sentence holds a positive keyword, 0 for a negative one.
+#[allow(dead_code)] // not every test binary that includes this module calls it
+pub fn sentiment_file(dir: &Path, name: &str, n: usize, seed: u64) -> PathBuf {
+    sentiment_file_with(dir, name, n, seed, &FILLER)
+}
+
+/// [`sentiment_file`] with other filler words.
+pub fn sentiment_file_with(
+    dir: &Path,
+    name: &str,
+    n: usize,
+    seed: u64,
+    filler: &[&str],
+) -> PathBuf {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let pos = ["great", "funny", "moving"];
+    let neg = ["dull", "boring", "awful"];
+    let mut text = String::new();
+    for _ in 0..n {
+        let label = rng.random_range(0..2);
+        let len = rng.random_range(3..8);
+        let mut words: Vec<&str> = (0..len)
+            .map(|_| filler[rng.random_range(0..filler.len())])
+            .collect();
+        let key = if label == 1 { &pos } else { &neg };
+        let at = rng.random_range(0..=words.len());
+        words.insert(at, key[rng.random_range(0..3)]);
+        text.push_str(&format!("{label}\t{}\n", words.join(" ")));
+    }
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
