@@ -168,24 +168,33 @@ fn resuming_from_another_task_is_refused() {
     assert!(e.contains("adding"), "{e}");
 }
 
-/// With `RUST_BACKTRACE=1` (common among Rust users) Candle's errors would carry a 50-line
-/// backtrace inside their message; the binary still prints one line.
-#[test]
-fn the_binary_error_is_one_line_even_with_rust_backtrace_set() {
+/// The binary's exit code and stderr for `args` (an output directory is appended as `--out`)
+/// under `RUST_BACKTRACE=1`, as many Rust users have it set.
+fn binary_with_rust_backtrace(args: &[&std::ffi::OsStr]) -> (Option<i32>, String) {
     let dir = tempfile::tempdir().unwrap();
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_rnn"))
-        .args([
-            "train", "adding", "--cell", "lstn", "--device", "cpu", "--out",
-        ])
+        .args(args)
+        .arg("--out")
         .arg(dir.path().join("run"))
         .env("RUST_BACKTRACE", "1")
         .env_remove("RUST_LIB_BACKTRACE")
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let stderr = String::from_utf8_lossy(&output.stderr)
+        .trim_end()
+        .to_string();
+    (output.status.code(), stderr)
+}
+
+/// With `RUST_BACKTRACE=1` Candle's errors would carry a 50-line backtrace inside their
+/// message; the binary still prints one line.
+#[test]
+fn the_binary_error_is_one_line_even_with_rust_backtrace_set() {
+    let args = ["train", "adding", "--cell", "lstn", "--device", "cpu"].map(std::ffi::OsStr::new);
+    let (code, stderr) = binary_with_rust_backtrace(&args);
+    assert_eq!(code, Some(1), "{stderr}");
     assert_eq!(
-        stderr.trim_end(),
+        stderr,
         "error: --cell: unknown cell 'lstn': expected one of lstm, gru, rnn-tanh, rnn-relu"
     );
 }
@@ -197,19 +206,14 @@ fn the_binary_error_is_one_line_even_with_rust_backtrace_set() {
 fn fuzz_regression_config_with_an_unknown_cell_is_one_line() {
     let config = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fuzz_regressions/config_toml_unknown_cell.toml");
-    let dir = tempfile::tempdir().unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_rnn"))
-        .args(["train", "adding", "--device", "cpu", "--config"])
-        .arg(&config)
-        .arg("--out")
-        .arg(dir.path().join("run"))
-        .env("RUST_BACKTRACE", "1")
-        .env_remove("RUST_LIB_BACKTRACE")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let mut args = ["train", "adding", "--device", "cpu", "--config"]
+        .map(std::ffi::OsStr::new)
+        .to_vec();
+    args.push(config.as_os_str());
+    let (code, stderr) = binary_with_rust_backtrace(&args);
+    assert_eq!(code, Some(1), "{stderr}");
     assert_eq!(
-        stderr.trim_end(),
+        stderr,
         format!(
             "error: --config {}:1: --cell: unknown cell '0[': expected one of lstm, gru, rnn-tanh, rnn-relu",
             config.display()

@@ -38,8 +38,7 @@ fn sentiment_file(dir: &Path) -> PathBuf {
     common::sentiment_file_with(dir, "sentiment.txt", 200, 11, &filler)
 }
 
-/// `rnn train classify ...` with a checkpoint at every step. Seed 0: resuming with another
-/// seed is not exact yet (see tests/cli_resume.rs).
+/// `rnn train classify ...` with a checkpoint at every step.
 fn command(data: &Path, out: &Path, steps: u64, resume: bool, stderr: Stdio) -> Command {
     let mut cmd = Command::new(RNN);
     cmd.arg("train").arg("classify").arg("--data").arg(data);
