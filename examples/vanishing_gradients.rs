@@ -52,8 +52,13 @@
 //!
 //! The numbers of runs that are leaving the plateau (GRU at T = 100, the chrono LSTM at T = 50
 //! and 100) varied between three runs of this example on this machine (0.060-0.080 and
-//! 0.021-0.037, 0.097-0.102); the plateau values did not. Not yet explained: the `rnn` binary's
-//! runs repeat to the last digit. The example keeps subnormal floats (see `main`), so its stuck
+//! 0.021-0.037, 0.097-0.102); the plateau values did not. Not yet explained: the same binary
+//! with the same arguments, pinned to one core and with address randomisation off (`setarch -R`),
+//! gave 0.0205 and 0.0371 for the chrono LSTM at T = 50 (threads: main, one Rayon worker, one
+//! Candle barrier-pool worker), while the `rnn` binary's runs repeated to the last digit where
+//! they were repeated and its resume tests are bit-exact. Next step: run one training twice in
+//! one process and bisect the ops (fused recurrence, last-step indexing, linear head, MSE,
+//! clipping, AdamW) for the first differing bit. The example keeps subnormal floats (see `main`), so its stuck
 //! runs at T = 200 are slow (the plain LSTM: 175 s against 22 s with the flush).
 
 use std::path::{Path, PathBuf};
