@@ -50,16 +50,12 @@
 //! GRU's `||dL/dh_t||` is flat over all 100 steps while the tanh RNN's still falls by 13 orders
 //! of magnitude (`gradient_norms_trained.png`).
 //!
-//! The numbers of runs that are leaving the plateau (GRU at T = 100, the chrono LSTM at T = 50
-//! and 100) varied between three runs of this example on this machine (0.060-0.080 and
-//! 0.021-0.037, 0.097-0.102); the plateau values did not. Not yet explained: the same binary
-//! with the same arguments, pinned to one core and with address randomisation off (`setarch -R`),
-//! gave 0.0205 and 0.0371 for the chrono LSTM at T = 50 (threads: main, one Rayon worker, one
-//! Candle barrier-pool worker), while the `rnn` binary's runs repeated to the last digit where
-//! they were repeated and its resume tests are bit-exact. Next step: run one training twice in
-//! one process and bisect the ops (fused recurrence, last-step indexing, linear head, MSE,
-//! clipping, AdamW) for the first differing bit. The example keeps subnormal floats (see `main`), so its stuck
-//! runs at T = 200 are slow (the plain LSTM: 175 s against 22 s with the flush).
+//! Runs repeat exactly. (They did not while the global gradient norm summed the parameters in
+//! `VarMap::all_vars()` order, which changes from process to process: the runs leaving the
+//! plateau then varied, e.g. 0.014-0.037 for the chrono LSTM at T = 50. The norm now takes the
+//! variables in name order.) The table above is from a run with that bug; a rerun after the fix
+//! gave 0.0206 for the chrono LSTM at T = 50 in two identical runs (`--quick --steps 600`).
+//! The example keeps subnormal floats (see `main`), so its stuck runs at T = 200 are slow (the plain LSTM: 175 s against 22 s with the flush).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -161,7 +157,12 @@ fn train(
     clip: Option<f64>,
     dev: &Device,
 ) -> Result<TrainLog> {
-    let vars = model.varmap.all_vars();
+    // In name order: `VarMap::all_vars` iterates a HashMap, whose order changes from process to
+    // process, and the global norm's sum would then round differently in every run.
+    let vars: Vec<_> = named_vars(&model.varmap)?
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
     let mut log = TrainLog::default();
     let mut epoch = 0;
     'outer: loop {

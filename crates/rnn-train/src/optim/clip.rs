@@ -3,6 +3,11 @@
 //! Each function reduces on the device and reads at most one scalar back to the host (plus one
 //! per parameter in [`first_non_finite_grad`], and only once something non-finite was found).
 //! Variables without a gradient in the store are skipped, as PyTorch skips `.grad is None`.
+//!
+//! The total norm sums the per-parameter squares in the order of `vars`, so a different order
+//! rounds differently. Pass the variables in a fixed order ([`named_vars`](super::named_vars),
+//! which the `Trainer` uses), not `VarMap::all_vars()`, which iterates a `HashMap` whose order
+//! changes from process to process: a run that must repeat exactly would not.
 
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Tensor, Var};
