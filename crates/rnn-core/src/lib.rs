@@ -21,6 +21,7 @@ pub mod device;
 pub mod init;
 mod layer;
 mod ops;
+pub mod output;
 mod recurrence;
 mod state;
 

@@ -36,14 +36,14 @@
 
 use candle_core::{DType, Result, Tensor, D};
 use candle_nn::{Init, Linear, Module, VarBuilder};
-use rnn_core::{Mode, Rnn, RnnConfig, RnnState};
+use rnn_core::{Implementation, Mode, Rnn, RnnConfig, RnnState};
 use serde::{Deserialize, Serialize};
 
 use crate::common::{
     check_counters, check_ids, check_lengths, invalid, length_mask, value_checks_on, SeededDropout,
     Stochastic,
 };
-use crate::loss::{masked_cross_entropy_sum, NllSum};
+use crate::loss::{linear_cross_entropy_sum_with, NllSum};
 use crate::sampling::{Sampler, SamplingConfig};
 
 const MODEL: &str = "LanguageModel";
@@ -266,6 +266,8 @@ pub struct LanguageModel {
     /// Weight `(V, H)` (the embedding tensor itself when tied) and bias `(V,)`.
     decoder: Linear,
     dropout: SeededDropout,
+    /// How [`LanguageModel::loss`] computes the decoder and its cross-entropy.
+    loss_implementation: Implementation,
 }
 
 impl LanguageModel {
@@ -313,7 +315,17 @@ impl LanguageModel {
             rnn,
             decoder: Linear::new(weight, Some(bias)),
             dropout: SeededDropout::new(cfg.dropout, 0)?,
+            loss_implementation: Implementation::Auto,
         })
+    }
+
+    /// The same model with [`LanguageModel::loss`] computing the decoder and the cross-entropy
+    /// as `implementation` says: `Auto` (default) the fused CPU op where it applies
+    /// (`rnn_core::output`), `Composed` the plain Candle ops (the reference twin), `Fused` the op
+    /// or an error. The recurrent layer's own choice is [`Rnn::with_implementation`].
+    pub fn with_loss_implementation(mut self, implementation: Implementation) -> Self {
+        self.loss_implementation = implementation;
+        self
     }
 
     /// The configuration.
@@ -351,6 +363,7 @@ impl LanguageModel {
             rnn: self.rnn.detached(),
             decoder: Linear::new(self.decoder.weight().detach(), bias),
             dropout: self.dropout.clone(),
+            loss_implementation: self.loss_implementation,
         }
     }
 
@@ -436,8 +449,8 @@ impl LanguageModel {
         self.forward_named("ids", ids, state, lengths, train)
     }
 
-    /// [`LanguageModel::forward`], with errors naming the id tensor `name`.
-    fn forward_named(
+    /// The decoder's input `(B, T, hidden)` (after dropout) and the final state.
+    fn hidden_named(
         &self,
         name: &str,
         ids: &Tensor,
@@ -458,8 +471,24 @@ impl LanguageModel {
             .reshape((b, t, self.cfg.embedding_dim))?;
         let emb = self.dropout.forward(&emb, train)?;
         let (out, state) = self.rnn.forward_t(&emb, state, lengths, train)?;
-        let out = self.dropout.forward(&out, train)?;
-        Ok((self.decoder.forward(&out)?, state))
+        Ok((self.dropout.forward(&out, train)?, state))
+    }
+
+    /// [`LanguageModel::forward`], with errors naming the id tensor `name`.
+    fn forward_named(
+        &self,
+        name: &str,
+        ids: &Tensor,
+        state: Option<&RnnState>,
+        lengths: Option<&[usize]>,
+        train: bool,
+    ) -> Result<(Tensor, RnnState)> {
+        let (out, state) = self.hidden_named(name, ids, state, lengths, train)?;
+        let (b, t, h) = out.dims3()?;
+        // Flattened to (B * T, H): one GEMM, where a (B, T, H) input would make Candle's Linear
+        // broadcast the weight into B products (and a (B, V, H) weight gradient).
+        let logits = self.decoder.forward(&out.reshape((b * t, h))?)?;
+        Ok((logits.reshape((b, t, self.cfg.vocab_size))?, state))
     }
 
     /// One step for a batch of tokens: logits `(B, V)` for the next token and the new state.
@@ -524,7 +553,12 @@ impl LanguageModel {
         if let Some(lengths) = lengths {
             check_lengths(MODEL, lengths, b, t)?;
         }
-        let host = targets.to_vec2::<u32>()?;
+        // Read to the host only where that is free (the CPU): no round trip per step on GPUs.
+        let host = if value_checks_on(targets.device()) {
+            targets.to_vec2::<u32>()?
+        } else {
+            Vec::new()
+        };
         for (row, ids) in host.iter().enumerate() {
             let len = lengths.map_or(t, |l| l[row]);
             if let Some(col) = ids[..len]
@@ -540,15 +574,21 @@ impl LanguageModel {
                 ));
             }
         }
-        let (logits, state) = self.forward_named("inputs", inputs, state, lengths, train)?;
+        let (out, state) = self.hidden_named("inputs", inputs, state, lengths, train)?;
         let mask = match lengths {
-            Some(l) => Some(length_mask(Some(l), b, t, logits.dtype(), logits.device())?),
+            Some(l) => Some(length_mask(Some(l), b, t, out.dtype(), out.device())?),
             None => None,
         };
-        Ok((
-            masked_cross_entropy_sum(&logits, targets, mask.as_ref())?,
-            state,
-        ))
+        // The decoder and the loss in one op on the CPU (no (B, T, V) logits tensor).
+        let nll = linear_cross_entropy_sum_with(
+            &out,
+            self.decoder.weight(),
+            self.decoder.bias(),
+            targets,
+            mask.as_ref(),
+            self.loss_implementation,
+        )?;
+        Ok((nll, state))
     }
 
     /// `ln p(sequence)` in nats by the chain rule, in eval mode from a zero state.

@@ -158,22 +158,84 @@ pub fn masked_cross_entropy_sum_with(
             .squeeze(1)?
             .neg()?
     };
-    let (nll, count) = match &keep {
+    masked_sum(nll, keep.as_ref(), positions)
+}
+
+/// Sums per-position losses `nll (N,)` over the kept positions (all when `keep` is `None`).
+fn masked_sum(nll: Tensor, keep: Option<&Tensor>, positions: usize) -> Result<NllSum> {
+    let (nll, count) = match keep {
         // `where_cond` rather than multiplying by the mask: 0 * inf would be NaN if a masked
         // position's logits are extreme.
         Some(keep) => (
             keep.where_cond(&nll, &nll.zeros_like()?)?,
-            keep.to_dtype(logits.dtype())?.sum_all()?,
+            keep.to_dtype(nll.dtype())?.sum_all()?,
         ),
         None => (
-            nll,
-            Tensor::new(positions as f64, logits.device())?.to_dtype(logits.dtype())?,
+            nll.clone(),
+            Tensor::new(positions as f64, nll.device())?.to_dtype(nll.dtype())?,
         ),
     };
     Ok(NllSum {
         sum: nll.sum_all()?,
         count,
     })
+}
+
+/// [`masked_cross_entropy_sum`] of the logits `x · weightᵀ + bias` of a linear output layer,
+/// without building the logits as a Candle tensor on the CPU: the layer and the loss are one
+/// fused op there (`rnn_core::output::linear_nll_rows`: one GEMM for the logits, one pass per
+/// row, a hand-written backward of three GEMMs), and the composed ops (matmul, log-softmax,
+/// gather) elsewhere or with `Implementation::Composed`. Gradients reach `x`, `weight` and
+/// `bias`.
+///
+/// * `x`: `(N, H)` or `(B, T, H)` features; `weight`: `(V, H)`; `bias`: `(V,)` or `None`
+/// * `targets`: u32 ids with the leading shape of `x`; `mask` as in [`masked_cross_entropy_sum`]
+///   (masked positions' ids need not be classes)
+pub fn linear_cross_entropy_sum_with(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    targets: &Tensor,
+    mask: Option<&Tensor>,
+    implementation: Implementation,
+) -> Result<NllSum> {
+    let what = "linear_cross_entropy";
+    let dims = x.dims();
+    if dims.len() < 2 {
+        return Err(invalid(format!(
+            "{what}: `x` must have shape (N, H) or (B, T, H), got {:?}",
+            x.shape()
+        )));
+    }
+    let lead = &dims[..dims.len() - 1];
+    if targets.dims() != lead || targets.dtype() != DType::U32 {
+        return Err(invalid(format!(
+            "{what}: `targets` must be u32 ids of the leading shape of `x` {:?}, i.e. {lead:?}, got {:?} {:?}",
+            x.shape(),
+            targets.dtype(),
+            targets.shape()
+        )));
+    }
+    if let Some(m) = mask {
+        if m.dims() != lead {
+            return Err(invalid(format!(
+                "{what}: `mask` must have the leading shape of `x` {:?}, i.e. {lead:?}, got {:?}",
+                x.shape(),
+                m.shape()
+            )));
+        }
+    }
+    let x = loss_input(what, "x", x)?;
+    let positions: usize = lead.iter().product();
+    let flat = x.reshape((positions, dims[dims.len() - 1]))?;
+    let targets = targets.flatten_all()?;
+    let keep = mask.map(|m| m.flatten_all()?.ne(0f64)).transpose()?;
+    let targets = match &keep {
+        Some(keep) => keep.where_cond(&targets, &targets.zeros_like()?)?,
+        None => targets,
+    };
+    let nll = rnn_core::output::linear_nll_rows(&flat, weight, bias, &targets, implementation)?;
+    masked_sum(nll, keep.as_ref(), positions)
 }
 
 /// Mean cross-entropy (nats) of `logits` against class ids over the counted positions: a rank-0

@@ -102,7 +102,8 @@ use rnn_core::{Mode, Rnn, RnnConfig, RnnState};
 use serde::{Deserialize, Serialize};
 
 use crate::common::{
-    check_counters, check_ids, check_lengths, invalid, length_mask, SeededDropout, Stochastic,
+    check_counters, check_ids, check_lengths, invalid, length_mask, value_checks_on,
+    SeededDropout, Stochastic,
 };
 use crate::loss::masked_cross_entropy;
 
@@ -572,6 +573,9 @@ impl Seq2Seq {
 
     /// Fails unless every id of `ids` is below `vocab`.
     fn check_vocab(&self, name: &str, ids: &Tensor, vocab: usize) -> Result<()> {
+        if !value_checks_on(ids.device()) {
+            return Ok(()); // reading the ids back would stall the device once per step
+        }
         let max = ids.flatten_all()?.max(0)?.to_scalar::<u32>()?;
         if max as usize >= vocab {
             return Err(invalid(
@@ -809,8 +813,6 @@ impl Seq2Seq {
             let logits = self.logits(&hidden, train)?;
             return Ok(Seq2SeqOutput { logits, attention });
         }
-        // Step-major gold tokens: gold[step][row].
-        let gold = tgt_in.t()?.to_vec2::<u32>()?;
         let dev = src.device();
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut state = init;
@@ -819,31 +821,26 @@ impl Seq2Seq {
         } else {
             None
         };
-        let mut predicted: Vec<u32> = Vec::new();
+        // The model's own predictions stay on the device (no host round trip per step); which
+        // rows take the gold token is drawn on the host and uploaded.
+        let mut predicted: Option<Tensor> = None;
         let mut all_logits = Vec::with_capacity(t);
         let mut all_weights = Vec::with_capacity(t);
-        for (step, gold_t) in gold.iter().enumerate() {
-            let tokens: Vec<u32> = gold_t
-                .iter()
-                .enumerate()
-                .map(|(row, &g)| {
-                    if step == 0 || ratio >= 1.0 || rng.random::<f64>() < ratio {
-                        g
-                    } else {
-                        predicted[row]
-                    }
-                })
-                .collect();
-            let tokens = Tensor::from_vec(tokens, b, dev)?;
+        for step in 0..t {
+            let gold_t = tgt_in.narrow(1, step, 1)?.squeeze(1)?.contiguous()?;
+            let tokens = match &predicted {
+                Some(pred) if step > 0 && ratio < 1.0 => {
+                    let take_gold: Vec<u8> =
+                        (0..b).map(|_| u8::from(rng.random::<f64>() < ratio)).collect();
+                    Tensor::from_vec(take_gold, b, dev)?.where_cond(&gold_t, pred)?
+                }
+                _ => gold_t,
+            };
             let (hidden, weights, new_state) =
                 self.decode_step(&mem, &tokens, prev_hidden.as_ref(), &state, train)?;
             let logits = self.logits(&hidden, train)?; // (B, 1, V)
             if ratio < 1.0 && step + 1 < t {
-                predicted = logits
-                    .detach()
-                    .squeeze(1)?
-                    .argmax(D::Minus1)?
-                    .to_vec1::<u32>()?;
+                predicted = Some(logits.detach().squeeze(1)?.argmax(D::Minus1)?);
             }
             if self.cfg.input_feeding {
                 prev_hidden = Some(hidden.squeeze(1)?);

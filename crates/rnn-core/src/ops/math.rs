@@ -27,6 +27,10 @@ pub(crate) trait Float:
     fn tanh_into(src: &[Self], dst: &mut [Self]);
     /// `y[i] += alpha * x[i]`.
     fn axpy(alpha: Self, x: &[Self], y: &mut [Self]);
+    /// `xs[i] = exp(xs[i] - shift)`; returns the sum of the new values.
+    fn exp_shifted_inplace(xs: &mut [Self], shift: Self) -> Self;
+    /// `xs[i] *= alpha`.
+    fn scale_inplace(xs: &mut [Self], alpha: Self);
 }
 
 #[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma", "aarch64+neon"))]
@@ -100,6 +104,32 @@ fn tanh_f32_into(src: &[f32], dst: &mut [f32]) {
     }
 }
 
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma", "aarch64+neon"))]
+fn exp_shifted_f32(xs: &mut [f32], shift: f32) -> f32 {
+    // Sixteen partial sums, so the reduction vectorises (and rounds less than one running sum).
+    let mut acc = [0f32; 16];
+    let mut chunks = xs.chunks_exact_mut(16);
+    for chunk in &mut chunks {
+        for (a, x) in acc.iter_mut().zip(chunk.iter_mut()) {
+            *x = exp_f32(*x - shift);
+            *a += *x;
+        }
+    }
+    let mut tail = 0f32;
+    for x in chunks.into_remainder() {
+        *x = exp_f32(*x - shift);
+        tail += *x;
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma", "aarch64+neon"))]
+fn scale_f32(xs: &mut [f32], alpha: f32) {
+    for x in xs.iter_mut() {
+        *x *= alpha;
+    }
+}
+
 impl Float for f32 {
     fn sigmoid_inplace(xs: &mut [Self]) {
         sigmoid_f32_slice(xs)
@@ -112,6 +142,12 @@ impl Float for f32 {
     }
     fn axpy(alpha: Self, x: &[Self], y: &mut [Self]) {
         axpy_f32(alpha, x, y)
+    }
+    fn exp_shifted_inplace(xs: &mut [Self], shift: Self) -> Self {
+        exp_shifted_f32(xs, shift)
+    }
+    fn scale_inplace(xs: &mut [Self], alpha: Self) {
+        scale_f32(xs, alpha)
     }
 }
 
@@ -133,6 +169,19 @@ impl Float for f64 {
     }
     fn axpy(alpha: Self, x: &[Self], y: &mut [Self]) {
         axpy_f64(alpha, x, y)
+    }
+    fn exp_shifted_inplace(xs: &mut [Self], shift: Self) -> Self {
+        let mut sum = 0.0;
+        for x in xs.iter_mut() {
+            *x = (*x - shift).exp();
+            sum += *x;
+        }
+        sum
+    }
+    fn scale_inplace(xs: &mut [Self], alpha: Self) {
+        for x in xs.iter_mut() {
+            *x *= alpha;
+        }
     }
 }
 

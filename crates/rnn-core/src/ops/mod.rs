@@ -11,6 +11,7 @@
 
 mod gemm;
 mod gru;
+pub(crate) mod linear_ce;
 mod lstm;
 pub(crate) mod math;
 mod rnn;
