@@ -80,11 +80,8 @@ pub fn linear_nll_rows(
         None => Tensor::zeros(v, x.dtype(), x.device())?,
     };
     let op = crate::ops::linear_ce::LinearCrossEntropy::new(targets.to_vec1::<u32>()?);
-    x.contiguous()?.apply_op3(
-        &weight.to_dtype(x.dtype())?.contiguous()?,
-        &bias,
-        op,
-    )
+    x.contiguous()?
+        .apply_op3(&weight.to_dtype(x.dtype())?.contiguous()?, &bias, op)
 }
 
 /// The composed twin of [`linear_nll_rows`] (Candle's matmul, log-softmax and gather): runs on

@@ -186,7 +186,11 @@ fn nan_inputs_give_a_nan_loss_not_a_finite_one() {
         .to_vec1::<f32>()
         .unwrap();
     assert!(nll[0].is_nan(), "row with a NaN feature: {}", nll[0]);
-    assert!((nll[1] - 3f32.ln()).abs() < 1e-6, "equal logits: {}", nll[1]);
+    assert!(
+        (nll[1] - 3f32.ln()).abs() < 1e-6,
+        "equal logits: {}",
+        nll[1]
+    );
 }
 
 proptest! {

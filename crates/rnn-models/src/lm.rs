@@ -959,6 +959,46 @@ mod tests {
         }
     }
 
+    /// The loss through the fused output op equals the composed decoder + cross-entropy, in
+    /// value and in the gradient of every parameter, with and without tying and padding.
+    #[test]
+    fn fused_and_composed_losses_agree_with_every_gradient() {
+        for tie in [false, true] {
+            let cfg = LanguageModelConfig::new(Mode::Lstm, 11, 6, 6)
+                .with_num_layers(2)
+                .with_tie_weights(tie);
+            let (varmap, lm) = build(&cfg, 21);
+            let inputs = ids(&[&[1, 2, 3, 4, 5], &[6, 7, 8, 9, 10]]);
+            let targets = ids(&[&[2, 3, 4, 5, 6], &[7, 8, 0, 0, 0]]);
+            let lengths = [5, 2];
+            let mut runs = Vec::new();
+            for imp in [Implementation::Fused, Implementation::Composed] {
+                let lm = lm.clone().with_loss_implementation(imp);
+                let (nll, _) = lm
+                    .loss(&inputs, &targets, None, Some(&lengths), false)
+                    .unwrap();
+                let grads = nll.mean().unwrap().backward().unwrap();
+                let mut g: Vec<(String, Tensor)> = varmap
+                    .data()
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .map(|(name, v)| (name.clone(), grads.get(v).unwrap().clone()))
+                    .collect();
+                g.sort_by(|a, b| a.0.cmp(&b.0));
+                assert_eq!(nll.count.to_scalar::<f32>().unwrap(), 7.0);
+                runs.push((nll.sum, g));
+            }
+            let (fused, composed) = (&runs[0], &runs[1]);
+            let d = max_abs_diff(&fused.0, &composed.0);
+            assert!(d < 1e-5, "tie={tie}: loss differs by {d}");
+            for ((name, a), (_, b)) in fused.1.iter().zip(&composed.1) {
+                let d = max_abs_diff(a, b);
+                assert!(d < 1e-5, "tie={tie}: gradient of {name} differs by {d}");
+            }
+        }
+    }
+
     #[test]
     fn windowed_perplexity_with_carried_state_equals_one_long_forward() {
         let cfg = LanguageModelConfig::new(Mode::Gru, 8, 6, 10).with_num_layers(2);

@@ -102,8 +102,8 @@ use rnn_core::{Mode, Rnn, RnnConfig, RnnState};
 use serde::{Deserialize, Serialize};
 
 use crate::common::{
-    check_counters, check_ids, check_lengths, invalid, length_mask, value_checks_on,
-    SeededDropout, Stochastic,
+    check_counters, check_ids, check_lengths, invalid, length_mask, value_checks_on, SeededDropout,
+    Stochastic,
 };
 use crate::loss::masked_cross_entropy;
 
@@ -830,8 +830,9 @@ impl Seq2Seq {
             let gold_t = tgt_in.narrow(1, step, 1)?.squeeze(1)?.contiguous()?;
             let tokens = match &predicted {
                 Some(pred) if step > 0 && ratio < 1.0 => {
-                    let take_gold: Vec<u8> =
-                        (0..b).map(|_| u8::from(rng.random::<f64>() < ratio)).collect();
+                    let take_gold: Vec<u8> = (0..b)
+                        .map(|_| u8::from(rng.random::<f64>() < ratio))
+                        .collect();
                     Tensor::from_vec(take_gold, b, dev)?.where_cond(&gold_t, pred)?
                 }
                 _ => gold_t,

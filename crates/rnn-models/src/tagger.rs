@@ -32,8 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::classifier::{check_dropout, derive_seed, Input, InputEncoder};
 use crate::common::{
-    check_counters, check_lengths, invalid, length_mask, value_checks_on, SeededDropout,
-    Stochastic,
+    check_counters, check_lengths, invalid, length_mask, value_checks_on, SeededDropout, Stochastic,
 };
 use crate::loss::masked_cross_entropy;
 

@@ -2,7 +2,7 @@
 //! `h' = n + z * (h - n)`): forward over the whole sequence and its hand-written BPTT backward. The
 //! recurrence runs each chunk of the batch on its own thread (see [`for_each_batch_chunk`]).
 
-use super::gemm::{matmul, transposed, MatRef};
+use super::gemm::{matmul, MatRef, PackedRhs};
 use super::math::Float;
 use super::{colsum_into, for_each_batch_chunk, Problem, Shared, Weights};
 use std::ops::Range;
@@ -53,8 +53,8 @@ pub(crate) fn forward<T: Float>(
         MatRef::row_major(w.w_ih, g3, p.input).t(),
         true,
     );
-    // Row-major W_hh^T: the per-step product reads the weights as they lie, with no packing.
-    let w_hh_t = transposed(w.w_hh, g3, hh);
+    // W_hh^T packed once for the per-step products.
+    let w_hh_t = PackedRhs::new(MatRef::row_major(w.w_hh, g3, hh).t());
     let saved_len = |n: usize| if save { n } else { 0 };
     let mut ghn = vec![T::zero(); saved_len(rows * hh)];
     let mut hprev = vec![T::zero(); saved_len(rows * hh)];
@@ -75,7 +75,7 @@ fn forward_chunk<T: Float>(
     p: &Problem,
     range: Range<usize>,
     h0: &[T],
-    w_hh_t: &[T],
+    w_hh_t: &PackedRhs<T>,
     b_hh: Option<&[T]>,
     bufs: &ForwardBufs<T>,
     save: bool,
@@ -86,7 +86,6 @@ fn forward_chunk<T: Float>(
     let mut h = h0[b0 * hh..][..n * hh].to_vec();
     let mut gh = vec![T::zero(); n * g3];
     let mut h_new = vec![T::zero(); n * hh];
-    let w_hh_t = MatRef::row_major(w_hh_t, hh, g3);
     for t in p.forward_steps() {
         if let Some(b_hh) = b_hh {
             for row in gh.chunks_exact_mut(g3) {
@@ -94,7 +93,7 @@ fn forward_chunk<T: Float>(
             }
         }
         let h_m = MatRef::row_major(&h, n, hh);
-        matmul(&mut gh, 0, g3, b_hh.is_some(), h_m, w_hh_t, false);
+        w_hh_t.matmul(&mut gh, 0, g3, b_hh.is_some(), h_m);
         for i in 0..n {
             let row = p.row(t, b0 + i);
             // SAFETY: row `row` belongs to this chunk.
@@ -175,7 +174,10 @@ pub(crate) fn backward<T: Float>(
         dgh: Shared::new(&mut dgh),
         dh0: Shared::new(&mut dh0),
     };
-    for_each_batch_chunk(bb, |range| backward_chunk(p, range, w, s, grad_out, &bufs));
+    let w_hh = PackedRhs::new(MatRef::row_major(w.w_hh, g3, hh));
+    for_each_batch_chunk(bb, |range| {
+        backward_chunk(p, range, &w_hh, s, grad_out, &bufs)
+    });
     let dgi_m = MatRef::row_major(&dgi, rows, g3);
     let dgh_m = MatRef::row_major(&dgh, rows, g3);
     let mut dx = vec![T::zero(); rows * p.input];
@@ -205,7 +207,7 @@ pub(crate) fn backward<T: Float>(
 fn backward_chunk<T: Float>(
     p: &Problem,
     range: Range<usize>,
-    w: &Weights<T>,
+    w_hh: &PackedRhs<T>,
     s: &GruSaved<T>,
     grad_out: &[T],
     bufs: &BackwardBufs<T>,
@@ -216,7 +218,6 @@ fn backward_chunk<T: Float>(
     let dy = &grad_out[..rows * hh];
     let mut dh = grad_out[rows * hh + b0 * hh..][..n * hh].to_vec();
     let mut dh_rec = vec![T::zero(); n * hh];
-    let w_hh = MatRef::row_major(w.w_hh, g3, hh);
     let one = T::one();
     for t in p.backward_steps() {
         for i in 0..n {
@@ -255,7 +256,7 @@ fn backward_chunk<T: Float>(
         // past their length are zero, so those rows keep dh (copied into dh_rec above).
         let dgh_span = unsafe { bufs.dgh.slice(start, len) };
         let dgh_t = MatRef::strided(dgh_span, 0, n, g3, p.step_rs(g3), 1);
-        matmul(&mut dh_rec, 0, hh, true, dgh_t, w_hh, false);
+        w_hh.matmul(&mut dh_rec, 0, hh, true, dgh_t);
         std::mem::swap(&mut dh, &mut dh_rec);
     }
     // SAFETY: this chunk's rows of the initial-state gradient.

@@ -2,7 +2,7 @@
 //! forward over the whole sequence and its hand-written BPTT backward. The recurrence runs each
 //! chunk of the batch on its own thread (see [`for_each_batch_chunk`]).
 
-use super::gemm::{matmul, transposed, MatRef};
+use super::gemm::{matmul, MatRef, PackedRhs};
 use super::math::Float;
 use super::{colsum_into, for_each_batch_chunk, Problem, Shared, Weights};
 use std::ops::Range;
@@ -60,9 +60,11 @@ pub(crate) fn forward<T: Float>(
         MatRef::row_major(w.w_ih, g4, p.input).t(),
         true,
     );
-    // Row-major W_hh^T: the per-step product reads the weights as they lie, with no packing.
-    let w_hh_t = transposed(w.w_hh, g4, pp);
-    let w_hr_t = w.w_hr.map(|w_hr| transposed(w_hr, pp, hh));
+    // W_hh^T (and W_hr^T) packed once for the per-step products.
+    let w_hh_t = PackedRhs::new(MatRef::row_major(w.w_hh, g4, pp).t());
+    let w_hr_t = w
+        .w_hr
+        .map(|w_hr| PackedRhs::new(MatRef::row_major(w_hr, pp, hh).t()));
     let saved_len = |n: usize| if save { n } else { 0 };
     let mut hprev = vec![T::zero(); saved_len(rows * pp)];
     let mut cprev = vec![T::zero(); saved_len(rows * hh)];
@@ -75,7 +77,7 @@ pub(crate) fn forward<T: Float>(
         tanhc: Shared::new(&mut tanhc),
     };
     for_each_batch_chunk(p.batch, |range| {
-        forward_chunk(p, range, h0, c0, &w_hh_t, w_hr_t.as_deref(), &bufs, save)
+        forward_chunk(p, range, h0, c0, &w_hh_t, w_hr_t.as_ref(), &bufs, save)
     });
     save.then_some(LstmSaved {
         gates,
@@ -92,8 +94,8 @@ fn forward_chunk<T: Float>(
     range: Range<usize>,
     h0: &[T],
     c0: &[T],
-    w_hh_t: &[T],
-    w_hr_t: Option<&[T]>,
+    w_hh_t: &PackedRhs<T>,
+    w_hr_t: Option<&PackedRhs<T>>,
     bufs: &ForwardBufs<T>,
     save: bool,
 ) {
@@ -110,16 +112,7 @@ fn forward_chunk<T: Float>(
         let (start, len) = p.span(t, b0, n, g4);
         // SAFETY: this chunk's rows of step t (Problem::span); one range live at a time.
         let span = unsafe { bufs.gates.slice(start, len) };
-        let w_hh_t = MatRef::row_major(w_hh_t, pp, g4);
-        matmul(
-            span,
-            0,
-            p.step_rs(g4),
-            true,
-            MatRef::row_major(&h, n, pp),
-            w_hh_t,
-            false,
-        );
+        w_hh_t.matmul(span, 0, p.step_rs(g4), true, MatRef::row_major(&h, n, pp));
         for i in 0..n {
             let row = p.row(t, b0 + i);
             // SAFETY: row `row` belongs to this chunk.
@@ -154,16 +147,7 @@ fn forward_chunk<T: Float>(
         }
         let h_new: &[T] = match w_hr_t {
             Some(w_hr_t) => {
-                let w_hr_t = MatRef::row_major(w_hr_t, hh, pp);
-                matmul(
-                    &mut h_proj,
-                    0,
-                    pp,
-                    false,
-                    MatRef::row_major(&r, n, hh),
-                    w_hr_t,
-                    false,
-                );
+                w_hr_t.matmul(&mut h_proj, 0, pp, false, MatRef::row_major(&r, n, hh));
                 &h_proj
             }
             None => &r,
@@ -232,7 +216,14 @@ pub(crate) fn backward<T: Float>(
         dh0: Shared::new(&mut dh0),
         dc0: Shared::new(&mut dc0),
     };
-    for_each_batch_chunk(bb, |range| backward_chunk(p, range, w, s, grad_out, &bufs));
+    let w_hh = PackedRhs::new(MatRef::row_major(w.w_hh, g4, pp));
+    let w_hr = w
+        .w_hr
+        .map(|w_hr| PackedRhs::new(MatRef::row_major(w_hr, pp, hh)));
+    let packed = (&w_hh, w_hr.as_ref());
+    for_each_batch_chunk(bb, |range| {
+        backward_chunk(p, range, packed, s, grad_out, &bufs)
+    });
     let dg_m = MatRef::row_major(&dg, rows, g4);
     let mut dx = vec![T::zero(); rows * p.input];
     let w_ih = MatRef::row_major(w.w_ih, g4, p.input);
@@ -285,7 +276,7 @@ pub(crate) fn backward<T: Float>(
 fn backward_chunk<T: Float>(
     p: &Problem,
     range: Range<usize>,
-    w: &Weights<T>,
+    (w_hh, w_hr): (&PackedRhs<T>, Option<&PackedRhs<T>>),
     s: &LstmSaved<T>,
     grad_out: &[T],
     bufs: &BackwardBufs<T>,
@@ -297,9 +288,8 @@ fn backward_chunk<T: Float>(
     let mut dh = grad_out[rows * pp + b0 * pp..][..n * pp].to_vec();
     let mut dc = grad_out[rows * pp + bb * pp + b0 * hh..][..n * hh].to_vec();
     let mut dh_rec = vec![T::zero(); n * pp];
-    let proj = w.w_hr.is_some();
+    let proj = w_hr.is_some();
     let mut dr = vec![T::zero(); if proj { n * hh } else { 0 }];
-    let w_hh = MatRef::row_major(w.w_hh, g4, pp);
     let one = T::one();
     for t in p.backward_steps() {
         for i in 0..n {
@@ -315,18 +305,9 @@ fn backward_chunk<T: Float>(
                 }
             }
         }
-        let drs: &[T] = match w.w_hr {
+        let drs: &[T] = match w_hr {
             Some(w_hr) => {
-                let w_hr = MatRef::row_major(w_hr, pp, hh);
-                matmul(
-                    &mut dr,
-                    0,
-                    hh,
-                    false,
-                    MatRef::row_major(&dh, n, pp),
-                    w_hr,
-                    false,
-                );
+                w_hr.matmul(&mut dr, 0, hh, false, MatRef::row_major(&dh, n, pp));
                 &dr
             }
             None => &dh,
@@ -358,7 +339,7 @@ fn backward_chunk<T: Float>(
         // SAFETY: this chunk's rows of step t, read only while no row slice is live.
         let dg_span = unsafe { bufs.dg.slice(start, len) };
         let dg_t = MatRef::strided(dg_span, 0, n, g4, p.step_rs(g4), 1);
-        matmul(&mut dh_rec, 0, pp, false, dg_t, w_hh, false);
+        w_hh.matmul(&mut dh_rec, 0, pp, false, dg_t);
         for i in 0..n {
             if p.valid(t, b0 + i) {
                 dh[i * pp..][..pp].copy_from_slice(&dh_rec[i * pp..][..pp]);

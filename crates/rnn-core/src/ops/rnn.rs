@@ -2,7 +2,7 @@
 //! ReLU): forward over the whole sequence and its hand-written BPTT backward. The recurrence runs
 //! each chunk of the batch on its own thread (see [`for_each_batch_chunk`]).
 
-use super::gemm::{matmul, transposed, MatRef};
+use super::gemm::{matmul, MatRef, PackedRhs};
 use super::math::Float;
 use super::{colsum_into, for_each_batch_chunk, Problem, Shared, Weights};
 use std::ops::Range;
@@ -51,8 +51,8 @@ pub(crate) fn forward<T: Float>(
         MatRef::row_major(w.w_ih, hh, p.input).t(),
         true,
     );
-    // Row-major W_hh^T: the per-step product reads the weights as they lie, with no packing.
-    let w_hh_t = transposed(w.w_hh, hh, hh);
+    // W_hh^T packed once for the per-step products.
+    let w_hh_t = PackedRhs::new(MatRef::row_major(w.w_hh, hh, hh).t());
     let mut hprev = vec![T::zero(); if save { rows * hh } else { 0 }];
     let bufs = ForwardBufs {
         act: Shared::new(&mut act),
@@ -71,27 +71,18 @@ fn forward_chunk<T: Float>(
     range: Range<usize>,
     relu: bool,
     h0: &[T],
-    w_hh_t: &[T],
+    w_hh_t: &PackedRhs<T>,
     bufs: &ForwardBufs<T>,
     save: bool,
 ) {
     let (hh, rows) = (p.hidden, p.rows());
     let (b0, n) = (range.start, range.len());
     let mut h = h0[b0 * hh..][..n * hh].to_vec();
-    let w_hh_t = MatRef::row_major(w_hh_t, hh, hh);
     for t in p.forward_steps() {
         let (start, len) = p.span(t, b0, n, hh);
         // SAFETY: this chunk's rows of step t; one range live at a time.
         let span = unsafe { bufs.act.slice(start, len) };
-        matmul(
-            span,
-            0,
-            p.step_rs(hh),
-            true,
-            MatRef::row_major(&h, n, hh),
-            w_hh_t,
-            false,
-        );
+        w_hh_t.matmul(span, 0, p.step_rs(hh), true, MatRef::row_major(&h, n, hh));
         for i in 0..n {
             let row = p.row(t, b0 + i);
             // SAFETY: row `row` belongs to this chunk.
@@ -146,8 +137,9 @@ pub(crate) fn backward<T: Float>(
     let mut dg = vec![T::zero(); rows * hh];
     let mut dh0 = vec![T::zero(); bb * hh];
     let (dg_s, dh0_s) = (Shared::new(&mut dg), Shared::new(&mut dh0));
+    let w_hh = PackedRhs::new(MatRef::row_major(w.w_hh, hh, hh));
     for_each_batch_chunk(bb, |range| {
-        backward_chunk(p, range, relu, w, s, grad_out, dg_s, dh0_s)
+        backward_chunk(p, range, relu, &w_hh, s, grad_out, dg_s, dh0_s)
     });
     let dg_m = MatRef::row_major(&dg, rows, hh);
     let mut dx = vec![T::zero(); rows * p.input];
@@ -176,7 +168,7 @@ fn backward_chunk<T: Float>(
     p: &Problem,
     range: Range<usize>,
     relu: bool,
-    w: &Weights<T>,
+    w_hh: &PackedRhs<T>,
     s: &RnnSaved<T>,
     grad_out: &[T],
     dg: Shared<T>,
@@ -187,7 +179,6 @@ fn backward_chunk<T: Float>(
     let dy = &grad_out[..rows * hh];
     let mut dh = grad_out[rows * hh + b0 * hh..][..n * hh].to_vec();
     let mut dh_rec = vec![T::zero(); n * hh];
-    let w_hh = MatRef::row_major(w.w_hh, hh, hh);
     let one = T::one();
     for t in p.backward_steps() {
         for i in 0..n {
@@ -217,7 +208,7 @@ fn backward_chunk<T: Float>(
         // SAFETY: this chunk's rows of step t, read while no row slice is live.
         let dg_span = unsafe { dg.slice(start, len) };
         let dg_t = MatRef::strided(dg_span, 0, n, hh, p.step_rs(hh), 1);
-        matmul(&mut dh_rec, 0, hh, false, dg_t, w_hh, false);
+        w_hh.matmul(&mut dh_rec, 0, hh, false, dg_t);
         for i in 0..n {
             if p.valid(t, b0 + i) {
                 dh[i * hh..][..hh].copy_from_slice(&dh_rec[i * hh..][..hh]);
