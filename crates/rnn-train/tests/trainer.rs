@@ -32,6 +32,8 @@ struct LmTask {
     valid: LmBatches,
     /// Step (1-based count of train_step calls) at which the loss is forced to NaN.
     nan_at: Option<u64>,
+    /// Step at which the loss stays finite but the decoder weight's gradient is NaN.
+    nan_grad_at: Option<u64>,
     calls: Cell<u64>,
 }
 
@@ -67,6 +69,7 @@ impl LmTask {
             train: LmBatches::new(&stream(4000, 1), 8, 10).unwrap(),
             valid: LmBatches::new(&stream(1000, 2), 4, 10).unwrap(),
             nan_at: None,
+            nan_grad_at: None,
             calls: Cell::new(0),
         }
     }
@@ -104,6 +107,11 @@ impl TrainTask for LmTask {
         self.calls.set(self.calls.get() + 1);
         if self.nan_at == Some(self.calls.get()) {
             loss = (loss * f64::NAN)?;
+        }
+        if self.nan_grad_at == Some(self.calls.get()) {
+            // sqrt(w - w) is 0 forward, but its gradient is inf - inf = NaN for every entry.
+            let w = self.out.weight();
+            loss = (loss + w.sub(w)?.sqrt()?.sum_all()?)?;
         }
         Ok(StepLoss {
             loss,
@@ -352,6 +360,46 @@ fn nan_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint() {
     // The parameters in memory were not updated by the bad step either.
     for (name, v) in params(&map) {
         assert!(v.iter().all(|x| x.is_finite()), "{name}");
+    }
+}
+
+/// A finite loss whose gradient is NaN is caught at its step too, named by the parameter, and
+/// no checkpoint takes the bad update (nor, when reading every step, the parameters in memory).
+#[test]
+fn nan_gradient_with_a_finite_loss_stops_at_its_step() {
+    for sync in [Some(1), Some(6)] {
+        let dir = tempfile::tempdir().unwrap();
+        let map = VarMap::new();
+        let mut task = LmTask::new(&map, 5);
+        task.nan_grad_at = Some(14);
+        let mut cfg = config(30);
+        cfg.host_sync_every = sync;
+        let mut trainer = Trainer::new(cfg, map.clone())
+            .unwrap()
+            .with_out_dir(dir.path())
+            .unwrap();
+        let err = trainer.fit(&mut task).unwrap_err();
+        match &err {
+            Error::NonFinite { step, what, .. } => {
+                assert_eq!(*step, 14, "sync {sync:?}");
+                assert!(what.contains("gradient"), "sync {sync:?}: {what}");
+                assert!(what.contains("decoder.weight"), "sync {sync:?}: {what}");
+            }
+            e => panic!("expected NonFinite, got {e}"),
+        }
+        let ck = checkpoint::load(&dir.path().join("checkpoint"), &Device::Cpu).unwrap();
+        assert_eq!(ck.state.step, 10);
+        for (name, t) in &ck.params {
+            let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert!(v.iter().all(|x| x.is_finite()), "{name}");
+        }
+        if sync == Some(1) {
+            // Read before the update: the bad gradient was never applied. (With deferred
+            // reads the parameters in memory may have taken it; only checkpoints are safe.)
+            for (name, v) in params(&map) {
+                assert!(v.iter().all(|x| x.is_finite()), "{name}");
+            }
+        }
     }
 }
 
