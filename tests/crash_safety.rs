@@ -250,7 +250,7 @@ fn sigkill_at_random_moments_loses_nothing() {
                 .max_by_key(|d| checkpoint::load(d, &Device::Cpu).map_or(0, |l| l.state.step))
                 .unwrap_or_else(|| panic!("{context}: checkpoint/ vanished without a backup"));
             eprintln!(
-                "{context}: killed between the two renames; the CLI's --resume now falls back to best/"
+                "{context}: killed between the two renames; --resume puts the moved-aside checkpoint back"
             );
             old
         } else {

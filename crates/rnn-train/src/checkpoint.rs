@@ -21,8 +21,9 @@
 //! place). A failure before that final rename removes the temporary directory and leaves the
 //! previous checkpoint untouched; a crash leaves at worst a stale hidden temporary directory
 //! beside it, never a half-written `DIR`. (A crash exactly between the two renames leaves no
-//! `DIR` but the complete previous checkpoint as `.{name}.old-…`, which [`load`] then names.
-//! Stale hidden directories are not cleaned up automatically.) Parameters or optimiser tensors
+//! `DIR` but the complete previous checkpoint as `.{name}.old-…`, which [`load`] then names and
+//! [`recover`] puts back. Each save, and [`recover`], removes the hidden leftovers of processes
+//! that are no longer running.) Parameters or optimiser tensors
 //! holding NaN or ±inf are refused before anything touches the disk.
 //!
 //! One writer per checkpoint directory: concurrent saves to the same `DIR` are not coordinated.
