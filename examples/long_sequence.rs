@@ -234,7 +234,7 @@ fn token_stream(len: usize, seed: u64) -> Vec<u32> {
             r ^= r << 13;
             r ^= r >> 7;
             r ^= r << 17;
-            x = if r % 10 == 0 {
+            x = if r.is_multiple_of(10) {
                 (r >> 32) as u32 % VOCAB as u32
             } else {
                 (x + 1) % VOCAB as u32

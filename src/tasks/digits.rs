@@ -327,7 +327,7 @@ fn read_images(path: &Path, spec: &DigitsSpec, device: &Device) -> Result<Tensor
     let n = if raw.starts_with(&[0x1f, 0x8b]) && raw.len() >= 18 {
         let size = u32::from_le_bytes(raw[raw.len() - 4..].try_into()?) as usize;
         let per = spec.rows * spec.cols;
-        if size < 16 || (size - 16) % per != 0 {
+        if size < 16 || !(size - 16).is_multiple_of(per) {
             bail!(
                 "--input {}: the decompressed size {size} is not a 16-byte IDX header plus {}x{} images",
                 path.display(),

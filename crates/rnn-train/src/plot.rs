@@ -1063,7 +1063,7 @@ mod tests {
         let mut c = chart(vec![Series::new(
             "decay",
             ramp(40, |i| {
-                if i as usize % 10 == 0 {
+                if (i as usize).is_multiple_of(10) {
                     0.0
                 } else {
                     0.5f64.powf(i)

@@ -608,14 +608,21 @@ impl Trainer {
                 let last_in_epoch = i + 1 == batches.len();
                 let step = self.state.step;
                 if !last_in_epoch {
-                    let eval_now = self.config.eval_every.is_some_and(|k| step % k == 0)
+                    let eval_now = self
+                        .config
+                        .eval_every
+                        .is_some_and(|k| step.is_multiple_of(k))
                         || self.config.max_steps == Some(step);
                     if eval_now {
                         if self.evaluate(task, n, false, log.as_mut(), progress.as_ref())? {
                             done = true;
                             break;
                         }
-                    } else if self.config.checkpoint_every.is_some_and(|k| step % k == 0) {
+                    } else if self
+                        .config
+                        .checkpoint_every
+                        .is_some_and(|k| step.is_multiple_of(k))
+                    {
                         self.sync(progress.as_ref())?;
                         self.save_latest(task)?;
                     }
@@ -724,7 +731,7 @@ impl Trainer {
             self.update(&grads)?;
             self.state.step = step;
             self.pending.push(pending);
-            if step % self.sync_every() == 0 {
+            if step.is_multiple_of(self.sync_every()) {
                 self.sync(progress)?;
             }
         }

@@ -52,7 +52,7 @@ impl LinearCrossEntropy {
     ) -> Result<(Vec<T>, Vec<T>)> {
         let n = self.targets.len();
         let v = b.len();
-        let h = if n == 0 { 0 } else { x.len() / n };
+        let h = x.len().checked_div(n).unwrap_or(0);
         if let Some((i, &t)) = self
             .targets
             .iter()
@@ -123,7 +123,7 @@ impl LinearCrossEntropy {
         g: &[T],
     ) -> Result<(Vec<T>, Vec<T>, Vec<T>)> {
         let (n, v) = (self.targets.len(), b.len());
-        let h = if n == 0 { 0 } else { x.len() / n };
+        let h = x.len().checked_div(n).unwrap_or(0);
         // The forward's buffer, taken (a second backward over the same graph recomputes it).
         let saved = match self.saved.lock() {
             Ok(mut slot) => slot.take(),
@@ -149,7 +149,7 @@ impl LinearCrossEntropy {
                         continue;
                     }
                     T::scale_inplace(row, g / s);
-                    row[t as usize] = row[t as usize] - g;
+                    row[t as usize] -= g;
                 }
             });
         let mut dx = vec![T::zero(); n * h];

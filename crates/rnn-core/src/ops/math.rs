@@ -11,6 +11,7 @@ use multiversion::multiversion;
 pub(crate) trait Float:
     num_traits::Float
     + std::ops::AddAssign
+    + std::ops::SubAssign
     + std::iter::Sum
     + candle_core::WithDType
     + Default

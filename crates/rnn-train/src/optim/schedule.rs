@@ -373,7 +373,7 @@ impl LrSchedule for StepDecay {
 
     fn on_epoch_end(&mut self, _metric: Option<f64>) -> Result<f64> {
         self.c.epochs += 1;
-        if self.c.epochs % self.step_size == 0 {
+        if self.c.epochs.is_multiple_of(self.step_size) {
             self.c.lr *= self.gamma;
         }
         Ok(self.c.lr)
