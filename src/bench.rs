@@ -120,6 +120,13 @@ impl Workload {
         {
             bail!("bench: batch, seq-len, input-size, hidden-size and layers must all be > 0");
         }
+        if spec.implementation == BenchImpl::Fused && !matches!(spec.dtype, DType::F32 | DType::F64)
+        {
+            bail!(
+                "--impl fused runs f32 or f64 (the fused CPU op), got --dtype {:?}; use --impl composed (or candle-nn) for bf16/f16",
+                spec.dtype
+            );
+        }
         let xs = Tensor::randn(0f32, 1.0, (spec.batch, spec.seq_len, spec.input), device)?
             .to_dtype(spec.dtype)?;
         let varmap = VarMap::new();

@@ -643,9 +643,9 @@ cases! {
     device_eval_unknown: "`rnn eval --device tpu`",
         cli(|d| { ckpt(d); }, &["eval", "--checkpoint", "<tmp>/ckpt", "--device", "tpu"])
         => "--device: unknown device 'tpu': expected auto, cpu, cuda, cuda:N or metal";
-    bench_half_dtype: "`rnn bench --dtype f16` (the benchmark runs f32 or f64)",
+    bench_half_dtype: "`rnn bench --dtype f16` with the default `--impl fused`",
         cli(nothing, &["bench", "--dtype", "f16"])
-        => "--dtype must be f32 or f64, got 'f16'";
+        => "--impl fused runs f32 or f64 (the fused CPU op), got --dtype F16; use --impl composed (or candle-nn) for bf16/f16";
     dtype_unknown: "`--dtype f8`",
         cli(nothing, &["train", "adding", "--dtype", "f8", "--device", "cpu", "--out", "<tmp>/run", "--max-steps", "1"])
         => "--dtype must be f32, f64, bf16 or f16, got 'f8'";

@@ -38,6 +38,26 @@ fn every_implementation_runs_train_and_infer() {
     }
 }
 
+/// Half precision runs through the composed twin and candle-nn (the fused op is f32/f64 only).
+#[test]
+fn half_precision_runs_composed_and_candle_nn() {
+    for dtype in [DType::BF16, DType::F16] {
+        for implementation in [BenchImpl::Composed, BenchImpl::CandleNn] {
+            let mut s = spec(Mode::Gru, implementation, true, false);
+            s.dtype = dtype;
+            let r = Workload::new(&s, &Device::Cpu).unwrap().measure().unwrap();
+            assert!(r.min_ms > 0.0 && r.min_ms <= r.median_ms, "{r:?}");
+        }
+        let mut s = spec(Mode::Lstm, BenchImpl::Fused, false, false);
+        s.dtype = dtype;
+        let err = Workload::new(&s, &Device::Cpu)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(err.contains("--impl fused runs f32 or f64"), "{err}");
+    }
+}
+
 #[test]
 fn candle_nn_has_no_vanilla_rnn() {
     let s = spec(Mode::RnnTanh, BenchImpl::CandleNn, true, false);

@@ -192,7 +192,7 @@ pub struct BenchArgs {
     /// fused, composed or candle-nn.
     #[arg(long = "impl", default_value = "fused")]
     pub implementation: String,
-    /// f32 or f64.
+    /// f32, f64, bf16 or f16 (half precision with `--impl composed` or `candle-nn`).
     #[arg(long, default_value = "f32")]
     pub dtype: String,
     /// Print one JSON line instead of text.
@@ -207,11 +207,7 @@ fn bench(args: BenchArgs) -> Result<()> {
         "infer" => false,
         other => anyhow::bail!("--mode must be train or infer, got '{other}'"),
     };
-    let dtype = match args.dtype.as_str() {
-        "f32" => candle_core::DType::F32,
-        "f64" => candle_core::DType::F64,
-        other => anyhow::bail!("--dtype must be f32 or f64, got '{other}'"),
-    };
+    let dtype = run::parse_dtype(&args.dtype)?;
     let device = rnn_core::device::select(&args.device).context("--device")?;
     let spec = BenchSpec {
         cell,
