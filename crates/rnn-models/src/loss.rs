@@ -128,14 +128,7 @@ pub fn masked_cross_entropy_sum_with(
     let logits = loss_input(what, "logits", logits)?;
     let positions: usize = lead.iter().product();
     let flat = logits.reshape((positions, classes))?;
-    let targets = targets.flatten_all()?;
-    let keep = mask.map(|m| m.flatten_all()?.ne(0f64)).transpose()?;
-    // Masked positions often hold a padding id that need not be a class; gather class 0 there
-    // instead so the gather stays in range, then drop those positions below.
-    let targets = match &keep {
-        Some(keep) => keep.where_cond(&targets, &targets.zeros_like()?)?,
-        None => targets,
-    };
+    let (targets, keep) = kept_targets(targets, mask)?;
     let fused = match implementation {
         Implementation::Auto => crate::fused_ce::supports(&flat),
         Implementation::Fused => {
@@ -159,6 +152,19 @@ pub fn masked_cross_entropy_sum_with(
             .neg()?
     };
     masked_sum(nll, keep.as_ref(), positions)
+}
+
+/// Flat targets and the flat "counted" mask. Masked positions often hold a padding id that
+/// need not be a class; class 0 stands in there so lookups stay in range, and [`masked_sum`]
+/// drops those positions.
+fn kept_targets(targets: &Tensor, mask: Option<&Tensor>) -> Result<(Tensor, Option<Tensor>)> {
+    let targets = targets.flatten_all()?;
+    let keep = mask.map(|m| m.flatten_all()?.ne(0f64)).transpose()?;
+    let targets = match &keep {
+        Some(keep) => keep.where_cond(&targets, &targets.zeros_like()?)?,
+        None => targets,
+    };
+    Ok((targets, keep))
 }
 
 /// Sums per-position losses `nll (N,)` over the kept positions (all when `keep` is `None`).
@@ -228,12 +234,7 @@ pub fn linear_cross_entropy_sum_with(
     let x = loss_input(what, "x", x)?;
     let positions: usize = lead.iter().product();
     let flat = x.reshape((positions, dims[dims.len() - 1]))?;
-    let targets = targets.flatten_all()?;
-    let keep = mask.map(|m| m.flatten_all()?.ne(0f64)).transpose()?;
-    let targets = match &keep {
-        Some(keep) => keep.where_cond(&targets, &targets.zeros_like()?)?,
-        None => targets,
-    };
+    let (targets, keep) = kept_targets(targets, mask)?;
     let nll = rnn_core::output::linear_nll_rows(&flat, weight, bias, &targets, implementation)?;
     masked_sum(nll, keep.as_ref(), positions)
 }
