@@ -169,39 +169,36 @@ impl<T: Float> PackedRhs<T> {
     pub fn new(b: MatRef<T>) -> Self {
         let (k, n) = (b.rows, b.cols);
         let at = |p: usize, j: usize| b.data[b.offset + p * b.rs + j * b.cs];
-        match as_f32_view(&b) {
-            Some(bf) if kernel::available() => {
-                let nr = kernel::NR;
-                let np = n.div_ceil(nr);
-                let mut panels = vec![0f32; np * k * nr];
-                for q in 0..np {
-                    let panel = &mut panels[q * k * nr..][..k * nr];
-                    for p in 0..k {
-                        for j in 0..nr.min(n - q * nr) {
-                            panel[p * nr + j] =
-                                bf.data[bf.offset + p * bf.rs + (q * nr + j) * bf.cs];
-                        }
-                    }
-                }
-                Self {
-                    k,
-                    n,
-                    row_major: Vec::new(),
-                    panels,
+        let is_f32 = std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>();
+        if !(is_f32 && kernel::available()) {
+            let mut row_major = Vec::with_capacity(k * n);
+            for p in 0..k {
+                row_major.extend((0..n).map(|j| at(p, j)));
+            }
+            return Self {
+                k,
+                n,
+                row_major,
+                panels: Vec::new(),
+            };
+        }
+        let nr = kernel::NR;
+        let np = n.div_ceil(nr);
+        let mut panels = vec![0f32; np * k * nr];
+        for q in 0..np {
+            let panel = &mut panels[q * k * nr..][..k * nr];
+            for p in 0..k {
+                for j in 0..nr.min(n - q * nr) {
+                    // T is f32: the round trip through f64 is exact.
+                    panel[p * nr + j] = at(p, q * nr + j).to_f64() as f32;
                 }
             }
-            _ => {
-                let mut row_major = Vec::with_capacity(k * n);
-                for p in 0..k {
-                    row_major.extend((0..n).map(|j| at(p, j)));
-                }
-                Self {
-                    k,
-                    n,
-                    row_major,
-                    panels: Vec::new(),
-                }
-            }
+        }
+        Self {
+            k,
+            n,
+            row_major: Vec::new(),
+            panels,
         }
     }
 
@@ -245,23 +242,6 @@ impl<T: Float> PackedRhs<T> {
     }
 }
 
-/// `b` as an f32 view when `T` is f32.
-fn as_f32_view<'a, T: Float>(b: &MatRef<'a, T>) -> Option<MatRef<'a, f32>> {
-    if std::any::TypeId::of::<T>() != std::any::TypeId::of::<f32>() {
-        return None;
-    }
-    // SAFETY: T is f32 (same type, same layout).
-    let data = unsafe { std::slice::from_raw_parts(b.data.as_ptr() as *const f32, b.data.len()) };
-    Some(MatRef {
-        data,
-        offset: b.offset,
-        rs: b.rs,
-        cs: b.cs,
-        rows: b.rows,
-        cols: b.cols,
-    })
-}
-
 #[cfg(target_arch = "x86_64")]
 mod kernel {
     use std::arch::x86_64::*;
@@ -272,8 +252,6 @@ mod kernel {
     const MR: usize = 8;
     /// Steps of the inner dimension per block.
     const KC: usize = 256;
-    /// Rows of `a` per block.
-    const MC: usize = 64;
 
     pub fn available() -> bool {
         std::arch::is_x86_feature_detected!("avx512f")
@@ -290,34 +268,31 @@ mod kernel {
         (c, c_rs): (*mut f32, usize),
         accumulate: bool,
     ) {
-        // Blocks of KC steps of k (a panel's block, KC x NR, stays in L1) and MC rows of a (the
-        // row block's KC columns stay in L2 while every panel passes over them).
+        // Blocks of KC steps of k: a panel's block (KC x NR) stays in L1 while the row blocks
+        // of `a` pass over it.
         for p0 in (0..k).step_by(KC) {
             let kc = KC.min(k - p0);
             let acc = accumulate || p0 > 0;
-            for i0 in (0..m).step_by(MC) {
-                let mc = MC.min(m - i0);
-                for q in 0..n.div_ceil(NR) {
-                    let panel = panels.as_ptr().add(q * k * NR + p0 * NR);
-                    let cols = NR.min(n - q * NR);
-                    let mut i = i0;
-                    while i < i0 + mc {
-                        let rows = MR.min(i0 + mc - i);
-                        let a_blk = a.add(i * a_rs + p0 * a_cs);
-                        let c_blk = c.add(i * c_rs + q * NR);
-                        let args = (kc, a_blk, a_rs, a_cs, panel, c_blk, c_rs, acc, cols);
-                        match rows {
-                            8 => block::<8>(args),
-                            7 => block::<7>(args),
-                            6 => block::<6>(args),
-                            5 => block::<5>(args),
-                            4 => block::<4>(args),
-                            3 => block::<3>(args),
-                            2 => block::<2>(args),
-                            _ => block::<1>(args),
-                        }
-                        i += rows;
+            for q in 0..n.div_ceil(NR) {
+                let panel = panels.as_ptr().add(q * k * NR + p0 * NR);
+                let cols = NR.min(n - q * NR);
+                let mut i = 0;
+                while i < m {
+                    let rows = MR.min(m - i);
+                    let a_blk = a.add(i * a_rs + p0 * a_cs);
+                    let c_blk = c.add(i * c_rs + q * NR);
+                    let args = (kc, a_blk, a_rs, a_cs, panel, c_blk, c_rs, acc, cols);
+                    match rows {
+                        8 => block::<8>(args),
+                        7 => block::<7>(args),
+                        6 => block::<6>(args),
+                        5 => block::<5>(args),
+                        4 => block::<4>(args),
+                        3 => block::<3>(args),
+                        2 => block::<2>(args),
+                        _ => block::<1>(args),
                     }
+                    i += rows;
                 }
             }
         }

@@ -11,7 +11,7 @@
 
 use super::gemm::{matmul, MatRef};
 use super::math::Float;
-use super::{colsum_into, cpu_slice, with_cpu_slice};
+use super::{colsum_into, cpu_slice, grads_like, with_cpu_slice};
 use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::any::Any;
@@ -237,24 +237,10 @@ impl CustomOp3 for LinearCrossEntropy {
                 })
             })
         }
-        let dev = x.device();
+        let like = [x, weight, bias];
         let (dx, dw, db) = match x.dtype() {
-            DType::F32 => {
-                let (a, b, c) = run::<f32>(self, x, weight, bias, grad_res)?;
-                (
-                    Tensor::from_vec(a, x.shape(), dev)?,
-                    Tensor::from_vec(b, weight.shape(), dev)?,
-                    Tensor::from_vec(c, bias.shape(), dev)?,
-                )
-            }
-            DType::F64 => {
-                let (a, b, c) = run::<f64>(self, x, weight, bias, grad_res)?;
-                (
-                    Tensor::from_vec(a, x.shape(), dev)?,
-                    Tensor::from_vec(b, weight.shape(), dev)?,
-                    Tensor::from_vec(c, bias.shape(), dev)?,
-                )
-            }
+            DType::F32 => grads_like(run::<f32>(self, x, weight, bias, grad_res)?, like)?,
+            DType::F64 => grads_like(run::<f64>(self, x, weight, bias, grad_res)?, like)?,
             dt => bail!("fused linear cross-entropy: f32 or f64 only, got {dt:?}"),
         };
         Ok((Some(dx), Some(dw), Some(db)))

@@ -332,6 +332,19 @@ fn with_cpu_slice<T: WithDType, R>(t: &Tensor, f: impl FnOnce(&[T]) -> Result<R>
     }
 }
 
+/// The three flat gradients of a `CustomOp3`'s backward as tensors shaped like its arguments.
+fn grads_like<T: WithDType>(
+    (a, b, c): (Vec<T>, Vec<T>, Vec<T>),
+    like: [&Tensor; 3],
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let dev = like[0].device();
+    Ok((
+        Tensor::from_vec(a, like[0].shape(), dev)?,
+        Tensor::from_vec(b, like[1].shape(), dev)?,
+        Tensor::from_vec(c, like[2].shape(), dev)?,
+    ))
+}
+
 impl CustomOp3 for FusedRecurrence {
     fn name(&self) -> &'static str {
         "fused-recurrence"
@@ -388,24 +401,10 @@ impl CustomOp3 for FusedRecurrence {
                 })
             })
         }
-        let dev = xs.device();
+        let like = [xs, state0, params];
         let (dx, ds, dp) = match xs.dtype() {
-            DType::F32 => {
-                let (a, b, c) = run::<f32>(self, xs, params, grad_res)?;
-                (
-                    Tensor::from_vec(a, xs.shape(), dev)?,
-                    Tensor::from_vec(b, state0.shape(), dev)?,
-                    Tensor::from_vec(c, params.shape(), dev)?,
-                )
-            }
-            DType::F64 => {
-                let (a, b, c) = run::<f64>(self, xs, params, grad_res)?;
-                (
-                    Tensor::from_vec(a, xs.shape(), dev)?,
-                    Tensor::from_vec(b, state0.shape(), dev)?,
-                    Tensor::from_vec(c, params.shape(), dev)?,
-                )
-            }
+            DType::F32 => grads_like(run::<f32>(self, xs, params, grad_res)?, like)?,
+            DType::F64 => grads_like(run::<f64>(self, xs, params, grad_res)?, like)?,
             dt => bail!("fused recurrence: f32 or f64 only, got {dt:?}"),
         };
         Ok((Some(dx), Some(ds), Some(dp)))
