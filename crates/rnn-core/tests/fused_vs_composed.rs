@@ -211,3 +211,32 @@ fn fused_equals_composed_when_the_batch_is_split_across_threads() {
         }
     }
 }
+
+/// f32 with batch chunks of at least 6 rows, so each step's input projection runs inside the
+/// chunk's recurrence through the packed kernel (on CPUs with AVX2+FMA or AVX-512), with sizes
+/// that leave partial register blocks and panels, variable lengths, both layouts, a projection,
+/// two bidirectional layers; forward, final state and every gradient equal the composed twin.
+#[test]
+fn fused_equals_composed_with_the_per_step_input_projection() {
+    for mode in Mode::ALL {
+        let proj = if mode == Mode::Lstm { 7 } else { 0 };
+        for batch_first in [true, false] {
+            let cfg = RnnConfig::new(mode, 13, 9)
+                .with_num_layers(2)
+                .with_bidirectional(true)
+                .with_proj_size(proj)
+                .with_batch_first(batch_first);
+            let case = Case {
+                cfg,
+                batch: 14,
+                seq_len: 11,
+                lengths: Some(vec![11, 3, 1, 7, 11, 2, 5, 8, 4, 6, 11, 10, 9, 1]),
+                with_state: true,
+                train: false,
+                dtype: DType::F32,
+                seed: 23,
+            };
+            assert_same(&case).unwrap();
+        }
+    }
+}

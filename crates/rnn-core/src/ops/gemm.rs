@@ -1,6 +1,8 @@
 //! Matrix products on row-major slices through faer's matmul (about twice the `gemm` crate's rate on
 //! this project's AVX-512 CPU: 170 vs 80 GFLOP/s at 2048x1024x256, 2 threads), with explicit
-//! strides so per-step views and transposes need no copies.
+//! strides so per-step views and transposes need no copies, and [`PackedRhs`], a register-blocked
+//! f32 kernel (AVX-512 or AVX2+FMA) for the many small products of a recurrence with one fixed
+//! right-hand matrix.
 
 use super::math::Float;
 
@@ -150,11 +152,12 @@ const PARALLEL_MIN_MACS: usize = 1 << 21;
 const SMALL_M: usize = 4;
 
 /// A fixed right-hand matrix `b (k, n)` of many small products `a (m, k) · b` (the recurrent
-/// weights of every step), packed once into column panels for a register-blocked AVX-512 f32
-/// kernel. faer repacks `b` on every call and is tuned for large `m`; with `m` = a batch chunk
+/// weights of every step), packed once into column panels for a register-blocked f32 kernel
+/// (8x32 with AVX-512, 6x16 with AVX2+FMA). faer repacks `b` on every call and is tuned for large `m`; with `m` = a batch chunk
 /// (1-32 rows) and `b` reused for every step, the packed kernel keeps the accumulators in
-/// registers and reads each panel from cache. Other dtypes or CPUs without AVX-512 use
-/// [`matmul`] on the original view.
+/// registers and reads each panel from cache. Other dtypes or CPUs without AVX2+FMA use
+/// [`matmul`] on the original view, as does every CPU when the environment variable
+/// `RNN_PACKED_KERNEL=off` is set (for comparing the two in benchmarks).
 pub(crate) struct PackedRhs<T> {
     k: usize,
     n: usize,
@@ -165,12 +168,17 @@ pub(crate) struct PackedRhs<T> {
 }
 
 impl<T: Float> PackedRhs<T> {
-    /// Packs `b` for the fast kernel (f32 on a CPU with AVX-512), else copies it row-major.
+    /// Whether [`PackedRhs::new`] packs for the register-blocked kernel (f32 on a CPU with one).
+    pub fn uses_kernel() -> bool {
+        std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() && kernel::available()
+    }
+
+    /// Packs `b` for the fast kernel (f32 on a CPU with AVX-512 or AVX2+FMA), else copies it
+    /// row-major.
     pub fn new(b: MatRef<T>) -> Self {
         let (k, n) = (b.rows, b.cols);
         let at = |p: usize, j: usize| b.data[b.offset + p * b.rs + j * b.cs];
-        let is_f32 = std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>();
-        if !(is_f32 && kernel::available()) {
+        if !Self::uses_kernel() {
             let mut row_major = Vec::with_capacity(k * n);
             for p in 0..k {
                 row_major.extend((0..n).map(|j| at(p, j)));
@@ -182,7 +190,7 @@ impl<T: Float> PackedRhs<T> {
                 panels: Vec::new(),
             };
         }
-        let nr = kernel::NR;
+        let nr = kernel::nr();
         let np = n.div_ceil(nr);
         let mut panels = vec![0f32; np * k * nr];
         for q in 0..np {
@@ -226,7 +234,7 @@ impl<T: Float> PackedRhs<T> {
             a.offset + (m - 1) * a.rs + (k - 1) * a.cs < a.data.len(),
             "packed matmul: left-hand view out of bounds"
         );
-        // SAFETY: `panels` is non-empty only for T = f32 with AVX-512 present (checked in
+        // SAFETY: `panels` is non-empty only for T = f32 with a kernel available (checked in
         // `new`), so the pointer casts are identities; both views' bounds are asserted above.
         unsafe {
             let a_ptr = (a.data.as_ptr() as *const f32).add(a.offset);
@@ -246,55 +254,63 @@ impl<T: Float> PackedRhs<T> {
 mod kernel {
     use std::arch::x86_64::*;
 
-    /// Columns per panel: two 16-lane registers.
-    pub const NR: usize = 32;
-    /// Rows per register block: 2 x 8 accumulators.
-    const MR: usize = 8;
-    /// Steps of the inner dimension per block.
+    /// Which register-blocked kernel this CPU runs, decided once.
+    #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+    enum Isa {
+        /// 8 rows x 32 columns: two 16-lane registers per row.
+        Avx512,
+        /// 6 rows x 16 columns: two 8-lane registers per row (12 accumulators of 16 registers).
+        Avx2,
+        None,
+    }
+
+    fn isa() -> Isa {
+        static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
+        *ISA.get_or_init(|| {
+            if std::env::var_os("RNN_PACKED_KERNEL").is_some_and(|v| v == "off") {
+                Isa::None
+            } else if std::arch::is_x86_feature_detected!("avx512f") {
+                Isa::Avx512
+            } else if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                Isa::Avx2
+            } else {
+                Isa::None
+            }
+        })
+    }
+
+    /// Steps of the inner dimension per block: a panel's block (KC x NR floats, 32 KiB with
+    /// AVX-512, 16 KiB with AVX2) stays in L1 while the row blocks of `a` pass over it.
     const KC: usize = 256;
 
     pub fn available() -> bool {
-        std::arch::is_x86_feature_detected!("avx512f")
+        isa() != Isa::None
+    }
+
+    /// Columns per packed panel for this CPU's kernel.
+    pub fn nr() -> usize {
+        match isa() {
+            Isa::Avx512 => 32,
+            _ => 16,
+        }
     }
 
     /// # Safety
-    /// AVX-512F is available; `a` covers `(m, k)` with strides `a_rs`, `a_cs`; `c` covers
-    /// `(m, n)` with row stride `c_rs`; `panels` holds `ceil(n / NR)` packed panels of `k` rows.
-    #[target_feature(enable = "avx512f")]
+    /// [`available`]; `a` covers `(m, k)` with strides `a_rs`, `a_cs`; `c` covers `(m, n)` with
+    /// row stride `c_rs`; `panels` holds `ceil(n / nr())` packed panels of `k` rows.
     pub unsafe fn run(
-        (m, k, n): (usize, usize, usize),
-        (a, a_rs, a_cs): (*const f32, usize, usize),
+        dims: (usize, usize, usize),
+        a: (*const f32, usize, usize),
         panels: &[f32],
-        (c, c_rs): (*mut f32, usize),
+        c: (*mut f32, usize),
         accumulate: bool,
     ) {
-        // Blocks of KC steps of k: a panel's block (KC x NR) stays in L1 while the row blocks
-        // of `a` pass over it.
-        for p0 in (0..k).step_by(KC) {
-            let kc = KC.min(k - p0);
-            let acc = accumulate || p0 > 0;
-            for q in 0..n.div_ceil(NR) {
-                let panel = panels.as_ptr().add(q * k * NR + p0 * NR);
-                let cols = NR.min(n - q * NR);
-                let mut i = 0;
-                while i < m {
-                    let rows = MR.min(m - i);
-                    let a_blk = a.add(i * a_rs + p0 * a_cs);
-                    let c_blk = c.add(i * c_rs + q * NR);
-                    let args = (kc, a_blk, a_rs, a_cs, panel, c_blk, c_rs, acc, cols);
-                    match rows {
-                        8 => block::<8>(args),
-                        7 => block::<7>(args),
-                        6 => block::<6>(args),
-                        5 => block::<5>(args),
-                        4 => block::<4>(args),
-                        3 => block::<3>(args),
-                        2 => block::<2>(args),
-                        _ => block::<1>(args),
-                    }
-                    i += rows;
-                }
-            }
+        match isa() {
+            Isa::Avx512 => avx512::run(dims, a, panels, c, accumulate),
+            Isa::Avx2 => avx2::run(dims, a, panels, c, accumulate),
+            Isa::None => unreachable!("packed kernel used without a supported CPU"),
         }
     }
 
@@ -310,49 +326,185 @@ mod kernel {
         usize,
     );
 
-    /// `M` rows x up to `NR` columns of `c [+]= a · panel`.
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn block<const M: usize>((k, a, a_rs, a_cs, panel, c, c_rs, accumulate, cols): Args) {
-        let mut acc0 = [_mm512_setzero_ps(); M];
-        let mut acc1 = [_mm512_setzero_ps(); M];
-        for p in 0..k {
-            let b0 = _mm512_loadu_ps(panel.add(p * NR));
-            let b1 = _mm512_loadu_ps(panel.add(p * NR + 16));
-            for i in 0..M {
-                let av = _mm512_set1_ps(*a.add(i * a_rs + p * a_cs));
-                acc0[i] = _mm512_fmadd_ps(av, b0, acc0[i]);
-                acc1[i] = _mm512_fmadd_ps(av, b1, acc1[i]);
+    /// The loops around the register block shared by both kernels: blocks of KC steps of k,
+    /// panels of NR columns, row blocks of MR rows; `block(rows, args)` does one register block.
+    #[inline(always)]
+    unsafe fn drive<const NR: usize, const MR: usize>(
+        (m, k, n): (usize, usize, usize),
+        (a, a_rs, a_cs): (*const f32, usize, usize),
+        panels: &[f32],
+        (c, c_rs): (*mut f32, usize),
+        accumulate: bool,
+        block: impl Fn(usize, Args),
+    ) {
+        for p0 in (0..k).step_by(KC) {
+            let kc = KC.min(k - p0);
+            let acc = accumulate || p0 > 0;
+            for q in 0..n.div_ceil(NR) {
+                let panel = panels.as_ptr().add(q * k * NR + p0 * NR);
+                let cols = NR.min(n - q * NR);
+                let mut i = 0;
+                while i < m {
+                    let rows = MR.min(m - i);
+                    let a_blk = a.add(i * a_rs + p0 * a_cs);
+                    let c_blk = c.add(i * c_rs + q * NR);
+                    block(rows, (kc, a_blk, a_rs, a_cs, panel, c_blk, c_rs, acc, cols));
+                    i += rows;
+                }
             }
         }
-        let mask = |w: usize| -> __mmask16 {
-            if w >= 16 {
-                0xffff
-            } else {
-                ((1u32 << w) - 1) as u16
+    }
+
+    mod avx512 {
+        use super::*;
+        const NR: usize = 32;
+        const MR: usize = 8;
+
+        #[target_feature(enable = "avx512f")]
+        pub unsafe fn run(
+            dims: (usize, usize, usize),
+            a: (*const f32, usize, usize),
+            panels: &[f32],
+            c: (*mut f32, usize),
+            accumulate: bool,
+        ) {
+            drive::<NR, MR>(dims, a, panels, c, accumulate, |rows, args| match rows {
+                8 => block::<8>(args),
+                7 => block::<7>(args),
+                6 => block::<6>(args),
+                5 => block::<5>(args),
+                4 => block::<4>(args),
+                3 => block::<3>(args),
+                2 => block::<2>(args),
+                _ => block::<1>(args),
+            });
+        }
+
+        /// `M` rows x up to `NR` columns of `c [+]= a · panel`.
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn block<const M: usize>(
+            (k, a, a_rs, a_cs, panel, c, c_rs, accumulate, cols): Args,
+        ) {
+            let mut acc0 = [_mm512_setzero_ps(); M];
+            let mut acc1 = [_mm512_setzero_ps(); M];
+            for p in 0..k {
+                let b0 = _mm512_loadu_ps(panel.add(p * NR));
+                let b1 = _mm512_loadu_ps(panel.add(p * NR + 16));
+                for i in 0..M {
+                    let av = _mm512_set1_ps(*a.add(i * a_rs + p * a_cs));
+                    acc0[i] = _mm512_fmadd_ps(av, b0, acc0[i]);
+                    acc1[i] = _mm512_fmadd_ps(av, b1, acc1[i]);
+                }
             }
-        };
-        let (m0, m1) = (mask(cols), mask(cols.saturating_sub(16)));
-        for i in 0..M {
-            let row = c.add(i * c_rs);
-            // Masked-off lanes are neither read nor written (no fault past the row's end).
-            let hi = row.wrapping_add(16);
-            let (mut v0, mut v1) = (acc0[i], acc1[i]);
-            if accumulate {
-                v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, row));
-                v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, hi));
+            let mask = |w: usize| -> __mmask16 {
+                if w >= 16 {
+                    0xffff
+                } else {
+                    ((1u32 << w) - 1) as u16
+                }
+            };
+            let (m0, m1) = (mask(cols), mask(cols.saturating_sub(16)));
+            for i in 0..M {
+                let row = c.add(i * c_rs);
+                // Masked-off lanes are neither read nor written (no fault past the row's end).
+                let hi = row.wrapping_add(16);
+                let (mut v0, mut v1) = (acc0[i], acc1[i]);
+                if accumulate {
+                    v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, row));
+                    v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, hi));
+                }
+                _mm512_mask_storeu_ps(row, m0, v0);
+                _mm512_mask_storeu_ps(hi, m1, v1);
             }
-            _mm512_mask_storeu_ps(row, m0, v0);
-            _mm512_mask_storeu_ps(hi, m1, v1);
+        }
+    }
+
+    mod avx2 {
+        use super::*;
+        const NR: usize = 16;
+        const MR: usize = 6;
+
+        #[target_feature(enable = "avx2,fma")]
+        pub unsafe fn run(
+            dims: (usize, usize, usize),
+            a: (*const f32, usize, usize),
+            panels: &[f32],
+            c: (*mut f32, usize),
+            accumulate: bool,
+        ) {
+            drive::<NR, MR>(dims, a, panels, c, accumulate, |rows, args| match rows {
+                6 => block::<6>(args),
+                5 => block::<5>(args),
+                4 => block::<4>(args),
+                3 => block::<3>(args),
+                2 => block::<2>(args),
+                _ => block::<1>(args),
+            });
+        }
+
+        /// Lane mask of the first `w` (at most 8) lanes, for maskload/maskstore.
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        unsafe fn lanes(w: usize) -> __m256i {
+            let idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+            _mm256_cmpgt_epi32(_mm256_set1_epi32(w.min(8) as i32), idx)
+        }
+
+        /// `M` rows x up to `NR` columns of `c [+]= a · panel`.
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn block<const M: usize>(
+            (k, a, a_rs, a_cs, panel, c, c_rs, accumulate, cols): Args,
+        ) {
+            let mut acc0 = [_mm256_setzero_ps(); M];
+            let mut acc1 = [_mm256_setzero_ps(); M];
+            for p in 0..k {
+                let b0 = _mm256_loadu_ps(panel.add(p * NR));
+                let b1 = _mm256_loadu_ps(panel.add(p * NR + 8));
+                for i in 0..M {
+                    let av = _mm256_broadcast_ss(&*a.add(i * a_rs + p * a_cs));
+                    acc0[i] = _mm256_fmadd_ps(av, b0, acc0[i]);
+                    acc1[i] = _mm256_fmadd_ps(av, b1, acc1[i]);
+                }
+            }
+            if cols == NR {
+                for i in 0..M {
+                    let row = c.add(i * c_rs);
+                    let (mut v0, mut v1) = (acc0[i], acc1[i]);
+                    if accumulate {
+                        v0 = _mm256_add_ps(v0, _mm256_loadu_ps(row));
+                        v1 = _mm256_add_ps(v1, _mm256_loadu_ps(row.add(8)));
+                    }
+                    _mm256_storeu_ps(row, v0);
+                    _mm256_storeu_ps(row.add(8), v1);
+                }
+                return;
+            }
+            let (m0, m1) = (lanes(cols), lanes(cols.saturating_sub(8)));
+            for i in 0..M {
+                let row = c.add(i * c_rs);
+                // Masked-off lanes are neither read nor written (no fault past the row's end).
+                let hi = row.wrapping_add(8);
+                let (mut v0, mut v1) = (acc0[i], acc1[i]);
+                if accumulate {
+                    v0 = _mm256_add_ps(v0, _mm256_maskload_ps(row, m0));
+                    v1 = _mm256_add_ps(v1, _mm256_maskload_ps(hi, m1));
+                }
+                _mm256_maskstore_ps(row, m0, v0);
+                _mm256_maskstore_ps(hi, m1, v1);
+            }
         }
     }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
 mod kernel {
-    pub const NR: usize = 32;
     pub fn available() -> bool {
         false
+    }
+    pub fn nr() -> usize {
+        1
     }
     pub unsafe fn run(
         _: (usize, usize, usize),

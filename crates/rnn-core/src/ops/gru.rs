@@ -4,7 +4,9 @@
 
 use super::gemm::{matmul, MatRef, PackedRhs};
 use super::math::Float;
-use super::{colsum_into, for_each_batch_chunk, Problem, Shared, Weights};
+use super::{
+    colsum_into, for_each_batch_chunk, per_step_projection, Problem, Shared, StepInput, Weights,
+};
 use std::ops::Range;
 
 /// Activations the backward pass needs, one row per (step, batch) in the problem's row order.
@@ -37,22 +39,35 @@ pub(crate) fn forward<T: Float>(
 ) -> Option<GruSaved<T>> {
     let (hh, rows) = (p.hidden, p.rows());
     let g3 = 3 * hh;
-    let mut gates = vec![T::zero(); rows * g3];
-    if let Some(b_ih) = w.b_ih {
-        for row in gates.chunks_exact_mut(g3) {
-            row.copy_from_slice(b_ih);
+    let per_step = per_step_projection::<T>(p.batch);
+    // Input pre-activations of every step are kept only when the backward needs them or when the
+    // input projection runs before the recurrence.
+    let mut gates = vec![T::zero(); if save || !per_step { rows * g3 } else { 0 }];
+    let w_ih_t = if per_step {
+        Some(PackedRhs::new(MatRef::row_major(w.w_ih, g3, p.input).t()))
+    } else {
+        if let Some(b_ih) = w.b_ih {
+            for row in gates.chunks_exact_mut(g3) {
+                row.copy_from_slice(b_ih);
+            }
         }
-    }
-    matmul(
-        &mut gates,
-        0,
-        g3,
-        w.b_ih.is_some(),
-        MatRef::row_major(x, rows, p.input),
-        // One large product: packing the transposed view costs little here.
-        MatRef::row_major(w.w_ih, g3, p.input).t(),
-        true,
-    );
+        matmul(
+            &mut gates,
+            0,
+            g3,
+            w.b_ih.is_some(),
+            MatRef::row_major(x, rows, p.input),
+            // One large product: packing the transposed view costs little here.
+            MatRef::row_major(w.w_ih, g3, p.input).t(),
+            true,
+        );
+        None
+    };
+    let input = w_ih_t.as_ref().map(|w_ih_t| StepInput {
+        x,
+        w_ih_t,
+        bias: w.b_ih,
+    });
     // W_hh^T packed once for the per-step products.
     let w_hh_t = PackedRhs::new(MatRef::row_major(w.w_hh, g3, hh).t());
     let saved_len = |n: usize| if save { n } else { 0 };
@@ -65,7 +80,7 @@ pub(crate) fn forward<T: Float>(
         hprev: Shared::new(&mut hprev),
     };
     for_each_batch_chunk(p.batch, |range| {
-        forward_chunk(p, range, h0, &w_hh_t, w.b_hh, &bufs, save)
+        forward_chunk(p, range, h0, (input.as_ref(), &w_hh_t), w.b_hh, &bufs, save)
     });
     save.then_some(GruSaved { gates, ghn, hprev })
 }
@@ -75,7 +90,7 @@ fn forward_chunk<T: Float>(
     p: &Problem,
     range: Range<usize>,
     h0: &[T],
-    w_hh_t: &PackedRhs<T>,
+    (input, w_hh_t): (Option<&StepInput<T>>, &PackedRhs<T>),
     b_hh: Option<&[T]>,
     bufs: &ForwardBufs<T>,
     save: bool,
@@ -86,7 +101,19 @@ fn forward_chunk<T: Float>(
     let mut h = h0[b0 * hh..][..n * hh].to_vec();
     let mut gh = vec![T::zero(); n * g3];
     let mut h_new = vec![T::zero(); n * hh];
+    // This step's input pre-activations when they are not kept for all steps.
+    let mut scratch = vec![T::zero(); if bufs.gates.is_empty() { n * g3 } else { 0 }];
     for t in p.forward_steps() {
+        let (gs, rs) = if scratch.is_empty() {
+            let (start, len) = p.span(t, b0, n, g3);
+            // SAFETY: this chunk's rows of step t (Problem::span); the only live range.
+            (unsafe { bufs.gates.slice(start, len) }, p.step_rs(g3))
+        } else {
+            (&mut scratch[..], g3)
+        };
+        if let Some(input) = input {
+            input.project(p, t, b0, n, gs, rs);
+        }
         if let Some(b_hh) = b_hh {
             for row in gh.chunks_exact_mut(g3) {
                 row.copy_from_slice(b_hh);
@@ -96,8 +123,7 @@ fn forward_chunk<T: Float>(
         w_hh_t.matmul(&mut gh, 0, g3, b_hh.is_some(), h_m);
         for i in 0..n {
             let row = p.row(t, b0 + i);
-            // SAFETY: row `row` belongs to this chunk.
-            let gr = unsafe { bufs.gates.slice(row * g3, g3) };
+            let gr = &mut gs[i * rs..][..g3];
             let ghb = &gh[i * g3..][..g3];
             for (a, g) in gr[..2 * hh].iter_mut().zip(&ghb[..2 * hh]) {
                 *a += *g;

@@ -4,7 +4,9 @@
 
 use super::gemm::{matmul, MatRef, PackedRhs};
 use super::math::Float;
-use super::{colsum_into, for_each_batch_chunk, Problem, Shared, Weights};
+use super::{
+    colsum_into, for_each_batch_chunk, per_step_projection, Problem, Shared, StepInput, Weights,
+};
 use std::ops::Range;
 
 /// Activations the backward pass needs, each with one row per (step, batch) in the problem's row
@@ -42,24 +44,40 @@ pub(crate) fn forward<T: Float>(
 ) -> Option<LstmSaved<T>> {
     let (hh, pp, rows) = (p.hidden, p.state, p.rows());
     let g4 = 4 * hh;
-    let mut gates = vec![T::zero(); rows * g4];
-    if let (Some(b_ih), Some(b_hh)) = (w.b_ih, w.b_hh) {
-        let bias: Vec<T> = b_ih.iter().zip(b_hh).map(|(a, b)| *a + *b).collect();
-        for row in gates.chunks_exact_mut(g4) {
-            row.copy_from_slice(&bias);
+    let bias: Option<Vec<T>> = match (w.b_ih, w.b_hh) {
+        (Some(b_ih), Some(b_hh)) => Some(b_ih.iter().zip(b_hh).map(|(a, b)| *a + *b).collect()),
+        _ => None,
+    };
+    let per_step = per_step_projection::<T>(p.batch);
+    // Pre-activations of every step are kept only when the backward needs them or when the input
+    // projection runs before the recurrence.
+    let mut gates = vec![T::zero(); if save || !per_step { rows * g4 } else { 0 }];
+    let w_ih_t = if per_step {
+        Some(PackedRhs::new(MatRef::row_major(w.w_ih, g4, p.input).t()))
+    } else {
+        if let Some(bias) = &bias {
+            for row in gates.chunks_exact_mut(g4) {
+                row.copy_from_slice(bias);
+            }
         }
-    }
-    // The input projection of every step: one GEMM.
-    matmul(
-        &mut gates,
-        0,
-        g4,
-        w.b_ih.is_some(),
-        MatRef::row_major(x, rows, p.input),
-        // One large product: packing the transposed view costs little here.
-        MatRef::row_major(w.w_ih, g4, p.input).t(),
-        true,
-    );
+        // The input projection of every step: one GEMM.
+        matmul(
+            &mut gates,
+            0,
+            g4,
+            bias.is_some(),
+            MatRef::row_major(x, rows, p.input),
+            // One large product: packing the transposed view costs little here.
+            MatRef::row_major(w.w_ih, g4, p.input).t(),
+            true,
+        );
+        None
+    };
+    let input = w_ih_t.as_ref().map(|w_ih_t| StepInput {
+        x,
+        w_ih_t,
+        bias: bias.as_deref(),
+    });
     // W_hh^T (and W_hr^T) packed once for the per-step products.
     let w_hh_t = PackedRhs::new(MatRef::row_major(w.w_hh, g4, pp).t());
     let w_hr_t = w
@@ -76,8 +94,9 @@ pub(crate) fn forward<T: Float>(
         cprev: Shared::new(&mut cprev),
         tanhc: Shared::new(&mut tanhc),
     };
+    let weights = (input.as_ref(), &w_hh_t, w_hr_t.as_ref());
     for_each_batch_chunk(p.batch, |range| {
-        forward_chunk(p, range, h0, c0, &w_hh_t, w_hr_t.as_ref(), &bufs, save)
+        forward_chunk(p, range, h0, c0, weights, &bufs, save)
     });
     save.then_some(LstmSaved {
         gates,
@@ -88,14 +107,12 @@ pub(crate) fn forward<T: Float>(
 }
 
 /// The forward recurrence of batch rows `range`.
-#[allow(clippy::too_many_arguments)]
 fn forward_chunk<T: Float>(
     p: &Problem,
     range: Range<usize>,
     h0: &[T],
     c0: &[T],
-    w_hh_t: &PackedRhs<T>,
-    w_hr_t: Option<&PackedRhs<T>>,
+    (input, w_hh_t, w_hr_t): (Option<&StepInput<T>>, &PackedRhs<T>, Option<&PackedRhs<T>>),
     bufs: &ForwardBufs<T>,
     save: bool,
 ) {
@@ -108,15 +125,23 @@ fn forward_chunk<T: Float>(
     let mut tc = vec![T::zero(); n * hh];
     let mut r = vec![T::zero(); n * hh];
     let mut h_proj = vec![T::zero(); if w_hr_t.is_some() { n * pp } else { 0 }];
+    // This step's gates when they are not kept for all steps.
+    let mut scratch = vec![T::zero(); if bufs.gates.is_empty() { n * g4 } else { 0 }];
     for t in p.forward_steps() {
-        let (start, len) = p.span(t, b0, n, g4);
-        // SAFETY: this chunk's rows of step t (Problem::span); one range live at a time.
-        let span = unsafe { bufs.gates.slice(start, len) };
-        w_hh_t.matmul(span, 0, p.step_rs(g4), true, MatRef::row_major(&h, n, pp));
+        let (gs, rs) = if scratch.is_empty() {
+            let (start, len) = p.span(t, b0, n, g4);
+            // SAFETY: this chunk's rows of step t (Problem::span); the only live range.
+            (unsafe { bufs.gates.slice(start, len) }, p.step_rs(g4))
+        } else {
+            (&mut scratch[..], g4)
+        };
+        if let Some(input) = input {
+            input.project(p, t, b0, n, gs, rs);
+        }
+        w_hh_t.matmul(gs, 0, rs, true, MatRef::row_major(&h, n, pp));
         for i in 0..n {
             let row = p.row(t, b0 + i);
-            // SAFETY: row `row` belongs to this chunk.
-            let gr = unsafe { bufs.gates.slice(row * g4, g4) };
+            let gr = &mut gs[i * rs..][..g4];
             T::sigmoid_inplace(&mut gr[..2 * hh]);
             T::tanh_inplace(&mut gr[2 * hh..3 * hh]);
             T::sigmoid_inplace(&mut gr[3 * hh..]);

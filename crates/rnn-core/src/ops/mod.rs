@@ -159,6 +159,11 @@ impl<T> Shared<T> {
         }
     }
 
+    /// Whether the buffer has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     /// `buf[start .. start + len]`.
     ///
     /// # Safety
@@ -178,8 +183,7 @@ const MIN_ROWS_PER_THREAD: usize = 4;
 /// sequences are independent, so each thread runs its chunk through every step with no
 /// synchronisation (one thread when the batch is too small to split).
 pub(crate) fn for_each_batch_chunk(batch: usize, f: impl Fn(std::ops::Range<usize>) + Sync) {
-    let threads = rayon::current_num_threads();
-    let chunks = threads.min(batch / MIN_ROWS_PER_THREAD).max(1);
+    let chunks = batch_chunks(batch);
     if chunks == 1 {
         f(0..batch);
         return;
@@ -191,6 +195,62 @@ pub(crate) fn for_each_batch_chunk(batch: usize, f: impl Fn(std::ops::Range<usiz
             s.spawn(move |_| f(range));
         }
     });
+}
+
+/// Fewest rows per batch chunk for which each step's input projection runs inside the chunk's
+/// recurrence (with the packed kernel) instead of as one GEMM over all rows before it: the
+/// per-step product then fills whole register blocks, needs no pass of its own over the gates
+/// and no synchronisation, and inference keeps no gates for all steps.
+const PER_STEP_PROJECTION_MIN_ROWS: usize = 6;
+
+/// Whether the input projection runs per step inside each batch chunk (see
+/// [`PER_STEP_PROJECTION_MIN_ROWS`]).
+pub(crate) fn per_step_projection<T: Float>(batch: usize) -> bool {
+    gemm::PackedRhs::<T>::uses_kernel()
+        && batch / batch_chunks(batch) >= PER_STEP_PROJECTION_MIN_ROWS
+}
+
+/// The input projection run per step inside a batch chunk: `x_t · W_ihᵀ (+ bias)`.
+pub(crate) struct StepInput<'a, T> {
+    pub x: &'a [T],
+    pub w_ih_t: &'a gemm::PackedRhs<T>,
+    pub bias: Option<&'a [T]>,
+}
+
+impl<T: Float> StepInput<'_, T> {
+    /// Writes step `t`'s projection of batch rows `b0 .. b0 + n` into `dst` (row `i` at
+    /// `dst[i * dst_rs..]`, as many columns as `W_ihᵀ` has).
+    pub fn project(
+        &self,
+        p: &Problem,
+        t: usize,
+        b0: usize,
+        n: usize,
+        dst: &mut [T],
+        dst_rs: usize,
+    ) {
+        if let Some(bias) = self.bias {
+            for i in 0..n {
+                dst[i * dst_rs..][..bias.len()].copy_from_slice(bias);
+            }
+        }
+        let x_t = gemm::MatRef::strided(
+            self.x,
+            p.row(t, b0) * p.input,
+            n,
+            p.input,
+            p.step_rs(p.input),
+            1,
+        );
+        self.w_ih_t.matmul(dst, 0, dst_rs, self.bias.is_some(), x_t);
+    }
+}
+
+/// How many chunks [`for_each_batch_chunk`] splits `batch` rows into.
+fn batch_chunks(batch: usize) -> usize {
+    rayon::current_num_threads()
+        .min(batch / MIN_ROWS_PER_THREAD)
+        .max(1)
 }
 
 /// Adds up the rows of a row-major `(rows, width)` buffer into `out (width)`.
