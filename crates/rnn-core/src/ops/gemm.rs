@@ -621,6 +621,8 @@ mod tests {
             (9, 8, 32),
             (16, 33, 33),
             (13, 5, 70),
+            // More than one block of the inner dimension (KC = 256).
+            (7, 300, 20),
         ] {
             let a: Vec<f64> = (0..2 * m * k).map(|i| (i as f64 * 0.37).sin()).collect();
             let b: Vec<f64> = (0..k * n).map(|i| (i as f64 * 0.11).cos()).collect();
