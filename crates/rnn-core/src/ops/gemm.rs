@@ -320,6 +320,15 @@ unsafe impl Send for SendPtr {}
 /// measured on this project's 2-core machine with faer 0.24.
 const PARALLEL_MIN_MACS: usize = 1 << 21;
 
+/// [`PackedRhs::matmul`] copies `a` into micro-panels from this inner dimension on (and at
+/// least one full block of rows); below it the copy costs about what it saves.
+const PACK_A_MIN_K: usize = 128;
+
+thread_local! {
+    /// Per-thread scratch for [`PackedRhs::matmul`]'s packed copy of `a` (reused every step).
+    static PACKED_A: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Products with at most this many rows in `a` take the axpy path.
 const SMALL_M: usize = 4;
 
@@ -408,12 +417,44 @@ impl<T: Float> PackedRhs<T> {
         );
         // SAFETY: `panels` is non-empty only for T = f32 with a kernel available (checked in
         // `new`), so the pointer casts are identities; both views' bounds are asserted above.
+        let mr = kernel::mr();
+        if m >= mr && k >= PACK_A_MIN_K {
+            // Copy `a` into micro-panels of MR rows (element (i, p) at [i / MR][p][i % MR]): the
+            // kernel then reads one contiguous stream instead of MR strided rows, measured
+            // ~1.3x faster for a batch chunk of 32 rows times 1024 x 4096 recurrent weights.
+            PACKED_A.with_borrow_mut(|apack| {
+                let blocks = m.div_ceil(mr);
+                apack.clear();
+                apack.resize(blocks * k * mr, 0.0);
+                for i in 0..m {
+                    let (blk, lane) = (i / mr, i % mr);
+                    let dst = &mut apack[blk * k * mr + lane..];
+                    let row = a.offset + i * a.rs;
+                    for p in 0..k {
+                        // T is f32 here (panels non-empty): the round trip is exact.
+                        dst[p * mr] = a.data[row + p * a.cs].to_f64() as f32;
+                    }
+                }
+                // SAFETY: as below; `apack` holds `blocks` micro-panels of `k` steps.
+                unsafe {
+                    let c_ptr = (dst.as_mut_ptr() as *mut f32).add(dst_offset);
+                    kernel::run(
+                        (m, k, n),
+                        (apack.as_ptr(), 1, mr, k * mr),
+                        &self.panels,
+                        (c_ptr, dst_rs),
+                        accumulate,
+                    );
+                }
+            });
+            return;
+        }
         unsafe {
             let a_ptr = (a.data.as_ptr() as *const f32).add(a.offset);
             let c_ptr = (dst.as_mut_ptr() as *mut f32).add(dst_offset);
             kernel::run(
                 (m, k, n),
-                (a_ptr, a.rs, a.cs),
+                (a_ptr, a.rs, a.cs, mr * a.rs),
                 &self.panels,
                 (c_ptr, dst_rs),
                 accumulate,
@@ -529,11 +570,14 @@ mod kernel {
     }
 
     /// # Safety
-    /// [`available`]; `a` covers `(m, k)` with strides `a_rs`, `a_cs`; `c` covers `(m, n)` with
-    /// row stride `c_rs`; `panels` holds `ceil(n / nr())` packed panels of `k` rows.
+    /// [`available`]; `a` covers `(m, k)`: element `(i, p)` of a block of [`mr`] rows starting
+    /// at row `i0` is at `(i0 / mr) * a_bs + (i - i0) * a_rs + p * a_cs` (a plain strided view has
+    /// `a_bs = mr * a_rs`; packed micro-panels have `a_rs = 1`, `a_cs = mr`, `a_bs = k * mr`);
+    /// `c` covers `(m, n)` with row stride `c_rs`; `panels` holds `ceil(n / nr())` packed panels
+    /// of `k` rows.
     pub unsafe fn run(
         dims: (usize, usize, usize),
-        a: (*const f32, usize, usize),
+        a: (*const f32, usize, usize, usize),
         panels: &[f32],
         c: (*mut f32, usize),
         accumulate: bool,
@@ -557,27 +601,30 @@ mod kernel {
         usize,
     );
 
-    /// The loops around the register block shared by both kernels: blocks of KC steps of k,
-    /// panels of NR columns, row blocks of MR rows; `block(rows, args)` does one register block.
+    /// The loops around the register block shared by both kernels: panels of NR columns, blocks
+    /// of KC steps of k, row blocks of MR rows; `block(rows, args)` does one register block.
+    /// Panels outermost, so `panels` is read front to back once per call: with a large `b` (4096
+    /// columns of 1024 rows, 16 MiB) that streams from L3 in prefetch order and measured ~1.4x
+    /// faster than walking every panel per block of k (which jumps 64 KiB between reads).
     #[inline(always)]
     unsafe fn drive<const NR: usize, const MR: usize>(
         (m, k, n): (usize, usize, usize),
-        (a, a_rs, a_cs): (*const f32, usize, usize),
+        (a, a_rs, a_cs, a_bs): (*const f32, usize, usize, usize),
         panels: &[f32],
         (c, c_rs): (*mut f32, usize),
         accumulate: bool,
         block: impl Fn(usize, Args),
     ) {
-        for p0 in (0..k).step_by(KC) {
-            let kc = KC.min(k - p0);
-            let acc = accumulate || p0 > 0;
-            for q in 0..n.div_ceil(NR) {
+        for q in 0..n.div_ceil(NR) {
+            let cols = NR.min(n - q * NR);
+            for p0 in (0..k).step_by(KC) {
+                let kc = KC.min(k - p0);
+                let acc = accumulate || p0 > 0;
                 let panel = panels.as_ptr().add(q * k * NR + p0 * NR);
-                let cols = NR.min(n - q * NR);
                 let mut i = 0;
                 while i < m {
                     let rows = MR.min(m - i);
-                    let a_blk = a.add(i * a_rs + p0 * a_cs);
+                    let a_blk = a.add(i / MR * a_bs + p0 * a_cs);
                     let c_blk = c.add(i * c_rs + q * NR);
                     block(rows, (kc, a_blk, a_rs, a_cs, panel, c_blk, c_rs, acc, cols));
                     i += rows;
@@ -594,7 +641,7 @@ mod kernel {
         #[target_feature(enable = "avx512f")]
         pub unsafe fn run(
             dims: (usize, usize, usize),
-            a: (*const f32, usize, usize),
+            a: (*const f32, usize, usize, usize),
             panels: &[f32],
             c: (*mut f32, usize),
             accumulate: bool,
@@ -680,7 +727,7 @@ mod kernel {
         #[target_feature(enable = "avx2,fma")]
         pub unsafe fn run(
             dims: (usize, usize, usize),
-            a: (*const f32, usize, usize),
+            a: (*const f32, usize, usize, usize),
             panels: &[f32],
             c: (*mut f32, usize),
             accumulate: bool,
@@ -793,7 +840,7 @@ mod kernel {
     }
     pub unsafe fn run(
         _: (usize, usize, usize),
-        _: (*const f32, usize, usize),
+        _: (*const f32, usize, usize, usize),
         _: &[f32],
         _: (*mut f32, usize),
         _: bool,
@@ -975,8 +1022,11 @@ mod tests {
             (9, 8, 32),
             (16, 33, 33),
             (13, 5, 70),
-            // More than one block of the inner dimension (KC = 256).
+            // More than one block of the inner dimension (KC = 256); from k = PACK_A_MIN_K on
+            // with at least MR rows, `a` is copied into micro-panels first (remainder rows too).
             (7, 300, 20),
+            (20, 140, 40),
+            (13, 600, 17),
         ] {
             let a: Vec<f64> = (0..2 * m * k).map(|i| (i as f64 * 0.37).sin()).collect();
             let b: Vec<f64> = (0..k * n).map(|i| (i as f64 * 0.11).cos()).collect();
