@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Side-by-side timings: this project (fused, composed), candle-nn and PyTorch, same shapes, back to
 # back, one JSON line each. Usage:
-#   TORCH_PY=/path/to/venv/bin/python bash benches/compare.sh > benches/results.jsonl
+#   TORCH_PY=/path/to/venv/bin/python [ROUNDS=3] bash benches/compare.sh > benches/results.jsonl
+# ROUNDS repeats the whole sweep (default 1); benches/table.py reports the median over rounds,
+# and each round measures every implementation of a shape back to back.
 # PyTorch rows are skipped when TORCH_PY is unset. Needs ../shared/reference/torch_rnn_bench.py
 # (or TORCH_BENCH=path) for the PyTorch rows.
 set -euo pipefail
@@ -18,6 +20,8 @@ SHAPES=(
   "gru 1 100 64 128 50"
   "lstm 64 128 512 1024 3"
 )
+for round in $(seq "${ROUNDS:-1}"); do
+echo "round $round" >&2
 for shape in "${SHAPES[@]}"; do
   read -r cell b t i h iters <<<"$shape"
   for mode in train infer; do
@@ -35,4 +39,5 @@ for shape in "${SHAPES[@]}"; do
       "$TORCH_PY" "$TORCH_BENCH" "$tcell" "$b" "$t" "$i" "$h" "$iters" "$mode" 2>/dev/null
     fi
   done
+done
 done

@@ -1,8 +1,10 @@
-//! Matrix products on row-major slices through faer's matmul (about twice the `gemm` crate's rate on
-//! this project's AVX-512 CPU: 170 vs 80 GFLOP/s at 2048x1024x256, 2 threads), with explicit
-//! strides so per-step views and transposes need no copies, and [`PackedRhs`], a register-blocked
-//! f32 kernel (AVX-512 or AVX2+FMA) for the many small products of a recurrence with one fixed
-//! right-hand matrix.
+//! Matrix products on row-major slices, with explicit strides so per-step views and transposes
+//! need no copies: faer's matmul for most products (about twice the `gemm` crate's rate, measured
+//! on an AVX-512 CPU: 170 vs 80 GFLOP/s at 2048x1024x256, 2 threads); a cache-blocked f32 product
+//! on this module's register-blocked kernel for the large weight gradients with a transposed left
+//! side, where faer measured up to 2x slower on an AVX2 CPU; and [`PackedRhs`], the same kernel
+//! (8x32 with AVX-512, 6x16 with AVX2+FMA, chosen at run time) for the many small products of a
+//! recurrence with one fixed right-hand matrix.
 
 use super::math::Float;
 
@@ -334,8 +336,8 @@ const SMALL_M: usize = 4;
 
 /// A fixed right-hand matrix `b (k, n)` of many small products `a (m, k) · b` (the recurrent
 /// weights of every step), packed once into column panels for a register-blocked f32 kernel
-/// (8x32 with AVX-512, 6x16 with AVX2+FMA). faer repacks `b` on every call and is tuned for large `m`; with `m` = a batch chunk
-/// (1-32 rows) and `b` reused for every step, the packed kernel keeps the accumulators in
+/// (8x32 with AVX-512, 6x16 with AVX2+FMA). faer repacks `b` on every call and is tuned for
+/// large `m`; with `m` = a batch chunk (1-32 rows) and `b` reused for every step, the packed kernel keeps the accumulators in
 /// registers and reads each panel from cache. Other dtypes or CPUs without AVX2+FMA use
 /// [`matmul`] on the original view, as does every CPU when the environment variable
 /// `RNN_PACKED_KERNEL=off` is set (for comparing the two in benchmarks).
