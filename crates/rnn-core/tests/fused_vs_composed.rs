@@ -1,6 +1,7 @@
 //! The fused CPU op and its composed twin compute the same function: outputs, final states and
 //! every gradient agree on random configurations (all modes and options, variable lengths,
-//! training with dropout), in f64 to 1e-10 and in f32 to 1e-5.
+//! training with dropout), in f64 to 1e-10 and in f32 to 1e-5; so do the outputs of the same
+//! forward with nothing tracked (no autograd graph).
 
 mod common;
 use common::max_abs_diff;
@@ -86,6 +87,23 @@ fn run(case: &Case, imp: Implementation) -> Vec<(String, Tensor)> {
     let mut out = vec![("output".to_string(), ys), ("h_n".into(), fin.h.clone())];
     if let Some(c) = fin.c {
         out.push(("c_n".into(), c));
+    }
+    // The same forward with nothing tracked (the fused op then reads its arguments in place).
+    let detach = |t: &Tensor| t.detach();
+    let state = state.map(|s| RnnState::new(detach(&s.h), s.c.as_ref().map(detach)));
+    let (ys_u, fin_u) = rnn
+        .detached()
+        .forward_t(
+            &x.as_tensor().detach(),
+            state.as_ref(),
+            case.lengths.as_deref(),
+            case.train,
+        )
+        .unwrap();
+    out.push(("untracked.output".into(), ys_u));
+    out.push(("untracked.h_n".into(), fin_u.h));
+    if let Some(c) = fin_u.c {
+        out.push(("untracked.c_n".into(), c));
     }
     out.push(("grad.x".into(), grads.get(&x).expect("grad x").clone()));
     if case.with_state {

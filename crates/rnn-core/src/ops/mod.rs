@@ -287,18 +287,23 @@ impl FusedRecurrence {
 
     fn forward_typed<T: Float>(&self, xs: &[T], state0: &[T], params: &[T]) -> Vec<T> {
         let p = &self.problem;
-        let w = self.sizes.split(params);
+        let (h0, c0) = state0.split_at(p.batch * p.state);
+        self.forward_parts(xs, h0, c0, &self.sizes.split(params))
+    }
+
+    /// The forward from separate views of the initial state (`c0` empty unless LSTM) and the
+    /// parameters.
+    fn forward_parts<T: Float>(&self, xs: &[T], h0: &[T], c0: &[T], w: &Weights<T>) -> Vec<T> {
+        let p = &self.problem;
         let mut out = vec![T::zero(); self.out_len()];
-        let h0 = &state0[..p.batch * p.state];
         let saved: Option<Box<dyn Any + Send + Sync>> = match self.mode {
             Mode::Lstm => {
-                let c0 = &state0[p.batch * p.state..];
-                lstm::forward(p, xs, h0, c0, &w, &mut out, self.save).map(|s| Box::new(s) as _)
+                lstm::forward(p, xs, h0, c0, w, &mut out, self.save).map(|s| Box::new(s) as _)
             }
-            Mode::Gru => gru::forward(p, xs, h0, &w, &mut out, self.save).map(|s| Box::new(s) as _),
+            Mode::Gru => gru::forward(p, xs, h0, w, &mut out, self.save).map(|s| Box::new(s) as _),
             Mode::RnnTanh | Mode::RnnRelu => {
                 let relu = self.mode == Mode::RnnRelu;
-                rnn::forward(p, relu, xs, h0, &w, &mut out, self.save).map(|s| Box::new(s) as _)
+                rnn::forward(p, relu, xs, h0, w, &mut out, self.save).map(|s| Box::new(s) as _)
             }
         };
         if let Ok(mut slot) = self.saved.lock() {
@@ -476,6 +481,39 @@ pub(crate) fn supports(xs: &Tensor) -> bool {
     xs.device().is_cpu() && matches!(xs.dtype(), DType::F32 | DType::F64)
 }
 
+/// The op's forward with no autograd graph, on `args = [xs, h0, (c0,) w_ih, w_hh, (b_ih, b_hh,)
+/// (w_hr)]` read in place (each made contiguous first).
+fn run_untracked<T: Float>(op: &FusedRecurrence, args: &[Tensor]) -> Result<Vec<T>> {
+    let args = args
+        .iter()
+        .map(Tensor::contiguous)
+        .collect::<Result<Vec<_>>>()?;
+    let guards: Vec<_> = args.iter().map(Tensor::storage_and_layout).collect();
+    let mut slices = Vec::with_capacity(guards.len());
+    for (storage, layout) in &guards {
+        match &**storage {
+            Storage::Cpu(cpu) => slices.push(cpu_slice::<T>(cpu, layout)?),
+            _ => bail!("fused recurrence: tensor is not on the CPU"),
+        }
+    }
+    let lstm = op.mode.has_cell_state();
+    let (x, h0) = (slices[0], slices[1]);
+    let (c0, rest): (&[T], &[&[T]]) = if lstm {
+        (slices[2], &slices[3..])
+    } else {
+        (&[], &slices[2..])
+    };
+    let bias = op.sizes.bias > 0;
+    let w = Weights {
+        w_ih: rest[0],
+        w_hh: rest[1],
+        b_ih: bias.then(|| rest[2]),
+        b_hh: bias.then(|| rest[3]),
+        w_hr: (op.sizes.w_hr > 0).then(|| rest[if bias { 4 } else { 2 }]),
+    };
+    Ok(op.forward_parts(x, h0, c0, &w))
+}
+
 /// Runs `cell` over the whole sequence `xs` with the fused op.
 ///
 /// # Shapes
@@ -509,14 +547,14 @@ pub(crate) fn fused_direction(
         }
         None => 0,
     };
-    let params = Tensor::cat(&pieces, 0)?;
     let mut state_pieces = vec![init.h.flatten_all()?];
     if let Some(c) = &init.c {
         state_pieces.push(c.flatten_all()?);
     }
-    let state0 = Tensor::cat(&state_pieces, 0)?;
     let xs = xs.contiguous()?;
-    let save = xs.track_op() || state0.track_op() || params.track_op();
+    let save = xs.track_op()
+        || state_pieces.iter().any(Tensor::track_op)
+        || pieces.iter().any(Tensor::track_op);
     let op = FusedRecurrence {
         mode: cell.mode,
         problem: Problem {
@@ -538,7 +576,28 @@ pub(crate) fn fused_direction(
         saved: Mutex::new(None),
         save,
     };
-    let out = xs.apply_op3(&state0, &params, op)?;
+    let out = if save {
+        let params = Tensor::cat(&pieces, 0)?;
+        let state0 = Tensor::cat(&state_pieces, 0)?;
+        xs.apply_op3(&state0, &params, op)?
+    } else {
+        // Nothing to differentiate: run on views of the tensors as they are, without copying the
+        // parameters and the state into the op's packed arguments.
+        let out_len = op.out_len();
+        let mut args = vec![xs.clone()];
+        args.extend(state_pieces);
+        args.extend(pieces);
+        let out = match xs.dtype() {
+            DType::F32 => {
+                Tensor::from_vec(run_untracked::<f32>(&op, &args)?, out_len, xs.device())?
+            }
+            DType::F64 => {
+                Tensor::from_vec(run_untracked::<f64>(&op, &args)?, out_len, xs.device())?
+            }
+            dt => bail!("fused recurrence: f32 or f64 only, got {dt:?}"),
+        };
+        out
+    };
     let rows = seq_len * batch;
     let ys = out.narrow(0, 0, rows * state)?.reshape((d0, d1, state))?;
     // The final state is copied out of the op's result: as a view it would keep the whole
