@@ -235,6 +235,15 @@ fn blocked_f32(
     let mut panels = vec![0f32; np * k * nr];
     let pack_b = |(q, panel): (usize, &mut [f32])| {
         let cols = nr.min(n - q * nr);
+        if b.cs == 1 && cols == nr {
+            let src = b.offset + q * nr;
+            match nr {
+                16 => copy_rows::<16>(panel, b.data, src, b.rs),
+                32 => copy_rows::<32>(panel, b.data, src, b.rs),
+                _ => copy_rows_dyn(panel, nr, b.data, src, b.rs),
+            }
+            return;
+        }
         for p in 0..k {
             let row = &mut panel[p * nr..][..cols];
             let src = b.offset + p * b.rs + q * nr * b.cs;
@@ -266,8 +275,14 @@ fn blocked_f32(
                 let rows = mr.min(mc - blk * mr);
                 let dst = &mut apack[blk * kc * mr..][..kc * mr];
                 let src = a.offset + (i0 + blk * mr) * a.rs + p0 * a.cs;
-                if a.rs == 1 {
+                if a.rs == 1 && rows == mr {
                     // Column-major `a` (a transpose): each step's MR rows are contiguous.
+                    match mr {
+                        6 => copy_rows::<6>(dst, a.data, src, a.cs),
+                        8 => copy_rows::<8>(dst, a.data, src, a.cs),
+                        _ => copy_rows_dyn(dst, mr, a.data, src, a.cs),
+                    }
+                } else if a.rs == 1 {
                     for (p, d) in dst.chunks_exact_mut(mr).enumerate() {
                         d[..rows].copy_from_slice(&a.data[src + p * a.cs..][..rows]);
                     }
@@ -309,6 +324,31 @@ fn blocked_f32(
     } else {
         let mut apack = Vec::with_capacity(mc_max * kc_max);
         starts.iter().for_each(|i0| run(&mut apack, i0));
+    }
+}
+
+/// `data` as `&[f32]` when `T` is `f32`.
+fn f32_view<T: Float>(data: &[T]) -> Option<&[f32]> {
+    // SAFETY: T is f32 (same TypeId), so the cast is an identity.
+    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>())
+        .then(|| unsafe { std::slice::from_raw_parts(data.as_ptr() as *const f32, data.len()) })
+}
+
+/// Fills `dst` with runs of `N` floats, run `p` read from `src[start + p * stride..]`: the packing
+/// copies with the run length a constant (`copy_from_slice` of a run-time length of a few floats
+/// is a `memmove` call per run, measured at about 5% of an LSTM training step).
+fn copy_rows<const N: usize>(dst: &mut [f32], src: &[f32], start: usize, stride: usize) {
+    for (p, d) in dst.chunks_exact_mut(N).enumerate() {
+        let s: &[f32; N] = src[start + p * stride..][..N].try_into().expect("N floats");
+        let d: &mut [f32; N] = d.try_into().expect("N floats");
+        *d = *s;
+    }
+}
+
+/// [`copy_rows`] for a run length known only at run time.
+fn copy_rows_dyn(dst: &mut [f32], n: usize, src: &[f32], start: usize, stride: usize) {
+    for (p, d) in dst.chunks_exact_mut(n).enumerate() {
+        d.copy_from_slice(&src[start + p * stride..][..n]);
     }
 }
 
@@ -376,12 +416,15 @@ impl<T: Float> PackedRhs<T> {
         let nr = kernel::nr();
         let np = n.div_ceil(nr);
         let mut panels = vec![0f32; np * k * nr];
+        let data = f32_view(b.data).expect("the packed kernel runs f32 only");
         for q in 0..np {
             let panel = &mut panels[q * k * nr..][..k * nr];
-            for p in 0..k {
-                for j in 0..nr.min(n - q * nr) {
-                    // T is f32: the round trip through f64 is exact.
-                    panel[p * nr + j] = at(p, q * nr + j).to_f64() as f32;
+            for j in 0..nr.min(n - q * nr) {
+                // Column j of the panel: contiguous in `b.data` when `b` is a transpose (the
+                // recurrent weights), so it is read front to back.
+                let col = b.offset + (q * nr + j) * b.cs;
+                for (p, v) in panel[j..].iter_mut().step_by(nr).enumerate() {
+                    *v = data[col + p * b.rs];
                 }
             }
         }
@@ -428,13 +471,13 @@ impl<T: Float> PackedRhs<T> {
                 let blocks = m.div_ceil(mr);
                 apack.clear();
                 apack.resize(blocks * k * mr, 0.0);
+                let data = f32_view(a.data).expect("the packed kernel runs f32 only");
                 for i in 0..m {
                     let (blk, lane) = (i / mr, i % mr);
                     let dst = &mut apack[blk * k * mr + lane..];
                     let row = a.offset + i * a.rs;
-                    for p in 0..k {
-                        // T is f32 here (panels non-empty): the round trip is exact.
-                        dst[p * mr] = a.data[row + p * a.cs].to_f64() as f32;
+                    for (p, v) in dst.iter_mut().step_by(mr).take(k).enumerate() {
+                        *v = data[row + p * a.cs];
                     }
                 }
                 // SAFETY: as below; `apack` holds `blocks` micro-panels of `k` steps.
@@ -1113,5 +1156,44 @@ mod tests {
                 assert_eq!(c64[3 * m * n - 1], init, "m={m} k={k} n={n}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod timing_tmp {
+    use super::*;
+    #[test]
+    #[ignore]
+    fn time_kernels() {
+        let shapes = [(16usize, 256usize, 1024usize), (16, 256, 768), (1, 128, 512), (2, 128, 384), (32, 1024, 4096), (6, 64, 512)];
+        for &(m, k, n) in &shapes {
+            let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.1).collect();
+            let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.1).collect();
+            let packed = PackedRhs::new(MatRef::row_major(&b, k, n));
+            let mut c = vec![0f32; m * n];
+            let reps = (300_000_000 / (m * k * n)).max(3);
+            let mut s = f64::MAX;
+            for _ in 0..9 {
+                let t = std::time::Instant::now();
+                for _ in 0..reps {
+                    packed.matmul(&mut c, 0, n, true, MatRef::row_major(&a, m, k));
+                }
+                s = s.min(t.elapsed().as_secs_f64());
+            }
+            println!("{m}x{k}x{n}: {:.1} GF/s", 2.0 * (m * k * n * reps) as f64 / s / 1e9);
+        }
+        let (m, k, n) = (1024usize, 2048usize, 256usize);
+        let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.1).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.1).collect();
+        let mut c = vec![0f32; m * n];
+        let mut s = f64::MAX;
+        for _ in 0..5 {
+            let t = std::time::Instant::now();
+            for _ in 0..10 {
+                matmul(&mut c, 0, n, false, MatRef::row_major(&a, k, m).t(), MatRef::row_major(&b, k, n), false);
+            }
+            s = s.min(t.elapsed().as_secs_f64());
+        }
+        println!("dW {m}x{k}x{n} (1 thread): {:.1} GF/s", 2.0 * (m * k * n * 10) as f64 / s / 1e9);
     }
 }
