@@ -79,14 +79,48 @@ fn run(case: &Case, imp: Implementation) -> Vec<(String, Tensor)> {
     let mut loss = ((&ys * w_y.as_tensor()).unwrap().sum_all().unwrap()
         + (&fin.h * w_h.as_tensor()).unwrap().sum_all().unwrap())
     .unwrap();
-    if let Some(c) = &fin.c {
-        let w_c = randn("w_c", c.dims());
+    let w_c = fin.c.as_ref().map(|c| randn("w_c", c.dims()));
+    if let (Some(c), Some(w_c)) = (&fin.c, &w_c) {
         loss = (loss + (c * w_c.as_tensor()).unwrap().sum_all().unwrap()).unwrap();
     }
     let grads = loss.backward().unwrap();
     let mut out = vec![("output".to_string(), ys), ("h_n".into(), fin.h.clone())];
     if let Some(c) = fin.c {
         out.push(("c_n".into(), c));
+    }
+    // The same loss with the input as plain data (no gradient for it: the fused op then skips
+    // the input-gradient product); the parameters' gradients are unchanged.
+    let x_data = x.as_tensor().detach();
+    let (ys_d, fin_d) = rnn
+        .forward_t(&x_data, state.as_ref(), case.lengths.as_deref(), case.train)
+        .unwrap();
+    let mut loss_d = ((&ys_d * w_y.as_tensor()).unwrap().sum_all().unwrap()
+        + (&fin_d.h * w_h.as_tensor()).unwrap().sum_all().unwrap())
+    .unwrap();
+    if let (Some(c), Some(w_c)) = (&fin_d.c, &w_c) {
+        loss_d = (loss_d + (c * w_c.as_tensor()).unwrap().sum_all().unwrap()).unwrap();
+    }
+    let grads_d = loss_d.backward().unwrap();
+    assert!(
+        grads_d.get(&x_data).is_none(),
+        "{imp:?}: gradient for plain data"
+    );
+    for (name, p) in rnn.named_parameters() {
+        let g = grads_d
+            .get(&p)
+            .unwrap_or_else(|| panic!("{imp:?}: no gradient for {name} with data input"));
+        out.push((format!("data-input.grad.{name}"), g.clone()));
+        // (With dropout in training the second forward draws other masks.)
+        if case.train && case.cfg.dropout > 0.0 && case.cfg.num_layers > 1 {
+            continue;
+        }
+        let d = max_abs_diff(g, grads.get(&p).unwrap());
+        assert!(
+            d <= 1e-5,
+            "{imp:?}: grad {name} differs with a data input by {d:e} ({:?}, train {})",
+            case.cfg,
+            case.train
+        );
     }
     // The same forward with nothing tracked (the fused op then reads its arguments in place).
     let detach = |t: &Tensor| t.detach();

@@ -243,6 +243,6 @@ impl CustomOp3 for LinearCrossEntropy {
             DType::F64 => grads_like(run::<f64>(self, x, weight, bias, grad_res)?, like)?,
             dt => bail!("fused linear cross-entropy: f32 or f64 only, got {dt:?}"),
         };
-        Ok((Some(dx), Some(dw), Some(db)))
+        Ok((dx, Some(dw), Some(db)))
     }
 }

@@ -203,6 +203,7 @@ fn forward_chunk<T: Float>(
 
 /// Gradients of the LSTM recurrence.
 pub(crate) struct LstmGrads<T> {
+    /// Empty unless [`Problem::input_grad`].
     pub dx: Vec<T>,
     pub dh0: Vec<T>,
     pub dc0: Vec<T>,
@@ -250,9 +251,14 @@ pub(crate) fn backward<T: Float>(
         backward_chunk(p, range, packed, s, grad_out, &bufs)
     });
     let dg_m = MatRef::row_major(&dg, rows, g4);
-    let mut dx = vec![T::zero(); rows * p.input];
-    let w_ih = MatRef::row_major(w.w_ih, g4, p.input);
-    matmul(&mut dx, 0, p.input, false, dg_m, w_ih, true);
+    let dx = if p.input_grad {
+        let mut dx = vec![T::zero(); rows * p.input];
+        let w_ih = MatRef::row_major(w.w_ih, g4, p.input);
+        matmul(&mut dx, 0, p.input, false, dg_m, w_ih, true);
+        dx
+    } else {
+        Vec::new()
+    };
     let mut dw_ih = vec![T::zero(); g4 * p.input];
     let x_m = MatRef::row_major(x, rows, p.input);
     matmul(&mut dw_ih, 0, p.input, false, dg_m.t(), x_m, true);

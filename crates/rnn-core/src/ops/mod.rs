@@ -40,6 +40,10 @@ pub(crate) struct Problem {
     pub reverse: bool,
     /// Valid steps per batch row; `None` = all `seq_len`.
     pub lengths: Option<Vec<usize>>,
+    /// Whether the backward computes the input's gradient (`dx = dG · W_ih`, a product as large
+    /// as a weight gradient): not when the input is data outside the autograd graph, as PyTorch
+    /// skips the gradient of an input that does not require one.
+    pub input_grad: bool,
 }
 
 impl Problem {
@@ -312,7 +316,8 @@ impl FusedRecurrence {
         out
     }
 
-    /// Gradients `(d xs, d state0, d params)` as flat vectors.
+    /// Gradients `(d xs, d state0, d params)` as flat vectors (`d xs` empty unless
+    /// [`Problem::input_grad`]).
     fn backward_typed<T: Float>(
         &self,
         xs: &[T],
@@ -398,13 +403,19 @@ fn with_cpu_slice<T: WithDType, R>(t: &Tensor, f: impl FnOnce(&[T]) -> Result<R>
 }
 
 /// The three flat gradients of a `CustomOp3`'s backward as tensors shaped like its arguments.
+/// The first is `None` when empty (the input's gradient was not computed).
 fn grads_like<T: WithDType>(
     (a, b, c): (Vec<T>, Vec<T>, Vec<T>),
     like: [&Tensor; 3],
-) -> Result<(Tensor, Tensor, Tensor)> {
+) -> Result<(Option<Tensor>, Tensor, Tensor)> {
     let dev = like[0].device();
+    let a = if a.is_empty() && like[0].elem_count() > 0 {
+        None
+    } else {
+        Some(Tensor::from_vec(a, like[0].shape(), dev)?)
+    };
     Ok((
-        Tensor::from_vec(a, like[0].shape(), dev)?,
+        a,
         Tensor::from_vec(b, like[1].shape(), dev)?,
         Tensor::from_vec(c, like[2].shape(), dev)?,
     ))
@@ -472,7 +483,10 @@ impl CustomOp3 for FusedRecurrence {
             DType::F64 => grads_like(run::<f64>(self, xs, params, grad_res)?, like)?,
             dt => bail!("fused recurrence: f32 or f64 only, got {dt:?}"),
         };
-        Ok((Some(dx), Some(ds), Some(dp)))
+        // No gradient for an argument outside the graph: Candle would add it into a fresh
+        // zero buffer that nothing reads.
+        let keep = |g: Option<Tensor>, t: &Tensor| g.filter(|_| t.track_op());
+        Ok((keep(dx, xs), keep(Some(ds), state0), Some(dp)))
     }
 }
 
@@ -566,6 +580,7 @@ pub(crate) fn fused_direction(
             batch_first,
             reverse,
             lengths: lengths.map(<[usize]>::to_vec),
+            input_grad: xs.track_op(),
         },
         sizes: ParamSizes {
             w_ih: cell.weight_ih.elem_count(),

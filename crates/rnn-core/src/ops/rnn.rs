@@ -117,6 +117,7 @@ fn forward_chunk<T: Float>(
 
 /// Gradients of the vanilla RNN recurrence (`db` serves both `bias_ih` and `bias_hh`).
 pub(crate) struct RnnGrads<T> {
+    /// Empty unless [`Problem::input_grad`].
     pub dx: Vec<T>,
     pub dh0: Vec<T>,
     pub dw_ih: Vec<T>,
@@ -142,9 +143,14 @@ pub(crate) fn backward<T: Float>(
         backward_chunk(p, range, relu, &w_hh, s, grad_out, dg_s, dh0_s)
     });
     let dg_m = MatRef::row_major(&dg, rows, hh);
-    let mut dx = vec![T::zero(); rows * p.input];
-    let w_ih = MatRef::row_major(w.w_ih, hh, p.input);
-    matmul(&mut dx, 0, p.input, false, dg_m, w_ih, true);
+    let dx = if p.input_grad {
+        let mut dx = vec![T::zero(); rows * p.input];
+        let w_ih = MatRef::row_major(w.w_ih, hh, p.input);
+        matmul(&mut dx, 0, p.input, false, dg_m, w_ih, true);
+        dx
+    } else {
+        Vec::new()
+    };
     let mut dw_ih = vec![T::zero(); hh * p.input];
     let x_m = MatRef::row_major(x, rows, p.input);
     matmul(&mut dw_ih, 0, p.input, false, dg_m.t(), x_m, true);
