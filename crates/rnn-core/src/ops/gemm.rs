@@ -691,15 +691,8 @@ mod kernel {
             c: (*mut f32, usize),
             accumulate: bool,
         ) {
-            drive::<NR, MR>(dims, a, panels, c, accumulate, |rows, args| match rows {
-                8 => block::<8>(args),
-                7 => block::<7>(args),
-                6 => block::<6>(args),
-                5 => block::<5>(args),
-                4 => block::<4>(args),
-                3 => block::<3>(args),
-                2 => block::<2>(args),
-                _ => block::<1>(args),
+            drive::<NR, MR>(dims, a, panels, c, accumulate, |rows, args| {
+                dispatch(rows, args)
             });
         }
 
@@ -712,7 +705,15 @@ mod kernel {
             c: (*mut f32, usize),
             accumulate: bool,
         ) {
-            drive_packed::<NR, MR>(dims, a, panels, k, c, accumulate, |rows, args| match rows {
+            drive_packed::<NR, MR>(dims, a, panels, k, c, accumulate, |rows, args| {
+                dispatch(rows, args)
+            });
+        }
+
+        /// The register block for `rows` rows.
+        #[inline(always)]
+        unsafe fn dispatch(rows: usize, args: Args) {
+            match rows {
                 8 => block::<8>(args),
                 7 => block::<7>(args),
                 6 => block::<6>(args),
@@ -721,7 +722,7 @@ mod kernel {
                 3 => block::<3>(args),
                 2 => block::<2>(args),
                 _ => block::<1>(args),
-            });
+            }
         }
 
         /// `M` rows x up to `NR` columns of `c [+]= a · panel`.

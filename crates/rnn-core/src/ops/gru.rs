@@ -40,22 +40,33 @@ pub(crate) fn forward<T: Float>(
     let (hh, rows) = (p.hidden, p.rows());
     let g3 = 3 * hh;
     let per_step = per_step_projection::<T>(p.batch);
+    // The input side's bias with b_hh's r and z parts folded in: the recurrent r and z products
+    // accumulate straight into the input pre-activations (only n keeps W_hn h + b_hn apart).
+    let bias: Option<Vec<T>> = w.b_ih.map(|b_ih| {
+        let mut b = b_ih.to_vec();
+        if let Some(b_hh) = w.b_hh {
+            for (v, u) in b[..2 * hh].iter_mut().zip(b_hh) {
+                *v += *u;
+            }
+        }
+        b
+    });
     // Input pre-activations of every step are kept only when the backward needs them or when the
     // input projection runs before the recurrence.
     let mut gates = vec![T::zero(); if save || !per_step { rows * g3 } else { 0 }];
     let w_ih_t = if per_step {
         Some(PackedRhs::new(MatRef::row_major(w.w_ih, g3, p.input).t()))
     } else {
-        if let Some(b_ih) = w.b_ih {
+        if let Some(bias) = &bias {
             for row in gates.chunks_exact_mut(g3) {
-                row.copy_from_slice(b_ih);
+                row.copy_from_slice(bias);
             }
         }
         matmul(
             &mut gates,
             0,
             g3,
-            w.b_ih.is_some(),
+            bias.is_some(),
             MatRef::row_major(x, rows, p.input),
             // One large product: packing the transposed view costs little here.
             MatRef::row_major(w.w_ih, g3, p.input).t(),
@@ -66,10 +77,12 @@ pub(crate) fn forward<T: Float>(
     let input = w_ih_t.as_ref().map(|w_ih_t| StepInput {
         x,
         w_ih_t,
-        bias: w.b_ih,
+        bias: bias.as_deref(),
     });
-    // W_hh^T packed once for the per-step products.
-    let w_hh_t = PackedRhs::new(MatRef::row_major(w.w_hh, g3, hh).t());
+    // W_hh^T packed once for the per-step products, as its r, z columns and its n columns.
+    let w_rz_t = PackedRhs::new(MatRef::row_major(&w.w_hh[..2 * hh * hh], 2 * hh, hh).t());
+    let w_n_t = PackedRhs::new(MatRef::row_major(&w.w_hh[2 * hh * hh..], hh, hh).t());
+    let b_hn = w.b_hh.map(|b| &b[2 * hh..]);
     let saved_len = |n: usize| if save { n } else { 0 };
     let mut ghn = vec![T::zero(); saved_len(rows * hh)];
     let mut hprev = vec![T::zero(); saved_len(rows * hh)];
@@ -80,7 +93,15 @@ pub(crate) fn forward<T: Float>(
         hprev: Shared::new(&mut hprev),
     };
     for_each_batch_chunk(p.batch, |range| {
-        forward_chunk(p, range, h0, (input.as_ref(), &w_hh_t), w.b_hh, &bufs, save)
+        forward_chunk(
+            p,
+            range,
+            h0,
+            (input.as_ref(), &w_rz_t, &w_n_t),
+            b_hn,
+            &bufs,
+            save,
+        )
     });
     save.then_some(GruSaved { gates, ghn, hprev })
 }
@@ -90,8 +111,8 @@ fn forward_chunk<T: Float>(
     p: &Problem,
     range: Range<usize>,
     h0: &[T],
-    (input, w_hh_t): (Option<&StepInput<T>>, &PackedRhs<T>),
-    b_hh: Option<&[T]>,
+    (input, w_rz_t, w_n_t): (Option<&StepInput<T>>, &PackedRhs<T>, &PackedRhs<T>),
+    b_hn: Option<&[T]>,
     bufs: &ForwardBufs<T>,
     save: bool,
 ) {
@@ -99,7 +120,8 @@ fn forward_chunk<T: Float>(
     let g3 = 3 * hh;
     let (b0, n) = (range.start, range.len());
     let mut h = h0[b0 * hh..][..n * hh].to_vec();
-    let mut gh = vec![T::zero(); n * g3];
+    // This step's W_hn h + b_hn.
+    let mut ghn = vec![T::zero(); n * hh];
     let mut h_new = vec![T::zero(); n * hh];
     // This step's input pre-activations when they are not kept for all steps.
     let mut scratch = vec![T::zero(); if bufs.gates.is_empty() { n * g3 } else { 0 }];
@@ -114,24 +136,22 @@ fn forward_chunk<T: Float>(
         if let Some(input) = input {
             input.project(p, t, b0, n, gs, rs);
         }
-        if let Some(b_hh) = b_hh {
-            for row in gh.chunks_exact_mut(g3) {
-                row.copy_from_slice(b_hh);
+        if let Some(b_hn) = b_hn {
+            for row in ghn.chunks_exact_mut(hh) {
+                row.copy_from_slice(b_hn);
             }
         }
         let h_m = MatRef::row_major(&h, n, hh);
-        w_hh_t.matmul(&mut gh, 0, g3, b_hh.is_some(), h_m);
+        // r, z: onto the input pre-activations (bias included there).
+        w_rz_t.matmul(gs, 0, rs, true, h_m);
+        w_n_t.matmul(&mut ghn, 0, hh, b_hn.is_some(), h_m);
         for i in 0..n {
             let row = p.row(t, b0 + i);
             let gr = &mut gs[i * rs..][..g3];
-            let ghb = &gh[i * g3..][..g3];
-            for (a, g) in gr[..2 * hh].iter_mut().zip(&ghb[..2 * hh]) {
-                *a += *g;
-            }
             T::sigmoid_inplace(&mut gr[..2 * hh]);
             let (rz, ng) = gr.split_at_mut(2 * hh);
             let rg = &rz[..hh];
-            let ghn_b = &ghb[2 * hh..];
+            let ghn_b = &ghn[i * hh..][..hh];
             for j in 0..hh {
                 ng[j] += rg[j] * ghn_b[j];
             }
