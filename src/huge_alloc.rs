@@ -55,13 +55,77 @@ unsafe fn map(size: usize) -> *mut u8 {
     aligned as *mut u8
 }
 
+/// Freed huge mappings kept for the next allocation of the same length (a training step frees
+/// and re-allocates the same buffers every step): reusing one costs a `memset` when zeroed memory
+/// is asked for, against a fault and a kernel-side clear of every 2 MiB page (and, when the kernel
+/// must compact memory to find huge pages, a stall) for a fresh mapping. Holds at most
+/// [`CACHE_SLOTS`] mappings and [`CACHE_MAX_BYTES`] in all; beyond that the oldest is unmapped.
+struct Cache(std::sync::Mutex<[(usize, usize); CACHE_SLOTS]>);
+
+const CACHE_SLOTS: usize = 16;
+const CACHE_MAX_BYTES: usize = 1 << 30;
+
+static CACHE: Cache = Cache(std::sync::Mutex::new([(0, 0); CACHE_SLOTS]));
+
+impl Cache {
+    /// A cached mapping of exactly `len` bytes, removed from the cache.
+    fn take(&self, len: usize) -> Option<*mut u8> {
+        let mut slots = self.0.lock().ok()?;
+        let slot = slots.iter_mut().find(|(p, l)| *p != 0 && *l == len)?;
+        let p = slot.0;
+        *slot = (0, 0);
+        Some(p as *mut u8)
+    }
+
+    /// Keeps the mapping `(ptr, len)` for reuse, unmapping older ones (or this one) to stay within
+    /// the limits. Slots are kept in order of arrival, oldest first.
+    unsafe fn give(&self, ptr: *mut u8, len: usize) {
+        let Ok(mut slots) = self.0.lock() else {
+            libc::munmap(ptr as *mut libc::c_void, len);
+            return;
+        };
+        if len > CACHE_MAX_BYTES {
+            libc::munmap(ptr as *mut libc::c_void, len);
+            return;
+        }
+        // Compact the live slots to the front, oldest first, and evict from the front.
+        let mut live: usize = 0;
+        for i in 0..CACHE_SLOTS {
+            if slots[i].0 != 0 {
+                slots[live] = slots[i];
+                live += 1;
+            }
+        }
+        for slot in &mut slots[live..] {
+            *slot = (0, 0);
+        }
+        let mut total: usize = slots[..live].iter().map(|s| s.1).sum();
+        let mut first = 0;
+        while live - first == CACHE_SLOTS || (first < live && total + len > CACHE_MAX_BYTES) {
+            let (p, l) = slots[first];
+            libc::munmap(p as *mut libc::c_void, l);
+            total -= l;
+            first += 1;
+        }
+        slots.copy_within(first..live, 0);
+        live -= first;
+        for slot in &mut slots[live..] {
+            *slot = (0, 0);
+        }
+        slots[live] = (ptr as usize, len);
+    }
+}
+
 // SAFETY: every block is either the system allocator's (small or over-aligned layouts, freed by
 // it) or a private anonymous mapping of `mapped_len(size)` bytes (freed with munmap); the layout
 // passed to dealloc/realloc decides which, and it is the layout the block was allocated with.
 unsafe impl GlobalAlloc for HugePageAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if is_huge(layout.size(), layout.align()) {
-            map(layout.size())
+            match CACHE.take(mapped_len(layout.size())) {
+                Some(p) => p,
+                None => map(layout.size()),
+            }
         } else {
             System.alloc(layout)
         }
@@ -69,7 +133,13 @@ unsafe impl GlobalAlloc for HugePageAlloc {
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         if is_huge(layout.size(), layout.align()) {
-            map(layout.size())
+            match CACHE.take(mapped_len(layout.size())) {
+                Some(p) => {
+                    p.write_bytes(0, layout.size());
+                    p
+                }
+                None => map(layout.size()),
+            }
         } else {
             System.alloc_zeroed(layout)
         }
@@ -77,7 +147,7 @@ unsafe impl GlobalAlloc for HugePageAlloc {
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         if is_huge(layout.size(), layout.align()) {
-            libc::munmap(ptr as *mut libc::c_void, mapped_len(layout.size()));
+            CACHE.give(ptr, mapped_len(layout.size()));
         } else {
             System.dealloc(ptr, layout)
         }
@@ -129,6 +199,34 @@ mod tests {
             let r = a.realloc(q, big, 100);
             assert_eq!(r.read(), 3);
             a.dealloc(r, Layout::from_size_align(100, 8).unwrap());
+            // A freed block comes back for the same length, zeroed when asked.
+            let p = a.alloc(layout);
+            p.write(9);
+            a.dealloc(p, layout);
+            let q = a.alloc_zeroed(layout);
+            assert!(std::slice::from_raw_parts(q, layout.size())
+                .iter()
+                .all(|&b| b == 0));
+            a.dealloc(q, layout);
+        }
+    }
+
+    /// The cache stays within its slot and byte limits whatever is freed into it.
+    #[test]
+    fn cache_limits_hold() {
+        let a = HugePageAlloc;
+        unsafe {
+            let layouts: Vec<Layout> = (0..40)
+                .map(|i| Layout::from_size_align(HUGE_MIN + i * HUGE_PAGE * 3, 8).unwrap())
+                .collect();
+            let blocks: Vec<*mut u8> = layouts.iter().map(|l| a.alloc(*l)).collect();
+            for (p, l) in blocks.into_iter().zip(&layouts) {
+                a.dealloc(p, *l);
+                let slots = CACHE.0.lock().unwrap();
+                let live = slots.iter().filter(|s| s.0 != 0).count();
+                let bytes: usize = slots.iter().map(|s| s.1).sum();
+                assert!(live <= CACHE_SLOTS && bytes <= CACHE_MAX_BYTES);
+            }
         }
     }
 }
