@@ -359,8 +359,10 @@ unsafe impl Sync for SendPtr {}
 unsafe impl Send for SendPtr {}
 
 /// Below this many multiply-adds a product runs on one thread (threading costs more than it saves);
-/// measured on this project's 2-core machine with faer 0.24.
-const PARALLEL_MIN_MACS: usize = 1 << 21;
+/// measured on this project's 2-core machines with faer 0.24. At 1 << 21 the B=1 T=100 input
+/// projection (3.3M) was threaded, and the LSTM's inference was ~5% slower in five interleaved
+/// rounds of five (AMD AVX2 machine, 2026-12-03).
+const PARALLEL_MIN_MACS: usize = 1 << 22;
 
 /// [`PackedRhs::matmul`] copies `a` into micro-panels from this inner dimension on (and at
 /// least one full block of rows); below it the copy costs about what it saves.
