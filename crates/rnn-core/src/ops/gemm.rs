@@ -360,8 +360,8 @@ unsafe impl Send for SendPtr {}
 
 /// Below this many multiply-adds a product runs on one thread (threading costs more than it saves);
 /// measured on this project's 2-core machines with faer 0.24. At 1 << 21 the B=1 T=100 input
-/// projection (3.3M) was threaded, and the LSTM's inference was ~5% slower in five interleaved
-/// rounds of five (AMD AVX2 machine, 2026-12-03).
+/// projection (3.3M) was threaded, and the LSTM's inference was ~5% slower in each of five
+/// interleaved rounds (AMD AVX2 machine, 2026-12-03).
 const PARALLEL_MIN_MACS: usize = 1 << 22;
 
 /// [`PackedRhs::matmul`] copies `a` into micro-panels from this inner dimension on (and at
