@@ -68,18 +68,22 @@ const CACHE_MAX_BYTES: usize = 1 << 30;
 
 static CACHE: Cache = Cache(std::sync::Mutex::new([(0, 0); CACHE_SLOTS]));
 
+/// The slots hold the cached mappings as a prefix in order of arrival (oldest first), then
+/// `(0, 0)`.
 impl Cache {
     /// A cached mapping of exactly `len` bytes, removed from the cache.
     fn take(&self, len: usize) -> Option<*mut u8> {
         let mut slots = self.0.lock().ok()?;
-        let slot = slots.iter_mut().find(|(p, l)| *p != 0 && *l == len)?;
-        let p = slot.0;
-        *slot = (0, 0);
-        Some(p as *mut u8)
+        let live = live(&slots);
+        let i = slots[..live].iter().position(|s| s.1 == len)?;
+        let ptr = slots[i].0;
+        slots.copy_within(i + 1..live, i);
+        slots[live - 1] = (0, 0);
+        Some(ptr as *mut u8)
     }
 
-    /// Keeps the mapping `(ptr, len)` for reuse, unmapping older ones (or this one) to stay within
-    /// the limits. Slots are kept in order of arrival, oldest first.
+    /// Keeps the mapping `(ptr, len)` for reuse, unmapping the oldest ones (or this one) to stay
+    /// within the limits.
     unsafe fn give(&self, ptr: *mut u8, len: usize) {
         let Ok(mut slots) = self.0.lock() else {
             libc::munmap(ptr as *mut libc::c_void, len);
@@ -89,32 +93,23 @@ impl Cache {
             libc::munmap(ptr as *mut libc::c_void, len);
             return;
         }
-        // Compact the live slots to the front, oldest first, and evict from the front.
-        let mut live: usize = 0;
-        for i in 0..CACHE_SLOTS {
-            if slots[i].0 != 0 {
-                slots[live] = slots[i];
-                live += 1;
-            }
-        }
-        for slot in &mut slots[live..] {
-            *slot = (0, 0);
-        }
+        let mut live = live(&slots);
         let mut total: usize = slots[..live].iter().map(|s| s.1).sum();
-        let mut first = 0;
-        while live - first == CACHE_SLOTS || (first < live && total + len > CACHE_MAX_BYTES) {
-            let (p, l) = slots[first];
+        while live == CACHE_SLOTS || (live > 0 && total + len > CACHE_MAX_BYTES) {
+            let (p, l) = slots[0];
             libc::munmap(p as *mut libc::c_void, l);
             total -= l;
-            first += 1;
-        }
-        slots.copy_within(first..live, 0);
-        live -= first;
-        for slot in &mut slots[live..] {
-            *slot = (0, 0);
+            slots.copy_within(1..live, 0);
+            live -= 1;
+            slots[live] = (0, 0);
         }
         slots[live] = (ptr as usize, len);
     }
+}
+
+/// How many slots hold a mapping.
+fn live(slots: &[(usize, usize); CACHE_SLOTS]) -> usize {
+    slots.iter().take_while(|s| s.0 != 0).count()
 }
 
 // SAFETY: every block is either the system allocator's (small or over-aligned layouts, freed by

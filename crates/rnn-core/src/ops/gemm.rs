@@ -113,16 +113,18 @@ pub(crate) fn matmul<T: Float>(
         && n >= kernel::nr()
         && macs >= BLOCKED_MIN_MACS
     {
-        // SAFETY: T is f32 (checked above), so the casts are identities.
-        unsafe {
-            let cast = |v: MatRef<T>| MatRef {
-                data: std::slice::from_raw_parts(v.data.as_ptr() as *const f32, v.data.len()),
+        fn cast<T: Float>(v: MatRef<'_, T>) -> MatRef<'_, f32> {
+            MatRef {
+                data: f32_view(v.data).expect("T is f32"),
                 offset: v.offset,
                 rs: v.rs,
                 cs: v.cs,
                 rows: v.rows,
                 cols: v.cols,
-            };
+            }
+        }
+        // SAFETY: T is f32 (checked above), so the cast of `dst` is an identity.
+        unsafe {
             let dst = std::slice::from_raw_parts_mut(dst.as_mut_ptr() as *mut f32, dst.len());
             blocked_f32(
                 dst,
@@ -845,11 +847,10 @@ mod kernel {
             // strided rows: their pointers then no longer fit in registers (measured 92 -> 65
             // GFLOP/s for 6 x 64 x 512).
             let group = if PACKED || U > 1 { 4 } else { 1 };
-            let mut p = 0;
-            while p + group <= k {
-                for s in 0..group {
-                    let q = p + s;
-                    let (acc0, acc1) = (&mut sets0[s % U], &mut sets1[s % U]);
+            // Step `q` of k into accumulator set `set`.
+            macro_rules! step {
+                ($q:expr, $set:expr) => {{
+                    let (q, acc0, acc1) = ($q, &mut sets0[$set], &mut sets1[$set]);
                     let b0 = _mm256_loadu_ps(panel.add(q * NR));
                     let b1 = _mm256_loadu_ps(panel.add(q * NR + 8));
                     for i in 0..M {
@@ -857,18 +858,17 @@ mod kernel {
                         acc0[i] = _mm256_fmadd_ps(av, b0, acc0[i]);
                         acc1[i] = _mm256_fmadd_ps(av, b1, acc1[i]);
                     }
+                }};
+            }
+            let mut p = 0;
+            while p + group <= k {
+                for s in 0..group {
+                    step!(p + s, s % U);
                 }
                 p += group;
             }
             while p < k {
-                let (acc0, acc1) = (&mut sets0[0], &mut sets1[0]);
-                let b0 = _mm256_loadu_ps(panel.add(p * NR));
-                let b1 = _mm256_loadu_ps(panel.add(p * NR + 8));
-                for i in 0..M {
-                    let av = _mm256_broadcast_ss(&*a.add(i * a_rs + p * a_cs));
-                    acc0[i] = _mm256_fmadd_ps(av, b0, acc0[i]);
-                    acc1[i] = _mm256_fmadd_ps(av, b1, acc1[i]);
-                }
+                step!(p, 0);
                 p += 1;
             }
             let (mut acc0, mut acc1) = (sets0[0], sets1[0]);

@@ -5,7 +5,8 @@
 use super::gemm::{matmul, MatRef, PackedRhs};
 use super::math::Float;
 use super::{
-    colsum_into, for_each_batch_chunk, per_step_projection, Problem, Shared, StepInput, Weights,
+    colsum_into, for_each_batch_chunk, input_gradient, per_step_projection, Problem, Shared,
+    StepInput, Weights,
 };
 use std::ops::Range;
 
@@ -187,8 +188,8 @@ fn forward_chunk<T: Float>(
 
 /// Gradients of the GRU recurrence.
 pub(crate) struct GruGrads<T> {
-    /// Empty unless [`Problem::input_grad`].
-    pub dx: Vec<T>,
+    /// Only when [`Problem::input_grad`].
+    pub dx: Option<Vec<T>>,
     pub dh0: Vec<T>,
     pub dw_ih: Vec<T>,
     pub dw_hh: Vec<T>,
@@ -227,14 +228,7 @@ pub(crate) fn backward<T: Float>(
     });
     let dgi_m = MatRef::row_major(&dgi, rows, g3);
     let dgh_m = MatRef::row_major(&dgh, rows, g3);
-    let dx = if p.input_grad {
-        let mut dx = vec![T::zero(); rows * p.input];
-        let w_ih = MatRef::row_major(w.w_ih, g3, p.input);
-        matmul(&mut dx, 0, p.input, false, dgi_m, w_ih, true);
-        dx
-    } else {
-        Vec::new()
-    };
+    let dx = input_gradient(p, dgi_m, w.w_ih, g3);
     let mut dw_ih = vec![T::zero(); g3 * p.input];
     let x_m = MatRef::row_major(x, rows, p.input);
     matmul(&mut dw_ih, 0, p.input, false, dgi_m.t(), x_m, true);

@@ -239,8 +239,14 @@ impl CustomOp3 for LinearCrossEntropy {
         }
         let like = [x, weight, bias];
         let (dx, dw, db) = match x.dtype() {
-            DType::F32 => grads_like(run::<f32>(self, x, weight, bias, grad_res)?, like)?,
-            DType::F64 => grads_like(run::<f64>(self, x, weight, bias, grad_res)?, like)?,
+            DType::F32 => {
+                let (dx, dw, db) = run::<f32>(self, x, weight, bias, grad_res)?;
+                grads_like((Some(dx), dw, db), like)?
+            }
+            DType::F64 => {
+                let (dx, dw, db) = run::<f64>(self, x, weight, bias, grad_res)?;
+                grads_like((Some(dx), dw, db), like)?
+            }
             dt => bail!("fused linear cross-entropy: f32 or f64 only, got {dt:?}"),
         };
         Ok((dx, Some(dw), Some(db)))

@@ -5,7 +5,8 @@
 use super::gemm::{matmul, MatRef, PackedRhs};
 use super::math::Float;
 use super::{
-    colsum_into, for_each_batch_chunk, per_step_projection, Problem, Shared, StepInput, Weights,
+    colsum_into, for_each_batch_chunk, input_gradient, per_step_projection, Problem, Shared,
+    StepInput, Weights,
 };
 use std::ops::Range;
 
@@ -203,8 +204,8 @@ fn forward_chunk<T: Float>(
 
 /// Gradients of the LSTM recurrence.
 pub(crate) struct LstmGrads<T> {
-    /// Empty unless [`Problem::input_grad`].
-    pub dx: Vec<T>,
+    /// Only when [`Problem::input_grad`].
+    pub dx: Option<Vec<T>>,
     pub dh0: Vec<T>,
     pub dc0: Vec<T>,
     pub dw_ih: Vec<T>,
@@ -251,14 +252,7 @@ pub(crate) fn backward<T: Float>(
         backward_chunk(p, range, packed, s, grad_out, &bufs)
     });
     let dg_m = MatRef::row_major(&dg, rows, g4);
-    let dx = if p.input_grad {
-        let mut dx = vec![T::zero(); rows * p.input];
-        let w_ih = MatRef::row_major(w.w_ih, g4, p.input);
-        matmul(&mut dx, 0, p.input, false, dg_m, w_ih, true);
-        dx
-    } else {
-        Vec::new()
-    };
+    let dx = input_gradient(p, dg_m, w.w_ih, g4);
     let mut dw_ih = vec![T::zero(); g4 * p.input];
     let x_m = MatRef::row_major(x, rows, p.input);
     matmul(&mut dw_ih, 0, p.input, false, dg_m.t(), x_m, true);

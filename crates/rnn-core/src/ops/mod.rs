@@ -257,6 +257,22 @@ fn batch_chunks(batch: usize) -> usize {
         .max(1)
 }
 
+/// The input's gradient `dx = dG · W_ih` of a backward, `None` unless [`Problem::input_grad`];
+/// `dg` is `(rows, gates)` and `w_ih` `(gates, input)`.
+fn input_gradient<T: Float>(
+    p: &Problem,
+    dg: gemm::MatRef<T>,
+    w_ih: &[T],
+    gates: usize,
+) -> Option<Vec<T>> {
+    p.input_grad.then(|| {
+        let mut dx = vec![T::zero(); p.rows() * p.input];
+        let w_ih = gemm::MatRef::row_major(w_ih, gates, p.input);
+        gemm::matmul(&mut dx, 0, p.input, false, dg, w_ih, true);
+        dx
+    })
+}
+
 /// Adds up the rows of a row-major `(rows, width)` buffer into `out (width)`.
 fn colsum_into<T: Float>(data: &[T], width: usize, out: &mut [T]) {
     for row in data.chunks_exact(width) {
@@ -316,14 +332,14 @@ impl FusedRecurrence {
         out
     }
 
-    /// Gradients `(d xs, d state0, d params)` as flat vectors (`d xs` empty unless
+    /// Gradients `(d xs, d state0, d params)` as flat vectors (`d xs` only when
     /// [`Problem::input_grad`]).
     fn backward_typed<T: Float>(
         &self,
         xs: &[T],
         params: &[T],
         grad_out: &[T],
-    ) -> Result<(Vec<T>, Vec<T>, Vec<T>)> {
+    ) -> Result<FlatGrads<T>> {
         let p = &self.problem;
         let w = self.sizes.split(params);
         let slot = match self.saved.lock() {
@@ -402,20 +418,20 @@ fn with_cpu_slice<T: WithDType, R>(t: &Tensor, f: impl FnOnce(&[T]) -> Result<R>
     }
 }
 
-/// The three flat gradients of a `CustomOp3`'s backward as tensors shaped like its arguments.
-/// The first is `None` when empty (the input's gradient was not computed).
+/// Flat gradients `(d xs, d state0, d params)` of the recurrence's backward (`d xs` only when
+/// [`Problem::input_grad`]).
+type FlatGrads<T> = (Option<Vec<T>>, Vec<T>, Vec<T>);
+
+/// The three flat gradients of a `CustomOp3`'s backward as tensors shaped like its arguments
+/// (the first one only when computed).
 fn grads_like<T: WithDType>(
-    (a, b, c): (Vec<T>, Vec<T>, Vec<T>),
+    (a, b, c): FlatGrads<T>,
     like: [&Tensor; 3],
 ) -> Result<(Option<Tensor>, Tensor, Tensor)> {
     let dev = like[0].device();
-    let a = if a.is_empty() && like[0].elem_count() > 0 {
-        None
-    } else {
-        Some(Tensor::from_vec(a, like[0].shape(), dev)?)
-    };
     Ok((
-        a,
+        a.map(|a| Tensor::from_vec(a, like[0].shape(), dev))
+            .transpose()?,
         Tensor::from_vec(b, like[1].shape(), dev)?,
         Tensor::from_vec(c, like[2].shape(), dev)?,
     ))
@@ -470,7 +486,7 @@ impl CustomOp3 for FusedRecurrence {
             xs: &Tensor,
             params: &Tensor,
             grad_res: &Tensor,
-        ) -> Result<(Vec<T>, Vec<T>, Vec<T>)> {
+        ) -> Result<FlatGrads<T>> {
             with_cpu_slice::<T, _>(xs, |x| {
                 with_cpu_slice::<T, _>(params, |w| {
                     with_cpu_slice::<T, _>(grad_res, |g| op.backward_typed(x, w, g))
@@ -483,10 +499,9 @@ impl CustomOp3 for FusedRecurrence {
             DType::F64 => grads_like(run::<f64>(self, xs, params, grad_res)?, like)?,
             dt => bail!("fused recurrence: f32 or f64 only, got {dt:?}"),
         };
-        // No gradient for an argument outside the graph: Candle would add it into a fresh
-        // zero buffer that nothing reads.
-        let keep = |g: Option<Tensor>, t: &Tensor| g.filter(|_| t.track_op());
-        Ok((keep(dx, xs), keep(Some(ds), state0), Some(dp)))
+        // No gradient for a state outside the graph (`dx` is computed only for an input in it):
+        // Candle would add it into a fresh zero buffer that nothing reads.
+        Ok((dx, Some(ds).filter(|_| state0.track_op()), Some(dp)))
     }
 }
 
@@ -602,7 +617,7 @@ pub(crate) fn fused_direction(
         let mut args = vec![xs.clone()];
         args.extend(state_pieces);
         args.extend(pieces);
-        let out = match xs.dtype() {
+        match xs.dtype() {
             DType::F32 => {
                 Tensor::from_vec(run_untracked::<f32>(&op, &args)?, out_len, xs.device())?
             }
@@ -610,8 +625,7 @@ pub(crate) fn fused_direction(
                 Tensor::from_vec(run_untracked::<f64>(&op, &args)?, out_len, xs.device())?
             }
             dt => bail!("fused recurrence: f32 or f64 only, got {dt:?}"),
-        };
-        out
+        }
     };
     let rows = seq_len * batch;
     let ys = out.narrow(0, 0, rows * state)?.reshape((d0, d1, state))?;

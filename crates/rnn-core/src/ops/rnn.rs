@@ -4,7 +4,7 @@
 
 use super::gemm::{matmul, MatRef, PackedRhs};
 use super::math::Float;
-use super::{colsum_into, for_each_batch_chunk, Problem, Shared, Weights};
+use super::{colsum_into, for_each_batch_chunk, input_gradient, Problem, Shared, Weights};
 use std::ops::Range;
 
 /// Activations the backward pass needs, one row per (step, batch) in the problem's row order.
@@ -117,8 +117,8 @@ fn forward_chunk<T: Float>(
 
 /// Gradients of the vanilla RNN recurrence (`db` serves both `bias_ih` and `bias_hh`).
 pub(crate) struct RnnGrads<T> {
-    /// Empty unless [`Problem::input_grad`].
-    pub dx: Vec<T>,
+    /// Only when [`Problem::input_grad`].
+    pub dx: Option<Vec<T>>,
     pub dh0: Vec<T>,
     pub dw_ih: Vec<T>,
     pub dw_hh: Vec<T>,
@@ -143,14 +143,7 @@ pub(crate) fn backward<T: Float>(
         backward_chunk(p, range, relu, &w_hh, s, grad_out, dg_s, dh0_s)
     });
     let dg_m = MatRef::row_major(&dg, rows, hh);
-    let dx = if p.input_grad {
-        let mut dx = vec![T::zero(); rows * p.input];
-        let w_ih = MatRef::row_major(w.w_ih, hh, p.input);
-        matmul(&mut dx, 0, p.input, false, dg_m, w_ih, true);
-        dx
-    } else {
-        Vec::new()
-    };
+    let dx = input_gradient(p, dg_m, w.w_ih, hh);
     let mut dw_ih = vec![T::zero(); hh * p.input];
     let x_m = MatRef::row_major(x, rows, p.input);
     matmul(&mut dw_ih, 0, p.input, false, dg_m.t(), x_m, true);
