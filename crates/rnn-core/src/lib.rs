@@ -29,3 +29,13 @@ pub use cell::{GruCell, LstmCell, Nonlinearity, RnnCell};
 pub use config::{Mode, RnnConfig};
 pub use layer::{Implementation, Rnn};
 pub use state::RnnState;
+
+/// Frees the buffers the fused CPU ops keep for reuse between steps.
+///
+/// The fused forward and backward recycle their large activation and gradient buffers (up to 16
+/// buffers and 256 MiB per dtype) instead of allocating and zero-filling them on every step. Call
+/// this after training or inference to hand that memory back, as `torch.cuda.empty_cache()` does
+/// for PyTorch's caching allocator. Later runs simply allocate again.
+pub fn release_cached_buffers() {
+    ops::scratch::release();
+}

@@ -104,26 +104,8 @@ pub(crate) fn matmul<T: Float>(
         }
         return;
     }
-    let macs = m * n * k;
-    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
-        && kernel::available()
-        && a.rs == 1
-        && a.cs > 1
-        && m >= BLOCKED_MIN_M
-        && n >= kernel::nr()
-        && macs >= BLOCKED_MIN_MACS
-    {
-        fn cast<T: Float>(v: MatRef<'_, T>) -> MatRef<'_, f32> {
-            MatRef {
-                data: f32_view(v.data).expect("T is f32"),
-                offset: v.offset,
-                rs: v.rs,
-                cs: v.cs,
-                rows: v.rows,
-                cols: v.cols,
-            }
-        }
-        // SAFETY: T is f32 (checked above), so the cast of `dst` is an identity.
+    if blocked_applies(&a, &b) {
+        // SAFETY: T is f32 (checked by `blocked_applies`), so the cast of `dst` is an identity.
         unsafe {
             let dst = std::slice::from_raw_parts_mut(dst.as_mut_ptr() as *mut f32, dst.len());
             blocked_f32(
@@ -139,6 +121,68 @@ pub(crate) fn matmul<T: Float>(
         return;
     }
     faer_matmul(dst, dst_offset, dst_rs, accumulate, a, b, may_thread);
+}
+
+/// Whether [`matmul`] runs `a · b` with [`blocked_f32`] (`m`, `n`, `k` > 0).
+fn blocked_applies<T: Float>(a: &MatRef<T>, b: &MatRef<T>) -> bool {
+    std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
+        && kernel::available()
+        && a.rs == 1
+        && a.cs > 1
+        && a.rows >= BLOCKED_MIN_M
+        && b.cols >= kernel::nr()
+        && a.rows * a.cols * b.cols >= BLOCKED_MIN_MACS
+}
+
+/// `v` viewed as f32; `T` must be f32.
+fn cast<T: Float>(v: MatRef<'_, T>) -> MatRef<'_, f32> {
+    MatRef {
+        data: f32_view(v.data).expect("T is f32"),
+        offset: v.offset,
+        rs: v.rs,
+        cs: v.cs,
+        rows: v.rows,
+        cols: v.cols,
+    }
+}
+
+/// `dst_j = a · b_j` for every part `(dst_j, dst_rs_j, b_j)` (rows contiguous, from offset 0,
+/// overwritten), one left-hand side for all. Equal to one [`matmul`] per part; where the blocked
+/// kernel runs them, `a` is packed once for all parts instead of once per part.
+pub(crate) fn matmul_shared_lhs<T: Float>(
+    a: MatRef<T>,
+    parts: &mut [(&mut [T], usize, MatRef<T>)],
+    may_thread: bool,
+) {
+    let (m, k) = (a.rows, a.cols);
+    let merged = m > 0
+        && k > 0
+        && parts.len() > 1
+        && parts
+            .iter()
+            .all(|(_, _, b)| b.rows == k && blocked_applies(&a, b));
+    if !merged {
+        for (dst, rs, b) in parts.iter_mut() {
+            matmul(dst, 0, *rs, false, a, *b, may_thread);
+        }
+        return;
+    }
+    for (dst, rs, b) in parts.iter() {
+        assert!(
+            (m - 1) * rs + b.cols <= dst.len(),
+            "matmul: destination out of bounds"
+        );
+    }
+    let mut views: Vec<Part> = parts
+        .iter_mut()
+        .map(|(dst, rs, b)| {
+            // SAFETY: T is f32 (checked by `blocked_applies`), so the cast is an identity.
+            let dst =
+                unsafe { std::slice::from_raw_parts_mut(dst.as_mut_ptr() as *mut f32, dst.len()) };
+            (dst, 0, *rs, cast(*b))
+        })
+        .collect();
+    blocked_f32_parts(&mut views, false, cast(a), may_thread);
 }
 
 /// [`matmul`] through faer (any dtype); `m`, `n`, `k` > 0 and `dst` bounds checked by the caller.
@@ -220,11 +264,27 @@ fn blocked_f32(
     b: MatRef<f32>,
     may_thread: bool,
 ) {
+    blocked_f32_parts(
+        &mut [(dst, dst_offset, dst_rs, b)],
+        accumulate,
+        a,
+        may_thread,
+    )
+}
+
+/// One right-hand side of [`blocked_f32_parts`] with its destination: `(dst, dst_offset,
+/// dst_rs, b)`, `dst` as in [`matmul`].
+type Part<'a, 'b> = (&'a mut [f32], usize, usize, MatRef<'b, f32>);
+
+/// [`blocked_f32`] for one `a` times several `b`s at once (`a · [b_1 | b_2 ..]` with each part's
+/// columns in its own destination): every block of `a` is packed once for all of them, as for one
+/// product of their total width. The weight gradients `dG^T x` and `dG^T h_prev` share `dG^T`.
+fn blocked_f32_parts(parts: &mut [Part], accumulate: bool, a: MatRef<f32>, may_thread: bool) {
     use rayon::prelude::*;
-    let (m, k, n) = (a.rows, a.cols, b.cols);
+    let (m, k) = (a.rows, a.cols);
     let (nr, mr) = (kernel::nr(), kernel::mr());
-    let np = n.div_ceil(nr);
-    let threads = if may_thread && m * n * k >= PARALLEL_MIN_MACS {
+    let n_total: usize = parts.iter().map(|p| p.3.cols).sum();
+    let threads = if may_thread && m * n_total * k >= PARALLEL_MIN_MACS {
         rayon::current_num_threads()
     } else {
         1
@@ -234,9 +294,17 @@ fn blocked_f32(
         let per = m.div_ceil(MC).next_multiple_of(threads);
         m.div_ceil(per).next_multiple_of(mr)
     };
-    let mut panels = vec![0f32; np * k * nr];
-    let pack_b = |(q, panel): (usize, &mut [f32])| {
-        let cols = nr.min(n - q * nr);
+    // Every part's panels, one after the other: (part, panel index within the part).
+    let panel_of: Vec<(usize, usize)> = parts
+        .iter()
+        .enumerate()
+        .flat_map(|(j, p)| (0..p.3.cols.div_ceil(nr)).map(move |q| (j, q)))
+        .collect();
+    let mut panels = vec![0f32; panel_of.len() * k * nr];
+    let pack_b = |(i, panel): (usize, &mut [f32])| {
+        let (j, q) = panel_of[i];
+        let b = parts[j].3;
+        let cols = nr.min(b.cols - q * nr);
         if b.cs == 1 && cols == nr {
             let src = b.offset + q * nr;
             match nr {
@@ -263,9 +331,21 @@ fn blocked_f32(
     } else {
         panels.chunks_mut(k * nr).enumerate().for_each(pack_b);
     }
+    // Per part: its destination's first row, row stride, width and first panel.
+    let mut first_panel = 0;
+    let outs: Vec<(SendPtr, usize, usize, usize)> = parts
+        .iter_mut()
+        .map(|(dst, offset, rs, b)| {
+            // SAFETY: `offset` is inside `dst` (bounds asserted by `matmul`).
+            let base = SendPtr(unsafe { dst.as_mut_ptr().add(*offset) });
+            let out = (base, *rs, b.cols, first_panel);
+            first_panel += b.cols.div_ceil(nr);
+            out
+        })
+        .collect();
     let kc_max = kernel::KC.min(k);
-    // One block of MC rows: pack a's rows per KC steps, run every panel over them.
-    let row_block = |apack: &mut Vec<f32>, i0: usize, c: *mut f32| {
+    // One block of MC rows: pack a's rows per KC steps, run every panel of every part over them.
+    let row_block = |apack: &mut Vec<f32>, i0: usize| {
         let mc = mc_max.min(m - i0);
         let blocks = mc.div_ceil(mr);
         for p0 in (0..k).step_by(kernel::KC) {
@@ -297,28 +377,26 @@ fn blocked_f32(
                     }
                 }
             }
-            // SAFETY: `apack` holds `blocks` micro-panels of `kc` steps; `panels` holds `np`
-            // panels of `k` rows; `c` covers rows `i0..i0 + mc` of the destination, checked by
-            // `matmul`'s bounds assert, and no other block writes them.
-            unsafe {
-                kernel::run_packed(
-                    (mc, kc, n),
-                    apack.as_ptr(),
-                    &panels[p0 * nr..],
-                    k,
-                    (c, dst_rs),
-                    accumulate || p0 > 0,
-                );
+            for (base, dst_rs, n, first) in &outs {
+                // SAFETY: `apack` holds `blocks` micro-panels of `kc` steps; `panels` holds this
+                // part's panels of `k` rows from `first`; the destination rows `i0..i0 + mc` of
+                // the part are inside its slice (checked by `matmul`'s bounds assert), and no
+                // other block writes them.
+                unsafe {
+                    kernel::run_packed(
+                        (mc, kc, *n),
+                        apack.as_ptr(),
+                        &panels[(first * k + p0) * nr..],
+                        k,
+                        (base.0.add(i0 * dst_rs), *dst_rs),
+                        accumulate || p0 > 0,
+                    );
+                }
             }
         }
     };
-    let base = SendPtr(unsafe { dst.as_mut_ptr().add(dst_offset) });
     let starts: Vec<usize> = (0..m).step_by(mc_max).collect();
-    let run = |apack: &mut Vec<f32>, &i0: &usize| {
-        let base = &base;
-        // SAFETY: row `i0` of the destination is inside `dst` (bounds asserted by `matmul`).
-        row_block(apack, i0, unsafe { base.0.add(i0 * dst_rs) });
-    };
+    let run = |apack: &mut Vec<f32>, &i0: &usize| row_block(apack, i0);
     if threads > 1 && starts.len() > 1 {
         starts
             .par_iter()
@@ -1012,6 +1090,94 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// One left-hand side times several right-hand sides: each destination equals the naive
+    /// product, on the merged blocked path (a transposed `a`, large enough, one part narrower than
+    /// a panel multiple, one strided `b`) and on the per-part fallback (f64; a row-major `a`), with
+    /// stale values in the destinations overwritten and the padding between rows untouched.
+    #[test]
+    fn shared_lhs_products_equal_one_product_per_part() {
+        fn check<T: Float>(m: usize, k: usize, widths: &[usize], transposed_a: bool) {
+            let a: Vec<f64> = (0..m * k)
+                .map(|i| ((i * 37 % 101) as f64 - 50.0) * 0.02)
+                .collect();
+            let at: Vec<T> = (0..m * k)
+                .map(|i| T::from(a[(i % m) * k + i / m]).unwrap())
+                .collect();
+            let ar: Vec<T> = a.iter().map(|&v| T::from(v).unwrap()).collect();
+            let av = if transposed_a {
+                MatRef::row_major(&at, k, m).t()
+            } else {
+                MatRef::row_major(&ar, m, k)
+            };
+            let bs: Vec<Vec<f64>> = widths
+                .iter()
+                .enumerate()
+                .map(|(j, &n)| {
+                    (0..k * n)
+                        .map(|i| ((i * (53 + j) % 89) as f64 - 44.0) * 0.03)
+                        .collect()
+                })
+                .collect();
+            // The second part's `b` is read through a column stride (stored transposed).
+            let stored: Vec<Vec<T>> = bs
+                .iter()
+                .zip(widths)
+                .enumerate()
+                .map(|(j, (b, &n))| {
+                    (0..k * n)
+                        .map(|i| {
+                            T::from(if j == 1 { b[(i % k) * n + i / k] } else { b[i] }).unwrap()
+                        })
+                        .collect()
+                })
+                .collect();
+            let views: Vec<MatRef<T>> = stored
+                .iter()
+                .zip(widths)
+                .enumerate()
+                .map(|(j, (b, &n))| {
+                    if j == 1 {
+                        MatRef::row_major(b, n, k).t()
+                    } else {
+                        MatRef::row_major(b, k, n)
+                    }
+                })
+                .collect();
+            let mut dsts: Vec<Vec<T>> = widths
+                .iter()
+                .map(|&n| vec![T::from(7.0).unwrap(); m * (n + 3)])
+                .collect();
+            let mut parts: Vec<(&mut [T], usize, MatRef<T>)> = dsts
+                .iter_mut()
+                .zip(widths)
+                .zip(&views)
+                .map(|((d, &n), &v)| (&mut d[..], n + 3, v))
+                .collect();
+            matmul_shared_lhs(av, &mut parts, true);
+            for ((dst, b), &n) in dsts.iter().zip(&bs).zip(widths) {
+                let want = naive(&a, b, m, k, n);
+                for i in 0..m {
+                    for jj in 0..n + 3 {
+                        let got = num_traits::ToPrimitive::to_f64(&dst[i * (n + 3) + jj]).unwrap();
+                        let expect = if jj < n { want[i * n + jj] } else { 7.0 };
+                        assert!(
+                            (got - expect).abs() <= 1e-4 * (1.0 + expect.abs()),
+                            "({m},{k},{widths:?}) part of width {n}: [{i},{jj}] = {got}, want \
+                             {expect}"
+                        );
+                    }
+                }
+            }
+        }
+        // m * k * n >= BLOCKED_MIN_MACS for every part: the merged path when the kernel runs.
+        check::<f32>(200, 1400, &[256, 250], true);
+        check::<f32>(64, 1 << 12, &[256, 264, 300], true);
+        // Fallbacks: one part per product.
+        check::<f32>(100, 300, &[40, 20], true);
+        check::<f32>(200, 1400, &[256, 250], false);
+        check::<f64>(120, 500, &[40, 33], true);
     }
 
     fn naive(a: &[f64], b: &[f64], m: usize, k: usize, n: usize) -> Vec<f64> {

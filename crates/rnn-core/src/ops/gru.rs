@@ -4,6 +4,7 @@
 
 use super::gemm::{matmul, MatRef, PackedRhs};
 use super::math::Float;
+use super::scratch;
 use super::{
     colsum_into, for_each_batch_chunk, input_gradient, per_step_projection, Problem, Shared,
     StepInput, Weights,
@@ -11,7 +12,7 @@ use super::{
 use std::ops::Range;
 
 /// Activations the backward pass needs, one row per (step, batch) in the problem's row order.
-pub(crate) struct GruSaved<T> {
+pub(crate) struct GruSaved<T: Float> {
     /// Activated gates r, z, n: `(rows, 3 * hidden)`.
     gates: Vec<T>,
     /// `W_hn h + b_hn` before the reset gate: `(rows, hidden)`.
@@ -54,7 +55,7 @@ pub(crate) fn forward<T: Float>(
     });
     // Input pre-activations of every step are kept only when the backward needs them or when the
     // input projection runs before the recurrence.
-    let mut gates = vec![T::zero(); if save || !per_step { rows * g3 } else { 0 }];
+    let mut gates = scratch::take(if save || !per_step { rows * g3 } else { 0 });
     let w_ih_t = if per_step {
         Some(PackedRhs::new(MatRef::row_major(w.w_ih, g3, p.input).t()))
     } else {
@@ -85,8 +86,9 @@ pub(crate) fn forward<T: Float>(
     let w_n_t = PackedRhs::new(MatRef::row_major(&w.w_hh[2 * hh * hh..], hh, hh).t());
     let b_hn = w.b_hh.map(|b| &b[2 * hh..]);
     let saved_len = |n: usize| if save { n } else { 0 };
-    let mut ghn = vec![T::zero(); saved_len(rows * hh)];
-    let mut hprev = vec![T::zero(); saved_len(rows * hh)];
+    // Every row of these buffers is written by the recurrence below (scratch::take).
+    let mut ghn = scratch::take(saved_len(rows * hh));
+    let mut hprev = scratch::take(saved_len(rows * hh));
     let bufs = ForwardBufs {
         gates: Shared::new(&mut gates),
         out: Shared::new(out),
@@ -104,7 +106,19 @@ pub(crate) fn forward<T: Float>(
             save,
         )
     });
-    save.then_some(GruSaved { gates, ghn, hprev })
+    if !save {
+        scratch::give(gates);
+        return None;
+    }
+    Some(GruSaved { gates, ghn, hprev })
+}
+
+impl<T: Float> Drop for GruSaved<T> {
+    fn drop(&mut self) {
+        for buf in [&mut self.gates, &mut self.ghn, &mut self.hprev] {
+            scratch::give(std::mem::take(buf));
+        }
+    }
 }
 
 /// The forward recurrence of batch rows `range`.
@@ -214,8 +228,13 @@ pub(crate) fn backward<T: Float>(
 ) -> GruGrads<T> {
     let (bb, hh, rows) = (p.batch, p.hidden, p.rows());
     let g3 = 3 * hh;
-    let mut dgi = vec![T::zero(); rows * g3];
-    let mut dgh = vec![T::zero(); rows * g3];
+    // Written for every valid row; rows past a sequence's length must read as zero.
+    let mut dgi = scratch::take(rows * g3);
+    let mut dgh = scratch::take(rows * g3);
+    if p.lengths.is_some() {
+        dgi.fill(T::zero());
+        dgh.fill(T::zero());
+    }
     let mut dh0 = vec![T::zero(); bb * hh];
     let bufs = BackwardBufs {
         dgi: Shared::new(&mut dgi),
@@ -229,16 +248,19 @@ pub(crate) fn backward<T: Float>(
     let dgi_m = MatRef::row_major(&dgi, rows, g3);
     let dgh_m = MatRef::row_major(&dgh, rows, g3);
     let dx = input_gradient(p, dgi_m, w.w_ih, g3);
-    let mut dw_ih = vec![T::zero(); g3 * p.input];
+    // Overwritten by the products (not accumulated into).
+    let mut dw_ih = scratch::take(g3 * p.input);
     let x_m = MatRef::row_major(x, rows, p.input);
     matmul(&mut dw_ih, 0, p.input, false, dgi_m.t(), x_m, true);
-    let mut dw_hh = vec![T::zero(); g3 * hh];
+    let mut dw_hh = scratch::take(g3 * hh);
     let hprev = MatRef::row_major(&s.hprev, rows, hh);
     matmul(&mut dw_hh, 0, hh, false, dgh_m.t(), hprev, true);
     let mut db_ih = vec![T::zero(); g3];
     colsum_into(&dgi, g3, &mut db_ih);
     let mut db_hh = vec![T::zero(); g3];
     colsum_into(&dgh, g3, &mut db_hh);
+    scratch::give(dgi);
+    scratch::give(dgh);
     GruGrads {
         dx,
         dh0,

@@ -2,8 +2,9 @@
 //! forward over the whole sequence and its hand-written BPTT backward. The recurrence runs each
 //! chunk of the batch on its own thread (see [`for_each_batch_chunk`]).
 
-use super::gemm::{matmul, MatRef, PackedRhs};
+use super::gemm::{matmul, matmul_shared_lhs, MatRef, PackedRhs};
 use super::math::Float;
+use super::scratch;
 use super::{
     colsum_into, for_each_batch_chunk, input_gradient, per_step_projection, Problem, Shared,
     StepInput, Weights,
@@ -12,7 +13,7 @@ use std::ops::Range;
 
 /// Activations the backward pass needs, each with one row per (step, batch) in the problem's row
 /// order.
-pub(crate) struct LstmSaved<T> {
+pub(crate) struct LstmSaved<T: Float> {
     /// Activated gates i, f, g, o: `(rows, 4 * hidden)`.
     gates: Vec<T>,
     /// State `h` before each step: `(rows, state)`.
@@ -21,6 +22,19 @@ pub(crate) struct LstmSaved<T> {
     cprev: Vec<T>,
     /// `tanh(c)` after each step: `(rows, hidden)`.
     tanhc: Vec<T>,
+}
+
+impl<T: Float> Drop for LstmSaved<T> {
+    fn drop(&mut self) {
+        for buf in [
+            &mut self.gates,
+            &mut self.hprev,
+            &mut self.cprev,
+            &mut self.tanhc,
+        ] {
+            scratch::give(std::mem::take(buf));
+        }
+    }
 }
 
 /// Buffers the forward's batch chunks write, each in its own rows.
@@ -52,7 +66,7 @@ pub(crate) fn forward<T: Float>(
     let per_step = per_step_projection::<T>(p.batch);
     // Pre-activations of every step are kept only when the backward needs them or when the input
     // projection runs before the recurrence.
-    let mut gates = vec![T::zero(); if save || !per_step { rows * g4 } else { 0 }];
+    let mut gates = scratch::take(if save || !per_step { rows * g4 } else { 0 });
     let w_ih_t = if per_step {
         Some(PackedRhs::new(MatRef::row_major(w.w_ih, g4, p.input).t()))
     } else {
@@ -85,9 +99,10 @@ pub(crate) fn forward<T: Float>(
         .w_hr
         .map(|w_hr| PackedRhs::new(MatRef::row_major(w_hr, pp, hh).t()));
     let saved_len = |n: usize| if save { n } else { 0 };
-    let mut hprev = vec![T::zero(); saved_len(rows * pp)];
-    let mut cprev = vec![T::zero(); saved_len(rows * hh)];
-    let mut tanhc = vec![T::zero(); saved_len(rows * hh)];
+    // Every row of these buffers is written by the recurrence below (scratch::take).
+    let mut hprev = scratch::take(saved_len(rows * pp));
+    let mut cprev = scratch::take(saved_len(rows * hh));
+    let mut tanhc = scratch::take(saved_len(rows * hh));
     let bufs = ForwardBufs {
         gates: Shared::new(&mut gates),
         out: Shared::new(out),
@@ -99,7 +114,11 @@ pub(crate) fn forward<T: Float>(
     for_each_batch_chunk(p.batch, |range| {
         forward_chunk(p, range, h0, c0, weights, &bufs, save)
     });
-    save.then_some(LstmSaved {
+    if !save {
+        scratch::give(gates);
+        return None;
+    }
+    Some(LstmSaved {
         gates,
         hprev,
         cprev,
@@ -233,8 +252,13 @@ pub(crate) fn backward<T: Float>(
     let (bb, hh, pp, rows) = (p.batch, p.hidden, p.state, p.rows());
     let g4 = 4 * hh;
     let proj = w.w_hr.is_some();
-    let mut dg = vec![T::zero(); rows * g4];
-    let mut dh_all = vec![T::zero(); if proj { rows * pp } else { 0 }];
+    // Written for every valid row; rows past a sequence's length must read as zero.
+    let mut dg = scratch::take(rows * g4);
+    let mut dh_all = scratch::take(if proj { rows * pp } else { 0 });
+    if p.lengths.is_some() {
+        dg.fill(T::zero());
+        dh_all.fill(T::zero());
+    }
     let mut dh0 = vec![T::zero(); bb * pp];
     let mut dc0 = vec![T::zero(); bb * hh];
     let bufs = BackwardBufs {
@@ -253,17 +277,22 @@ pub(crate) fn backward<T: Float>(
     });
     let dg_m = MatRef::row_major(&dg, rows, g4);
     let dx = input_gradient(p, dg_m, w.w_ih, g4);
-    let mut dw_ih = vec![T::zero(); g4 * p.input];
+    // Overwritten by the products (not accumulated into).
+    let mut dw_ih = scratch::take(g4 * p.input);
     let x_m = MatRef::row_major(x, rows, p.input);
-    matmul(&mut dw_ih, 0, p.input, false, dg_m.t(), x_m, true);
-    let mut dw_hh = vec![T::zero(); g4 * pp];
+    let mut dw_hh = scratch::take(g4 * pp);
     let hprev = MatRef::row_major(&s.hprev, rows, pp);
-    matmul(&mut dw_hh, 0, pp, false, dg_m.t(), hprev, true);
+    // dW_ih = dG^T x and dW_hh = dG^T h_prev, with dG^T packed once for both.
+    matmul_shared_lhs(
+        dg_m.t(),
+        &mut [(&mut dw_ih, p.input, x_m), (&mut dw_hh, pp, hprev)],
+        true,
+    );
     let mut db = vec![T::zero(); g4];
     colsum_into(&dg, g4, &mut db);
     let dw_hr = if proj {
         // r = o * tanh(c) per row, the projection's input.
-        let mut r = vec![T::zero(); rows * hh];
+        let mut r = scratch::take(rows * hh);
         for row in 0..rows {
             let o = &s.gates[row * g4 + 3 * hh..][..hh];
             let tc = &s.tanhc[row * hh..][..hh];
@@ -271,7 +300,7 @@ pub(crate) fn backward<T: Float>(
                 *rj = *oj * *tj;
             }
         }
-        let mut dw_hr = vec![T::zero(); pp * hh];
+        let mut dw_hr = scratch::take(pp * hh);
         let dh_m = MatRef::row_major(&dh_all, rows, pp);
         matmul(
             &mut dw_hr,
@@ -282,10 +311,13 @@ pub(crate) fn backward<T: Float>(
             MatRef::row_major(&r, rows, hh),
             true,
         );
+        scratch::give(r);
         dw_hr
     } else {
         Vec::new()
     };
+    scratch::give(dg);
+    scratch::give(dh_all);
     LstmGrads {
         dx,
         dh0,

@@ -32,6 +32,8 @@ pub(crate) trait Float:
     fn exp_shifted_inplace(xs: &mut [Self], shift: Self) -> Self;
     /// `xs[i] *= alpha`.
     fn scale_inplace(xs: &mut [Self], alpha: Self);
+    /// The recycled-buffer cache of this dtype ([`super::scratch`]).
+    fn pool() -> &'static super::scratch::Pool<Self>;
 }
 
 #[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma", "aarch64+neon"))]
@@ -150,6 +152,10 @@ impl Float for f32 {
     fn scale_inplace(xs: &mut [Self], alpha: Self) {
         scale_f32(xs, alpha)
     }
+    fn pool() -> &'static super::scratch::Pool<Self> {
+        static POOL: super::scratch::Pool<f32> = super::scratch::Pool::new();
+        &POOL
+    }
 }
 
 impl Float for f64 {
@@ -183,6 +189,10 @@ impl Float for f64 {
         for x in xs.iter_mut() {
             *x *= alpha;
         }
+    }
+    fn pool() -> &'static super::scratch::Pool<Self> {
+        static POOL: super::scratch::Pool<f64> = super::scratch::Pool::new();
+        &POOL
     }
 }
 

@@ -15,6 +15,7 @@ pub(crate) mod linear_ce;
 mod lstm;
 pub(crate) mod math;
 mod rnn;
+pub(crate) mod scratch;
 
 use crate::cell::params::CellParams;
 use crate::{Mode, RnnState};
@@ -266,11 +267,18 @@ fn input_gradient<T: Float>(
     gates: usize,
 ) -> Option<Vec<T>> {
     p.input_grad.then(|| {
-        let mut dx = vec![T::zero(); p.rows() * p.input];
+        // Overwritten by the product.
+        let mut dx = scratch::take(p.rows() * p.input);
         let w_ih = gemm::MatRef::row_major(w_ih, gates, p.input);
         gemm::matmul(&mut dx, 0, p.input, false, dg, w_ih, true);
         dx
     })
+}
+
+/// Appends a weight gradient to the packed parameter gradient and recycles its buffer.
+fn append<T: Float>(dst: &mut Vec<T>, grad: Vec<T>) {
+    dst.extend_from_slice(&grad);
+    scratch::give(grad);
 }
 
 /// Adds up the rows of a row-major `(rows, width)` buffer into `out (width)`.
@@ -315,7 +323,8 @@ impl FusedRecurrence {
     /// parameters.
     fn forward_parts<T: Float>(&self, xs: &[T], h0: &[T], c0: &[T], w: &Weights<T>) -> Vec<T> {
         let p = &self.problem;
-        let mut out = vec![T::zero(); self.out_len()];
+        // Every row of every step and the final state are written by the forward.
+        let mut out = scratch::take(self.out_len());
         let saved: Option<Box<dyn Any + Send + Sync>> = match self.mode {
             Mode::Lstm => {
                 lstm::forward(p, xs, h0, c0, w, &mut out, self.save).map(|s| Box::new(s) as _)
@@ -356,13 +365,13 @@ impl FusedRecurrence {
                     bail!("fused recurrence: saved activations have the wrong type")
                 };
                 let g = lstm::backward(p, xs, &w, s, grad_out);
-                dparams.extend(g.dw_ih);
-                dparams.extend(g.dw_hh);
+                append(&mut dparams, g.dw_ih);
+                append(&mut dparams, g.dw_hh);
                 if w.b_ih.is_some() {
                     dparams.extend_from_slice(&g.db);
                     dparams.extend(g.db);
                 }
-                dparams.extend(g.dw_hr);
+                append(&mut dparams, g.dw_hr);
                 let mut dstate = g.dh0;
                 dstate.extend(g.dc0);
                 (g.dx, dstate)
@@ -372,8 +381,8 @@ impl FusedRecurrence {
                     bail!("fused recurrence: saved activations have the wrong type")
                 };
                 let g = gru::backward(p, xs, &w, s, grad_out);
-                dparams.extend(g.dw_ih);
-                dparams.extend(g.dw_hh);
+                append(&mut dparams, g.dw_ih);
+                append(&mut dparams, g.dw_hh);
                 if w.b_ih.is_some() {
                     dparams.extend(g.db_ih);
                     dparams.extend(g.db_hh);
@@ -386,8 +395,8 @@ impl FusedRecurrence {
                 };
                 let relu = self.mode == Mode::RnnRelu;
                 let g = rnn::backward(p, relu, xs, &w, s, grad_out);
-                dparams.extend(g.dw_ih);
-                dparams.extend(g.dw_hh);
+                append(&mut dparams, g.dw_ih);
+                append(&mut dparams, g.dw_hh);
                 if w.b_ih.is_some() {
                     dparams.extend_from_slice(&g.db);
                     dparams.extend(g.db);

@@ -2,13 +2,14 @@
 //! ReLU): forward over the whole sequence and its hand-written BPTT backward. The recurrence runs
 //! each chunk of the batch on its own thread (see [`for_each_batch_chunk`]).
 
-use super::gemm::{matmul, MatRef, PackedRhs};
+use super::gemm::{matmul, matmul_shared_lhs, MatRef, PackedRhs};
 use super::math::Float;
+use super::scratch;
 use super::{colsum_into, for_each_batch_chunk, input_gradient, Problem, Shared, Weights};
 use std::ops::Range;
 
 /// Activations the backward pass needs, one row per (step, batch) in the problem's row order.
-pub(crate) struct RnnSaved<T> {
+pub(crate) struct RnnSaved<T: Float> {
     /// `h'` of every row (before masking): `(rows, hidden)`; the activation's derivative comes
     /// from it (`1 - h'^2` for tanh, `h' > 0` for ReLU).
     act: Vec<T>,
@@ -34,7 +35,8 @@ pub(crate) fn forward<T: Float>(
     save: bool,
 ) -> Option<RnnSaved<T>> {
     let (hh, rows) = (p.hidden, p.rows());
-    let mut act = vec![T::zero(); rows * hh];
+    // Written in full by the bias rows and the product below.
+    let mut act = scratch::take(rows * hh);
     if let (Some(b_ih), Some(b_hh)) = (w.b_ih, w.b_hh) {
         let bias: Vec<T> = b_ih.iter().zip(b_hh).map(|(a, b)| *a + *b).collect();
         for row in act.chunks_exact_mut(hh) {
@@ -53,7 +55,8 @@ pub(crate) fn forward<T: Float>(
     );
     // W_hh^T packed once for the per-step products.
     let w_hh_t = PackedRhs::new(MatRef::row_major(w.w_hh, hh, hh).t());
-    let mut hprev = vec![T::zero(); if save { rows * hh } else { 0 }];
+    // Every row is written by the recurrence below (scratch::take).
+    let mut hprev = scratch::take(if save { rows * hh } else { 0 });
     let bufs = ForwardBufs {
         act: Shared::new(&mut act),
         out: Shared::new(out),
@@ -62,7 +65,18 @@ pub(crate) fn forward<T: Float>(
     for_each_batch_chunk(p.batch, |range| {
         forward_chunk(p, range, relu, h0, &w_hh_t, &bufs, save)
     });
-    save.then_some(RnnSaved { act, hprev })
+    if !save {
+        scratch::give(act);
+        return None;
+    }
+    Some(RnnSaved { act, hprev })
+}
+
+impl<T: Float> Drop for RnnSaved<T> {
+    fn drop(&mut self) {
+        scratch::give(std::mem::take(&mut self.act));
+        scratch::give(std::mem::take(&mut self.hprev));
+    }
 }
 
 /// The forward recurrence of batch rows `range`.
@@ -135,7 +149,11 @@ pub(crate) fn backward<T: Float>(
     grad_out: &[T],
 ) -> RnnGrads<T> {
     let (bb, hh, rows) = (p.batch, p.hidden, p.rows());
-    let mut dg = vec![T::zero(); rows * hh];
+    // Written for every valid row; rows past a sequence's length must read as zero.
+    let mut dg = scratch::take(rows * hh);
+    if p.lengths.is_some() {
+        dg.fill(T::zero());
+    }
     let mut dh0 = vec![T::zero(); bb * hh];
     let (dg_s, dh0_s) = (Shared::new(&mut dg), Shared::new(&mut dh0));
     let w_hh = PackedRhs::new(MatRef::row_major(w.w_hh, hh, hh));
@@ -144,14 +162,20 @@ pub(crate) fn backward<T: Float>(
     });
     let dg_m = MatRef::row_major(&dg, rows, hh);
     let dx = input_gradient(p, dg_m, w.w_ih, hh);
-    let mut dw_ih = vec![T::zero(); hh * p.input];
+    // Overwritten by the products (not accumulated into).
+    let mut dw_ih = scratch::take(hh * p.input);
     let x_m = MatRef::row_major(x, rows, p.input);
-    matmul(&mut dw_ih, 0, p.input, false, dg_m.t(), x_m, true);
-    let mut dw_hh = vec![T::zero(); hh * hh];
+    let mut dw_hh = scratch::take(hh * hh);
     let hprev = MatRef::row_major(&s.hprev, rows, hh);
-    matmul(&mut dw_hh, 0, hh, false, dg_m.t(), hprev, true);
+    // dW_ih = dG^T x and dW_hh = dG^T h_prev, with dG^T packed once for both.
+    matmul_shared_lhs(
+        dg_m.t(),
+        &mut [(&mut dw_ih, p.input, x_m), (&mut dw_hh, hh, hprev)],
+        true,
+    );
     let mut db = vec![T::zero(); hh];
     colsum_into(&dg, hh, &mut db);
+    scratch::give(dg);
     RnnGrads {
         dx,
         dh0,
