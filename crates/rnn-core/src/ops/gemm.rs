@@ -7,6 +7,7 @@
 //! recurrence with one fixed right-hand matrix.
 
 use super::math::Float;
+use super::scratch;
 
 /// A read-only strided matrix view: element (i, j) is at `ptr[i * rs + j * cs]`.
 #[derive(Clone, Copy)]
@@ -300,31 +301,18 @@ fn blocked_f32_parts(parts: &mut [Part], accumulate: bool, a: MatRef<f32>, may_t
         .enumerate()
         .flat_map(|(j, p)| (0..p.3.cols.div_ceil(nr)).map(move |q| (j, q)))
         .collect();
-    let mut panels = vec![0f32; panel_of.len() * k * nr];
+    // Every element is written by `pack_b` (zero past each part's last column).
+    let mut panels = scratch::take(panel_of.len() * k * nr);
     let pack_b = |(i, panel): (usize, &mut [f32])| {
         let (j, q) = panel_of[i];
         let b = parts[j].3;
         let cols = nr.min(b.cols - q * nr);
-        if b.cs == 1 && cols == nr {
-            let src = b.offset + q * nr;
-            match nr {
-                16 => copy_rows::<16>(panel, b.data, src, b.rs),
-                32 => copy_rows::<32>(panel, b.data, src, b.rs),
-                _ => copy_rows_dyn(panel, nr, b.data, src, b.rs),
-            }
-            return;
-        }
-        for p in 0..k {
-            let row = &mut panel[p * nr..][..cols];
-            let src = b.offset + p * b.rs + q * nr * b.cs;
-            if b.cs == 1 {
-                row.copy_from_slice(&b.data[src..][..cols]);
-            } else {
-                for (j, v) in row.iter_mut().enumerate() {
-                    *v = b.data[src + j * b.cs];
-                }
-            }
-        }
+        let first = b.offset + q * nr * b.cs;
+        pack_panels(
+            panel,
+            nr,
+            MatRef::strided(b.data, first, k, cols, b.rs, b.cs),
+        );
     };
     if threads > 1 {
         panels.par_chunks_mut(k * nr).enumerate().for_each(pack_b);
@@ -350,33 +338,15 @@ fn blocked_f32_parts(parts: &mut [Part], accumulate: bool, a: MatRef<f32>, may_t
         let blocks = mc.div_ceil(mr);
         for p0 in (0..k).step_by(kernel::KC) {
             let kc = kernel::KC.min(k - p0);
-            // Micro-panels of MR rows: element (i, p) at [blk][p][i % MR], zero-padded rows.
-            apack.clear();
-            apack.resize(blocks * kc * mr, 0.0);
-            for blk in 0..blocks {
-                let rows = mr.min(mc - blk * mr);
-                let dst = &mut apack[blk * kc * mr..][..kc * mr];
-                let src = a.offset + (i0 + blk * mr) * a.rs + p0 * a.cs;
-                if a.rs == 1 && rows == mr {
-                    // Column-major `a` (a transpose): each step's MR rows are contiguous.
-                    match mr {
-                        6 => copy_rows::<6>(dst, a.data, src, a.cs),
-                        8 => copy_rows::<8>(dst, a.data, src, a.cs),
-                        _ => copy_rows_dyn(dst, mr, a.data, src, a.cs),
-                    }
-                } else if a.rs == 1 {
-                    for (p, d) in dst.chunks_exact_mut(mr).enumerate() {
-                        d[..rows].copy_from_slice(&a.data[src + p * a.cs..][..rows]);
-                    }
-                } else {
-                    for i in 0..rows {
-                        let row = src + i * a.rs;
-                        for p in 0..kc {
-                            dst[p * mr + i] = a.data[row + p * a.cs];
-                        }
-                    }
-                }
+            // Micro-panels of MR rows: element (i, p) at [blk][p][i % MR], zero-padded rows:
+            // the column panels of this block's transpose.
+            let len = blocks * kc * mr;
+            if apack.len() < len {
+                apack.resize(len, 0.0);
             }
+            let block =
+                MatRef::strided(a.data, a.offset + i0 * a.rs + p0 * a.cs, mc, kc, a.rs, a.cs);
+            pack_panels(&mut apack[..len], mr, block.t());
             for (base, dst_rs, n, first) in &outs {
                 // SAFETY: `apack` holds `blocks` micro-panels of `kc` steps; `panels` holds this
                 // part's panels of `k` rows from `first`; the destination rows `i0..i0 + mc` of
@@ -405,6 +375,7 @@ fn blocked_f32_parts(parts: &mut [Part], accumulate: bool, a: MatRef<f32>, may_t
         let mut apack = Vec::with_capacity(mc_max * kc_max);
         starts.iter().for_each(|i0| run(&mut apack, i0));
     }
+    scratch::give(panels);
 }
 
 /// `data` as `&[f32]` when `T` is `f32`.
@@ -429,6 +400,95 @@ fn copy_rows<const N: usize>(dst: &mut [f32], src: &[f32], start: usize, stride:
 fn copy_rows_dyn(dst: &mut [f32], n: usize, src: &[f32], start: usize, stride: usize) {
     for (p, d) in dst.chunks_exact_mut(n).enumerate() {
         d.copy_from_slice(&src[start + p * stride..][..n]);
+    }
+}
+
+/// Packs `b (k, n)` into `ceil(n / nr)` column panels of `k` rows of `nr` floats (element
+/// `(p, j)` at `dst[(j / nr) * k * nr + p * nr + j % nr]`, zero past column `n`): the layout of
+/// [`PackedRhs`]'s panels, and with `b = aᵀ` that of the kernel's row micro-panels of `a`.
+/// `dst` must hold exactly that many floats; every one is written.
+fn pack_panels(dst: &mut [f32], nr: usize, b: MatRef<f32>) {
+    let (k, n) = (b.rows, b.cols);
+    assert_eq!(
+        dst.len(),
+        n.div_ceil(nr) * k * nr,
+        "pack_panels: destination size"
+    );
+    for (q, panel) in dst.chunks_exact_mut(k * nr).enumerate() {
+        let cols = nr.min(n - q * nr);
+        let first = b.offset + q * nr * b.cs;
+        if b.cs == 1 && cols == nr {
+            // Each row of the panel is a contiguous run of `b`.
+            match nr {
+                6 => copy_rows::<6>(panel, b.data, first, b.rs),
+                8 => copy_rows::<8>(panel, b.data, first, b.rs),
+                16 => copy_rows::<16>(panel, b.data, first, b.rs),
+                32 => copy_rows::<32>(panel, b.data, first, b.rs),
+                _ => copy_rows_dyn(panel, nr, b.data, first, b.rs),
+            }
+        } else if b.rs == 1 {
+            // Each column of the panel is a contiguous run of `b` (a transpose): interleave them.
+            match nr {
+                6 => interleave::<6>(panel, b.data, first, b.cs, cols, k),
+                8 => interleave::<8>(panel, b.data, first, b.cs, cols, k),
+                16 => interleave::<16>(panel, b.data, first, b.cs, cols, k),
+                32 => interleave::<32>(panel, b.data, first, b.cs, cols, k),
+                _ => interleave_dyn(panel, nr, b.data, first, b.cs, cols, k),
+            }
+        } else {
+            for (p, row) in panel.chunks_exact_mut(nr).enumerate() {
+                for (j, v) in row.iter_mut().enumerate() {
+                    *v = if j < cols {
+                        b.data[first + p * b.rs + j * b.cs]
+                    } else {
+                        0.0
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// `dst[p * N + j] = src[start + j * stride + p]` for `p < k` and `j < cols`, zero for
+/// `cols <= j < N`: `cols` contiguous runs of `k` floats interleaved (a transpose). With `N` a
+/// constant the runs' positions stay in registers and the loop has no bounds checks.
+fn interleave<const N: usize>(
+    dst: &mut [f32],
+    src: &[f32],
+    start: usize,
+    stride: usize,
+    cols: usize,
+    k: usize,
+) {
+    if cols < N {
+        return interleave_dyn(dst, N, src, start, stride, cols, k);
+    }
+    let runs: [&[f32]; N] = std::array::from_fn(|j| &src[start + j * stride..][..k]);
+    for (p, d) in dst[..k * N].chunks_exact_mut(N).enumerate() {
+        let d: &mut [f32; N] = d.try_into().expect("N floats");
+        for j in 0..N {
+            d[j] = runs[j][p];
+        }
+    }
+}
+
+/// [`interleave`] with a run-time width `n` (and any `cols <= n`).
+fn interleave_dyn(
+    dst: &mut [f32],
+    n: usize,
+    src: &[f32],
+    start: usize,
+    stride: usize,
+    cols: usize,
+    k: usize,
+) {
+    for (j, run) in (0..cols).map(|j| (j, &src[start + j * stride..][..k])) {
+        for (p, v) in run.iter().enumerate() {
+            dst[p * n + j] = *v;
+        }
+    }
+    for p in 0..k {
+        dst[p * n + cols..][..n - cols].fill(0.0);
     }
 }
 
@@ -472,6 +532,12 @@ pub(crate) struct PackedRhs<T> {
     panels: Vec<f32>,
 }
 
+impl<T> Drop for PackedRhs<T> {
+    fn drop(&mut self) {
+        scratch::give(std::mem::take(&mut self.panels));
+    }
+}
+
 impl<T: Float> PackedRhs<T> {
     /// Whether [`PackedRhs::new`] packs for the register-blocked kernel (f32 on a CPU with one).
     pub fn uses_kernel() -> bool {
@@ -497,19 +563,9 @@ impl<T: Float> PackedRhs<T> {
         }
         let nr = kernel::nr();
         let np = n.div_ceil(nr);
-        let mut panels = vec![0f32; np * k * nr];
-        let data = f32_view(b.data).expect("the packed kernel runs f32 only");
-        for q in 0..np {
-            let panel = &mut panels[q * k * nr..][..k * nr];
-            for j in 0..nr.min(n - q * nr) {
-                // Column j of the panel: contiguous in `b.data` when `b` is a transpose (the
-                // recurrent weights), so it is read front to back.
-                let col = b.offset + (q * nr + j) * b.cs;
-                for (p, v) in panel[j..].iter_mut().step_by(nr).enumerate() {
-                    *v = data[col + p * b.rs];
-                }
-            }
-        }
+        // Every element is written by `pack_panels` (zero past `n`).
+        let mut panels = scratch::take(np * k * nr);
+        pack_panels(&mut panels, nr, cast(b));
         Self {
             k,
             n,
@@ -550,18 +606,12 @@ impl<T: Float> PackedRhs<T> {
             // kernel then reads one contiguous stream instead of MR strided rows, measured
             // ~1.3x faster for a batch chunk of 32 rows times 1024 x 4096 recurrent weights.
             PACKED_A.with_borrow_mut(|apack| {
-                let blocks = m.div_ceil(mr);
-                apack.clear();
-                apack.resize(blocks * k * mr, 0.0);
-                let data = f32_view(a.data).expect("the packed kernel runs f32 only");
-                for i in 0..m {
-                    let (blk, lane) = (i / mr, i % mr);
-                    let dst = &mut apack[blk * k * mr + lane..];
-                    let row = a.offset + i * a.rs;
-                    for (p, v) in dst.iter_mut().step_by(mr).take(k).enumerate() {
-                        *v = data[row + p * a.cs];
-                    }
+                let len = m.div_ceil(mr) * k * mr;
+                if apack.len() < len {
+                    apack.resize(len, 0.0);
                 }
+                // Row blocks of `a` are the kernel's column panels of `aᵀ`.
+                pack_panels(&mut apack[..len], mr, cast(a).t());
                 // SAFETY: as below; `apack` holds `blocks` micro-panels of `k` steps.
                 unsafe {
                     let c_ptr = (dst.as_mut_ptr() as *mut f32).add(dst_offset);
@@ -1265,6 +1315,42 @@ mod tests {
                     .all(|(x, y)| (x - 0.5 - y).abs() < 1e-12),
                 "m = {m}"
             );
+        }
+    }
+
+    /// `pack_panels` puts element `(p, j)` of any layout at `[j / nr][p][j % nr]` and zero past
+    /// the last column, for every panel width the kernels use and a run-time one.
+    #[test]
+    fn panels_hold_every_element_and_zero_padding() {
+        for &(k, n) in &[(1, 1), (3, 5), (7, 16), (9, 33), (130, 70), (5, 6)] {
+            let src: Vec<f32> = (0..3 * k * n + 7).map(|i| i as f32 + 0.5).collect();
+            // Row-major, column-major (a transpose) and fully strided views, all at an offset.
+            let views = [
+                MatRef::strided(&src, 3, k, n, n, 1),
+                MatRef::strided(&src, 5, k, n, 1, k + 1),
+                MatRef::strided(&src, 2, k, n, 2 * n, 2),
+            ];
+            for b in views {
+                for nr in [6, 8, 16, 32, 5] {
+                    let np = n.div_ceil(nr);
+                    let mut dst = vec![f32::NAN; np * k * nr];
+                    pack_panels(&mut dst, nr, b);
+                    for q in 0..np {
+                        for p in 0..k {
+                            for lane in 0..nr {
+                                let j = q * nr + lane;
+                                let want = if j < n {
+                                    src[b.offset + p * b.rs + j * b.cs]
+                                } else {
+                                    0.0
+                                };
+                                let got = dst[q * k * nr + p * nr + lane];
+                                assert_eq!(got, want, "k={k} n={n} nr={nr} ({p},{j})");
+                            }
+                        }
+                    }
+                }
+            }
         }
     }
 
