@@ -390,9 +390,16 @@ impl Rnn {
         train: bool,
     ) -> Result<(Tensor, RnnState)> {
         let dirs = self.cfg.num_directions();
-        // The kernels run time-major: each step's rows are then one contiguous block (batch-first
-        // rows of one step lie a whole sequence apart, which costs cache and TLB misses).
-        let mut input = if prepared.batch_first {
+        // With a graph the kernels run time-major: each step's rows of the activations they save
+        // are then one contiguous block (batch-first rows of one step lie a whole sequence apart,
+        // which costs cache and TLB misses), for the price of transposing the input and the
+        // output. With nothing to differentiate nothing is saved, so they run in the caller's
+        // layout, reading and writing each step's rows in place (GRU B32 inference ~15% faster).
+        let tracked = prepared.xs.track_op()
+            || state.is_some_and(|s| s.h.track_op() || s.c.as_ref().is_some_and(Tensor::track_op))
+            || self.cells.iter().any(CellParams::tracked);
+        let transpose = prepared.batch_first && tracked;
+        let mut input = if transpose {
             prepared.xs.transpose(0, 1)?.contiguous()?
         } else {
             prepared.xs.clone()
@@ -406,7 +413,7 @@ impl Rnn {
                 let (ys, fin) = ops::fused_direction(
                     &self.cells[idx],
                     &input,
-                    false,
+                    prepared.batch_first && !transpose,
                     &init,
                     lengths,
                     direction == 1,
@@ -420,14 +427,18 @@ impl Rnn {
                 Tensor::cat(&outputs, 2)?
             };
             if train && self.cfg.dropout > 0.0 && layer + 1 < self.cfg.num_layers {
-                let mask =
+                // Drawn time-major, as the composed twin draws it.
+                let mut mask =
                     self.dropout_mask(layer, prepared.seq_len, prepared.batch, &layer_out)?;
+                if prepared.batch_first && !transpose {
+                    mask = mask.transpose(0, 1)?;
+                }
                 layer_out = (layer_out * mask)?;
             }
             input = layer_out;
         }
         // Contiguous, so downstream ops (reductions, heads) do not walk a strided view.
-        let ys = if prepared.batch_first {
+        let ys = if transpose {
             input.transpose(0, 1)?.contiguous()?
         } else {
             input

@@ -87,6 +87,11 @@ impl CellParams {
         }
     }
 
+    /// Whether any weight is in an autograd graph (a `Var` or computed from one).
+    pub fn tracked(&self) -> bool {
+        self.named().into_iter().any(|(_, w)| w.track_op())
+    }
+
     /// Size of `h`: the projection size when projecting, else `hidden_size`.
     pub fn state_size(&self) -> usize {
         match &self.weight_hr {
