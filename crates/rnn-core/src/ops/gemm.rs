@@ -461,7 +461,20 @@ fn interleave<const N: usize>(
     k: usize,
 ) {
     if cols < N {
-        return interleave_dyn(dst, N, src, start, stride, cols, k);
+        // A remainder block (e.g. the last 4 rows of a 16-row batch chunk in 6-row blocks).
+        let runs: [&[f32]; N] = std::array::from_fn(|j| {
+            if j < cols {
+                &src[start + j * stride..][..k]
+            } else {
+                &[]
+            }
+        });
+        for (p, d) in dst[..k * N].chunks_exact_mut(N).enumerate() {
+            for (j, v) in d.iter_mut().enumerate() {
+                *v = if j < cols { runs[j][p] } else { 0.0 };
+            }
+        }
+        return;
     }
     let runs: [&[f32]; N] = std::array::from_fn(|j| &src[start + j * stride..][..k]);
     for (p, d) in dst[..k * N].chunks_exact_mut(N).enumerate() {
