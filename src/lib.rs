@@ -2,6 +2,7 @@
 #![warn(missing_docs)]
 
 pub mod bench;
+pub mod bench_devices;
 pub mod cli;
 pub mod tasks;
 pub use rnn_core as core;

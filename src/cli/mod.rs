@@ -195,12 +195,97 @@ pub struct BenchArgs {
     /// f32, f64, bf16 or f16 (half precision with `--impl composed` or `candle-nn`).
     #[arg(long, default_value = "f32")]
     pub dtype: String,
-    /// Print one JSON line instead of text.
+    /// Print one JSON line instead of text (with --devices: one JSON line per row).
     #[arg(long)]
     pub json: bool,
+    /// Time a table instead of one layer: every device of this comma-separated list (cpu, cuda,
+    /// cuda:N, metal, metal:N, auto; `all` = every device kind of this build) × --cells ×
+    /// --modes × --shapes, printed as Markdown (or --json lines). A device this build or machine
+    /// lacks, and a workload that fails, is a row saying so; the exit status is 0 whatever the
+    /// rows hold.
+    #[arg(long, value_name = "LIST", conflicts_with_all = ["device", "mode"])]
+    pub devices: Option<String>,
+    /// With --devices: cells, comma-separated (default: --cell).
+    #[arg(
+        long,
+        value_name = "LIST",
+        requires = "devices",
+        conflicts_with = "cell"
+    )]
+    pub cells: Option<String>,
+    /// With --devices: modes, comma-separated (default: train,infer).
+    #[arg(long, value_name = "LIST", requires = "devices")]
+    pub modes: Option<String>,
+    /// With --devices: shapes BxTxIxH, `;`-separated, e.g. '32x64x256x256;1x100x64x128'
+    /// (default: the one of --batch, --seq-len, --input-size, --hidden-size).
+    #[arg(
+        long,
+        value_name = "LIST",
+        requires = "devices",
+        conflicts_with_all = ["batch", "seq_len", "input_size", "hidden_size"]
+    )]
+    pub shapes: Option<String>,
+    /// With --devices: also time each row in PyTorch with this Python (same shape, device, mode,
+    /// dtype and iterations; oneDNN on CPU, cuDNN on CUDA), and print the ratio ours / PyTorch.
+    #[arg(long, value_name = "PYTHON", requires = "devices")]
+    pub pytorch: Option<PathBuf>,
+    /// With --devices: allow TF32 in f32 matrix products on CUDA, on both sides (default off,
+    /// as in Candle and PyTorch).
+    #[arg(long, requires = "devices")]
+    pub tf32: bool,
+}
+
+/// `rnn bench --devices`: the table, printed row by row as each is measured.
+fn bench_table(args: &BenchArgs, devices: &str) -> Result<()> {
+    use crate::bench_devices::{self as table, Shape, TableSpec};
+    let cells = match &args.cells {
+        Some(list) => table::parse_cells(list)?,
+        None => vec![args.cell.parse::<Mode>().context("--cell")?],
+    };
+    let shapes = match &args.shapes {
+        Some(list) => table::parse_shapes(list)?,
+        None => vec![Shape {
+            batch: args.batch,
+            seq_len: args.seq_len,
+            input: args.input_size,
+            hidden: args.hidden_size,
+        }],
+    };
+    let spec = TableSpec {
+        devices: table::expand_devices(devices)?,
+        cells,
+        modes: table::parse_modes(args.modes.as_deref().unwrap_or("train,infer"))?,
+        shapes,
+        layers: args.layers,
+        bidirectional: args.bidirectional,
+        implementation: args.implementation.parse::<BenchImpl>()?,
+        dtype: run::parse_dtype(&args.dtype)?,
+        iters: args.iters,
+        pytorch: args.pytorch.clone(),
+        tf32: args.tf32,
+    };
+    if !args.json {
+        println!("{}", table::markdown_header(&spec, &table::Host::detect()));
+    }
+    let mut failed = None;
+    table::run_table(&spec, |row| {
+        let line = if args.json {
+            serde_json::to_string(row).map_err(anyhow::Error::from)
+        } else {
+            Ok(table::markdown_row(row, spec.pytorch.is_some()))
+        };
+        match line {
+            Ok(line) => println!("{line}"),
+            Err(e) => failed = Some(e),
+        }
+    })?;
+    failed.map_or(Ok(()), Err)
 }
 
 fn bench(args: BenchArgs) -> Result<()> {
+    if let Some(devices) = &args.devices {
+        return bench_table(&args, devices);
+    }
     let cell: Mode = args.cell.parse().context("--cell")?;
     let train = match args.mode.as_str() {
         "train" => true,
