@@ -12,7 +12,7 @@
 #
 #   run.sh --cpu-dry-run OUT   (or RUN_SH_DEVICE=cpu) the same steps on the CPU, without the
 #                              GPU checks, smaller models: exercises this script anywhere.
-# Other knobs: RUN_SH_STEPS (training steps per job, default 300; 60 in a dry run),
+# Other knobs: RUN_SH_STEPS (training steps per job, default 300; 150 in a dry run),
 #              RUN_SH_BUDGET (seconds), RUN_SH_BENCH_ITERS (default 20; 5 in a dry run).
 set -u
 KIT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -36,7 +36,7 @@ OUT="$(cd "$OUT" && pwd)"
 RESULTS="$OUT/results.jsonl"
 : >"$RESULTS"
 BUDGET="${RUN_SH_BUDGET:-450}"
-if [ "$DRY" = 1 ]; then STEPS="${RUN_SH_STEPS:-60}"; else STEPS="${RUN_SH_STEPS:-300}"; fi
+if [ "$DRY" = 1 ]; then STEPS="${RUN_SH_STEPS:-150}"; else STEPS="${RUN_SH_STEPS:-300}"; fi
 if [ "$DRY" = 1 ]; then ITERS="${RUN_SH_BENCH_ITERS:-5}"; else ITERS="${RUN_SH_BENCH_ITERS:-20}"; fi
 START=$(date +%s)
 FAILS=0
@@ -76,7 +76,7 @@ run_step() {
   local name="$1" limit="$2"; shift 2
   local now left log t0 t1 rc status secs
   now=$(date +%s); left=$((START + BUDGET - now))
-  log="$OUT/logs/$(echo "$name" | tr -c 'A-Za-z0-9_.-' '_').log"
+  log="$OUT/logs/$(printf '%s' "$name" | tr -c 'A-Za-z0-9_.-' '_').log"
   if [ "$left" -lt 10 ]; then
     record "$name" FAIL 0 "not run: the time budget of ${BUDGET}s is spent"
     return 1
@@ -188,9 +188,11 @@ step_libraries() {
   for b in "$BIN"/*; do
     [ -x "$b" ] || continue
     echo "== ldd -r $(basename "$b")"
+    # -r: bind every symbol as the loader will (the executables are linked with BIND_NOW);
+    # an undefined symbol of the executable itself means a library older than the build's.
     out=$(tmo ldd -r "$b" 2>&1)
     echo "$out" | grep -E 'cuda|cublas|curand|nvrtc|cudnn|nccl|not found|undefined symbol' || true
-    if echo "$out" | grep -qE 'not found|undefined symbol'; then
+    if echo "$out" | grep -q 'not found' || echo "$out" | grep -F "($b)" | grep -q 'undefined symbol'; then
       echo "!! $(basename "$b"): missing libraries or symbols"; bad=1
     fi
     if [ "$DRY" = 0 ] && echo "$out" | grep -E 'libcuda\.so\.1' | grep -q '/stubs/'; then
@@ -314,19 +316,27 @@ step_bench() {
   return 0
 }
 
+# `rnn bench --devices`: the composed LSTM/GRU on the CPU and the device, against PyTorch (when
+# python3 has torch). That command exits 0 whatever its rows hold: each row must say "ok".
 step_bench_compare() {
-  local devices="cpu,$DEVICE" py="" lines
+  local devices="cpu,$DEVICE" py=() lines
   [ "$DRY" = 1 ] && devices=cpu
-  if tmo python3 -c 'import torch' 2>/dev/null; then py="--pytorch python3"; else echo "no torch in python3: without --pytorch"; fi
-  # shellcheck disable=SC2086
-  lines=$(tmo "$BIN/rnn" bench --devices "$devices" $py --cell lstm --mode train --batch 32 --seq-len 64 \
-    --input-size 256 --hidden-size 256 --iters "$ITERS" --json) || { NOTE="rnn bench --devices $devices $py failed"; return 1; }
+  if tmo python3 -c 'import torch' 2>/dev/null; then py=(--pytorch python3); else echo "no torch in python3: without --pytorch"; fi
+  lines=$(tmo "$BIN/rnn" bench --devices "$devices" "${py[@]}" --cells lstm,gru --modes train,infer --impl composed \
+    --batch 32 --seq-len 64 --input-size 256 --hidden-size 256 --iters "$ITERS" --json) \
+    || { NOTE="rnn bench --devices $devices ${py[*]} failed"; return 1; }
   echo "$lines"
-  local l n=0
+  local l n=0 bad=0
   while IFS= read -r l; do
-    case "$l" in "{"*) printf '{"step":"bench-compare","status":"DATA","seconds":0,"note":"","bench":%s}\n' "$l" >>"$RESULTS"; n=$((n + 1)) ;; esac
+    case "$l" in
+      "{"*)
+        printf '{"step":"bench-compare","status":"DATA","seconds":0,"note":"","compare":%s}\n' "$l" >>"$RESULTS"
+        n=$((n + 1))
+        case "$l" in *'"status":"ok"'*) ;; *) bad=$((bad + 1)) ;; esac ;;
+    esac
   done <<<"$lines"
-  NOTE="$n result line(s) for --devices $devices $py"
+  NOTE="$n row(s) for --devices $devices ${py[*]}, $bad not ok"
+  [ "$n" -gt 0 ] && [ "$bad" = 0 ]
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -395,6 +405,15 @@ if b:
         x = r["bench"]
         L.append(f"| {r['step']} | {x.get('impl')} | {x.get('cell', '')} | {x.get('mode')} | {x.get('device')} | "
                  f"{x.get('batch')},{x.get('seq_len')},{x.get('input')},{x.get('hidden')} | {x.get('median_ms')} | {x.get('min_ms')} |")
+cmp = [r["compare"] for r in rows if isinstance(r.get("compare"), dict)]
+if cmp:
+    L += ["", "## rnn bench --devices (composed; PyTorch where python3 has torch)", "",
+          "| device | cell | mode | B,T,I,H | ours median ms | PyTorch median ms | ratio | PyTorch backend | status | note |",
+          "|---|---|---|---|---|---|---|---|---|---|"]
+    for x in cmp:
+        g = lambda k: "-" if x.get(k) is None else (f"{x[k]:.3f}" if isinstance(x[k], float) else str(x[k]))
+        L.append(f"| {g('device')} | {g('cell')} | {g('mode')} | {g('batch')},{g('seq_len')},{g('input')},{g('hidden')} | "
+                 f"{g('ours_median_ms')} | {g('torch_median_ms')} | {g('ratio')} | {g('torch_backend')} | {g('status')} | {str(x.get('note') or '')[:200]} |")
 L += ["", "Logs: `logs/`; runs (checkpoints, metrics.jsonl): `runs/`; every step as JSON: `results.jsonl`.", ""]
 open(md, "w").write("\n".join(L))
 EOF

@@ -18,7 +18,8 @@ Commands:
   init   STUBS             create the folder, an (empty) symbol list per library, build all
   build  STUBS             rebuild every stub library from its symbol list
   absorb STUBS ERRFILE     file the CUDA symbols a failed link reported, rebuild; exit 0 = link
-                           again, 1 = a real link error (reason on stderr)
+                           again, 3 = nothing new (all reported symbols are stubbed already,
+                           e.g. by a concurrent link), 1 = a real link error (reason on stderr)
   check  STUBS BIN...      every CUDA-prefixed undefined dynamic symbol of BIN is stubbed, and
                            every DT_NEEDED library is a stub or a system library
   compare STUBS LIB SONAME print the stubbed symbols of SONAME that LIB (a real library) lacks
@@ -224,9 +225,9 @@ def cmd_absorb(stubs, errfile):
     if not changed:
         # Everything reported is stubbed already: another link may have added it meanwhile
         # (the retry will tell), or the stubs do not satisfy the linker (the retry fails again).
-        print("gpu-kit stubgen: nothing new to stub; retrying once more", file=sys.stderr)
-    else:
-        print(f"gpu-kit stubgen: stubbed {', '.join(changed)}", file=sys.stderr)
+        print("gpu-kit stubgen: nothing new to stub", file=sys.stderr)
+        return 3
+    print(f"gpu-kit stubgen: stubbed {', '.join(changed)}", file=sys.stderr)
     return 0
 
 
