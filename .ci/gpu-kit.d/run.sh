@@ -31,6 +31,8 @@ done
 [ -n "$OUT" ] || { echo "usage: run.sh [--cpu-dry-run] OUT" >&2; exit 2; }
 case "$DEVICE" in cpu|cuda|cuda:*) ;; *) echo "run.sh: RUN_SH_DEVICE must be cpu or cuda[:N]" >&2; exit 2 ;; esac
 DRY=0; [ "$DEVICE" = cpu ] && DRY=1
+# The name `rnn` prints for the device (cpu, cuda:N): every step checks it ran there.
+case "$DEVICE" in cuda) DEVNAME=cuda:0 ;; *) DEVNAME=$DEVICE ;; esac
 mkdir -p "$OUT/logs" "$OUT/runs" || exit 2
 OUT="$(cd "$OUT" && pwd)"
 RESULTS="$OUT/results.jsonl"
@@ -44,6 +46,17 @@ STEP_END=0
 export RNN_FIXTURES_DIR="$KIT/fixtures" RNN_BIN="$BIN/rnn"
 
 say() { echo "[$(($(date +%s) - START))s] $*"; }
+
+# Should this script itself break (a bug), still leave a report and fail.
+FINISHED=0
+on_exit() {
+  [ "$FINISHED" = 1 ] && return
+  printf '{"step":"run.sh","status":"FAIL","seconds":0,"note":"run.sh stopped early (see its output)"}\n' >>"$RESULTS"
+  { echo "# rnn GPU kit report (FAIL: run.sh stopped early)"; echo; echo '```'; cat "$RESULTS"; echo '```'; } >"$OUT/report.md"
+  echo "run.sh stopped early; partial report: $OUT/report.md" >&2
+  exit 1
+}
+trap on_exit EXIT
 
 # JSON string of $1.
 jstr() {
@@ -97,6 +110,9 @@ run_step() {
       NOTE="timed out after ${limit}s; $NOTE"
     fi
     [ -n "$NOTE" ] || NOTE="exit $rc: $(grep -v '^\s*$' "$log" | tail -n 1 | cut -c1-300)"
+    local e
+    e=$(grep -a '^error' "$log" | tail -n 1 | cut -c1-240)
+    [ -z "$e" ] || [[ "$NOTE" == *"$e"* ]] || NOTE="$NOTE; $e"
   fi
   record "$name" "$status" "$secs" "$NOTE" "$EXTRA"
   return 0
@@ -105,6 +121,7 @@ run_step() {
 # ---------------------------------------------------------------------------------------------
 step_machine() {
   local ok=0
+  GPU_LINE="unknown"; CUDA_DRV=""; NVCC_LINE=""; TORCH_LINE=""
   echo "== kit"; cat "$KIT/BUILD_INFO" 2>/dev/null
   echo "== host"; uname -a; grep PRETTY_NAME /etc/os-release 2>/dev/null; echo "cpus $(nproc)"
   if [ "$DRY" = 0 ]; then
@@ -175,15 +192,30 @@ cuda_lib_dirs() {
 }
 
 step_libraries() {
-  local dirs d b bad=0 out
+  local dirs b out why=""
   dirs=$(cuda_lib_dirs)
   echo "== library folders found"; echo "${dirs:-none}"
   if [ -n "$dirs" ]; then
     LD_LIBRARY_PATH="$(echo "$dirs" | paste -sd:)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
     export LD_LIBRARY_PATH
   elif [ "$DRY" = 0 ]; then
-    echo "no nvidia/*/lib folder in the Python environment"; bad=1
+    echo "warning: no nvidia/*/lib folder in the Python environment (python3: $(command -v python3))"
   fi
+  # Anything still missing: look for the file itself anywhere in the Python environment and the
+  # usual CUDA places (wheels that keep their libraries elsewhere, e.g. torch/lib).
+  local missing so hit
+  missing=$(for b in "$BIN"/*; do [ -x "$b" ] && tmo ldd "$b" 2>/dev/null; done | awk '/=> not found/ { print $1 }' | sort -u)
+  for so in $missing; do
+    # shellcheck disable=SC2046
+    hit=$(find -L $(site_packages) /usr/local/cuda* /usr/lib/x86_64-linux-gnu /usr/lib64 -maxdepth 6 -name "$so" -not -path '*/stubs/*' 2>/dev/null | head -n 1)
+    if [ -n "$hit" ]; then
+      echo "found $so elsewhere: $hit"
+      LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$(dirname "$hit")"
+      export LD_LIBRARY_PATH
+    else
+      echo "!! $so: not found anywhere"
+    fi
+  done
   echo "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
   for b in "$BIN"/*; do
     [ -x "$b" ] || continue
@@ -192,26 +224,33 @@ step_libraries() {
     # an undefined symbol of the executable itself means a library older than the build's.
     out=$(tmo ldd -r "$b" 2>&1)
     echo "$out" | grep -E 'cuda|cublas|curand|nvrtc|cudnn|nccl|not found|undefined symbol' || true
-    if echo "$out" | grep -q 'not found' || echo "$out" | grep -F "($b)" | grep -q 'undefined symbol'; then
-      echo "!! $(basename "$b"): missing libraries or symbols"; bad=1
+    if echo "$out" | grep -q 'not found'; then
+      why="$why $(basename "$b"): missing $(echo "$out" | awk '/not found/ { print $1 }' | sort -u | tr '\n' ' ');"
     fi
-    if [ "$DRY" = 0 ] && echo "$out" | grep -E 'libcuda\.so\.1' | grep -q '/stubs/'; then
-      echo "!! libcuda.so.1 resolves to a stub library"; bad=1
+    if echo "$out" | grep -F "($b)" | grep -q 'undefined symbol'; then
+      why="$why $(basename "$b"): undefined $(echo "$out" | grep -F "($b)" | sed -n 's/.*undefined symbol: \([^[:space:]]*\).*/\1/p' | head -n 5 | tr '\n' ' ');"
     fi
   done
   local cuda_path
-  cuda_path=$(tmo ldd "$BIN/rnn" 2>/dev/null | awk '$1 ~ /^lib(cuda|cudart|cublas|cublasLt|curand|nvrtc)\.so/ { printf "%s=%s ", $1, $3 }')
-  NOTE="${cuda_path:-no CUDA library linked}"
+  cuda_path=$(tmo ldd "$BIN/rnn" 2>/dev/null | awk '$1 ~ /^lib(cuda|cudart|cublas|cublasLt|curand|nvrtc)\.so/ { printf "%s=%s ", $1, ($3 == "not" ? "NOT-FOUND" : $3) }')
+  if [ "$DRY" = 0 ] && echo "$cuda_path" | grep -q 'libcuda\.so\.1=[^ ]*/stubs/'; then
+    why="$why libcuda.so.1 is a stub library, not the driver's;"
+  fi
   EXTRA="\"ld_library_path\":$(jstr "${LD_LIBRARY_PATH:-}")"
-  [ "$bad" = 0 ] && NOTE="all libraries and symbols resolve: $NOTE" || NOTE="ldd reports missing libraries or symbols (see logs/libraries.log): $NOTE"
-  return $bad
+  if [ -z "$why" ]; then
+    NOTE="every library and symbol resolves: ${cuda_path:-no CUDA library linked}"
+    return 0
+  fi
+  NOTE="${why# } resolved: $cuda_path"
+  return 1
 }
 
 step_smoke() {
   local line
   line=$(tmo "$BIN/rnn" bench --device "$DEVICE" --cell lstm --batch 2 --seq-len 3 --input-size 4 --hidden-size 5 --iters 2 --impl composed --json) || { NOTE="rnn bench (tiny, composed) failed"; return 1; }
   echo "$line"
-  NOTE="tiny composed LSTM train step ran (Candle's PTX kernels loaded): $line"
+  case "$line" in *"\"device\":\"$DEVNAME\""*) ;; *) NOTE="the bench did not run on $DEVNAME: $line"; return 1 ;; esac
+  NOTE="tiny composed LSTM train step ran on $DEVNAME (Candle's PTX kernels loaded): $line"
   EXTRA="\"bench\":$line"
 }
 
@@ -223,7 +262,7 @@ step_test() {
   summary=$(grep -a '^test result:' "$OUT/logs/test_$name.log" | tail -n 1)
   NOTE="${summary:-no test summary line}"
   if [ "$rc" != 0 ]; then
-    NOTE="exit $rc; $NOTE; failed: $(grep -a -E '^test .* FAILED$|^    [a-z_:]+$' "$OUT/logs/test_$name.log" | head -n 8 | tr '\n' ' ')"
+    NOTE="exit $rc; $NOTE; failed: $(grep -a -E '^test .* FAILED$' "$OUT/logs/test_$name.log" | sed 's/^test //; s/ \.\.\. FAILED$//' | head -n 8 | tr '\n' ' ')"
     return 1
   fi
   if [ "$DRY" = 0 ] && grep -aq 'no CUDA device' "$OUT/logs/test_$name.log"; then
@@ -255,6 +294,7 @@ step_train() {
   # shellcheck disable=SC2046
   tmo "$BIN/rnn" train "$task" $(train_args "$task") --device "$DEVICE" --seed 1 \
     --max-steps "$STEPS" --epochs 1000 --eval-every "$every" --out "$run" || { NOTE="rnn train $task failed"; return 1; }
+  grep -q "^task $task: device $DEVNAME," "$OUT/logs/train_$task.log" || { NOTE="rnn train $task did not say it ran on $DEVNAME"; return 1; }
   echo "== metrics.jsonl"; cat "$run/metrics.jsonl"
   echo "== rnn eval --checkpoint $run --device $DEVICE"
   line=$(tmo "$BIN/rnn" eval --checkpoint "$run" --device "$DEVICE") || { NOTE="rnn eval of the checkpoint failed"; return 1; }
@@ -310,6 +350,7 @@ step_bench() {
     return 1
   fi
   echo "$line"
+  case "$line" in *"\"device\":\"$DEVNAME\""*) ;; *) NOTE="not run on $DEVNAME: $line"; return 1 ;; esac
   NOTE=$(echo "$line" | python3 -c 'import json,sys; r=json.load(sys.stdin); print("median %.3f ms, min %.3f ms on %s" % (r["median_ms"], r["min_ms"], r["device"]))' 2>/dev/null)
   EXTRA="\"bench\":$line"
   [ "${4:-}" = info ] && return 3
@@ -420,5 +461,6 @@ EOF
   { echo "# rnn GPU kit report"; echo; echo "python3 could not format the report; results.jsonl:"; echo '```'; cat "$RESULTS"; echo '```'; } >"$OUT/report.md"
 }
 say "report: $OUT/report.md"
+FINISHED=1
 [ "$FAILS" = 0 ] || exit 1
 exit 0
