@@ -43,7 +43,7 @@ if [ "$DRY" = 1 ]; then ITERS="${RUN_SH_BENCH_ITERS:-5}"; else ITERS="${RUN_SH_B
 START=$(date +%s)
 FAILS=0
 STEP_END=0
-export RNN_FIXTURES_DIR="$KIT/fixtures" RNN_BIN="$BIN/rnn"
+export RNN_FIXTURES_DIR="$KIT/fixtures" RNN_BIN="$BIN/rnn" RUST_BACKTRACE=1
 
 say() { echo "[$(($(date +%s) - START))s] $*"; }
 
