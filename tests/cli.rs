@@ -1,6 +1,8 @@
 //! The `rnn` command's shared behaviour, driven in-process: every bad input is one clear error
 //! naming what is wrong (never a panic), and the listing commands work.
 
+mod common;
+
 use std::path::Path;
 
 fn run(args: &[&str]) -> anyhow::Result<()> {
@@ -172,7 +174,7 @@ fn resuming_from_another_task_is_refused() {
 /// under `RUST_BACKTRACE=1`, as many Rust users have it set.
 fn binary_with_rust_backtrace(args: &[&std::ffi::OsStr]) -> (Option<i32>, String) {
     let dir = tempfile::tempdir().unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_rnn"))
+    let output = std::process::Command::new(common::rnn_bin())
         .args(args)
         .arg("--out")
         .arg(dir.path().join("run"))

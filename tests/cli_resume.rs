@@ -28,12 +28,9 @@ use std::time::{Duration, Instant};
 use candle_core::{DType, Device, Tensor};
 use rnn::train::checkpoint;
 
-/// The `rnn` binary of this package.
-const RNN: &str = env!("CARGO_BIN_EXE_rnn");
-
 /// The training command: `rnn train <base...> --out OUT --max-steps STEPS [--resume OUT]`.
 fn command(base: &[String], out: &Path, steps: u64, resume: bool) -> Command {
-    let mut cmd = Command::new(RNN);
+    let mut cmd = Command::new(common::rnn_bin());
     cmd.arg("train")
         .args(base)
         .arg("--out")

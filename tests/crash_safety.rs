@@ -26,9 +26,6 @@ use rand_chacha::ChaCha8Rng;
 use rnn::train::checkpoint;
 use rnn::train::trainer::EvalRecord;
 
-/// The `rnn` binary of this package.
-const RNN: &str = env!("CARGO_BIN_EXE_rnn");
-
 /// Longest random delay between starting a child and killing it.
 const MAX_DELAY_MS: u64 = 300;
 
@@ -40,7 +37,7 @@ fn sentiment_file(dir: &Path) -> PathBuf {
 
 /// `rnn train classify ...` with a checkpoint at every step.
 fn command(data: &Path, out: &Path, steps: u64, resume: bool, stderr: Stdio) -> Command {
-    let mut cmd = Command::new(RNN);
+    let mut cmd = Command::new(common::rnn_bin());
     cmd.arg("train").arg("classify").arg("--data").arg(data);
     cmd.args([
         "--hidden",

@@ -43,3 +43,30 @@ pub fn sentiment_file_with(
     std::fs::write(&p, text).unwrap();
     p
 }
+
+/// The `rnn` binary the tests run, found at run time so that a test executable carried away from
+/// its build (the GPU kit) still finds it: `RNN_BIN` when set, else the binary cargo built for
+/// this test run, else `rnn` beside this executable or one folder up (cargo's `target/<profile>/`
+/// layout, the kit's `bin/`).
+#[allow(dead_code)] // not every test binary that includes this module spawns the binary
+pub fn rnn_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("RNN_BIN").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let built = PathBuf::from(env!("CARGO_BIN_EXE_rnn"));
+    if built.is_file() {
+        return built;
+    }
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let dir = exe.parent().expect("the test executable's folder");
+    [dir.join("rnn"), dir.join("../rnn")]
+        .into_iter()
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "cannot find the rnn binary: set RNN_BIN (looked at {} and beside {})",
+                built.display(),
+                dir.display()
+            )
+        })
+}

@@ -24,6 +24,7 @@ mod ops;
 pub mod output;
 mod recurrence;
 mod state;
+pub mod testing;
 
 pub use cell::{GruCell, LstmCell, Nonlinearity, RnnCell};
 pub use config::{Mode, RnnConfig};

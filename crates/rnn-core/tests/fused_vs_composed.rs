@@ -2,9 +2,12 @@
 //! every gradient agree on random configurations (all modes and options, variable lengths,
 //! training with dropout), in f64 to 1e-10 and in f32 to 1e-5; so do the outputs of the same
 //! forward with nothing tracked (no autograd graph).
+//!
+//! With `RNN_TEST_DEVICE` set to another device (`rnn_core::testing`), the fused CPU op is the
+//! reference and that device's default path and its composed twin are held equal to it.
 
 mod common;
-use common::max_abs_diff;
+use common::{implementations, max_abs_diff};
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{Init, VarMap};
@@ -25,18 +28,17 @@ struct Case {
 
 /// Runs `case` with `imp`; returns output, final h, final c and the gradients of a fixed random
 /// linear loss for the input, the initial state (when given) and every parameter, by name.
-fn run(case: &Case, imp: Implementation) -> Vec<(String, Tensor)> {
-    let dev = Device::Cpu;
+fn run(case: &Case, imp: Implementation, dev: &Device) -> Vec<(String, Tensor)> {
     let params = VarMap::new();
     let rnn = Rnn::new(
         &case.cfg,
-        seeded_var_builder(&params, case.seed, case.dtype, &dev),
+        seeded_var_builder(&params, case.seed, case.dtype, dev),
     )
     .unwrap()
     .with_implementation(imp)
     .set_dropout_seed(case.seed);
     let data = VarMap::new();
-    let vb = seeded_var_builder(&data, case.seed + 1, case.dtype, &dev);
+    let vb = seeded_var_builder(&data, case.seed + 1, case.dtype, dev);
     let randn = |name: &str, dims: &[usize]| {
         Var::from_tensor(
             &vb.get_with_hints(
@@ -161,19 +163,29 @@ fn assert_same(case: &Case) -> Result<(), TestCaseError> {
     } else {
         1e-5
     };
-    let fused = run(case, Implementation::Fused);
-    let composed = run(case, Implementation::Composed);
-    prop_assert_eq!(fused.len(), composed.len());
-    for ((name, f), (_, c)) in fused.iter().zip(&composed) {
-        let d = max_abs_diff(f, c);
-        prop_assert!(
-            d <= tol,
-            "{}: max abs diff {:e} > {:e} ({:?})",
-            name,
-            d,
-            tol,
-            case.cfg
-        );
+    let Some(device) = rnn_core::testing::device() else {
+        return Ok(());
+    };
+    let fused = run(case, Implementation::Fused, &Device::Cpu);
+    for imp in implementations(&device) {
+        if device.is_cpu() && imp == Implementation::Fused {
+            continue;
+        }
+        let other = run(case, imp, &device);
+        prop_assert_eq!(fused.len(), other.len());
+        for ((name, f), (_, c)) in fused.iter().zip(&other) {
+            let d = max_abs_diff(f, c);
+            prop_assert!(
+                d <= tol,
+                "{} ({:?} on {:?}): max abs diff {:e} > {:e} ({:?})",
+                name,
+                imp,
+                device.location(),
+                d,
+                tol,
+                case.cfg
+            );
+        }
     }
     Ok(())
 }

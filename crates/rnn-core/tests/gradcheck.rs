@@ -2,6 +2,9 @@
 //! feature at once (2 layers, bidirectional, variable lengths, given initial state; LSTM also with a
 //! projection): autograd must agree with the numerical derivative for every input, every initial
 //! state entry and every parameter entry.
+//!
+//! On the device named by `RNN_TEST_DEVICE` (default cpu; `rnn_core::testing`), through that
+//! device's default path. (Metal has no f64, so there the test has nothing to check.)
 
 use candle_core::{DType, Device, Result, Tensor, Var};
 use candle_nn::{Init, VarMap};
@@ -12,8 +15,8 @@ const EPS: f64 = 1e-6;
 /// |autograd - numeric| <= TOL * max(1, |numeric|).
 const TOL: f64 = 1e-6;
 
-fn randn(vm: &VarMap, name: &str, dims: &[usize]) -> Var {
-    let t = seeded_var_builder(vm, 42, DType::F64, &Device::Cpu)
+fn randn(vm: &VarMap, name: &str, dims: &[usize], dev: &Device) -> Var {
+    let t = seeded_var_builder(vm, 42, DType::F64, dev)
         .get_with_hints(
             dims,
             name,
@@ -26,30 +29,27 @@ fn randn(vm: &VarMap, name: &str, dims: &[usize]) -> Var {
     Var::from_tensor(&t).unwrap()
 }
 
-fn check_mode(mode: Mode, proj: usize) -> Result<usize> {
+fn check_mode(mode: Mode, proj: usize, dev: &Device) -> Result<usize> {
     let cfg = RnnConfig::new(mode, 2, 3)
         .with_num_layers(2)
         .with_bidirectional(true)
         .with_proj_size(proj);
     let params = VarMap::new();
-    let rnn = Rnn::new(
-        &cfg,
-        seeded_var_builder(&params, 1, DType::F64, &Device::Cpu),
-    )?;
+    let rnn = Rnn::new(&cfg, seeded_var_builder(&params, 1, DType::F64, dev))?;
     let data = VarMap::new();
     let lengths = [2usize, 3];
-    let x = randn(&data, "x", &[2, 3, 2]);
+    let x = randn(&data, "x", &[2, 3, 2], dev);
     let zero = rnn.zero_state(2)?;
-    let h0 = randn(&data, "h0", zero.h.dims());
-    let c0 = zero.c.as_ref().map(|c| randn(&data, "c0", c.dims()));
-    let w_out = randn(&data, "w_out", &[2, 3, cfg.output_size()])
+    let h0 = randn(&data, "h0", zero.h.dims(), dev);
+    let c0 = zero.c.as_ref().map(|c| randn(&data, "c0", c.dims(), dev));
+    let w_out = randn(&data, "w_out", &[2, 3, cfg.output_size()], dev)
         .as_tensor()
         .clone();
-    let w_h = randn(&data, "w_h", zero.h.dims()).as_tensor().clone();
+    let w_h = randn(&data, "w_h", zero.h.dims(), dev).as_tensor().clone();
     let w_c = zero
         .c
         .as_ref()
-        .map(|c| randn(&data, "w_c", c.dims()).as_tensor().clone());
+        .map(|c| randn(&data, "w_c", c.dims(), dev).as_tensor().clone());
 
     let loss = || -> Result<Tensor> {
         let state = RnnState::new(
@@ -89,11 +89,11 @@ fn check_mode(mode: Mode, proj: usize) -> Result<usize> {
             let eval_at = |v: f64| -> Result<f64> {
                 let mut p = orig.clone();
                 p[i] = v;
-                var.set(&Tensor::from_vec(p, var.shape(), &Device::Cpu)?)?;
+                var.set(&Tensor::from_vec(p, var.shape(), dev)?)?;
                 loss()?.to_scalar::<f64>()
             };
             let numeric = (eval_at(orig[i] + EPS)? - eval_at(orig[i] - EPS)?) / (2.0 * EPS);
-            var.set(&Tensor::from_vec(orig.clone(), var.shape(), &Device::Cpu)?)?;
+            var.set(&Tensor::from_vec(orig.clone(), var.shape(), dev)?)?;
             let err = (analytic[i] - numeric).abs();
             assert!(
                 err <= TOL * numeric.abs().max(1.0),
@@ -108,10 +108,17 @@ fn check_mode(mode: Mode, proj: usize) -> Result<usize> {
 
 #[test]
 fn autograd_matches_finite_differences_for_every_mode() -> Result<()> {
+    let Some(dev) = rnn_core::testing::device() else {
+        return Ok(());
+    };
+    if dev.is_metal() {
+        eprintln!("skipped: Metal has no f64");
+        return Ok(());
+    }
     for mode in Mode::ALL {
-        let n = check_mode(mode, 0)?;
+        let n = check_mode(mode, 0, &dev)?;
         assert!(n > 100, "{mode}: checked {n} entries");
     }
-    check_mode(Mode::Lstm, 2)?;
+    check_mode(Mode::Lstm, 2, &dev)?;
     Ok(())
 }

@@ -1,9 +1,14 @@
 //! Parity with PyTorch: outputs, final states and the gradients of a scalar loss with respect to
 //! the input, the initial state and every parameter, for every case written by
 //! `tests/fixtures/gen_fixtures.py` (see its docstring for the file layout and the loss).
+//!
+//! The device comes from `RNN_TEST_DEVICE` (default cpu) and the fixtures from `RNN_FIXTURES_DIR`
+//! or the repository (`rnn_core::testing`). On the CPU both the fused op and the composed twin are
+//! checked; on another device its default path and the composed twin. On CUDA, f32 products run
+//! with TF32 off, so the f32 tolerance is PyTorch's with TF32 off too.
 
 mod common;
-use common::try_max_abs_diff;
+use common::{implementations, try_max_abs_diff};
 
 use candle_core::{DType, Device, Result, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
@@ -54,7 +59,7 @@ struct Meta {
 }
 
 fn fixture_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pytorch")
+    rnn_core::testing::fixtures_dir().join("pytorch")
 }
 
 fn meta() -> Meta {
@@ -62,9 +67,9 @@ fn meta() -> Meta {
     serde_json::from_str(&text).expect("cases.json parses")
 }
 
-fn load(name: &str, dtype: &str) -> HashMap<String, Tensor> {
+fn load(name: &str, dtype: &str, device: &Device) -> HashMap<String, Tensor> {
     let path = fixture_dir().join(format!("{name}_{dtype}.safetensors"));
-    candle_core::safetensors::load(&path, &Device::Cpu)
+    candle_core::safetensors::load(&path, device)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -134,9 +139,10 @@ fn run_layer_case(
     meta: &Meta,
     dtype_name: &str,
     imp: Implementation,
+    device: &Device,
     rep: &mut Report,
 ) -> Result<()> {
-    let t = load(&case.name, dtype_name);
+    let t = load(&case.name, dtype_name, device);
     let tol = if dtype_name == "f32" {
         TOL_F32
     } else {
@@ -152,8 +158,7 @@ fn run_layer_case(
         .with_proj_size(case.proj_size);
     let names = param_names(&t);
     let vm = varmap_from(&t, names.iter().cloned());
-    let rnn =
-        Rnn::new(&cfg, VarBuilder::from_varmap(&vm, dtype, &Device::Cpu))?.with_implementation(imp);
+    let rnn = Rnn::new(&cfg, VarBuilder::from_varmap(&vm, dtype, device))?.with_implementation(imp);
     assert_eq!(
         rnn.named_parameters().len(),
         names.len(),
@@ -213,13 +218,19 @@ fn run_layer_case(
 
 #[test]
 fn layers_match_pytorch_forward_state_and_gradients_fused_and_composed() {
+    let Some(device) = rnn_core::testing::device() else {
+        return;
+    };
     let meta = meta();
     let mut rep = Report::default();
     assert!(meta.layers.len() >= 20, "expected the full case list");
     for case in &meta.layers {
         for dtype in ["f32", "f64"] {
-            for imp in [Implementation::Fused, Implementation::Composed] {
-                if let Err(e) = run_layer_case(case, &meta, dtype, imp, &mut rep) {
+            if dtype == "f64" && device.is_metal() {
+                continue; // Metal has no f64
+            }
+            for imp in implementations(&device) {
+                if let Err(e) = run_layer_case(case, &meta, dtype, imp, &device, &mut rep) {
                     rep.failures
                         .push(format!("{}_{dtype} ({imp:?}): error {e}", case.name));
                 }
@@ -229,8 +240,14 @@ fn layers_match_pytorch_forward_state_and_gradients_fused_and_composed() {
     rep.finish();
 }
 
-fn run_cell_case(case: &CellCase, meta: &Meta, dtype_name: &str, rep: &mut Report) -> Result<()> {
-    let t = load(&case.name, dtype_name);
+fn run_cell_case(
+    case: &CellCase,
+    meta: &Meta,
+    dtype_name: &str,
+    device: &Device,
+    rep: &mut Report,
+) -> Result<()> {
+    let t = load(&case.name, dtype_name, device);
     let tol = if dtype_name == "f32" {
         TOL_F32
     } else {
@@ -239,7 +256,7 @@ fn run_cell_case(case: &CellCase, meta: &Meta, dtype_name: &str, rep: &mut Repor
     let label = format!("{}_{dtype_name}", case.name);
     let names = param_names(&t);
     let vm = varmap_from(&t, names.iter().cloned());
-    let vb = VarBuilder::from_varmap(&vm, t["input"].dtype(), &Device::Cpu);
+    let vb = VarBuilder::from_varmap(&vm, t["input"].dtype(), device);
     let (i, h) = (meta.sizes.input_size, meta.sizes.hidden_size);
     let x = Var::from_tensor(&t["input"])?;
     let h0 = Var::from_tensor(&t["h0"])?;
@@ -288,11 +305,17 @@ fn run_cell_case(case: &CellCase, meta: &Meta, dtype_name: &str, rep: &mut Repor
 
 #[test]
 fn cells_match_pytorch() {
+    let Some(device) = rnn_core::testing::device() else {
+        return;
+    };
     let meta = meta();
     let mut rep = Report::default();
     for case in &meta.cells {
         for dtype in ["f32", "f64"] {
-            if let Err(e) = run_cell_case(case, &meta, dtype, &mut rep) {
+            if dtype == "f64" && device.is_metal() {
+                continue; // Metal has no f64
+            }
+            if let Err(e) = run_cell_case(case, &meta, dtype, &device, &mut rep) {
                 rep.failures
                     .push(format!("{}_{dtype}: error {e}", case.name));
             }
@@ -305,6 +328,9 @@ fn cells_match_pytorch() {
 /// `VarBuilder::from_mmaped_safetensors` with no renaming and gives PyTorch's numbers.
 #[test]
 fn state_dict_loads_from_mmaped_safetensors() -> Result<()> {
+    let Some(device) = rnn_core::testing::device() else {
+        return Ok(());
+    };
     let meta = meta();
     let case = meta
         .layers
@@ -312,14 +338,14 @@ fn state_dict_loads_from_mmaped_safetensors() -> Result<()> {
         .find(|c| c.name == "lstm_proj_l3_bi_state_tm")
         .expect("case exists");
     let path = fixture_dir().join(format!("{}_f64.safetensors", case.name));
-    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&path], DType::F64, &Device::Cpu)? };
+    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&path], DType::F64, &device)? };
     let cfg = RnnConfig::new(Mode::Lstm, meta.sizes.input_size, meta.sizes.hidden_size)
         .with_num_layers(3)
         .with_bidirectional(true)
         .with_batch_first(false)
         .with_proj_size(case.proj_size);
     let rnn = Rnn::new(&cfg, vb)?;
-    let t = load(&case.name, "f64");
+    let t = load(&case.name, "f64", &device);
     let state = RnnState::new(t["h0"].clone(), Some(t["c0"].clone()));
     let (ys, fin) = rnn.forward(&t["input"], Some(&state))?;
     assert!(try_max_abs_diff(&ys, &t["output"])? <= TOL_F64);

@@ -1,20 +1,30 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
-use candle_core::{bail, DType, Result, Tensor};
+use candle_core::{bail, DType, Device, Result, Tensor};
+use rnn_core::Implementation;
 
-/// Largest absolute difference between two tensors of the same shape, compared in f64.
+/// Largest absolute difference between two tensors of the same shape, compared in f64 on the
+/// CPU (the two may live on different devices).
 pub fn try_max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f64> {
     if a.dims() != b.dims() {
         bail!("shape {:?} vs {:?}", a.dims(), b.dims());
     }
-    (a.to_dtype(DType::F64)? - b.to_dtype(DType::F64)?)?
-        .abs()?
-        .max_all()?
-        .to_scalar::<f64>()
+    let host = |t: &Tensor| t.to_device(&Device::Cpu)?.to_dtype(DType::F64);
+    (host(a)? - host(b)?)?.abs()?.max_all()?.to_scalar::<f64>()
 }
 
 /// [`try_max_abs_diff`], panicking on a shape mismatch.
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
     try_max_abs_diff(a, b).unwrap()
+}
+
+/// The implementations a test checks on `device`: the fused CPU op and its composed twin on the
+/// CPU; elsewhere the device's default path (`Auto`) and the composed twin.
+pub fn implementations(device: &Device) -> [Implementation; 2] {
+    if device.is_cpu() {
+        [Implementation::Fused, Implementation::Composed]
+    } else {
+        [Implementation::Auto, Implementation::Composed]
+    }
 }
