@@ -1,6 +1,10 @@
 //! The `rnn` command line as a library function, so tests drive it in-process:
-//! [`run`] parses arguments and runs a subcommand; [`main_entry`] adds the one-line error report
+//! [`run()`] parses arguments and runs a subcommand; [`main_entry`] adds the one-line error report
 //! and exit code of the binary.
+
+// The argument docs below are clap's help text, which spells optional parts as `cuda[:N]`:
+// help syntax, not intra-doc links.
+#![allow(rustdoc::broken_intra_doc_links)]
 
 pub mod options;
 pub mod run;

@@ -665,7 +665,7 @@ fn dead_save_siblings(dir: &Path) -> Result<Vec<(&'static str, PathBuf)>> {
 
 /// Repairs what a killed save of checkpoint `dir` can leave behind, before a run resumes from
 /// it: if `dir` holds no checkpoint but the previous checkpoint was moved aside
-/// (`.NAME.old-*`, a kill between the two renames of [`TrainCheckpoint::save`]), the newest
+/// (`.NAME.old-*`, a kill between the two renames of [`Checkpoint::save`]), the newest
 /// such backup that loads is renamed back into place; then unfinished writes (`.NAME.tmp-*`)
 /// and other backups of processes that are no longer running are removed. Returns the backup
 /// that was restored, if any. Siblings of running processes are never touched.
