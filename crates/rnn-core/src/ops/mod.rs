@@ -14,6 +14,9 @@ mod gru;
 pub(crate) mod linear_ce;
 mod lstm;
 pub(crate) mod math;
+// The CUDA op's launch plan: used by the CUDA build, and run on the CPU by the tests.
+#[cfg(any(test, feature = "cuda"))]
+pub(crate) mod plan;
 mod rnn;
 pub(crate) mod scratch;
 
@@ -115,7 +118,7 @@ pub(crate) struct Weights<'a, T> {
 
 /// Lengths of the packed parameter pieces, in packing order.
 #[derive(Debug, Clone, Copy)]
-struct ParamSizes {
+pub(crate) struct ParamSizes {
     w_ih: usize,
     w_hh: usize,
     bias: usize,
