@@ -3,8 +3,8 @@
 //! on an AVX-512 CPU: 170 vs 80 GFLOP/s at 2048x1024x256, 2 threads); a cache-blocked f32 product
 //! on this module's register-blocked kernel for the large weight gradients with a transposed left
 //! side, where faer measured up to 2x slower on an AVX2 CPU; and [`PackedRhs`], the same kernel
-//! (8x32 with AVX-512, 6x16 with AVX2+FMA, chosen at run time) for the many small products of a
-//! recurrence with one fixed right-hand matrix.
+//! (8x32 with AVX-512, 6x16 with AVX2+FMA, chosen at run time: [`KernelIsa`]) for the many small
+//! products of a recurrence with one fixed right-hand matrix.
 
 use super::math::Float;
 use super::scratch;
@@ -110,6 +110,7 @@ pub(crate) fn matmul<T: Float>(
         unsafe {
             let dst = std::slice::from_raw_parts_mut(dst.as_mut_ptr() as *mut f32, dst.len());
             blocked_f32(
+                KernelIsa::detected(),
                 dst,
                 dst_offset,
                 dst_rs,
@@ -126,12 +127,13 @@ pub(crate) fn matmul<T: Float>(
 
 /// Whether [`matmul`] runs `a · b` with [`blocked_f32`] (`m`, `n`, `k` > 0).
 fn blocked_applies<T: Float>(a: &MatRef<T>, b: &MatRef<T>) -> bool {
+    let isa = KernelIsa::detected();
     std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
-        && kernel::available()
+        && isa != KernelIsa::Portable
         && a.rs == 1
         && a.cs > 1
         && a.rows >= BLOCKED_MIN_M
-        && b.cols >= kernel::nr()
+        && b.cols >= isa.nr()
         && a.rows * a.cols * b.cols >= BLOCKED_MIN_MACS
 }
 
@@ -183,7 +185,13 @@ pub(crate) fn matmul_shared_lhs<T: Float>(
             (dst, 0, *rs, cast(*b))
         })
         .collect();
-    blocked_f32_parts(&mut views, false, cast(a), may_thread);
+    blocked_f32_parts(
+        KernelIsa::detected(),
+        &mut views,
+        false,
+        cast(a),
+        may_thread,
+    );
 }
 
 /// [`matmul`] through faer (any dtype); `m`, `n`, `k` > 0 and `dst` bounds checked by the caller.
@@ -251,12 +259,15 @@ const BLOCKED_MIN_M: usize = 32;
 /// as fast or faster, so those stay on faer.
 const BLOCKED_MIN_MACS: usize = 1 << 26;
 
-/// `dst [+]= a · b` for f32 with the register-blocked kernel, BLIS-style: `b` packed once into
-/// column panels (in parallel), then blocks of `MC` rows of `a` packed per `KC` steps of the inner
-/// dimension, spread over rayon's threads when `may_thread` and the product is large. Used for
+/// `dst [+]= a · b` for f32 with `isa`'s register-blocked kernel (panics for `Portable` or one
+/// this CPU lacks), BLIS-style: `b` packed once into column panels (in parallel), then blocks of
+/// `MC` rows of `a` packed per `KC` steps of the inner dimension, spread over rayon's threads
+/// when `may_thread` and the product is large. Used for
 /// the weight gradients over all steps (`a` a transpose): measured 1.0-1.9x faster than faer there
 /// on the AVX2 machine (see [`BLOCKED_MIN_MACS`]); any layout of `a` and `b` is accepted.
+#[allow(clippy::too_many_arguments)]
 fn blocked_f32(
+    isa: KernelIsa,
     dst: &mut [f32],
     dst_offset: usize,
     dst_rs: usize,
@@ -266,6 +277,7 @@ fn blocked_f32(
     may_thread: bool,
 ) {
     blocked_f32_parts(
+        isa,
         &mut [(dst, dst_offset, dst_rs, b)],
         accumulate,
         a,
@@ -280,10 +292,17 @@ type Part<'a, 'b> = (&'a mut [f32], usize, usize, MatRef<'b, f32>);
 /// [`blocked_f32`] for one `a` times several `b`s at once (`a · [b_1 | b_2 ..]` with each part's
 /// columns in its own destination): every block of `a` is packed once for all of them, as for one
 /// product of their total width. The weight gradients `dG^T x` and `dG^T h_prev` share `dG^T`.
-fn blocked_f32_parts(parts: &mut [Part], accumulate: bool, a: MatRef<f32>, may_thread: bool) {
+fn blocked_f32_parts(
+    isa: KernelIsa,
+    parts: &mut [Part],
+    accumulate: bool,
+    a: MatRef<f32>,
+    may_thread: bool,
+) {
     use rayon::prelude::*;
+    isa.assert_simd();
     let (m, k) = (a.rows, a.cols);
-    let (nr, mr) = (kernel::nr(), kernel::mr());
+    let (nr, mr) = (isa.nr(), isa.mr());
     let n_total: usize = parts.iter().map(|p| p.3.cols).sum();
     let threads = if may_thread && m * n_total * k >= PARALLEL_MIN_MACS {
         rayon::current_num_threads()
@@ -351,9 +370,10 @@ fn blocked_f32_parts(parts: &mut [Part], accumulate: bool, a: MatRef<f32>, may_t
                 // SAFETY: `apack` holds `blocks` micro-panels of `kc` steps; `panels` holds this
                 // part's panels of `k` rows from `first`; the destination rows `i0..i0 + mc` of
                 // the part are inside its slice (checked by `matmul`'s bounds assert), and no
-                // other block writes them.
+                // other block writes them; `isa` runs here (asserted above).
                 unsafe {
                     kernel::run_packed(
+                        isa,
                         (mc, kc, *n),
                         apack.as_ptr(),
                         &panels[(first * k + p0) * nr..],
@@ -535,10 +555,12 @@ const SMALL_M: usize = 4;
 /// large `m`; with `m` = a batch chunk (1-32 rows) and `b` reused for every step, the packed kernel keeps the accumulators in
 /// registers and reads each panel from cache. Other dtypes or CPUs without AVX2+FMA use
 /// [`matmul`] on the original view, as does every CPU when the environment variable
-/// `RNN_PACKED_KERNEL=off` is set (for comparing the two in benchmarks).
+/// `RNN_PACKED_KERNEL=off` is set (for comparing the two in benchmarks): see [`KernelIsa`].
 pub(crate) struct PackedRhs<T> {
     k: usize,
     n: usize,
+    /// The kernel `panels` are packed for; `Portable` when `row_major` is used instead.
+    isa: KernelIsa,
     /// A contiguous row-major copy of `b` for [`matmul`] when the kernel does not apply.
     row_major: Vec<T>,
     /// `ceil(n / NR)` panels, each `k` rows of `NR` values (zero beyond `n`); empty when unused.
@@ -554,15 +576,32 @@ impl<T> Drop for PackedRhs<T> {
 impl<T: Float> PackedRhs<T> {
     /// Whether [`PackedRhs::new`] packs for the register-blocked kernel (f32 on a CPU with one).
     pub fn uses_kernel() -> bool {
-        std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() && kernel::available()
+        Self::kernel_for(KernelIsa::detected()) != KernelIsa::Portable
+    }
+
+    /// The kernel that [`PackedRhs::with_kernel`] with `isa` runs: `isa` for f32, else
+    /// `Portable` (the kernels are f32 only).
+    fn kernel_for(isa: KernelIsa) -> KernelIsa {
+        if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() {
+            isa
+        } else {
+            KernelIsa::Portable
+        }
     }
 
     /// Packs `b` for the fast kernel (f32 on a CPU with AVX-512 or AVX2+FMA), else copies it
     /// row-major.
     pub fn new(b: MatRef<T>) -> Self {
+        Self::with_kernel(b, KernelIsa::detected())
+    }
+
+    /// [`PackedRhs::new`] for `isa`'s kernel instead of the detected one (f32; other dtypes
+    /// always take the portable path). Panics if this CPU cannot run `isa`.
+    pub fn with_kernel(b: MatRef<T>, isa: KernelIsa) -> Self {
         let (k, n) = (b.rows, b.cols);
-        let at = |p: usize, j: usize| b.data[b.offset + p * b.rs + j * b.cs];
-        if !Self::uses_kernel() {
+        let isa = Self::kernel_for(isa);
+        if isa == KernelIsa::Portable {
+            let at = |p: usize, j: usize| b.data[b.offset + p * b.rs + j * b.cs];
             let mut row_major = Vec::with_capacity(k * n);
             for p in 0..k {
                 row_major.extend((0..n).map(|j| at(p, j)));
@@ -570,11 +609,13 @@ impl<T: Float> PackedRhs<T> {
             return Self {
                 k,
                 n,
+                isa,
                 row_major,
                 panels: Vec::new(),
             };
         }
-        let nr = kernel::nr();
+        isa.assert_simd();
+        let nr = isa.nr();
         let np = n.div_ceil(nr);
         // Every element is written by `pack_panels` (zero past `n`).
         let mut panels = scratch::take(np * k * nr);
@@ -582,6 +623,7 @@ impl<T: Float> PackedRhs<T> {
         Self {
             k,
             n,
+            isa,
             row_major: Vec::new(),
             panels,
         }
@@ -598,7 +640,7 @@ impl<T: Float> PackedRhs<T> {
     ) {
         let (m, k, n) = (a.rows, self.k, self.n);
         assert_eq!(a.cols, k, "packed matmul: inner dimensions differ");
-        if self.panels.is_empty() || m == 0 || n == 0 || k == 0 {
+        if self.isa == KernelIsa::Portable || m == 0 || n == 0 || k == 0 {
             let b = MatRef::row_major(&self.row_major, k, n);
             matmul(dst, dst_offset, dst_rs, accumulate, a, b, false);
             return;
@@ -611,9 +653,10 @@ impl<T: Float> PackedRhs<T> {
             a.offset + (m - 1) * a.rs + (k - 1) * a.cs < a.data.len(),
             "packed matmul: left-hand view out of bounds"
         );
-        // SAFETY: `panels` is non-empty only for T = f32 with a kernel available (checked in
-        // `new`), so the pointer casts are identities; both views' bounds are asserted above.
-        let mr = kernel::mr();
+        // SAFETY: `panels` is non-empty only for T = f32 and a kernel this CPU runs (checked in
+        // `with_kernel`), so the pointer casts are identities; both views' bounds are asserted
+        // above.
+        let (isa, mr) = (self.isa, self.isa.mr());
         if m >= mr && k >= PACK_A_MIN_K {
             // Copy `a` into micro-panels of MR rows (element (i, p) at [i / MR][p][i % MR]): the
             // kernel then reads one contiguous stream instead of MR strided rows, measured
@@ -629,6 +672,7 @@ impl<T: Float> PackedRhs<T> {
                 unsafe {
                     let c_ptr = (dst.as_mut_ptr() as *mut f32).add(dst_offset);
                     kernel::run(
+                        isa,
                         (m, k, n),
                         (apack.as_ptr(), 1, mr, k * mr),
                         &self.panels,
@@ -643,6 +687,7 @@ impl<T: Float> PackedRhs<T> {
             let a_ptr = (a.data.as_ptr() as *const f32).add(a.offset);
             let c_ptr = (dst.as_mut_ptr() as *mut f32).add(dst_offset);
             kernel::run(
+                isa,
                 (m, k, n),
                 (a_ptr, a.rs, a.cs, mr * a.rs),
                 &self.panels,
@@ -653,70 +698,112 @@ impl<T: Float> PackedRhs<T> {
     }
 }
 
+/// Which register-blocked f32 kernel runs [`PackedRhs`] and [`blocked_f32`]. A process runs
+/// [`KernelIsa::detected`]; tests name each one [`KernelIsa::supported`] lists to check it
+/// against the portable path.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum KernelIsa {
+    /// 8 rows x 32 columns: two 16-lane registers per row (x86_64 with AVX-512F).
+    Avx512,
+    /// 6 rows x 16 columns: two 8-lane registers per row, 12 accumulators of 16 registers
+    /// (x86_64 with AVX2 and FMA).
+    Avx2,
+    /// No register-blocked kernel: the products run on [`matmul`] (faer, or the axpy path for a
+    /// few rows) instead. Other architectures, x86_64 CPUs without AVX2+FMA, and any CPU with
+    /// `RNN_PACKED_KERNEL=off`.
+    Portable,
+}
+
+impl KernelIsa {
+    /// The kernel this process runs, decided once: the fastest the CPU supports, or `Portable`
+    /// when the environment variable `RNN_PACKED_KERNEL` is `off` (for comparing the two in
+    /// benchmarks; any other value is ignored).
+    pub fn detected() -> Self {
+        static ISA: std::sync::OnceLock<KernelIsa> = std::sync::OnceLock::new();
+        *ISA.get_or_init(|| Self::choose(std::env::var_os("RNN_PACKED_KERNEL").as_deref()))
+    }
+
+    /// The kernel for a value of `RNN_PACKED_KERNEL` (`None` when unset): `Portable` for `off`,
+    /// else the fastest this CPU runs.
+    fn choose(env: Option<&std::ffi::OsStr>) -> Self {
+        if env.is_some_and(|v| v == "off") {
+            Self::Portable
+        } else {
+            Self::supported()[0]
+        }
+    }
+
+    /// Every kernel this CPU runs, fastest first; `Portable` (always) last.
+    pub fn supported() -> Vec<Self> {
+        [Self::Avx512, Self::Avx2, Self::Portable]
+            .into_iter()
+            .filter(|isa| isa.runs_here())
+            .collect()
+    }
+
+    /// Whether this CPU has the instructions of the kernel.
+    pub fn runs_here(self) -> bool {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx2 => {
+                std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            Self::Avx512 | Self::Avx2 => false,
+            Self::Portable => true,
+        }
+    }
+
+    /// Columns per packed panel of the kernel.
+    fn nr(self) -> usize {
+        match self {
+            Self::Avx512 => 32,
+            _ => 16,
+        }
+    }
+
+    /// Rows per register block of the kernel.
+    fn mr(self) -> usize {
+        match self {
+            Self::Avx512 => 8,
+            _ => 6,
+        }
+    }
+
+    /// Panics unless `self` is a register-blocked kernel this CPU runs: the safety condition of
+    /// `kernel::run` and `kernel::run_packed`.
+    fn assert_simd(self) {
+        assert!(
+            self != Self::Portable && self.runs_here(),
+            "the {self:?} kernel does not run on this CPU"
+        );
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod kernel {
+    use super::KernelIsa;
     use std::arch::x86_64::*;
-
-    /// Which register-blocked kernel this CPU runs, decided once.
-    #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-    enum Isa {
-        /// 8 rows x 32 columns: two 16-lane registers per row.
-        Avx512,
-        /// 6 rows x 16 columns: two 8-lane registers per row (12 accumulators of 16 registers).
-        Avx2,
-        None,
-    }
-
-    fn isa() -> Isa {
-        static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
-        *ISA.get_or_init(|| {
-            if std::env::var_os("RNN_PACKED_KERNEL").is_some_and(|v| v == "off") {
-                Isa::None
-            } else if std::arch::is_x86_feature_detected!("avx512f") {
-                Isa::Avx512
-            } else if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
-                Isa::Avx2
-            } else {
-                Isa::None
-            }
-        })
-    }
 
     /// Steps of the inner dimension per block: a panel's block (KC x NR floats, 32 KiB with
     /// AVX-512, 16 KiB with AVX2) stays in L1 while the row blocks of `a` pass over it.
     pub const KC: usize = 256;
 
-    pub fn available() -> bool {
-        isa() != Isa::None
-    }
-
-    /// Columns per packed panel for this CPU's kernel.
-    pub fn nr() -> usize {
-        match isa() {
-            Isa::Avx512 => 32,
-            _ => 16,
-        }
-    }
-
-    /// Rows per register block for this CPU's kernel.
-    pub fn mr() -> usize {
-        match isa() {
-            Isa::Avx512 => 8,
-            _ => 6,
-        }
-    }
-
-    /// `c (m, n) [+]= a · b` over `kc` steps of the inner dimension, with `a` packed in
-    /// micro-panels of `mr()` rows (element (i, p) at `a[(i / mr) * kc * mr + p * mr + i % mr]`)
-    /// and `panels` starting at the block's first step, `k` rows apart.
+    /// `c (m, n) [+]= a · b` with `isa`'s kernel over `kc` steps of the inner dimension, with `a`
+    /// packed in micro-panels of `mr` rows (element (i, p) at
+    /// `a[(i / mr) * kc * mr + p * mr + i % mr]`) and `panels` starting at the block's first
+    /// step, `k` rows apart (`mr`, `nr` of `isa`).
     ///
     /// # Safety
-    /// [`available`]; `a` holds `ceil(m / mr())` micro-panels of `kc` steps; `panels` holds
-    /// `ceil(n / nr())` panels `k * nr()` apart, each with `kc` rows from its start; `c` covers
-    /// `(m, n)` with row stride `c_rs`.
+    /// `isa` is a SIMD kernel this CPU runs ([`KernelIsa::runs_here`], not `Portable`); `a`
+    /// holds `ceil(m / mr)` micro-panels of `kc` steps; `panels` holds `ceil(n / nr)` panels
+    /// `k * nr` apart, each with `kc` rows from its start; `c` covers `(m, n)` with row stride
+    /// `c_rs`.
     pub unsafe fn run_packed(
+        isa: KernelIsa,
         (m, kc, n): (usize, usize, usize),
         a: *const f32,
         panels: &[f32],
@@ -724,10 +811,10 @@ mod kernel {
         c: (*mut f32, usize),
         accumulate: bool,
     ) {
-        match isa() {
-            Isa::Avx512 => avx512::run_packed((m, kc, n), a, panels, k, c, accumulate),
-            Isa::Avx2 => avx2::run_packed((m, kc, n), a, panels, k, c, accumulate),
-            Isa::None => unreachable!("packed kernel used without a supported CPU"),
+        match isa {
+            KernelIsa::Avx512 => avx512::run_packed((m, kc, n), a, panels, k, c, accumulate),
+            KernelIsa::Avx2 => avx2::run_packed((m, kc, n), a, panels, k, c, accumulate),
+            KernelIsa::Portable => unreachable!("the portable path has no register kernel"),
         }
     }
 
@@ -759,23 +846,27 @@ mod kernel {
         }
     }
 
+    /// `c (m, n) [+]= a · b` with `isa`'s kernel (`mr`, `nr` of `isa`).
+    ///
     /// # Safety
-    /// [`available`]; `a` covers `(m, k)`: element `(i, p)` of a block of [`mr`] rows starting
-    /// at row `i0` is at `(i0 / mr) * a_bs + (i - i0) * a_rs + p * a_cs` (a plain strided view has
+    /// `isa` is a SIMD kernel this CPU runs ([`KernelIsa::runs_here`], not `Portable`); `a`
+    /// covers `(m, k)`: element `(i, p)` of a block of `mr` rows starting at row `i0` is at
+    /// `(i0 / mr) * a_bs + (i - i0) * a_rs + p * a_cs` (a plain strided view has
     /// `a_bs = mr * a_rs`; packed micro-panels have `a_rs = 1`, `a_cs = mr`, `a_bs = k * mr`);
-    /// `c` covers `(m, n)` with row stride `c_rs`; `panels` holds `ceil(n / nr())` packed panels
+    /// `c` covers `(m, n)` with row stride `c_rs`; `panels` holds `ceil(n / nr)` packed panels
     /// of `k` rows.
     pub unsafe fn run(
+        isa: KernelIsa,
         dims: (usize, usize, usize),
         a: (*const f32, usize, usize, usize),
         panels: &[f32],
         c: (*mut f32, usize),
         accumulate: bool,
     ) {
-        match isa() {
-            Isa::Avx512 => avx512::run(dims, a, panels, c, accumulate),
-            Isa::Avx2 => avx2::run(dims, a, panels, c, accumulate),
-            Isa::None => unreachable!("packed kernel used without a supported CPU"),
+        match isa {
+            KernelIsa::Avx512 => avx512::run(dims, a, panels, c, accumulate),
+            KernelIsa::Avx2 => avx2::run(dims, a, panels, c, accumulate),
+            KernelIsa::Portable => unreachable!("the portable path has no register kernel"),
         }
     }
 
@@ -1051,17 +1142,10 @@ mod kernel {
 
 #[cfg(not(target_arch = "x86_64"))]
 mod kernel {
-    pub fn available() -> bool {
-        false
-    }
-    pub fn nr() -> usize {
-        1
-    }
-    pub fn mr() -> usize {
-        1
-    }
+    use super::KernelIsa;
     pub const KC: usize = 256;
     pub unsafe fn run_packed(
+        _: KernelIsa,
         _: (usize, usize, usize),
         _: *const f32,
         _: &[f32],
@@ -1072,6 +1156,7 @@ mod kernel {
         unreachable!("the packed kernel is only built on x86_64")
     }
     pub unsafe fn run(
+        _: KernelIsa,
         _: (usize, usize, usize),
         _: (*const f32, usize, usize, usize),
         _: &[f32],
@@ -1083,18 +1168,19 @@ mod kernel {
 }
 
 #[cfg(test)]
+mod isa_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
     /// The cache-blocked f32 product equals the naive one: remainders in `m` (not a multiple of
     /// MR or MC) and `n` (not a multiple of NR), `k` over several KC blocks, row blocks on both
     /// threads, row- and column-major `a`, strided `b`, accumulate, a destination with a row
-    /// stride and offset. Called directly, so it runs whatever `matmul`'s routing thresholds.
+    /// stride and offset. Called directly, so it runs whatever `matmul`'s routing thresholds, with
+    /// every register kernel the CPU has (`isa_tests` checks that they are all exercised).
     #[test]
     fn blocked_f32_equals_naive_product() {
-        if !kernel::available() {
-            return;
-        }
         let shapes = [
             (7, 5, 3),
             (37, 300, 21),
@@ -1130,26 +1216,31 @@ mod tests {
                 };
                 let (offset, rs) = (3, n + 5);
                 let init: Vec<f32> = (0..offset + m * rs).map(|i| (i % 7) as f32).collect();
-                let mut dst = init.clone();
-                blocked_f32(&mut dst, offset, rs, accumulate, av, bv, true);
                 let af: Vec<f64> = a.iter().map(|&v| v as f64).collect();
                 let bf: Vec<f64> = b.iter().map(|&v| v as f64).collect();
                 let want = naive(&af, &bf, m, k, n);
-                for (idx, (&got, &old)) in dst.iter().zip(&init).enumerate() {
-                    let (i, j) = (
-                        (idx.wrapping_sub(offset)) / rs,
-                        (idx.wrapping_sub(offset)) % rs,
-                    );
-                    let expect = if idx >= offset && j < n {
-                        want[i * n + j] + if accumulate { old as f64 } else { 0.0 }
-                    } else {
-                        old as f64 // padding between rows is untouched
-                    };
-                    assert!(
-                        (got as f64 - expect).abs() <= 1e-4 * (1.0 + expect.abs()),
-                        "({m},{k},{n}) trans_a {trans_a} trans_b {trans_b} acc {accumulate}: \
-                         dst[{idx}] = {got}, want {expect}"
-                    );
+                for isa in KernelIsa::supported() {
+                    if isa == KernelIsa::Portable {
+                        continue;
+                    }
+                    let mut dst = init.clone();
+                    blocked_f32(isa, &mut dst, offset, rs, accumulate, av, bv, true);
+                    for (idx, (&got, &old)) in dst.iter().zip(&init).enumerate() {
+                        let (i, j) = (
+                            (idx.wrapping_sub(offset)) / rs,
+                            (idx.wrapping_sub(offset)) % rs,
+                        );
+                        let expect = if idx >= offset && j < n {
+                            want[i * n + j] + if accumulate { old as f64 } else { 0.0 }
+                        } else {
+                            old as f64 // padding between rows is untouched
+                        };
+                        assert!(
+                            (got as f64 - expect).abs() <= 1e-4 * (1.0 + expect.abs()),
+                            "{isa:?} ({m},{k},{n}) trans_a {trans_a} trans_b {trans_b} acc \
+                         {accumulate}: dst[{idx}] = {got}, want {expect}"
+                        );
+                    }
                 }
             }
         }

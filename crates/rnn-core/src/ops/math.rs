@@ -228,6 +228,131 @@ mod tests {
         assert!(extremes[0] >= 0.0 && extremes[0] < 1e-37 && extremes[1] == 1.0);
     }
 
+    /// The multiversioned f32 slice functions, run on the target the CPU selects, equal their
+    /// scalar bodies (one call per element, on the baseline target) bit for bit, for lengths
+    /// around every vector width and for extreme inputs: no target reorders, contracts into FMA or
+    /// approximates differently. multiversion 0.8 defines each target's clone inside the
+    /// dispatching function, where it cannot be named, so only the selected target (the best one
+    /// the CPU has) is checked, not every target the CPU could run.
+    #[test]
+    fn dispatched_slice_functions_equal_their_scalar_bodies_bit_for_bit() {
+        use std::hint::black_box;
+        let same =
+            |got: f32, want: f32| got.to_bits() == want.to_bits() || got.is_nan() && want.is_nan();
+        let specials = [
+            0.0f32,
+            -0.0,
+            1e-40,
+            -1e-40,
+            86.9,
+            87.5,
+            88.5,
+            -87.5,
+            -104.0,
+            1e30,
+            -1e30,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+        ];
+        let mut lengths: Vec<usize> = (0..=70).collect();
+        lengths.extend([127, 128, 129, 1000, 1003]);
+        for len in lengths {
+            let xs: Vec<f32> = (0..len)
+                .map(|i| {
+                    if i % 13 == 5 {
+                        specials[i / 13 % specials.len()]
+                    } else {
+                        ((i * 7919 % 2001) as f32 - 1000.0) * 0.031
+                    }
+                })
+                .collect();
+            let ys: Vec<f32> = xs.iter().map(|x| (x * 0.37).sin()).collect();
+            let check = |what: &str, got: &[f32], want: &dyn Fn(usize) -> f32| {
+                for (i, &g) in got.iter().enumerate() {
+                    let w = want(i);
+                    assert!(
+                        same(g, w),
+                        "{what}, len {len}: [{i}] ({}) = {g}, want {w}",
+                        xs[i]
+                    );
+                }
+            };
+            let mut s = xs.clone();
+            sigmoid_f32_slice(&mut s);
+            check("sigmoid", &s, &|i| sigmoid_f32(black_box(xs[i])));
+            let mut t = xs.clone();
+            tanh_f32_slice(&mut t);
+            check("tanh", &t, &|i| tanh_f32(black_box(xs[i])));
+            let mut t = vec![f32::NAN; len];
+            tanh_f32_into(&xs, &mut t);
+            check("tanh_into", &t, &|i| tanh_f32(black_box(xs[i])));
+            let mut y = ys.clone();
+            axpy_f32(-1.7, &xs, &mut y);
+            check("axpy", &y, &|i| black_box(ys[i]) + -1.7 * black_box(xs[i]));
+            let mut y = xs.clone();
+            scale_f32(&mut y, 0.3);
+            check("scale", &y, &|i| black_box(xs[i]) * 0.3);
+            // exp_shifted: the values, and the sum in its documented order (16 lanes, then the
+            // tail). Without the infinities and NaN, whose sums are not comparable bit for bit.
+            let finite: Vec<f32> = xs
+                .iter()
+                .map(|x| if x.is_finite() { *x } else { 1.5 })
+                .collect();
+            let mut e = finite.clone();
+            let sum = exp_shifted_f32(&mut e, 2.5);
+            check("exp_shifted", &e, &|i| exp_f32(black_box(finite[i]) - 2.5));
+            let (mut lanes, mut tail) = ([0f32; 16], 0f32);
+            let full = len / 16 * 16;
+            for (i, &v) in e.iter().enumerate() {
+                if i < full {
+                    lanes[i % 16] += black_box(v);
+                } else {
+                    tail += black_box(v);
+                }
+            }
+            let want = lanes.iter().fold(0f32, |acc, v| black_box(acc + v)) + tail;
+            assert!(
+                same(sum, want),
+                "exp_shifted sum, len {len}: {sum}, want {want}"
+            );
+            // f64 axpy is multiversioned too.
+            let x64: Vec<f64> = finite.iter().map(|&v| v as f64 * 1.1).collect();
+            let y64: Vec<f64> = ys.iter().map(|&v| v as f64 / 3.0).collect();
+            let mut y = y64.clone();
+            axpy_f64(0.7, &x64, &mut y);
+            for (i, &g) in y.iter().enumerate() {
+                let w = black_box(y64[i]) + 0.7 * black_box(x64[i]);
+                assert_eq!(
+                    g.to_bits(),
+                    w.to_bits(),
+                    "axpy f64, len {len}: [{i}] = {g}, want {w}"
+                );
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            let has = |f: &str| match f {
+                "avx512f" => std::arch::is_x86_feature_detected!("avx512f"),
+                "avx512vl" => std::arch::is_x86_feature_detected!("avx512vl"),
+                "avx2" => std::arch::is_x86_feature_detected!("avx2"),
+                _ => std::arch::is_x86_feature_detected!("fma"),
+            };
+            // The first of the targets listed on the functions that the CPU has.
+            let target = if ["avx512f", "avx512vl", "avx2", "fma"]
+                .iter()
+                .all(|f| has(f))
+            {
+                "x86_64+avx512f+avx512vl+avx2+fma"
+            } else if has("avx2") && has("fma") {
+                "x86_64+avx2+fma"
+            } else {
+                "the baseline"
+            };
+            eprintln!("multiversioned math checked on its selected target only: {target}");
+        }
+    }
+
     #[test]
     fn exp_relative_error_is_small() {
         for i in -8700..=8800 {
