@@ -231,12 +231,12 @@ impl Rnn {
             check_lengths(lengths, batch, seq_len)?;
         }
         let fused = match self.implementation {
-            Implementation::Auto => ops::supports(&prepared.xs),
+            Implementation::Auto => ops::recurrence_supported(&prepared.xs),
             Implementation::Composed => false,
             Implementation::Fused => {
-                if !ops::supports(&prepared.xs) {
+                if !ops::recurrence_supported(&prepared.xs) {
                     bail!(
-                        "Rnn: the fused implementation runs on the CPU in f32 or f64, got {:?} on {:?}; use Implementation::Auto or Composed",
+                        "Rnn: the fused implementation runs in f32 or f64 on the CPU (and on CUDA in a build with the `cuda` feature), got {:?} on {:?}; use Implementation::Auto or Composed",
                         prepared.xs.dtype(),
                         prepared.xs.device().location()
                     );

@@ -9,6 +9,8 @@
 //! (`crate::recurrence`) computes the same function from Candle tensor ops on any device; tests hold
 //! the two equal.
 
+#[cfg(feature = "cuda")]
+mod cuda;
 mod gemm;
 mod gru;
 pub(crate) mod linear_ce;
@@ -485,6 +487,19 @@ impl CustomOp3 for FusedRecurrence {
         }
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        cuda::forward(self, s1, l1, s2, l2, s3, l3)
+    }
+
     fn bwd(
         &self,
         xs: &Tensor,
@@ -493,6 +508,10 @@ impl CustomOp3 for FusedRecurrence {
         _res: &Tensor,
         grad_res: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        #[cfg(feature = "cuda")]
+        if xs.device().is_cuda() {
+            return cuda::backward(self, xs, state0, params, grad_res);
+        }
         fn run<T: Float>(
             op: &FusedRecurrence,
             xs: &Tensor,
@@ -517,9 +536,16 @@ impl CustomOp3 for FusedRecurrence {
     }
 }
 
-/// Whether the fused op can run `xs`: a CPU tensor of f32 or f64.
+/// Whether the fused CPU ops (the output layer's loss) can run `xs`: a CPU tensor of f32 or f64.
 pub(crate) fn supports(xs: &Tensor) -> bool {
     xs.device().is_cpu() && matches!(xs.dtype(), DType::F32 | DType::F64)
+}
+
+/// Whether the fused recurrence can run `xs`: f32 or f64 on the CPU, or on CUDA in a build with
+/// the `cuda` feature.
+pub(crate) fn recurrence_supported(xs: &Tensor) -> bool {
+    let device = xs.device().is_cpu() || (cfg!(feature = "cuda") && xs.device().is_cuda());
+    device && matches!(xs.dtype(), DType::F32 | DType::F64)
 }
 
 /// The op's forward with no autograd graph, on `args = [xs, h0, (c0,) w_ih, w_hh, (b_ih, b_hh,)
@@ -622,6 +648,11 @@ pub(crate) fn fused_direction(
         let params = Tensor::cat(&pieces, 0)?;
         let state0 = Tensor::cat(&state_pieces, 0)?;
         xs.apply_op3(&state0, &params, op)?
+    } else if !xs.device().is_cpu() {
+        // Nothing to differentiate on a device: the op runs on packed copies without a graph.
+        let params = Tensor::cat(&pieces, 0)?;
+        let state0 = Tensor::cat(&state_pieces, 0)?;
+        xs.apply_op3_no_bwd(&state0, &params, &op)?
     } else {
         // Nothing to differentiate: run on views of the tensors as they are, without copying the
         // parameters and the state into the op's packed arguments.

@@ -19,10 +19,11 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
     try_max_abs_diff(a, b).unwrap()
 }
 
-/// The implementations a test checks on `device`: the fused CPU op and its composed twin on the
-/// CPU; elsewhere the device's default path (`Auto`) and the composed twin.
+/// The implementations a test checks on `device`: the fused op and its composed twin on the CPU
+/// and on CUDA (in a build with the `cuda` feature); elsewhere the device's default path (`Auto`)
+/// and the composed twin.
 pub fn implementations(device: &Device) -> [Implementation; 2] {
-    if device.is_cpu() {
+    if device.is_cpu() || (cfg!(feature = "cuda") && device.is_cuda()) {
         [Implementation::Fused, Implementation::Composed]
     } else {
         [Implementation::Auto, Implementation::Composed]

@@ -140,6 +140,7 @@ impl ArgsDesc {
 
 /// Byte offsets of [`StepArgs`]'s fields in declaration order, after its size: the numbers the
 /// host harness reports for `RnnStepArgs<double>`.
+#[cfg(test)]
 pub(crate) fn step_args_layout() -> Vec<i64> {
     use std::mem::{offset_of, size_of};
     type A = StepArgs<f64>;

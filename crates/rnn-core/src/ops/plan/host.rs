@@ -44,6 +44,12 @@ impl<T: Float> HostBuffers<T> {
         }
     }
 
+    /// Drops every buffer but those `keep` accepts, as the device executor keeps only the
+    /// forward's inputs and its [`super::SAVED`] activations for the backward.
+    pub fn retain(&mut self, keep: impl Fn(Buf) -> bool) {
+        self.bufs.retain(|b, _| keep(*b));
+    }
+
     /// The contents of `buf` (without guards).
     pub fn get(&self, buf: Buf) -> &[T] {
         let v = &self.bufs[&buf];

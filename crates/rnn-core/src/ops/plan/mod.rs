@@ -13,6 +13,7 @@
 mod args;
 mod backward;
 mod forward;
+#[cfg(test)]
 pub(crate) mod host;
 #[cfg(test)]
 mod tests;
@@ -43,6 +44,7 @@ pub(crate) enum Kernel {
 
 impl Kernel {
     /// Every kernel, in id order.
+    #[cfg(test)]
     pub const ALL: [Kernel; 11] = [
         Kernel::LstmFwd,
         Kernel::LstmProjFwd,
@@ -241,8 +243,13 @@ pub(crate) struct Plan {
     pub scratch: Vec<(Buf, usize)>,
 }
 
+/// The buffers the forward keeps for the backward (besides its inputs `X` and `Params`).
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+pub(crate) const SAVED: [Buf; 5] = [Buf::Gates, Buf::Hprev, Buf::Cprev, Buf::Tanhc, Buf::Hn];
+
 impl Plan {
     /// Launches: GEMMs, kernel calls and copies.
+    #[cfg(test)]
     pub fn launches(&self) -> usize {
         self.ops.len()
     }
