@@ -145,6 +145,7 @@ step_machine() {
       [ -n "$nvcc" ] && break
     done
   fi
+  NVCC_BIN="$nvcc"
   if [ -n "$nvcc" ]; then NVCC_LINE=$(tmo "$nvcc" --version | grep -i release); echo "$nvcc: $NVCC_LINE"; else NVCC_LINE="not found"; echo "nvcc not found"; fi
   echo "== python / torch"
   TORCH_LINE=$(tmo python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "cudnn", torch.backends.cudnn.version(), "gpu", torch.cuda.is_available() and torch.cuda.get_device_name(0))' 2>&1 | tail -n 1)
@@ -254,6 +255,27 @@ step_smoke() {
   EXTRA="\"bench\":$line"
 }
 
+# The fused recurrence's kernels (embedded in every executable; carried in kernels/ too): the
+# build's ptxas report must list every kernel for f32 and f64 with no register spills; with a
+# cuobjdump at hand, the fatbin must hold sm_90 code and PTX.
+step_kernels() {
+  local log="$KIT/kernels/ptxas.log" fat="$KIT/kernels/recurrence.fatbin" n spills regs cuobj
+  [ -s "$fat" ] && [ -f "$log" ] || { NOTE="kernels/ missing from the kit"; return 1; }
+  n=$(grep -c "Compiling entry function" "$log")
+  spills=$(grep "spill" "$log" | grep -vc " 0 bytes spill stores, 0 bytes spill loads")
+  regs=$(sed -n 's/.*Used \([0-9]*\) registers.*/\1/p' "$log" | sort -n | tail -n 1)
+  cat "$log"
+  NOTE="$n kernel entry points compiled, at most ${regs:-?} registers, $spills with spills; fatbin $(wc -c <"$fat") bytes"
+  cuobj=$(command -v cuobjdump || true)
+  if [ -z "$cuobj" ] && [ -n "${NVCC_BIN:-}" ]; then cuobj="$(dirname "$NVCC_BIN")/cuobjdump"; [ -x "$cuobj" ] || cuobj=""; fi
+  if [ -n "$cuobj" ]; then
+    echo "== $cuobj --list-elf --list-ptx"
+    tmo "$cuobj" --list-elf --list-ptx "$fat" || true
+    NOTE="$NOTE; cuobjdump: $(tmo "$cuobj" --list-elf --list-ptx "$fat" 2>&1 | grep -Eo 'sm_[0-9]+|compute_[0-9]+' | sort -u | tr '\n' ' ')"
+  fi
+  [ "$n" -ge 22 ] && [ "$spills" = 0 ]
+}
+
 # step_test NAME: one carried test executable on the device.
 step_test() {
   local name="$1" rc summary
@@ -357,26 +379,26 @@ step_bench() {
   return 0
 }
 
-# `rnn bench --devices`: the composed LSTM/GRU on the CPU and the device, against PyTorch (when
-# python3 has torch). That command exits 0 whatever its rows hold: each row must say "ok".
+# step_bench_compare IMPL DEVICES B T I H [ITERS]: `rnn bench --devices` for LSTM and GRU,
+# training and inference, against PyTorch (cuDNN on CUDA; when python3 has torch). That command
+# exits 0 whatever its rows hold: each row must say "ok".
 step_bench_compare() {
-  local devices="cpu,$DEVICE" py=() lines
-  [ "$DRY" = 1 ] && devices=cpu
+  local imp="$1" devices="$2" b="$3" t="$4" i="$5" h="$6" iters="${7:-$ITERS}" py=() lines
   if tmo python3 -c 'import torch' 2>/dev/null; then py=(--pytorch python3); else echo "no torch in python3: without --pytorch"; fi
-  lines=$(tmo "$BIN/rnn" bench --devices "$devices" "${py[@]}" --cells lstm,gru --modes train,infer --impl composed \
-    --batch 32 --seq-len 64 --input-size 256 --hidden-size 256 --iters "$ITERS" --json) \
-    || { NOTE="rnn bench --devices $devices ${py[*]} failed"; return 1; }
+  lines=$(tmo "$BIN/rnn" bench --devices "$devices" "${py[@]}" --cells lstm,gru --modes train,infer --impl "$imp" \
+    --batch "$b" --seq-len "$t" --input-size "$i" --hidden-size "$h" --iters "$iters" --json) \
+    || { NOTE="rnn bench --devices $devices --impl $imp ${py[*]} failed"; return 1; }
   echo "$lines"
   local l n=0 bad=0
   while IFS= read -r l; do
     case "$l" in
       "{"*)
-        printf '{"step":"bench-compare","status":"DATA","seconds":0,"note":"","compare":%s}\n' "$l" >>"$RESULTS"
+        printf '{"step":"bench-compare-%s","status":"DATA","seconds":0,"note":"","compare":%s}\n' "$imp" "$l" >>"$RESULTS"
         n=$((n + 1))
         case "$l" in *'"status":"ok"'*) ;; *) bad=$((bad + 1)) ;; esac ;;
     esac
   done <<<"$lines"
-  NOTE="$n row(s) for --devices $devices ${py[*]}, $bad not ok"
+  NOTE="$n row(s) for --devices $devices --impl $imp B$b T$t I$i H$h ${py[*]}, $bad not ok"
   [ "$n" -gt 0 ] && [ "$bad" = 0 ]
 }
 
@@ -384,6 +406,7 @@ step_bench_compare() {
 say "rnn GPU kit: device $DEVICE, output $OUT, budget ${BUDGET}s, $STEPS training steps"
 run_step machine 60 step_machine
 run_step libraries 60 step_libraries
+run_step kernels 30 step_kernels
 run_step smoke-ptx 90 step_smoke
 TESTS=$(cat "$BIN/TESTS" 2>/dev/null)
 [ -n "$TESTS" ] || record tests FAIL 0 "bin/TESTS lists no test executable"
@@ -395,16 +418,21 @@ for task in char-lm classify seq2seq; do
   run_step "train_$task" 120 step_train "$task"
 done
 for cell in lstm gru; do
-  for mode in train infer; do
-    run_step "bench_${cell}_${mode}_composed" 45 step_bench "$cell" "$mode" composed
-  done
+  run_step "bench_${cell}_train_fused" 45 step_bench "$cell" train fused
 done
-run_step bench_lstm_train_fused 45 step_bench lstm train fused info
+run_step bench_lstm_train_composed 45 step_bench lstm train composed
 run_step bench_lstm_train_candle-nn 45 step_bench lstm train candle-nn info
-if timeout 20 "$BIN/rnn" bench --help 2>/dev/null | grep -q -- '--devices'; then
-  run_step bench-compare 120 step_bench_compare
+# The fused op against PyTorch (cuDNN) at the three sizes of issue 23 on the device, then the
+# composed twin on the CPU and the device at the first size. A dry run uses smaller shapes.
+if [ "$DRY" = 1 ]; then
+  run_step bench-compare-fused-B32T64I256H256 120 step_bench_compare fused "$DEVICE" 32 64 64 64
+  run_step bench-compare-fused-B1T100I64H128 60 step_bench_compare fused "$DEVICE" 1 100 64 128
+  run_step bench-compare-composed 120 step_bench_compare composed cpu 32 64 64 64
 else
-  record bench-compare INFO 0 "skipped: this rnn has no 'bench --devices' option"
+  run_step bench-compare-fused-B32T64I256H256 90 step_bench_compare fused "$DEVICE" 32 64 256 256
+  run_step bench-compare-fused-B1T100I64H128 90 step_bench_compare fused "$DEVICE" 1 100 64 128
+  run_step bench-compare-fused-B64T128I512H1024 120 step_bench_compare fused "$DEVICE" 64 128 512 1024 10
+  run_step bench-compare-composed 120 step_bench_compare composed "cpu,$DEVICE" 32 64 256 256
 fi
 
 # ---------------------------------------------------------------------------------------------
@@ -448,13 +476,19 @@ if b:
                  f"{x.get('batch')},{x.get('seq_len')},{x.get('input')},{x.get('hidden')} | {x.get('median_ms')} | {x.get('min_ms')} |")
 cmp = [r["compare"] for r in rows if isinstance(r.get("compare"), dict)]
 if cmp:
-    L += ["", "## rnn bench --devices (composed; PyTorch where python3 has torch)", "",
-          "| device | cell | mode | B,T,I,H | ours median ms | PyTorch median ms | ratio | PyTorch backend | status | note |",
-          "|---|---|---|---|---|---|---|---|---|---|"]
+    L += ["", "## rnn bench --devices (ours against PyTorch where python3 has torch)", "",
+          "Goal of issue 23 (fused, CUDA, training, B >= 32): ratio at most 1.0 for LSTM, 0.7 for GRU.", "",
+          "| impl | device | cell | mode | B,T,I,H | ours median ms | PyTorch median ms | ratio | goal | PyTorch backend | status | note |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for x in cmp:
         g = lambda k: "-" if x.get(k) is None else (f"{x[k]:.3f}" if isinstance(x[k], float) else str(x[k]))
-        L.append(f"| {g('device')} | {g('cell')} | {g('mode')} | {g('batch')},{g('seq_len')},{g('input')},{g('hidden')} | "
-                 f"{g('ours_median_ms')} | {g('torch_median_ms')} | {g('ratio')} | {g('torch_backend')} | {g('status')} | {str(x.get('note') or '')[:200]} |")
+        goal = "-"
+        if x.get("impl") == "fused" and str(x.get("device", "")).startswith("cuda") and x.get("mode") == "train" \
+                and (x.get("batch") or 0) >= 32 and isinstance(x.get("ratio"), float):
+            limit = 1.0 if x.get("cell") == "lstm" else 0.7
+            goal = f"{'met' if x['ratio'] <= limit else 'missed'} (<= {limit})"
+        L.append(f"| {g('impl')} | {g('device')} | {g('cell')} | {g('mode')} | {g('batch')},{g('seq_len')},{g('input')},{g('hidden')} | "
+                 f"{g('ours_median_ms')} | {g('torch_median_ms')} | {g('ratio')} | {goal} | {g('torch_backend')} | {g('status')} | {str(x.get('note') or '')[:200]} |")
 L += ["", "Logs: `logs/`; runs (checkpoints, metrics.jsonl): `runs/`; every step as JSON: `results.jsonl`.", ""]
 open(md, "w").write("\n".join(L))
 EOF

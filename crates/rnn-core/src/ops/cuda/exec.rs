@@ -49,38 +49,72 @@ fn int(v: usize, what: &str) -> Result<i32> {
     })
 }
 
-macro_rules! impl_kernel_float {
-    ($t:ty, $suffix:literal, $gemm:ident) => {
-        impl KernelFloat for $t {
-            const SUFFIX: &'static str = $suffix;
-            unsafe fn gemm(dev: &CudaDevice, g: &Gemm, a: u64, b: u64, c: u64) -> Result<()> {
-                let blas = dev.cublas_handle();
-                let (alpha, beta): ($t, $t) = (1.0, g.beta as $t);
-                cudarc::cublas::result::$gemm(
-                    *blas.handle(),
-                    op(g.transa),
-                    op(g.transb),
-                    int(g.m, "m")?,
-                    int(g.n, "n")?,
-                    int(g.k, "k")?,
-                    &alpha,
-                    a as *const $t,
-                    int(g.lda, "lda")?,
-                    b as *const $t,
-                    int(g.ldb, "ldb")?,
-                    &beta,
-                    c as *mut $t,
-                    int(g.ldc, "ldc")?,
-                )
-                .map_err(|e| {
-                    candle_core::Error::Msg(format!("fused CUDA recurrence: cuBLAS gemm: {e:?}"))
-                })
-            }
-        }
-    };
+fn blas_error(e: cudarc::cublas::result::CublasError) -> candle_core::Error {
+    candle_core::Error::Msg(format!("fused CUDA recurrence: cuBLAS gemm: {e:?}"))
 }
-impl_kernel_float!(f32, "_f32", sgemm);
-impl_kernel_float!(f64, "_f64", dgemm);
+
+impl KernelFloat for f32 {
+    const SUFFIX: &'static str = "_f32";
+    /// Full f32 products unless Candle's reduced-precision flag
+    /// (`candle_core::cuda::set_gemm_reduced_precision_f32`) asks for TF32, as Candle's matmul does.
+    unsafe fn gemm(dev: &CudaDevice, g: &Gemm, a: u64, b: u64, c: u64) -> Result<()> {
+        use cudarc::cublas::sys::{cublasComputeType_t as C, cublasGemmAlgo_t, cudaDataType as D};
+        let blas = dev.cublas_handle();
+        let (alpha, beta) = (1f32, g.beta as f32);
+        let compute = if candle_core::cuda::gemm_reduced_precision_f32() {
+            C::CUBLAS_COMPUTE_32F_FAST_TF32
+        } else {
+            C::CUBLAS_COMPUTE_32F
+        };
+        cudarc::cublas::result::gemm_ex(
+            *blas.handle(),
+            op(g.transa),
+            op(g.transb),
+            int(g.m, "m")?,
+            int(g.n, "n")?,
+            int(g.k, "k")?,
+            (&alpha as *const f32).cast(),
+            a as *const std::ffi::c_void,
+            D::CUDA_R_32F,
+            int(g.lda, "lda")?,
+            b as *const std::ffi::c_void,
+            D::CUDA_R_32F,
+            int(g.ldb, "ldb")?,
+            (&beta as *const f32).cast(),
+            c as *mut std::ffi::c_void,
+            D::CUDA_R_32F,
+            int(g.ldc, "ldc")?,
+            compute,
+            cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+        )
+        .map_err(blas_error)
+    }
+}
+
+impl KernelFloat for f64 {
+    const SUFFIX: &'static str = "_f64";
+    unsafe fn gemm(dev: &CudaDevice, g: &Gemm, a: u64, b: u64, c: u64) -> Result<()> {
+        let blas = dev.cublas_handle();
+        let (alpha, beta) = (1f64, g.beta);
+        cudarc::cublas::result::dgemm(
+            *blas.handle(),
+            op(g.transa),
+            op(g.transb),
+            int(g.m, "m")?,
+            int(g.n, "n")?,
+            int(g.k, "k")?,
+            &alpha,
+            a as *const f64,
+            int(g.lda, "lda")?,
+            b as *const f64,
+            int(g.ldb, "ldb")?,
+            &beta,
+            c as *mut f64,
+            int(g.ldc, "ldc")?,
+        )
+        .map_err(blas_error)
+    }
+}
 
 /// Loaded kernels per CUDA context (by its ordinal) and function name.
 type Functions = HashMap<(usize, String), CudaFunction>;
