@@ -10,6 +10,8 @@
 //! - [`RnnState`]: `h` (and `c` for LSTM); [`RnnState::detach`] for truncated BPTT.
 //! - [`LstmCell`], [`GruCell`], [`RnnCell`]: one step at a time.
 //! - [`init::seeded_var_builder`]: reproducible fresh parameters.
+//! - [`loss`]: masked cross-entropy (a fused CPU op and its composed twin), the output layer
+//!   fused with its cross-entropy, MSE and binary cross-entropy on logits.
 //!
 //! Gradients flow through Candle's autograd to every parameter, the input and the initial state.
 #![warn(missing_docs)]
@@ -20,6 +22,7 @@ mod config;
 pub mod device;
 pub mod init;
 mod layer;
+pub mod loss;
 mod ops;
 pub mod output;
 mod recurrence;

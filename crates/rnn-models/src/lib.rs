@@ -20,7 +20,6 @@
 pub mod classifier;
 pub mod common;
 pub mod forecaster;
-mod fused_ce;
 pub mod generator;
 pub mod lm;
 pub mod loss;

@@ -17,7 +17,7 @@
 //! | [`CorpusBleu`] | generated and reference sequences (ids or words) | [`BleuScore`] |
 //! | [`RegressionMetrics`] | predictions and targets | [`RegressionReport`]: MAE, RMSE, MAPE |
 //!
-//! **Losses** live in [`rnn_models::loss`] (the models use them too) and are re-exported here:
+//! **Losses** live in [`rnn_core::loss`] (the models use them too) and are re-exported here:
 //! [`masked_cross_entropy`] (and [`masked_cross_entropy_sum`] for perplexity), [`mse`] and
 //! [`binary_cross_entropy_with_logits`].
 
@@ -27,7 +27,7 @@ use std::hash::Hash;
 use candle_core::{DType, Tensor, D};
 
 use crate::{Error, Result};
-pub use rnn_models::loss::{
+pub use rnn_core::loss::{
     binary_cross_entropy_with_logits, masked_cross_entropy, masked_cross_entropy_sum, mse, NllSum,
 };
 

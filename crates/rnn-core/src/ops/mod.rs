@@ -9,6 +9,7 @@
 //! (`crate::recurrence`) computes the same function from Candle tensor ops on any device; tests hold
 //! the two equal.
 
+pub(crate) mod cross_entropy;
 #[cfg(feature = "cuda")]
 mod cuda;
 mod gemm;

@@ -9,6 +9,8 @@
 
 use std::sync::Mutex;
 
+use super::cpu_slice;
+use super::math::Float;
 use candle_core::{
     bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Storage, Tensor, WithDType,
 };
@@ -18,11 +20,6 @@ use rayon::prelude::*;
 fn rows_per_task(classes: usize) -> usize {
     (16_384 / classes.max(1)).max(1)
 }
-
-/// The element types the op runs on.
-trait Float: WithDType + num_traits::Float + std::ops::SubAssign + Send + Sync {}
-impl Float for f32 {}
-impl Float for f64 {}
 
 /// The log-sum-exp of `row` (max-shifted, so large logits do not overflow), accumulated in f64;
 /// `±inf` when the maximum is infinite, NaN when the row holds a NaN.
@@ -51,13 +48,6 @@ pub(crate) struct FusedCrossEntropy {
     classes: usize,
     /// Each row's log-sum-exp from the forward pass, for the backward pass.
     lse: Mutex<Option<Vec<f64>>>,
-}
-
-fn cpu_slice<'a, T: WithDType>(s: &'a CpuStorage, layout: &Layout, what: &str) -> Result<&'a [T]> {
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&s.as_slice::<T>()?[start..end]),
-        None => bail!("fused cross-entropy: {what} is not contiguous"),
-    }
 }
 
 impl FusedCrossEntropy {
@@ -131,15 +121,11 @@ impl CustomOp2 for FusedCrossEntropy {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let targets: &[u32] = cpu_slice(s2, l2, "targets")?;
+        let targets: &[u32] = cpu_slice(s2, l2)?;
         let shape = Shape::from(targets.len());
         let out = match s1 {
-            CpuStorage::F32(_) => {
-                CpuStorage::F32(self.forward(cpu_slice(s1, l1, "logits")?, targets)?)
-            }
-            CpuStorage::F64(_) => {
-                CpuStorage::F64(self.forward(cpu_slice(s1, l1, "logits")?, targets)?)
-            }
+            CpuStorage::F32(_) => CpuStorage::F32(self.forward(cpu_slice(s1, l1)?, targets)?),
+            CpuStorage::F64(_) => CpuStorage::F64(self.forward(cpu_slice(s1, l1)?, targets)?),
             _ => bail!("fused cross-entropy: f32 or f64 logits only"),
         };
         Ok((out, shape))
@@ -167,7 +153,7 @@ impl CustomOp2 for FusedCrossEntropy {
         let (Storage::Cpu(ls), Storage::Cpu(ts), Storage::Cpu(gs)) = (&*ls, &*ts, &*gs) else {
             bail!("fused cross-entropy: CPU tensors only");
         };
-        let t: &[u32] = cpu_slice(ts, tl, "targets")?;
+        let t: &[u32] = cpu_slice(ts, tl)?;
         fn grad_of<T: Float>(
             op: &FusedCrossEntropy,
             (ls, ll): (&CpuStorage, &Layout),
@@ -175,8 +161,8 @@ impl CustomOp2 for FusedCrossEntropy {
             (gs, gl): (&CpuStorage, &Layout),
             lse: &[f64],
         ) -> Result<Vec<T>> {
-            let logits = cpu_slice(ls, ll, "logits")?;
-            Ok(op.backward::<T>(logits, targets, cpu_slice(gs, gl, "grad")?, lse))
+            let logits = cpu_slice(ls, ll)?;
+            Ok(op.backward::<T>(logits, targets, cpu_slice(gs, gl)?, lse))
         }
         let grad = match logits.dtype() {
             DType::F32 => Tensor::from_vec(
@@ -193,11 +179,6 @@ impl CustomOp2 for FusedCrossEntropy {
         };
         Ok((Some(grad), None))
     }
-}
-
-/// Whether the fused op can run on `logits`: a CPU tensor of f32 or f64.
-pub(crate) fn supports(logits: &Tensor) -> bool {
-    logits.device().is_cpu() && matches!(logits.dtype(), DType::F32 | DType::F64)
 }
 
 /// Per-row negative log-likelihood of `(N, C)` CPU logits (f32/f64) against `N` u32 class ids,
