@@ -15,7 +15,7 @@ use rnn_core::Mode;
 use serde::{Deserialize, Serialize};
 
 use crate::bench::{BenchImpl, BenchSpec, Workload};
-use crate::cli::error_line;
+use crate::run::error_line;
 
 /// The PyTorch timing script (`benches/torch_bench.py`), run as `PYTHON -c TORCH_SCRIPT ARGS`.
 pub const TORCH_SCRIPT: &str = include_str!("../benches/torch_bench.py");

@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod bench_devices;
 pub mod cli;
+pub mod run;
 pub mod tasks;
 pub use rnn_core as core;
 pub use rnn_models as models;

@@ -6,9 +6,6 @@
 // help syntax, not intra-doc links.
 #![allow(rustdoc::broken_intra_doc_links)]
 
-pub mod options;
-pub mod run;
-
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -16,8 +13,14 @@ use clap::{Parser, Subcommand};
 use rnn_core::Mode;
 
 use crate::bench::{BenchImpl, BenchSpec, Workload};
-use crate::tasks::{self, TaskName};
-use options::Options;
+use crate::run::{EvalRequest, Options, PredictRequest, SampleRequest, TaskName};
+use crate::tasks;
+
+// Where these lived before the run layer; they stay reachable here.
+/// The run layer (`crate::run`), under the path it had when it was part of the command line.
+pub use crate::run;
+pub use crate::run::error_line;
+pub use crate::run::options;
 
 /// The `rnn` command.
 #[derive(Parser, Debug)]
@@ -138,24 +141,40 @@ pub struct PredictArgs {
 impl PredictArgs {
     /// The inputs: the lines of `--input` if it names a file, else `--input` itself.
     pub fn inputs(&self) -> Result<Vec<String>> {
-        let Some(input) = &self.input else {
-            anyhow::bail!("--input is required: give a text or a file with one input per line");
-        };
-        let path = std::path::Path::new(input);
-        if path.is_file() {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("--input {}: cannot read as UTF-8 text", input))?;
-            let lines: Vec<String> = text
-                .lines()
-                .filter(|l| !l.trim().is_empty())
-                .map(str::to_string)
-                .collect();
-            if lines.is_empty() {
-                anyhow::bail!("--input {input}: the file has no input (it is empty or blank)");
-            }
-            Ok(lines)
-        } else {
-            Ok(vec![input.clone()])
+        PredictRequest::from(self).inputs()
+    }
+}
+
+impl From<&EvalArgs> for EvalRequest {
+    fn from(args: &EvalArgs) -> Self {
+        EvalRequest {
+            data: args.data.clone(),
+            labels: args.labels.clone(),
+            batch_size: args.batch_size,
+        }
+    }
+}
+
+impl From<&SampleArgs> for SampleRequest {
+    fn from(args: &SampleArgs) -> Self {
+        SampleRequest {
+            prompt: args.prompt.clone(),
+            temperature: args.temperature,
+            top_k: args.top_k,
+            top_p: args.top_p,
+            max_len: args.max_len,
+            num: args.num,
+            seed: args.seed,
+        }
+    }
+}
+
+impl From<&PredictArgs> for PredictRequest {
+    fn from(args: &PredictArgs) -> Self {
+        PredictRequest {
+            input: args.input.clone(),
+            beam: args.beam,
+            horizon: args.horizon,
         }
     }
 }
@@ -446,28 +465,4 @@ where
             1
         }
     }
-}
-
-/// The one-line message the binary prints after `error: ` for `e`: the whole context chain
-/// joined by `: ` (outermost first). For a usage error from the argument parser (which the
-/// binary prints in full, with usage), its first line without clap's `error: ` prefix.
-pub fn error_line(e: &anyhow::Error) -> String {
-    if let Some(clap_err) = e.downcast_ref::<clap::Error>() {
-        let text = clap_err.to_string();
-        let first = text.lines().next().unwrap_or_default();
-        return first.strip_prefix("error: ").unwrap_or(first).to_string();
-    }
-    // `{e:#}` would print a cause again when the message above it already ends with it (errors
-    // such as `{path}: {source}` that also expose `source` as their cause).
-    let mut line = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if line.is_empty() {
-            line = text;
-        } else if !line.ends_with(&text) {
-            line.push_str(": ");
-            line.push_str(&text);
-        }
-    }
-    line
 }

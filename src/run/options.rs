@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use candle_core::DType;
 use serde::{Deserialize, Serialize};
 
 /// Options shared by every task, plus the task-specific ones (ignored by tasks that do not use
@@ -401,9 +402,20 @@ impl Options {
                 .map_err(|e| anyhow::anyhow!("--cell: {e}"))?;
         }
         if let Some(d) = &self.dtype {
-            crate::cli::run::parse_dtype(d)?;
+            parse_dtype(d)?;
         }
         Ok(())
+    }
+}
+
+/// Parses `--dtype`.
+pub fn parse_dtype(s: &str) -> Result<DType> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "f32" | "float32" => Ok(DType::F32),
+        "f64" | "float64" => Ok(DType::F64),
+        "bf16" | "bfloat16" => Ok(DType::BF16),
+        "f16" | "float16" | "half" => Ok(DType::F16),
+        other => bail!("--dtype must be f32, f64, bf16 or f16, got '{other}'"),
     }
 }
 

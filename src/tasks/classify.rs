@@ -40,23 +40,24 @@
 //! per input, the label, the class probabilities and, with attention pooling, each token's weight.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor, D};
 use candle_nn::VarMap;
 use rnn_models::classifier::{Input, Pooling, SequenceClassifier, SequenceClassifierConfig};
-use rnn_models::common::Stochastic;
 use rnn_train::checkpoint::{self, VOCAB_FILE};
-use rnn_train::data::{bucket_batches, pad_batch, read_labelled, split_fraction, Vocab};
+use rnn_train::data::{pad_batch, read_labelled, Vocab};
 use rnn_train::metrics::{ConfusionMatrix, Metric};
-use rnn_train::trainer::{EarlyStopping, Evaluation, MainMetric, StepLoss, TrainTask, BEST_DIR};
+use rnn_train::trainer::{EarlyStopping, Evaluation, MainMetric, StepLoss, TrainTask};
 use serde::{Deserialize, Serialize};
 
-use crate::cli::run::{
-    fit, trainer_config, CheckpointRun, RunContext, TrainDefaults, TrainOutcome,
+pub use super::valid::ValidSource;
+use super::valid::{bucketed_batches, eval_batches};
+use crate::run::{
+    fit, invalid, load_best, stochastic_model, trainer_config, CheckpointRun, EvalRequest,
+    PredictRequest, RunContext, Task, TrainDefaults, TrainOutcome,
 };
-use crate::cli::{EvalArgs, PredictArgs, SampleArgs};
 
 /// Words must occur at least this often in the training split to get their own embedding.
 pub const MIN_FREQ: usize = 2;
@@ -78,26 +79,6 @@ pub fn words(text: &str, lowercase: bool) -> Vec<String> {
             }
         })
         .collect()
-}
-
-/// Where the validation data of a run came from, so `rnn eval` can rebuild them.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum ValidSource {
-    /// A separate file (`--valid`).
-    File {
-        /// The file.
-        path: PathBuf,
-    },
-    /// A seeded fraction of the training file.
-    Split {
-        /// The training file.
-        path: PathBuf,
-        /// The held-out fraction.
-        fraction: f64,
-        /// The split seed.
-        seed: u64,
-    },
 }
 
 /// The `model` entry of a classify checkpoint's `config.json`.
@@ -179,14 +160,10 @@ fn make_batch(data: &Encoded, idx: &[usize], device: &Device) -> Result<Batch> {
     })
 }
 
-/// Evaluation batches in length order (less padding; the order does not change the scores).
-fn eval_batches(data: &Encoded, batch_size: usize, device: &Device) -> Result<Vec<Batch>> {
-    let mut order: Vec<usize> = (0..data.ids.len()).collect();
-    order.sort_by_key(|&i| data.ids[i].len());
-    order
-        .chunks(batch_size.max(1))
-        .map(|c| make_batch(data, c, device))
-        .collect()
+/// Evaluation batches of `data` (see [`eval_batches`]).
+fn batches(data: &Encoded, batch_size: usize, device: &Device) -> Result<Vec<Batch>> {
+    let lengths: Vec<usize> = data.ids.iter().map(Vec::len).collect();
+    eval_batches(&lengths, batch_size, |idx| make_batch(data, idx, device))
 }
 
 /// Scores of a classifier on a data set.
@@ -243,16 +220,9 @@ impl TrainTask for ClassifyTask {
 
     fn train_batches(&mut self, epoch: u64, seed: u64) -> rnn_train::Result<Vec<Batch>> {
         let lengths: Vec<usize> = self.train.ids.iter().map(Vec::len).collect();
-        let mix = seed
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-            .wrapping_add(epoch.wrapping_mul(0xBF58_476D_1CE4_E5B9));
-        bucket_batches(&lengths, self.batch_size, mix)?
-            .iter()
-            .map(|idx| {
-                make_batch(&self.train, idx, &self.device)
-                    .map_err(|e| rnn_train::Error::Invalid(format!("{e:#}")))
-            })
-            .collect()
+        bucketed_batches(&lengths, self.batch_size, epoch, seed, |idx| {
+            make_batch(&self.train, idx, &self.device)
+        })
     }
 
     fn train_step(
@@ -270,8 +240,7 @@ impl TrainTask for ClassifyTask {
     }
 
     fn evaluate(&mut self) -> rnn_train::Result<Evaluation> {
-        let s = score(&self.model, &self.valid, self.saved.labels.len())
-            .map_err(|e| rnn_train::Error::Invalid(format!("{e:#}")))?;
+        let s = score(&self.model, &self.valid, self.saved.labels.len()).map_err(invalid)?;
         let mut ev = Evaluation::from_loss(s.loss);
         ev.metrics.insert("accuracy".into(), s.accuracy);
         ev.metrics.insert("macro_f1".into(), s.macro_f1);
@@ -283,17 +252,7 @@ impl TrainTask for ClassifyTask {
         Ok(ev)
     }
 
-    fn set_seed(&mut self, seed: u64) {
-        self.model.set_seed(seed);
-    }
-
-    fn rng_counters(&self) -> Vec<u64> {
-        self.model.rng_counters()
-    }
-
-    fn set_rng_counters(&mut self, counters: &[u64]) -> rnn_train::Result<()> {
-        Ok(self.model.set_rng_counters(counters)?)
-    }
+    stochastic_model!(model);
 
     fn checkpoint_config(&self) -> serde_json::Value {
         serde_json::to_value(&self.saved).unwrap_or_default()
@@ -314,16 +273,21 @@ fn parse_pooling(s: Option<&str>) -> Result<Pooling> {
     }
 }
 
-/// Copies the weights of `OUT/best` (when it exists) into `varmap`.
-pub(crate) fn load_best(ctx: &RunContext, varmap: &VarMap) -> Result<()> {
-    let best = ctx.out.join(BEST_DIR);
-    if best.join(checkpoint::STATE_FILE).is_file() {
-        let loaded = checkpoint::load(&best, &ctx.device)?;
-        loaded
-            .copy_into(varmap)
-            .with_context(|| format!("loading the best weights from {}", best.display()))?;
+/// The `classify` task (see the [module docs](self)).
+pub struct Classify;
+
+impl Task for Classify {
+    fn train(&self, ctx: &RunContext) -> Result<TrainOutcome> {
+        train(ctx)
     }
-    Ok(())
+
+    fn eval(&self, run: &CheckpointRun, req: &EvalRequest) -> Result<String> {
+        eval(run, req)
+    }
+
+    fn predict(&self, run: &CheckpointRun, req: &PredictRequest) -> Result<Vec<String>> {
+        predict(run, req)
+    }
 }
 
 /// Trains the task (see the [module docs](self) for the options and defaults).
@@ -335,32 +299,13 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
     let pooling = parse_pooling(o.pooling.as_deref())?;
     let lowercase = true;
     let rows = read_labelled(data, None)?;
-    let (train_rows, valid_rows, valid_source) = match &o.valid {
-        Some(v) => (
-            rows,
-            read_labelled(v, None)?,
-            ValidSource::File { path: v.clone() },
-        ),
-        None => {
-            let fraction = o.split.unwrap_or(0.1);
-            let (a, b) = split_fraction(rows, fraction, ctx.seed)?;
-            if b.is_empty() || a.is_empty() {
-                bail!(
-                    "--data {}: too few examples to hold out a --split of {fraction}; give --valid FILE",
-                    data.display()
-                );
-            }
-            (
-                a,
-                b,
-                ValidSource::Split {
-                    path: data.clone(),
-                    fraction,
-                    seed: ctx.seed,
-                },
-            )
-        }
-    };
+    let (train_rows, valid_rows, valid_source) = ValidSource::split(
+        ctx,
+        data,
+        rows,
+        |v: &Path| Ok(read_labelled(v, None)?),
+        "examples",
+    )?;
     let labels = label_names(train_rows.iter().map(|r| r.label.as_str()));
     if labels.len() < 2 {
         bail!(
@@ -379,8 +324,7 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
         Some(o.vocab_size.unwrap_or(DEFAULT_VOCAB_SIZE).max(4)),
     )?;
     let train = encode_rows(data, &train_rows, &vocab, &labels, lowercase)?;
-    let valid_path = o.valid.clone().unwrap_or_else(|| data.clone());
-    let valid = encode_rows(&valid_path, &valid_rows, &vocab, &labels, lowercase)?;
+    let valid = encode_rows(valid_source.path(), &valid_rows, &vocab, &labels, lowercase)?;
     ctx.say(&format!(
         "classify: {} training / {} validation examples, {} labels, vocabulary {} words, pooling {pooling}",
         train.ids.len(),
@@ -411,7 +355,7 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
     let batch_size = o.batch_size.unwrap_or(32);
     let mut task = ClassifyTask {
         model,
-        valid: eval_batches(&valid, 256, &ctx.device)?,
+        valid: batches(&valid, 256, &ctx.device)?,
         train,
         batch_size,
         device: ctx.device.clone(),
@@ -443,11 +387,7 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
     if let Some(test) = &o.test {
         load_best(ctx, &varmap)?;
         let enc = encode_file(test, &vocab, &labels, lowercase)?;
-        let s = score(
-            &task.model,
-            &eval_batches(&enc, 256, &ctx.device)?,
-            labels.len(),
-        )?;
+        let s = score(&task.model, &batches(&enc, 256, &ctx.device)?, labels.len())?;
         extra.push(format!(
             "test accuracy {:.4}, macro F1 {:.4} ({} examples)",
             s.accuracy, s.macro_f1, s.count
@@ -497,43 +437,25 @@ pub fn score_file(run: &CheckpointRun, path: &Path, batch_size: usize) -> Result
     let enc = encode_file(path, &c.vocab, &c.labels, c.lowercase)?;
     score(
         &c.model,
-        &eval_batches(&enc, batch_size, &run.device)?,
+        &batches(&enc, batch_size, &run.device)?,
         c.labels.len(),
     )
 }
 
 /// Evaluates a checkpoint on `--data`, or on the validation data it was trained with.
-pub fn eval(run: &CheckpointRun, args: &EvalArgs) -> Result<String> {
+pub fn eval(run: &CheckpointRun, req: impl Into<EvalRequest>) -> Result<String> {
+    let req = req.into();
     let c = load(run)?;
-    let (path, enc) = match (&args.data, &c.valid) {
-        (Some(p), _) => (p.clone(), encode_file(p, &c.vocab, &c.labels, c.lowercase)?),
-        (None, Some(ValidSource::File { path })) => (
-            path.clone(),
-            encode_file(path, &c.vocab, &c.labels, c.lowercase)?,
-        ),
-        (
-            None,
-            Some(ValidSource::Split {
-                path,
-                fraction,
-                seed,
-            }),
-        ) => {
-            let rows = read_labelled(path, None)?;
-            let (_, valid) = split_fraction(rows, *fraction, *seed)?;
-            (
-                path.clone(),
-                encode_rows(path, &valid, &c.vocab, &c.labels, c.lowercase)?,
-            )
-        }
-        (None, None) => bail!("give --data FILE to evaluate on"),
-    };
+    let (path, rows) = ValidSource::eval_rows(req.data.as_deref(), c.valid.as_ref(), |p| {
+        Ok(read_labelled(p, None)?)
+    })?;
+    let enc = encode_rows(&path, &rows, &c.vocab, &c.labels, c.lowercase)?;
     if enc.ids.is_empty() {
         bail!("{}: no examples to evaluate", path.display());
     }
     let s = score(
         &c.model,
-        &eval_batches(&enc, args.batch_size, &run.device)?,
+        &batches(&enc, req.batch_size, &run.device)?,
         c.labels.len(),
     )?;
     Ok(format!(
@@ -596,10 +518,11 @@ pub fn classify_text(c: &LoadedClassifier, text: &str, device: &Device) -> Resul
 
 /// Classifies each input: `LABEL\tP(a)=.. P(b)=..` and, with attention pooling,
 /// `\tattention: tok:0.12 ...`.
-pub fn predict(run: &CheckpointRun, args: &PredictArgs) -> Result<Vec<String>> {
+pub fn predict(run: &CheckpointRun, req: impl Into<PredictRequest>) -> Result<Vec<String>> {
+    let req = req.into();
     let c = load(run)?;
     let mut out = Vec::new();
-    for text in args.inputs()? {
+    for text in req.inputs()? {
         let p = classify_text(&c, &text, &run.device)?;
         let probs: Vec<String> = p
             .probabilities
@@ -618,14 +541,6 @@ pub fn predict(run: &CheckpointRun, args: &PredictArgs) -> Result<Vec<String>> {
         out.push(line);
     }
     Ok(out)
-}
-
-/// `rnn sample` does not apply to classifiers.
-pub fn sample(run: &CheckpointRun, _args: &SampleArgs) -> Result<Vec<String>> {
-    bail!(
-        "`rnn sample` does not apply to a classify checkpoint ({}); use `rnn predict --input TEXT`",
-        run.dir.display()
-    )
 }
 
 #[cfg(test)]

@@ -28,15 +28,14 @@ use candle_core::{DType, Device, Tensor, D};
 use candle_nn::VarMap;
 use rnn_core::{Mode, RnnState};
 use rnn_models::classifier::{Input, Pooling, SequenceClassifier, SequenceClassifierConfig};
-use rnn_models::common::Stochastic;
 use rnn_train::data::{read_mnist, seeded_shuffle, Mnist};
 use rnn_train::trainer::{Evaluation, MainMetric, StepLoss, TrainTask};
 use serde::{Deserialize, Serialize};
 
-use crate::cli::run::{
-    fit, trainer_config, CheckpointRun, RunContext, TrainDefaults, TrainOutcome,
+use crate::run::{
+    fit, invalid, stochastic_model, trainer_config, CheckpointRun, EvalRequest, PredictRequest,
+    RunContext, Task, TrainDefaults, TrainOutcome,
 };
-use crate::cli::{EvalArgs, PredictArgs, SampleArgs};
 
 /// Default `--split`: the last 20% are held out.
 pub const DEFAULT_SPLIT: f64 = 0.2;
@@ -156,8 +155,7 @@ impl TrainTask for DigitsTask {
     }
 
     fn evaluate(&mut self) -> rnn_train::Result<Evaluation> {
-        let (acc, loss) = accuracy(&self.model, &self.test_x, &self.test_y)
-            .map_err(|e| rnn_train::Error::Invalid(format!("{e:#}")))?;
+        let (acc, loss) = accuracy(&self.model, &self.test_x, &self.test_y).map_err(invalid)?;
         let mut metrics = BTreeMap::new();
         metrics.insert("accuracy".to_string(), acc);
         Ok(Evaluation {
@@ -171,20 +169,27 @@ impl TrainTask for DigitsTask {
         })
     }
 
-    fn set_seed(&mut self, seed: u64) {
-        self.model.set_seed(seed);
-    }
-
-    fn rng_counters(&self) -> Vec<u64> {
-        self.model.rng_counters()
-    }
-
-    fn set_rng_counters(&mut self, counters: &[u64]) -> rnn_train::Result<()> {
-        Ok(self.model.set_rng_counters(counters)?)
-    }
+    stochastic_model!(model);
 
     fn checkpoint_config(&self) -> serde_json::Value {
         serde_json::json!({"task": self.task, "model": self.cfg, "spec": self.spec})
+    }
+}
+
+/// The `digits` task (see the [module docs](self)).
+pub struct Digits;
+
+impl Task for Digits {
+    fn train(&self, ctx: &RunContext) -> Result<TrainOutcome> {
+        train(ctx)
+    }
+
+    fn eval(&self, run: &CheckpointRun, req: &EvalRequest) -> Result<String> {
+        eval(run, req)
+    }
+
+    fn predict(&self, run: &CheckpointRun, req: &PredictRequest) -> Result<Vec<String>> {
+        predict(run, req)
     }
 }
 
@@ -283,10 +288,11 @@ fn check_size(images: &Tensor, spec: &DigitsSpec, path: &Path) -> Result<()> {
 }
 
 /// Evaluates a checkpoint.
-pub fn eval(run: &CheckpointRun, args: &EvalArgs) -> Result<String> {
+pub fn eval(run: &CheckpointRun, req: impl Into<EvalRequest>) -> Result<String> {
+    let req = req.into();
     let (model, spec) = load_model(run)?;
     let dtype = run.dtype();
-    let (images, labels, what) = match (&args.data, &args.labels) {
+    let (images, labels, what) = match (&req.data, &req.labels) {
         (Some(images), Some(labels)) => {
             let d = load(images, labels, &run.device)?;
             check_size(&d.images, &spec, images)?;
@@ -367,9 +373,10 @@ fn read_images(path: &Path, spec: &DigitsSpec, device: &Device) -> Result<Tensor
 
 /// Predicts with a checkpoint: one line `index<TAB>digit<TAB>probability` per image of
 /// `--input IMAGES.idx3[.gz]`.
-pub fn predict(run: &CheckpointRun, args: &PredictArgs) -> Result<Vec<String>> {
+pub fn predict(run: &CheckpointRun, req: impl Into<PredictRequest>) -> Result<Vec<String>> {
+    let req = req.into();
     let (model, spec) = load_model(run)?;
-    let Some(input) = &args.input else {
+    let Some(input) = &req.input else {
         bail!("--input IMAGES.idx3[.gz] is required (an IDX image file)");
     };
     let images = read_images(Path::new(input), &spec, &run.device)?.to_dtype(run.dtype())?;
@@ -388,14 +395,6 @@ pub fn predict(run: &CheckpointRun, args: &PredictArgs) -> Result<Vec<String>> {
         start += len;
     }
     Ok(lines)
-}
-
-/// Digits checkpoints do not sample.
-pub fn sample(run: &CheckpointRun, _args: &SampleArgs) -> Result<Vec<String>> {
-    bail!(
-        "`rnn sample` does not apply to a digits checkpoint ({}); use `rnn predict --input IMAGES.idx3`",
-        run.dir.display()
-    )
 }
 
 /// Digit-like generated images for running without MNIST: `n` images of 28x28 pixels from

@@ -48,17 +48,16 @@ use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
 use rnn_core::{Mode, RnnState};
-use rnn_models::common::Stochastic;
 use rnn_models::forecaster::{ForecastStrategy, Forecaster, ForecasterConfig};
 use rnn_train::data::{seeded_shuffle, MissingPolicy, Normalizer, Series};
 use rnn_train::metrics::{Metric, RegressionMetrics};
 use rnn_train::trainer::{Evaluation, MainMetric, StepLoss, TrainTask};
 use serde::{Deserialize, Serialize};
 
-use crate::cli::run::{
-    fit, trainer_config, CheckpointRun, RunContext, TrainDefaults, TrainOutcome,
+use crate::run::{
+    fit, invalid, stochastic_model, trainer_config, CheckpointRun, EvalRequest, PredictRequest,
+    RunContext, Task, TrainDefaults, TrainOutcome,
 };
-use crate::cli::{EvalArgs, PredictArgs, SampleArgs};
 
 /// Default `--lookback`.
 pub const DEFAULT_LOOKBACK: usize = 12;
@@ -464,7 +463,7 @@ impl TrainTask for ForecastTask {
                 };
                 match (xs, ys) {
                     (Ok(xs), Ok(ys)) => Ok((xs, ys)),
-                    (Err(e), _) | (_, Err(e)) => Err(rnn_train::Error::Invalid(format!("{e:#}"))),
+                    (Err(e), _) | (_, Err(e)) => Err(invalid(e)),
                 }
             })
             .collect()
@@ -490,7 +489,7 @@ impl TrainTask for ForecastTask {
             &self.heldout,
             &self.device,
         )
-        .map_err(|e| rnn_train::Error::Invalid(format!("{e:#}")))?;
+        .map_err(invalid)?;
         let mut metrics = BTreeMap::new();
         metrics.insert("rmse".to_string(), r.rmse);
         metrics.insert("mae".to_string(), r.mae);
@@ -512,20 +511,27 @@ impl TrainTask for ForecastTask {
         })
     }
 
-    fn set_seed(&mut self, seed: u64) {
-        self.model.set_seed(seed);
-    }
-
-    fn rng_counters(&self) -> Vec<u64> {
-        self.model.rng_counters()
-    }
-
-    fn set_rng_counters(&mut self, counters: &[u64]) -> rnn_train::Result<()> {
-        Ok(self.model.set_rng_counters(counters)?)
-    }
+    stochastic_model!(model);
 
     fn checkpoint_config(&self) -> serde_json::Value {
         serde_json::json!({"task": self.task, "model": self.cfg, "spec": self.spec})
+    }
+}
+
+/// The `forecast` task (see the [module docs](self)).
+pub struct Forecast;
+
+impl Task for Forecast {
+    fn train(&self, ctx: &RunContext) -> Result<TrainOutcome> {
+        train(ctx)
+    }
+
+    fn eval(&self, run: &CheckpointRun, req: &EvalRequest) -> Result<String> {
+        eval(run, req)
+    }
+
+    fn predict(&self, run: &CheckpointRun, req: &PredictRequest) -> Result<Vec<String>> {
+        predict(run, req)
     }
 }
 
@@ -681,21 +687,23 @@ pub fn evaluate_checkpoint(run: &CheckpointRun, data: Option<&Path>) -> Result<F
 }
 
 /// Evaluates a checkpoint.
-pub fn eval(run: &CheckpointRun, args: &EvalArgs) -> Result<String> {
-    let r = evaluate_checkpoint(run, args.data.as_deref())?;
+pub fn eval(run: &CheckpointRun, req: impl Into<EvalRequest>) -> Result<String> {
+    let req = req.into();
+    let r = evaluate_checkpoint(run, req.data.as_deref())?;
     Ok(format!("forecast: {}", r.line()))
 }
 
 /// Predicts with a checkpoint: the `--horizon` (default: the trained horizon) steps after the
 /// last row of the `--input` CSV file, one `+k<TAB>value` line per step.
-pub fn predict(run: &CheckpointRun, args: &PredictArgs) -> Result<Vec<String>> {
+pub fn predict(run: &CheckpointRun, req: impl Into<PredictRequest>) -> Result<Vec<String>> {
+    let req = req.into();
     let (model, spec) = load_model(run)?;
-    let Some(input) = &args.input else {
+    let Some(input) = &req.input else {
         bail!(
             "--input FILE.csv is required: the recent history (same columns as the training file)"
         );
     };
-    let horizon = args.horizon.unwrap_or(spec.horizon);
+    let horizon = req.horizon.unwrap_or(spec.horizon);
     if horizon == 0 {
         bail!("--horizon must be at least 1, got 0");
     }
@@ -727,14 +735,6 @@ pub fn predict(run: &CheckpointRun, args: &PredictArgs) -> Result<Vec<String>> {
         .enumerate()
         .map(|(k, v)| format!("+{}\t{v:.4}", k + 1))
         .collect())
-}
-
-/// Forecast checkpoints do not sample.
-pub fn sample(run: &CheckpointRun, _args: &SampleArgs) -> Result<Vec<String>> {
-    bail!(
-        "`rnn sample` does not apply to a forecast checkpoint ({}); use `rnn predict --input FILE.csv`",
-        run.dir.display()
-    )
 }
 
 #[cfg(test)]

@@ -30,7 +30,6 @@ use candle_core::{Device, Tensor, D};
 use candle_nn::VarMap;
 use rand::{Rng, SeedableRng};
 use rnn_core::{Mode, RnnState};
-use rnn_models::common::Stochastic;
 use rnn_models::lm::{GenerateConfig, LanguageModel, LanguageModelConfig};
 use rnn_models::sampling::SamplingConfig;
 use rnn_train::data::{
@@ -41,9 +40,10 @@ use rnn_train::optim::LrScheduleConfig;
 use rnn_train::trainer::{Evaluation, MainMetric, StepLoss, TrainTask};
 use serde::{Deserialize, Serialize};
 
-use crate::cli::run::{self, CheckpointRun, RunContext, TrainDefaults, TrainOutcome};
-use crate::cli::{EvalArgs, PredictArgs, SampleArgs};
-use crate::tasks::TaskName;
+use crate::run::{
+    self, invalid, stochastic_model, CheckpointRun, EvalRequest, PredictRequest, RunContext,
+    SampleRequest, Task, TaskName, TrainDefaults, TrainOutcome,
+};
 
 /// The token level of a language model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -493,7 +493,7 @@ impl TrainTask for LmTask {
 
     fn evaluate(&mut self) -> rnn_train::Result<Evaluation> {
         let r = stream_report(&self.model, &self.valid, self.eval_batch, self.seq_len)
-            .map_err(|e| rnn_train::Error::Invalid(format!("validation: {e:#}")))?;
+            .map_err(|e| invalid(e.context("validation")))?;
         Ok(Evaluation {
             loss: r.nll_per_token,
             metrics: report_metrics(&r, self.level),
@@ -509,17 +509,7 @@ impl TrainTask for LmTask {
         "tokens"
     }
 
-    fn set_seed(&mut self, seed: u64) {
-        self.model.set_seed(seed);
-    }
-
-    fn rng_counters(&self) -> Vec<u64> {
-        self.model.rng_counters()
-    }
-
-    fn set_rng_counters(&mut self, counters: &[u64]) -> rnn_train::Result<()> {
-        Ok(self.model.set_rng_counters(counters)?)
-    }
+    stochastic_model!(model);
 
     fn checkpoint_config(&self) -> serde_json::Value {
         self.config.clone()
@@ -534,6 +524,27 @@ fn path_string(p: &Option<PathBuf>) -> serde_json::Value {
     match p {
         Some(p) => serde_json::Value::String(p.display().to_string()),
         None => serde_json::Value::Null,
+    }
+}
+
+/// The language-model tasks `char-lm` and `word-lm` (see the [module docs](self)).
+pub struct LanguageModelling;
+
+impl Task for LanguageModelling {
+    fn train(&self, ctx: &RunContext) -> Result<TrainOutcome> {
+        train(ctx)
+    }
+
+    fn eval(&self, run: &CheckpointRun, req: &EvalRequest) -> Result<String> {
+        eval(run, req)
+    }
+
+    fn predict(&self, run: &CheckpointRun, req: &PredictRequest) -> Result<Vec<String>> {
+        predict(run, req)
+    }
+
+    fn sample(&self, run: &CheckpointRun, req: &SampleRequest) -> Result<Vec<String>> {
+        sample(run, req)
     }
 }
 
@@ -716,10 +727,11 @@ fn load(run: &CheckpointRun) -> Result<Loaded> {
 
 /// Perplexity (and bits per token) of the checkpoint on `--data`, or on the validation data
 /// recorded in the checkpoint.
-pub fn eval(run: &CheckpointRun, args: &EvalArgs) -> Result<String> {
+pub fn eval(run: &CheckpointRun, req: impl Into<EvalRequest>) -> Result<String> {
+    let req = req.into();
     let l = load(run)?;
     let level = l.codec.level();
-    let (ids, source) = match &args.data {
+    let (ids, source) = match &req.data {
         Some(p) => (
             l.codec.encode(&read_text(p).context("--data")?)?,
             p.display().to_string(),
@@ -752,7 +764,7 @@ pub fn eval(run: &CheckpointRun, args: &EvalArgs) -> Result<String> {
             }
         }
     };
-    let r = stream_report(&l.model, &ids, args.batch_size, l.seq_len)
+    let r = stream_report(&l.model, &ids, req.batch_size, l.seq_len)
         .with_context(|| format!("evaluating on {source}"))?;
     Ok(format!(
         "{}: {} ({source})",
@@ -763,12 +775,13 @@ pub fn eval(run: &CheckpointRun, args: &EvalArgs) -> Result<String> {
 
 /// For each input line: its log-probability (given the start of a line), per-token perplexity
 /// and the most likely next tokens.
-pub fn predict(run: &CheckpointRun, args: &PredictArgs) -> Result<Vec<String>> {
+pub fn predict(run: &CheckpointRun, req: impl Into<PredictRequest>) -> Result<Vec<String>> {
+    let req = req.into();
     let l = load(run)?;
     let start = l.codec.line_start()?;
     let device = &run.device;
     let mut out = Vec::new();
-    for line in args.inputs()? {
+    for line in req.inputs()? {
         let body = l.codec.encode_prompt(&line)?;
         // Scored: the line's tokens and its end (`<eos>` / newline), given the previous line's end.
         let mut seq = start.clone();
@@ -802,9 +815,10 @@ pub fn predict(run: &CheckpointRun, args: &PredictArgs) -> Result<Vec<String>> {
 }
 
 /// Generates `--num` samples continuing `--prompt` (default: the start of a line).
-pub fn sample(run: &CheckpointRun, args: &SampleArgs) -> Result<Vec<String>> {
+pub fn sample(run: &CheckpointRun, req: impl Into<SampleRequest>) -> Result<Vec<String>> {
+    let req = req.into();
     let l = load(run)?;
-    let (prompt_ids, prompt_text) = match &args.prompt {
+    let (prompt_ids, prompt_text) = match &req.prompt {
         Some(p) if !p.is_empty() => {
             let ids = l.codec.encode_prompt(p)?;
             if ids.is_empty() {
@@ -816,11 +830,11 @@ pub fn sample(run: &CheckpointRun, args: &SampleArgs) -> Result<Vec<String>> {
     };
     let cfg = GenerateConfig {
         sampling: SamplingConfig {
-            temperature: args.temperature,
-            top_k: args.top_k,
-            top_p: args.top_p,
+            temperature: req.temperature,
+            top_k: req.top_k,
+            top_p: req.top_p,
         },
-        max_len: args.max_len,
+        max_len: req.max_len,
         stop_at_eos: false,
     };
     cfg.validate().map_err(|e| {
@@ -837,8 +851,8 @@ pub fn sample(run: &CheckpointRun, args: &SampleArgs) -> Result<Vec<String>> {
         anyhow::anyhow!("{flag}: {message}")
     })?;
     let mut out = Vec::new();
-    for i in 0..args.num.max(1) {
-        let seed = args.seed.wrapping_add(i as u64);
+    for i in 0..req.num.max(1) {
+        let seed = req.seed.wrapping_add(i as u64);
         let ids = l.model.generate(&prompt_ids, &cfg, seed)?;
         let text = l.codec.decode(&ids)?;
         let joined = match l.codec.level() {
@@ -847,7 +861,7 @@ pub fn sample(run: &CheckpointRun, args: &SampleArgs) -> Result<Vec<String>> {
             }
             _ => format!("{prompt_text}{text}"),
         };
-        if args.num > 1 {
+        if req.num > 1 {
             out.push(format!("--- sample {} (seed {seed}) ---", i + 1));
         }
         out.push(joined);

@@ -1,5 +1,6 @@
 //! The tasks of `rnn train`: each module builds its data, model and [`TrainTask`] and knows how
-//! to evaluate, predict with (and, for generative tasks, sample from) its checkpoints.
+//! to evaluate, predict with (and, for generative tasks, sample from) its checkpoints, behind
+//! one [`Task`] implementation. [`registry`] maps every [`TaskName`] to its implementation.
 //!
 //! [`TrainTask`]: rnn_train::trainer::TrainTask
 
@@ -11,155 +12,65 @@ pub mod routine;
 pub mod seq2seq;
 pub mod synthetic;
 pub mod tag;
+mod valid;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 
-use crate::cli::run::{CheckpointRun, RunContext, TrainOutcome};
-use crate::cli::{EvalArgs, PredictArgs, SampleArgs};
+pub use crate::run::TaskName;
+use crate::run::{CheckpointRun, EvalRequest, PredictRequest, RunContext, SampleRequest};
+use crate::run::{Task, TrainOutcome};
 
-/// Every task of `rnn train`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TaskName {
-    /// Character-level language model on a text file.
-    CharLm,
-    /// Word-level language model on a text file.
-    WordLm,
-    /// Sequence classification from "label text" lines.
-    Classify,
-    /// Sequence tagging from CoNLL-U or 2-column CoNLL.
-    Tag,
-    /// Encoder-decoder translation from TSV pairs.
-    Seq2seq,
-    /// Time-series forecasting from a CSV file.
-    Forecast,
-    /// Sequential MNIST from idx files (rows as time steps).
-    Digits,
-    /// The adding problem (generated).
-    Adding,
-    /// The copy-memory task (generated).
-    Copy,
-    /// The weekly-routine example (generated).
-    Routine,
-    /// Dates in human formats to ISO 8601 (generated encoder-decoder task).
-    Dates,
-}
+/// Every task with its implementation, in the order of [`TaskName::ALL`] (a test checks that
+/// none is missing).
+static REGISTRY: [(TaskName, &dyn Task); 11] = [
+    (TaskName::Routine, &routine::Routine),
+    (TaskName::Adding, &synthetic::Synthetic),
+    (TaskName::Copy, &synthetic::Synthetic),
+    (TaskName::Dates, &seq2seq::EncoderDecoder),
+    (TaskName::CharLm, &lm::LanguageModelling),
+    (TaskName::WordLm, &lm::LanguageModelling),
+    (TaskName::Classify, &classify::Classify),
+    (TaskName::Tag, &tag::Tag),
+    (TaskName::Seq2seq, &seq2seq::EncoderDecoder),
+    (TaskName::Forecast, &forecast::Forecast),
+    (TaskName::Digits, &digits::Digits),
+];
 
-impl TaskName {
-    /// All tasks, in the order `rnn tasks` lists them.
-    pub const ALL: [TaskName; 11] = [
-        TaskName::Routine,
-        TaskName::Adding,
-        TaskName::Copy,
-        TaskName::Dates,
-        TaskName::CharLm,
-        TaskName::WordLm,
-        TaskName::Classify,
-        TaskName::Tag,
-        TaskName::Seq2seq,
-        TaskName::Forecast,
-        TaskName::Digits,
-    ];
-
-    /// The name on the command line.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TaskName::CharLm => "char-lm",
-            TaskName::WordLm => "word-lm",
-            TaskName::Classify => "classify",
-            TaskName::Tag => "tag",
-            TaskName::Seq2seq => "seq2seq",
-            TaskName::Forecast => "forecast",
-            TaskName::Digits => "digits",
-            TaskName::Adding => "adding",
-            TaskName::Copy => "copy",
-            TaskName::Routine => "routine",
-            TaskName::Dates => "dates",
-        }
-    }
-
-    /// What the task does and what data it expects.
-    pub fn describe(self) -> &'static str {
-        match self {
-            TaskName::CharLm => "character language model. --data FILE: UTF-8 text (--valid FILE, or the last --split fraction, default 0.1). Metric: bits per character / perplexity",
-            TaskName::WordLm => "word language model. --data FILE: UTF-8 text, tokens split on whitespace, one sentence per line gets <eos> (--valid/--test FILE, e.g. PTB). --level word|subword. Metric: perplexity",
-            TaskName::Classify => "many-to-one classification. --data FILE: lines \"label<TAB or space>text\" (SST-2 style); --pooling last|mean|max|attention. Metric: accuracy, macro F1",
-            TaskName::Tag => "many-to-many tagging. --data FILE: CoNLL-U (--tag-column upos by default) or 2-column CoNLL (token tag). Metric: token accuracy",
-            TaskName::Seq2seq => "encoder-decoder translation. --data FILE: TSV \"source<TAB>target\" lines; --attention none|additive|dot|general, --beam N. Metrics: BLEU, exact match",
-            TaskName::Forecast => "time-series forecasting. --data FILE: CSV with a header; --target COLUMN, --features A,B, --lookback N, --horizon N. Metric: RMSE vs persistence",
-            TaskName::Digits => "sequential MNIST, 28 rows as 28 steps. --data IMAGES.idx3[.gz] --labels LABELS.idx1[.gz]. Metric: accuracy",
-            TaskName::Adding => "adding problem (generated): sum the two marked numbers of a length --seq-len sequence. Metric: MSE (0.167 = guessing 1)",
-            TaskName::Copy => "copy-memory task (generated): recall symbols after a long blank gap of --seq-len steps. Metric: accuracy on the recalled symbols",
-            TaskName::Routine => "the weekly routine (generated, default task): run/bike/swim in turn, sleep on rainy days and resume; predict tomorrow's activity. Metric: accuracy",
-            TaskName::Dates => "dates in human formats -> ISO 8601 (generated encoder-decoder). Metric: exact match",
-        }
-    }
-}
-
-impl std::str::FromStr for TaskName {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> Result<Self> {
-        let s = s.trim().to_ascii_lowercase().replace('_', "-");
-        TaskName::ALL
-            .into_iter()
-            .find(|t| t.as_str() == s)
-            .ok_or_else(|| {
-                let names: Vec<&str> = TaskName::ALL.iter().map(|t| t.as_str()).collect();
-                anyhow::anyhow!("unknown task '{s}': expected one of {}", names.join(", "))
-            })
-    }
+/// The implementation of `task`.
+pub fn registry(task: TaskName) -> &'static dyn Task {
+    REGISTRY
+        .iter()
+        .find(|(name, _)| *name == task)
+        .map_or(REGISTRY[0].1, |(_, implementation)| *implementation)
 }
 
 /// Trains `ctx.task`.
 pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
-    match ctx.task {
-        TaskName::CharLm | TaskName::WordLm => lm::train(ctx),
-        TaskName::Classify => classify::train(ctx),
-        TaskName::Tag => tag::train(ctx),
-        TaskName::Seq2seq | TaskName::Dates => seq2seq::train(ctx),
-        TaskName::Forecast => forecast::train(ctx),
-        TaskName::Digits => digits::train(ctx),
-        TaskName::Adding | TaskName::Copy => synthetic::train(ctx),
-        TaskName::Routine => routine::train(ctx),
-    }
+    registry(ctx.task).train(ctx)
 }
 
 /// Evaluates a checkpoint; returns the result line.
-pub fn eval(run: &CheckpointRun, args: &EvalArgs) -> Result<String> {
-    match run.task {
-        TaskName::CharLm | TaskName::WordLm => lm::eval(run, args),
-        TaskName::Classify => classify::eval(run, args),
-        TaskName::Tag => tag::eval(run, args),
-        TaskName::Seq2seq | TaskName::Dates => seq2seq::eval(run, args),
-        TaskName::Forecast => forecast::eval(run, args),
-        TaskName::Digits => digits::eval(run, args),
-        TaskName::Adding | TaskName::Copy => synthetic::eval(run, args),
-        TaskName::Routine => routine::eval(run, args),
-    }
+pub fn eval(run: &CheckpointRun, req: impl Into<EvalRequest>) -> Result<String> {
+    registry(run.task).eval(run, &req.into())
 }
 
 /// Runs a checkpoint on inputs; one output line per input.
-pub fn predict(run: &CheckpointRun, args: &PredictArgs) -> Result<Vec<String>> {
-    match run.task {
-        TaskName::CharLm | TaskName::WordLm => lm::predict(run, args),
-        TaskName::Classify => classify::predict(run, args),
-        TaskName::Tag => tag::predict(run, args),
-        TaskName::Seq2seq | TaskName::Dates => seq2seq::predict(run, args),
-        TaskName::Forecast => forecast::predict(run, args),
-        TaskName::Digits => digits::predict(run, args),
-        TaskName::Adding | TaskName::Copy => synthetic::predict(run, args),
-        TaskName::Routine => routine::predict(run, args),
-    }
+pub fn predict(run: &CheckpointRun, req: impl Into<PredictRequest>) -> Result<Vec<String>> {
+    registry(run.task).predict(run, &req.into())
 }
 
 /// Generates from a checkpoint.
-pub fn sample(run: &CheckpointRun, args: &SampleArgs) -> Result<Vec<String>> {
-    match run.task {
-        TaskName::CharLm | TaskName::WordLm => lm::sample(run, args),
-        TaskName::Routine => routine::sample(run, args),
-        other => bail!(
-            "`rnn sample` needs a language-model checkpoint (char-lm, word-lm or routine); {} is a checkpoint of task `{}`; use `rnn predict`",
-            run.dir.display(),
-            other.as_str()
-        ),
+pub fn sample(run: &CheckpointRun, req: impl Into<SampleRequest>) -> Result<Vec<String>> {
+    registry(run.task).sample(run, &req.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_registry_lists_every_task_in_order() {
+        let names: Vec<TaskName> = REGISTRY.iter().map(|(t, _)| *t).collect();
+        assert_eq!(names, TaskName::ALL);
     }
 }

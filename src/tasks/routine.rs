@@ -65,15 +65,14 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rnn_core::Mode;
 use rnn_models::classifier::Input;
-use rnn_models::common::Stochastic;
 use rnn_models::tagger::{SequenceTagger, SequenceTaggerConfig};
 use rnn_train::trainer::{Evaluation, MainMetric, StepLoss, TrainTask};
 use serde::{Deserialize, Serialize};
 
-use crate::cli::run::{
-    fit, trainer_config, CheckpointRun, RunContext, TrainDefaults, TrainOutcome,
+use crate::run::{
+    fit, invalid, stochastic_model, trainer_config, CheckpointRun, EvalRequest, PredictRequest,
+    RunContext, SampleRequest, Task, TrainDefaults, TrainOutcome,
 };
-use crate::cli::{EvalArgs, PredictArgs, SampleArgs};
 
 /// Activity names by id: 0 run, 1 bike, 2 swim, 3 sleep.
 pub const ACTIVITIES: [&str; 4] = ["run", "bike", "swim", "sleep"];
@@ -490,8 +489,7 @@ impl TrainTask for RoutineTask {
             .chunks(self.batch_size)
             .map(|idx| {
                 let rows: Vec<&Days> = idx.iter().map(|&i| &self.train[i]).collect();
-                encode(&rows, self.dtype, &self.device)
-                    .map_err(|e| rnn_train::Error::Invalid(format!("{e:#}")))
+                encode(&rows, self.dtype, &self.device).map_err(invalid)
             })
             .collect()
     }
@@ -510,8 +508,7 @@ impl TrainTask for RoutineTask {
     }
 
     fn evaluate(&mut self) -> rnn_train::Result<Evaluation> {
-        let s = score(&self.model, &self.valid, 128, self.dtype, &self.device)
-            .map_err(|e| rnn_train::Error::Invalid(format!("{e:#}")))?;
+        let s = score(&self.model, &self.valid, 128, self.dtype, &self.device).map_err(invalid)?;
         let mut metrics = BTreeMap::new();
         metrics.insert("accuracy".to_string(), s.accuracy());
         metrics.insert("resume_accuracy".to_string(), s.resume_accuracy());
@@ -530,20 +527,31 @@ impl TrainTask for RoutineTask {
         "days"
     }
 
-    fn set_seed(&mut self, seed: u64) {
-        self.model.set_seed(seed);
-    }
-
-    fn rng_counters(&self) -> Vec<u64> {
-        self.model.rng_counters()
-    }
-
-    fn set_rng_counters(&mut self, counters: &[u64]) -> rnn_train::Result<()> {
-        Ok(self.model.set_rng_counters(counters)?)
-    }
+    stochastic_model!(model);
 
     fn checkpoint_config(&self) -> serde_json::Value {
         self.config.clone()
+    }
+}
+
+/// The `routine` task (see the [module docs](self)).
+pub struct Routine;
+
+impl Task for Routine {
+    fn train(&self, ctx: &RunContext) -> Result<TrainOutcome> {
+        train(ctx)
+    }
+
+    fn eval(&self, run: &CheckpointRun, req: &EvalRequest) -> Result<String> {
+        eval(run, req)
+    }
+
+    fn predict(&self, run: &CheckpointRun, req: &PredictRequest) -> Result<Vec<String>> {
+        predict(run, req)
+    }
+
+    fn sample(&self, run: &CheckpointRun, req: &SampleRequest) -> Result<Vec<String>> {
+        sample(run, req)
     }
 }
 
@@ -645,9 +653,10 @@ fn load(run: &CheckpointRun) -> Result<(SequenceTagger, WorldConfig, DType)> {
 }
 
 /// Evaluates a checkpoint: on 512 generated sequences, or on the lines of `--data`.
-pub fn eval(run: &CheckpointRun, args: &EvalArgs) -> Result<String> {
+pub fn eval(run: &CheckpointRun, req: impl Into<EvalRequest>) -> Result<String> {
+    let req = req.into();
     let (model, world, dtype) = load(run)?;
-    let (days, what) = match &args.data {
+    let (days, what) = match &req.data {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("--data {}: cannot read as UTF-8 text", path.display()))?;
@@ -682,7 +691,7 @@ pub fn eval(run: &CheckpointRun, args: &EvalArgs) -> Result<String> {
             ),
         ),
     };
-    let s = score(&model, &days, args.batch_size, dtype, &run.device)?;
+    let s = score(&model, &days, req.batch_size, dtype, &run.device)?;
     let base = memoryless_baseline(&days);
     Ok(format!(
         "routine: accuracy {:.4} ({}/{} days), after rain {:.4} ({}/{}), loss {:.4} on {what}; a model without memory: at most {:.4} and {:.4}",
@@ -699,8 +708,9 @@ pub fn eval(run: &CheckpointRun, args: &EvalArgs) -> Result<String> {
 }
 
 /// Predicts the activities for each `--input` line (`[START:] W1 W2 ...`).
-pub fn predict(run: &CheckpointRun, args: &PredictArgs) -> Result<Vec<String>> {
-    let inputs = args.inputs()?;
+pub fn predict(run: &CheckpointRun, req: impl Into<PredictRequest>) -> Result<Vec<String>> {
+    let req = req.into();
+    let inputs = req.inputs()?;
     let parsed = inputs
         .iter()
         .enumerate()
@@ -744,15 +754,16 @@ pub fn predict(run: &CheckpointRun, args: &PredictArgs) -> Result<Vec<String>> {
 
 /// Draws random weather and prints the model's week-by-week plan (`--max-len` days after a dry
 /// Monday, `--num` samples, `--seed`).
-pub fn sample(run: &CheckpointRun, args: &SampleArgs) -> Result<Vec<String>> {
-    if args.max_len == 0 {
+pub fn sample(run: &CheckpointRun, req: impl Into<SampleRequest>) -> Result<Vec<String>> {
+    let req = req.into();
+    if req.max_len == 0 {
         bail!("--max-len must be at least 1 day");
     }
-    if args.num == 0 {
+    if req.num == 0 {
         bail!("--num must be at least 1");
     }
     let (model, world, dtype) = load(run)?;
-    let samples = generate(args.num, args.max_len, world.rain_probability, args.seed);
+    let samples = generate(req.num, req.max_len, world.rain_probability, req.seed);
     let starts: Vec<u32> = samples.iter().map(|d| d.start).collect();
     let rain: Vec<Vec<bool>> = samples.iter().map(|d| d.rain.clone()).collect();
     let predicted = rollout(&model, &starts, &rain, dtype, &run.device)?;

@@ -60,29 +60,30 @@
 //! `translation<TAB>log-prob L` (natural log, end token included), beam search when `N > 1`
 //! (GNMT length penalty 0.6).
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use candle_nn::VarMap;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use rnn_core::{Mode, RnnState};
-use rnn_models::common::Stochastic;
 use rnn_models::seq2seq::{Attention, Hypothesis, Seq2Seq, Seq2SeqConfig};
 use rnn_train::data::{
-    bucket_batches, pad_batch, read_pairs, split_fraction, PaddedBatch, SequencePair, Vocab,
+    bucket_batches, pad_batch, read_pairs, split_fraction, word_tokens, PaddedBatch, SequencePair,
+    Vocab,
+};
+// The date generator and the tutorial's normalisation, where they were before they moved to
+// `rnn_train::data`.
+pub use rnn_train::data::{
+    date_pairs, format_date, tutorial_keeps, tutorial_normalize, DatePairs, DATE_FORMATS,
 };
 use rnn_train::metrics::{CorpusBleu, ExactMatch, Metric};
 use rnn_train::trainer::{Evaluation, MainMetric, StepLoss, TrainTask};
 use serde::{Deserialize, Serialize};
 
-use super::TaskName;
-use crate::cli::run::{
-    fit, trainer_config, CheckpointRun, RunContext, TrainDefaults, TrainOutcome,
+use crate::run::{
+    fit, invalid, stochastic_model, trainer_config, CheckpointRun, EvalRequest, PredictRequest,
+    RunContext, Task, TaskName, TrainDefaults, TrainOutcome,
 };
-use crate::cli::{EvalArgs, PredictArgs, SampleArgs};
 
 /// Id of `<eos>` in a [`Vocab`] (the specials come first: pad, unk, bos, eos).
 const EOS_ID: u32 = 3;
@@ -142,230 +143,6 @@ impl Level {
             Level::Word | Level::Tutorial => tokens.join(" "),
         }
     }
-}
-
-/// Lower-cased words, punctuation (other than `'` and `-`) split off as separate tokens.
-fn word_tokens(text: &str) -> Vec<String> {
-    let mut spaced = String::with_capacity(text.len() + 8);
-    for c in text.to_lowercase().chars() {
-        if (c.is_ascii_punctuation() || is_unicode_punct(c)) && c != '\'' && c != '-' {
-            spaced.push(' ');
-            spaced.push(c);
-            spaced.push(' ');
-        } else {
-            spaced.push(c);
-        }
-    }
-    spaced.split_whitespace().map(str::to_string).collect()
-}
-
-fn is_unicode_punct(c: char) -> bool {
-    matches!(
-        c,
-        '«' | '»' | '¿' | '¡' | '…' | '“' | '”' | '„' | '‘' | '’' | '—' | '–' | '·'
-    )
-}
-
-/// The base letter of a (lower-case) Latin letter with diacritics, as Unicode NFD followed by
-/// dropping the combining marks would give; `None` for a combining mark itself.
-fn strip_accent(c: char) -> Option<char> {
-    Some(match c {
-        '\u{300}'..='\u{36f}' => return None,
-        'à' | 'á' | 'â' | 'ã' | 'ä' | 'å' | 'ā' | 'ă' | 'ą' => 'a',
-        'ç' | 'ć' | 'ĉ' | 'ċ' | 'č' => 'c',
-        'ď' => 'd',
-        'è' | 'é' | 'ê' | 'ë' | 'ē' | 'ĕ' | 'ė' | 'ę' | 'ě' => 'e',
-        'ĝ' | 'ğ' | 'ġ' | 'ģ' => 'g',
-        'ĥ' => 'h',
-        'ì' | 'í' | 'î' | 'ï' | 'ĩ' | 'ī' | 'ĭ' | 'į' => 'i',
-        'ĵ' => 'j',
-        'ķ' => 'k',
-        'ĺ' | 'ļ' | 'ľ' => 'l',
-        'ñ' | 'ń' | 'ņ' | 'ň' => 'n',
-        'ò' | 'ó' | 'ô' | 'õ' | 'ö' | 'ō' | 'ŏ' | 'ő' => 'o',
-        'ŕ' | 'ŗ' | 'ř' => 'r',
-        'ś' | 'ŝ' | 'ş' | 'š' => 's',
-        'ţ' | 'ť' => 't',
-        'ù' | 'ú' | 'û' | 'ü' | 'ũ' | 'ū' | 'ŭ' | 'ů' | 'ű' | 'ų' => 'u',
-        'ŵ' => 'w',
-        'ý' | 'ÿ' | 'ŷ' => 'y',
-        'ź' | 'ż' | 'ž' => 'z',
-        other => other,
-    })
-}
-
-/// The PyTorch tutorial's `normalizeString`: lower case, accents stripped (NFD without
-/// combining marks), a space before `.`, `!` and `?`, then every run of characters other than
-/// ASCII letters, `!` and `?` becomes one space; trimmed. `"Je suis prêt."` -> `"je suis pret"`,
-/// `"I'm OK!"` -> `"i m ok !"`.
-pub fn tutorial_normalize(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut pending_space = false;
-    for c in text.trim().to_lowercase().chars().filter_map(strip_accent) {
-        let keep = c.is_ascii_alphabetic() || c == '!' || c == '?';
-        if c == '!' || c == '?' {
-            pending_space = true;
-        }
-        if keep {
-            if pending_space && !out.is_empty() {
-                out.push(' ');
-            }
-            pending_space = false;
-            out.push(c);
-        } else {
-            pending_space = true;
-        }
-    }
-    out
-}
-
-/// English prefixes of the tutorial's filter (on normalised text).
-const TUTORIAL_PREFIXES: [&str; 12] = [
-    "i am ", "i m ", "he is", "he s ", "she is", "she s ", "you are", "you re ", "we are",
-    "we re ", "they are", "they re ",
-];
-/// Pairs keep fewer words than this on each side.
-const TUTORIAL_MAX_WORDS: usize = 10;
-
-/// The tutorial's `filterPair` on normalised text: fewer than 10 words on both sides and the
-/// English side starting with one of the "i am / he is / ..." prefixes.
-pub fn tutorial_keeps(english: &str, other: &str) -> bool {
-    english.split(' ').count() < TUTORIAL_MAX_WORDS
-        && other.split(' ').count() < TUTORIAL_MAX_WORDS
-        && TUTORIAL_PREFIXES.iter().any(|p| english.starts_with(p))
-}
-
-// ---------------------------------------------------------------------------------------------
-// Dates
-
-const MONTHS: [&str; 12] = [
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-];
-const WEEKDAYS: [&str; 7] = [
-    "Sunday",
-    "Monday",
-    "Tuesday",
-    "Wednesday",
-    "Thursday",
-    "Friday",
-    "Saturday",
-];
-/// Number of human formats of [`format_date`].
-pub const DATE_FORMATS: usize = 12;
-
-fn days_in_month(year: u32, month: u32) -> u32 {
-    match month {
-        2 if (year.is_multiple_of(4) && !year.is_multiple_of(100)) || year.is_multiple_of(400) => {
-            29
-        }
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Day of the week, 0 = Sunday (Sakamoto's method).
-fn weekday(year: u32, month: u32, day: u32) -> usize {
-    const T: [u32; 12] = [0, 3, 2, 5, 0, 3, 5, 1, 4, 6, 2, 4];
-    let y = if month < 3 { year - 1 } else { year };
-    ((y + y / 4 - y / 100 + y / 400 + T[month as usize - 1] + day) % 7) as usize
-}
-
-fn ordinal(day: u32) -> &'static str {
-    match (day % 10, day % 100) {
-        (_, 11..=13) => "th",
-        (1, _) => "st",
-        (2, _) => "nd",
-        (3, _) => "rd",
-        _ => "th",
-    }
-}
-
-/// `year-month-day` written in human format `format` (`0..DATE_FORMATS`), with month and weekday
-/// names as given (the caller varies their case):
-///
-/// | # | example |
-/// |---|---|
-/// | 0 | `3 March 2021` |
-/// | 1 | `March 3, 2021` |
-/// | 2 | `03/03/2021` (month first) |
-/// | 3 | `Wed, 3 Mar 21` (years 1950-2049) |
-/// | 4 | `2021 March 3rd` |
-/// | 5 | `3rd of March 2021` |
-/// | 6 | `Wednesday, March 3, 2021` |
-/// | 7 | `03.03.2021` (day first) |
-/// | 8 | `3-Mar-2021` |
-/// | 9 | `20210303` |
-/// | 10 | `Mar 3 2021` |
-/// | 11 | `2021-3-3` |
-pub fn format_date(year: u32, month: u32, day: u32, format: usize) -> String {
-    let name = MONTHS[month as usize - 1];
-    let short = &name[..3];
-    let wd = WEEKDAYS[weekday(year, month, day)];
-    let yy = year % 100;
-    match format % DATE_FORMATS {
-        0 => format!("{day} {name} {year}"),
-        1 => format!("{name} {day}, {year}"),
-        2 => format!("{month:02}/{day:02}/{year}"),
-        3 => format!("{}, {day} {short} {yy:02}", &wd[..3]),
-        4 => format!("{year} {name} {day}{}", ordinal(day)),
-        5 => format!("{day}{} of {name} {year}", ordinal(day)),
-        6 => format!("{wd}, {name} {day}, {year}"),
-        7 => format!("{day:02}.{month:02}.{year}"),
-        8 => format!("{day}-{short}-{year}"),
-        9 => format!("{year}{month:02}{day:02}"),
-        10 => format!("{short} {day} {year}"),
-        _ => format!("{year}-{month}-{day}"),
-    }
-}
-
-/// One random (human, ISO 8601) date pair.
-fn random_date_pair(rng: &mut ChaCha8Rng) -> (String, String) {
-    let year = rng.random_range(1950..=2049u32);
-    let month = rng.random_range(1..=12u32);
-    let day = rng.random_range(1..=days_in_month(year, month));
-    let human = format_date(year, month, day, rng.random_range(0..DATE_FORMATS));
-    let human = match rng.random_range(0..3) {
-        0 => human.to_lowercase(),
-        1 => human.to_uppercase(),
-        _ => human,
-    };
-    (human, format!("{year:04}-{month:02}-{day:02}"))
-}
-
-/// (human-written, ISO 8601) pairs.
-pub type DatePairs = Vec<(String, String)>;
-
-/// Seeded date pairs: `train` training pairs and `valid` validation pairs whose human side never
-/// occurs among the training pairs. The same `(train, valid, seed)` gives the same pairs.
-pub fn date_pairs(train: usize, valid: usize, seed: u64) -> (DatePairs, DatePairs) {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xda7e_5eed);
-    let train_pairs: Vec<(String, String)> =
-        (0..train).map(|_| random_date_pair(&mut rng)).collect();
-    let seen: HashSet<&str> = train_pairs.iter().map(|(h, _)| h.as_str()).collect();
-    let mut valid_pairs = Vec::with_capacity(valid);
-    // The date space (36,525 days x 12 formats x 3 cases) is far larger than any sensible
-    // sample, so this ends quickly; the bound guards against absurd --samples.
-    let mut tries = 0usize;
-    while valid_pairs.len() < valid && tries < 100 * valid + 1000 {
-        tries += 1;
-        let pair = random_date_pair(&mut rng);
-        if !seen.contains(pair.0.as_str()) {
-            valid_pairs.push(pair);
-        }
-    }
-    (train_pairs, valid_pairs)
 }
 
 fn to_sequence_pairs(pairs: Vec<(String, String)>) -> Vec<SequencePair> {
@@ -732,7 +509,7 @@ impl TrainTask for Seq2SeqTask {
             .iter()
             .map(|idx| {
                 let chunk: Vec<Example> = idx.iter().map(|&i| self.train[i].clone()).collect();
-                pad_pair(&chunk, &self.device).map_err(|e| rnn_train::Error::Invalid(e.to_string()))
+                pad_pair(&chunk, &self.device).map_err(invalid)
             })
             .collect()
     }
@@ -766,7 +543,7 @@ impl TrainTask for Seq2SeqTask {
             self.batch_size.max(64),
             &self.device,
         )
-        .map_err(|e| rnn_train::Error::Invalid(format!("{e:#}")))?;
+        .map_err(invalid)?;
         let mut metrics = std::collections::BTreeMap::new();
         metrics.insert("exact_match".to_string(), s.exact_match);
         if self.task != TaskName::Dates {
@@ -792,17 +569,7 @@ impl TrainTask for Seq2SeqTask {
         "tokens"
     }
 
-    fn set_seed(&mut self, seed: u64) {
-        self.model.set_seed(seed);
-    }
-
-    fn rng_counters(&self) -> Vec<u64> {
-        self.model.rng_counters()
-    }
-
-    fn set_rng_counters(&mut self, counters: &[u64]) -> rnn_train::Result<()> {
-        Ok(self.model.set_rng_counters(counters)?)
-    }
+    stochastic_model!(model);
 
     fn checkpoint_config(&self) -> serde_json::Value {
         serde_json::json!({
@@ -829,6 +596,23 @@ fn parse_target_column(target: Option<&str>) -> Result<usize> {
         Some(other) => bail!(
             "--target: seq2seq takes the target column of the TSV file, 0 or 1 (the source is the other one), got '{other}'"
         ),
+    }
+}
+
+/// The encoder-decoder tasks `seq2seq` and `dates` (see the [module docs](self)).
+pub struct EncoderDecoder;
+
+impl Task for EncoderDecoder {
+    fn train(&self, ctx: &RunContext) -> Result<TrainOutcome> {
+        train(ctx)
+    }
+
+    fn eval(&self, run: &CheckpointRun, req: &EvalRequest) -> Result<String> {
+        eval(run, req)
+    }
+
+    fn predict(&self, run: &CheckpointRun, req: &PredictRequest) -> Result<Vec<String>> {
+        predict(run, req)
     }
 }
 
@@ -956,14 +740,12 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
     }
     if let Some(test) = &o.test {
         let run = CheckpointRun::load(&ctx.out, &ctx.device)?;
-        let args = EvalArgs {
-            checkpoint: ctx.out.clone(),
+        let req = EvalRequest {
             data: Some(test.clone()),
             labels: None,
-            device: "cpu".into(),
             batch_size: task.batch_size.max(64),
         };
-        extra.push(format!("test (best checkpoint): {}", eval(&run, &args)?));
+        extra.push(format!("test (best checkpoint): {}", eval(&run, req)?));
     }
     Ok(TrainOutcome { report, extra })
 }
@@ -1004,22 +786,23 @@ fn load(run: &CheckpointRun) -> Result<Loaded> {
 }
 
 /// Evaluates a checkpoint: loss, BLEU and exact match on its validation data or `--data`.
-pub fn eval(run: &CheckpointRun, args: &EvalArgs) -> Result<String> {
-    if args.batch_size == 0 {
+pub fn eval(run: &CheckpointRun, req: impl Into<EvalRequest>) -> Result<String> {
+    let req = req.into();
+    if req.batch_size == 0 {
         bail!("--batch-size must be at least 1, got 0");
     }
     let l = load(run)?;
-    let pairs = eval_data(run.task, &l.setup, args.data.as_deref())?;
+    let pairs = eval_data(run.task, &l.setup, req.data.as_deref())?;
     let examples = encode(&pairs, &l.src_vocab, &l.tgt_vocab);
     let s = score(
         &l.model,
         &examples,
         &l.tgt_vocab,
         &l.setup,
-        args.batch_size,
+        req.batch_size,
         &run.device,
     )?;
-    let what = match &args.data {
+    let what = match &req.data {
         Some(p) => p.display().to_string(),
         None => "validation data".to_string(),
     };
@@ -1039,12 +822,13 @@ pub fn eval(run: &CheckpointRun, args: &EvalArgs) -> Result<String> {
 }
 
 /// Translates each input line; prints `translation<TAB>log-prob L`.
-pub fn predict(run: &CheckpointRun, args: &PredictArgs) -> Result<Vec<String>> {
-    let beam = args.beam.unwrap_or(1);
+pub fn predict(run: &CheckpointRun, req: impl Into<PredictRequest>) -> Result<Vec<String>> {
+    let req = req.into();
+    let beam = req.beam.unwrap_or(1);
     if beam == 0 {
         bail!("--beam must be at least 1, got 0");
     }
-    let inputs = args.inputs()?;
+    let inputs = req.inputs()?;
     let l = load(run)?;
     let mut sources = Vec::with_capacity(inputs.len());
     for (i, input) in inputs.iter().enumerate() {
@@ -1070,64 +854,9 @@ pub fn predict(run: &CheckpointRun, args: &PredictArgs) -> Result<Vec<String>> {
         .collect())
 }
 
-/// `rnn sample` does not apply to encoder-decoder checkpoints.
-pub fn sample(run: &CheckpointRun, _args: &SampleArgs) -> Result<Vec<String>> {
-    bail!(
-        "{} is a `{}` (encoder-decoder) checkpoint: it translates inputs, use `rnn predict --checkpoint {} --input TEXT`",
-        run.dir.display(),
-        run.task.as_str(),
-        run.dir.display()
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tutorial_normalisation_matches_pytorch() {
-        // Expected strings from the tutorial's normalizeString (Python, unicodedata NFD).
-        assert_eq!(tutorial_normalize("Je suis prêt."), "je suis pret");
-        assert_eq!(tutorial_normalize("I'm OK!"), "i m ok !");
-        assert_eq!(tutorial_normalize("  Ça va?? "), "ca va ? ?");
-        assert_eq!(tutorial_normalize("Il a 20 ans."), "il a ans");
-        assert_eq!(tutorial_normalize("cœur"), "c ur");
-        assert!(tutorial_keeps("i m ok", "je vais bien"));
-        assert!(tutorial_keeps("he isn t here", "il n est pas ici"));
-        assert!(!tutorial_keeps("i mean it", "je le pense"));
-        assert!(!tutorial_keeps("i am a b c d e f g h", "je suis"));
-    }
-
-    #[test]
-    fn word_tokens_split_punctuation() {
-        assert_eq!(
-            word_tokens("Va, vite !  «Aujourd'hui»"),
-            ["va", ",", "vite", "!", "«", "aujourd'hui", "»"]
-        );
-    }
-
-    #[test]
-    fn dates_are_valid_and_seeded() {
-        assert_eq!(format_date(2021, 3, 3, 0), "3 March 2021");
-        assert_eq!(format_date(2021, 3, 3, 1), "March 3, 2021");
-        assert_eq!(format_date(2021, 3, 3, 2), "03/03/2021");
-        assert_eq!(format_date(2021, 3, 3, 3), "Wed, 3 Mar 21");
-        assert_eq!(format_date(2021, 3, 3, 4), "2021 March 3rd");
-        assert_eq!(format_date(2000, 1, 1, 6), "Saturday, January 1, 2000");
-        assert_eq!(format_date(2021, 3, 12, 5), "12th of March 2021");
-        let (a, va) = date_pairs(50, 10, 4);
-        let (b, _) = date_pairs(50, 10, 4);
-        assert_eq!(a, b);
-        assert_eq!(va.len(), 10);
-        let train: HashSet<&String> = a.iter().map(|(h, _)| h).collect();
-        assert!(va.iter().all(|(h, _)| !train.contains(h)));
-        for (_, iso) in a.iter().chain(&va) {
-            let parts: Vec<u32> = iso.split('-').map(|p| p.parse().unwrap()).collect();
-            assert_eq!(iso.len(), 10);
-            assert!((1950..=2049).contains(&parts[0]));
-            assert!(parts[2] >= 1 && parts[2] <= days_in_month(parts[0], parts[1]));
-        }
-    }
 
     #[test]
     fn target_column_parsing() {

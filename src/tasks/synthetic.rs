@@ -32,18 +32,16 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rnn_core::{Mode, RnnState};
 use rnn_models::classifier::Input;
-use rnn_models::common::Stochastic;
 use rnn_models::forecaster::{ForecastStrategy, Forecaster, ForecasterConfig};
 use rnn_models::loss::masked_cross_entropy;
 use rnn_models::tagger::{SequenceTagger, SequenceTaggerConfig};
 use rnn_train::trainer::{Evaluation, MainMetric, StepLoss, TrainTask};
 use serde::{Deserialize, Serialize};
 
-use crate::cli::run::{
-    fit, trainer_config, CheckpointRun, RunContext, TrainDefaults, TrainOutcome,
+use crate::run::{
+    fit, invalid, stochastic_model, trainer_config, CheckpointRun, EvalRequest, PredictRequest,
+    RunContext, Task, TaskName, TrainDefaults, TrainOutcome,
 };
-use crate::cli::{EvalArgs, PredictArgs, SampleArgs};
-use crate::tasks::TaskName;
 
 /// MSE of always predicting 1 on the adding problem: the variance of the sum of two U(0, 1)
 /// numbers, 1/6.
@@ -352,7 +350,7 @@ impl TrainTask for AddingTask {
             .map(|index| {
                 self.train
                     .batch(index, &self.device, self.dtype)
-                    .map_err(|e| rnn_train::Error::Invalid(format!("{e:#}")))
+                    .map_err(invalid)
             })
             .collect()
     }
@@ -369,8 +367,8 @@ impl TrainTask for AddingTask {
     }
 
     fn evaluate(&mut self) -> rnn_train::Result<Evaluation> {
-        let (mse, baseline) = adding_mse(&self.model, &self.valid, &self.device, self.dtype)
-            .map_err(|e| rnn_train::Error::Invalid(format!("{e:#}")))?;
+        let (mse, baseline) =
+            adding_mse(&self.model, &self.valid, &self.device, self.dtype).map_err(invalid)?;
         let mut eval = Evaluation::from_loss(mse);
         eval.metrics.insert("mse".into(), mse);
         eval.metrics.insert("baseline_mse".into(), baseline);
@@ -382,17 +380,7 @@ impl TrainTask for AddingTask {
         Ok(eval)
     }
 
-    fn set_seed(&mut self, seed: u64) {
-        self.model.set_seed(seed);
-    }
-
-    fn rng_counters(&self) -> Vec<u64> {
-        self.model.rng_counters()
-    }
-
-    fn set_rng_counters(&mut self, counters: &[u64]) -> rnn_train::Result<()> {
-        Ok(self.model.set_rng_counters(counters)?)
-    }
+    stochastic_model!(model);
 
     fn checkpoint_config(&self) -> serde_json::Value {
         serde_json::json!({
@@ -420,11 +408,7 @@ impl TrainTask for CopyTask {
     fn train_batches(&mut self, epoch: u64, seed: u64) -> rnn_train::Result<Vec<Self::Batch>> {
         epoch_batches(self.train.len(), self.batch_size, epoch, seed)
             .iter()
-            .map(|index| {
-                self.train
-                    .batch(index, &self.device)
-                    .map_err(|e| rnn_train::Error::Invalid(format!("{e:#}")))
-            })
+            .map(|index| self.train.batch(index, &self.device).map_err(invalid))
             .collect()
     }
 
@@ -440,8 +424,7 @@ impl TrainTask for CopyTask {
     }
 
     fn evaluate(&mut self) -> rnn_train::Result<Evaluation> {
-        let s = copy_scores(&self.model, &self.valid, &self.device)
-            .map_err(|e| rnn_train::Error::Invalid(format!("{e:#}")))?;
+        let s = copy_scores(&self.model, &self.valid, &self.device).map_err(invalid)?;
         let mut eval = Evaluation::from_loss(s.loss);
         eval.metrics.insert("accuracy".into(), s.accuracy);
         eval.metrics
@@ -458,17 +441,7 @@ impl TrainTask for CopyTask {
         Ok(eval)
     }
 
-    fn set_seed(&mut self, seed: u64) {
-        self.model.set_seed(seed);
-    }
-
-    fn rng_counters(&self) -> Vec<u64> {
-        self.model.rng_counters()
-    }
-
-    fn set_rng_counters(&mut self, counters: &[u64]) -> rnn_train::Result<()> {
-        Ok(self.model.set_rng_counters(counters)?)
-    }
+    stochastic_model!(model);
 
     fn checkpoint_config(&self) -> serde_json::Value {
         serde_json::json!({
@@ -502,6 +475,23 @@ fn refuse_files(ctx: &RunContext) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The generated tasks `adding` and `copy` (see the [module docs](self)).
+pub struct Synthetic;
+
+impl Task for Synthetic {
+    fn train(&self, ctx: &RunContext) -> Result<TrainOutcome> {
+        train(ctx)
+    }
+
+    fn eval(&self, run: &CheckpointRun, req: &EvalRequest) -> Result<String> {
+        eval(run, req)
+    }
+
+    fn predict(&self, run: &CheckpointRun, req: &PredictRequest) -> Result<Vec<String>> {
+        predict(run, req)
+    }
 }
 
 /// Trains `ctx.task` (adding or copy).
@@ -633,8 +623,9 @@ fn load_copy(run: &CheckpointRun) -> Result<(SequenceTagger, usize)> {
 
 /// Evaluates a checkpoint on [`EVAL_SAMPLES`] freshly generated sequences (a seed that neither
 /// training nor validation used).
-pub fn eval(run: &CheckpointRun, args: &EvalArgs) -> Result<String> {
-    if let Some(p) = &args.data {
+pub fn eval(run: &CheckpointRun, req: impl Into<EvalRequest>) -> Result<String> {
+    let req = req.into();
+    if let Some(p) = &req.data {
         bail!(
             "--data {}: the {} task generates its evaluation data; no file is read",
             p.display(),
@@ -731,8 +722,9 @@ pub fn parse_copy_input(line: &str) -> Result<Vec<u32>> {
 
 /// Runs a checkpoint on `--input`: adding `value:marker` pairs give the predicted sum; copy
 /// symbols give the recalled symbols after the checkpoint's blank gap.
-pub fn predict(run: &CheckpointRun, args: &PredictArgs) -> Result<Vec<String>> {
-    let inputs = args.inputs()?;
+pub fn predict(run: &CheckpointRun, req: impl Into<PredictRequest>) -> Result<Vec<String>> {
+    let req = req.into();
+    let inputs = req.inputs()?;
     match run.task {
         TaskName::Adding => {
             let (model, seq_len) = load_adding(run)?;
@@ -785,15 +777,6 @@ pub fn predict(run: &CheckpointRun, args: &PredictArgs) -> Result<Vec<String>> {
             other.as_str()
         ),
     }
-}
-
-/// The generated tasks are not generative: always an error pointing to `rnn predict`.
-pub fn sample(run: &CheckpointRun, _args: &SampleArgs) -> Result<Vec<String>> {
-    bail!(
-        "`rnn sample` does not apply to the {} task (it predicts, it does not generate); use `rnn predict --checkpoint {} --input ...`",
-        run.task.as_str(),
-        run.dir.display()
-    )
 }
 
 #[cfg(test)]

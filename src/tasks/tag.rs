@@ -34,25 +34,24 @@
 //! "The cat sat ."` prints `The/DET cat/NOUN sat/VERB ./PUNCT` (whitespace tokenisation).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use rnn_models::classifier::Input;
-use rnn_models::common::Stochastic;
 use rnn_models::tagger::{SequenceTagger, SequenceTaggerConfig};
 use rnn_train::checkpoint::{self, VOCAB_FILE};
-use rnn_train::data::{
-    bucket_batches, pad_batch, read_conll, read_conllu, split_fraction, TaggedSentence, Vocab,
-};
+use rnn_train::data::{pad_batch, read_conll, read_conllu, TaggedSentence, Vocab};
 use rnn_train::trainer::{EarlyStopping, Evaluation, MainMetric, StepLoss, TrainTask};
 use serde::{Deserialize, Serialize};
 
-use crate::cli::run::{
-    fit, trainer_config, CheckpointRun, RunContext, TrainDefaults, TrainOutcome,
+pub use super::valid::ValidSource;
+use super::valid::{bucketed_batches, eval_batches};
+use crate::run::{
+    fit, invalid, load_best, stochastic_model, trainer_config, CheckpointRun, EvalRequest,
+    PredictRequest, RunContext, Task, TrainDefaults, TrainOutcome,
 };
-use crate::cli::{EvalArgs, PredictArgs, SampleArgs};
 
 /// Words must occur at least this often in the training split to get their own embedding.
 pub const MIN_FREQ: usize = 2;
@@ -155,26 +154,6 @@ pub fn read_tagged(path: &Path, tag_column: Option<&str>) -> Result<Vec<TaggedSe
     }
 }
 
-/// Where the validation data of a run came from, so `rnn eval` can rebuild them.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum ValidSource {
-    /// A separate file (`--valid`).
-    File {
-        /// The file.
-        path: PathBuf,
-    },
-    /// A seeded fraction of the training file's sentences.
-    Split {
-        /// The training file.
-        path: PathBuf,
-        /// The held-out fraction.
-        fraction: f64,
-        /// The split seed.
-        seed: u64,
-    },
-}
-
 /// The `model` entry of a tag checkpoint's `config.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct SavedConfig {
@@ -245,13 +224,10 @@ fn make_batch(data: &Encoded, idx: &[usize], device: &Device) -> Result<Batch> {
     })
 }
 
-fn eval_batches(data: &Encoded, batch_size: usize, device: &Device) -> Result<Vec<Batch>> {
-    let mut order: Vec<usize> = (0..data.ids.len()).collect();
-    order.sort_by_key(|&i| data.ids[i].len());
-    order
-        .chunks(batch_size.max(1))
-        .map(|c| make_batch(data, c, device))
-        .collect()
+/// Evaluation batches of `data` (see [`eval_batches`]).
+fn batches(data: &Encoded, batch_size: usize, device: &Device) -> Result<Vec<Batch>> {
+    let lengths: Vec<usize> = data.ids.iter().map(Vec::len).collect();
+    eval_batches(&lengths, batch_size, |idx| make_batch(data, idx, device))
 }
 
 /// Token accuracy and loss of a tagger on a data set.
@@ -301,22 +277,14 @@ struct TagTask {
     vocab_json: Vec<u8>,
 }
 
-fn invalid(e: anyhow::Error) -> rnn_train::Error {
-    rnn_train::Error::Invalid(format!("{e:#}"))
-}
-
 impl TrainTask for TagTask {
     type Batch = Batch;
 
     fn train_batches(&mut self, epoch: u64, seed: u64) -> rnn_train::Result<Vec<Batch>> {
         let lengths: Vec<usize> = self.train.ids.iter().map(Vec::len).collect();
-        let mix = seed
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-            .wrapping_add(epoch.wrapping_mul(0xBF58_476D_1CE4_E5B9));
-        bucket_batches(&lengths, self.batch_size, mix)?
-            .iter()
-            .map(|idx| make_batch(&self.train, idx, &self.device).map_err(invalid))
-            .collect()
+        bucketed_batches(&lengths, self.batch_size, epoch, seed, |idx| {
+            make_batch(&self.train, idx, &self.device)
+        })
     }
 
     fn train_step(
@@ -349,17 +317,7 @@ impl TrainTask for TagTask {
         "tokens"
     }
 
-    fn set_seed(&mut self, seed: u64) {
-        self.model.set_seed(seed);
-    }
-
-    fn rng_counters(&self) -> Vec<u64> {
-        self.model.rng_counters()
-    }
-
-    fn set_rng_counters(&mut self, counters: &[u64]) -> rnn_train::Result<()> {
-        Ok(self.model.set_rng_counters(counters)?)
-    }
+    stochastic_model!(model);
 
     fn checkpoint_config(&self) -> serde_json::Value {
         serde_json::to_value(&self.saved).unwrap_or_default()
@@ -367,6 +325,23 @@ impl TrainTask for TagTask {
 
     fn checkpoint_files(&self) -> Vec<(String, Vec<u8>)> {
         vec![(VOCAB_FILE.to_string(), self.vocab_json.clone())]
+    }
+}
+
+/// The `tag` task (see the [module docs](self)).
+pub struct Tag;
+
+impl Task for Tag {
+    fn train(&self, ctx: &RunContext) -> Result<TrainOutcome> {
+        train(ctx)
+    }
+
+    fn eval(&self, run: &CheckpointRun, req: &EvalRequest) -> Result<String> {
+        eval(run, req)
+    }
+
+    fn predict(&self, run: &CheckpointRun, req: &PredictRequest) -> Result<Vec<String>> {
+        predict(run, req)
     }
 }
 
@@ -378,32 +353,13 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
     };
     let tag_column = o.tag_column.as_deref();
     let sentences = read_tagged(data, tag_column)?;
-    let (train_s, valid_s, valid_source) = match &o.valid {
-        Some(v) => (
-            sentences,
-            read_tagged(v, tag_column)?,
-            ValidSource::File { path: v.clone() },
-        ),
-        None => {
-            let fraction = o.split.unwrap_or(0.1);
-            let (a, b) = split_fraction(sentences, fraction, ctx.seed)?;
-            if a.is_empty() || b.is_empty() {
-                bail!(
-                    "--data {}: too few sentences to hold out a --split of {fraction}; give --valid FILE",
-                    data.display()
-                );
-            }
-            (
-                a,
-                b,
-                ValidSource::Split {
-                    path: data.clone(),
-                    fraction,
-                    seed: ctx.seed,
-                },
-            )
-        }
-    };
+    let (train_s, valid_s, valid_source) = ValidSource::split(
+        ctx,
+        data,
+        sentences,
+        |v: &Path| read_tagged(v, tag_column),
+        "sentences",
+    )?;
     let mut tag_counts: BTreeMap<&str, usize> = BTreeMap::new();
     for s in &train_s {
         for t in &s.tags {
@@ -439,8 +395,7 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
         Some(o.vocab_size.unwrap_or(DEFAULT_VOCAB_SIZE).max(4)),
     )?;
     let train = encode(data, &train_s, &vocab, &tags)?;
-    let valid_path = o.valid.clone().unwrap_or_else(|| data.clone());
-    let valid = encode(&valid_path, &valid_s, &vocab, &tags)?;
+    let valid = encode(valid_source.path(), &valid_s, &vocab, &tags)?;
     ctx.say(&format!(
         "tag: {} training / {} validation sentences, {} tags, vocabulary {} words",
         train.ids.len(),
@@ -466,7 +421,7 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
     let model = SequenceTagger::new(&cfg, ctx.var_builder(&varmap))?;
     let mut task = TagTask {
         model,
-        valid: eval_batches(&valid, 128, &ctx.device)?,
+        valid: batches(&valid, 128, &ctx.device)?,
         train,
         batch_size: o.batch_size.unwrap_or(32),
         device: ctx.device.clone(),
@@ -496,9 +451,9 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
     let report = fit(ctx, tcfg, varmap.clone(), &mut task)?;
     let mut extra = Vec::new();
     if let Some(test) = &o.test {
-        super::classify::load_best(ctx, &varmap)?;
+        load_best(ctx, &varmap)?;
         let enc = encode(test, &read_tagged(test, tag_column)?, &vocab, &tags)?;
-        let s = score(&task.model, &eval_batches(&enc, 128, &ctx.device)?)?;
+        let s = score(&task.model, &batches(&enc, 128, &ctx.device)?)?;
         extra.push(format!(
             "test accuracy {:.4} ({} tokens)",
             s.accuracy, s.tokens
@@ -547,34 +502,22 @@ pub fn score_file(run: &CheckpointRun, path: &Path, batch_size: usize) -> Result
     let t = load(run)?;
     let s = read_tagged(path, t.tag_column.as_deref())?;
     let enc = encode(path, &s, &t.vocab, &t.tags)?;
-    score(&t.model, &eval_batches(&enc, batch_size, &run.device)?)
+    score(&t.model, &batches(&enc, batch_size, &run.device)?)
 }
 
 /// Evaluates a checkpoint on `--data`, or on the validation data it was trained with.
-pub fn eval(run: &CheckpointRun, args: &EvalArgs) -> Result<String> {
+pub fn eval(run: &CheckpointRun, req: impl Into<EvalRequest>) -> Result<String> {
+    let req = req.into();
     let t = load(run)?;
     let col = t.tag_column.as_deref();
-    let (path, sentences) = match (&args.data, &t.valid) {
-        (Some(p), _) => (p.clone(), read_tagged(p, col)?),
-        (None, Some(ValidSource::File { path })) => (path.clone(), read_tagged(path, col)?),
-        (
-            None,
-            Some(ValidSource::Split {
-                path,
-                fraction,
-                seed,
-            }),
-        ) => {
-            let (_, v) = split_fraction(read_tagged(path, col)?, *fraction, *seed)?;
-            (path.clone(), v)
-        }
-        (None, None) => bail!("give --data FILE to evaluate on"),
-    };
+    let (path, sentences) = ValidSource::eval_rows(req.data.as_deref(), t.valid.as_ref(), |p| {
+        read_tagged(p, col)
+    })?;
     let enc = encode(&path, &sentences, &t.vocab, &t.tags)?;
     if enc.ids.is_empty() {
         bail!("{}: no sentences to evaluate", path.display());
     }
-    let s = score(&t.model, &eval_batches(&enc, args.batch_size, &run.device)?)?;
+    let s = score(&t.model, &batches(&enc, req.batch_size, &run.device)?)?;
     Ok(format!(
         "accuracy {:.4}, loss {:.4} on {} tokens in {} sentences of {}",
         s.accuracy,
@@ -606,9 +549,10 @@ pub fn tag_sentence(
 }
 
 /// Tags each input: `token/TAG token/TAG ...`.
-pub fn predict(run: &CheckpointRun, args: &PredictArgs) -> Result<Vec<String>> {
+pub fn predict(run: &CheckpointRun, req: impl Into<PredictRequest>) -> Result<Vec<String>> {
+    let req = req.into();
     let t = load(run)?;
-    args.inputs()?
+    req.inputs()?
         .iter()
         .map(|text| {
             let pairs = tag_sentence(&t, text, &run.device)?;
@@ -619,14 +563,6 @@ pub fn predict(run: &CheckpointRun, args: &PredictArgs) -> Result<Vec<String>> {
                 .join(" "))
         })
         .collect()
-}
-
-/// `rnn sample` does not apply to taggers.
-pub fn sample(run: &CheckpointRun, _args: &SampleArgs) -> Result<Vec<String>> {
-    bail!(
-        "`rnn sample` does not apply to a tag checkpoint ({}); use `rnn predict --input TEXT`",
-        run.dir.display()
-    )
 }
 
 #[cfg(test)]

@@ -1,0 +1,194 @@
+//! The run context of `rnn train`: merged options, device, dtype and output directory, and the
+//! trainer configuration they give over a task's defaults.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device};
+use candle_nn::{VarBuilder, VarMap};
+use rnn_train::optim::{AdamWConfig, LrScheduleConfig, OptimizerConfig, SgdConfig};
+use rnn_train::trainer::{EarlyStopping, NonFinitePolicy, TrainerConfig};
+
+use super::options::{parse_dtype, parse_schedule_name, Options};
+use super::task_name::TaskName;
+
+/// Everything a task's `train` needs besides its own options.
+#[derive(Debug, Clone)]
+pub struct RunContext {
+    /// The task being trained.
+    pub task: TaskName,
+    /// Flags over the config file's values; tasks apply their defaults to what is `None`.
+    pub opts: Options,
+    /// The device chosen by `--device` (default auto).
+    pub device: Device,
+    /// The dtype chosen by `--dtype` (default f32).
+    pub dtype: DType,
+    /// The output directory (created).
+    pub out: PathBuf,
+    /// The run's seed (default 0).
+    pub seed: u64,
+    /// Print progress lines (off in tests).
+    pub verbose: bool,
+}
+
+impl RunContext {
+    /// Builds the context for `task` from the merged options: validates them, selects the
+    /// device and creates the output directory (an unwritable `--out` is an error naming it).
+    pub fn new(task: TaskName, opts: Options) -> Result<Self> {
+        opts.validate()?;
+        let device_spec = opts.device.clone().unwrap_or_else(|| "auto".to_string());
+        let device = rnn_core::device::select(&device_spec).context("--device")?;
+        let dtype = parse_dtype(opts.dtype.as_deref().unwrap_or("f32"))?;
+        let out = opts
+            .out
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("runs").join(task.as_str()));
+        std::fs::create_dir_all(&out)
+            .with_context(|| format!("--out {}: cannot create the directory", out.display()))?;
+        let probe = out.join(".rnn-write-test");
+        std::fs::write(&probe, b"")
+            .with_context(|| format!("--out {}: the directory is not writable", out.display()))?;
+        let _ = std::fs::remove_file(&probe);
+        Ok(Self {
+            task,
+            seed: opts.seed.unwrap_or(0),
+            opts,
+            device,
+            dtype,
+            out,
+            verbose: true,
+        })
+    }
+
+    /// A seeded `VarBuilder` over `varmap` on the run's device and dtype.
+    pub fn var_builder(&self, varmap: &VarMap) -> VarBuilder<'static> {
+        rnn_core::init::seeded_var_builder(varmap, self.seed, self.dtype, &self.device)
+    }
+
+    /// `--cell`, or the task's default.
+    pub fn cell(&self, default: rnn_core::Mode) -> Result<rnn_core::Mode> {
+        match &self.opts.cell {
+            Some(c) => c.parse().map_err(|e| anyhow::anyhow!("--cell: {e}")),
+            None => Ok(default),
+        }
+    }
+
+    /// Prints a line unless quiet.
+    pub fn say(&self, line: &str) {
+        if self.verbose {
+            eprintln!("{line}");
+        }
+    }
+}
+
+/// A task's training defaults, overridden by the options.
+#[derive(Debug, Clone)]
+pub struct TrainDefaults {
+    /// Epochs.
+    pub epochs: u64,
+    /// Learning rate.
+    pub lr: f64,
+    /// Gradient-norm clipping (None = off).
+    pub clip: Option<f64>,
+    /// Evaluate every N steps (None = at epoch ends only).
+    pub eval_every: Option<u64>,
+    /// Optimiser: `adamw` or `sgd`.
+    pub optimizer: &'static str,
+}
+
+impl Default for TrainDefaults {
+    fn default() -> Self {
+        Self {
+            epochs: 10,
+            lr: 1e-3,
+            clip: Some(5.0),
+            eval_every: None,
+            optimizer: "adamw",
+        }
+    }
+}
+
+/// The trainer configuration from the options over the task's defaults.
+pub fn trainer_config(ctx: &RunContext, d: &TrainDefaults) -> Result<TrainerConfig> {
+    let o = &ctx.opts;
+    let lr = o.lr.unwrap_or(d.lr);
+    let optimizer = match o.optimizer.as_deref().unwrap_or(d.optimizer) {
+        "adamw" | "adam" => OptimizerConfig::AdamW(AdamWConfig::with_lr(lr)),
+        "sgd" => OptimizerConfig::Sgd(SgdConfig::with_lr(lr)),
+        other => bail!("--optimizer must be adamw or sgd, got '{other}'"),
+    };
+    let clip = match o.clip {
+        Some(0.0) => None,
+        Some(c) => Some(c),
+        None => d.clip,
+    };
+    let cfg = TrainerConfig {
+        optimizer,
+        clip_grad_norm: clip,
+        epochs: if o.max_steps.is_some() && o.epochs.is_none() {
+            None
+        } else {
+            Some(o.epochs.unwrap_or(d.epochs))
+        },
+        max_steps: o.max_steps,
+        eval_every: o.eval_every.or(d.eval_every),
+        early_stopping: o.patience.map(|patience| EarlyStopping {
+            patience,
+            min_delta: 0.0,
+        }),
+        seed: ctx.seed,
+        on_non_finite: if o.skip_non_finite == Some(true) {
+            NonFinitePolicy::Skip
+        } else {
+            NonFinitePolicy::Stop
+        },
+        progress: ctx.verbose,
+        host_sync_every: o.host_sync_every,
+        ..Default::default()
+    };
+    let mut cfg = cfg;
+    if let Some(name) = &o.schedule {
+        cfg.schedule = schedule_from_options(o, name)?;
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+/// The schedule `--schedule NAME` asks for, with `--lr-decay`, `--decay-every`, `--milestones`,
+/// `--warmup-steps` and `--min-lr`. The cosine schedule's length is a placeholder here; [`fit`](super::fit)
+/// sets it to the run's step budget.
+pub fn schedule_from_options(o: &Options, name: &str) -> Result<LrScheduleConfig> {
+    let gamma = o.lr_decay.unwrap_or(0.5);
+    Ok(match parse_schedule_name(name)? {
+        "constant" => LrScheduleConfig::Constant,
+        "step" => LrScheduleConfig::StepDecay {
+            step_size: o.decay_every.unwrap_or(1),
+            gamma,
+        },
+        "multistep" => {
+            let Some(milestones) = o.milestones.clone() else {
+                bail!("--schedule multistep needs --milestones (epochs, e.g. 4,5,6)");
+            };
+            LrScheduleConfig::MultiStep { milestones, gamma }
+        }
+        "plateau" => {
+            if gamma >= 1.0 {
+                bail!("--lr-decay must be below 1 for the plateau schedule, got {gamma}");
+            }
+            LrScheduleConfig::PlateauDecay {
+                factor: gamma,
+                patience: 0,
+                threshold: 0.0,
+                min_lr: o.min_lr.unwrap_or(0.0),
+            }
+        }
+        _ => {
+            let warmup = o.warmup_steps.unwrap_or(0);
+            LrScheduleConfig::CosineWarmup {
+                warmup_steps: warmup,
+                total_steps: warmup.max(1),
+                min_lr: o.min_lr.unwrap_or(0.0),
+            }
+        }
+    })
+}

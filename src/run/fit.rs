@@ -1,0 +1,152 @@
+//! Checkpointed training: a trainer writing into the run directory, resumed from `--resume`
+//! when given, and the one-line summary of the run.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use candle_nn::VarMap;
+use rnn_train::checkpoint;
+use rnn_train::optim::LrScheduleConfig;
+use rnn_train::trainer::{FitReport, TrainTask, Trainer, TrainerConfig, BEST_DIR, LATEST_DIR};
+
+use super::checkpoint::resolve_checkpoint;
+use super::context::RunContext;
+
+/// Before `--resume DIR`: repairs what a killed save left in `DIR` (a checkpoint itself, or a
+/// run directory with `checkpoint/` and `best/`), see [`checkpoint::recover`], and says so when
+/// a checkpoint that had been moved aside is put back.
+fn recover_for_resume(dir: &Path) -> Result<()> {
+    let candidates = if dir.join(checkpoint::STATE_FILE).is_file()
+        || dir
+            .file_name()
+            .is_some_and(|n| n == LATEST_DIR || n == "best")
+    {
+        vec![dir.to_path_buf()]
+    } else {
+        vec![dir.join(LATEST_DIR), dir.join("best")]
+    };
+    for candidate in candidates {
+        if let Some(backup) = checkpoint::recover(&candidate)
+            .with_context(|| format!("--resume {}", dir.display()))?
+        {
+            eprintln!(
+                "note: --resume: {} was missing (a run was killed while replacing it); restored it from {}",
+                candidate.display(),
+                backup.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// What a task's training returns: the trainer's report plus task-specific final numbers
+/// (e.g. test accuracy), and the headline for the summary line.
+#[derive(Debug, Clone)]
+pub struct TrainOutcome {
+    /// The trainer's report.
+    pub report: FitReport,
+    /// Extra results printed after the summary (e.g. `test accuracy 0.912`).
+    pub extra: Vec<String>,
+}
+
+/// Builds a trainer for `varmap` writing into `ctx.out`, resumes from `--resume` if given
+/// (refusing a checkpoint of another task), and trains `task`.
+pub fn fit<T: TrainTask>(
+    ctx: &RunContext,
+    cfg: TrainerConfig,
+    varmap: VarMap,
+    task: &mut T,
+) -> Result<FitReport> {
+    let mut cfg = cfg;
+    if let LrScheduleConfig::CosineWarmup {
+        warmup_steps,
+        total_steps,
+        min_lr,
+    } = cfg.schedule
+    {
+        // The cosine runs over the whole budget: steps per epoch times epochs, or --max-steps.
+        let per_epoch = task.train_batches(0, cfg.seed)?.len() as u64;
+        let by_epochs = cfg.epochs.map(|e| e.saturating_mul(per_epoch));
+        let total = match (by_epochs, cfg.max_steps) {
+            (Some(a), Some(b)) => a.min(b),
+            (Some(a), None) => a,
+            (None, Some(b)) => b,
+            (None, None) => total_steps,
+        };
+        if warmup_steps > total {
+            bail!("--warmup-steps {warmup_steps} is longer than the run ({total} steps)");
+        }
+        cfg.schedule = LrScheduleConfig::CosineWarmup {
+            warmup_steps,
+            total_steps: total.max(1),
+            min_lr,
+        };
+        cfg.validate()?;
+    }
+    if let (Some(t_max), None) = (ctx.opts.chrono_init, &ctx.opts.resume) {
+        let layers = rnn_core::init::chrono_init(&varmap, t_max, cfg.seed)
+            .map_err(|e| anyhow::anyhow!("--chrono-init {t_max}: {e}"))?;
+        ctx.say(&format!(
+            "chrono initialisation (T_max {t_max}) of {}",
+            layers.join(", ")
+        ));
+    }
+    let mut trainer = Trainer::new(cfg, varmap)?.with_out_dir(&ctx.out)?;
+    if let Some(dir) = &ctx.opts.resume {
+        recover_for_resume(dir)?;
+        let dir = resolve_checkpoint(dir, false).context("--resume")?;
+        let config_path = dir.join(checkpoint::CONFIG_FILE);
+        let config: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(&config_path)
+                .with_context(|| format!("--resume: cannot read {}", config_path.display()))?,
+        )
+        .with_context(|| format!("--resume: {} is not valid JSON", config_path.display()))?;
+        let saved_task = config
+            .pointer("/model/task")
+            .and_then(|t| t.as_str())
+            .unwrap_or("?");
+        if saved_task != ctx.task.as_str() {
+            bail!(
+                "--resume {}: the checkpoint is from task `{saved_task}`, not `{}`",
+                dir.display(),
+                ctx.task.as_str()
+            );
+        }
+        trainer.resume(&dir).with_context(|| {
+            format!(
+                "--resume {}: the checkpoint does not fit this model (same task, cell, sizes and data as when it was written?)",
+                dir.display()
+            )
+        })?;
+        ctx.say(&format!(
+            "resuming {} from step {}",
+            dir.display(),
+            trainer.step()
+        ));
+    }
+    Ok(trainer.fit(task)?)
+}
+
+/// Copies the weights of `OUT/best` (when it exists) into `varmap`, e.g. to score a test set
+/// with the best weights after [`fit`].
+pub fn load_best(ctx: &RunContext, varmap: &VarMap) -> Result<()> {
+    let best = ctx.out.join(BEST_DIR);
+    if best.join(checkpoint::STATE_FILE).is_file() {
+        let loaded = checkpoint::load(&best, &ctx.device)?;
+        loaded
+            .copy_into(varmap)
+            .with_context(|| format!("loading the best weights from {}", best.display()))?;
+    }
+    Ok(())
+}
+
+/// The final line of a training run.
+pub fn summary_line(ctx: &RunContext, outcome: &TrainOutcome) -> String {
+    let mut s = format!("{}: {}", ctx.task.as_str(), outcome.report.summary());
+    for e in &outcome.extra {
+        s.push_str("; ");
+        s.push_str(e);
+    }
+    s.push_str(&format!("; run in {}", ctx.out.display()));
+    s
+}

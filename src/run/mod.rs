@@ -1,0 +1,31 @@
+//! The run layer, below both the command line (`crate::cli`) and the tasks (`crate::tasks`):
+//! what every task's training and evaluation share. The command line turns its arguments into
+//! these types and hands them to a task through the [`Task`] trait; the tasks use them and never
+//! see the command line.
+//!
+//! - [`options`]: the options of `rnn train` (flags and `--config` files), [`parse_dtype`];
+//! - [`RunContext`]: merged options, device, dtype, output directory; [`trainer_config`];
+//! - [`fit`]: checkpointed, resumable training and the summary line;
+//! - [`CheckpointRun`]: a checkpoint loaded for `eval`, `sample` or `predict`;
+//! - [`EvalRequest`], [`SampleRequest`], [`PredictRequest`]: what those commands ask;
+//! - [`TaskName`] and [`Task`]: the tasks and what each can do;
+//! - [`error_line`] and [`invalid`]: errors across layers.
+
+mod checkpoint;
+mod context;
+mod error;
+mod fit;
+pub mod options;
+mod request;
+mod task;
+mod task_name;
+
+pub use checkpoint::{resolve_checkpoint, CheckpointRun};
+pub use context::{schedule_from_options, trainer_config, RunContext, TrainDefaults};
+pub use error::{error_line, invalid};
+pub use fit::{fit, load_best, summary_line, TrainOutcome};
+pub use options::{parse_dtype, Options};
+pub use request::{EvalRequest, PredictRequest, SampleRequest};
+pub(crate) use task::stochastic_model;
+pub use task::Task;
+pub use task_name::TaskName;

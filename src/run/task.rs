@@ -1,0 +1,55 @@
+//! What a task can do with a run or a checkpoint ([`Task`]). The tasks implement it; the
+//! registry in `crate::tasks` maps each [`TaskName`](super::TaskName) to its implementation.
+
+use anyhow::{bail, Result};
+
+use super::checkpoint::CheckpointRun;
+use super::context::RunContext;
+use super::fit::TrainOutcome;
+use super::request::{EvalRequest, PredictRequest, SampleRequest};
+
+/// One task of `rnn train`: trains it, and evaluates, runs and (for generative tasks) samples
+/// from its checkpoints. Implemented by a unit struct per task module; several task names may
+/// share one implementation (which then reads `ctx.task` / `run.task`).
+pub trait Task: Sync {
+    /// Trains `ctx.task` with the options of `ctx`.
+    fn train(&self, ctx: &RunContext) -> Result<TrainOutcome>;
+
+    /// Evaluates a checkpoint; returns the result line.
+    fn eval(&self, run: &CheckpointRun, req: &EvalRequest) -> Result<String>;
+
+    /// Runs a checkpoint on inputs; one output line per input.
+    fn predict(&self, run: &CheckpointRun, req: &PredictRequest) -> Result<Vec<String>>;
+
+    /// Generates from a checkpoint. By default refused: only generative tasks override it.
+    fn sample(&self, run: &CheckpointRun, _req: &SampleRequest) -> Result<Vec<String>> {
+        bail!(
+            "`rnn sample` needs a language-model checkpoint (char-lm, word-lm or routine); {} is a checkpoint of task `{}`; use `rnn predict`",
+            run.dir.display(),
+            run.task.as_str()
+        )
+    }
+}
+
+/// Implements the random-state methods of [`rnn_train::trainer::TrainTask`] (`set_seed`,
+/// `rng_counters`, `set_rng_counters`) by handing them to the model in field `$model`, a
+/// [`rnn_models::common::Stochastic`]. Use inside an `impl TrainTask for ...` block.
+macro_rules! stochastic_model {
+    ($model:ident) => {
+        fn set_seed(&mut self, seed: u64) {
+            rnn_models::common::Stochastic::set_seed(&mut self.$model, seed);
+        }
+
+        fn rng_counters(&self) -> Vec<u64> {
+            rnn_models::common::Stochastic::rng_counters(&self.$model)
+        }
+
+        fn set_rng_counters(&mut self, counters: &[u64]) -> rnn_train::Result<()> {
+            Ok(rnn_models::common::Stochastic::set_rng_counters(
+                &self.$model,
+                counters,
+            )?)
+        }
+    };
+}
+pub(crate) use stochastic_model;
