@@ -19,6 +19,7 @@
 
 pub mod classifier;
 pub mod common;
+pub mod encoder;
 pub mod forecaster;
 pub mod generator;
 pub mod lm;

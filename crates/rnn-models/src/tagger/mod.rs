@@ -1,0 +1,332 @@
+//! Many-to-many aligned sequence labelling: [`SequenceTagger`], one tag per step (POS tagging,
+//! named entities, per-step events).
+//!
+//! `input -> embedding | projection -> Rnn (bidirectional by default) -> dropout -> Linear ->
+//! logits (batch, seq, num_tags)`.
+//!
+//! Parameter names: `embedding.weight` (or `input_projection.weight` / `.bias`, see
+//! [`Input`]), `rnn.*` with PyTorch's `RNNBase` names (`rnn.weight_ih_l0_reverse`, ...) and
+//! `output.weight` / `output.bias`.
+//!
+//! ```
+//! use candle_core::{DType, Device, Tensor};
+//! use candle_nn::VarMap;
+//! use rnn_models::classifier::Input;
+//! use rnn_models::tagger::{SequenceTagger, SequenceTaggerConfig};
+//! use rnn_models::rnn_core::{init::seeded_var_builder, Mode};
+//!
+//! let cfg = SequenceTaggerConfig::new(Input::tokens(10, 8), Mode::Lstm, 16, 5);
+//! let varmap = VarMap::new();
+//! let tagger = SequenceTagger::new(&cfg, seeded_var_builder(&varmap, 0, DType::F32, &Device::Cpu))?;
+//! let ids = Tensor::new(&[[1u32, 2, 3], [4, 5, 0]], &Device::Cpu)?;
+//! assert_eq!(tagger.forward(&ids, Some(&[3, 2]), false)?.dims(), &[2, 3, 5]);
+//! let tags = tagger.predict(&ids, Some(&[3, 2]))?;
+//! assert_eq!((tags[0].len(), tags[1].len()), (3, 2));
+//! # Ok::<(), candle_core::Error>(())
+//! ```
+
+use candle_core::{DType, Result, Tensor, D};
+use candle_nn::{Linear, Module, VarBuilder};
+use rnn_core::{Mode, Rnn, RnnConfig};
+use serde::{Deserialize, Serialize};
+
+use crate::common::{invalid, length_mask, value_checks_on, Stochastic};
+use crate::encoder::{check_dropout, Input, SequenceEncoder};
+use crate::loss::masked_cross_entropy;
+
+const MODEL: &str = "SequenceTagger";
+const CONFIG: &str = "SequenceTaggerConfig";
+
+fn one() -> usize {
+    1
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Configuration of a [`SequenceTagger`]; serde-serialisable, with `with_*` setters.
+///
+/// Fields with a serde default may be left out of a config file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SequenceTaggerConfig {
+    /// Token or feature input.
+    pub input: Input,
+    /// Recurrent cell.
+    pub mode: Mode,
+    /// Hidden size of the recurrence (per direction).
+    pub hidden_size: usize,
+    /// Stacked recurrent layers (default 1).
+    #[serde(default = "one")]
+    pub num_layers: usize,
+    /// Whether the recurrence also runs backwards, so each tag sees the whole sentence
+    /// (default true).
+    #[serde(default = "yes")]
+    pub bidirectional: bool,
+    /// Dropout between recurrent layers, training only (default 0).
+    #[serde(default)]
+    pub rnn_dropout: f64,
+    /// LSTM output projection size, 0 = none (default 0; see [`RnnConfig::proj_size`]).
+    #[serde(default)]
+    pub proj_size: usize,
+    /// Number of tags (>= 2).
+    pub num_tags: usize,
+    /// Dropout on the step features (after the embedding / projection), training only.
+    #[serde(default)]
+    pub embedding_dropout: f64,
+    /// Dropout on the recurrent outputs before the output layer, training only.
+    #[serde(default)]
+    pub output_dropout: f64,
+}
+
+impl SequenceTaggerConfig {
+    /// A one-layer bidirectional tagger without dropout.
+    pub fn new(input: Input, mode: Mode, hidden_size: usize, num_tags: usize) -> Self {
+        Self {
+            input,
+            mode,
+            hidden_size,
+            num_layers: 1,
+            bidirectional: true,
+            rnn_dropout: 0.0,
+            proj_size: 0,
+            num_tags,
+            embedding_dropout: 0.0,
+            output_dropout: 0.0,
+        }
+    }
+
+    /// Sets `num_layers`.
+    pub fn with_num_layers(mut self, num_layers: usize) -> Self {
+        self.num_layers = num_layers;
+        self
+    }
+
+    /// Sets `bidirectional`.
+    pub fn with_bidirectional(mut self, bidirectional: bool) -> Self {
+        self.bidirectional = bidirectional;
+        self
+    }
+
+    /// Sets `rnn_dropout`.
+    pub fn with_rnn_dropout(mut self, p: f64) -> Self {
+        self.rnn_dropout = p;
+        self
+    }
+
+    /// Sets `proj_size` (LSTM only).
+    pub fn with_proj_size(mut self, proj_size: usize) -> Self {
+        self.proj_size = proj_size;
+        self
+    }
+
+    /// Sets `embedding_dropout`.
+    pub fn with_embedding_dropout(mut self, p: f64) -> Self {
+        self.embedding_dropout = p;
+        self
+    }
+
+    /// Sets `output_dropout`.
+    pub fn with_output_dropout(mut self, p: f64) -> Self {
+        self.output_dropout = p;
+        self
+    }
+
+    /// The recurrent layer's configuration (batch-first, `input_size` from [`Input::output_size`]).
+    pub fn rnn_config(&self) -> RnnConfig {
+        RnnConfig::new(self.mode, self.input.output_size(), self.hidden_size)
+            .with_num_layers(self.num_layers)
+            .with_bidirectional(self.bidirectional)
+            .with_dropout(self.rnn_dropout)
+            .with_proj_size(self.proj_size)
+    }
+
+    /// Checks every field; the error names the field and the value at fault.
+    pub fn validate(&self) -> Result<()> {
+        self.input.validate(CONFIG)?;
+        self.rnn_config()
+            .validate()
+            .map_err(|e| invalid(CONFIG, format!("recurrent layer: {e}")))?;
+        if self.num_tags < 2 {
+            return Err(invalid(
+                CONFIG,
+                format!("num_tags must be >= 2, got {}", self.num_tags),
+            ));
+        }
+        check_dropout(CONFIG, "embedding_dropout", self.embedding_dropout)?;
+        check_dropout(CONFIG, "output_dropout", self.output_dropout)?;
+        Ok(())
+    }
+}
+
+/// A many-to-many aligned tagger (see the [module docs](self)).
+#[derive(Debug, Clone)]
+pub struct SequenceTagger {
+    cfg: SequenceTaggerConfig,
+    encoder: SequenceEncoder,
+    output: Linear,
+}
+
+impl SequenceTagger {
+    /// Builds the model, loading or creating every parameter under `vb` (names in the
+    /// [module docs](self)). Fails on an invalid config or a missing / misshapen tensor.
+    /// Random sources start as after [`Stochastic::set_seed`] with seed 0.
+    pub fn new(cfg: &SequenceTaggerConfig, vb: VarBuilder) -> Result<Self> {
+        cfg.validate()?;
+        let rnn_cfg = cfg.rnn_config();
+        let encoder = SequenceEncoder::new(
+            MODEL,
+            &cfg.input,
+            &rnn_cfg,
+            cfg.embedding_dropout,
+            cfg.output_dropout,
+            &vb,
+        )?;
+        let output = candle_nn::linear(rnn_cfg.output_size(), cfg.num_tags, vb.pp("output"))?;
+        Ok(Self {
+            cfg: cfg.clone(),
+            encoder,
+            output,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SequenceTaggerConfig {
+        &self.cfg
+    }
+
+    /// The recurrent layer.
+    pub fn rnn(&self) -> &Rnn {
+        self.encoder.rnn()
+    }
+
+    /// Per-step tag logits `(batch, seq, num_tags)`.
+    ///
+    /// # Arguments
+    /// - `input`: token ids `u32 (batch, seq)` or features `(batch, seq, size)` (see [`Input`]),
+    ///   right-padded.
+    /// - `lengths`: valid steps per sequence, each in `1..=seq`; `None` = all `seq` steps valid.
+    ///   Values at padded steps never influence the logits of valid steps; the logits at padded
+    ///   steps are meaningless (the output bias) and are ignored by [`SequenceTagger::loss`] and
+    ///   [`SequenceTagger::predict`].
+    /// - `train`: turns dropout on.
+    ///
+    /// # Errors
+    /// A [`candle_core::Error::Msg`] starting with `SequenceTagger:` and naming the argument and its
+    /// shape for: a wrong dtype, rank or feature size of `input`, an input on another device,
+    /// `lengths` of the wrong count or outside `1..=seq`, a token id `>= vocab_size` at a valid
+    /// step (checked with one scalar reduction copied to the host, on every device).
+    pub fn forward(
+        &self,
+        input: &Tensor,
+        lengths: Option<&[usize]>,
+        train: bool,
+    ) -> Result<Tensor> {
+        let (ys, _) = self.encoder.forward(input, lengths, train)?;
+        let ys = self.encoder.output_dropout(&ys, train)?;
+        self.output.forward(&ys)
+    }
+
+    /// Mean cross-entropy (nats, rank 0) over the valid steps of every sequence against `tags`,
+    /// `u32 (batch, seq)` tag ids `< num_tags`; ids at padded steps are ignored (any value,
+    /// e.g. `u32::MAX`). Other arguments as [`SequenceTagger::forward`].
+    pub fn loss(
+        &self,
+        input: &Tensor,
+        lengths: Option<&[usize]>,
+        tags: &Tensor,
+        train: bool,
+    ) -> Result<Tensor> {
+        let (b, t) = self.encoder.check(input, lengths)?;
+        self.check_tags(tags, lengths, b, t)?;
+        let logits = self.forward(input, lengths, train)?;
+        let mask = length_mask(lengths, b, t, DType::U8, input.device())?;
+        masked_cross_entropy(&logits, tags, Some(&mask))
+    }
+
+    /// Checks `u32 (batch, seq)` tags with ids `< num_tags` at valid steps (one scalar copied to
+    /// the host).
+    fn check_tags(
+        &self,
+        tags: &Tensor,
+        lengths: Option<&[usize]>,
+        b: usize,
+        t: usize,
+    ) -> Result<()> {
+        if tags.dtype() != DType::U32 {
+            return Err(invalid(
+                MODEL,
+                format!("`tags` must hold u32 tag ids, got dtype {:?}", tags.dtype()),
+            ));
+        }
+        if tags.dims() != [b, t] {
+            return Err(invalid(
+                MODEL,
+                format!(
+                    "`tags` must have the input's shape (batch, seq) = ({b}, {t}), got {:?}",
+                    tags.dims()
+                ),
+            ));
+        }
+        if !value_checks_on(tags.device()) {
+            return Ok(()); // reading the tags back would stall the device once per step
+        }
+        let valid = match lengths {
+            Some(lengths) => {
+                let mask = length_mask(Some(lengths), b, t, DType::U8, tags.device())?;
+                mask.where_cond(tags, &tags.zeros_like()?)?
+            }
+            None => tags.clone(),
+        };
+        let max = valid.max_all()?.to_scalar::<u32>()?;
+        if max as usize >= self.cfg.num_tags {
+            return Err(invalid(
+                MODEL,
+                format!(
+                    "`tags` holds tag {max} at a valid step, but there are {} tags",
+                    self.cfg.num_tags
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The most likely tag at each valid step (eval mode): one vector per sequence, of length
+    /// `lengths[b]` (or `seq` without lengths).
+    pub fn predict(&self, input: &Tensor, lengths: Option<&[usize]>) -> Result<Vec<Vec<u32>>> {
+        let rows = self
+            .forward(input, lengths, false)?
+            .argmax(D::Minus1)?
+            .to_vec2::<u32>()?;
+        Ok(match lengths {
+            Some(lengths) => rows
+                .into_iter()
+                .zip(lengths)
+                .map(|(mut row, &l)| {
+                    row.truncate(l);
+                    row
+                })
+                .collect(),
+            None => rows,
+        })
+    }
+}
+
+impl Stochastic for SequenceTagger {
+    /// Seeds the shared encoder's random sources ([`SequenceEncoder`]'s `set_seed`).
+    fn set_seed(&mut self, seed: u64) {
+        self.encoder.set_seed(seed);
+    }
+
+    /// `[rnn, embedding dropout, output dropout]`.
+    fn rng_counters(&self) -> Vec<u64> {
+        self.encoder.rng_counters()
+    }
+
+    fn set_rng_counters(&self, counters: &[u64]) -> Result<()> {
+        self.encoder.set_rng_counters(counters)
+    }
+}
+
+#[cfg(test)]
+mod tests;
