@@ -3,9 +3,9 @@
 //! directly, aligned to 2 MiB, with transparent huge pages requested (`madvise(MADV_HUGEPAGE)`;
 //! this machine's kernel grants them only on request). Such a buffer then faults in 512 times
 //! fewer pages, and the GEMMs that stream it miss the TLB less; freed mappings are kept for the
-//! next allocation of the same length (see [`Cache`]). The LSTM B=64 T=128 I=512 H=1024 training
-//! step measured 2.26-2.78 s with the system allocator and 2.00-2.05 s with this one. The advice
-//! is only a hint: where the kernel refuses it, the mapping is ordinary pages.
+//! next allocation of the same length (see [`Cache`]). Large training steps (e.g. an LSTM with
+//! hidden size 1024) run faster and with less variation than with the system allocator. The
+//! advice is only a hint: where the kernel refuses it, the mapping is ordinary pages.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 

@@ -8,8 +8,8 @@ mod huge_alloc;
 static ALLOCATOR: huge_alloc::HugePageAlloc = huge_alloc::HugePageAlloc;
 
 /// Keeps freed large buffers in the heap instead of returning them to the OS, so the next training
-/// step reuses them without page faults (about 10% of a step's time on this project's benchmarks;
-/// glibc otherwise unmaps and re-faults every buffer above its adaptive mmap threshold). Blocks
+/// step reuses them without page faults (a visible share of a step's time: glibc otherwise
+/// unmaps and re-faults every buffer above its adaptive mmap threshold). Blocks
 /// of 32 MiB and more bypass the heap (see `huge_alloc`).
 fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]

@@ -26,6 +26,6 @@ pub use error::{error_line, invalid};
 pub use fit::{fit, load_best, summary_line, TrainOutcome};
 pub use options::{parse_dtype, Options};
 pub use request::{EvalRequest, PredictRequest, SampleRequest};
-pub(crate) use task::stochastic_model;
 pub use task::Task;
+pub(crate) use task::{stochastic_model, task_from_functions};
 pub use task_name::TaskName;

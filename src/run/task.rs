@@ -53,3 +53,49 @@ macro_rules! stochastic_model {
     };
 }
 pub(crate) use stochastic_model;
+
+/// Declares the unit struct `$name` (with the given doc comment) and implements [`Task`] for it
+/// with the calling module's free functions `train`, `eval` and `predict`, and `sample` when
+/// it is listed after the name (generative tasks); unlisted, `sample` refuses.
+macro_rules! task_from_functions {
+    ($(#[$doc:meta])* $name:ident $(, $sample:ident)?) => {
+        $(#[$doc])*
+        pub struct $name;
+
+        impl $crate::run::Task for $name {
+            fn train(
+                &self,
+                ctx: &$crate::run::RunContext,
+            ) -> anyhow::Result<$crate::run::TrainOutcome> {
+                train(ctx)
+            }
+
+            fn eval(
+                &self,
+                run: &$crate::run::CheckpointRun,
+                req: &$crate::run::EvalRequest,
+            ) -> anyhow::Result<String> {
+                eval(run, req)
+            }
+
+            fn predict(
+                &self,
+                run: &$crate::run::CheckpointRun,
+                req: &$crate::run::PredictRequest,
+            ) -> anyhow::Result<Vec<String>> {
+                predict(run, req)
+            }
+
+            $(
+                fn sample(
+                    &self,
+                    run: &$crate::run::CheckpointRun,
+                    req: &$crate::run::SampleRequest,
+                ) -> anyhow::Result<Vec<String>> {
+                    $sample(run, req)
+                }
+            )?
+        }
+    };
+}
+pub(crate) use task_from_functions;

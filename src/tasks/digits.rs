@@ -33,8 +33,8 @@ use rnn_train::trainer::{Evaluation, MainMetric, StepLoss, TrainTask};
 use serde::{Deserialize, Serialize};
 
 use crate::run::{
-    fit, invalid, stochastic_model, trainer_config, CheckpointRun, EvalRequest, PredictRequest,
-    RunContext, Task, TrainDefaults, TrainOutcome,
+    fit, invalid, stochastic_model, task_from_functions, trainer_config, CheckpointRun,
+    EvalRequest, PredictRequest, RunContext, TrainDefaults, TrainOutcome,
 };
 
 /// Default `--split`: the last 20% are held out.
@@ -176,22 +176,10 @@ impl TrainTask for DigitsTask {
     }
 }
 
-/// The `digits` task (see the [module docs](self)).
-pub struct Digits;
-
-impl Task for Digits {
-    fn train(&self, ctx: &RunContext) -> Result<TrainOutcome> {
-        train(ctx)
-    }
-
-    fn eval(&self, run: &CheckpointRun, req: &EvalRequest) -> Result<String> {
-        eval(run, req)
-    }
-
-    fn predict(&self, run: &CheckpointRun, req: &PredictRequest) -> Result<Vec<String>> {
-        predict(run, req)
-    }
-}
+task_from_functions!(
+    /// The `digits` task (see the [module docs](self)).
+    Digits
+);
 
 /// Trains the task.
 pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {

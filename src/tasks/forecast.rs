@@ -55,8 +55,8 @@ use rnn_train::trainer::{Evaluation, MainMetric, StepLoss, TrainTask};
 use serde::{Deserialize, Serialize};
 
 use crate::run::{
-    fit, invalid, stochastic_model, trainer_config, CheckpointRun, EvalRequest, PredictRequest,
-    RunContext, Task, TrainDefaults, TrainOutcome,
+    fit, invalid, stochastic_model, task_from_functions, trainer_config, CheckpointRun,
+    EvalRequest, PredictRequest, RunContext, TrainDefaults, TrainOutcome,
 };
 
 /// Default `--lookback`.
@@ -518,22 +518,10 @@ impl TrainTask for ForecastTask {
     }
 }
 
-/// The `forecast` task (see the [module docs](self)).
-pub struct Forecast;
-
-impl Task for Forecast {
-    fn train(&self, ctx: &RunContext) -> Result<TrainOutcome> {
-        train(ctx)
-    }
-
-    fn eval(&self, run: &CheckpointRun, req: &EvalRequest) -> Result<String> {
-        eval(run, req)
-    }
-
-    fn predict(&self, run: &CheckpointRun, req: &PredictRequest) -> Result<Vec<String>> {
-        predict(run, req)
-    }
-}
+task_from_functions!(
+    /// The `forecast` task (see the [module docs](self)).
+    Forecast
+);
 
 /// Trains the task.
 pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {

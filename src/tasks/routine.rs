@@ -70,8 +70,8 @@ use rnn_train::trainer::{Evaluation, MainMetric, StepLoss, TrainTask};
 use serde::{Deserialize, Serialize};
 
 use crate::run::{
-    fit, invalid, stochastic_model, trainer_config, CheckpointRun, EvalRequest, PredictRequest,
-    RunContext, SampleRequest, Task, TrainDefaults, TrainOutcome,
+    fit, invalid, stochastic_model, task_from_functions, trainer_config, CheckpointRun,
+    EvalRequest, PredictRequest, RunContext, SampleRequest, TrainDefaults, TrainOutcome,
 };
 
 /// Activity names by id: 0 run, 1 bike, 2 swim, 3 sleep.
@@ -534,26 +534,10 @@ impl TrainTask for RoutineTask {
     }
 }
 
-/// The `routine` task (see the [module docs](self)).
-pub struct Routine;
-
-impl Task for Routine {
-    fn train(&self, ctx: &RunContext) -> Result<TrainOutcome> {
-        train(ctx)
-    }
-
-    fn eval(&self, run: &CheckpointRun, req: &EvalRequest) -> Result<String> {
-        eval(run, req)
-    }
-
-    fn predict(&self, run: &CheckpointRun, req: &PredictRequest) -> Result<Vec<String>> {
-        predict(run, req)
-    }
-
-    fn sample(&self, run: &CheckpointRun, req: &SampleRequest) -> Result<Vec<String>> {
-        sample(run, req)
-    }
-}
+task_from_functions!(
+    /// The `routine` task (see the [module docs](self)).
+    Routine, sample
+);
 
 /// Trains the task.
 pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
