@@ -6,10 +6,11 @@
 //! parameter's initial value depends only on the seed and the parameter's full name, not on the
 //! order in which parameters are created.
 
+use crate::seed;
 use candle_core::{bail, DType, Device, Result, Shape, Tensor, Var};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{Init, VarBuilder, VarMap};
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 
@@ -44,13 +45,6 @@ pub fn seeded_var_builder(
 struct SeededBackend {
     varmap: VarMap,
     seed: u64,
-}
-
-/// FNV-1a, to turn a parameter name into a stream number.
-fn name_hash(name: &str) -> u64 {
-    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 /// Values for `init` over `shape`, drawn on the host from `rng`, as f64.
@@ -108,8 +102,7 @@ impl SimpleBackend for SeededBackend {
             }
             return Ok(t.clone());
         }
-        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
-        rng.set_stream(name_hash(name));
+        let mut rng = seed::rng(self.seed, seed::name_stream(name));
         let values = init_values(&h, &s, &mut rng);
         let t = Tensor::from_vec(values, s, dev)?.to_dtype(dtype)?;
         let var = Var::from_tensor(&t)?;
@@ -194,8 +187,7 @@ pub fn chrono_init(varmap: &VarMap, t_max: f64, seed: u64) -> Result<Vec<String>
             3 if len == 3 * hidden => (1, None),
             _ => continue,
         };
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        rng.set_stream(name_hash(name));
+        let mut rng = seed::rng(seed, seed::name_stream(name));
         let b: Vec<f64> = (0..hidden)
             .map(|_| (1.0 + (t_max - 2.0) * rng.random::<f64>()).ln())
             .collect();

@@ -5,11 +5,10 @@ use crate::cell::params::CellParams;
 use crate::check::{check_lengths, check_same_dtype_device, check_shape};
 use crate::ops;
 use crate::recurrence::{self, StepMasks};
+use crate::{dropout, seed};
 use crate::{Mode, RnnConfig, RnnState};
 use candle_core::{bail, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -519,16 +518,16 @@ impl Rnn {
         batch: usize,
         like: &Tensor,
     ) -> Result<Tensor> {
-        let p = self.cfg.dropout;
         let features = like.dim(D::Minus1)?;
         let call = self.dropout_calls.fetch_add(1, Ordering::Relaxed);
-        let mut rng = ChaCha8Rng::seed_from_u64(self.dropout_seed ^ (layer as u64).rotate_left(32));
-        rng.set_stream(call);
-        let keep = (1.0 / (1.0 - p)) as f32;
-        let values: Vec<f32> = (0..seq_len * batch * features)
-            .map(|_| if rng.random::<f64>() < p { 0.0 } else { keep })
-            .collect();
-        Tensor::from_vec(values, (seq_len, batch, features), like.device())?.to_dtype(like.dtype())
+        dropout::mask(
+            self.cfg.dropout,
+            seed::layer_seed(self.dropout_seed, layer),
+            call,
+            (seq_len, batch, features),
+            like.dtype(),
+            like.device(),
+        )
     }
 }
 

@@ -10,6 +10,8 @@
 //! - [`RnnState`]: `h` (and `c` for LSTM); [`RnnState::detach`] for truncated BPTT.
 //! - [`LstmCell`], [`GruCell`], [`RnnCell`]: one step at a time.
 //! - [`init::seeded_var_builder`]: reproducible fresh parameters.
+//! - [`seed`] and [`dropout`]: the seed/counter protocol of every random source and the one
+//!   seeded dropout.
 //! - [`loss`]: masked cross-entropy (a fused CPU op and its composed twin), the output layer
 //!   fused with its cross-entropy, MSE and binary cross-entropy on logits.
 //!
@@ -20,12 +22,14 @@ mod cell;
 mod check;
 mod config;
 pub mod device;
+pub mod dropout;
 pub mod init;
 mod layer;
 pub mod loss;
 mod ops;
 pub mod output;
 mod recurrence;
+pub mod seed;
 mod state;
 pub mod testing;
 

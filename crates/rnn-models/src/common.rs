@@ -1,12 +1,9 @@
-//! Pieces every model shares: seeded dropout, padding masks from lengths, a small MLP head and
-//! argument checks that name the model, the argument and the shape at fault.
-
-use std::sync::atomic::{AtomicU64, Ordering};
+//! Pieces every model shares: padding masks from lengths, a small MLP head, argument checks that
+//! name the model, the argument and the shape at fault, and (re-exported from [`rnn_core::dropout`]
+//! and [`rnn_core::seed`]) the seeded dropout and the seed/counter protocol.
 
 use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::{Linear, Module, VarBuilder};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 /// A clear argument error: `"{model}: {message}"`.
@@ -14,112 +11,8 @@ pub fn invalid(model: &str, message: impl std::fmt::Display) -> candle_core::Err
     candle_core::Error::Msg(format!("{model}: {message}"))
 }
 
-/// Inverted dropout whose masks come from a seeded generator and a call counter, so a run (and a
-/// run resumed from a checkpoint that saved [`SeededDropout::calls`]) draws the same masks.
-/// Candle's own dropout uses the device RNG, which cannot be seeded on the CPU.
-#[derive(Debug)]
-pub struct SeededDropout {
-    p: f64,
-    seed: u64,
-    calls: AtomicU64,
-}
-
-impl Clone for SeededDropout {
-    fn clone(&self) -> Self {
-        Self {
-            p: self.p,
-            seed: self.seed,
-            calls: AtomicU64::new(self.calls()),
-        }
-    }
-}
-
-impl SeededDropout {
-    /// Dropout with probability `p` in `[0, 1)` and seed `seed`.
-    pub fn new(p: f64, seed: u64) -> Result<Self> {
-        if !(0.0..1.0).contains(&p) {
-            return Err(candle_core::Error::Msg(format!(
-                "dropout must be in [0, 1), got {p}"
-            )));
-        }
-        Ok(Self {
-            p,
-            seed,
-            calls: AtomicU64::new(0),
-        })
-    }
-
-    /// The drop probability.
-    pub fn p(&self) -> f64 {
-        self.p
-    }
-
-    /// Reseeds and restarts the mask sequence.
-    pub fn set_seed(&mut self, seed: u64) {
-        self.seed = seed;
-        self.calls.store(0, Ordering::Relaxed);
-    }
-
-    /// How many masks have been drawn (save it in a checkpoint).
-    pub fn calls(&self) -> u64 {
-        self.calls.load(Ordering::Relaxed)
-    }
-
-    /// Restores the mask counter (see [`SeededDropout::calls`]).
-    pub fn set_calls(&self, calls: u64) {
-        self.calls.store(calls, Ordering::Relaxed)
-    }
-
-    /// `xs` unchanged when `!train` or `p == 0`; otherwise each element is zeroed with
-    /// probability `p` and the rest scaled by `1 / (1 - p)`.
-    pub fn forward(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
-        if !train || self.p == 0.0 {
-            return Ok(xs.clone());
-        }
-        let call = self.calls.fetch_add(1, Ordering::Relaxed);
-        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
-        rng.set_stream(call);
-        let keep = (1.0 / (1.0 - self.p)) as f32;
-        let values: Vec<f32> = (0..xs.elem_count())
-            .map(|_| {
-                if rng.random::<f64>() < self.p {
-                    0.0
-                } else {
-                    keep
-                }
-            })
-            .collect();
-        let mask = Tensor::from_vec(values, xs.shape(), xs.device())?.to_dtype(xs.dtype())?;
-        xs.mul(&mask)
-    }
-}
-
-/// Models whose training forward draws random numbers (dropout). The trainer seeds them at the
-/// start of a run and saves / restores the counters in checkpoints, so a resumed run draws the
-/// same masks as an uninterrupted one.
-pub trait Stochastic {
-    /// Reseeds every random source of the model and restarts its sequences.
-    fn set_seed(&mut self, seed: u64);
-    /// The position of every random source (e.g. [`SeededDropout::calls`] and
-    /// [`rnn_core::Rnn::dropout_calls`]), in a fixed order.
-    fn rng_counters(&self) -> Vec<u64>;
-    /// Restores what [`Stochastic::rng_counters`] returned; an error if the count differs.
-    fn set_rng_counters(&self, counters: &[u64]) -> Result<()>;
-}
-
-/// Checks `counters` has `expected` entries (for [`Stochastic::set_rng_counters`]).
-pub fn check_counters(model: &str, counters: &[u64], expected: usize) -> Result<()> {
-    if counters.len() != expected {
-        return Err(invalid(
-            model,
-            format!(
-                "expected {expected} random-number counters, got {} (checkpoint from another model?)",
-                counters.len()
-            ),
-        ));
-    }
-    Ok(())
-}
+pub use rnn_core::dropout::SeededDropout;
+pub use rnn_core::seed::{check_counters, derive_seed, splitmix64, Stochastic};
 
 /// Checks `lengths` against a batch of `batch` sequences of at most `max_len` steps: one length
 /// per sequence, each in `1..=max_len`.
@@ -257,35 +150,6 @@ impl Mlp {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dropout_is_seeded_and_inverted() {
-        let dev = Device::Cpu;
-        let xs = Tensor::ones((4, 50), DType::F32, &dev).unwrap();
-        let a = SeededDropout::new(0.5, 7).unwrap();
-        let b = SeededDropout::new(0.5, 7).unwrap();
-        let ya = a.forward(&xs, true).unwrap().to_vec2::<f32>().unwrap();
-        let yb = b.forward(&xs, true).unwrap().to_vec2::<f32>().unwrap();
-        assert_eq!(ya, yb);
-        let flat: Vec<f32> = ya.concat();
-        assert!(flat.iter().all(|&v| v == 0.0 || v == 2.0));
-        let zeros = flat.iter().filter(|&&v| v == 0.0).count();
-        assert!((60..140).contains(&zeros), "{zeros} of 200 dropped");
-        // The next call draws a different mask; restoring the counter replays it.
-        let second = a.forward(&xs, true).unwrap().to_vec2::<f32>().unwrap();
-        assert_ne!(second, ya);
-        b.set_calls(1);
-        assert_eq!(
-            b.forward(&xs, true).unwrap().to_vec2::<f32>().unwrap(),
-            second
-        );
-        // Eval is the identity.
-        assert_eq!(
-            a.forward(&xs, false).unwrap().to_vec2::<f32>().unwrap(),
-            xs.to_vec2::<f32>().unwrap()
-        );
-        assert!(SeededDropout::new(1.0, 0).is_err());
-    }
 
     #[test]
     fn masks_and_length_checks() {
