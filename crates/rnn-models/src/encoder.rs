@@ -335,6 +335,59 @@ fn derive_seed(seed: u64, stream: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// The `with_*` setters of the [`SequenceEncoder`] fields and `rnn_config`, for a config struct
+/// with the fields `input`, `mode`, `hidden_size`, `num_layers`, `bidirectional`, `rnn_dropout`,
+/// `proj_size`, `embedding_dropout` and `output_dropout` (the classifier's and the tagger's).
+macro_rules! sequence_encoder_config_methods {
+    () => {
+        /// Sets `num_layers`.
+        pub fn with_num_layers(mut self, num_layers: usize) -> Self {
+            self.num_layers = num_layers;
+            self
+        }
+
+        /// Sets `bidirectional`.
+        pub fn with_bidirectional(mut self, bidirectional: bool) -> Self {
+            self.bidirectional = bidirectional;
+            self
+        }
+
+        /// Sets `rnn_dropout`.
+        pub fn with_rnn_dropout(mut self, p: f64) -> Self {
+            self.rnn_dropout = p;
+            self
+        }
+
+        /// Sets `proj_size` (LSTM only).
+        pub fn with_proj_size(mut self, proj_size: usize) -> Self {
+            self.proj_size = proj_size;
+            self
+        }
+
+        /// Sets `embedding_dropout`.
+        pub fn with_embedding_dropout(mut self, p: f64) -> Self {
+            self.embedding_dropout = p;
+            self
+        }
+
+        /// Sets `output_dropout`.
+        pub fn with_output_dropout(mut self, p: f64) -> Self {
+            self.output_dropout = p;
+            self
+        }
+
+        /// The recurrent layer's configuration (batch-first, `input_size` from [`Input::output_size`]).
+        pub fn rnn_config(&self) -> RnnConfig {
+            RnnConfig::new(self.mode, self.input.output_size(), self.hidden_size)
+                .with_num_layers(self.num_layers)
+                .with_bidirectional(self.bidirectional)
+                .with_dropout(self.rnn_dropout)
+                .with_proj_size(self.proj_size)
+        }
+    };
+}
+pub(crate) use sequence_encoder_config_methods;
+
 /// Input stage -> embedding dropout -> recurrence, and the dropout on what the model reads from
 /// the recurrence: the scaffolding of [`crate::classifier::SequenceClassifier`] and
 /// [`crate::tagger::SequenceTagger`].

@@ -19,6 +19,7 @@
 
 pub mod classifier;
 pub mod common;
+mod defaults;
 pub mod encoder;
 pub mod forecaster;
 pub mod generator;
@@ -26,6 +27,7 @@ pub mod lm;
 pub mod loss;
 pub mod sampling;
 pub mod seq2seq;
+mod sources;
 pub mod tagger;
 
 pub use rnn_core;

@@ -8,10 +8,6 @@ use super::{Input, Pooling, CONFIG};
 use crate::common::{invalid, Activation};
 use crate::encoder::check_dropout;
 
-fn one() -> usize {
-    1
-}
-
 /// Configuration of a [`SequenceClassifier`]; serde-serialisable, with `with_*` setters.
 ///
 /// Fields with a serde default may be left out of a config file.
@@ -24,7 +20,7 @@ pub struct SequenceClassifierConfig {
     /// Hidden size of the recurrence.
     pub hidden_size: usize,
     /// Stacked recurrent layers (default 1).
-    #[serde(default = "one")]
+    #[serde(default = "crate::defaults::one")]
     pub num_layers: usize,
     /// Whether the recurrence also runs backwards (default false).
     #[serde(default)]
@@ -78,29 +74,7 @@ impl SequenceClassifierConfig {
         }
     }
 
-    /// Sets `num_layers`.
-    pub fn with_num_layers(mut self, num_layers: usize) -> Self {
-        self.num_layers = num_layers;
-        self
-    }
-
-    /// Sets `bidirectional`.
-    pub fn with_bidirectional(mut self, bidirectional: bool) -> Self {
-        self.bidirectional = bidirectional;
-        self
-    }
-
-    /// Sets `rnn_dropout`.
-    pub fn with_rnn_dropout(mut self, p: f64) -> Self {
-        self.rnn_dropout = p;
-        self
-    }
-
-    /// Sets `proj_size` (LSTM only).
-    pub fn with_proj_size(mut self, proj_size: usize) -> Self {
-        self.proj_size = proj_size;
-        self
-    }
+    crate::encoder::sequence_encoder_config_methods!();
 
     /// Sets `pooling`.
     pub fn with_pooling(mut self, pooling: Pooling) -> Self {
@@ -119,27 +93,6 @@ impl SequenceClassifierConfig {
         self.head_hidden = hidden;
         self.head_activation = activation;
         self
-    }
-
-    /// Sets `embedding_dropout`.
-    pub fn with_embedding_dropout(mut self, p: f64) -> Self {
-        self.embedding_dropout = p;
-        self
-    }
-
-    /// Sets `output_dropout`.
-    pub fn with_output_dropout(mut self, p: f64) -> Self {
-        self.output_dropout = p;
-        self
-    }
-
-    /// The recurrent layer's configuration (batch-first, `input_size` from [`Input::output_size`]).
-    pub fn rnn_config(&self) -> RnnConfig {
-        RnnConfig::new(self.mode, self.input.output_size(), self.hidden_size)
-            .with_num_layers(self.num_layers)
-            .with_bidirectional(self.bidirectional)
-            .with_dropout(self.rnn_dropout)
-            .with_proj_size(self.proj_size)
     }
 
     /// Size of the pooled vector the head reads: the recurrent output size.

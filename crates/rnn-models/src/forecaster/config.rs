@@ -74,13 +74,6 @@ impl FromStr for ForecastStrategy {
     }
 }
 
-fn default_one() -> usize {
-    1
-}
-fn default_mode() -> Mode {
-    Mode::Lstm
-}
-
 /// Configuration of a [`Forecaster`].
 ///
 /// ```
@@ -102,17 +95,17 @@ pub struct ForecasterConfig {
     #[serde(alias = "hidden")]
     pub hidden_size: usize,
     /// Stacked recurrent layers. Default 1.
-    #[serde(default = "default_one", alias = "layers")]
+    #[serde(default = "crate::defaults::one", alias = "layers")]
     pub num_layers: usize,
     /// Cell kind. Default LSTM.
-    #[serde(default = "default_mode")]
+    #[serde(default = "crate::defaults::lstm")]
     pub mode: Mode,
     /// Dropout between recurrent layers and before the head, in training only. Default 0.
     #[serde(default)]
     pub dropout: f64,
     /// Steps predicted by [`ForecastStrategy::Direct`] (the head's output is `horizon *
     /// target_size`) and the default horizon of the other strategies. Default 1.
-    #[serde(default = "default_one")]
+    #[serde(default = "crate::defaults::one")]
     pub horizon: usize,
     /// How the future is predicted. Default [`ForecastStrategy::NextStep`].
     #[serde(default)]

@@ -4,10 +4,9 @@ use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::VarBuilder;
 use rnn_core::Rnn;
 
-use crate::common::{
-    check_counters, check_lengths, invalid, length_mask, Mlp, SeededDropout, Stochastic,
-};
+use crate::common::{check_lengths, invalid, length_mask, Mlp, SeededDropout, Stochastic};
 use crate::loss::mse;
+use crate::sources;
 
 use super::{ForecastStrategy, ForecasterConfig, MODEL};
 
@@ -279,13 +278,10 @@ impl Stochastic for Forecaster {
 
     /// `[head dropout calls, recurrent-layer dropout calls]`.
     fn rng_counters(&self) -> Vec<u64> {
-        vec![self.dropout.calls(), self.rnn.dropout_calls()]
+        sources::counters(&self.dropout, &self.rnn)
     }
 
     fn set_rng_counters(&self, counters: &[u64]) -> Result<()> {
-        check_counters(MODEL, counters, 2)?;
-        self.dropout.set_calls(counters[0]);
-        self.rnn.set_dropout_calls(counters[1]);
-        Ok(())
+        sources::set_counters(MODEL, &self.dropout, &self.rnn, counters)
     }
 }

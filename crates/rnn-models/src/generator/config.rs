@@ -153,13 +153,6 @@ pub enum ContextKind {
     },
 }
 
-fn default_layers() -> usize {
-    1
-}
-fn default_mode() -> Mode {
-    Mode::Lstm
-}
-
 /// Configuration of a [`ConditionedGenerator`].
 ///
 /// ```
@@ -178,10 +171,10 @@ pub struct GeneratorConfig {
     /// Hidden size of every recurrent layer.
     pub hidden_size: usize,
     /// Stacked recurrent layers. Default 1.
-    #[serde(default = "default_layers")]
+    #[serde(default = "crate::defaults::one")]
     pub num_layers: usize,
     /// Cell kind. Default LSTM.
-    #[serde(default = "default_mode")]
+    #[serde(default = "crate::defaults::lstm")]
     pub mode: Mode,
     /// Dropout on the token embeddings, between recurrent layers and before the heads, in
     /// training only. Default 0.

@@ -7,11 +7,11 @@ use rnn_core::{Rnn, RnnState};
 
 use super::{ContextKind, GeneratorConfig, StopStrategy, MODEL};
 use crate::common::{
-    check_counters, check_ids, check_lengths, invalid, length_mask, value_checks_on, SeededDropout,
-    Stochastic,
+    check_ids, check_lengths, invalid, length_mask, value_checks_on, SeededDropout, Stochastic,
 };
 use crate::loss::{binary_cross_entropy_with_logits, masked_cross_entropy};
 use crate::sampling::{Sampler, SamplingConfig};
+use crate::sources;
 
 /// What [`ConditionedGenerator::forward`] returns.
 #[derive(Debug, Clone)]
@@ -535,13 +535,10 @@ impl Stochastic for ConditionedGenerator {
 
     /// `[model dropout calls, recurrent-layer dropout calls]`.
     fn rng_counters(&self) -> Vec<u64> {
-        vec![self.dropout.calls(), self.rnn.dropout_calls()]
+        sources::counters(&self.dropout, &self.rnn)
     }
 
     fn set_rng_counters(&self, counters: &[u64]) -> Result<()> {
-        check_counters(MODEL, counters, 2)?;
-        self.dropout.set_calls(counters[0]);
-        self.rnn.set_dropout_calls(counters[1]);
-        Ok(())
+        sources::set_counters(MODEL, &self.dropout, &self.rnn, counters)
     }
 }

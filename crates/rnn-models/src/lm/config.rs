@@ -7,13 +7,6 @@ use serde::{Deserialize, Serialize};
 use crate::common::invalid;
 use crate::sampling::SamplingConfig;
 
-fn default_mode() -> Mode {
-    Mode::Lstm
-}
-fn default_layers() -> usize {
-    1
-}
-
 /// Configuration of a [`LanguageModel`]. Serde defaults: `mode` LSTM, `num_layers` 1, `dropout`
 /// 0, no tying, no `init_range`, no special ids.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -25,10 +18,10 @@ pub struct LanguageModelConfig {
     /// Hidden size of every recurrent layer.
     pub hidden_size: usize,
     /// Stacked recurrent layers. Default 1.
-    #[serde(default = "default_layers")]
+    #[serde(default = "crate::defaults::one")]
     pub num_layers: usize,
     /// Recurrent cell. Default LSTM.
-    #[serde(default = "default_mode")]
+    #[serde(default = "crate::defaults::lstm")]
     pub mode: Mode,
     /// Dropout probability in `[0, 1)` on the embeddings, between recurrent layers and on the
     /// last layer's output (the non-recurrent connections, as in Zaremba et al.), in training
@@ -178,9 +171,6 @@ impl LanguageModelConfig {
 fn default_max_len() -> usize {
     100
 }
-fn default_true() -> bool {
-    true
-}
 
 /// Options of [`LanguageModel::generate`]. Serde defaults: sampling at temperature 1,
 /// `max_len` 100, `stop_at_eos` true.
@@ -193,7 +183,7 @@ pub struct GenerateConfig {
     #[serde(default = "default_max_len")]
     pub max_len: usize,
     /// Stop after drawing the model's `eos_id` (which must then be configured).
-    #[serde(default = "default_true")]
+    #[serde(default = "crate::defaults::yes")]
     pub stop_at_eos: bool,
 }
 

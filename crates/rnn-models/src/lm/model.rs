@@ -7,11 +7,11 @@ use rnn_core::{Implementation, Mode, Rnn, RnnState};
 
 use super::{GenerateConfig, LanguageModelConfig, MODEL};
 use crate::common::{
-    check_counters, check_ids, check_lengths, invalid, length_mask, value_checks_on, SeededDropout,
-    Stochastic,
+    check_ids, check_lengths, invalid, length_mask, value_checks_on, SeededDropout, Stochastic,
 };
 use crate::loss::{linear_cross_entropy_sum_with, NllSum};
 use crate::sampling::Sampler;
+use crate::sources;
 
 /// An embedding -> stacked unidirectional RNN -> linear decoder language model; see the
 /// [module docs](self).
@@ -547,13 +547,10 @@ impl Stochastic for LanguageModel {
 
     /// `[embedding/output dropout calls, inter-layer dropout calls]`.
     fn rng_counters(&self) -> Vec<u64> {
-        vec![self.dropout.calls(), self.rnn.dropout_calls()]
+        sources::counters(&self.dropout, &self.rnn)
     }
 
     fn set_rng_counters(&self, counters: &[u64]) -> Result<()> {
-        check_counters(MODEL, counters, 2)?;
-        self.dropout.set_calls(counters[0]);
-        self.rnn.set_dropout_calls(counters[1]);
-        Ok(())
+        sources::set_counters(MODEL, &self.dropout, &self.rnn, counters)
     }
 }

@@ -75,12 +75,6 @@ fn default_embedding_dim() -> usize {
 fn default_hidden_size() -> usize {
     128
 }
-fn default_layers() -> usize {
-    1
-}
-fn default_mode() -> Mode {
-    Mode::Lstm
-}
 fn default_bos() -> u32 {
     1
 }
@@ -103,13 +97,13 @@ pub struct Seq2SeqConfig {
     #[serde(default = "default_hidden_size")]
     pub hidden_size: usize,
     /// Stacked encoder layers. Default 1.
-    #[serde(default = "default_layers")]
+    #[serde(default = "crate::defaults::one")]
     pub encoder_layers: usize,
     /// Stacked decoder layers. Default 1.
-    #[serde(default = "default_layers")]
+    #[serde(default = "crate::defaults::one")]
     pub decoder_layers: usize,
     /// Cell of encoder and decoder. Default LSTM.
-    #[serde(default = "default_mode")]
+    #[serde(default = "crate::defaults::lstm")]
     pub mode: Mode,
     /// Bidirectional encoder (its final states go through the learned bridge). Default false.
     #[serde(default)]
@@ -147,7 +141,7 @@ impl Seq2SeqConfig {
             hidden_size: default_hidden_size(),
             encoder_layers: 1,
             decoder_layers: 1,
-            mode: default_mode(),
+            mode: crate::defaults::lstm(),
             bidirectional_encoder: false,
             attention: Attention::default(),
             dropout: 0.0,

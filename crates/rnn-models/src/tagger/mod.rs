@@ -37,14 +37,6 @@ use crate::loss::masked_cross_entropy;
 const MODEL: &str = "SequenceTagger";
 const CONFIG: &str = "SequenceTaggerConfig";
 
-fn one() -> usize {
-    1
-}
-
-fn yes() -> bool {
-    true
-}
-
 /// Configuration of a [`SequenceTagger`]; serde-serialisable, with `with_*` setters.
 ///
 /// Fields with a serde default may be left out of a config file.
@@ -57,11 +49,11 @@ pub struct SequenceTaggerConfig {
     /// Hidden size of the recurrence (per direction).
     pub hidden_size: usize,
     /// Stacked recurrent layers (default 1).
-    #[serde(default = "one")]
+    #[serde(default = "crate::defaults::one")]
     pub num_layers: usize,
     /// Whether the recurrence also runs backwards, so each tag sees the whole sentence
     /// (default true).
-    #[serde(default = "yes")]
+    #[serde(default = "crate::defaults::yes")]
     pub bidirectional: bool,
     /// Dropout between recurrent layers, training only (default 0).
     #[serde(default)]
@@ -96,50 +88,7 @@ impl SequenceTaggerConfig {
         }
     }
 
-    /// Sets `num_layers`.
-    pub fn with_num_layers(mut self, num_layers: usize) -> Self {
-        self.num_layers = num_layers;
-        self
-    }
-
-    /// Sets `bidirectional`.
-    pub fn with_bidirectional(mut self, bidirectional: bool) -> Self {
-        self.bidirectional = bidirectional;
-        self
-    }
-
-    /// Sets `rnn_dropout`.
-    pub fn with_rnn_dropout(mut self, p: f64) -> Self {
-        self.rnn_dropout = p;
-        self
-    }
-
-    /// Sets `proj_size` (LSTM only).
-    pub fn with_proj_size(mut self, proj_size: usize) -> Self {
-        self.proj_size = proj_size;
-        self
-    }
-
-    /// Sets `embedding_dropout`.
-    pub fn with_embedding_dropout(mut self, p: f64) -> Self {
-        self.embedding_dropout = p;
-        self
-    }
-
-    /// Sets `output_dropout`.
-    pub fn with_output_dropout(mut self, p: f64) -> Self {
-        self.output_dropout = p;
-        self
-    }
-
-    /// The recurrent layer's configuration (batch-first, `input_size` from [`Input::output_size`]).
-    pub fn rnn_config(&self) -> RnnConfig {
-        RnnConfig::new(self.mode, self.input.output_size(), self.hidden_size)
-            .with_num_layers(self.num_layers)
-            .with_bidirectional(self.bidirectional)
-            .with_dropout(self.rnn_dropout)
-            .with_proj_size(self.proj_size)
-    }
+    crate::encoder::sequence_encoder_config_methods!();
 
     /// Checks every field; the error names the field and the value at fault.
     pub fn validate(&self) -> Result<()> {
