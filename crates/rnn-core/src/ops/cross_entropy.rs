@@ -9,7 +9,7 @@
 
 use std::sync::Mutex;
 
-use super::cpu_slice;
+use super::cpu::cpu_slice;
 use super::math::Float;
 use candle_core::{
     bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Storage, Tensor, WithDType,

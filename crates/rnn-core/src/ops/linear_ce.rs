@@ -9,9 +9,10 @@
 //! `g · (softmax - onehot)` and runs the three gradient products (`dx`, `dW`, `db`) from it.
 //! The composed twin is [`crate::output::linear_nll_rows_composed`]; tests hold the two equal.
 
+use super::cpu::{cpu_slice, grads_like, with_cpu_slice};
 use super::gemm::{matmul, MatRef};
+use super::grad::colsum_into;
 use super::math::Float;
-use super::{colsum_into, cpu_slice, grads_like, with_cpu_slice};
 use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::any::Any;

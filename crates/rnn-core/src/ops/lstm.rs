@@ -2,13 +2,12 @@
 //! forward over the whole sequence and its hand-written BPTT backward. The recurrence runs each
 //! chunk of the batch on its own thread (see [`for_each_batch_chunk`]).
 
+use super::batch::{for_each_batch_chunk, per_step_projection, Shared, StepInput};
 use super::gemm::{matmul, matmul_shared_lhs, MatRef, PackedRhs};
+use super::grad::{colsum_into, input_gradient};
 use super::math::Float;
+use super::problem::{Problem, Weights};
 use super::scratch;
-use super::{
-    colsum_into, for_each_batch_chunk, input_gradient, per_step_projection, Problem, Shared,
-    StepInput, Weights,
-};
 use std::ops::Range;
 
 /// Activations the backward pass needs, each with one row per (step, batch) in the problem's row

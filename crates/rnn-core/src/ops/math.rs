@@ -5,6 +5,7 @@
 //! AVX2+FMA and a baseline and picked at run time. f64 uses the standard library (exact reference
 //! numerics; f64 is for checking, not for speed).
 
+use super::scratch::Pooled;
 use multiversion::multiversion;
 
 /// A float the fused kernels run on (f32, f64).
@@ -19,6 +20,7 @@ pub(crate) trait Float:
     + Send
     + Sync
     + 'static
+    + Pooled
 {
     /// `xs[i] = 1 / (1 + exp(-xs[i]))`.
     fn sigmoid_inplace(xs: &mut [Self]);
@@ -32,8 +34,6 @@ pub(crate) trait Float:
     fn exp_shifted_inplace(xs: &mut [Self], shift: Self) -> Self;
     /// `xs[i] *= alpha`.
     fn scale_inplace(xs: &mut [Self], alpha: Self);
-    /// The recycled-buffer cache of this dtype ([`super::scratch`]).
-    fn pool() -> &'static super::scratch::Pool<Self>;
 }
 
 #[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma", "aarch64+neon"))]
@@ -152,10 +152,6 @@ impl Float for f32 {
     fn scale_inplace(xs: &mut [Self], alpha: Self) {
         scale_f32(xs, alpha)
     }
-    fn pool() -> &'static super::scratch::Pool<Self> {
-        static POOL: super::scratch::Pool<f32> = super::scratch::Pool::new();
-        &POOL
-    }
 }
 
 impl Float for f64 {
@@ -189,10 +185,6 @@ impl Float for f64 {
         for x in xs.iter_mut() {
             *x *= alpha;
         }
-    }
-    fn pool() -> &'static super::scratch::Pool<Self> {
-        static POOL: super::scratch::Pool<f64> = super::scratch::Pool::new();
-        &POOL
     }
 }
 

@@ -2,10 +2,12 @@
 //! ReLU): forward over the whole sequence and its hand-written BPTT backward. The recurrence runs
 //! each chunk of the batch on its own thread (see [`for_each_batch_chunk`]).
 
+use super::batch::{for_each_batch_chunk, Shared};
 use super::gemm::{matmul, matmul_shared_lhs, MatRef, PackedRhs};
+use super::grad::{colsum_into, input_gradient};
 use super::math::Float;
+use super::problem::{Problem, Weights};
 use super::scratch;
-use super::{colsum_into, for_each_batch_chunk, input_gradient, Problem, Shared, Weights};
 use std::ops::Range;
 
 /// Activations the backward pass needs, one row per (step, batch) in the problem's row order.

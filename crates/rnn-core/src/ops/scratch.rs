@@ -10,7 +10,6 @@
 //! Debug builds fill every taken buffer with NaN, so a reader of an element no one wrote shows
 //! up as NaN in the tests' results instead of as a stale value that happens to pass.
 
-use super::math::Float;
 use std::sync::Mutex;
 
 /// Buffers smaller than this are allocated fresh: zeroing them costs next to nothing.
@@ -27,7 +26,27 @@ fn bytes<T>(len: usize) -> usize {
     len * std::mem::size_of::<T>()
 }
 
-impl<T: Float> Pool<T> {
+/// An element type with a cache of its own: the key of the pool lookup.
+pub(crate) trait Pooled: num_traits::Float + Send + 'static {
+    /// The recycled-buffer cache of this dtype.
+    fn pool() -> &'static Pool<Self>;
+}
+
+impl Pooled for f32 {
+    fn pool() -> &'static Pool<Self> {
+        static POOL: Pool<f32> = Pool::new();
+        &POOL
+    }
+}
+
+impl Pooled for f64 {
+    fn pool() -> &'static Pool<Self> {
+        static POOL: Pool<f64> = Pool::new();
+        &POOL
+    }
+}
+
+impl<T: num_traits::Float> Pool<T> {
     pub(crate) const fn new() -> Self {
         Self(Mutex::new(Vec::new()))
     }
@@ -92,12 +111,12 @@ impl<T: Float> Pool<T> {
 
 /// A buffer of `len` elements whose contents are unspecified (stale values of an earlier
 /// buffer, NaN in debug builds): every element must be written before it is read.
-pub(crate) fn take<T: Float>(len: usize) -> Vec<T> {
+pub(crate) fn take<T: Pooled>(len: usize) -> Vec<T> {
     T::pool().take(len)
 }
 
 /// Returns a buffer to the cache (or frees it when it is small or the cache is full).
-pub(crate) fn give<T: Float>(v: Vec<T>) {
+pub(crate) fn give<T: Pooled>(v: Vec<T>) {
     T::pool().give(v)
 }
 
@@ -109,12 +128,12 @@ pub fn release() {
 }
 
 #[cfg(debug_assertions)]
-fn poison<T: Float>(v: &mut [T]) {
+fn poison<T: num_traits::Float>(v: &mut [T]) {
     v.fill(T::nan());
 }
 
 #[cfg(not(debug_assertions))]
-fn poison<T: Float>(_: &mut [T]) {}
+fn poison<T: num_traits::Float>(_: &mut [T]) {}
 
 #[cfg(test)]
 mod tests {

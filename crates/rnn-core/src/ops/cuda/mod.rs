@@ -5,7 +5,7 @@
 mod exec;
 
 use super::plan::{backward_plan, forward_plan, Buf, Spec, SAVED};
-use super::FusedRecurrence;
+use super::recurrence::FusedRecurrence;
 use candle_core::cuda::cudarc::driver::CudaSlice;
 use candle_core::cuda::{CudaDevice, CudaStorage, CudaStorageSlice};
 use candle_core::{bail, CustomOp3, Layout, Result, Shape, Tensor};

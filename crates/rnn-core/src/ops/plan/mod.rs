@@ -22,7 +22,7 @@ pub(crate) use args::{ArgsDesc, StepArgs};
 pub(crate) use backward::backward_plan;
 pub(crate) use forward::forward_plan;
 
-use super::{ParamSizes, Problem};
+use crate::ops::problem::{ParamSizes, Problem};
 use crate::Mode;
 
 /// Pointwise kernels; the numbers are `RnnKernel` in `recurrence.cuh`.

@@ -5,7 +5,8 @@
 use super::host::{execute, HostBuffers};
 use super::*;
 use crate::ops::math::Float;
-use crate::ops::{FusedRecurrence, ParamSizes, Problem};
+use crate::ops::problem::{ParamSizes, Problem};
+use crate::ops::recurrence::FusedRecurrence;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::ffi::c_void;

@@ -1,0 +1,122 @@
+//! Splitting the batch across threads: the recurrences of different sequences are independent,
+//! so each thread runs its chunk of batch rows through every step ([`for_each_batch_chunk`]),
+//! writing its own rows of shared buffers ([`Shared`]), with the input projection per step
+//! inside the chunk where that pays ([`per_step_projection`], [`StepInput`]).
+
+use super::gemm;
+use super::math::Float;
+use super::problem::Problem;
+
+/// A buffer that several threads write at once, each in its own rows (a chunk of the batch).
+#[derive(Clone, Copy)]
+pub(crate) struct Shared<T> {
+    ptr: *mut T,
+    len: usize,
+}
+
+// SAFETY: `Shared` only hands out slices through `slice`, whose callers guarantee that threads
+// touch disjoint ranges while the underlying buffer is alive and not otherwise borrowed.
+unsafe impl<T: Send> Send for Shared<T> {}
+unsafe impl<T: Send> Sync for Shared<T> {}
+
+impl<T> Shared<T> {
+    pub fn new(buf: &mut [T]) -> Self {
+        Self {
+            ptr: buf.as_mut_ptr(),
+            len: buf.len(),
+        }
+    }
+
+    /// Whether the buffer has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// `buf[start .. start + len]`.
+    ///
+    /// # Safety
+    /// No other live reference may overlap the range: kernels give each batch chunk its own rows
+    /// (see [`Problem::span`]) and take one range at a time.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn slice(&self, start: usize, len: usize) -> &mut [T] {
+        assert!(start + len <= self.len, "shared buffer range out of bounds");
+        std::slice::from_raw_parts_mut(self.ptr.add(start), len)
+    }
+}
+
+/// Fewest batch rows worth a thread of their own.
+pub(crate) const MIN_ROWS_PER_THREAD: usize = 4;
+
+/// Runs `f` on chunks of the batch rows `0..batch`, one per thread: the recurrences of different
+/// sequences are independent, so each thread runs its chunk through every step with no
+/// synchronisation (one thread when the batch is too small to split).
+pub(crate) fn for_each_batch_chunk(batch: usize, f: impl Fn(std::ops::Range<usize>) + Sync) {
+    let chunks = batch_chunks(batch);
+    if chunks == 1 {
+        f(0..batch);
+        return;
+    }
+    let f = &f;
+    rayon::scope(|s| {
+        for c in 0..chunks {
+            let range = c * batch / chunks..(c + 1) * batch / chunks;
+            s.spawn(move |_| f(range));
+        }
+    });
+}
+
+/// Fewest rows per batch chunk for which each step's input projection runs inside the chunk's
+/// recurrence (with the packed kernel) instead of as one GEMM over all rows before it: the
+/// per-step product then fills whole register blocks, needs no pass of its own over the gates
+/// and no synchronisation, and inference keeps no gates for all steps.
+pub(crate) const PER_STEP_PROJECTION_MIN_ROWS: usize = 6;
+
+/// Whether the input projection runs per step inside each batch chunk (see
+/// [`PER_STEP_PROJECTION_MIN_ROWS`]).
+pub(crate) fn per_step_projection<T: Float>(batch: usize) -> bool {
+    gemm::PackedRhs::<T>::uses_kernel()
+        && batch / batch_chunks(batch) >= PER_STEP_PROJECTION_MIN_ROWS
+}
+
+/// The input projection run per step inside a batch chunk: `x_t · W_ihᵀ (+ bias)`.
+pub(crate) struct StepInput<'a, T> {
+    pub x: &'a [T],
+    pub w_ih_t: &'a gemm::PackedRhs<T>,
+    pub bias: Option<&'a [T]>,
+}
+
+impl<T: Float> StepInput<'_, T> {
+    /// Writes step `t`'s projection of batch rows `b0 .. b0 + n` into `dst` (row `i` at
+    /// `dst[i * dst_rs..]`, as many columns as `W_ihᵀ` has).
+    pub fn project(
+        &self,
+        p: &Problem,
+        t: usize,
+        b0: usize,
+        n: usize,
+        dst: &mut [T],
+        dst_rs: usize,
+    ) {
+        if let Some(bias) = self.bias {
+            for i in 0..n {
+                dst[i * dst_rs..][..bias.len()].copy_from_slice(bias);
+            }
+        }
+        let x_t = gemm::MatRef::strided(
+            self.x,
+            p.row(t, b0) * p.input,
+            n,
+            p.input,
+            p.step_rs(p.input),
+            1,
+        );
+        self.w_ih_t.matmul(dst, 0, dst_rs, self.bias.is_some(), x_t);
+    }
+}
+
+/// How many chunks [`for_each_batch_chunk`] splits `batch` rows into.
+pub(crate) fn batch_chunks(batch: usize) -> usize {
+    rayon::current_num_threads()
+        .min(batch / MIN_ROWS_PER_THREAD)
+        .max(1)
+}

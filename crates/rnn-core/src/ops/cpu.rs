@@ -1,0 +1,49 @@
+//! Reading CPU tensors in place and shaping flat gradients back into tensors: the glue between
+//! Candle's storage and the fused CPU kernels.
+
+use candle_core::{bail, CpuStorage, DType, Layout, Result, Storage, Tensor, WithDType};
+
+/// The contiguous slice of a CPU storage under `layout`.
+pub(crate) fn cpu_slice<'a, T: WithDType>(s: &'a CpuStorage, layout: &Layout) -> Result<&'a [T]> {
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&s.as_slice::<T>()?[start..end]),
+        None => bail!("fused recurrence: argument is not contiguous"),
+    }
+}
+
+/// Reads a contiguous CPU tensor as a flat vector (no copy when already contiguous and in place).
+pub(crate) fn with_cpu_slice<T: WithDType, R>(
+    t: &Tensor,
+    f: impl FnOnce(&[T]) -> Result<R>,
+) -> Result<R> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        Storage::Cpu(cpu) => f(cpu_slice::<T>(cpu, layout)?),
+        _ => bail!("fused recurrence: tensor is not on the CPU"),
+    }
+}
+
+/// Flat gradients `(d xs, d state0, d params)` of the recurrence's backward (`d xs` only when
+/// [`Problem::input_grad`]).
+pub(crate) type FlatGrads<T> = (Option<Vec<T>>, Vec<T>, Vec<T>);
+
+/// The three flat gradients of a `CustomOp3`'s backward as tensors shaped like its arguments
+/// (the first one only when computed).
+pub(crate) fn grads_like<T: WithDType>(
+    (a, b, c): FlatGrads<T>,
+    like: [&Tensor; 3],
+) -> Result<(Option<Tensor>, Tensor, Tensor)> {
+    let dev = like[0].device();
+    Ok((
+        a.map(|a| Tensor::from_vec(a, like[0].shape(), dev))
+            .transpose()?,
+        Tensor::from_vec(b, like[1].shape(), dev)?,
+        Tensor::from_vec(c, like[2].shape(), dev)?,
+    ))
+}
+
+/// Whether the fused CPU ops (the output layer's loss) can run `xs`: a CPU tensor of f32 or f64.
+pub(crate) fn supports(xs: &Tensor) -> bool {
+    xs.device().is_cpu() && matches!(xs.dtype(), DType::F32 | DType::F64)
+}

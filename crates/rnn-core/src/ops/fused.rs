@@ -1,0 +1,356 @@
+//! The fused recurrence op: [`FusedRecurrence`] as a Candle `CustomOp3` running one
+//! layer-direction's whole sequence on the CPU (the kernels of `lstm`, `gru`, `rnn`) or, with the `cuda`
+//! feature, on CUDA; and [`fused_direction`], which runs it for a cell.
+
+use super::cpu::{cpu_slice, grads_like, with_cpu_slice, FlatGrads};
+#[cfg(feature = "cuda")]
+use super::cuda;
+use super::grad::append;
+use super::math::Float;
+use super::problem::{ParamSizes, Problem, Weights};
+use super::recurrence::FusedRecurrence;
+use super::scratch;
+use super::{gru, lstm, rnn};
+use crate::cell::params::CellParams;
+use crate::{Mode, RnnState};
+use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor};
+use std::any::Any;
+use std::sync::Mutex;
+
+impl FusedRecurrence {
+    pub(crate) fn forward_typed<T: Float>(&self, xs: &[T], state0: &[T], params: &[T]) -> Vec<T> {
+        let p = &self.problem;
+        let (h0, c0) = state0.split_at(p.batch * p.state);
+        self.forward_parts(xs, h0, c0, &self.sizes.split(params))
+    }
+
+    /// The forward from separate views of the initial state (`c0` empty unless LSTM) and the
+    /// parameters.
+    pub(crate) fn forward_parts<T: Float>(
+        &self,
+        xs: &[T],
+        h0: &[T],
+        c0: &[T],
+        w: &Weights<T>,
+    ) -> Vec<T> {
+        let p = &self.problem;
+        // Every row of every step and the final state are written by the forward.
+        let mut out = scratch::take(self.out_len());
+        let saved: Option<Box<dyn Any + Send + Sync>> = match self.mode {
+            Mode::Lstm => {
+                lstm::forward(p, xs, h0, c0, w, &mut out, self.save).map(|s| Box::new(s) as _)
+            }
+            Mode::Gru => gru::forward(p, xs, h0, w, &mut out, self.save).map(|s| Box::new(s) as _),
+            Mode::RnnTanh | Mode::RnnRelu => {
+                let relu = self.mode == Mode::RnnRelu;
+                rnn::forward(p, relu, xs, h0, w, &mut out, self.save).map(|s| Box::new(s) as _)
+            }
+        };
+        if let Ok(mut slot) = self.saved.lock() {
+            *slot = saved;
+        }
+        out
+    }
+
+    /// Gradients `(d xs, d state0, d params)` as flat vectors (`d xs` only when
+    /// [`Problem::input_grad`]).
+    pub(crate) fn backward_typed<T: Float>(
+        &self,
+        xs: &[T],
+        params: &[T],
+        grad_out: &[T],
+    ) -> Result<FlatGrads<T>> {
+        let p = &self.problem;
+        let w = self.sizes.split(params);
+        let slot = match self.saved.lock() {
+            Ok(slot) => slot,
+            Err(_) => bail!("fused recurrence: saved activations lock poisoned"),
+        };
+        let Some(saved) = slot.as_ref() else {
+            bail!("fused recurrence: backward called but the forward saved no activations")
+        };
+        let mut dparams = Vec::with_capacity(self.sizes.total());
+        let (dx, dstate) = match self.mode {
+            Mode::Lstm => {
+                let Some(s) = saved.downcast_ref::<lstm::LstmSaved<T>>() else {
+                    bail!("fused recurrence: saved activations have the wrong type")
+                };
+                let g = lstm::backward(p, xs, &w, s, grad_out);
+                append(&mut dparams, g.dw_ih);
+                append(&mut dparams, g.dw_hh);
+                if w.b_ih.is_some() {
+                    dparams.extend_from_slice(&g.db);
+                    dparams.extend(g.db);
+                }
+                append(&mut dparams, g.dw_hr);
+                let mut dstate = g.dh0;
+                dstate.extend(g.dc0);
+                (g.dx, dstate)
+            }
+            Mode::Gru => {
+                let Some(s) = saved.downcast_ref::<gru::GruSaved<T>>() else {
+                    bail!("fused recurrence: saved activations have the wrong type")
+                };
+                let g = gru::backward(p, xs, &w, s, grad_out);
+                append(&mut dparams, g.dw_ih);
+                append(&mut dparams, g.dw_hh);
+                if w.b_ih.is_some() {
+                    dparams.extend(g.db_ih);
+                    dparams.extend(g.db_hh);
+                }
+                (g.dx, g.dh0)
+            }
+            Mode::RnnTanh | Mode::RnnRelu => {
+                let Some(s) = saved.downcast_ref::<rnn::RnnSaved<T>>() else {
+                    bail!("fused recurrence: saved activations have the wrong type")
+                };
+                let relu = self.mode == Mode::RnnRelu;
+                let g = rnn::backward(p, relu, xs, &w, s, grad_out);
+                append(&mut dparams, g.dw_ih);
+                append(&mut dparams, g.dw_hh);
+                if w.b_ih.is_some() {
+                    dparams.extend_from_slice(&g.db);
+                    dparams.extend(g.db);
+                }
+                (g.dx, g.dh0)
+            }
+        };
+        debug_assert_eq!(dparams.len(), self.sizes.total());
+        Ok((dx, dstate, dparams))
+    }
+}
+
+impl CustomOp3 for FusedRecurrence {
+    fn name(&self) -> &'static str {
+        "fused-recurrence"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let shape = Shape::from(self.out_len());
+        match (s1, s2, s3) {
+            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                let out = self.forward_typed::<f32>(
+                    cpu_slice(s1, l1)?,
+                    cpu_slice(s2, l2)?,
+                    cpu_slice(s3, l3)?,
+                );
+                Ok((CpuStorage::F32(out), shape))
+            }
+            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                let out = self.forward_typed::<f64>(
+                    cpu_slice(s1, l1)?,
+                    cpu_slice(s2, l2)?,
+                    cpu_slice(s3, l3)?,
+                );
+                Ok((CpuStorage::F64(out), shape))
+            }
+            _ => bail!("fused recurrence: f32 or f64 only, all arguments of one dtype"),
+        }
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        cuda::forward(self, s1, l1, s2, l2, s3, l3)
+    }
+
+    fn bwd(
+        &self,
+        xs: &Tensor,
+        state0: &Tensor,
+        params: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        #[cfg(feature = "cuda")]
+        if xs.device().is_cuda() {
+            return cuda::backward(self, xs, state0, params, grad_res);
+        }
+        fn run<T: Float>(
+            op: &FusedRecurrence,
+            xs: &Tensor,
+            params: &Tensor,
+            grad_res: &Tensor,
+        ) -> Result<FlatGrads<T>> {
+            with_cpu_slice::<T, _>(xs, |x| {
+                with_cpu_slice::<T, _>(params, |w| {
+                    with_cpu_slice::<T, _>(grad_res, |g| op.backward_typed(x, w, g))
+                })
+            })
+        }
+        let like = [xs, state0, params];
+        let (dx, ds, dp) = match xs.dtype() {
+            DType::F32 => grads_like(run::<f32>(self, xs, params, grad_res)?, like)?,
+            DType::F64 => grads_like(run::<f64>(self, xs, params, grad_res)?, like)?,
+            dt => bail!("fused recurrence: f32 or f64 only, got {dt:?}"),
+        };
+        // No gradient for a state outside the graph (`dx` is computed only for an input in it):
+        // Candle would add it into a fresh zero buffer that nothing reads.
+        Ok((dx, Some(ds).filter(|_| state0.track_op()), Some(dp)))
+    }
+}
+
+/// Whether the fused recurrence can run `xs`: f32 or f64 on the CPU, or on CUDA in a build with
+/// the `cuda` feature.
+pub(crate) fn recurrence_supported(xs: &Tensor) -> bool {
+    let device = xs.device().is_cpu() || (cfg!(feature = "cuda") && xs.device().is_cuda());
+    device && matches!(xs.dtype(), DType::F32 | DType::F64)
+}
+
+/// The op's forward with no autograd graph, on `args = [xs, h0, (c0,) w_ih, w_hh, (b_ih, b_hh,)
+/// (w_hr)]` read in place (each made contiguous first).
+pub(crate) fn run_untracked<T: Float>(op: &FusedRecurrence, args: &[Tensor]) -> Result<Vec<T>> {
+    let args = args
+        .iter()
+        .map(Tensor::contiguous)
+        .collect::<Result<Vec<_>>>()?;
+    let guards: Vec<_> = args.iter().map(Tensor::storage_and_layout).collect();
+    let mut slices = Vec::with_capacity(guards.len());
+    for (storage, layout) in &guards {
+        match &**storage {
+            Storage::Cpu(cpu) => slices.push(cpu_slice::<T>(cpu, layout)?),
+            _ => bail!("fused recurrence: tensor is not on the CPU"),
+        }
+    }
+    let lstm = op.mode.has_cell_state();
+    let (x, h0) = (slices[0], slices[1]);
+    let (c0, rest): (&[T], &[&[T]]) = if lstm {
+        (slices[2], &slices[3..])
+    } else {
+        (&[], &slices[2..])
+    };
+    let bias = op.sizes.bias > 0;
+    let w = Weights {
+        w_ih: rest[0],
+        w_hh: rest[1],
+        b_ih: bias.then(|| rest[2]),
+        b_hh: bias.then(|| rest[3]),
+        w_hr: (op.sizes.w_hr > 0).then(|| rest[if bias { 4 } else { 2 }]),
+    };
+    Ok(op.forward_parts(x, h0, c0, &w))
+}
+
+/// Runs `cell` over the whole sequence `xs` with the fused op.
+///
+/// # Shapes
+/// - `xs`: `(batch, seq_len, input)` if `batch_first`, else `(seq_len, batch, input)`
+/// - `init`: `h (batch, state)`, `c (batch, hidden)` for LSTM
+/// - returns `ys` in the layout of `xs` with `state` features, and the final state
+pub(crate) fn fused_direction(
+    cell: &CellParams,
+    xs: &Tensor,
+    batch_first: bool,
+    init: &RnnState,
+    lengths: Option<&[usize]>,
+    reverse: bool,
+) -> Result<(Tensor, RnnState)> {
+    let (d0, d1, input) = xs.dims3()?;
+    let (seq_len, batch) = if batch_first { (d1, d0) } else { (d0, d1) };
+    let (hidden, state) = (cell.hidden_size, cell.state_size());
+    let mut pieces = vec![cell.weight_ih.flatten_all()?, cell.weight_hh.flatten_all()?];
+    let bias = match (&cell.bias_ih, &cell.bias_hh) {
+        (Some(b_ih), Some(b_hh)) => {
+            pieces.push(b_ih.clone());
+            pieces.push(b_hh.clone());
+            b_ih.elem_count()
+        }
+        _ => 0,
+    };
+    let w_hr = match &cell.weight_hr {
+        Some(w) => {
+            pieces.push(w.flatten_all()?);
+            w.elem_count()
+        }
+        None => 0,
+    };
+    let mut state_pieces = vec![init.h.flatten_all()?];
+    if let Some(c) = &init.c {
+        state_pieces.push(c.flatten_all()?);
+    }
+    let xs = xs.contiguous()?;
+    let save = xs.track_op()
+        || state_pieces.iter().any(Tensor::track_op)
+        || pieces.iter().any(Tensor::track_op);
+    let op = FusedRecurrence {
+        mode: cell.mode,
+        problem: Problem {
+            seq_len,
+            batch,
+            input,
+            hidden,
+            state,
+            batch_first,
+            reverse,
+            lengths: lengths.map(<[usize]>::to_vec),
+            input_grad: xs.track_op(),
+        },
+        sizes: ParamSizes {
+            w_ih: cell.weight_ih.elem_count(),
+            w_hh: cell.weight_hh.elem_count(),
+            bias,
+            w_hr,
+        },
+        saved: Mutex::new(None),
+        save,
+    };
+    let out = if save {
+        let params = Tensor::cat(&pieces, 0)?;
+        let state0 = Tensor::cat(&state_pieces, 0)?;
+        xs.apply_op3(&state0, &params, op)?
+    } else if !xs.device().is_cpu() {
+        // Nothing to differentiate on a device: the op runs on packed copies without a graph.
+        let params = Tensor::cat(&pieces, 0)?;
+        let state0 = Tensor::cat(&state_pieces, 0)?;
+        xs.apply_op3_no_bwd(&state0, &params, &op)?
+    } else {
+        // Nothing to differentiate: run on views of the tensors as they are, without copying the
+        // parameters and the state into the op's packed arguments.
+        let out_len = op.out_len();
+        let mut args = vec![xs.clone()];
+        args.extend(state_pieces);
+        args.extend(pieces);
+        match xs.dtype() {
+            DType::F32 => {
+                Tensor::from_vec(run_untracked::<f32>(&op, &args)?, out_len, xs.device())?
+            }
+            DType::F64 => {
+                Tensor::from_vec(run_untracked::<f64>(&op, &args)?, out_len, xs.device())?
+            }
+            dt => bail!("fused recurrence: f32 or f64 only, got {dt:?}"),
+        }
+    };
+    let rows = seq_len * batch;
+    let ys = out.narrow(0, 0, rows * state)?.reshape((d0, d1, state))?;
+    // The final state is copied out of the op's result: as a view it would keep the whole
+    // `(seq_len, batch, state)` output buffer alive for as long as the state is carried (e.g. a
+    // state kept after a 100,000-step forward whose outputs were dropped).
+    let h = out
+        .narrow(0, rows * state, batch * state)?
+        .reshape((batch, state))?
+        .force_contiguous()?;
+    let c = if cell.mode.has_cell_state() {
+        Some(
+            out.narrow(0, rows * state + batch * state, batch * hidden)?
+                .reshape((batch, hidden))?
+                .force_contiguous()?,
+        )
+    } else {
+        None
+    };
+    Ok((ys, RnnState::new(h, c)))
+}
