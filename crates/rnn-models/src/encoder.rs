@@ -12,8 +12,8 @@ use rnn_core::{Rnn, RnnConfig, RnnState};
 use serde::{Deserialize, Serialize};
 
 use crate::common::{
-    check_counters, check_ids, check_lengths, invalid, length_mask, value_checks_on, SeededDropout,
-    Stochastic,
+    check_counters, check_ids, check_lengths, derive_seed, invalid, length_mask, value_checks_on,
+    SeededDropout, Stochastic,
 };
 
 /// What a sequence model reads at each step.
@@ -313,26 +313,6 @@ impl InputEncoder {
             }
         }
     }
-}
-
-/// Checks a dropout probability field.
-pub(crate) fn check_dropout(owner: &str, field: &str, p: f64) -> Result<()> {
-    if !(0.0..1.0).contains(&p) {
-        return Err(invalid(
-            owner,
-            format!("{field} must be in [0, 1), got {p}"),
-        ));
-    }
-    Ok(())
-}
-
-/// Derives the seed of random source `stream` from a model seed (SplitMix64 finaliser), so the
-/// sources of one model draw unrelated masks.
-fn derive_seed(seed: u64, stream: u64) -> u64 {
-    let mut z = seed ^ stream.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 /// The `with_*` setters of the [`SequenceEncoder`] fields and `rnn_config`, for a config struct

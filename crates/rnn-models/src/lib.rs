@@ -19,6 +19,7 @@
 
 pub mod classifier;
 pub mod common;
+mod config_checks;
 mod defaults;
 pub mod encoder;
 pub mod forecaster;

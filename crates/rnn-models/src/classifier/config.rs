@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Input, Pooling, CONFIG};
 use crate::common::{invalid, Activation};
-use crate::encoder::check_dropout;
+use crate::config_checks::check_dropout;
 
 /// Configuration of a [`SequenceClassifier`]; serde-serialisable, with `with_*` setters.
 ///

@@ -8,6 +8,7 @@ use rnn_core::{Mode, RnnConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::common::{invalid, Activation};
+use crate::config_checks::{check_dropout, check_positive};
 
 /// How a [`Forecaster`] predicts the future.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -192,20 +193,17 @@ impl ForecasterConfig {
     /// Checks every field; the error names the field and the value at fault.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(invalid("ForecasterConfig", m));
-        for (name, v) in [
-            ("input_size", self.input_size),
-            ("target_size", self.target_size),
-            ("hidden_size", self.hidden_size),
-            ("num_layers", self.num_layers),
-            ("horizon", self.horizon),
-        ] {
-            if v == 0 {
-                return bad(format!("{name} must be > 0, got 0"));
-            }
-        }
-        if !(0.0..1.0).contains(&self.dropout) {
-            return bad(format!("dropout must be in [0, 1), got {}", self.dropout));
-        }
+        check_positive(
+            "ForecasterConfig",
+            &[
+                ("input_size", self.input_size),
+                ("target_size", self.target_size),
+                ("hidden_size", self.hidden_size),
+                ("num_layers", self.num_layers),
+                ("horizon", self.horizon),
+            ],
+        )?;
+        check_dropout("ForecasterConfig", "dropout", self.dropout)?;
         if let Some(i) = self.head_hidden.iter().position(|&h| h == 0) {
             return bad(format!("head_hidden[{i}] must be > 0, got 0"));
         }

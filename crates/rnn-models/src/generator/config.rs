@@ -9,6 +9,7 @@ use rnn_core::{Mode, RnnConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::common::invalid;
+use crate::config_checks::{check_dropout, check_positive};
 
 /// Normalises a choice spelling for `FromStr`: lower case, `_` and spaces as `-`.
 fn normalise(s: &str) -> String {
@@ -303,20 +304,17 @@ impl GeneratorConfig {
     /// Checks every field; the error names the field and the value at fault.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(invalid("GeneratorConfig", m));
-        for (name, v) in [
-            ("vocab_size", self.vocab_size),
-            ("embedding_dim", self.embedding_dim),
-            ("hidden_size", self.hidden_size),
-            ("num_layers", self.num_layers),
-            ("context_dim", self.context_dim),
-        ] {
-            if v == 0 {
-                return bad(format!("{name} must be > 0, got 0"));
-            }
-        }
-        if !(0.0..1.0).contains(&self.dropout) {
-            return bad(format!("dropout must be in [0, 1), got {}", self.dropout));
-        }
+        check_positive(
+            "GeneratorConfig",
+            &[
+                ("vocab_size", self.vocab_size),
+                ("embedding_dim", self.embedding_dim),
+                ("hidden_size", self.hidden_size),
+                ("num_layers", self.num_layers),
+                ("context_dim", self.context_dim),
+            ],
+        )?;
+        check_dropout("GeneratorConfig", "dropout", self.dropout)?;
         match self.context {
             ContextKind::Class { num_classes: 0 } => {
                 return bad("context.num_classes must be > 0, got 0".into())

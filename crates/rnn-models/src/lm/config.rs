@@ -5,6 +5,7 @@ use rnn_core::{Mode, RnnConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::common::invalid;
+use crate::config_checks::check_dropout;
 use crate::sampling::SamplingConfig;
 
 /// Configuration of a [`LanguageModel`]. Serde defaults: `mode` LSTM, `num_layers` 1, `dropout`
@@ -133,9 +134,7 @@ impl LanguageModelConfig {
         if self.num_layers == 0 {
             return bad("num_layers must be >= 1, got 0".into());
         }
-        if !(0.0..1.0).contains(&self.dropout) {
-            return bad(format!("dropout must be in [0, 1), got {}", self.dropout));
-        }
+        check_dropout("LanguageModelConfig", "dropout", self.dropout)?;
         let out = self.rnn_config().output_size();
         if self.tie_weights && self.embedding_dim != out {
             return bad(format!(

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::MODEL;
 use crate::common::invalid;
+use crate::config_checks::{check_dropout, check_positive};
 
 /// The attention of the decoder over the encoder outputs (see the [module docs](self)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -172,17 +173,8 @@ impl Seq2SeqConfig {
             ("encoder_layers", self.encoder_layers),
             ("decoder_layers", self.decoder_layers),
         ];
-        for (name, value) in positive {
-            if value == 0 {
-                return Err(invalid(what, format!("{name} must be > 0, got 0")));
-            }
-        }
-        if !(0.0..1.0).contains(&self.dropout) {
-            return Err(invalid(
-                what,
-                format!("dropout must be in [0, 1), got {}", self.dropout),
-            ));
-        }
+        check_positive(what, &positive)?;
+        check_dropout(what, "dropout", self.dropout)?;
         for (name, id) in [("bos_id", self.bos_id), ("eos_id", self.eos_id)] {
             if id as usize >= self.tgt_vocab {
                 return Err(invalid(

@@ -100,11 +100,3 @@ pub use decoding::{length_penalty, Hypothesis};
 pub use model::{Seq2Seq, Seq2SeqOutput};
 
 const MODEL: &str = "Seq2Seq";
-
-/// SplitMix64: derives independent seeds from one.
-fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}

@@ -8,10 +8,10 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rnn_core::{Rnn, RnnConfig, RnnState};
 
-use super::{mix, Attention, Seq2SeqConfig, MODEL};
+use super::{Attention, Seq2SeqConfig, MODEL};
 use crate::common::{
-    check_counters, check_ids, check_lengths, invalid, length_mask, value_checks_on, SeededDropout,
-    Stochastic,
+    check_counters, check_ids, check_lengths, invalid, length_mask, splitmix64, value_checks_on,
+    SeededDropout, Stochastic,
 };
 use crate::loss::masked_cross_entropy;
 
@@ -172,10 +172,10 @@ impl Seq2Seq {
             att_v,
             combine,
             output,
-            src_dropout: SeededDropout::new(cfg.dropout, mix(0))?,
-            tgt_dropout: SeededDropout::new(cfg.dropout, mix(1))?,
-            out_dropout: SeededDropout::new(cfg.dropout, mix(2))?,
-            tf_seed: mix(5),
+            src_dropout: SeededDropout::new(cfg.dropout, splitmix64(0))?,
+            tgt_dropout: SeededDropout::new(cfg.dropout, splitmix64(1))?,
+            out_dropout: SeededDropout::new(cfg.dropout, splitmix64(2))?,
+            tf_seed: splitmix64(5),
             tf_calls: AtomicU64::new(0),
         })
     }
@@ -557,7 +557,7 @@ impl Seq2Seq {
         let (_, t) = self.check_tgt(tgt, tgt_lengths, b)?;
         let tgt_in = self.shift_right(tgt)?;
         let seed = if teacher_forcing_ratio < 1.0 {
-            mix(self.tf_seed ^ mix(self.tf_calls.fetch_add(1, Ordering::Relaxed)))
+            splitmix64(self.tf_seed ^ splitmix64(self.tf_calls.fetch_add(1, Ordering::Relaxed)))
         } else {
             0
         };
@@ -603,7 +603,7 @@ impl Stochastic for Seq2Seq {
     /// Reseeds the embedding / output dropouts, both RNNs' inter-layer dropout and the
     /// teacher-forcing draws of [`Seq2Seq::loss`].
     fn set_seed(&mut self, seed: u64) {
-        let derive = |i: u64| mix(seed ^ mix(i));
+        let derive = |i: u64| splitmix64(seed ^ splitmix64(i));
         self.src_dropout.set_seed(derive(0));
         self.tgt_dropout.set_seed(derive(1));
         self.out_dropout.set_seed(derive(2));

@@ -31,7 +31,8 @@ use rnn_core::{Mode, Rnn, RnnConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::common::{invalid, length_mask, value_checks_on, Stochastic};
-use crate::encoder::{check_dropout, Input, SequenceEncoder};
+use crate::config_checks::check_dropout;
+use crate::encoder::{Input, SequenceEncoder};
 use crate::loss::masked_cross_entropy;
 
 const MODEL: &str = "SequenceTagger";
