@@ -58,17 +58,14 @@
 //! `translation<TAB>log-prob L` (natural log, end token included), beam search when `N > 1`
 //! (GNMT length penalty 0.6).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use candle_nn::VarMap;
-use rnn_core::{Mode, RnnState};
+use rnn_core::RnnState;
 use rnn_models::seq2seq::{Attention, Hypothesis, Seq2Seq, Seq2SeqConfig};
-use rnn_train::data::{
-    bucket_batches, pad_batch, read_pairs, split_fraction, word_tokens, PaddedBatch, SequencePair,
-    Vocab,
-};
+use rnn_train::data::{bucket_batches, pad_batch, PaddedBatch, Vocab};
 // The date generator and the tutorial's normalisation, where they were before they moved to
 // `rnn_train::data`.
 pub use rnn_train::data::{
@@ -76,314 +73,23 @@ pub use rnn_train::data::{
 };
 use rnn_train::metrics::{CorpusBleu, ExactMatch, Metric};
 use rnn_train::trainer::{Evaluation, MainMetric, StepLoss, TrainTask};
-use serde::{Deserialize, Serialize};
+
+mod data;
+
+use data::{encode, eval_data, training_data, Example, BOS_ID, EOS_ID, PAD_ID};
+pub use data::{Level, Setup, TaskDefaults};
 
 use crate::run::{
     fit, invalid, stochastic_model, task_from_functions, trainer_config, CheckpointRun,
-    EvalRequest, PredictRequest, RunContext, TaskName, TrainDefaults, TrainOutcome,
+    EvalRequest, PredictRequest, RunContext, TaskName, TrainOutcome,
 };
 
-/// Id of `<eos>` in a [`Vocab`] (the specials come first: pad, unk, bos, eos).
-const EOS_ID: u32 = 3;
-/// Id of `<bos>` in a [`Vocab`].
-const BOS_ID: u32 = 2;
-/// Id of `<pad>` in a [`Vocab`].
-const PAD_ID: u32 = 0;
 /// GNMT length-penalty exponent of beam search.
 pub const LENGTH_PENALTY: f64 = 0.6;
 /// File of the source vocabulary inside a checkpoint.
 pub const SOURCE_VOCAB_FILE: &str = "source_vocab.json";
 /// File of the target vocabulary inside a checkpoint.
 pub const TARGET_VOCAB_FILE: &str = "target_vocab.json";
-
-// ---------------------------------------------------------------------------------------------
-// Tokenisation
-
-/// How text becomes tokens (`--level`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Level {
-    /// Lower-cased words with punctuation split off.
-    Word,
-    /// Characters.
-    Char,
-    /// The PyTorch tutorial's normalisation and filter (see the [module docs](self)).
-    Tutorial,
-}
-
-impl Level {
-    /// Parses `--level` for `seq2seq`.
-    pub fn parse(s: &str) -> Result<Self> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "word" => Ok(Level::Word),
-            "char" => Ok(Level::Char),
-            "tutorial" => Ok(Level::Tutorial),
-            other => bail!("--level must be word, char or tutorial for seq2seq, got '{other}'"),
-        }
-    }
-
-    /// The tokens of `text`.
-    pub fn tokens(self, text: &str) -> Vec<String> {
-        match self {
-            Level::Char => text.chars().map(String::from).collect(),
-            Level::Word => word_tokens(text),
-            Level::Tutorial => tutorial_normalize(text)
-                .split_whitespace()
-                .map(str::to_string)
-                .collect(),
-        }
-    }
-
-    /// Tokens back to text.
-    pub fn join(self, tokens: &[String]) -> String {
-        match self {
-            Level::Char => tokens.concat(),
-            Level::Word | Level::Tutorial => tokens.join(" "),
-        }
-    }
-}
-
-fn to_sequence_pairs(pairs: Vec<(String, String)>) -> Vec<SequencePair> {
-    pairs
-        .into_iter()
-        .enumerate()
-        .map(|(i, (source, target))| SequencePair {
-            source,
-            target,
-            line: i + 1,
-        })
-        .collect()
-}
-
-// ---------------------------------------------------------------------------------------------
-// Setup and data
-
-/// Per-task defaults of the model and training options.
-#[derive(Debug, Clone)]
-pub struct TaskDefaults {
-    /// Recurrent cell.
-    pub cell: Mode,
-    /// Hidden size (decoder and each encoder direction).
-    pub hidden: usize,
-    /// Embedding size.
-    pub embedding: usize,
-    /// Bidirectional encoder.
-    pub bidirectional: bool,
-    /// Dropout.
-    pub dropout: f64,
-    /// Sentences per batch.
-    pub batch_size: usize,
-    /// Trainer defaults (epochs, learning rate, clipping).
-    pub train: TrainDefaults,
-}
-
-impl TaskDefaults {
-    /// The defaults of `task` (`seq2seq` or `dates`).
-    pub fn of(task: TaskName) -> Self {
-        match task {
-            TaskName::Dates => Self {
-                cell: Mode::Gru,
-                hidden: 128,
-                embedding: 32,
-                bidirectional: true,
-                dropout: 0.0,
-                batch_size: 64,
-                train: TrainDefaults {
-                    epochs: 2,
-                    lr: 3e-3,
-                    clip: Some(5.0),
-                    eval_every: None,
-                    optimizer: "adamw",
-                },
-            },
-            _ => Self {
-                cell: Mode::Gru,
-                hidden: 256,
-                embedding: 256,
-                bidirectional: true,
-                dropout: 0.1,
-                batch_size: 64,
-                train: TrainDefaults {
-                    epochs: 6,
-                    lr: 2e-3,
-                    clip: Some(5.0),
-                    eval_every: None,
-                    optimizer: "adamw",
-                },
-            },
-        }
-    }
-}
-
-/// How the data was obtained and decoded, saved in the checkpoint (`config.json`, `model.setup`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Setup {
-    /// Tokenisation.
-    pub level: Level,
-    /// Target column of the TSV file (the source is the other of columns 0 and 1).
-    pub target_column: usize,
-    /// Decoding limit in tokens (end token included).
-    pub max_len: usize,
-    /// Beam size of validation decoding (1 = greedy).
-    pub beam: usize,
-    /// Training file (seq2seq), absolute.
-    pub data: Option<PathBuf>,
-    /// Validation file (seq2seq), absolute.
-    pub valid: Option<PathBuf>,
-    /// Held-out fraction when there is no validation file.
-    pub split: f64,
-    /// Seed of the split (seq2seq) or of the generated pairs (dates).
-    pub seed: u64,
-    /// Generated training pairs (dates).
-    pub samples: usize,
-}
-
-impl Setup {
-    fn source_column(&self) -> usize {
-        if self.target_column == 0 {
-            1
-        } else {
-            0
-        }
-    }
-
-    /// Validation pairs generated for `dates`.
-    fn valid_samples(&self) -> usize {
-        (self.samples / 10).max(1)
-    }
-}
-
-/// One tokenised pair.
-#[derive(Debug, Clone)]
-struct TextPair {
-    source: Vec<String>,
-    target: Vec<String>,
-}
-
-/// Tokenises pairs (read with source = `setup.source_column()`); `tutorial` also filters.
-fn tokenize_pairs(pairs: &[SequencePair], setup: &Setup) -> Vec<TextPair> {
-    pairs
-        .iter()
-        .filter_map(|p| {
-            if setup.level == Level::Tutorial {
-                let (s, t) = (tutorial_normalize(&p.source), tutorial_normalize(&p.target));
-                let (english, other) = if setup.target_column == 0 {
-                    (&t, &s)
-                } else {
-                    (&s, &t)
-                };
-                if s.is_empty() || t.is_empty() || !tutorial_keeps(english, other) {
-                    return None;
-                }
-            }
-            let source = setup.level.tokens(&p.source);
-            let target = setup.level.tokens(&p.target);
-            (!source.is_empty() && !target.is_empty()).then_some(TextPair { source, target })
-        })
-        .collect()
-}
-
-/// Reads and tokenises a TSV file with the setup's columns and level.
-fn read_file_pairs(path: &Path, setup: &Setup, flag: &str) -> Result<Vec<TextPair>> {
-    // The loader's errors name the file (and line); the flag is added in front.
-    let pairs = read_pairs(path, setup.source_column(), setup.target_column).map_err(|e| {
-        let named = e.to_string().starts_with(&path.display().to_string());
-        let e = anyhow::Error::new(e);
-        if named {
-            e.context(flag.to_string())
-        } else {
-            e.context(format!("{flag} {}", path.display()))
-        }
-    })?;
-    let tokenized = tokenize_pairs(&pairs, setup);
-    if tokenized.is_empty() {
-        bail!(
-            "{flag} {}: no pair left after the {} filter ({} pairs read)",
-            path.display(),
-            match setup.level {
-                Level::Tutorial => "tutorial",
-                _ => "tokenisation",
-            },
-            pairs.len()
-        );
-    }
-    Ok(tokenized)
-}
-
-/// A pair as ids, with its reference tokens for BLEU / exact match.
-#[derive(Debug, Clone)]
-struct Example {
-    src: Vec<u32>,
-    /// Target ids followed by `<eos>`.
-    tgt: Vec<u32>,
-    reference: Vec<String>,
-}
-
-fn encode(pairs: &[TextPair], src_vocab: &Vocab, tgt_vocab: &Vocab) -> Vec<Example> {
-    pairs
-        .iter()
-        .map(|p| Example {
-            src: src_vocab.encode(p.source.iter().map(String::as_str)),
-            tgt: tgt_vocab
-                .encode(p.target.iter().map(String::as_str))
-                .into_iter()
-                .chain([EOS_ID])
-                .collect(),
-            reference: p.target.clone(),
-        })
-        .collect()
-}
-
-/// The training and validation pairs of a run.
-fn training_data(ctx: &RunContext, setup: &Setup) -> Result<(Vec<TextPair>, Vec<TextPair>)> {
-    if ctx.task == TaskName::Dates {
-        let (train, valid) = date_pairs(setup.samples, setup.valid_samples(), setup.seed);
-        return Ok((
-            tokenize_pairs(&to_sequence_pairs(train), setup),
-            tokenize_pairs(&to_sequence_pairs(valid), setup),
-        ));
-    }
-    let data = setup
-        .data
-        .as_deref()
-        .context("seq2seq needs --data FILE: tab-separated \"source<TAB>target\" lines")?;
-    let all = read_file_pairs(data, setup, "--data")?;
-    let (train, valid) = match &setup.valid {
-        Some(v) => (all, read_file_pairs(v, setup, "--valid")?),
-        None => split_fraction(all, setup.split, setup.seed)?,
-    };
-    if train.is_empty() || valid.is_empty() {
-        bail!(
-            "--data {}: too few pairs to hold out a validation set ({} for training, {} for validation); give more data, a larger --split or --valid FILE",
-            data.display(),
-            train.len(),
-            valid.len()
-        );
-    }
-    Ok((train, valid))
-}
-
-/// The validation pairs recorded by `setup`, or `file` (for `rnn eval`).
-fn eval_data(task: TaskName, setup: &Setup, file: Option<&Path>) -> Result<Vec<TextPair>> {
-    if let Some(f) = file {
-        return read_file_pairs(f, setup, "--data");
-    }
-    if task == TaskName::Dates {
-        let (_, valid) = date_pairs(setup.samples, setup.valid_samples(), setup.seed);
-        return Ok(tokenize_pairs(&to_sequence_pairs(valid), setup));
-    }
-    let data = setup
-        .data
-        .as_deref()
-        .context("the checkpoint records no training file; give --data FILE")?;
-    match &setup.valid {
-        Some(v) => read_file_pairs(v, setup, "--valid (recorded in the checkpoint)"),
-        None => {
-            let all = read_file_pairs(data, setup, "--data (recorded in the checkpoint)")?;
-            Ok(split_fraction(all, setup.split, setup.seed)?.1)
-        }
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Scoring
