@@ -1,0 +1,185 @@
+//! [`matmul`] and [`matmul_shared_lhs`]: the entry points, which route each product to the
+//! axpy path (a few rows), the cache-blocked f32 product ([`super::blocked`]) or faer.
+
+use super::blocked::*;
+use super::matref::cast;
+use super::matref::MatRef;
+use super::simd::KernelIsa;
+use crate::ops::math::Float;
+
+/// `dst (m, n) [+]= a (m, k) · b (k, n)`; `dst` row `i` starts at `dst[dst_offset + i * dst_rs]`
+/// and is contiguous. With `may_thread`, multi-threaded (rayon) when the product is large enough to
+/// pay for it; callers already running on a batch chunk's thread pass `false`.
+pub(crate) fn matmul<T: Float>(
+    dst: &mut [T],
+    dst_offset: usize,
+    dst_rs: usize,
+    accumulate: bool,
+    a: MatRef<T>,
+    b: MatRef<T>,
+    may_thread: bool,
+) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert_eq!(b.rows, k, "matmul: inner dimensions differ");
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(
+        dst_offset + (m - 1) * dst_rs + n <= dst.len(),
+        "matmul: destination out of bounds"
+    );
+    if k == 0 {
+        if !accumulate {
+            for i in 0..m {
+                dst[dst_offset + i * dst_rs..][..n].fill(T::zero());
+            }
+        }
+        return;
+    }
+    if m <= SMALL_M && b.cs == 1 {
+        // A few rows (streaming, batch 1-4): row-by-row axpy over b's contiguous rows beats a
+        // packed GEMM, which would repack all of `b` on every call.
+        for i in 0..m {
+            let row = &mut dst[dst_offset + i * dst_rs..][..n];
+            if !accumulate {
+                row.fill(T::zero());
+            }
+            for p in 0..k {
+                let alpha = a.data[a.offset + i * a.rs + p * a.cs];
+                T::axpy(alpha, &b.data[b.offset + p * b.rs..][..n], row);
+            }
+        }
+        return;
+    }
+    if blocked_applies(&a, &b) {
+        // SAFETY: T is f32 (checked by `blocked_applies`), so the cast of `dst` is an identity.
+        unsafe {
+            let dst = std::slice::from_raw_parts_mut(dst.as_mut_ptr() as *mut f32, dst.len());
+            blocked_f32(
+                KernelIsa::detected(),
+                dst,
+                dst_offset,
+                dst_rs,
+                accumulate,
+                cast(a),
+                cast(b),
+                may_thread,
+            );
+        }
+        return;
+    }
+    faer_matmul(dst, dst_offset, dst_rs, accumulate, a, b, may_thread);
+}
+
+/// Whether [`matmul`] runs `a · b` with [`blocked_f32`] (`m`, `n`, `k` > 0).
+pub(super) fn blocked_applies<T: Float>(a: &MatRef<T>, b: &MatRef<T>) -> bool {
+    let isa = KernelIsa::detected();
+    std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
+        && isa != KernelIsa::Portable
+        && a.rs == 1
+        && a.cs > 1
+        && a.rows >= BLOCKED_MIN_M
+        && b.cols >= isa.nr()
+        && a.rows * a.cols * b.cols >= BLOCKED_MIN_MACS
+}
+
+/// `dst_j = a · b_j` for every part `(dst_j, dst_rs_j, b_j)` (rows contiguous, from offset 0,
+/// overwritten), one left-hand side for all. Equal to one [`matmul`] per part; where the blocked
+/// kernel runs them, `a` is packed once for all parts instead of once per part.
+pub(crate) fn matmul_shared_lhs<T: Float>(
+    a: MatRef<T>,
+    parts: &mut [(&mut [T], usize, MatRef<T>)],
+    may_thread: bool,
+) {
+    let (m, k) = (a.rows, a.cols);
+    let merged = m > 0
+        && k > 0
+        && parts.len() > 1
+        && parts
+            .iter()
+            .all(|(_, _, b)| b.rows == k && blocked_applies(&a, b));
+    if !merged {
+        for (dst, rs, b) in parts.iter_mut() {
+            matmul(dst, 0, *rs, false, a, *b, may_thread);
+        }
+        return;
+    }
+    for (dst, rs, b) in parts.iter() {
+        assert!(
+            (m - 1) * rs + b.cols <= dst.len(),
+            "matmul: destination out of bounds"
+        );
+    }
+    let mut views: Vec<Part> = parts
+        .iter_mut()
+        .map(|(dst, rs, b)| {
+            // SAFETY: T is f32 (checked by `blocked_applies`), so the cast is an identity.
+            let dst =
+                unsafe { std::slice::from_raw_parts_mut(dst.as_mut_ptr() as *mut f32, dst.len()) };
+            (dst, 0, *rs, cast(*b))
+        })
+        .collect();
+    blocked_f32_parts(
+        KernelIsa::detected(),
+        &mut views,
+        false,
+        cast(a),
+        may_thread,
+    );
+}
+
+/// [`matmul`] through faer (any dtype); `m`, `n`, `k` > 0 and `dst` bounds checked by the caller.
+pub(super) fn faer_matmul<T: Float>(
+    dst: &mut [T],
+    dst_offset: usize,
+    dst_rs: usize,
+    accumulate: bool,
+    a: MatRef<T>,
+    b: MatRef<T>,
+    may_thread: bool,
+) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    let macs = m * n * k;
+    let parallel = may_thread && macs >= PARALLEL_MIN_MACS && (n >= 512 || macs >= 1 << 25);
+    let par = if parallel && rayon::current_num_threads() > 1 {
+        faer::Par::rayon(rayon::current_num_threads())
+    } else {
+        faer::Par::Seq
+    };
+    // SAFETY: every index touched is inside the slices: checked by the assert above for `dst`
+    // and by `MatRef::strided`'s bounds (debug) for `a` and `b`, whose views are built by this
+    // crate's kernels from the shapes they allocate. `dst` does not alias `a` or `b` (it is a
+    // distinct `&mut` borrow).
+    unsafe {
+        let dst = faer::MatMut::from_raw_parts_mut(
+            dst.as_mut_ptr().add(dst_offset),
+            m,
+            n,
+            dst_rs as isize,
+            1,
+        );
+        let lhs = faer::MatRef::from_raw_parts(
+            a.data.as_ptr().add(a.offset),
+            m,
+            k,
+            a.rs as isize,
+            a.cs as isize,
+        );
+        let rhs = faer::MatRef::from_raw_parts(
+            b.data.as_ptr().add(b.offset),
+            k,
+            n,
+            b.rs as isize,
+            b.cs as isize,
+        );
+        let accum = if accumulate {
+            faer::Accum::Add
+        } else {
+            faer::Accum::Replace
+        };
+        faer::linalg::matmul::matmul(dst, accum, lhs, rhs, T::one(), par);
+    }
+}
+
+/// Products with at most this many rows in `a` take the axpy path.
+pub(super) const SMALL_M: usize = 4;
