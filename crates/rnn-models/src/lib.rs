@@ -30,5 +30,7 @@ pub mod sampling;
 pub mod seq2seq;
 mod sources;
 pub mod tagger;
+#[cfg(test)]
+mod test_util;
 
 pub use rnn_core;

@@ -1,12 +1,13 @@
 //! Tests of [`SequenceClassifier`](super::SequenceClassifier).
 
 use super::*;
+use crate::test_util::{adamw, feature_input, make_input, token_input};
 use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::VarBuilder;
 use rnn_core::Mode;
 
 use crate::common::{Activation, Stochastic};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarMap};
+use candle_nn::{Optimizer, VarMap};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rnn_core::init::seeded_var_builder;
@@ -18,33 +19,12 @@ fn build(cfg: &SequenceClassifierConfig, seed: u64) -> (VarMap, SequenceClassifi
     (varmap, model)
 }
 
-fn token_input(vocab: u32, b: usize, t: usize, seed: u64) -> Tensor {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let ids: Vec<u32> = (0..b * t).map(|_| rng.random_range(0..vocab)).collect();
-    Tensor::from_vec(ids, (b, t), &Device::Cpu).unwrap()
-}
-
-fn feature_input(b: usize, t: usize, f: usize, seed: u64) -> Tensor {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let xs: Vec<f32> = (0..b * t * f)
-        .map(|_| rng.random_range(-1.0..1.0))
-        .collect();
-    Tensor::from_vec(xs, (b, t, f), &Device::Cpu).unwrap()
-}
-
 fn inputs() -> [Input; 3] {
     [
         Input::tokens_with_padding(7, 5, 0),
         Input::features(4),
         Input::projected_features(4, 6),
     ]
-}
-
-fn make_input(input: &Input, b: usize, t: usize, seed: u64) -> Tensor {
-    match *input {
-        Input::Tokens { vocab_size, .. } => token_input(vocab_size as u32, b, t, seed),
-        Input::Features { size, .. } => feature_input(b, t, size, seed),
-    }
 }
 
 fn vec2(t: &Tensor) -> Vec<Vec<f32>> {
@@ -343,15 +323,7 @@ fn learns_the_majority_symbol() {
         let mut rng = ChaCha8Rng::seed_from_u64(42);
         let held_out = majority_batch(&mut rng, 300);
         let untrained = accuracy(&model, &held_out);
-        let mut opt = AdamW::new(
-            varmap.all_vars(),
-            ParamsAdamW {
-                lr: 0.02,
-                weight_decay: 0.0,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        let mut opt = adamw(varmap.all_vars(), 0.02);
         for _ in 0..250 {
             let (ids, lengths, targets) = majority_batch(&mut rng, 32);
             let loss = model.loss(&ids, Some(&lengths), &targets, true).unwrap();

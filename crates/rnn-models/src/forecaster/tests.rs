@@ -1,12 +1,13 @@
 //! Tests of [`Forecaster`](super::Forecaster).
 
 use super::*;
+use crate::test_util::{adamw, max_abs_diff, scalar};
 use candle_core::{DType, Device, Result, Tensor};
 use rnn_core::Mode;
 
 use crate::common::{Activation, Stochastic};
 use crate::loss::mse;
-use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarMap};
+use candle_nn::{Optimizer, VarMap};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rnn_core::init::seeded_var_builder;
@@ -23,23 +24,6 @@ fn randn(shape: &[usize], seed: u64) -> Tensor {
     let n = shape.iter().product();
     let v: Vec<f32> = (0..n).map(|_| rng.random::<f32>() * 2.0 - 1.0).collect();
     Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
-
-fn scalar(t: &Tensor) -> f32 {
-    t.to_scalar::<f32>().unwrap()
 }
 
 fn multivariate(strategy: ForecastStrategy, mode: Mode) -> ForecasterConfig {
@@ -246,15 +230,7 @@ fn train(strategy: ForecastStrategy, steps: usize) -> Forecaster {
         .with_horizon(H)
         .with_target_columns(vec![0]);
     let (varmap, model) = build(cfg, 21);
-    let mut opt = AdamW::new(
-        varmap.all_vars(),
-        ParamsAdamW {
-            lr: 0.01,
-            weight_decay: 0.0,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let mut opt = adamw(varmap.all_vars(), 0.01);
     for step in 0..steps {
         let rows = sine(32, T_IN + H, 1000 + step as u64);
         let xs = window(&rows, 0, T_IN);

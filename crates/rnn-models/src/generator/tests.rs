@@ -1,12 +1,13 @@
 //! Tests of [`ConditionedGenerator`](super::ConditionedGenerator).
 
 use super::*;
+use crate::test_util::{adamw, max_abs_diff};
 use candle_core::{DType, Device, Result, Tensor};
 use rnn_core::Mode;
 
 use crate::common::Stochastic;
 use crate::sampling::SamplingConfig;
-use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarMap};
+use candle_nn::{Optimizer, VarMap};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rnn_core::init::seeded_var_builder;
@@ -102,19 +103,6 @@ fn accuracy(model: &ConditionedGenerator, kind: ContextKind, seed: u64) -> (f64,
         .filter(|(s, &c)| **s == expected(c))
         .count() as f64;
     (len_ok / n, exact / n)
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
 }
 
 #[test]
@@ -343,15 +331,7 @@ fn learn(
         .with_embedding_dim(8);
     let (varmap, model) = build(cfg, 11);
     let before = accuracy(&model, kind, 100);
-    let mut opt = AdamW::new(
-        varmap.all_vars(),
-        ParamsAdamW {
-            lr: 0.02,
-            weight_decay: 0.0,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let mut opt = adamw(varmap.all_vars(), 0.02);
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let classes: Vec<u32> = (0..12).map(|i| i % 3).collect();
     let (targets, lengths) = task_batch(stop, &classes);

@@ -1,6 +1,7 @@
 //! Tests of [`LanguageModel`](super::LanguageModel).
 
 use super::*;
+use crate::test_util::max_abs_diff;
 use candle_core::{DType, Result, Tensor};
 use rnn_core::{Implementation, Mode, RnnState};
 
@@ -21,19 +22,6 @@ fn build(cfg: &LanguageModelConfig, seed: u64) -> (VarMap, LanguageModel) {
 fn ids(rows: &[&[u32]]) -> Tensor {
     let t = rows[0].len();
     Tensor::from_vec(rows.concat(), (rows.len(), t), &DEV).unwrap()
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    a.sub(b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
 }
 
 fn err_of<T: std::fmt::Debug>(r: Result<T>) -> String {

@@ -1,6 +1,7 @@
 //! Tests of [`Seq2Seq`](super::Seq2Seq).
 
 use super::*;
+use crate::test_util::{adamw, max_abs_diff, scalar};
 use candle_core::{DType, Result, Tensor, D};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -8,7 +9,7 @@ use rnn_core::Mode;
 
 use crate::common::Stochastic;
 use candle_core::Device;
-use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarMap};
+use candle_nn::{Optimizer, VarMap};
 use rnn_core::init::seeded_var_builder;
 use std::collections::HashSet;
 use std::time::Instant;
@@ -52,23 +53,6 @@ fn batch() -> (Tensor, Vec<usize>, Tensor, Vec<usize>) {
     let (src, sl) = pad(&[vec![3, 4, 5, 6, 7], vec![8, 3, 4], vec![5]]);
     let (tgt, tl) = pad(&[vec![7, 6, 5, 2], vec![4, 2], vec![9, 3, 2]]);
     (src, sl, tgt, tl)
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    a.sub(b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
-
-fn scalar(t: &Tensor) -> f32 {
-    t.to_scalar::<f32>().unwrap()
 }
 
 #[test]
@@ -741,15 +725,7 @@ fn train_reverse(cfg: &Seq2SeqConfig, ratio: f64, label: &str) -> (Seq2Seq, Vec<
     };
     let untrained = accuracy(&model);
     assert!(untrained < 0.05, "{label}: untrained accuracy {untrained}");
-    let mut opt = AdamW::new(
-        varmap.all_vars(),
-        ParamsAdamW {
-            lr: 0.01,
-            weight_decay: 0.0,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let mut opt = adamw(varmap.all_vars(), 0.01);
     let mut trained = 0.0;
     let mut steps = 0;
     for round in 0..10 {

@@ -1,8 +1,9 @@
 //! Tests of [`SequenceTagger`](super::SequenceTagger).
 
 use super::*;
+use crate::test_util::{adamw, feature_input, make_input, token_input};
 use candle_core::Device;
-use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarMap};
+use candle_nn::{Optimizer, VarMap};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rnn_core::init::seeded_var_builder;
@@ -12,27 +13,6 @@ fn build(cfg: &SequenceTaggerConfig, seed: u64) -> (VarMap, SequenceTagger) {
     let vb = seeded_var_builder(&varmap, seed, DType::F32, &Device::Cpu);
     let model = SequenceTagger::new(cfg, vb).unwrap();
     (varmap, model)
-}
-
-fn token_input(vocab: u32, b: usize, t: usize, seed: u64) -> Tensor {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let ids: Vec<u32> = (0..b * t).map(|_| rng.random_range(0..vocab)).collect();
-    Tensor::from_vec(ids, (b, t), &Device::Cpu).unwrap()
-}
-
-fn feature_input(b: usize, t: usize, f: usize, seed: u64) -> Tensor {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let xs: Vec<f32> = (0..b * t * f)
-        .map(|_| rng.random_range(-1.0..1.0))
-        .collect();
-    Tensor::from_vec(xs, (b, t, f), &Device::Cpu).unwrap()
-}
-
-fn make_input(input: &Input, b: usize, t: usize, seed: u64) -> Tensor {
-    match *input {
-        Input::Tokens { vocab_size, .. } => token_input(vocab_size as u32, b, t, seed),
-        Input::Features { size, .. } => feature_input(b, t, size, seed),
-    }
 }
 
 fn inputs() -> [Input; 3] {
@@ -192,15 +172,7 @@ fn learns_a_tagging_rule_that_needs_both_directions() {
     let mut rng = ChaCha8Rng::seed_from_u64(17);
     let held_out = tagging_batch(&mut rng, 200);
     let untrained = token_accuracy(&model, &held_out);
-    let mut opt = AdamW::new(
-        varmap.all_vars(),
-        ParamsAdamW {
-            lr: 0.02,
-            weight_decay: 0.0,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let mut opt = adamw(varmap.all_vars(), 0.02);
     for _ in 0..250 {
         let (ids, lengths, tags) = tagging_batch(&mut rng, 32);
         let loss = model.loss(&ids, Some(&lengths), &tags, true).unwrap();
