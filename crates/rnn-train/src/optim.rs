@@ -99,6 +99,20 @@ fn master_copy(var: &Var) -> Result<Option<Tensor>> {
     })
 }
 
+/// [`master_copy`] of every parameter, in order.
+fn master_copies(params: &[(String, Var)]) -> Result<Vec<Option<Tensor>>> {
+    params.iter().map(|(_, v)| master_copy(v)).collect()
+}
+
+/// The value an optimiser step starts from: the master copy where there is one, else the
+/// parameter itself, detached.
+fn current_value(var: &Var, master: &Option<Tensor>) -> Tensor {
+    match master {
+        Some(master) => master.clone(),
+        None => var.as_detached_tensor(),
+    }
+}
+
 /// Writes the updated `value` (in the state dtype) into `var`, and into its master copy when it
 /// has one.
 fn write_param(var: &Var, master: &mut Option<Tensor>, value: Tensor) -> Result<()> {

@@ -7,10 +7,10 @@ use candle_core::{Tensor, Var};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    check_grads, check_no_extra_tensors, check_non_negative, check_params, exact_f64, master_copy,
-    restore_masters, restore_param_steps, restore_tensor, state_dtype, write_param, Optimizer,
-    OptimizerConfig, OptimizerMeta, OptimizerState, EXP_AVG_PREFIX, EXP_AVG_SQ_PREFIX,
-    MASTER_PREFIX,
+    check_grads, check_no_extra_tensors, check_non_negative, check_params, current_value,
+    exact_f64, master_copies, restore_masters, restore_param_steps, restore_tensor, state_dtype,
+    write_param, Optimizer, OptimizerConfig, OptimizerMeta, OptimizerState, EXP_AVG_PREFIX,
+    EXP_AVG_SQ_PREFIX, MASTER_PREFIX,
 };
 use crate::{Error, Result};
 
@@ -129,10 +129,7 @@ impl AdamW {
                 .collect::<candle_core::Result<Vec<_>>>()
         };
         let (exp_avg, exp_avg_sq) = (zeros()?, zeros()?);
-        let master = params
-            .iter()
-            .map(|(_, v)| master_copy(v))
-            .collect::<Result<Vec<_>>>()?;
+        let master = master_copies(&params)?;
         Ok(Self {
             master,
             param_steps: vec![0; params.len()],
@@ -180,10 +177,7 @@ impl Optimizer for AdamW {
             // Detached so that no state tensor keeps an autograd graph alive across steps.
             let dtype = state_dtype(var.dtype());
             let grad = grad.detach().to_dtype(dtype)?;
-            let mut p = match &self.master[i] {
-                Some(master) => master.clone(),
-                None => var.as_detached_tensor(),
-            };
+            let mut p = current_value(var, &self.master[i]);
             let t = (self.param_steps[i] + 1) as f64;
             if weight_decay != 0.0 {
                 p = p.affine(1.0 - lr * weight_decay, 0.0)?;

@@ -21,10 +21,10 @@ fn present<'a>(grads: &'a GradStore, vars: &'a [Var]) -> impl Iterator<Item = (&
 }
 
 /// Sums 0-dim per-parameter results on the first one's device, in f64 if all are f64, else in
-/// f32 (half-precision sums would overflow, and Metal has no f64), and reads the sum back.
-fn sum_to_host(parts: Vec<Tensor>) -> Result<f64> {
+/// f32 (half-precision sums would overflow, and Metal has no f64); `None` when there are none.
+fn sum_on_device(parts: &[Tensor]) -> Result<Option<Tensor>> {
     let Some(first) = parts.first() else {
-        return Ok(0.0);
+        return Ok(None);
     };
     let device = first.device().clone();
     let dtype = if parts.iter().all(|p| p.dtype() == DType::F64) {
@@ -36,8 +36,15 @@ fn sum_to_host(parts: Vec<Tensor>) -> Result<f64> {
         .iter()
         .map(|p| p.to_dtype(dtype)?.to_device(&device))
         .collect::<candle_core::Result<Vec<_>>>()?;
-    let total = Tensor::stack(&parts, 0)?.sum_all()?;
-    scalar_to_host(&total)
+    Ok(Some(Tensor::stack(&parts, 0)?.sum_all()?))
+}
+
+/// [`sum_on_device`] read back to the host (0 when there are no parts).
+fn sum_to_host(parts: Vec<Tensor>) -> Result<f64> {
+    match sum_on_device(&parts)? {
+        Some(total) => scalar_to_host(&total),
+        None => Ok(0.0),
+    }
 }
 
 fn scalar_to_host(t: &Tensor) -> Result<f64> {
@@ -70,20 +77,10 @@ pub fn grad_norm_tensor(grads: &GradStore, vars: &[Var]) -> Result<Option<Tensor
     let parts = present(grads, vars)
         .map(|(_, g)| g.to_dtype(acc_dtype(&g))?.sqr()?.sum_all())
         .collect::<candle_core::Result<Vec<_>>>()?;
-    let Some(first) = parts.first() else {
-        return Ok(None);
-    };
-    let device = first.device().clone();
-    let dtype = if parts.iter().all(|p| p.dtype() == DType::F64) {
-        DType::F64
-    } else {
-        DType::F32
-    };
-    let parts = parts
-        .iter()
-        .map(|p| p.to_dtype(dtype)?.to_device(&device))
-        .collect::<candle_core::Result<Vec<_>>>()?;
-    Ok(Some(Tensor::stack(&parts, 0)?.sum_all()?.sqrt()?))
+    match sum_on_device(&parts)? {
+        Some(sum_of_squares) => Ok(Some(sum_of_squares.sqrt()?)),
+        None => Ok(None),
+    }
 }
 
 /// Scales the gradients of `vars` so their total L2 norm is at most `max_norm`, as

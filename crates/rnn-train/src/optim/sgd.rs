@@ -7,9 +7,10 @@ use candle_core::{Tensor, Var};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    check_grads, check_no_extra_tensors, check_non_negative, check_params, exact_f64, master_copy,
-    restore_masters, restore_param_steps, restore_tensor, state_dtype, write_param, Optimizer,
-    OptimizerConfig, OptimizerMeta, OptimizerState, MASTER_PREFIX, MOMENTUM_PREFIX,
+    check_grads, check_no_extra_tensors, check_non_negative, check_params, current_value,
+    exact_f64, master_copies, restore_masters, restore_param_steps, restore_tensor, state_dtype,
+    write_param, Optimizer, OptimizerConfig, OptimizerMeta, OptimizerState, MASTER_PREFIX,
+    MOMENTUM_PREFIX,
 };
 use crate::{Error, Result};
 
@@ -105,10 +106,7 @@ impl Sgd {
     pub fn new(params: Vec<(String, Var)>, config: SgdConfig) -> Result<Self> {
         config.validate()?;
         check_params(WHO, &params)?;
-        let master = params
-            .iter()
-            .map(|(_, v)| master_copy(v))
-            .collect::<Result<Vec<_>>>()?;
+        let master = master_copies(&params)?;
         Ok(Self {
             master,
             momentum_buf: vec![None; params.len()],
@@ -152,10 +150,7 @@ impl Optimizer for Sgd {
                 continue;
             }
             // Detached so that no momentum buffer keeps an autograd graph alive across steps.
-            let p = match &self.master[i] {
-                Some(master) => master.clone(),
-                None => var.as_detached_tensor(),
-            };
+            let p = current_value(var, &self.master[i]);
             let mut d = grad.detach().to_dtype(state_dtype(var.dtype()))?;
             if weight_decay != 0.0 {
                 d = (d + p.affine(weight_decay, 0.0)?)?;
