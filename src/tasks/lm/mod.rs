@@ -22,6 +22,8 @@
 //! learning rate is kept for 4 epochs and halved after every later one, as in the paper
 //! (`--schedule multistep --milestones 4,5,...,12 --lr-decay 0.5`; any `--schedule` overrides it).
 
+mod codec;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -35,8 +37,6 @@ use rnn_train::data::{read_text, LmBatches};
 use rnn_train::metrics::{Metric, Perplexity, PerplexityReport};
 use rnn_train::optim::LrScheduleConfig;
 use rnn_train::trainer::{Evaluation, MainMetric, StepLoss, TrainTask};
-
-mod codec;
 
 use codec::held_out_ids;
 pub use codec::{builtin_text, prepare, Codec, Level};

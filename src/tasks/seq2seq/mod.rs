@@ -58,6 +58,8 @@
 //! `translation<TAB>log-prob L` (natural log, end token included), beam search when `N > 1`
 //! (GNMT length penalty 0.6).
 
+mod data;
+
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
@@ -73,8 +75,6 @@ pub use rnn_train::data::{
 };
 use rnn_train::metrics::{CorpusBleu, ExactMatch, Metric};
 use rnn_train::trainer::{Evaluation, MainMetric, StepLoss, TrainTask};
-
-mod data;
 
 use data::{encode, eval_data, training_data, Example, BOS_ID, EOS_ID, PAD_ID};
 pub use data::{Level, Setup, TaskDefaults};
