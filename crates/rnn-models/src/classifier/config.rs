@@ -8,7 +8,7 @@ use super::{Input, Pooling, CONFIG};
 use crate::common::{invalid, Activation};
 use crate::config_checks::check_dropout;
 
-/// Configuration of a [`SequenceClassifier`]; serde-serialisable, with `with_*` setters.
+/// Configuration of a [`SequenceClassifier`](super::SequenceClassifier); serde-serialisable, with `with_*` setters.
 ///
 /// Fields with a serde default may be left out of a config file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

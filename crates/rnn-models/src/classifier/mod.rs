@@ -5,7 +5,7 @@
 //! - Input: token ids (`u32 (batch, seq)`, through an embedding) or numeric features
 //!   (`(batch, seq, features)` of the model's float dtype, optionally through a linear projection),
 //!   see [`Input`].
-//! - Recurrence: any [`Mode`], stacked, optionally bidirectional, with inter-layer dropout.
+//! - Recurrence: any [`Mode`](rnn_core::Mode), stacked, optionally bidirectional, with inter-layer dropout.
 //! - Pooling ([`Pooling`]) only ever looks at the valid steps of each sequence: the last state
 //!   (PyTorch's `h_n` of the top layer, both directions), the mean, the element-wise max, or learned
 //!   attention weights.

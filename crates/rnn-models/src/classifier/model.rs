@@ -48,7 +48,7 @@ pub(crate) fn check_class_targets(
     Ok(())
 }
 
-/// A many-to-one sequence classifier (see the [module docs](self)).
+/// A many-to-one sequence classifier (see the [module docs](super)).
 #[derive(Debug, Clone)]
 pub struct SequenceClassifier {
     pub(super) cfg: SequenceClassifierConfig,
@@ -59,7 +59,7 @@ pub struct SequenceClassifier {
 
 impl SequenceClassifier {
     /// Builds the model, loading or creating every parameter under `vb` (names in the
-    /// [module docs](self)). Fails on an invalid config or a missing / misshapen tensor.
+    /// [module docs](super)). Fails on an invalid config or a missing / misshapen tensor.
     /// Random sources start as after [`Stochastic::set_seed`] with seed 0.
     pub fn new(cfg: &SequenceClassifierConfig, vb: VarBuilder) -> Result<Self> {
         cfg.validate()?;
@@ -111,7 +111,7 @@ impl SequenceClassifier {
     /// Class logits `(batch, num_classes)`.
     ///
     /// # Arguments
-    /// - `input`: token ids `u32 (batch, seq)` or features `(batch, seq, size)` (see [`Input`]),
+    /// - `input`: token ids `u32 (batch, seq)` or features `(batch, seq, size)` (see [`Input`](super::Input)),
     ///   right-padded.
     /// - `lengths`: valid steps per sequence, each in `1..=seq`; `None` = all `seq` steps valid.
     ///   Values at padded steps never influence the result.

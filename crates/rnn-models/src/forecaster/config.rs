@@ -10,18 +10,18 @@ use serde::{Deserialize, Serialize};
 use crate::common::{invalid, Activation};
 use crate::config_checks::{check_dropout, check_positive};
 
-/// How a [`Forecaster`] predicts the future.
+/// How a [`Forecaster`](super::Forecaster) predicts the future.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ForecastStrategy {
     /// One step ahead at every step: output `(B, T, target)`, row `t` predicting step `t + 1`.
-    /// [`Forecaster::predict`] gives only `horizon = 1`. The default.
+    /// [`Forecaster::predict`](super::Forecaster::predict) gives only `horizon = 1`. The default.
     #[default]
     NextStep,
     /// All `horizon` future steps at once from the last valid state: output `(B, horizon, target)`.
     Direct,
-    /// Trained as [`ForecastStrategy::NextStep`]; [`Forecaster::predict`] feeds its predictions
-    /// back for any horizon (see the [module docs](self) for the inputs at future steps).
+    /// Trained as [`ForecastStrategy::NextStep`]; [`Forecaster::predict`](super::Forecaster::predict) feeds its predictions
+    /// back for any horizon (see the [module docs](super) for the inputs at future steps).
     Autoregressive,
 }
 
@@ -75,7 +75,7 @@ impl FromStr for ForecastStrategy {
     }
 }
 
-/// Configuration of a [`Forecaster`].
+/// Configuration of a [`Forecaster`](super::Forecaster).
 ///
 /// ```
 /// use rnn_models::forecaster::{ForecastStrategy, ForecasterConfig};

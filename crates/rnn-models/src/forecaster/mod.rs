@@ -1,6 +1,6 @@
 //! Numeric time-series forecasting: [`Forecaster`] reads a multivariate series `(B, T, F)` with a
-//! stacked [`Rnn`] and predicts `target_size` values per future step with a regression head
-//! ([`Mlp`]; a single Linear layer when `head_hidden` is empty), in one of three ways
+//! stacked [`Rnn`](rnn_core::Rnn) and predicts `target_size` values per future step with a regression head
+//! ([`Mlp`](crate::common::Mlp); a single Linear layer when `head_hidden` is empty), in one of three ways
 //! ([`ForecastStrategy`]):
 //!
 //! - **next-step**: at every step `t`, predict the target at `t + 1` (aligned, `(B, T, target)`);

@@ -10,7 +10,7 @@ use crate::sources;
 
 use super::{ForecastStrategy, ForecasterConfig, MODEL};
 
-/// A recurrent forecaster for numeric multivariate series; see the [module docs](self).
+/// A recurrent forecaster for numeric multivariate series; see the [module docs](super).
 ///
 /// ```
 /// use candle_core::{DType, Device, Tensor};

@@ -154,7 +154,7 @@ pub enum ContextKind {
     },
 }
 
-/// Configuration of a [`ConditionedGenerator`].
+/// Configuration of a [`ConditionedGenerator`](super::ConditionedGenerator).
 ///
 /// ```
 /// use rnn_models::generator::{ContextKind, GeneratorConfig, StopStrategy};

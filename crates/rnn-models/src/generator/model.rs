@@ -32,7 +32,7 @@ enum ContextEncoder {
     Features(Linear),
 }
 
-/// A context-conditioned token generator (one-to-many); see the [module docs](self).
+/// A context-conditioned token generator (one-to-many); see the [module docs](super).
 ///
 /// ```
 /// use candle_core::{DType, Device, Tensor};

@@ -8,7 +8,7 @@ use crate::common::invalid;
 use crate::config_checks::check_dropout;
 use crate::sampling::SamplingConfig;
 
-/// Configuration of a [`LanguageModel`]. Serde defaults: `mode` LSTM, `num_layers` 1, `dropout`
+/// Configuration of a [`LanguageModel`](super::LanguageModel). Serde defaults: `mode` LSTM, `num_layers` 1, `dropout`
 /// 0, no tying, no `init_range`, no special ids.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LanguageModelConfig {
@@ -39,15 +39,15 @@ pub struct LanguageModelConfig {
     /// recurrent layer always keeps PyTorch's default init.
     #[serde(default)]
     pub init_range: Option<f64>,
-    /// Padding id: fills the padded tail of batches built by [`LanguageModel::log_prob_batch`]
+    /// Padding id: fills the padded tail of batches built by [`LanguageModel::log_prob_batch`](super::LanguageModel::log_prob_batch)
     /// (0 when `None`). Padded positions are never scored, whatever id they hold.
     #[serde(default)]
     pub pad_id: Option<u32>,
-    /// Beginning-of-sequence id: when set, [`LanguageModel::log_prob`] scores the first token
-    /// given `bos`, and [`LanguageModel::generate`] starts from it when the prompt is empty.
+    /// Beginning-of-sequence id: when set, [`LanguageModel::log_prob`](super::LanguageModel::log_prob) scores the first token
+    /// given `bos`, and [`LanguageModel::generate`](super::LanguageModel::generate) starts from it when the prompt is empty.
     #[serde(default)]
     pub bos_id: Option<u32>,
-    /// End-of-sequence id: [`LanguageModel::generate`] can stop when it draws it.
+    /// End-of-sequence id: [`LanguageModel::generate`](super::LanguageModel::generate) can stop when it draws it.
     #[serde(default)]
     pub eos_id: Option<u32>,
 }
@@ -171,7 +171,7 @@ fn default_max_len() -> usize {
     100
 }
 
-/// Options of [`LanguageModel::generate`]. Serde defaults: sampling at temperature 1,
+/// Options of [`LanguageModel::generate`](super::LanguageModel::generate). Serde defaults: sampling at temperature 1,
 /// `max_len` 100, `stop_at_eos` true.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct GenerateConfig {

@@ -14,7 +14,7 @@ use crate::sampling::Sampler;
 use crate::sources;
 
 /// An embedding -> stacked unidirectional RNN -> linear decoder language model; see the
-/// [module docs](self).
+/// [module docs](super).
 #[derive(Debug, Clone)]
 pub struct LanguageModel {
     cfg: LanguageModelConfig,

@@ -11,7 +11,7 @@ use super::MODEL;
 use crate::common::invalid;
 use crate::config_checks::{check_dropout, check_positive};
 
-/// The attention of the decoder over the encoder outputs (see the [module docs](self)).
+/// The attention of the decoder over the encoder outputs (see the [module docs](super)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Attention {
@@ -83,7 +83,7 @@ fn default_eos() -> u32 {
     2
 }
 
-/// Configuration of a [`Seq2Seq`]. Every field but the vocabulary sizes has a serde default
+/// Configuration of a [`Seq2Seq`](super::Seq2Seq). Every field but the vocabulary sizes has a serde default
 /// (the values of [`Seq2SeqConfig::new`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Seq2SeqConfig {

@@ -120,7 +120,7 @@ impl Seq2Seq {
 
     /// Beam search with `beam` hypotheses per sentence, batched over the batch, GNMT length
     /// penalty `alpha = length_penalty` (0 = none), at most `max_len` steps (see the
-    /// [module docs](self) for the exact rules). One [`Hypothesis`] per sentence: the
+    /// [module docs](super) for the exact rules). One [`Hypothesis`] per sentence: the
     /// best-scoring one. `beam == 1` equals [`Seq2Seq::greedy`].
     pub fn beam_search(
         &self,

@@ -3,7 +3,7 @@
 //!
 //! # Model
 //!
-//! - **Encoder**: source embedding -> dropout -> [`Rnn`] (any [`Mode`], `encoder_layers` stacked,
+//! - **Encoder**: source embedding -> dropout -> [`Rnn`](rnn_core::Rnn) (any [`Mode`](rnn_core::Mode), `encoder_layers` stacked,
 //!   optionally bidirectional, `hidden_size` per direction) run with the source lengths
 //!   (PyTorch packed-sequence semantics: padding never reaches a valid output or the final state).
 //!   Its outputs `(B, S, K)`, `K = directions * hidden_size`, are the attention memory.
@@ -14,7 +14,7 @@
 //!   - unidirectional encoder: passed through unchanged (the sizes are equal by construction);
 //!   - layers: when `encoder_layers == decoder_layers` layer k starts decoder layer k; otherwise
 //!     **every** decoder layer starts from the (bridged) state of the **top** encoder layer.
-//! - **Decoder**: target embedding -> dropout -> [`Rnn`] (unidirectional, `decoder_layers`
+//! - **Decoder**: target embedding -> dropout -> [`Rnn`](rnn_core::Rnn) (unidirectional, `decoder_layers`
 //!   stacked; with `input_feeding` its input is `[embedding ; previous attentional hidden]` as in
 //!   Luong et al. 2015, zeros at the first step) -> attention -> `tanh(W_c [context ; h])`
 //!   (`decoder.combine.*`) -> dropout -> `decoder.output` (logits over `tgt_vocab`).

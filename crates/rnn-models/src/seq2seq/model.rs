@@ -52,7 +52,7 @@ impl Memory {
     }
 }
 
-/// An RNN encoder-decoder with attention; see the [module docs](self).
+/// An RNN encoder-decoder with attention; see the [module docs](super).
 #[derive(Debug)]
 pub struct Seq2Seq {
     pub(super) cfg: Seq2SeqConfig,
@@ -391,7 +391,7 @@ impl Seq2Seq {
     /// - `tgt_in`: `(B, T)` u32 decoder input, `[bos, y_1, .., y_{T-1}]` (see [`Seq2Seq::loss`],
     ///   which builds it from the gold target)
     /// - `train`: dropout on
-    /// - `teacher_forcing_ratio` in `[0, 1]`, `seed`: see the [module docs](self)
+    /// - `teacher_forcing_ratio` in `[0, 1]`, `seed`: see the [module docs](super)
     ///
     /// Returns logits `(B, T, tgt_vocab)` and the attention weights `(B, T, S)`.
     pub fn forward(
