@@ -25,7 +25,7 @@ pub(crate) fn with_cpu_slice<T: WithDType, R>(
 }
 
 /// Flat gradients `(d xs, d state0, d params)` of the recurrence's backward (`d xs` only when
-/// [`Problem::input_grad`]).
+/// [`Problem::input_grad`](super::problem::Problem::input_grad)).
 pub(crate) type FlatGrads<T> = (Option<Vec<T>>, Vec<T>, Vec<T>);
 
 /// The three flat gradients of a `CustomOp3`'s backward as tensors shaped like its arguments

@@ -1,8 +1,8 @@
 //! Recycled buffers for the fused ops' large activations and gradients.
 //!
-//! One training step of an LSTM at batch 32, 64 steps, 256 units allocates about 24 MB of saved
-//! activations and gate gradients, and zero-filling them cost about 1.5 ms of a 45 ms step. Each
-//! of these buffers is written in full before it is read, so a buffer of the previous step serves
+//! One training step of an LSTM allocates tens of megabytes of saved activations and gate
+//! gradients, and zero-filling them every step is a measurable share of the step. Each of these
+//! buffers is written in full before it is read, so a buffer of the previous step serves
 //! as it is. [`take`] hands out such a buffer (its contents are stale values, initialised memory
 //! but meaningless); [`give`] returns one when its owner is done with it.
 //!

@@ -10,19 +10,19 @@ use crate::ops::scratch;
 pub(super) const MC: usize = 96;
 
 /// The cache-blocked f32 product applies to a column-major (transposed) `a` -- the `x^T · dG`
-/// weight gradients over all steps, where faer's kernels measured ~2x slower on this layout --
-/// from this many rows of `a` ...
+/// weight gradients over all steps, a layout faer's kernels handle poorly -- from this many rows
+/// of `a` ...
 pub(super) const BLOCKED_MIN_M: usize = 32;
-/// ... and this many multiply-adds. Elsewhere (row-major `a`, smaller products) faer measured
-/// as fast or faster, so those stay on faer.
+/// ... and this many multiply-adds. Elsewhere (row-major `a`, smaller products) faer is as fast
+/// or faster, so those stay on faer.
 pub(super) const BLOCKED_MIN_MACS: usize = 1 << 26;
 
 /// `dst [+]= a · b` for f32 with `isa`'s register-blocked kernel (panics for `Portable` or one
 /// this CPU lacks), BLIS-style: `b` packed once into column panels (in parallel), then blocks of
 /// `MC` rows of `a` packed per `KC` steps of the inner dimension, spread over rayon's threads
-/// when `may_thread` and the product is large. Used for
-/// the weight gradients over all steps (`a` a transpose): measured 1.0-1.9x faster than faer there
-/// on the AVX2 machine (see [`BLOCKED_MIN_MACS`]); any layout of `a` and `b` is accepted.
+/// when `may_thread` and the product is large. Used for the weight gradients over all steps (`a`
+/// a transpose), where it beats faer (see [`BLOCKED_MIN_MACS`]); any layout of `a` and `b` is
+/// accepted.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn blocked_f32(
     isa: KernelIsa,
@@ -44,7 +44,7 @@ pub(super) fn blocked_f32(
 }
 
 /// One right-hand side of [`blocked_f32_parts`] with its destination: `(dst, dst_offset,
-/// dst_rs, b)`, `dst` as in [`matmul`].
+/// dst_rs, b)`, `dst` as in [`matmul`](super::matmul).
 pub(super) type Part<'a, 'b> = (&'a mut [f32], usize, usize, MatRef<'b, f32>);
 
 /// [`blocked_f32`] for one `a` times several `b`s at once (`a · [b_1 | b_2 ..]` with each part's
@@ -158,7 +158,7 @@ pub(super) fn blocked_f32_parts(
 
 /// Fills `dst` with runs of `N` floats, run `p` read from `src[start + p * stride..]`: the packing
 /// copies with the run length a constant (`copy_from_slice` of a run-time length of a few floats
-/// is a `memmove` call per run, measured at about 5% of an LSTM training step).
+/// is a `memmove` call per run).
 pub(super) fn copy_rows<const N: usize>(dst: &mut [f32], src: &[f32], start: usize, stride: usize) {
     for (p, d) in dst.chunks_exact_mut(N).enumerate() {
         let s: &[f32; N] = src[start + p * stride..][..N].try_into().expect("N floats");
@@ -176,7 +176,7 @@ pub(super) fn copy_rows_dyn(dst: &mut [f32], n: usize, src: &[f32], start: usize
 
 /// Packs `b (k, n)` into `ceil(n / nr)` column panels of `k` rows of `nr` floats (element
 /// `(p, j)` at `dst[(j / nr) * k * nr + p * nr + j % nr]`, zero past column `n`): the layout of
-/// [`PackedRhs`]'s panels, and with `b = aᵀ` that of the kernel's row micro-panels of `a`.
+/// [`PackedRhs`](super::PackedRhs)'s panels, and with `b = aᵀ` that of the kernel's row micro-panels of `a`.
 /// `dst` must hold exactly that many floats; every one is written.
 pub(super) fn pack_panels(dst: &mut [f32], nr: usize, b: MatRef<f32>) {
     let (k, n) = (b.rows, b.cols);
@@ -282,8 +282,7 @@ pub(super) struct SendPtr(*mut f32);
 unsafe impl Sync for SendPtr {}
 unsafe impl Send for SendPtr {}
 
-/// Below this many multiply-adds a product runs on one thread (threading costs more than it saves);
-/// measured on this project's 2-core machines with faer 0.24. At 1 << 21 the B=1 T=100 input
-/// projection (3.3M) was threaded, and the LSTM's inference was ~5% slower in each of five
-/// interleaved rounds (AMD AVX2 machine, 2026-12-03).
+/// Below this many multiply-adds a product runs on one thread (threading costs more than it saves
+/// there). Set so that a streaming model's input projection (batch 1, a hundred steps) stays on
+/// one thread.
 pub(super) const PARALLEL_MIN_MACS: usize = 1 << 22;

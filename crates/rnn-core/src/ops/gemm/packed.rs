@@ -128,8 +128,7 @@ impl<T: Float> PackedRhs<T> {
         let (isa, mr) = (self.isa, self.isa.mr());
         if m >= mr && k >= PACK_A_MIN_K {
             // Copy `a` into micro-panels of MR rows (element (i, p) at [i / MR][p][i % MR]): the
-            // kernel then reads one contiguous stream instead of MR strided rows, measured
-            // ~1.3x faster for a batch chunk of 32 rows times 1024 x 4096 recurrent weights.
+            // kernel then reads one contiguous stream instead of MR strided rows.
             PACKED_A.with_borrow_mut(|apack| {
                 let len = m.div_ceil(mr) * k * mr;
                 if apack.len() < len {

@@ -1,7 +1,7 @@
 //! The register-blocked f32 micro-kernels (the only `unsafe` SIMD code of the crate): AVX-512 and
 //! AVX2+FMA on x86-64, chosen at run time ([`KernelIsa`]), and the portable fallback elsewhere.
 
-/// Which register-blocked f32 kernel runs [`PackedRhs`] and [`blocked_f32`]. A process runs
+/// Which register-blocked f32 kernel runs [`PackedRhs`](super::PackedRhs) and [`blocked_f32`](super::blocked::blocked_f32). A process runs
 /// [`KernelIsa::detected`]; tests name each one [`KernelIsa::supported`] lists to check it
 /// against the portable path.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -11,7 +11,7 @@ pub(crate) enum KernelIsa {
     /// 6 rows x 16 columns: two 8-lane registers per row, 12 accumulators of 16 registers
     /// (x86_64 with AVX2 and FMA).
     Avx2,
-    /// No register-blocked kernel: the products run on [`matmul`] (faer, or the axpy path for a
+    /// No register-blocked kernel: the products run on [`matmul`](super::matmul) (faer, or the axpy path for a
     /// few rows) instead. Other architectures, x86_64 CPUs without AVX2+FMA, and any CPU with
     /// `RNN_PACKED_KERNEL=off`.
     Portable,
@@ -187,9 +187,9 @@ pub(in crate::ops::gemm) mod kernel {
 
     /// The loops around the register block shared by both kernels: panels of NR columns, blocks
     /// of KC steps of k, row blocks of MR rows; `block(rows, args)` does one register block.
-    /// Panels outermost, so `panels` is read front to back once per call: with a large `b` (4096
-    /// columns of 1024 rows, 16 MiB) that streams from L3 in prefetch order and measured ~1.4x
-    /// faster than walking every panel per block of k (which jumps 64 KiB between reads).
+    /// Panels outermost, so `panels` is read front to back once per call: a large `b` then streams
+    /// from L3 in prefetch order, where walking every panel per block of k would jump a whole
+    /// panel between reads.
     #[inline(always)]
     unsafe fn drive<const NR: usize, const MR: usize>(
         (m, k, n): (usize, usize, usize),
@@ -345,8 +345,7 @@ pub(in crate::ops::gemm) mod kernel {
 
         /// The register block for `rows` rows. Blocks of 1-3 rows keep 4, 2 or 2 sets of
         /// accumulators (steps of k alternate between them) so that at least 8 independent FMA
-        /// chains hide the FMA latency; a single row with one set measured 27 GFLOP/s against
-        /// 90 for six rows.
+        /// chains hide the FMA latency (one chain per accumulator would stall on it).
         #[inline(always)]
         unsafe fn dispatch<const PACKED: bool>(rows: usize, args: Args) {
             match rows {
@@ -379,8 +378,7 @@ pub(in crate::ops::gemm) mod kernel {
             let mut sets0 = [[_mm256_setzero_ps(); M]; U];
             let mut sets1 = [[_mm256_setzero_ps(); M]; U];
             // Steps of k in groups of 4 (U divides 4), then the rest into set 0. Not with six
-            // strided rows: their pointers then no longer fit in registers (measured 92 -> 65
-            // GFLOP/s for 6 x 64 x 512).
+            // strided rows: their pointers then no longer fit in registers.
             let group = if PACKED || U > 1 { 4 } else { 1 };
             // Step `q` of k into accumulator set `set`.
             macro_rules! step {
