@@ -5,7 +5,7 @@
 //! An LSTM with projection resolves `dh` in a kernel of its own and multiplies it by `W_hr`
 //! before the cell kernel, and ends with `dW_hr`.
 
-use super::{ArgsDesc, Buf, Gemm, Kernel, Op, Plan, RowMajor, Spec};
+use super::ir::{ArgsDesc, Buf, Gemm, Kernel, Op, Plan, RowMajor, Spec};
 use crate::Mode;
 
 /// The backward of `spec`, reading [`Buf::GradOut`], the inputs and the forward's saved buffers;

@@ -3,7 +3,7 @@
 //! GEMM against `W_hh` and one pointwise kernel (plus the `W_hr` product and its kernel when an
 //! LSTM projects).
 
-use super::{ArgsDesc, Buf, Gemm, Kernel, Op, Plan, RowMajor, Spec};
+use super::ir::{ArgsDesc, Buf, Gemm, Kernel, Op, Plan, RowMajor, Spec};
 use crate::Mode;
 
 /// The forward of `spec`: writes [`Buf::Out`] and, when `spec.save`, the saved buffers.

@@ -4,7 +4,7 @@
 //! device memory from an allocator starts as garbage: a read outside a buffer or of an element
 //! no launch wrote shows up as NaN in the results, and a write outside a buffer breaks a guard.
 
-use super::{Buf, BufRef, Gemm, Kernel, Op, Plan, StepArgs};
+use super::ir::{Buf, BufRef, Gemm, Kernel, Op, Plan, StepArgs};
 use crate::ops::math::Float;
 use std::collections::BTreeMap;
 

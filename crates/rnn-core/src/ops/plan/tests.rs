@@ -3,10 +3,12 @@
 //! and every gradient, over random configurations.
 
 use super::host::{execute, HostBuffers};
-use super::*;
+use super::ir::*;
+use super::{backward_plan, forward_plan};
 use crate::ops::math::Float;
 use crate::ops::problem::{ParamSizes, Problem};
 use crate::ops::recurrence::FusedRecurrence;
+use crate::Mode;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::ffi::c_void;
@@ -375,7 +377,7 @@ fn kernel_ids_and_argument_layout_match_the_header() {
     for (i, k) in Kernel::ALL.iter().enumerate() {
         assert_eq!(*k as usize, i, "{k:?}");
     }
-    assert_eq!(rnn_cuda_host::args_layout(), args::step_args_layout());
+    assert_eq!(rnn_cuda_host::args_layout(), step_args_layout());
 }
 
 #[test]
