@@ -1,13 +1,14 @@
 //! Reading CPU tensors in place and shaping flat gradients back into tensors: the glue between
 //! Candle's storage and the fused CPU kernels.
 
+use super::math::Float;
 use candle_core::{bail, CpuStorage, DType, Layout, Result, Storage, Tensor, WithDType};
 
 /// The contiguous slice of a CPU storage under `layout`.
 pub(crate) fn cpu_slice<'a, T: WithDType>(s: &'a CpuStorage, layout: &Layout) -> Result<&'a [T]> {
     match layout.contiguous_offsets() {
         Some((start, end)) => Ok(&s.as_slice::<T>()?[start..end]),
-        None => bail!("fused recurrence: argument is not contiguous"),
+        None => bail!("fused CPU op: argument is not contiguous"),
     }
 }
 
@@ -46,4 +47,30 @@ pub(crate) fn grads_like<T: WithDType>(
 /// Whether the fused CPU ops (the output layer's loss) can run `xs`: a CPU tensor of f32 or f64.
 pub(crate) fn supports(xs: &Tensor) -> bool {
     xs.device().is_cpu() && matches!(xs.dtype(), DType::F32 | DType::F64)
+}
+
+/// The typed forward of a fused CPU op with three arguments of one float dtype.
+pub(crate) trait TypedForward3 {
+    /// The op's result from its three arguments' contiguous slices.
+    fn forward<T: Float>(&self, a: &[T], b: &[T], c: &[T]) -> Result<Vec<T>>;
+}
+
+/// `CustomOp3::cpu_fwd` for f32 or f64 arguments of one dtype: runs [`TypedForward3::forward`]
+/// on their slices. `what` names the op in the error for other dtypes.
+pub(crate) fn cpu_fwd3(
+    op: &impl TypedForward3,
+    what: &str,
+    (s1, l1): (&CpuStorage, &Layout),
+    (s2, l2): (&CpuStorage, &Layout),
+    (s3, l3): (&CpuStorage, &Layout),
+) -> Result<CpuStorage> {
+    match (s1, s2, s3) {
+        (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => Ok(CpuStorage::F32(
+            op.forward::<f32>(cpu_slice(s1, l1)?, cpu_slice(s2, l2)?, cpu_slice(s3, l3)?)?,
+        )),
+        (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => Ok(CpuStorage::F64(
+            op.forward::<f64>(cpu_slice(s1, l1)?, cpu_slice(s2, l2)?, cpu_slice(s3, l3)?)?,
+        )),
+        _ => bail!("{what}: f32 or f64 only, all arguments of one dtype"),
+    }
 }

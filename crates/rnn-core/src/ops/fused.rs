@@ -2,7 +2,7 @@
 //! layer-direction's whole sequence on the CPU (the kernels of `lstm`, `gru`, `rnn`) or, with the `cuda`
 //! feature, on CUDA; and [`fused_direction`], which runs it for a cell.
 
-use super::cpu::{cpu_slice, grads_like, with_cpu_slice, FlatGrads};
+use super::cpu::{cpu_fwd3, cpu_slice, grads_like, with_cpu_slice, FlatGrads, TypedForward3};
 #[cfg(feature = "cuda")]
 use super::cuda;
 use super::grad::append;
@@ -120,6 +120,12 @@ impl FusedRecurrence {
     }
 }
 
+impl TypedForward3 for FusedRecurrence {
+    fn forward<T: Float>(&self, xs: &[T], state0: &[T], params: &[T]) -> Result<Vec<T>> {
+        Ok(self.forward_typed(xs, state0, params))
+    }
+}
+
 impl CustomOp3 for FusedRecurrence {
     fn name(&self) -> &'static str {
         "fused-recurrence"
@@ -134,26 +140,8 @@ impl CustomOp3 for FusedRecurrence {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let shape = Shape::from(self.out_len());
-        match (s1, s2, s3) {
-            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                let out = self.forward_typed::<f32>(
-                    cpu_slice(s1, l1)?,
-                    cpu_slice(s2, l2)?,
-                    cpu_slice(s3, l3)?,
-                );
-                Ok((CpuStorage::F32(out), shape))
-            }
-            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                let out = self.forward_typed::<f64>(
-                    cpu_slice(s1, l1)?,
-                    cpu_slice(s2, l2)?,
-                    cpu_slice(s3, l3)?,
-                );
-                Ok((CpuStorage::F64(out), shape))
-            }
-            _ => bail!("fused recurrence: f32 or f64 only, all arguments of one dtype"),
-        }
+        let out = cpu_fwd3(self, "fused recurrence", (s1, l1), (s2, l2), (s3, l3))?;
+        Ok((out, Shape::from(self.out_len())))
     }
 
     #[cfg(feature = "cuda")]

@@ -9,7 +9,7 @@
 //! `g · (softmax - onehot)` and runs the three gradient products (`dx`, `dW`, `db`) from it.
 //! The composed twin is [`crate::output::linear_nll_rows_composed`]; tests hold the two equal.
 
-use super::cpu::{cpu_slice, grads_like, with_cpu_slice};
+use super::cpu::{cpu_fwd3, grads_like, with_cpu_slice, TypedForward3};
 use super::gemm::{matmul, MatRef};
 use super::grad::colsum_into;
 use super::math::Float;
@@ -179,6 +179,12 @@ impl LinearCrossEntropy {
     }
 }
 
+impl TypedForward3 for LinearCrossEntropy {
+    fn forward<T: Float>(&self, x: &[T], w: &[T], b: &[T]) -> Result<Vec<T>> {
+        self.forward_typed(x, w, b)
+    }
+}
+
 impl CustomOp3 for LinearCrossEntropy {
     fn name(&self) -> &'static str {
         "fused-linear-cross-entropy"
@@ -193,26 +199,14 @@ impl CustomOp3 for LinearCrossEntropy {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let shape = Shape::from(self.targets.len());
-        match (s1, s2, s3) {
-            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                let out = self.forward_typed::<f32>(
-                    cpu_slice(s1, l1)?,
-                    cpu_slice(s2, l2)?,
-                    cpu_slice(s3, l3)?,
-                )?;
-                Ok((CpuStorage::F32(out), shape))
-            }
-            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                let out = self.forward_typed::<f64>(
-                    cpu_slice(s1, l1)?,
-                    cpu_slice(s2, l2)?,
-                    cpu_slice(s3, l3)?,
-                )?;
-                Ok((CpuStorage::F64(out), shape))
-            }
-            _ => bail!("fused linear cross-entropy: f32 or f64 only, all arguments of one dtype"),
-        }
+        let out = cpu_fwd3(
+            self,
+            "fused linear cross-entropy",
+            (s1, l1),
+            (s2, l2),
+            (s3, l3),
+        )?;
+        Ok((out, Shape::from(self.targets.len())))
     }
 
     fn bwd(
