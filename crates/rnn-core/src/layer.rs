@@ -3,10 +3,11 @@
 
 use crate::cell::params::CellParams;
 use crate::check::{check_lengths, check_same_dtype_device, check_shape};
+use crate::config::{Mode, RnnConfig};
 use crate::ops;
 use crate::recurrence::{self, StepMasks};
+use crate::state::RnnState;
 use crate::{dropout, seed};
-use crate::{Mode, RnnConfig, RnnState};
 use candle_core::{bail, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};

@@ -6,7 +6,7 @@
 //! [`Implementation::Composed`]) it is [`linear_nll_rows_composed`], plain Candle ops; tests hold
 //! the two equal in value and every gradient.
 
-use crate::Implementation;
+use crate::layer::Implementation;
 use candle_core::{bail, DType, Result, Tensor, D};
 
 /// Whether the fused op runs `x`: a CPU tensor of f32 or f64.

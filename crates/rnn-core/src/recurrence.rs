@@ -2,7 +2,7 @@
 //! ops (device-generic, autograd through Candle). It is the reference twin of the fused ops.
 
 use crate::cell::params::CellParams;
-use crate::RnnState;
+use crate::state::RnnState;
 use candle_core::{Device, Result, Tensor};
 
 /// Per-step validity masks of a right-padded batch: `None` for a step where every sequence is

@@ -1,7 +1,9 @@
 //! `GruCell`: one step of Gru, as `torch.nn.GRUCell` (gate order r, z, n).
 
-use super::{checked_step, params::CellParams};
-use crate::{Mode, RnnState};
+use super::params::CellParams;
+use super::step::checked_step;
+use crate::config::Mode;
+use crate::state::RnnState;
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 

@@ -2,7 +2,7 @@
 //! Candle ops. Cells and the layer's composed recurrence both step through [`CellParams::step`], so
 //! the gate equations exist once.
 
-use crate::Mode;
+use crate::config::Mode;
 use candle_core::{Result, Tensor, D};
 use candle_nn::{ops::sigmoid, Init, VarBuilder};
 

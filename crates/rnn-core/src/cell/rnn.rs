@@ -1,7 +1,9 @@
 //! `RnnCell`: one step of an Elman network, as `torch.nn.RNNCell`.
 
-use super::{checked_step, params::CellParams};
-use crate::{Mode, RnnState};
+use super::params::CellParams;
+use super::step::checked_step;
+use crate::config::Mode;
+use crate::state::RnnState;
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};

@@ -3,7 +3,7 @@
 //! [`mse`] and [`binary_cross_entropy_with_logits`]. Errors name the function, the argument and
 //! both shapes.
 
-use crate::Implementation;
+use crate::layer::Implementation;
 use candle_core::{DType, Result, Tensor, D};
 
 fn invalid(message: impl Into<String>) -> candle_core::Error {

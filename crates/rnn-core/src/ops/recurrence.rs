@@ -2,7 +2,7 @@
 //! the CUDA path (`cuda`) both run.
 
 use super::problem::{ParamSizes, Problem};
-use crate::Mode;
+use crate::config::Mode;
 use std::any::Any;
 use std::sync::Mutex;
 

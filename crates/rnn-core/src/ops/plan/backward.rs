@@ -6,7 +6,7 @@
 //! before the cell kernel, and ends with `dW_hr`.
 
 use super::ir::{ArgsDesc, Buf, Gemm, Kernel, Op, Plan, RowMajor, Spec};
-use crate::Mode;
+use crate::config::Mode;
 
 /// The backward of `spec`, reading [`Buf::GradOut`], the inputs and the forward's saved buffers;
 /// writes [`Buf::DState`], [`Buf::DParams`] and, when the problem asks for it, [`Buf::DX`].

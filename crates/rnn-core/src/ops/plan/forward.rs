@@ -4,7 +4,7 @@
 //! LSTM projects).
 
 use super::ir::{ArgsDesc, Buf, Gemm, Kernel, Op, Plan, RowMajor, Spec};
-use crate::Mode;
+use crate::config::Mode;
 
 /// The forward of `spec`: writes [`Buf::Out`] and, when `spec.save`, the saved buffers.
 pub(crate) fn forward_plan(spec: &Spec) -> Plan {

@@ -4,8 +4,8 @@
 //! A pointwise kernel's argument block: symbolic in a plan ([`ArgsDesc`]: buffer positions), and
 //! resolved for a launch ([`StepArgs`]: pointers, the layout of `RnnStepArgs<T>` in
 //! `recurrence.cuh`).
+use crate::config::Mode;
 use crate::ops::problem::{ParamSizes, Problem};
-use crate::Mode;
 
 /// Pointwise kernels; the numbers are `RnnKernel` in `recurrence.cuh`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -5,10 +5,10 @@
 use super::host::{execute, HostBuffers};
 use super::ir::*;
 use super::{backward_plan, forward_plan};
+use crate::config::Mode;
 use crate::ops::math::Float;
 use crate::ops::problem::{ParamSizes, Problem};
 use crate::ops::recurrence::FusedRecurrence;
-use crate::Mode;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::ffi::c_void;
