@@ -28,7 +28,7 @@ pub enum Level {
     Word,
     /// Characters.
     Char,
-    /// The PyTorch tutorial's normalisation and filter (see the [module docs](self)).
+    /// The PyTorch tutorial's normalisation and filter.
     Tutorial,
 }
 
