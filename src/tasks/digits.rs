@@ -127,7 +127,7 @@ impl TrainTask for DigitsTask {
         let mut order: Vec<u32> = (0..n as u32).collect();
         seeded_shuffle(
             &mut order,
-            seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(epoch),
+            rnn_core::seed::epoch_seed(seed, epoch, rnn_core::seed::EPOCH_SPREAD),
         );
         let device = self.train_x.device().clone();
         order

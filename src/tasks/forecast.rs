@@ -447,7 +447,7 @@ impl TrainTask for ForecastTask {
         let mut order = self.train_origins.clone();
         seeded_shuffle(
             &mut order,
-            seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(epoch),
+            rnn_core::seed::epoch_seed(seed, epoch, rnn_core::seed::EPOCH_SPREAD),
         );
         let (l, h, norm) = (self.spec.lookback, self.spec.horizon, &self.spec.normalizer);
         order

@@ -230,9 +230,7 @@ impl CopyData {
 /// cut into batches of `batch_size` (the last one may be smaller).
 pub fn epoch_batches(n: usize, batch_size: usize, epoch: u64, seed: u64) -> Vec<Vec<usize>> {
     let mut order: Vec<usize> = (0..n).collect();
-    let mix = seed
-        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        .wrapping_add(epoch.wrapping_mul(0xD1B5_4A32_D192_ED03));
+    let mix = rnn_core::seed::epoch_seed(seed, epoch, 0xD1B5_4A32_D192_ED03);
     order.shuffle(&mut ChaCha8Rng::seed_from_u64(mix));
     order
         .chunks(batch_size.max(1))

@@ -102,9 +102,7 @@ pub fn bucketed_batches<B>(
     seed: u64,
     mut make: impl FnMut(&[usize]) -> Result<B>,
 ) -> rnn_train::Result<Vec<B>> {
-    let mix = seed
-        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        .wrapping_add(epoch.wrapping_mul(0xBF58_476D_1CE4_E5B9));
+    let mix = rnn_core::seed::epoch_seed(seed, epoch, 0xBF58_476D_1CE4_E5B9);
     bucket_batches(lengths, batch_size, mix)?
         .iter()
         .map(|idx| make(idx).map_err(invalid))

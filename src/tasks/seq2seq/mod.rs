@@ -207,7 +207,7 @@ impl TrainTask for Seq2SeqTask {
         let order = bucket_batches(
             &lengths,
             self.batch_size,
-            seed ^ epoch.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            seed ^ epoch.wrapping_mul(rnn_core::seed::GOLDEN_GAMMA),
         )?;
         order
             .iter()

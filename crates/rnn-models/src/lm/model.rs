@@ -542,7 +542,9 @@ impl Stochastic for LanguageModel {
     /// derived from it.
     fn set_seed(&mut self, seed: u64) {
         self.dropout.set_seed(seed);
-        self.rnn = self.rnn.set_dropout_seed(seed ^ 0x9e37_79b9_7f4a_7c15);
+        self.rnn = self
+            .rnn
+            .set_dropout_seed(seed ^ rnn_core::seed::GOLDEN_GAMMA);
     }
 
     /// `[embedding/output dropout calls, inter-layer dropout calls]`.
