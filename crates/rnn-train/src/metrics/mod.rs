@@ -16,12 +16,14 @@
 //! | [`ExactMatch`] | generated and reference sequences | fraction identical |
 //! | [`CorpusBleu`] | generated and reference sequences (ids or words) | [`BleuScore`] |
 //! | [`RegressionMetrics`] | predictions and targets | [`RegressionReport`]: MAE, RMSE, MAPE |
+//! | [`EntityF1`] | predicted and gold tag strings per sentence (BIO / BIOES) | [`EntityReport`]: entity precision, recall, F1 by exact span |
 //!
 //! **Losses** live in [`rnn_core::loss`] (the models use them too) and are re-exported here:
 //! [`masked_cross_entropy`] (and [`masked_cross_entropy_sum`] for perplexity), [`mse`] and
 //! [`binary_cross_entropy_with_logits`].
 
 mod classification;
+pub mod entity;
 mod mean_loss;
 mod perplexity;
 mod regression;
@@ -37,6 +39,7 @@ pub use rnn_core::loss::{
 };
 
 pub use classification::{Accuracy, ClassMetrics, ClassificationReport, ConfusionMatrix};
+pub use entity::{entity_spans, EntityCounts, EntityF1, EntityReport, Span, SpanMode, TagScheme};
 pub use mean_loss::MeanLoss;
 pub use perplexity::{Perplexity, PerplexityReport};
 pub use regression::{RegressionMetrics, RegressionReport};
