@@ -4,6 +4,9 @@
 //! `input -> embedding | projection -> Rnn (bidirectional by default) -> dropout -> Linear ->
 //! logits (batch, seq, num_tags)`.
 //!
+//! [`SequenceTagger::predict`] takes the per-step argmax; [`SequenceTagger::predict_constrained`]
+//! decodes with [`viterbi`] under a [`TransitionMask`], so that, e.g., no `I-PER` follows `O`.
+//!
 //! Parameter names: `embedding.weight` (or `input_projection.weight` / `.bias`, see
 //! [`Input`]), `rnn.*` with PyTorch's `RNNBase` names (`rnn.weight_ih_l0_reverse`, ...) and
 //! `output.weight` / `output.bias`.
@@ -34,6 +37,9 @@ use crate::common::{invalid, length_mask, value_checks_on, Stochastic};
 use crate::config_checks::check_dropout;
 use crate::encoder::{Input, SequenceEncoder};
 use crate::loss::masked_cross_entropy;
+
+mod viterbi;
+pub use viterbi::{viterbi, TransitionMask};
 
 const MODEL: &str = "SequenceTagger";
 const CONFIG: &str = "SequenceTaggerConfig";
@@ -259,6 +265,42 @@ impl SequenceTagger {
                 .collect(),
             None => rows,
         })
+    }
+
+    /// The tag sequence with the largest summed log-probability among those `mask` allows, for
+    /// each sequence (eval mode; [`viterbi`] over the log-softmax of the logits). Lengths as
+    /// [`SequenceTagger::predict`]; with [`TransitionMask::unconstrained`] the result equals it.
+    ///
+    /// # Errors
+    /// Those of [`SequenceTagger::forward`]; a mask over another number of tags than
+    /// `num_tags`; a mask that allows no sequence of some length.
+    pub fn predict_constrained(
+        &self,
+        input: &Tensor,
+        lengths: Option<&[usize]>,
+        mask: &TransitionMask,
+    ) -> Result<Vec<Vec<u32>>> {
+        if mask.num_tags() != self.cfg.num_tags {
+            return Err(invalid(
+                MODEL,
+                format!(
+                    "`mask` is over {} tags, but the model has {}",
+                    mask.num_tags(),
+                    self.cfg.num_tags
+                ),
+            ));
+        }
+        let logits = self.forward(input, lengths, false)?;
+        let scores = candle_nn::ops::log_softmax(&logits.to_dtype(DType::F32)?, D::Minus1)?
+            .to_vec3::<f32>()?;
+        scores
+            .iter()
+            .enumerate()
+            .map(|(b, rows)| {
+                let len = lengths.map_or(rows.len(), |l| l[b]);
+                viterbi(&rows[..len].concat(), mask)
+            })
+            .collect()
     }
 }
 

@@ -357,3 +357,37 @@ fn config_validation_and_serde() {
     assert_eq!(minimal, ok);
     assert!(minimal.bidirectional);
 }
+
+#[test]
+fn constrained_prediction_is_argmax_without_constraints_and_valid_with_them() {
+    let input = Input::tokens_with_padding(7, 5, 0);
+    let cfg = SequenceTaggerConfig::new(input.clone(), Mode::Lstm, 6, 5);
+    let (_, model) = build(&cfg, 3);
+    let xs = make_input(&input, 4, 6, 9);
+    let lengths = [6, 1, 4, 3];
+    let free = TransitionMask::unconstrained(5);
+    assert_eq!(
+        model
+            .predict_constrained(&xs, Some(&lengths), &free)
+            .unwrap(),
+        model.predict(&xs, Some(&lengths)).unwrap()
+    );
+    // Tag 0 may only be followed by tag 1, and no sequence may end on tag 0.
+    let mask = TransitionMask::from_fn(5, |a, b| match (a, b) {
+        (Some(0), Some(next)) => next == 1,
+        (Some(0), None) => false,
+        _ => true,
+    })
+    .unwrap();
+    for lengths in [None, Some(&lengths[..])] {
+        let tags = model.predict_constrained(&xs, lengths, &mask).unwrap();
+        let lens: Vec<usize> = tags.iter().map(Vec::len).collect();
+        assert_eq!(lens, lengths.map_or(vec![6; 4], |l| l.to_vec()));
+        assert!(tags.iter().all(|row| mask.is_valid(row)), "{tags:?}");
+    }
+    let e = model
+        .predict_constrained(&xs, None, &TransitionMask::unconstrained(4))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("`mask` is over 4 tags"), "{e}");
+}
