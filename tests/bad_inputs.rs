@@ -321,7 +321,7 @@ cases! {
         => "--data: <tmp>/empty.txt: the file is empty";
     text_not_utf8: "`latin1.txt`: Latin-1 bytes on line 3",
         cli(|d| { write(d, "latin1.txt", b"one line\ntwo line\nna\xefve\n"); }, &["train", "char-lm", "--data", "<tmp>/latin1.txt", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
-        => "--data: <tmp>/latin1.txt:3: not valid UTF-8 (byte offset 20)";
+        => "--data: <tmp>/latin1.txt:3: not valid UTF-8 (byte offset 20); name the file's encoding with --encoding, e.g. --encoding latin1";
     text_valid_missing: "`--valid` names a file that does not exist",
         cli(|d| { write(d, "ok.txt", corpus(40)); }, &["train", "char-lm", "--data", "<tmp>/ok.txt", "--valid", "<tmp>/nope.txt", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
         => "--valid: <tmp>/nope.txt: No such file or directory (os error 2)";
@@ -354,7 +354,7 @@ cases! {
         => "<tmp>/empty.conllu: no sentences found";
     labels_not_utf8: "`labels.txt`: a Latin-1 byte on line 2",
         cli(|d| { write(d, "labels.txt", b"1 fine film\n0 na\xefve plot\n"); }, &["train", "classify", "--data", "<tmp>/labels.txt", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
-        => "<tmp>/labels.txt:2: not valid UTF-8 (byte offset 16)";
+        => "<tmp>/labels.txt:2: not valid UTF-8 (byte offset 16); name the file's encoding with --encoding, e.g. --encoding latin1";
     tsv_empty: "`pairs.tsv` is empty",
         cli(|d| { write(d, "pairs.tsv", ""); }, &["train", "seq2seq", "--data", "<tmp>/pairs.tsv", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
         => "--data: <tmp>/pairs.tsv: the file is empty";

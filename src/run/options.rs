@@ -166,6 +166,14 @@ pub struct Options {
     /// MNIST: label file (idx1) accompanying --data (idx3 images).
     #[arg(long)]
     pub labels: Option<PathBuf>,
+    /// Text tasks: character encoding of the data files (utf-8, latin1, windows-1252,
+    /// iso-8859-15, utf-16le, shift_jis, ...; default utf-8).
+    #[arg(long)]
+    pub encoding: Option<String>,
+    /// digits from CSV: features per time step; a row of F features becomes F/N steps (default:
+    /// 28 when F = 784, else 1).
+    #[arg(long)]
+    pub row_len: Option<usize>,
     /// Generated tasks: number of training examples.
     #[arg(long)]
     pub samples: Option<usize>,
@@ -234,6 +242,8 @@ impl Options {
             horizon,
             strategy,
             labels,
+            encoding,
+            row_len,
             samples,
             chrono_init,
         )
@@ -338,6 +348,7 @@ impl Options {
             ("--horizon", self.horizon),
             ("--samples", self.samples),
             ("--vocab-size", self.vocab_size),
+            ("--row-len", self.row_len),
         ] {
             if v == Some(0) {
                 bail!("{flag} must be at least 1, got 0");
@@ -404,7 +415,19 @@ impl Options {
         if let Some(d) = &self.dtype {
             parse_dtype(d)?;
         }
+        self.text_encoding()?;
         Ok(())
+    }
+}
+
+impl Options {
+    /// `--encoding`, UTF-8 when not given; an unknown name is an error naming the flag.
+    pub fn text_encoding(&self) -> Result<rnn_train::data::TextEncoding> {
+        match &self.encoding {
+            Some(name) => rnn_train::data::TextEncoding::from_label(name)
+                .map_err(|e| anyhow::anyhow!("--encoding: {e}")),
+            None => Ok(rnn_train::data::TextEncoding::UTF8),
+        }
     }
 }
 
@@ -564,6 +587,20 @@ mod tests {
                     ..Default::default()
                 },
                 "--lr",
+            ),
+            (
+                Options {
+                    encoding: Some("klingon".into()),
+                    ..Default::default()
+                },
+                "--encoding",
+            ),
+            (
+                Options {
+                    row_len: Some(0),
+                    ..Default::default()
+                },
+                "--row-len",
             ),
         ] {
             let e = o.validate().unwrap_err().to_string();

@@ -36,7 +36,7 @@ pub enum Error {
     Invalid(String),
     /// Training produced a NaN or infinite loss or gradient; nothing from that step was applied
     /// or saved.
-    #[error("step {step}: {what} is not finite{}; training stopped, the last checkpoint (if any) is untouched. Lower the learning rate, clip gradients, or set `on_non_finite = \"skip\"` to skip such steps", .value.map(|v| format!(" ({v})")).unwrap_or_default())]
+    #[error("step {step}: {what} is not finite{}; training stopped, the last checkpoint (if any) is untouched. Lower the learning rate (`--lr`), clip gradients (`--clip`), or pass `--skip-non-finite` (`TrainerConfig::on_non_finite` in the library) to skip such steps", .value.map(|v| format!(" ({v})")).unwrap_or_default())]
     NonFinite {
         /// The 1-based global step at which it happened.
         step: u64,
@@ -69,5 +69,25 @@ impl Error {
             path: path.into(),
             message: message.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_non_finite_stop_names_the_flag_that_skips() {
+        let e = Error::NonFinite {
+            step: 7,
+            what: "loss".into(),
+            value: Some(f64::NAN),
+        }
+        .to_string();
+        assert!(
+            e.starts_with("step 7: loss is not finite (NaN); training stopped")
+                && e.contains("--skip-non-finite"),
+            "{e}"
+        );
     }
 }

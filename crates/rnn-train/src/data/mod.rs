@@ -6,6 +6,7 @@ mod batch;
 mod bpe;
 mod conll;
 mod dates;
+mod encoding;
 mod labelled;
 mod lm;
 mod mnist;
@@ -19,7 +20,10 @@ pub use batch::{bucket_batches, pad_batch, seeded_shuffle, split_fraction, Padde
 pub use bpe::{BpeConfig, SubwordTokenizer};
 pub use conll::{parse_conll, parse_conllu, read_conll, read_conllu, TaggedSentence};
 pub use dates::{date_pairs, format_date, DatePairs, DATE_FORMATS};
-pub use labelled::{parse_labelled, read_labelled, LabelledText};
+pub use encoding::{decode_text, TextEncoding};
+pub use labelled::{
+    labelled_text, parse_labelled, read_labelled, read_labelled_file, LabelledFile, LabelledText,
+};
 pub use lm::{LmBatches, LmWindow};
 pub use mnist::{parse_mnist, parse_mnist_images, read_mnist, read_mnist_images, Mnist};
 pub use normalize::{tutorial_keeps, tutorial_normalize, word_tokens};
@@ -34,37 +38,34 @@ use std::path::Path;
 /// Reads a whole UTF-8 text file. Errors name the file, and for invalid UTF-8 the line of the first
 /// bad byte; an empty (or whitespace-only) file is an error.
 pub fn read_text(path: &Path) -> Result<String> {
+    read_text_as(path, TextEncoding::UTF8)
+}
+
+/// [`read_text`] of a file in `encoding` (see [`decode_text`]).
+pub fn read_text_as(path: &Path, encoding: TextEncoding) -> Result<String> {
     let bytes = std::fs::read(path).map_err(|source| Error::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    text_from_bytes(path, bytes)
+    decode_text(path, bytes, encoding)
 }
 
 /// [`read_text`] of bytes already in memory: `path` only names the file in errors. Invalid UTF-8
 /// is an error naming the line of the first bad byte; an empty (or whitespace-only) text is an
 /// error.
 pub fn text_from_bytes(path: &Path, bytes: Vec<u8>) -> Result<String> {
-    let text = match String::from_utf8(bytes) {
-        Ok(t) => t,
-        Err(e) => {
-            let valid = e.utf8_error().valid_up_to();
-            let line = e.as_bytes()[..valid]
-                .iter()
-                .filter(|b| **b == b'\n')
-                .count()
-                + 1;
-            return Err(Error::parse(
-                path,
-                line,
-                format!("not valid UTF-8 (byte offset {valid})"),
-            ));
-        }
-    };
-    if text.trim().is_empty() {
-        return Err(Error::file(path, "the file is empty"));
+    decode_text(path, bytes, TextEncoding::UTF8)
+}
+
+/// Longest excerpt of a line that an error message quotes, in characters.
+pub(crate) const EXCERPT_CHARS: usize = 60;
+
+/// `s` cut to at most `max` characters, ending in `…` when cut, for quoting input in errors.
+pub(crate) fn excerpt(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max.saturating_sub(1)) {
+        Some((cut, _)) if s.chars().count() > max => format!("{}…", &s[..cut]),
+        _ => s.to_string(),
     }
-    Ok(text)
 }
 
 /// Lines with their 1-based numbers, without the line terminator (`\n` or `\r\n`).
