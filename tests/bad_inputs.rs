@@ -372,7 +372,7 @@ cases! {
         => "<tmp>/header.csv: no data rows";
     csv_lookback_too_long: "`--lookback 50` on a 60-row series (not enough windows)",
         cli(|d| { write(d, "good.csv", series(60)); }, &["train", "forecast", "--data", "<tmp>/good.csv", "--lookback", "50", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
-        => "<tmp>/good.csv: 60 rows, 40 before the held-out part (--split 0.333): too few for one training window of --lookback 50 + --horizon 1 (+1 for differencing)";
+        => "<tmp>/good.csv: 60 rows, 32 before the validation part (--split 0.333, --valid-split 0.200): too few for one training window of --lookback 50 + --horizon 1 (+1 for differencing)";
     csv_not_utf8: "`bytes.csv` line 3 holds the byte 0xFF",
         cli(|d| { write(d, "bytes.csv", b"t,v\n1,2\n2,\xff\n"); }, &["train", "forecast", "--data", "<tmp>/bytes.csv", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
         => "<tmp>/bytes.csv:3: CSV parse error: record 2 (line 3, field: 1, byte: 8): invalid utf-8: invalid UTF-8 in field 1 near byte index 0";

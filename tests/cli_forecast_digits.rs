@@ -76,10 +76,22 @@ fn forecast_trains_beats_persistence_and_evaluates_and_predicts() {
     std::fs::write(&csv, seasonal_csv(120)).unwrap();
     let out = dir.path().join("run");
     let (csv_s, out_s) = (csv.to_str().unwrap(), out.to_str().unwrap());
-    // Default target: the last column (value).
+    // Default target: the last column (value). All 25 epochs run (no early stop).
     run(&[
-        "train", "forecast", "--data", csv_s, "--out", out_s, "--device", "cpu", "--epochs", "25",
-        "--hidden", "16",
+        "train",
+        "forecast",
+        "--data",
+        csv_s,
+        "--out",
+        out_s,
+        "--device",
+        "cpu",
+        "--epochs",
+        "25",
+        "--hidden",
+        "16",
+        "--patience",
+        "25",
     ])
     .unwrap();
     assert_outputs(&out);
@@ -101,7 +113,7 @@ fn forecast_trains_beats_persistence_and_evaluates_and_predicts() {
         rmse < persistence,
         "rmse {rmse} vs persistence {persistence}"
     );
-    // The baselines of the last 40 rows: persistence is poor on a strong season, seasonal naive
+    // The baselines of the validation part (rows 65..80): persistence is poor on a strong season, seasonal naive
     // is off by one season's trend (6) plus noise.
     assert!(persistence > 8.0 && (5.0..8.0).contains(&seasonal), "{m}");
 
@@ -147,6 +159,88 @@ fn predict_err(out: &Path, input: &Path, horizon: Option<usize>) -> String {
         device: "cpu".into(),
     };
     format!("{:#}", rnn::tasks::predict(&ckpt, &args).unwrap_err())
+}
+
+/// Runs the `rnn` binary; returns stdout and stderr, failing the test on a non-zero exit.
+fn rnn_output(args: &[&str]) -> (String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rnn"))
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "rnn {args:?} failed:\n{stdout}\n{stderr}"
+    );
+    (stdout, stderr)
+}
+
+/// Model selection never sees the test part: the validation part picks `best/` and stops the
+/// run early, the summary's headline is the test part at the best checkpoint, and `eval`
+/// prints the same numbers.
+#[test]
+fn forecast_selects_on_valid_and_reports_test_like_eval() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("series.csv");
+    std::fs::write(&csv, seasonal_csv(120)).unwrap();
+    let out = dir.path().join("run");
+    let (csv_s, out_s) = (csv.to_str().unwrap(), out.to_str().unwrap());
+    let (train, notes) = rnn_output(&[
+        "train",
+        "forecast",
+        "--data",
+        csv_s,
+        "--out",
+        out_s,
+        "--device",
+        "cpu",
+        "--epochs",
+        "40",
+        "--hidden",
+        "8",
+        "--patience",
+        "2",
+        "--season",
+        "12",
+        "--lr",
+        "0.03",
+    ]);
+    // 120 rows: test = the last 40, validation = the last 16 of the 80 before.
+    let said = format!("{train}{notes}");
+    assert!(
+        said.contains("validation origins (rows 65..80)")
+            && said.contains("test origins (rows 81..120)")
+            && said.contains("season 12 (--season)"),
+        "{train}{notes}"
+    );
+    let summary = train.lines().last().unwrap();
+    let (_, headline) = summary
+        .split_once("test at best (step ")
+        .unwrap_or_else(|| panic!("no test headline in {summary}"));
+    let (step, rest) = headline.split_once("): ").unwrap();
+    let line = rest.split(" over ").next().unwrap();
+    assert!(line.contains("seasonal-naive(12) rmse"), "{summary}");
+    // The best step is the one whose validation RMSE was lowest.
+    let recs = records(&out);
+    let best = recs
+        .iter()
+        .min_by(|a, b| {
+            let v = |r: &serde_json::Value| r["metrics"]["rmse"].as_f64().unwrap();
+            v(a).total_cmp(&v(b))
+        })
+        .unwrap();
+    assert_eq!(best["step"].as_u64().unwrap().to_string(), step, "{recs:?}");
+    assert!(
+        recs.len() < 40,
+        "patience 2 should stop a 40-epoch run at lr 0.03: {recs:?}"
+    );
+    assert!(summary.contains("stopped early"), "{summary}");
+    let (eval, _) = rnn_output(&["eval", "--checkpoint", out_s, "--device", "cpu"]);
+    assert!(
+        eval.contains(&format!("forecast: test: {line}")),
+        "train: {summary}\neval: {eval}"
+    );
 }
 
 #[test]

@@ -128,16 +128,18 @@ pub fn fit<T: TrainTask>(
 }
 
 /// Copies the weights of `OUT/best` (when it exists) into `varmap`, e.g. to score a test set
-/// with the best weights after [`fit`].
-pub fn load_best(ctx: &RunContext, varmap: &VarMap) -> Result<()> {
+/// with the best weights after [`fit`]; returns the step they were saved at, `None` when there
+/// is no best checkpoint (the weights stay the last ones).
+pub fn load_best(ctx: &RunContext, varmap: &VarMap) -> Result<Option<u64>> {
     let best = ctx.out.join(BEST_DIR);
-    if best.join(checkpoint::STATE_FILE).is_file() {
-        let loaded = checkpoint::load(&best, &ctx.device)?;
-        loaded
-            .copy_into(varmap)
-            .with_context(|| format!("loading the best weights from {}", best.display()))?;
+    if !best.join(checkpoint::STATE_FILE).is_file() {
+        return Ok(None);
     }
-    Ok(())
+    let loaded = checkpoint::load(&best, &ctx.device)?;
+    loaded
+        .copy_into(varmap)
+        .with_context(|| format!("loading the best weights from {}", best.display()))?;
+    Ok(Some(loaded.state.step))
 }
 
 /// The final line of a training run.

@@ -163,6 +163,12 @@ pub struct Options {
     /// Forecasting: next-step, direct or autoregressive.
     #[arg(long)]
     pub strategy: Option<String>,
+    /// Forecasting: seasonal period of the seasonal-naive baseline (default: detected).
+    #[arg(long)]
+    pub season: Option<usize>,
+    /// Forecasting: fraction of the rows before the test part held out for validation.
+    #[arg(long)]
+    pub valid_split: Option<f64>,
     /// MNIST: label file (idx1) accompanying --data (idx3 images).
     #[arg(long)]
     pub labels: Option<PathBuf>,
@@ -241,6 +247,8 @@ impl Options {
             lookback,
             horizon,
             strategy,
+            season,
+            valid_split,
             labels,
             encoding,
             row_len,
@@ -402,6 +410,14 @@ impl Options {
             if !(s > 0.0 && s < 1.0) {
                 bail!("--split must be in (0, 1), got {s}");
             }
+        }
+        if let Some(s) = self.valid_split {
+            if !(s > 0.0 && s < 1.0) {
+                bail!("--valid-split must be in (0, 1), got {s}");
+            }
+        }
+        if self.season == Some(0) {
+            bail!("--season must be at least 1, got 0");
         }
         if let Some(r) = self.teacher_forcing {
             if !(0.0..=1.0).contains(&r) {

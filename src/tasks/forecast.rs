@@ -13,11 +13,16 @@
 //!   forecast from each origin.
 //! - `--strategy next-step|direct|autoregressive`: default `next-step` for `--horizon 1`, else
 //!   `direct`. `next-step` only forecasts one step.
-//! - `--split F` (default 1/3): the **last** `round(F * rows)` rows are held out, chronologically;
-//!   training windows never reach into them. The held-out part is both the validation data of the
-//!   run (it picks `best/`) and its test: on a single short series there is nothing else to hold
-//!   out, as in the usual airline-passengers protocol. The summary's last-epoch value is the
-//!   unselected score.
+//! - `--split F` (default 1/3): the **last** `round(F * rows)` rows are the **test** part,
+//!   chronologically (the usual airline-passengers protocol scores the last third).
+//! - `--valid-split F` (default 0.2): the last `round(F * rows before the test part)` rows before
+//!   the test part are the **validation** part. Training windows end before it; the validation
+//!   RMSE is the per-epoch metric, picks `best/` and stops training early after `--patience`
+//!   (default 10) epochs without improvement. Model selection never sees the test part.
+//! - `--season N`: the seasonal-naive period (default: detected, and printed).
+//!
+//! The summary ends with the **test** scores of the best checkpoint (`test at best (step S): rmse
+//! ...`), the headline; `rnn eval --checkpoint DIR` prints the same numbers.
 //!
 //! # Model input
 //!
@@ -32,12 +37,12 @@
 //! For every origin `t0` in the held-out part (`t0 + H <= rows`), all `H` steps are scored: RMSE
 //! (the main metric, lower is better), MAE, MAPE, and the RMSE of two baselines on the same
 //! points: **persistence** (`y[t0-1]` for every step) and **seasonal naive** (the value one season
-//! earlier than the step, within the last observed season). The season is detected from the
-//! training part: the lag in `2..=min(train/3, 400)` with the highest autocorrelation of the
+//! earlier than the step, within the last observed season). Without `--season` the season is
+//! detected from the rows before the test part: the lag in `2..=min(train/3, 400)` with the highest autocorrelation of the
 //! differenced target (12 for monthly airline passengers, reproducing the reference persistence
 //! RMSE 48.0 and seasonal-naive 41.9).
 //!
-//! `rnn eval --checkpoint DIR` rescores the held-out part of the training file; with `--data FILE`
+//! `rnn eval --checkpoint DIR` rescores the test part of the training file; with `--data FILE`
 //! every origin of FILE that has a full look-back is scored. `rnn predict --checkpoint DIR --input
 //! FILE.csv [--horizon H]` forecasts the `H` steps after the file's last row, one line per step.
 
@@ -51,18 +56,22 @@ use rnn_core::{Mode, RnnState};
 use rnn_models::forecaster::{ForecastStrategy, Forecaster, ForecasterConfig};
 use rnn_train::data::{seeded_shuffle, MissingPolicy, Normalizer, Series};
 use rnn_train::metrics::{Metric, RegressionMetrics};
-use rnn_train::trainer::{Evaluation, MainMetric, StepLoss, TrainTask};
+use rnn_train::trainer::{EarlyStopping, Evaluation, MainMetric, StepLoss, TrainTask};
 use serde::{Deserialize, Serialize};
 
 use crate::run::{
-    fit, invalid, stochastic_model, task_from_functions, trainer_config, CheckpointRun,
+    fit, invalid, load_best, stochastic_model, task_from_functions, trainer_config, CheckpointRun,
     EvalRequest, PredictRequest, RunContext, TrainDefaults, TrainOutcome,
 };
 
 /// Default `--lookback`.
 pub const DEFAULT_LOOKBACK: usize = 12;
-/// Default `--split`: the last third is held out.
+/// Default `--split`: the last third is the test part.
 pub const DEFAULT_SPLIT: f64 = 1.0 / 3.0;
+/// Default `--valid-split`: a fifth of the rows before the test part validate.
+pub const DEFAULT_VALID_SPLIT: f64 = 0.2;
+/// Default `--patience`: epochs without a better validation RMSE before training stops.
+pub const DEFAULT_PATIENCE: u64 = 10;
 /// Default `--hidden`.
 pub const DEFAULT_HIDDEN: usize = 32;
 /// Default `--batch-size`.
@@ -84,8 +93,12 @@ pub struct ForecastSpec {
     pub lookback: usize,
     /// Steps forecast from each origin.
     pub horizon: usize,
-    /// Fraction of rows held out at the end.
+    /// Fraction of rows held out at the end: the test part.
     pub split: f64,
+    /// Fraction of the rows before the test part that validate (0 in checkpoints written before
+    /// the validation part existed, whose held-out part was both).
+    #[serde(default)]
+    pub valid_split: f64,
     /// Seasonal period of the seasonal-naive baseline.
     pub season: usize,
     /// Normaliser of the model's input columns (target difference first), fitted on training rows.
@@ -144,6 +157,12 @@ impl SeriesData {
     /// The first time step of the held-out part for hold-out fraction `split`.
     pub fn split_index(&self, split: f64) -> usize {
         self.len() - (self.len() as f64 * split).round() as usize
+    }
+
+    /// The first time step of the validation part: the last `valid_split` of the `test_at` rows
+    /// before the test part.
+    pub fn valid_index(test_at: usize, valid_split: f64) -> usize {
+        test_at - (test_at as f64 * valid_split).round() as usize
     }
 
     /// Forecast origins (the first forecast step) whose `horizon` steps all lie in
@@ -434,7 +453,7 @@ struct ForecastTask {
     spec: ForecastSpec,
     cfg: ForecasterConfig,
     train_origins: Vec<usize>,
-    heldout: Vec<usize>,
+    valid: Vec<usize>,
     batch_size: usize,
     device: Device,
     task: &'static str,
@@ -486,7 +505,7 @@ impl TrainTask for ForecastTask {
             &self.model,
             &self.data,
             &self.spec,
-            &self.heldout,
+            &self.valid,
             &self.device,
         )
         .map_err(invalid)?;
@@ -546,6 +565,7 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
     let lookback = o.lookback.unwrap_or(DEFAULT_LOOKBACK);
     let horizon = o.horizon.unwrap_or(1);
     let split = o.split.unwrap_or(DEFAULT_SPLIT);
+    let valid_split = o.valid_split.unwrap_or(DEFAULT_VALID_SPLIT);
     let strategy = strategy(o.strategy.as_deref(), horizon)?;
     let (data, filled) = SeriesData::from_csv(path, &target, &features)?;
     if filled > 0 {
@@ -555,34 +575,53 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
         ));
     }
     let n = data.len();
-    let split_at = data.split_index(split);
+    let test_at = data.split_index(split);
+    let valid_at = SeriesData::valid_index(test_at, valid_split);
     let train_origins: Vec<usize> = data
         .origins(0, lookback, horizon)
         .into_iter()
-        .filter(|&t0| t0 + horizon <= split_at)
+        .filter(|&t0| t0 + horizon <= valid_at)
         .collect();
     if train_origins.is_empty() {
         bail!(
-            "{}: {n} rows, {split_at} before the held-out part (--split {split:.3}): too few for one training window of --lookback {lookback} + --horizon {horizon} (+1 for differencing)",
+            "{}: {n} rows, {valid_at} before the validation part (--split {split:.3}, --valid-split {valid_split:.3}): too few for one training window of --lookback {lookback} + --horizon {horizon} (+1 for differencing)",
             path.display()
         );
     }
-    let heldout = data.origins(split_at, lookback, horizon);
-    if heldout.is_empty() {
+    let valid: Vec<usize> = data
+        .origins(valid_at, lookback, horizon)
+        .into_iter()
+        .filter(|&t0| t0 + horizon <= test_at)
+        .collect();
+    if valid.is_empty() {
         bail!(
-            "{}: the held-out part ({} rows, --split {split:.3}) is shorter than --horizon {horizon}",
+            "{}: the validation part ({} rows, --valid-split {valid_split:.3}) is shorter than --horizon {horizon}",
             path.display(),
-            n - split_at
+            test_at - valid_at
         );
     }
-    let normalizer = Normalizer::fit(&data.work[..split_at - 1])?;
-    let season = detect_season(&data.target[..split_at]);
+    let test = data.origins(test_at, lookback, horizon);
+    if test.is_empty() {
+        bail!(
+            "{}: the test part ({} rows, --split {split:.3}) is shorter than --horizon {horizon}",
+            path.display(),
+            n - test_at
+        );
+    }
+    let normalizer = Normalizer::fit(&data.work[..valid_at - 1])?;
+    let season = match o.season {
+        Some(s) => s,
+        None => detect_season(&data.target[..test_at]),
+    };
     ctx.say(&format!(
-        "forecast: {n} rows of '{target}'{}, {} training windows, {} held-out origins (rows {}..{n}), season {season}, strategy {strategy}",
+        "forecast: {n} rows of '{target}'{}: {} training windows, {} validation origins (rows {}..{test_at}), {} test origins (rows {}..{n}); season {season} ({}), strategy {strategy}",
         if features.is_empty() { String::new() } else { format!(" with {}", features.join(", ")) },
         train_origins.len(),
-        heldout.len(),
-        split_at + 1,
+        valid.len(),
+        valid_at + 1,
+        test.len(),
+        test_at + 1,
+        if o.season.is_some() { "--season" } else { "detected; set with --season" },
     ));
     let spec = ForecastSpec {
         data: std::fs::canonicalize(path).unwrap_or_else(|_| path.clone()),
@@ -591,6 +630,7 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
         lookback,
         horizon,
         split,
+        valid_split,
         season,
         normalizer,
     };
@@ -615,7 +655,7 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
         spec,
         cfg,
         train_origins,
-        heldout,
+        valid,
         batch_size: o.batch_size.unwrap_or(DEFAULT_BATCH),
         device: ctx.device.clone(),
         task: ctx.task.as_str(),
@@ -627,18 +667,24 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
         eval_every: None,
         optimizer: "adamw",
     };
-    let report = fit(ctx, trainer_config(ctx, &defaults)?, varmap, &mut task)?;
-    let mut extra = Vec::new();
-    if let Some(last) = &report.last {
-        let m = &last.metrics;
-        if let Some(p) = m.get("persistence_rmse") {
-            extra.push(format!("persistence rmse {p:.3}"));
-        }
-        if let Some(s) = m.get("seasonal_naive_rmse") {
-            extra.push(format!("seasonal-naive({}) rmse {s:.3}", task.spec.season));
-        }
+    let mut tcfg = trainer_config(ctx, &defaults)?;
+    if o.patience.is_none() {
+        tcfg.early_stopping = Some(EarlyStopping {
+            patience: DEFAULT_PATIENCE,
+            min_delta: 0.0,
+        });
     }
-    Ok(TrainOutcome { report, extra })
+    let report = fit(ctx, tcfg, varmap.clone(), &mut task)?;
+    // The headline: the test part scored with the weights that validation picked.
+    let at = match load_best(ctx, &varmap)? {
+        Some(step) => format!("best (step {step})"),
+        None => "last".to_string(),
+    };
+    let r = score(&task.model, &task.data, &task.spec, &test, &task.device)?;
+    Ok(TrainOutcome {
+        report,
+        extra: vec![format!("test at {at}: {}", r.line())],
+    })
 }
 
 /// A checkpoint's model and spec.
@@ -678,7 +724,10 @@ pub fn evaluate_checkpoint(run: &CheckpointRun, data: Option<&Path>) -> Result<F
 pub fn eval(run: &CheckpointRun, req: impl Into<EvalRequest>) -> Result<String> {
     let req = req.into();
     let r = evaluate_checkpoint(run, req.data.as_deref())?;
-    Ok(format!("forecast: {}", r.line()))
+    match req.data {
+        Some(_) => Ok(format!("forecast: {}", r.line())),
+        None => Ok(format!("forecast: test: {}", r.line())),
+    }
 }
 
 /// Predicts with a checkpoint: the `--horizon` (default: the trained horizon) steps after the
