@@ -355,6 +355,33 @@ cases! {
     labels_not_utf8: "`labels.txt`: a Latin-1 byte on line 2",
         cli(|d| { write(d, "labels.txt", b"1 fine film\n0 na\xefve plot\n"); }, &["train", "classify", "--data", "<tmp>/labels.txt", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
         => "<tmp>/labels.txt:2: not valid UTF-8 (byte offset 16); name the file's encoding with --encoding, e.g. --encoding latin1";
+    labels_comma_separated: "`spam.csv`: `ham,Go until ...` lines (comma after the label)",
+        cli(|d| { write(d, "spam.csv", "ham,Go until jurong point crazy available only in bugis\nspam,Free entry in 2 a wkly comp\nham,Ok lar joking wif u oni\n"); }, &["train", "classify", "--data", "<tmp>/spam.csv", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
+        => "<tmp>/spam.csv:1: expected `label<TAB or space>text`; line 1 looks comma-separated (`ham,Go until jurong point crazy availab…`): put a TAB or a space after the label instead of the comma";
+    labels_text_then_label: "`swapped.tsv`: `text<TAB>label` lines (the label last)",
+        cli(|d| { write(d, "swapped.tsv", "a great film\tpos\ndull and slow\tneg\nfine work\tpos\nbad acting here\tneg\n"); }, &["train", "classify", "--data", "<tmp>/swapped.tsv", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
+        => "<tmp>/swapped.tsv:1: expected `label<TAB or space>text`; line 1 looks like `text<TAB>label` (`a great film\tpos`): put the label first";
+    labels_conll_file: "a 2-column BIO CoNLL file given to `classify`",
+        cli(|d| { write(d, "ner.conll", "EU\tB-ORG\nrejects\tO\nGerman\tB-MISC\ncall\tO\n\nPeter\tB-PER\nBlackburn\tI-PER\n"); }, &["train", "classify", "--data", "<tmp>/ner.conll", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
+        => "<tmp>/ner.conll: this looks like CoNLL (token<TAB>tag lines, blank lines between sentences), not `label<TAB or space>text` lines; use `rnn train tag` for tagging data";
+    labels_conllu_file: "a CoNLL-U file given to `classify`",
+        cli(|d| { write(d, "ud.conllu", conllu(3)); }, &["train", "classify", "--data", "<tmp>/ud.conllu", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
+        => "<tmp>/ud.conllu:2: this looks like CoNLL-U (10 tab-separated columns), not `label<TAB or space>text` lines; use `rnn train tag` for tagging data";
+    labels_unseen_many_labels: "`valid.txt` has a label unseen in training, which has 40 labels (the list is cut)",
+        cli(|d| { write(d, "train.txt", (0..80).map(|i| format!("label{:02} some text {i}\n", i % 40)).collect::<String>()); write(d, "valid.txt", "other some text\n"); }, &["train", "classify", "--data", "<tmp>/train.txt", "--valid", "<tmp>/valid.txt", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
+        => "<tmp>/valid.txt:1: label 'other' does not occur in the training data (labels: label00, label01, label02, label03, label04, label05, label06, label07, label08, label09, label10, label11, label12, la…)";
+    encoding_unknown: "`--encoding klingon`",
+        cli(|d| { write(d, "train.txt", sentiment(40)); }, &["train", "classify", "--data", "<tmp>/train.txt", "--encoding", "klingon", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
+        => "--encoding: unknown encoding 'klingon': expected a name such as utf-8, latin1, windows-1252, iso-8859-15, utf-16le, shift_jis or gb18030";
+    pairs_not_utf8: "`pairs.tsv`: a Latin-1 byte on line 2",
+        cli(|d| { write(d, "pairs.tsv", b"Go.\tVa !\nHi.\tSalut, \xe7a va ?\n"); }, &["train", "seq2seq", "--data", "<tmp>/pairs.tsv", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
+        => "--data: <tmp>/pairs.tsv:2: not valid UTF-8 (byte offset 20); name the file's encoding with --encoding, e.g. --encoding latin1";
+    conll_not_utf8: "`ner.conll` (2-column CoNLL): a Latin-1 byte on line 4",
+        cli(|d| { write(d, "ner.conll", b"EU B-ORG\nrejects O\n\nM\xfcller B-PER\n"); }, &["train", "tag", "--data", "<tmp>/ner.conll", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
+        => "<tmp>/ner.conll:4: not valid UTF-8 (byte offset 21); name the file's encoding with --encoding, e.g. --encoding latin1";
+    train_non_finite: "`--lr 1e30` without clipping makes the loss infinite",
+        cli(nothing, &["train", "adding", "--lr", "1e30", "--clip", "0", "--samples", "64", "--seq-len", "5", "--batch-size", "16", "--max-steps", "5", "--device", "cpu", "--out", "<tmp>/run"])
+        => "step 2: the loss is not finite (inf); training stopped, the last checkpoint (if any) is untouched. Lower the learning rate (`--lr`), clip gradients (`--clip`), or pass `--skip-non-finite` (`TrainerConfig::on_non_finite` in the library) to skip such steps";
     tsv_empty: "`pairs.tsv` is empty",
         cli(|d| { write(d, "pairs.tsv", ""); }, &["train", "seq2seq", "--data", "<tmp>/pairs.tsv", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
         => "--data: <tmp>/pairs.tsv: the file is empty";

@@ -16,6 +16,12 @@
 //! those of the training split, sorted (numerically when they are all integers); a validation or
 //! test label outside them is an error naming the line.
 //!
+//! `--encoding NAME` (default utf-8; latin1, windows-1252, ...) names the files' character encoding;
+//! it is recorded in the checkpoint, so `rnn eval` reads them the same way. A header line
+//! (`label<TAB>text`) is skipped with a notice. Files of another layout are refused with the
+//! likely fix: comma-separated lines, `text<TAB>label` lines, CoNLL or CoNLL-U (use `rnn train
+//! tag`).
+//!
 //! # Model and defaults
 //!
 //! Embedding (`--embedding`, 128) -> `--cell` (lstm) with `--hidden` (128) units per direction,
@@ -45,7 +51,7 @@ use candle_core::{Device, Tensor, D};
 use candle_nn::VarMap;
 use rnn_models::classifier::{Input, Pooling, SequenceClassifier, SequenceClassifierConfig};
 use rnn_train::checkpoint::{self, VOCAB_FILE};
-use rnn_train::data::{pad_batch, read_labelled, Vocab};
+use rnn_train::data::{excerpt, pad_batch, read_labelled_file, LabelledText, TextEncoding, Vocab};
 use rnn_train::metrics::{ConfusionMatrix, Metric};
 use rnn_train::trainer::{EarlyStopping, Evaluation, MainMetric, StepLoss, TrainTask};
 use serde::{Deserialize, Serialize};
@@ -87,6 +93,9 @@ struct SavedConfig {
     labels: Vec<String>,
     lowercase: bool,
     valid: Option<ValidSource>,
+    /// `--encoding` of the data files, when not UTF-8.
+    #[serde(default)]
+    encoding: Option<String>,
 }
 
 /// Encoded examples: token ids (never empty) and class ids.
@@ -96,10 +105,37 @@ struct Encoded {
     classes: Vec<u32>,
 }
 
+/// Reads the `label text` lines of `path` in `encoding`; a skipped header line is reported
+/// through `say`.
+fn read_rows(path: &Path, encoding: TextEncoding, say: impl Fn(&str)) -> Result<Vec<LabelledText>> {
+    let file = read_labelled_file(path, None, encoding)?;
+    if let Some((line, header)) = &file.header {
+        say(&format!(
+            "notice: {}:{line}: skipped a header line `{header}` (not an example)",
+            path.display()
+        ));
+    }
+    Ok(file.rows)
+}
+
+/// The encoding a checkpoint's data files were read in.
+fn saved_encoding(saved: Option<&str>) -> Result<TextEncoding> {
+    Ok(saved
+        .map(TextEncoding::from_label)
+        .transpose()?
+        .unwrap_or_default())
+}
+
 /// Reads `path` and encodes it with `vocab` and `labels`; a label outside `labels` is an error
 /// naming the line.
-fn encode_file(path: &Path, vocab: &Vocab, labels: &[String], lowercase: bool) -> Result<Encoded> {
-    let rows = read_labelled(path, None)?;
+fn encode_file(
+    path: &Path,
+    encoding: TextEncoding,
+    vocab: &Vocab,
+    labels: &[String],
+    lowercase: bool,
+) -> Result<Encoded> {
+    let rows = read_rows(path, encoding, |_| {})?;
     encode_rows(path, &rows, vocab, labels, lowercase)
 }
 
@@ -117,8 +153,8 @@ fn encode_rows(
                 "{}:{}: label '{}' does not occur in the training data (labels: {})",
                 path.display(),
                 r.line,
-                r.label,
-                labels.join(", ")
+                excerpt(&r.label, 60),
+                excerpt(&labels.join(", "), 120)
             );
         };
         let ws = words(&r.text, lowercase);
@@ -284,20 +320,22 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
     };
     let pooling = parse_pooling(o.pooling.as_deref())?;
     let lowercase = true;
-    let rows = read_labelled(data, None)?;
+    let encoding = o.text_encoding()?;
+    let say = |line: &str| ctx.say(line);
+    let rows = read_rows(data, encoding, say)?;
     let (train_rows, valid_rows, valid_source) = ValidSource::split(
         ctx,
         data,
         rows,
-        |v: &Path| Ok(read_labelled(v, None)?),
+        |v: &Path| read_rows(v, encoding, say),
         "examples",
     )?;
     let labels = label_names(train_rows.iter().map(|r| r.label.as_str()));
     if labels.len() < 2 {
         bail!(
-            "--data {}: the training data hold only the label {:?}; a classifier needs at least 2",
+            "--data {}: the training data hold only the label '{}'; a classifier needs at least 2",
             data.display(),
-            labels
+            excerpt(&labels.join(", "), 60)
         );
     }
     let train_words: Vec<Vec<String>> = train_rows
@@ -351,6 +389,7 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
             labels: labels.clone(),
             lowercase,
             valid: Some(valid_source),
+            encoding: (encoding != TextEncoding::UTF8).then(|| encoding.name().to_string()),
         },
         vocab_json: serde_json::to_vec(&vocab)?,
     };
@@ -372,7 +411,7 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
     let mut extra = Vec::new();
     if let Some(test) = &o.test {
         load_best(ctx, &varmap)?;
-        let enc = encode_file(test, &vocab, &labels, lowercase)?;
+        let enc = encode_file(test, encoding, &vocab, &labels, lowercase)?;
         let s = score(&task.model, &batches(&enc, 256, &ctx.device)?, labels.len())?;
         extra.push(format!(
             "test accuracy {:.4}, macro F1 {:.4} ({} examples)",
@@ -394,6 +433,8 @@ pub struct LoadedClassifier {
     pub lowercase: bool,
     /// Where the validation data came from.
     pub valid: Option<ValidSource>,
+    /// The encoding of the data files it was trained on.
+    pub encoding: TextEncoding,
 }
 
 /// Rebuilds the classifier saved in `run`.
@@ -414,13 +455,14 @@ pub fn load(run: &CheckpointRun) -> Result<LoadedClassifier> {
         labels: saved.labels,
         lowercase: saved.lowercase,
         valid: saved.valid,
+        encoding: saved_encoding(saved.encoding.as_deref())?,
     })
 }
 
 /// Scores the classifier of `run` on a `label text` file.
 pub fn score_file(run: &CheckpointRun, path: &Path, batch_size: usize) -> Result<Scores> {
     let c = load(run)?;
-    let enc = encode_file(path, &c.vocab, &c.labels, c.lowercase)?;
+    let enc = encode_file(path, c.encoding, &c.vocab, &c.labels, c.lowercase)?;
     score(
         &c.model,
         &batches(&enc, batch_size, &run.device)?,
@@ -433,7 +475,7 @@ pub fn eval(run: &CheckpointRun, req: impl Into<EvalRequest>) -> Result<String> 
     let req = req.into();
     let c = load(run)?;
     let (path, rows) = ValidSource::eval_rows(req.data.as_deref(), c.valid.as_ref(), |p| {
-        Ok(read_labelled(p, None)?)
+        read_rows(p, c.encoding, |_| {})
     })?;
     let enc = encode_rows(&path, &rows, &c.vocab, &c.labels, c.lowercase)?;
     if enc.ids.is_empty() {

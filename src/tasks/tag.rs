@@ -125,7 +125,8 @@ fn is_conllu(path: &Path) -> Result<bool> {
     if path.extension().is_some_and(|e| e == "conllu") {
         return Ok(true);
     }
-    let text = std::fs::read_to_string(path)
+    let text = std::fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
         .with_context(|| format!("{}: cannot read the file", path.display()))?;
     Ok(text
         .lines()

@@ -11,8 +11,8 @@
 //! | `word` | whitespace-separated words, `<eos>` after each line (PTB); a literal `<unk>` is the unknown id | `--vocab-size` most frequent words | `vocab.json` |
 //! | `subword` | byte-level BPE pieces | `--vocab-size` (default 2000) pieces | `tokenizer.json` |
 //!
-//! Data: `--data FILE` (UTF-8), `--valid FILE` or the last `--split` fraction (default 0.1) of
-//! the token stream, `--test FILE` evaluated with the best weights at the end. Without `--data`
+//! Data: `--data FILE` (UTF-8, or the `--encoding` given, which `rnn eval` reuses), `--valid
+//! FILE` or the last `--split` fraction (default 0.1) of the token stream, `--test FILE` evaluated with the best weights at the end. Without `--data`
 //! a small generated text is used, so `rnn train char-lm` runs on a fresh clone.
 //!
 //! Defaults: `char-lm` 2 x 256 LSTM, embedding 64, dropout 0.1, `--seq-len` 100, batch 32,
@@ -25,7 +25,7 @@
 mod codec;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor, D};
@@ -33,7 +33,7 @@ use candle_nn::VarMap;
 use rnn_core::{Mode, RnnState};
 use rnn_models::lm::{GenerateConfig, LanguageModel, LanguageModelConfig};
 use rnn_models::sampling::SamplingConfig;
-use rnn_train::data::{read_text, LmBatches};
+use rnn_train::data::{read_text_as, LmBatches, TextEncoding};
 use rnn_train::metrics::{Metric, Perplexity, PerplexityReport};
 use rnn_train::optim::LrScheduleConfig;
 use rnn_train::trainer::{Evaluation, MainMetric, StepLoss, TrainTask};
@@ -228,6 +228,8 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
         None => Level::Char,
     };
     let split = o.split.unwrap_or(0.1);
+    let encoding = o.text_encoding()?;
+    let read_text = |p: &Path| read_text_as(p, encoding);
     let train_text = match &o.data {
         Some(p) => read_text(p).with_context(|| "--data".to_string())?,
         None => {
@@ -320,6 +322,7 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
         "data": path_string(&o.data),
         "valid": path_string(&o.valid),
         "split": split,
+        "encoding": (encoding != TextEncoding::UTF8).then(|| encoding.name()),
     });
     let mut task = LmTask {
         model,
@@ -401,6 +404,14 @@ pub fn eval(run: &CheckpointRun, req: impl Into<EvalRequest>) -> Result<String> 
     let req = req.into();
     let l = load(run)?;
     let level = l.codec.level();
+    // The files are read in the encoding recorded at training (`--encoding`), UTF-8 by default.
+    let saved: Option<String> = run.model_entry("encoding").ok().flatten();
+    let encoding = saved
+        .as_deref()
+        .map(TextEncoding::from_label)
+        .transpose()?
+        .unwrap_or_default();
+    let read_text = |p: &Path| read_text_as(p, encoding);
     let (ids, source) = match &req.data {
         Some(p) => (
             l.codec.encode(&read_text(p).context("--data")?)?,

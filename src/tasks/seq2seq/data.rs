@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use rnn_core::Mode;
 use rnn_train::data::{
-    date_pairs, read_pairs, split_fraction, tutorial_keeps, tutorial_normalize, word_tokens,
-    SequencePair, Vocab,
+    date_pairs, parse_pairs, read_text_as, split_fraction, tutorial_keeps, tutorial_normalize,
+    word_tokens, SequencePair, TextEncoding, Vocab,
 };
 use serde::{Deserialize, Serialize};
 
@@ -157,6 +157,9 @@ pub struct Setup {
     pub seed: u64,
     /// Generated training pairs (dates).
     pub samples: usize,
+    /// Character encoding of the files (`--encoding`), when not UTF-8.
+    #[serde(default)]
+    pub encoding: Option<String>,
 }
 
 impl Setup {
@@ -207,7 +210,22 @@ fn tokenize_pairs(pairs: &[SequencePair], setup: &Setup) -> Vec<TextPair> {
 /// Reads and tokenises a TSV file with the setup's columns and level.
 fn read_file_pairs(path: &Path, setup: &Setup, flag: &str) -> Result<Vec<TextPair>> {
     // The loader's errors name the file (and line); the flag is added in front.
-    let pairs = read_pairs(path, setup.source_column(), setup.target_column).map_err(|e| {
+    let read = || -> rnn_train::Result<Vec<SequencePair>> {
+        let encoding = setup
+            .encoding
+            .as_deref()
+            .map(TextEncoding::from_label)
+            .transpose()?
+            .unwrap_or_default();
+        let text = read_text_as(path, encoding)?;
+        parse_pairs(
+            path,
+            text.as_bytes(),
+            setup.source_column(),
+            setup.target_column,
+        )
+    };
+    let pairs = read().map_err(|e| {
         let named = e.to_string().starts_with(&path.display().to_string());
         let e = anyhow::Error::new(e);
         if named {

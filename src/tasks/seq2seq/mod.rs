@@ -7,6 +7,7 @@
 //!   English, French, attribution). **Direction**: `--target 0|1` names the target column
 //!   (default 1); the source is the other of the first two columns. So `fra.txt` gives
 //!   English -> French by default and French -> English with `--target 0`.
+//!   The file is UTF-8 unless `--encoding NAME` says otherwise (latin1, windows-1252, ...).
 //! - `--level` chooses the tokenisation:
 //!   - `word` (default): lower-cased, punctuation split off as its own token, words split on
 //!     white space;
@@ -67,7 +68,7 @@ use candle_core::Device;
 use candle_nn::VarMap;
 use rnn_core::RnnState;
 use rnn_models::seq2seq::{Attention, Hypothesis, Seq2Seq, Seq2SeqConfig};
-use rnn_train::data::{bucket_batches, pad_batch, PaddedBatch, Vocab};
+use rnn_train::data::{bucket_batches, pad_batch, PaddedBatch, TextEncoding, Vocab};
 // The date generator and the tutorial's normalisation, where they were before they moved to
 // `rnn_train::data`.
 pub use rnn_train::data::{
@@ -345,6 +346,10 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
         split: o.split.unwrap_or(0.1),
         seed: ctx.seed,
         samples: o.samples.unwrap_or(20_000),
+        encoding: {
+            let e = o.text_encoding()?;
+            (e != TextEncoding::UTF8).then(|| e.name().to_string())
+        },
     };
     let (train_pairs, valid_pairs) = training_data(ctx, &setup)?;
     let max_size = o.vocab_size;

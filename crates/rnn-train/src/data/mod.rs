@@ -60,8 +60,9 @@ pub fn text_from_bytes(path: &Path, bytes: Vec<u8>) -> Result<String> {
 /// Longest excerpt of a line that an error message quotes, in characters.
 pub(crate) const EXCERPT_CHARS: usize = 60;
 
-/// `s` cut to at most `max` characters, ending in `…` when cut, for quoting input in errors.
-pub(crate) fn excerpt(s: &str, max: usize) -> String {
+/// `s` cut to at most `max` characters, ending in `…` when cut: for quoting input (a line, a
+/// label, a list of labels) in a one-line error message.
+pub fn excerpt(s: &str, max: usize) -> String {
     match s.char_indices().nth(max.saturating_sub(1)) {
         Some((cut, _)) if s.chars().count() > max => format!("{}…", &s[..cut]),
         _ => s.to_string(),
@@ -110,5 +111,13 @@ mod tests {
         assert!(err.contains("bad.txt:3:") && err.contains("UTF-8"), "{err}");
         let (_d, p) = write_file("ok.txt", "h\u{e9}llo\n".as_bytes());
         assert_eq!(read_text(&p).unwrap(), "h\u{e9}llo\n");
+    }
+
+    #[test]
+    fn excerpts_cut_on_character_boundaries() {
+        assert_eq!(excerpt("short", 10), "short");
+        assert_eq!(excerpt("\u{e9}\u{e9}\u{e9}\u{e9}", 3), "\u{e9}\u{e9}…");
+        assert_eq!(excerpt("abcd", 4), "abcd");
+        assert_eq!(excerpt(&"x".repeat(100_000), 60).chars().count(), 60);
     }
 }

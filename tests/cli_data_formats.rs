@@ -1,0 +1,182 @@
+//! Data files in other encodings and layouts (issue 25, items 5 and 6): `--encoding` on the text
+//! tasks, a header line skipped with a notice, and `digits` reading CSV rows. The refusals
+//! (wrong layouts, unknown encodings) are rows of `tests/bad_inputs.rs`.
+
+mod common;
+use std::process::Command;
+
+fn run(args: &[&str]) -> anyhow::Result<()> {
+    let mut all = vec!["rnn"];
+    all.extend_from_slice(args);
+    rnn::cli::run(all)
+}
+
+fn err(args: &[&str]) -> String {
+    format!("{:#}", run(args).expect_err("the command should fail"))
+}
+
+/// `label<TAB>text` lines in Latin-1: `pos` lines hold `génial`, `neg` lines `ennuyé`.
+fn latin1_sentiment(n: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        let line: &[u8] = if i % 2 == 0 {
+            b"pos\tun film g\xe9nial et dr\xf4le\n"
+        } else {
+            b"neg\tun film ennuy\xe9 et lent\n"
+        };
+        out.extend_from_slice(line);
+    }
+    out
+}
+
+#[test]
+fn classify_reads_latin1_with_encoding_and_eval_reuses_it() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("latin1.txt");
+    std::fs::write(&data, latin1_sentiment(40)).unwrap();
+    let out = d.path().join("run");
+    let (data_s, out_s) = (data.to_str().unwrap(), out.to_str().unwrap());
+    let base = [
+        "train",
+        "classify",
+        "--data",
+        data_s,
+        "--out",
+        out_s,
+        "--device",
+        "cpu",
+        "--hidden",
+        "8",
+        "--embedding",
+        "8",
+        "--max-steps",
+        "2",
+    ];
+    let e = err(&base);
+    assert!(
+        e.contains("latin1.txt:1: not valid UTF-8") && e.contains("--encoding latin1"),
+        "{e}"
+    );
+    let mut args = base.to_vec();
+    args.extend(["--encoding", "latin1"]);
+    run(&args).unwrap();
+    let config = std::fs::read_to_string(out.join("checkpoint/config.json")).unwrap();
+    assert!(config.contains("windows-1252"), "{config}");
+    let ckpt = out.join("checkpoint");
+    run(&[
+        "eval",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ])
+    .unwrap();
+}
+
+#[test]
+fn a_header_line_is_skipped_with_a_notice() {
+    let d = tempfile::tempdir().unwrap();
+    let data = common::sentiment_file(d.path(), "body.txt", 40, 3);
+    let mut text = b"label\ttext\n".to_vec();
+    text.extend(std::fs::read(&data).unwrap());
+    let with_header = d.path().join("header.tsv");
+    std::fs::write(&with_header, text).unwrap();
+    let out = d.path().join("run");
+    let o = Command::new(common::rnn_bin())
+        .args([
+            "train",
+            "classify",
+            "--data",
+            with_header.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "--hidden",
+            "8",
+            "--embedding",
+            "8",
+            "--max-steps",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("header.tsv:1: skipped a header line `label text`"),
+        "{stderr}"
+    );
+    // Two classes, not three: the header did not become one.
+    assert!(stderr.contains(" 2 labels"), "{stderr}");
+}
+
+#[test]
+fn char_lm_and_seq2seq_read_their_encoding() {
+    let d = tempfile::tempdir().unwrap();
+    let text: Vec<u8> = b"le caf\xe9 est chaud et la cr\xe8me est froide\n".repeat(30);
+    let corpus = d.path().join("corpus.txt");
+    std::fs::write(&corpus, &text).unwrap();
+    let out = d.path().join("lm");
+    let lm = |extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "char-lm",
+            "--data",
+            corpus.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "--hidden",
+            "8",
+            "--embedding",
+            "8",
+            "--layers",
+            "1",
+            "--batch-size",
+            "4",
+            "--seq-len",
+            "10",
+            "--max-steps",
+            "2",
+        ];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    let e = format!("{:#}", lm(&[]).unwrap_err());
+    assert!(e.contains("corpus.txt:1: not valid UTF-8"), "{e}");
+    lm(&["--encoding", "iso-8859-1"]).unwrap();
+    let vocab = std::fs::read_to_string(out.join("checkpoint/vocab.json")).unwrap();
+    assert!(
+        vocab.contains('\u{e9}') || vocab.contains("\\u00e9"),
+        "{vocab}"
+    );
+
+    let pairs: Vec<u8> =
+        b"I am cold.\tJ'ai froid.\nIt is a caf\xe9.\tC'est un caf\xe9.\n".repeat(20);
+    let tsv = d.path().join("pairs.tsv");
+    std::fs::write(&tsv, &pairs).unwrap();
+    let out = d.path().join("s2s");
+    run(&[
+        "train",
+        "seq2seq",
+        "--data",
+        tsv.to_str().unwrap(),
+        "--encoding",
+        "latin1",
+        "--out",
+        out.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--hidden",
+        "8",
+        "--embedding",
+        "8",
+        "--max-steps",
+        "2",
+    ])
+    .unwrap();
+    let config = std::fs::read_to_string(out.join("checkpoint/config.json")).unwrap();
+    assert!(config.contains("windows-1252"), "{config}");
+}
