@@ -29,9 +29,25 @@
 //! en_ewt-ud-dev.conllu --test en_ewt-ud-test.conllu`), where accuracy is still rising after the
 //! default epochs: more epochs or character features would help.
 //!
-//! Metric: token accuracy over the real tokens (padding ignored), main, higher is better.
-//! `--test FILE` is scored with the best weights ("test accuracy X"). `rnn predict --input
-//! "The cat sat ."` prints `The/DET cat/NOUN sat/VERB ./PUNCT` (whitespace tokenisation).
+//! # Metrics and decoding
+//!
+//! Part-of-speech and other tag sets without a scheme: token accuracy over the real tokens
+//! (padding ignored) is the main metric, higher is better, and each token gets its most likely
+//! tag. `--test FILE` is scored with the best weights ("test accuracy X").
+//!
+//! Named entities: when the training tags form a BIO (IOB2) or BIOES scheme
+//! ([`TagScheme::detect`]: every tag `O` or `B-`/`I-`/`E-`/`S-TYPE`), the main metric, the best
+//! checkpoint, the summary line and the test line are **entity F1** by exact span
+//! ([`EntityF1`], conlleval / seqeval rules, micro-averaged); validation also logs
+//! `entity_precision`, `entity_recall` and token `accuracy`. Decoding is then constrained
+//! ([`SequenceTagger::predict_constrained`], Viterbi under the scheme's [`TransitionMask`]), so a
+//! prediction never holds `O I-PER`, `B-PER I-LOC` or, under BIOES, an entity without its end.
+//! When some training sentences break the scheme's transitions themselves (IOB1 data, whose
+//! entities start with `I-`), decoding stays per-token, with a notice, and entity F1 is still
+//! reported.
+//!
+//! `rnn predict --input "The cat sat ."` prints `The/DET cat/NOUN sat/VERB ./PUNCT` (whitespace
+//! tokenisation).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -40,9 +56,10 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use rnn_models::classifier::Input;
-use rnn_models::tagger::{SequenceTagger, SequenceTaggerConfig};
+use rnn_models::tagger::{SequenceTagger, SequenceTaggerConfig, TransitionMask};
 use rnn_train::checkpoint::{self, VOCAB_FILE};
 use rnn_train::data::{pad_batch, read_conll, read_conllu, TaggedSentence, Vocab};
+use rnn_train::metrics::{EntityF1, EntityReport, Metric, TagScheme};
 use rnn_train::trainer::{EarlyStopping, Evaluation, MainMetric, StepLoss, TrainTask};
 use serde::{Deserialize, Serialize};
 
@@ -163,6 +180,83 @@ struct SavedConfig {
     tags: Vec<String>,
     tag_column: Option<String>,
     valid: Option<ValidSource>,
+    /// Whether decoding follows the tag scheme's transitions (when the tags form one); absent
+    /// in checkpoints older than the option, which then decode constrained too.
+    #[serde(default = "constrained_by_default")]
+    constrained: bool,
+}
+
+fn constrained_by_default() -> bool {
+    true
+}
+
+/// How a tagger's output becomes tags and is scored: by token accuracy only, or, when the tags
+/// form a scheme, also by entity F1, with decoding constrained to the scheme when `mask` is set.
+struct Decoding {
+    tags: Vec<String>,
+    scheme: Option<TagScheme>,
+    mask: Option<TransitionMask>,
+}
+
+impl Decoding {
+    /// The decoding for `tags` (names in id order); `constrained` asks for the scheme's
+    /// transition mask when there is a scheme.
+    fn new(tags: &[String], constrained: bool) -> Result<Self> {
+        let scheme = TagScheme::detect(tags);
+        let mask = match scheme {
+            Some(scheme) if constrained => {
+                let name = |i: Option<usize>| i.map(|i| tags[i].as_str());
+                Some(TransitionMask::from_fn(tags.len(), |a, b| {
+                    scheme.allows(name(a), name(b))
+                })?)
+            }
+            _ => None,
+        };
+        Ok(Self {
+            tags: tags.to_vec(),
+            scheme,
+            mask,
+        })
+    }
+
+    fn predict(
+        &self,
+        model: &SequenceTagger,
+        ids: &Tensor,
+        lengths: Option<&[usize]>,
+    ) -> Result<Vec<Vec<u32>>> {
+        Ok(match &self.mask {
+            Some(mask) => model.predict_constrained(ids, lengths, mask)?,
+            None => model.predict(ids, lengths)?,
+        })
+    }
+
+    fn names<'a>(&'a self, ids: &[u32]) -> Vec<&'a str> {
+        ids.iter()
+            .map(|&i| self.tags[i as usize].as_str())
+            .collect()
+    }
+}
+
+/// The scheme of `tags` and whether decoding may be constrained to it: not when some training
+/// sentences break its transitions (e.g. IOB1 data), which is said on the console.
+fn choose_constraint(ctx: &RunContext, tags: &[String], train: &[TaggedSentence]) -> bool {
+    let Some(scheme) = TagScheme::detect(tags) else {
+        return false;
+    };
+    let broken = train.iter().filter(|s| !scheme.is_valid(&s.tags)).count();
+    if broken > 0 {
+        ctx.say(&format!(
+            "tag: the tags form a {} scheme, but {broken} training sentences break its transitions (IOB1 data?); decoding picks each token's tag on its own",
+            scheme.name()
+        ));
+        return false;
+    }
+    ctx.say(&format!(
+        "tag: {} entity tags; decoding follows the scheme's transitions, and the headline is entity F1",
+        scheme.name()
+    ));
+    true
 }
 
 /// Encoded sentences.
@@ -231,7 +325,7 @@ fn batches(data: &Encoded, batch_size: usize, device: &Device) -> Result<Vec<Bat
     eval_batches(&lengths, batch_size, |idx| make_batch(data, idx, device))
 }
 
-/// Token accuracy and loss of a tagger on a data set.
+/// Token accuracy, loss and (for entity tags) entity scores of a tagger on a data set.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Scores {
     /// Fraction of real tokens tagged correctly.
@@ -242,19 +336,39 @@ pub struct Scores {
     pub tokens: u64,
     /// Sentences counted.
     pub sentences: usize,
+    /// Entity precision, recall and F1 by exact span, when the tags form a BIO / BIOES scheme.
+    pub entities: Option<EntityReport>,
 }
 
-fn score(model: &SequenceTagger, batches: &[Batch]) -> Result<Scores> {
+impl Scores {
+    /// The headline: `entity F1 0.8123 (precision 0.8000, recall 0.8250, 400 entities)` for
+    /// entity tags, else `accuracy 0.9512`.
+    pub fn headline(&self) -> String {
+        match &self.entities {
+            Some(e) => format!(
+                "entity F1 {:.4} (precision {:.4}, recall {:.4}, {} entities)",
+                e.f1, e.precision, e.recall, e.total.gold
+            ),
+            None => format!("accuracy {:.4}", self.accuracy),
+        }
+    }
+}
+
+fn score(model: &SequenceTagger, decoding: &Decoding, batches: &[Batch]) -> Result<Scores> {
     let (mut correct, mut tokens, mut loss_sum, mut sentences) = (0u64, 0u64, 0.0, 0usize);
+    let mut entities = decoding.scheme.map(|_| EntityF1::new());
     for b in batches {
         let loss = model
             .loss(&b.ids, Some(&b.lengths), &b.tags, false)?
             .to_dtype(DType::F64)?
             .to_scalar::<f64>()?;
         loss_sum += loss * b.tokens as f64;
-        let pred = model.predict(&b.ids, Some(&b.lengths))?;
+        let pred = decoding.predict(model, &b.ids, Some(&b.lengths))?;
         for (p, t) in pred.iter().zip(&b.tag_rows) {
             correct += p.iter().zip(t).filter(|(a, b)| a == b).count() as u64;
+            if let Some(m) = &mut entities {
+                m.update(&decoding.names(p), &decoding.names(t))?;
+            }
         }
         tokens += b.tokens;
         sentences += b.lengths.len();
@@ -265,11 +379,13 @@ fn score(model: &SequenceTagger, batches: &[Batch]) -> Result<Scores> {
         loss: div(loss_sum),
         tokens,
         sentences,
+        entities: entities.map(|m| m.compute()),
     })
 }
 
 struct TagTask {
     model: SequenceTagger,
+    decoding: Decoding,
     train: Encoded,
     valid: Vec<Batch>,
     batch_size: usize,
@@ -303,12 +419,21 @@ impl TrainTask for TagTask {
     }
 
     fn evaluate(&mut self) -> rnn_train::Result<Evaluation> {
-        let s = score(&self.model, &self.valid).map_err(invalid)?;
+        let s = score(&self.model, &self.decoding, &self.valid).map_err(invalid)?;
         let mut ev = Evaluation::from_loss(s.loss);
         ev.metrics.insert("accuracy".into(), s.accuracy);
+        let (name, value) = match &s.entities {
+            Some(e) => {
+                ev.metrics.insert("entity_precision".into(), e.precision);
+                ev.metrics.insert("entity_recall".into(), e.recall);
+                ev.metrics.insert("entity_f1".into(), e.f1);
+                ("entity_f1", e.f1)
+            }
+            None => ("accuracy", s.accuracy),
+        };
         ev.main = Some(MainMetric {
-            name: "accuracy".into(),
-            value: s.accuracy,
+            name: name.into(),
+            value,
             higher_is_better: true,
         });
         Ok(ev)
@@ -383,6 +508,7 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
         MIN_FREQ,
         Some(o.vocab_size.unwrap_or(DEFAULT_VOCAB_SIZE).max(4)),
     )?;
+    let constrained = choose_constraint(ctx, &tags, &train_s);
     let train = encode(data, &train_s, &vocab, &tags)?;
     let valid = encode(valid_source.path(), &valid_s, &vocab, &tags)?;
     ctx.say(&format!(
@@ -410,6 +536,7 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
     let model = SequenceTagger::new(&cfg, ctx.var_builder(&varmap))?;
     let mut task = TagTask {
         model,
+        decoding: Decoding::new(&tags, constrained)?,
         valid: batches(&valid, 128, &ctx.device)?,
         train,
         batch_size: o.batch_size.unwrap_or(32),
@@ -420,6 +547,7 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
             tags: tags.clone(),
             tag_column: o.tag_column.clone(),
             valid: Some(valid_source),
+            constrained,
         },
         vocab_json: serde_json::to_vec(&vocab)?,
     };
@@ -442,11 +570,20 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
     if let Some(test) = &o.test {
         load_best(ctx, &varmap)?;
         let enc = encode(test, &read_tagged(test, tag_column)?, &vocab, &tags)?;
-        let s = score(&task.model, &batches(&enc, 128, &ctx.device)?)?;
-        extra.push(format!(
-            "test accuracy {:.4} ({} tokens)",
-            s.accuracy, s.tokens
-        ));
+        let s = score(
+            &task.model,
+            &task.decoding,
+            &batches(&enc, 128, &ctx.device)?,
+        )?;
+        extra.push(match &s.entities {
+            None => format!("test accuracy {:.4} ({} tokens)", s.accuracy, s.tokens),
+            Some(_) => format!(
+                "test {}, accuracy {:.4} ({} tokens)",
+                s.headline(),
+                s.accuracy,
+                s.tokens
+            ),
+        });
     }
     Ok(TrainOutcome { report, extra })
 }
@@ -463,6 +600,7 @@ pub struct LoadedTagger {
     pub tag_column: Option<String>,
     /// Where the validation data came from.
     pub valid: Option<ValidSource>,
+    decoding: Decoding,
 }
 
 /// Rebuilds the tagger saved in `run`.
@@ -480,6 +618,7 @@ pub fn load(run: &CheckpointRun) -> Result<LoadedTagger> {
     Ok(LoadedTagger {
         model,
         vocab,
+        decoding: Decoding::new(&saved.tags, saved.constrained)?,
         tags: saved.tags,
         tag_column: saved.tag_column,
         valid: saved.valid,
@@ -491,7 +630,11 @@ pub fn score_file(run: &CheckpointRun, path: &Path, batch_size: usize) -> Result
     let t = load(run)?;
     let s = read_tagged(path, t.tag_column.as_deref())?;
     let enc = encode(path, &s, &t.vocab, &t.tags)?;
-    score(&t.model, &batches(&enc, batch_size, &run.device)?)
+    score(
+        &t.model,
+        &t.decoding,
+        &batches(&enc, batch_size, &run.device)?,
+    )
 }
 
 /// Evaluates a checkpoint on `--data`, or on the validation data it was trained with.
@@ -506,9 +649,17 @@ pub fn eval(run: &CheckpointRun, req: impl Into<EvalRequest>) -> Result<String> 
     if enc.ids.is_empty() {
         bail!("{}: no sentences to evaluate", path.display());
     }
-    let s = score(&t.model, &batches(&enc, req.batch_size, &run.device)?)?;
+    let s = score(
+        &t.model,
+        &t.decoding,
+        &batches(&enc, req.batch_size, &run.device)?,
+    )?;
+    let entities = match &s.entities {
+        Some(_) => format!("{}, ", s.headline()),
+        None => String::new(),
+    };
     Ok(format!(
-        "accuracy {:.4}, loss {:.4} on {} tokens in {} sentences of {}",
+        "{entities}accuracy {:.4}, loss {:.4} on {} tokens in {} sentences of {}",
         s.accuracy,
         s.loss,
         s.tokens,
@@ -530,7 +681,7 @@ pub fn tag_sentence(
     let ids = encode_words(&t.vocab, &tokens);
     let len = ids.len();
     let xs = Tensor::from_vec(ids, (1, len), device)?;
-    let pred = t.model.predict(&xs, Some(&[len]))?;
+    let pred = t.decoding.predict(&t.model, &xs, Some(&[len]))?;
     Ok(tokens
         .into_iter()
         .zip(pred[0].iter().map(|&i| t.tags[i as usize].clone()))
@@ -577,6 +728,22 @@ mod tests {
         assert_eq!(ids[0], vocab.id("the"));
         assert_eq!(ids[1], vocab.id("<unk-low-ing>"));
         assert_eq!(ids[2], 1);
+    }
+
+    #[test]
+    fn entity_tags_get_a_scheme_and_a_mask_pos_tags_neither() {
+        let names = |v: &[&str]| v.iter().map(|t| t.to_string()).collect::<Vec<_>>();
+        let ner = names(&["B-LOC", "B-PER", "I-LOC", "I-PER", "O"]);
+        let d = Decoding::new(&ner, true).unwrap();
+        assert_eq!(d.scheme, Some(TagScheme::Bio));
+        let mask = d.mask.as_ref().unwrap();
+        assert!(!mask.allows_start(2) && !mask.allows(4, 3) && !mask.allows(0, 3));
+        assert!(mask.allows(0, 2) && mask.allows(3, 3) && mask.allows_end(3));
+        assert_eq!(d.names(&[1, 3, 4]), ["B-PER", "I-PER", "O"]);
+        let free = Decoding::new(&ner, false).unwrap();
+        assert!(free.scheme.is_some() && free.mask.is_none());
+        let pos = Decoding::new(&names(&["DET", "NOUN", "VERB"]), true).unwrap();
+        assert!(pos.scheme.is_none() && pos.mask.is_none());
     }
 
     #[test]
