@@ -361,6 +361,11 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
+    let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+    if let Some(help) = task_help(&args) {
+        print!("{help}");
+        return Ok(());
+    }
     let cli = Cli::try_parse_from(args)?;
     match cli.command {
         Command::Train(args) => train(*args, true).map(|line| println!("{line}")),
@@ -425,6 +430,7 @@ pub fn train(args: TrainArgs, verbose: bool) -> Result<String> {
         None => Options::default(),
     };
     let opts = args.opts.over(file);
+    tasks::options(task).check(task, &opts)?;
     let mut ctx = run::RunContext::new(task, opts)?;
     ctx.verbose = verbose;
     ctx.say(&format!(
@@ -443,8 +449,35 @@ pub fn train(args: TrainArgs, verbose: bool) -> Result<String> {
             "note: half precision on the CPU runs the composed ops (no fused kernel): useful to check a setup before a GPU run, slower than f32",
         );
     }
-    let outcome = tasks::train(&ctx)?;
+    let outcome = match tasks::train(&ctx) {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            if let Some(dir) = ctx.remove_created_out() {
+                eprintln!(
+                    "note: removed {}, which this failed run had created",
+                    dir.display()
+                );
+            }
+            return Err(e);
+        }
+    };
     Ok(run::summary_line(&ctx, &outcome))
+}
+
+/// The help of `rnn train TASK --help` (or `-h`): TASK's own options with its defaults; `None`
+/// for any other command line.
+fn task_help(args: &[std::ffi::OsString]) -> Option<String> {
+    let words: Vec<&str> = args.iter().skip(1).filter_map(|a| a.to_str()).collect();
+    if words.first() != Some(&"train") || !words.iter().any(|w| *w == "--help" || *w == "-h") {
+        return None;
+    }
+    let task: TaskName = words.get(1)?.parse().ok()?;
+    let cmd = <TrainArgs as clap::Args>::augment_args(clap::Command::new("train"));
+    Some(run::task_options::task_help(
+        cmd,
+        task,
+        &tasks::options(task),
+    ))
 }
 
 /// The binary's entry: runs, prints one `error: ...` line on failure (clap prints its own usage

@@ -1,13 +1,14 @@
 //! The run context of `rnn train`: merged options, device, dtype and output directory, and the
 //! trainer configuration they give over a task's defaults.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
+use rnn_train::checkpoint;
 use rnn_train::optim::{AdamWConfig, LrScheduleConfig, OptimizerConfig, SgdConfig};
-use rnn_train::trainer::{EarlyStopping, NonFinitePolicy, TrainerConfig};
+use rnn_train::trainer::{EarlyStopping, NonFinitePolicy, TrainerConfig, BEST_DIR, LATEST_DIR};
 
 use super::options::{parse_dtype, parse_schedule_name, Options};
 use super::task_name::TaskName;
@@ -29,6 +30,9 @@ pub struct RunContext {
     pub seed: u64,
     /// Print progress lines (off in tests).
     pub verbose: bool,
+    /// The topmost directory that creating `out` made (`None` when `out` existed): a run that
+    /// fails before its first checkpoint removes it ([`RunContext::remove_created_out`]).
+    pub created_out: Option<PathBuf>,
 }
 
 impl RunContext {
@@ -43,6 +47,11 @@ impl RunContext {
             .out
             .clone()
             .unwrap_or_else(|| PathBuf::from("runs").join(task.as_str()));
+        let created_out = out
+            .ancestors()
+            .take_while(|a| !a.as_os_str().is_empty() && !a.exists())
+            .last()
+            .map(Path::to_path_buf);
         std::fs::create_dir_all(&out)
             .with_context(|| format!("--out {}: cannot create the directory", out.display()))?;
         let probe = out.join(".rnn-write-test");
@@ -57,7 +66,22 @@ impl RunContext {
             dtype,
             out,
             verbose: true,
+            created_out,
         })
+    }
+
+    /// After a failed run: removes the output directory this run created, unless a checkpoint
+    /// was written into it (that work is kept). Returns the removed directory.
+    pub fn remove_created_out(&self) -> Option<PathBuf> {
+        let created = self.created_out.as_ref()?;
+        let saved = [LATEST_DIR, BEST_DIR]
+            .iter()
+            .any(|d| self.out.join(d).join(checkpoint::STATE_FILE).exists());
+        if saved {
+            return None;
+        }
+        std::fs::remove_dir_all(created).ok()?;
+        Some(created.clone())
     }
 
     /// A seeded `VarBuilder` over `varmap` on the run's device and dtype.

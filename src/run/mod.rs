@@ -8,7 +8,8 @@
 //! - [`fit`]: checkpointed, resumable training and the summary line;
 //! - [`CheckpointRun`]: a checkpoint loaded for `eval`, `sample` or `predict`;
 //! - [`EvalRequest`], [`SampleRequest`], [`PredictRequest`]: what those commands ask;
-//! - [`TaskName`] and [`Task`]: the tasks and what each can do;
+//! - [`TaskName`] and [`Task`]: the tasks and what each can do; [`TaskOptions`]: which options
+//!   each reads, with its defaults;
 //! - [`error_line`] and [`invalid`]: errors across layers.
 
 mod checkpoint;
@@ -19,6 +20,7 @@ pub mod options;
 mod request;
 mod task;
 mod task_name;
+pub mod task_options;
 
 pub use checkpoint::{resolve_checkpoint, CheckpointRun};
 pub use context::{schedule_from_options, trainer_config, RunContext, TrainDefaults};
@@ -29,3 +31,4 @@ pub use request::{EvalRequest, PredictRequest, SampleRequest};
 pub use task::Task;
 pub(crate) use task::{stochastic_model, task_from_functions};
 pub use task_name::TaskName;
+pub use task_options::TaskOptions;

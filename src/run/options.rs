@@ -113,7 +113,8 @@ pub struct Options {
     /// Test data file, evaluated with the best checkpoint at the end.
     #[arg(long)]
     pub test: Option<PathBuf>,
-    /// Fraction of --data held out for validation when --valid is not given.
+    /// Fraction of --data held out: for validation when --valid is not given (forecast: the
+    /// test part at the end of the series).
     #[arg(long)]
     pub split: Option<f64>,
 

@@ -67,10 +67,35 @@ impl PredictRequest {
                 bail!("--input {input}: the file has no input (it is empty or blank)");
             }
             Ok(lines)
+        } else if looks_like_path(input) {
+            bail!(
+                "--input {input}: no such file (a value that looks like a path is read as a file, not as the input text)"
+            )
         } else {
             Ok(vec![input.clone()])
         }
     }
+}
+
+/// File extensions that make an `--input` value a file name.
+const INPUT_EXTENSIONS: [&str; 9] = [
+    ".txt", ".csv", ".tsv", ".conll", ".conllu", ".json", ".jsonl", ".gz", ".tok",
+];
+
+/// Whether an `--input` value that names no file was meant as one: a single word that ends in a
+/// data file's extension, or that holds a `/` and a letter or starts like a path (`./`, `/`,
+/// `~`). Dates such as `12/05/2026` and sentences with a slash stay text.
+pub fn looks_like_path(input: &str) -> bool {
+    let s = input.trim();
+    if s.is_empty() || s.chars().any(char::is_whitespace) {
+        return false;
+    }
+    let lower = s.to_ascii_lowercase();
+    INPUT_EXTENSIONS.iter().any(|e| lower.ends_with(e))
+        || s.starts_with("./")
+        || s.starts_with("../")
+        || s.starts_with("~/")
+        || (s.contains('/') && (s.starts_with('/') || s.chars().any(|c| c.is_alphabetic())))
 }
 
 /// A request passed by reference converts by copying, so that functions taking
@@ -92,5 +117,50 @@ impl From<&SampleRequest> for SampleRequest {
 impl From<&PredictRequest> for PredictRequest {
     fn from(req: &PredictRequest) -> Self {
         req.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_like_inputs_are_told_from_text() {
+        for p in [
+            "reviews.txt",
+            "data/test.tsv",
+            "./x",
+            "/tmp/in",
+            "~/in.CSV",
+            "dir/file",
+        ] {
+            assert!(looks_like_path(p), "{p}");
+        }
+        for t in [
+            "12/05/2026",
+            "The cat sat .",
+            "and/or is fine",
+            "great",
+            "3.5",
+            "",
+        ] {
+            assert!(!looks_like_path(t), "{t}");
+        }
+        let req = PredictRequest {
+            input: Some("no/such/reviews.txt".into()),
+            beam: None,
+            horizon: None,
+        };
+        let e = req.inputs().unwrap_err().to_string();
+        assert!(
+            e.starts_with("--input no/such/reviews.txt: no such file"),
+            "{e}"
+        );
+        let req = PredictRequest {
+            input: Some("a fine film".into()),
+            beam: None,
+            horizon: None,
+        };
+        assert_eq!(req.inputs().unwrap(), vec!["a fine film".to_string()]);
     }
 }

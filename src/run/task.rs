@@ -7,6 +7,8 @@ use super::checkpoint::CheckpointRun;
 use super::context::RunContext;
 use super::fit::TrainOutcome;
 use super::request::{EvalRequest, PredictRequest, SampleRequest};
+use super::task_name::TaskName;
+use super::task_options::TaskOptions;
 
 /// One task of `rnn train`: trains it, and evaluates, runs and (for generative tasks) samples
 /// from its checkpoints. Implemented by a unit struct per task module; several task names may
@@ -20,6 +22,10 @@ pub trait Task: Sync {
 
     /// Runs a checkpoint on inputs; one output line per input.
     fn predict(&self, run: &CheckpointRun, req: &PredictRequest) -> Result<Vec<String>>;
+
+    /// The options `task` reads besides the common ones, with its defaults: `rnn train` refuses
+    /// any other, and `rnn train TASK --help` lists them.
+    fn options(&self, task: TaskName) -> TaskOptions;
 
     /// Generates from a checkpoint. By default refused: only generative tasks override it.
     fn sample(&self, run: &CheckpointRun, _req: &SampleRequest) -> Result<Vec<String>> {
@@ -55,7 +61,7 @@ macro_rules! stochastic_model {
 pub(crate) use stochastic_model;
 
 /// Declares the unit struct `$name` (with the given doc comment) and implements [`Task`] for it
-/// with the calling module's free functions `train`, `eval` and `predict`, and `sample` when
+/// with the calling module's free functions `train`, `eval`, `predict` and `options`, and `sample` when
 /// it is listed after the name (generative tasks); unlisted, `sample` refuses.
 macro_rules! task_from_functions {
     ($(#[$doc:meta])* $name:ident $(, $sample:ident)?) => {
@@ -84,6 +90,10 @@ macro_rules! task_from_functions {
                 req: &$crate::run::PredictRequest,
             ) -> anyhow::Result<Vec<String>> {
                 predict(run, req)
+            }
+
+            fn options(&self, task: $crate::run::TaskName) -> $crate::run::TaskOptions {
+                options(task)
             }
 
             $(

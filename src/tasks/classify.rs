@@ -60,7 +60,7 @@ pub use super::valid::ValidSource;
 use super::valid::{bucketed_batches, eval_batches};
 use crate::run::{
     fit, invalid, load_best, stochastic_model, task_from_functions, trainer_config, CheckpointRun,
-    EvalRequest, PredictRequest, RunContext, TrainDefaults, TrainOutcome,
+    EvalRequest, PredictRequest, RunContext, TaskName, TaskOptions, TrainDefaults, TrainOutcome,
 };
 
 /// Words must occur at least this often in the training split to get their own embedding.
@@ -307,6 +307,36 @@ fn parse_pooling(s: Option<&str>) -> Result<Pooling> {
     }
 }
 
+/// The training defaults.
+fn train_defaults() -> TrainDefaults {
+    TrainDefaults {
+        epochs: 10,
+        lr: 2e-3,
+        ..Default::default()
+    }
+}
+
+/// The options `classify` reads, with its defaults.
+pub fn options(_task: TaskName) -> TaskOptions {
+    TaskOptions::new()
+        .read("data")
+        .read("valid")
+        .read("test")
+        .with("split", 0.1)
+        .read("encoding")
+        .with("vocab-size", DEFAULT_VOCAB_SIZE)
+        .with("embedding", 128)
+        .with("pooling", DEFAULT_POOLING)
+        .with("bidirectional", true)
+        .with("cell", "lstm")
+        .with("hidden", 128)
+        .with("layers", 1)
+        .with("dropout", 0.5)
+        .with("batch-size", 32)
+        .with("patience", 3)
+        .training(&train_defaults())
+}
+
 task_from_functions!(
     /// The `classify` task (see the [module docs](self)).
     Classify
@@ -393,14 +423,7 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
         },
         vocab_json: serde_json::to_vec(&vocab)?,
     };
-    let mut tcfg = trainer_config(
-        ctx,
-        &TrainDefaults {
-            epochs: 10,
-            lr: 2e-3,
-            ..Default::default()
-        },
-    )?;
+    let mut tcfg = trainer_config(ctx, &train_defaults())?;
     if o.patience.is_none() {
         tcfg.early_stopping = Some(EarlyStopping {
             patience: 3,

@@ -61,7 +61,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::run::{
     fit, invalid, load_best, stochastic_model, task_from_functions, trainer_config, CheckpointRun,
-    EvalRequest, PredictRequest, RunContext, TrainDefaults, TrainOutcome,
+    EvalRequest, PredictRequest, RunContext, TaskName, TaskOptions, TrainDefaults, TrainOutcome,
 };
 
 /// Default `--lookback`.
@@ -72,6 +72,38 @@ pub const DEFAULT_SPLIT: f64 = 1.0 / 3.0;
 pub const DEFAULT_VALID_SPLIT: f64 = 0.2;
 /// Default `--patience`: epochs without a better validation RMSE before training stops.
 pub const DEFAULT_PATIENCE: u64 = 10;
+/// The training defaults.
+const TRAIN_DEFAULTS: TrainDefaults = TrainDefaults {
+    epochs: 60,
+    lr: 3e-3,
+    clip: Some(1.0),
+    eval_every: None,
+    optimizer: "adamw",
+};
+
+/// The options `forecast` reads, with its defaults.
+pub fn options(_task: TaskName) -> TaskOptions {
+    let files = "forecast splits its one --data series by time; size the test part with --split and the validation part with --valid-split";
+    TaskOptions::new()
+        .read("data")
+        .read("target")
+        .read("features")
+        .with("lookback", DEFAULT_LOOKBACK)
+        .with("horizon", 1)
+        .read("strategy")
+        .with("split", format!("{DEFAULT_SPLIT:.3}"))
+        .with("valid-split", DEFAULT_VALID_SPLIT)
+        .read("season")
+        .with("cell", "lstm")
+        .with("hidden", DEFAULT_HIDDEN)
+        .with("layers", 1)
+        .with("dropout", 0)
+        .with("batch-size", DEFAULT_BATCH)
+        .with("patience", DEFAULT_PATIENCE)
+        .training(&TRAIN_DEFAULTS)
+        .refuse("valid", files)
+        .refuse("test", files)
+}
 /// Default `--hidden`.
 pub const DEFAULT_HIDDEN: usize = 32;
 /// Default `--batch-size`.
@@ -660,14 +692,7 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
         device: ctx.device.clone(),
         task: ctx.task.as_str(),
     };
-    let defaults = TrainDefaults {
-        epochs: 60,
-        lr: 3e-3,
-        clip: Some(1.0),
-        eval_every: None,
-        optimizer: "adamw",
-    };
-    let mut tcfg = trainer_config(ctx, &defaults)?;
+    let mut tcfg = trainer_config(ctx, &TRAIN_DEFAULTS)?;
     if o.patience.is_none() {
         tcfg.early_stopping = Some(EarlyStopping {
             patience: DEFAULT_PATIENCE,

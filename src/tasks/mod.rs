@@ -18,7 +18,7 @@ use anyhow::Result;
 
 pub use crate::run::TaskName;
 use crate::run::{CheckpointRun, EvalRequest, PredictRequest, RunContext, SampleRequest};
-use crate::run::{Task, TrainOutcome};
+use crate::run::{Task, TaskOptions, TrainOutcome};
 
 /// Every task with its implementation, in the order of [`TaskName::ALL`] (a test checks that
 /// none is missing).
@@ -44,8 +44,14 @@ pub fn registry(task: TaskName) -> &'static dyn Task {
         .map_or(REGISTRY[0].1, |(_, implementation)| *implementation)
 }
 
-/// Trains `ctx.task`.
+/// The options `task` reads, with its defaults.
+pub fn options(task: TaskName) -> TaskOptions {
+    registry(task).options(task)
+}
+
+/// Trains `ctx.task`, after refusing any option it does not read.
 pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
+    options(ctx.task).check(ctx.task, &ctx.opts)?;
     registry(ctx.task).train(ctx)
 }
 
@@ -72,5 +78,33 @@ mod tests {
     fn the_registry_lists_every_task_in_order() {
         let names: Vec<TaskName> = REGISTRY.iter().map(|(t, _)| *t).collect();
         assert_eq!(names, TaskName::ALL);
+    }
+
+    /// Every option of `rnn train` is read by some task (or by all): none is dead.
+    #[test]
+    fn every_option_is_read_by_a_task() {
+        for key in crate::run::task_options::all_keys() {
+            assert!(
+                TaskName::ALL.iter().any(|t| options(*t).reads(&key)),
+                "--{key} is read by no task"
+            );
+        }
+    }
+
+    /// A task's table names only real options.
+    #[test]
+    fn task_tables_name_real_options() {
+        let keys = crate::run::task_options::all_keys();
+        for t in TaskName::ALL {
+            let o = options(t);
+            let named = o.options.iter().map(|(k, _)| *k);
+            for k in named.chain(o.refused.iter().map(|(k, _)| *k)) {
+                assert!(
+                    keys.iter().any(|x| x == k),
+                    "{}: unknown option {k}",
+                    t.as_str()
+                );
+            }
+        }
     }
 }

@@ -71,7 +71,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::run::{
     fit, invalid, stochastic_model, task_from_functions, trainer_config, CheckpointRun,
-    EvalRequest, PredictRequest, RunContext, SampleRequest, TrainDefaults, TrainOutcome,
+    EvalRequest, PredictRequest, RunContext, SampleRequest, TaskName, TaskOptions, TrainDefaults,
+    TrainOutcome,
 };
 
 /// Activity names by id: 0 run, 1 bike, 2 swim, 3 sleep.
@@ -439,7 +440,7 @@ pub fn model_config(ctx: &RunContext) -> Result<SequenceTaggerConfig> {
     Ok(SequenceTaggerConfig::new(
         Input::features(FEATURES),
         ctx.cell(Mode::Gru)?,
-        o.hidden.unwrap_or(32),
+        o.hidden.unwrap_or(DEFAULT_HIDDEN),
         ACTIVITIES.len(),
     )
     .with_bidirectional(false)
@@ -534,6 +535,44 @@ impl TrainTask for RoutineTask {
     }
 }
 
+/// Default `--seq-len`: days per sequence.
+const DEFAULT_DAYS: usize = 64;
+/// Default `--samples`: training sequences.
+const DEFAULT_SAMPLES: usize = 1024;
+/// Default `--batch-size`.
+const DEFAULT_BATCH: usize = 32;
+/// Default `--hidden`.
+const DEFAULT_HIDDEN: usize = 32;
+
+/// The training defaults.
+fn train_defaults() -> TrainDefaults {
+    TrainDefaults {
+        epochs: 4,
+        lr: 1e-2,
+        // Evaluate often so the climb from chance to 100% shows in the log and the plot.
+        eval_every: Some(8),
+        ..Default::default()
+    }
+}
+
+/// The options `routine` reads, with its defaults.
+pub fn options(_task: TaskName) -> TaskOptions {
+    let files = "the routine task generates its data and reads no file; set its size with --seq-len and --samples";
+    TaskOptions::new()
+        .with("seq-len", DEFAULT_DAYS)
+        .with("samples", DEFAULT_SAMPLES)
+        .with("bidirectional", false)
+        .with("cell", "gru")
+        .with("hidden", DEFAULT_HIDDEN)
+        .with("layers", 1)
+        .with("dropout", 0)
+        .with("batch-size", DEFAULT_BATCH)
+        .training(&train_defaults())
+        .refuse("data", files)
+        .refuse("valid", files)
+        .refuse("test", files)
+}
+
 task_from_functions!(
     /// The `routine` task (see the [module docs](self)).
     Routine, sample
@@ -542,12 +581,12 @@ task_from_functions!(
 /// Trains the task.
 pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
     let cfg = model_config(ctx)?;
-    let days = ctx.opts.seq_len.unwrap_or(64);
+    let days = ctx.opts.seq_len.unwrap_or(DEFAULT_DAYS);
     if days < 2 {
         bail!("--seq-len must be at least 2 days for the routine task, got {days}");
     }
-    let samples = ctx.opts.samples.unwrap_or(1024);
-    let batch_size = ctx.opts.batch_size.unwrap_or(32);
+    let samples = ctx.opts.samples.unwrap_or(DEFAULT_SAMPLES);
+    let batch_size = ctx.opts.batch_size.unwrap_or(DEFAULT_BATCH);
     let world = WorldConfig {
         rain_probability: RAIN_PROBABILITY,
         days,
@@ -580,14 +619,12 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
         device: ctx.device.clone(),
         config,
     };
-    let defaults = TrainDefaults {
-        epochs: 4,
-        lr: 1e-2,
-        // Evaluate often so the climb from chance to 100% shows in the log and the plot.
-        eval_every: Some(8),
-        ..Default::default()
-    };
-    let report = fit(ctx, trainer_config(ctx, &defaults)?, varmap, &mut task)?;
+    let report = fit(
+        ctx,
+        trainer_config(ctx, &train_defaults())?,
+        varmap,
+        &mut task,
+    )?;
 
     let test = generate(
         TEST_SEQUENCES,

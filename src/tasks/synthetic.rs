@@ -40,7 +40,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::run::{
     fit, invalid, stochastic_model, task_from_functions, trainer_config, CheckpointRun,
-    EvalRequest, PredictRequest, RunContext, TaskName, TrainDefaults, TrainOutcome,
+    EvalRequest, PredictRequest, RunContext, TaskName, TaskOptions, TrainDefaults, TrainOutcome,
 };
 
 /// MSE of always predicting 1 on the adding problem: the variance of the sum of two U(0, 1)
@@ -475,6 +475,56 @@ fn refuse_files(ctx: &RunContext) -> Result<()> {
     Ok(())
 }
 
+/// Default `--hidden` of `adding` (else `copy`).
+fn default_hidden(adding: bool) -> usize {
+    if adding {
+        64
+    } else {
+        128
+    }
+}
+
+/// The training defaults of `adding` (else `copy`).
+fn train_defaults(adding: bool) -> TrainDefaults {
+    TrainDefaults {
+        epochs: 10,
+        lr: if adding { 3e-3 } else { 1e-2 },
+        clip: Some(1.0),
+        eval_every: None,
+        optimizer: "adamw",
+    }
+}
+
+/// The options `adding` and `copy` read, with their defaults.
+pub fn options(task: TaskName) -> TaskOptions {
+    let adding = task == TaskName::Adding;
+    let files = format!(
+        "the {} task generates its data and reads no file; set its size with --seq-len and --samples",
+        task.as_str()
+    );
+    let o = TaskOptions::new()
+        .with(
+            "seq-len",
+            if adding {
+                ADDING_DEFAULT_SEQ_LEN
+            } else {
+                COPY_DEFAULT_SEQ_LEN
+            },
+        )
+        .with("samples", DEFAULT_SAMPLES)
+        .with("bidirectional", false);
+    let o = if adding { o } else { o.with("embedding", 16) };
+    o.with("cell", "lstm")
+        .with("hidden", default_hidden(adding))
+        .with("layers", 1)
+        .with("dropout", 0)
+        .with("batch-size", 64)
+        .training(&train_defaults(adding))
+        .refuse("data", files.clone())
+        .refuse("valid", files.clone())
+        .refuse("test", files)
+}
+
 task_from_functions!(
     /// The generated tasks `adding` and `copy` (see the [module docs](self)).
     Synthetic
@@ -503,18 +553,11 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
         COPY_DEFAULT_SEQ_LEN
     });
     let samples = o.samples.unwrap_or(DEFAULT_SAMPLES);
-    let hidden = o.hidden.unwrap_or(if adding { 64 } else { 128 });
+    let hidden = o.hidden.unwrap_or(default_hidden(adding));
     let layers = o.layers.unwrap_or(1);
     let dropout = o.dropout.unwrap_or(0.0);
     let batch_size = o.batch_size.unwrap_or(64);
-    let defaults = TrainDefaults {
-        epochs: 10,
-        lr: if adding { 3e-3 } else { 1e-2 },
-        clip: Some(1.0),
-        eval_every: None,
-        optimizer: "adamw",
-    };
-    let cfg = trainer_config(ctx, &defaults)?;
+    let cfg = trainer_config(ctx, &train_defaults(adding))?;
     let meta = Meta { seq_len, samples };
     let varmap = VarMap::new();
     let vb = ctx.var_builder(&varmap);

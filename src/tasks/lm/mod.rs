@@ -43,7 +43,7 @@ pub use codec::{builtin_text, prepare, Codec, Level};
 
 use crate::run::{
     self, invalid, stochastic_model, task_from_functions, CheckpointRun, EvalRequest,
-    PredictRequest, RunContext, SampleRequest, TaskName, TrainDefaults, TrainOutcome,
+    PredictRequest, RunContext, SampleRequest, TaskName, TaskOptions, TrainDefaults, TrainOutcome,
 };
 
 /// The task's defaults (overridden by the options).
@@ -211,6 +211,35 @@ fn path_string(p: &Option<PathBuf>) -> serde_json::Value {
         Some(p) => serde_json::Value::String(p.display().to_string()),
         None => serde_json::Value::Null,
     }
+}
+
+/// The options `char-lm` and `word-lm` read, with their defaults.
+pub fn options(task: TaskName) -> TaskOptions {
+    let d = defaults(task);
+    TaskOptions::new()
+        .read("data")
+        .read("valid")
+        .read("test")
+        .with("split", 0.1)
+        .read("encoding")
+        .with(
+            "level",
+            if task == TaskName::WordLm {
+                "word"
+            } else {
+                "char"
+            },
+        )
+        .read("vocab-size")
+        .with("seq-len", d.seq_len)
+        .with("embedding", d.embedding)
+        .with("tie-weights", false)
+        .with("cell", "lstm")
+        .with("hidden", d.hidden)
+        .with("layers", d.layers)
+        .with("dropout", d.dropout)
+        .with("batch-size", d.batch)
+        .training(&d.train)
 }
 
 task_from_functions!(

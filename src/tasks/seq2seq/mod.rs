@@ -82,7 +82,7 @@ pub use data::{Level, Setup, TaskDefaults};
 
 use crate::run::{
     fit, invalid, stochastic_model, task_from_functions, trainer_config, CheckpointRun,
-    EvalRequest, PredictRequest, RunContext, TaskName, TrainOutcome,
+    EvalRequest, PredictRequest, RunContext, TaskName, TaskOptions, TrainOutcome,
 };
 
 /// GNMT length-penalty exponent of beam search.
@@ -302,6 +302,42 @@ fn parse_target_column(target: Option<&str>) -> Result<usize> {
             "--target: seq2seq takes the target column of the TSV file, 0 or 1 (the source is the other one), got '{other}'"
         ),
     }
+}
+
+/// The options `seq2seq` and `dates` read, with their defaults.
+pub fn options(task: TaskName) -> TaskOptions {
+    let d = TaskDefaults::of(task);
+    let o = if task == TaskName::Dates {
+        let files = "dates generates its data (--samples pairs) and reads no training file";
+        TaskOptions::new()
+            .with("samples", 20_000)
+            .with("level", "char")
+            .read("test")
+            .refuse("data", files)
+            .refuse("valid", files)
+    } else {
+        TaskOptions::new()
+            .read("data")
+            .read("valid")
+            .read("test")
+            .with("split", 0.1)
+            .read("encoding")
+            .with("level", "word")
+            .with("target", 1)
+    };
+    o.read("vocab-size")
+        .with("attention", "general")
+        .with("beam", 1)
+        .read("max-len")
+        .with("teacher-forcing", 1.0)
+        .with("embedding", d.embedding)
+        .with("bidirectional", d.bidirectional)
+        .with("cell", d.cell)
+        .with("hidden", d.hidden)
+        .with("layers", 1)
+        .with("dropout", d.dropout)
+        .with("batch-size", d.batch_size)
+        .training(&d.train)
 }
 
 task_from_functions!(
