@@ -171,6 +171,22 @@ fn idx(n: usize) -> (Vec<u8>, Vec<u8>) {
     (images, labels)
 }
 
+/// CSV rows of 64 features (8x8 values 0-16) then a class 0-2, with a header.
+fn digit_rows(n: usize) -> String {
+    let mut text = (0..64)
+        .map(|i| format!("f{i}"))
+        .collect::<Vec<_>>()
+        .join(",")
+        + ",class\n";
+    for i in 0..n {
+        let row: Vec<String> = (0..64)
+            .map(|p| ((p * 3 + i * 5) % 17).to_string())
+            .collect();
+        text.push_str(&format!("{},{}\n", row.join(","), i % 3));
+    }
+    text
+}
+
 // ---- a small checkpoint, trained once -------------------------------------------------------
 
 /// Trains `rnn train ARGS --out DIR` once per test process into `DIR` under cargo's scratch
@@ -417,7 +433,25 @@ cases! {
         => "--data: <tmp>/lab.idx1: not an IDX image file (expected magic number 2051)";
     idx_no_labels_flag: "`rnn train digits` without `--labels`",
         cli(|d| { write(d, "img.idx3", idx(10).0); }, &["train", "digits", "--data", "<tmp>/img.idx3", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
-        => "digits needs --data IMAGES.idx3[.gz] and --labels LABELS.idx1[.gz] (e.g. t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz)";
+        => "--data <tmp>/img.idx3: IDX images need their --labels LABELS.idx1[.gz] (or give --data ROWS.csv, features then label per row)";
+    digits_no_data_flag: "`rnn train digits` without `--data`",
+        cli(nothing, &["train", "digits", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
+        => "digits needs --data IMAGES.idx3[.gz] and --labels LABELS.idx1[.gz] (e.g. t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz), or --data ROWS.csv (features then label per row)";
+    digits_csv_row_len_not_dividing: "`--row-len 7` for CSV rows of 64 features",
+        cli(|d| { write(d, "rows.csv", digit_rows(6)); }, &["train", "digits", "--data", "<tmp>/rows.csv", "--row-len", "7", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
+        => "--data: <tmp>/rows.csv: rows of 64 features do not fold into time steps of 7 features (--row-len must divide 64)";
+    digits_csv_ragged: "`rows.csv` line 3 has one field fewer than the others",
+        cli(|d| { write(d, "rows.csv", "1,2,3,0\n4,5,6,1\n7,8,1\n"); }, &["train", "digits", "--data", "<tmp>/rows.csv", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
+        => "--data: <tmp>/rows.csv:3: ragged row: 3 fields, the first row has 4";
+    digits_csv_label_not_integer: "`rows.csv` line 2: the label (last column) is `0.5`",
+        cli(|d| { write(d, "rows.csv", "1,2,3,0\n4,5,6,0.5\n"); }, &["train", "digits", "--data", "<tmp>/rows.csv", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
+        => "--data: <tmp>/rows.csv:2: label '0.5' (column 4) is not a class number 0-9999";
+    digits_csv_with_labels_flag: "`--labels` given with CSV rows (which hold their labels)",
+        cli(|d| { write(d, "rows.csv", digit_rows(6)); write(d, "lab.idx1", idx(6).1); }, &["train", "digits", "--data", "<tmp>/rows.csv", "--labels", "<tmp>/lab.idx1", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
+        => "--labels <tmp>/lab.idx1: --data <tmp>/rows.csv is CSV, whose rows hold their labels; --labels goes with IDX images";
+    digits_row_len_on_idx: "`--row-len` with IDX images",
+        cli(|d| { write(d, "img.idx3", idx(10).0); write(d, "lab.idx1", idx(10).1); }, &["train", "digits", "--data", "<tmp>/img.idx3", "--labels", "<tmp>/lab.idx1", "--row-len", "4", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
+        => "--row-len: --data <tmp>/img.idx3 is an IDX image file, read as rows of pixels; --row-len folds CSV rows";
     predict_input_empty_file: "`--input` names an empty file",
         cli(|d| { ckpt(d); write(d, "empty.txt", "\n\n"); }, &["predict", "--checkpoint", "<tmp>/ckpt", "--input", "<tmp>/empty.txt", "--device", "cpu"])
         => "--input <tmp>/empty.txt: the file has no input (it is empty or blank)";
@@ -456,17 +490,6 @@ cases! {
     config_dropout_layer: "`RnnConfig` with dropout 1.0",
         lib("Rnn::new(RnnConfig::new(Lstm, 3, 4).with_dropout(1.0), vb)", |_| { let varmap = candle_nn::VarMap::new(); Rnn::new(&RnnConfig::new(Mode::Lstm, 3, 4).with_dropout(1.0), seeded_var_builder(&varmap, 0, DType::F32, &Device::Cpu))?; Ok(()) })
         => "RnnConfig: dropout must be in [0, 1), got 1";
-
-    // -- entity scores and constrained decoding through the library --
-    entity_f1_lengths: "`EntityF1::update` with 1 predicted and 2 gold tags",
-        lib("EntityF1::new().update(&[\"O\"], &[\"O\", \"B-PER\"])", |_| { rnn::train::metrics::EntityF1::new().update(&["O"], &["O", "B-PER"])?; Ok(()) })
-        => "EntityF1::update: `predicted` has 1 items but `gold` has 2; they must be equal";
-    entity_strict_foreign_prefix: "a BIOES tag read in strict BIO mode",
-        lib("entity_spans(&[\"B-PER\", \"E-PER\"], SpanMode::Strict(TagScheme::Bio))", |_| { use rnn::train::metrics::{entity_spans, SpanMode, TagScheme}; entity_spans(&["B-PER", "E-PER"], SpanMode::Strict(TagScheme::Bio))?; Ok(()) })
-        => "entity spans: tag 1 `E-PER` has a prefix the BIO scheme lacks";
-    transition_mask_no_start: "a transition rule that lets no tag start a sequence",
-        lib("TransitionMask::from_fn(2, |prev, _| prev.is_some())", |_| { rnn::models::tagger::TransitionMask::from_fn(2, |prev, _| prev.is_some())?; Ok(()) })
-        => "TransitionMask: the rule lets no tag start or no tag end a sequence";
 
     // -- mismatched, damaged or foreign checkpoints --
     ckpt_dir_missing: "`--checkpoint` names a directory that does not exist",

@@ -180,3 +180,91 @@ fn char_lm_and_seq2seq_read_their_encoding() {
     let config = std::fs::read_to_string(out.join("checkpoint/config.json")).unwrap();
     assert!(config.contains("windows-1252"), "{config}");
 }
+
+/// CSV rows of 64 features (values 0-16, a stroke per class) then the class 0-2, with a header.
+fn digit_rows(n: usize) -> String {
+    let mut text = (0..64)
+        .map(|i| format!("f{i}"))
+        .collect::<Vec<_>>()
+        .join(",")
+        + ",class\n";
+    for i in 0..n {
+        let class = i % 3;
+        let row: Vec<String> = (0..64)
+            .map(|p| {
+                let (r, c) = (p / 8, p % 8);
+                let on = match class {
+                    0 => r == 3 || r == 4,
+                    1 => c == 3 || c == 4,
+                    _ => r == c,
+                };
+                (if on { 16 } else { (p + i) % 3 }).to_string()
+            })
+            .collect();
+        text.push_str(&format!("{},{class}\n", row.join(",")));
+    }
+    text
+}
+
+#[test]
+fn digits_trains_and_evaluates_on_csv_rows() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("optdigits.csv");
+    std::fs::write(&data, digit_rows(60)).unwrap();
+    let out = d.path().join("run");
+    run(&[
+        "train",
+        "digits",
+        "--data",
+        data.to_str().unwrap(),
+        "--row-len",
+        "8",
+        "--out",
+        out.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--hidden",
+        "8",
+        "--max-steps",
+        "3",
+    ])
+    .unwrap();
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("checkpoint/config.json")).unwrap())
+            .unwrap();
+    let spec = &config["model"]["spec"];
+    assert_eq!(
+        (spec["rows"].as_u64(), spec["cols"].as_u64()),
+        (Some(8), Some(8))
+    );
+    assert_eq!(spec["csv_scale"].as_f64(), Some(16.0));
+    let ckpt = out.join("checkpoint");
+    let ckpt = ckpt.to_str().unwrap();
+    run(&["eval", "--checkpoint", ckpt, "--device", "cpu"]).unwrap();
+    run(&[
+        "eval",
+        "--checkpoint",
+        ckpt,
+        "--data",
+        data.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ])
+    .unwrap();
+    // Rows that do not fold into the model's steps are refused by eval.
+    let other = d.path().join("other.csv");
+    std::fs::write(&other, "1,2,3,0\n4,5,6,1\n").unwrap();
+    let e = err(&[
+        "eval",
+        "--checkpoint",
+        ckpt,
+        "--data",
+        other.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
+    assert!(
+        e.contains("other.csv") && e.contains("time steps of 8 features"),
+        "{e}"
+    );
+}

@@ -1,10 +1,17 @@
-//! `rnn train digits`: sequential MNIST. Each image's rows are the time steps and its pixels per
-//! row the features (28 steps of 28 values in [0, 1]); a [`SequenceClassifier`] reads them and
-//! predicts the digit.
+//! `rnn train digits`: sequential MNIST, and numeric-sequence classification from CSV rows. Each
+//! image's rows are the time steps and its pixels per row the features (28 steps of 28 values in
+//! [0, 1]); a [`SequenceClassifier`] reads them and predicts the digit.
 //!
 //! # Data and options
 //!
-//! - `--data IMAGES.idx3[.gz]` and `--labels LABELS.idx1[.gz]` (IDX format, gzip optional).
+//! - `--data IMAGES.idx3[.gz]` and `--labels LABELS.idx1[.gz]` (IDX format, gzip optional), or
+//! - `--data ROWS.csv`: one example per row, its features then its integer class (or a column
+//!   headed `label`/`class`/`target`, as in MNIST's CSV), a header row detected and skipped
+//!   ([`rnn_train::data::read_feature_rows`]). `--row-len N` folds a row of F features into F/N
+//!   time steps of N features (N must divide F; default 28 when F = 784, else 1). Features are
+//!   divided by the file's largest absolute value when it exceeds 1 (255 for 8-bit pixels); that
+//!   scale is recorded for `rnn eval`. A file is CSV when its name ends in `.csv` or it starts
+//!   with text; there are max(10, largest class + 1) classes.
 //! - `--split F` (default 0.2): the **last** `round(F * n)` images are held out, in file order (no
 //!   shuffle), so on the 10k MNIST test set the split is the first 8,000 for training and the last
 //!   2,000 for testing, the split of the reference "1-NN 96.75%". The held-out images are the
@@ -28,13 +35,13 @@ use candle_core::{DType, Device, Tensor, D};
 use candle_nn::VarMap;
 use rnn_core::{Mode, RnnState};
 use rnn_models::classifier::{Input, Pooling, SequenceClassifier, SequenceClassifierConfig};
-use rnn_train::data::{read_mnist, seeded_shuffle, Mnist};
+use rnn_train::data::{read_feature_rows, read_mnist, seeded_shuffle, Mnist};
 use rnn_train::trainer::{Evaluation, MainMetric, StepLoss, TrainTask};
 use serde::{Deserialize, Serialize};
 
 use crate::run::{
     fit, invalid, stochastic_model, task_from_functions, trainer_config, CheckpointRun,
-    EvalRequest, PredictRequest, RunContext, TaskName, TaskOptions, TrainDefaults, TrainOutcome,
+    EvalRequest, PredictRequest, RunContext, TrainDefaults, TrainOutcome,
 };
 
 /// Default `--split`: the last 20% are held out.
@@ -59,6 +66,10 @@ pub struct DigitsSpec {
     pub rows: usize,
     /// Pixels per row (features per step).
     pub cols: usize,
+    /// For CSV data (`images` is the CSV file, and `labels` too): what the features were divided
+    /// by. `None` for IDX files.
+    #[serde(default)]
+    pub csv_scale: Option<f32>,
 }
 
 /// Reads images and labels; errors name the flag and the file.
@@ -76,6 +87,54 @@ pub fn load(images: &Path, labels: &Path, device: &Device) -> Result<Mnist> {
         };
         anyhow::Error::new(e).context(flag)
     })
+}
+
+/// Whether `path` holds CSV rows rather than IDX images: a `.csv` name, or text at its start
+/// (IDX files start with a zero byte, gzip files with 0x1f 0x8b).
+pub fn is_csv(path: &Path) -> bool {
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
+    {
+        return true;
+    }
+    let mut head = [0u8; 64];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+        .unwrap_or(0);
+    n > 0
+        && head[..n]
+            .iter()
+            .all(|b| b.is_ascii_graphic() || b.is_ascii_whitespace())
+}
+
+/// Reads `data`: CSV rows (with `row_len` features per step, features divided by `scale` or by
+/// the detected scale, which is returned) or IDX images with their `labels` file.
+pub fn load_data(
+    data: &Path,
+    labels: Option<&Path>,
+    row_len: Option<usize>,
+    scale: Option<f32>,
+    device: &Device,
+) -> Result<(Mnist, Option<f32>)> {
+    if is_csv(data) {
+        if let Some(l) = labels {
+            bail!(
+                "--labels {}: --data {} is CSV, whose rows hold their labels; --labels goes with IDX images",
+                l.display(),
+                data.display()
+            );
+        }
+        let rows = read_feature_rows(data, row_len, scale, device).context("--data")?;
+        return Ok((rows.data, Some(rows.scale)));
+    }
+    let Some(labels) = labels else {
+        bail!(
+            "--data {}: IDX images need their --labels LABELS.idx1[.gz] (or give --data ROWS.csv, features then label per row)",
+            data.display()
+        );
+    };
+    Ok((load(data, labels, device)?, None))
 }
 
 /// Number of held-out images of `n` for `split` (at least 1, at most `n - 1`).
@@ -176,35 +235,6 @@ impl TrainTask for DigitsTask {
     }
 }
 
-/// The training defaults.
-const TRAIN_DEFAULTS: TrainDefaults = TrainDefaults {
-    epochs: 12,
-    lr: 2e-3,
-    clip: Some(1.0),
-    eval_every: None,
-    optimizer: "adamw",
-};
-
-/// The options `digits` reads, with its defaults.
-pub fn options(_task: TaskName) -> TaskOptions {
-    let files = "digits holds out a seeded --split fraction of --data for evaluation; it reads no other data file";
-    TaskOptions::new()
-        .read("data")
-        .read("labels")
-        .with("split", DEFAULT_SPLIT)
-        .read("row-len")
-        .with("pooling", "last")
-        .with("bidirectional", false)
-        .with("cell", "lstm")
-        .with("hidden", DEFAULT_HIDDEN)
-        .with("layers", 1)
-        .with("dropout", 0)
-        .with("batch-size", DEFAULT_BATCH)
-        .training(&TRAIN_DEFAULTS)
-        .refuse("valid", files)
-        .refuse("test", files)
-}
-
 task_from_functions!(
     /// The `digits` task (see the [module docs](self)).
     Digits
@@ -213,11 +243,22 @@ task_from_functions!(
 /// Trains the task.
 pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
     let o = &ctx.opts;
-    let (Some(images), Some(labels)) = (&o.data, &o.labels) else {
-        bail!("digits needs --data IMAGES.idx3[.gz] and --labels LABELS.idx1[.gz] (e.g. t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz)");
+    let Some(images) = &o.data else {
+        bail!("digits needs --data IMAGES.idx3[.gz] and --labels LABELS.idx1[.gz] (e.g. t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz), or --data ROWS.csv (features then label per row)");
     };
     let split = o.split.unwrap_or(DEFAULT_SPLIT);
-    let data = load(images, labels, &ctx.device)?;
+    if o.row_len.is_some() && !is_csv(images) {
+        bail!(
+            "--row-len: --data {} is an IDX image file, read as rows of pixels; --row-len folds CSV rows",
+            images.display()
+        );
+    }
+    let (data, csv_scale) = load_data(images, o.labels.as_deref(), o.row_len, None, &ctx.device)?;
+    let labels = o.labels.as_ref().unwrap_or(images);
+    let classes = match data.labels.max(0)?.to_scalar::<u32>()? as usize + 1 {
+        c if c > 10 => c,
+        _ => 10,
+    };
     let (n, rows, cols) = data.images.dims3()?;
     if n < 2 {
         bail!(
@@ -242,7 +283,7 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
         Input::features(cols),
         ctx.cell(Mode::Lstm)?,
         o.hidden.unwrap_or(DEFAULT_HIDDEN),
-        10,
+        classes,
     )
     .with_num_layers(o.layers.unwrap_or(1))
     .with_bidirectional(o.bidirectional.unwrap_or(false))
@@ -257,6 +298,7 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
         split,
         rows,
         cols,
+        csv_scale,
     };
     let mut task = DigitsTask {
         model,
@@ -269,12 +311,14 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
         batch_size: o.batch_size.unwrap_or(DEFAULT_BATCH),
         task: ctx.task.as_str(),
     };
-    let report = fit(
-        ctx,
-        trainer_config(ctx, &TRAIN_DEFAULTS)?,
-        varmap,
-        &mut task,
-    )?;
+    let defaults = TrainDefaults {
+        epochs: 12,
+        lr: 2e-3,
+        clip: Some(1.0),
+        eval_every: None,
+        optimizer: "adamw",
+    };
+    let report = fit(ctx, trainer_config(ctx, &defaults)?, varmap, &mut task)?;
     let extra = vec![format!("{test_n} held-out images")];
     Ok(TrainOutcome { report, extra })
 }
@@ -307,9 +351,16 @@ pub fn eval(run: &CheckpointRun, req: impl Into<EvalRequest>) -> Result<String> 
     let req = req.into();
     let (model, spec) = load_model(run)?;
     let dtype = run.dtype();
-    let (images, labels, what) = match (&req.data, &req.labels) {
-        (Some(images), Some(labels)) => {
-            let d = load(images, labels, &run.device)?;
+    let row_len = spec.csv_scale.map(|_| spec.cols);
+    let (images, labels, what) = match &req.data {
+        Some(images) => {
+            let (d, _) = load_data(
+                images,
+                req.labels.as_deref(),
+                row_len,
+                spec.csv_scale,
+                &run.device,
+            )?;
             check_size(&d.images, &spec, images)?;
             let n = d.images.dim(0)?;
             (
@@ -318,12 +369,9 @@ pub fn eval(run: &CheckpointRun, req: impl Into<EvalRequest>) -> Result<String> 
                 format!("{n} images of {}", images.display()),
             )
         }
-        (Some(images), None) => bail!(
-            "--data {}: give the matching --labels LABELS.idx1[.gz] too",
-            images.display()
-        ),
-        (None, _) => {
-            let d = load(&spec.images, &spec.labels, &run.device)?;
+        None => {
+            let labels = spec.csv_scale.is_none().then_some(spec.labels.as_path());
+            let (d, _) = load_data(&spec.images, labels, row_len, spec.csv_scale, &run.device)?;
             let n = d.images.dim(0)?;
             let test_n = held_out(n, spec.split);
             (
@@ -485,8 +533,31 @@ mod tests {
             split: 0.2,
             rows: 28,
             cols: 28,
+            csv_scale: None,
         };
         let alone = read_images(&i, &spec, &Device::Cpu).unwrap();
         assert_eq!(alone.dims(), &[7, 28, 28]);
+    }
+
+    #[test]
+    fn csv_and_idx_are_told_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (img, _) = synthetic_idx(2, 2, 1);
+        let idx = dir.path().join("images");
+        std::fs::write(&idx, &img).unwrap();
+        assert!(!is_csv(&idx));
+        let rows = dir.path().join("rows");
+        std::fs::write(&rows, "1,2,3,0\n4,5,6,1\n").unwrap();
+        assert!(is_csv(&rows));
+        let (d, scale) = load_data(&rows, None, Some(3), None, &Device::Cpu).unwrap();
+        assert_eq!((d.images.dims(), scale), (&[2usize, 1, 3][..], Some(6.0)));
+        let e = load_data(&rows, Some(&idx), None, None, &Device::Cpu)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--labels") && e.contains("is CSV"), "{e}");
+        let e = load_data(&idx, None, None, None, &Device::Cpu)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--labels LABELS.idx1"), "{e}");
     }
 }

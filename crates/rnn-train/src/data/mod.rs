@@ -7,6 +7,7 @@ mod bpe;
 mod conll;
 mod dates;
 mod encoding;
+mod feature_rows;
 mod labelled;
 mod lm;
 mod mnist;
@@ -21,6 +22,7 @@ pub use bpe::{BpeConfig, SubwordTokenizer};
 pub use conll::{parse_conll, parse_conllu, read_conll, read_conllu, TaggedSentence};
 pub use dates::{date_pairs, format_date, DatePairs, DATE_FORMATS};
 pub use encoding::{decode_text, TextEncoding};
+pub use feature_rows::{parse_feature_rows, read_feature_rows, FeatureRows};
 pub use labelled::{
     labelled_text, parse_labelled, read_labelled, read_labelled_file, LabelledFile, LabelledText,
 };
