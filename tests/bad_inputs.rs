@@ -491,6 +491,17 @@ cases! {
         lib("Rnn::new(RnnConfig::new(Lstm, 3, 4).with_dropout(1.0), vb)", |_| { let varmap = candle_nn::VarMap::new(); Rnn::new(&RnnConfig::new(Mode::Lstm, 3, 4).with_dropout(1.0), seeded_var_builder(&varmap, 0, DType::F32, &Device::Cpu))?; Ok(()) })
         => "RnnConfig: dropout must be in [0, 1), got 1";
 
+    // -- entity scores and constrained decoding through the library --
+    entity_f1_lengths: "`EntityF1::update` with 1 predicted and 2 gold tags",
+        lib("EntityF1::new().update(&[\"O\"], &[\"O\", \"B-PER\"])", |_| { rnn::train::metrics::EntityF1::new().update(&["O"], &["O", "B-PER"])?; Ok(()) })
+        => "EntityF1::update: `predicted` has 1 items but `gold` has 2; they must be equal";
+    entity_strict_foreign_prefix: "a BIOES tag read in strict BIO mode",
+        lib("entity_spans(&[\"B-PER\", \"E-PER\"], SpanMode::Strict(TagScheme::Bio))", |_| { use rnn::train::metrics::{entity_spans, SpanMode, TagScheme}; entity_spans(&["B-PER", "E-PER"], SpanMode::Strict(TagScheme::Bio))?; Ok(()) })
+        => "entity spans: tag 1 `E-PER` has a prefix the BIO scheme lacks";
+    transition_mask_no_start: "a transition rule that lets no tag start a sequence",
+        lib("TransitionMask::from_fn(2, |prev, _| prev.is_some())", |_| { rnn::models::tagger::TransitionMask::from_fn(2, |prev, _| prev.is_some())?; Ok(()) })
+        => "TransitionMask: the rule lets no tag start or no tag end a sequence";
+
     // -- mismatched, damaged or foreign checkpoints --
     ckpt_dir_missing: "`--checkpoint` names a directory that does not exist",
         cli(nothing, &["eval", "--checkpoint", "<tmp>/nope", "--device", "cpu"])

@@ -41,7 +41,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::run::{
     fit, invalid, stochastic_model, task_from_functions, trainer_config, CheckpointRun,
-    EvalRequest, PredictRequest, RunContext, TrainDefaults, TrainOutcome,
+    EvalRequest, PredictRequest, RunContext, TaskName, TaskOptions, TrainDefaults, TrainOutcome,
 };
 
 /// Default `--split`: the last 20% are held out.
@@ -235,6 +235,35 @@ impl TrainTask for DigitsTask {
     }
 }
 
+/// The training defaults.
+const TRAIN_DEFAULTS: TrainDefaults = TrainDefaults {
+    epochs: 12,
+    lr: 2e-3,
+    clip: Some(1.0),
+    eval_every: None,
+    optimizer: "adamw",
+};
+
+/// The options `digits` reads, with its defaults.
+pub fn options(_task: TaskName) -> TaskOptions {
+    let files = "digits holds out a seeded --split fraction of --data for evaluation; it reads no other data file";
+    TaskOptions::new()
+        .read("data")
+        .read("labels")
+        .with("split", DEFAULT_SPLIT)
+        .read("row-len")
+        .with("pooling", "last")
+        .with("bidirectional", false)
+        .with("cell", "lstm")
+        .with("hidden", DEFAULT_HIDDEN)
+        .with("layers", 1)
+        .with("dropout", 0)
+        .with("batch-size", DEFAULT_BATCH)
+        .training(&TRAIN_DEFAULTS)
+        .refuse("valid", files)
+        .refuse("test", files)
+}
+
 task_from_functions!(
     /// The `digits` task (see the [module docs](self)).
     Digits
@@ -311,14 +340,12 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
         batch_size: o.batch_size.unwrap_or(DEFAULT_BATCH),
         task: ctx.task.as_str(),
     };
-    let defaults = TrainDefaults {
-        epochs: 12,
-        lr: 2e-3,
-        clip: Some(1.0),
-        eval_every: None,
-        optimizer: "adamw",
-    };
-    let report = fit(ctx, trainer_config(ctx, &defaults)?, varmap, &mut task)?;
+    let report = fit(
+        ctx,
+        trainer_config(ctx, &TRAIN_DEFAULTS)?,
+        varmap,
+        &mut task,
+    )?;
     let extra = vec![format!("{test_n} held-out images")];
     Ok(TrainOutcome { report, extra })
 }
