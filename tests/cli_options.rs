@@ -168,3 +168,71 @@ fn task_help_lists_the_tasks_options_and_defaults() {
         "{h}"
     );
 }
+
+/// Runs the `rnn` binary; returns stdout, failing the test on a non-zero exit.
+fn rnn_stdout(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_rnn"))
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "rnn {args:?} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// Without `--test`, classify holds a test part out of `--data` besides the validation part;
+/// the summary's headline scores it with the best checkpoint, and `eval` prints the same.
+#[test]
+fn classify_holds_out_a_test_part_that_eval_scores_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("reviews.txt");
+    let mut text = String::new();
+    let (good, bad) = (["great", "fine", "lovely"], ["awful", "dull", "poor"]);
+    for i in 0..200 {
+        let (label, word) = if i % 2 == 0 {
+            ("pos", good[i % 3])
+        } else {
+            ("neg", bad[i % 3])
+        };
+        text.push_str(&format!("{label}\tthe film was {word} and {word}\n"));
+    }
+    std::fs::write(&data, text).unwrap();
+    let out = dir.path().join("run");
+    let (data_s, out_s) = (data.to_str().unwrap(), out.to_str().unwrap());
+    let train = rnn_stdout(&[
+        "train",
+        "classify",
+        "--data",
+        data_s,
+        "--out",
+        out_s,
+        "--device",
+        "cpu",
+        "--epochs",
+        "2",
+        "--hidden",
+        "8",
+        "--embedding",
+        "8",
+    ]);
+    let summary = train.lines().last().unwrap();
+    let (_, headline) = summary
+        .split_once("; test accuracy ")
+        .unwrap_or_else(|| panic!("no test headline: {summary}"));
+    // 200 examples: 20 validation, 20 test (a tenth each), 160 training.
+    let held = format!("(20 examples held out of {data_s}; best checkpoint, step ");
+    assert!(headline.contains(&held), "{summary}");
+    let (scores, _) = headline.split_once(" (").unwrap();
+    let eval = rnn_stdout(&["eval", "--checkpoint", out_s, "--device", "cpu"]);
+    let (accuracy, macro_f1) = scores.split_once(", macro F1 ").unwrap();
+    assert!(
+        eval.starts_with(&format!(
+            "test accuracy {accuracy}, macro F1 {macro_f1}, loss "
+        )) && eval.contains(&format!("on 20 examples held out of {data_s}")),
+        "train: {summary}\neval: {eval}"
+    );
+}

@@ -5,8 +5,12 @@
 //!
 //! `--data FILE` holds one example per line, `label<TAB or space>text`
 //! ([`rnn_train::data::read_labelled`]). Validation data come from `--valid FILE`, or else a seeded
-//! `--split` fraction (default 0.1) of `--data` is held out; `--test FILE` is scored with the best
-//! weights at the end ("test accuracy X" in the summary).
+//! `--split` fraction (default 0.1) of `--data` is held out. Test data come from `--test FILE`, or
+//! else another seeded part of `--data` of the same size is held out. The validation data pick the
+//! best checkpoint and stop training early; the test data, which model selection never sees, are
+//! scored once with the best weights: the summary's headline ("test accuracy X, macro F1 Y (N
+//! examples held out of FILE; best checkpoint, step S)"), which `rnn eval --checkpoint DIR`
+//! prints again (`--data FILE` scores another file).
 //!
 //! Text is split on whitespace and **lowercased** (SST-2 is already tokenised and lowercase;
 //! lowercasing other data shrinks the vocabulary, which matters more than case on small sets).
@@ -56,8 +60,8 @@ use rnn_train::metrics::{ConfusionMatrix, Metric};
 use rnn_train::trainer::{EarlyStopping, Evaluation, MainMetric, StepLoss, TrainTask};
 use serde::{Deserialize, Serialize};
 
-pub use super::valid::ValidSource;
 use super::valid::{bucketed_batches, eval_batches};
+pub use super::valid::{Parts, TestSource, ValidSource};
 use crate::run::{
     fit, invalid, load_best, stochastic_model, task_from_functions, trainer_config, CheckpointRun,
     EvalRequest, PredictRequest, RunContext, TaskName, TaskOptions, TrainDefaults, TrainOutcome,
@@ -93,6 +97,9 @@ struct SavedConfig {
     labels: Vec<String>,
     lowercase: bool,
     valid: Option<ValidSource>,
+    /// Where the test rows came from (absent in checkpoints written before the test part).
+    #[serde(default)]
+    test: Option<TestSource>,
     /// `--encoding` of the data files, when not UTF-8.
     #[serde(default)]
     encoding: Option<String>,
@@ -353,7 +360,13 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
     let encoding = o.text_encoding()?;
     let say = |line: &str| ctx.say(line);
     let rows = read_rows(data, encoding, say)?;
-    let (train_rows, valid_rows, valid_source) = ValidSource::split(
+    let Parts {
+        train: train_rows,
+        valid: valid_rows,
+        test: test_rows,
+        valid_source,
+        test_source,
+    } = Parts::split(
         ctx,
         data,
         rows,
@@ -379,10 +392,13 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
     )?;
     let train = encode_rows(data, &train_rows, &vocab, &labels, lowercase)?;
     let valid = encode_rows(valid_source.path(), &valid_rows, &vocab, &labels, lowercase)?;
+    let test = encode_rows(test_source.path(), &test_rows, &vocab, &labels, lowercase)?;
     ctx.say(&format!(
-        "classify: {} training / {} validation examples, {} labels, vocabulary {} words, pooling {pooling}",
+        "classify: {} training / {} validation / {} test examples{}, {} labels, vocabulary {} words, pooling {pooling}",
         train.ids.len(),
         valid.ids.len(),
+        test.ids.len(),
+        if test_source.is_held_out() { " (test held out of --data)" } else { "" },
         labels.len(),
         vocab.len()
     ));
@@ -419,6 +435,7 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
             labels: labels.clone(),
             lowercase,
             valid: Some(valid_source),
+            test: Some(test_source.clone()),
             encoding: (encoding != TextEncoding::UTF8).then(|| encoding.name().to_string()),
         },
         vocab_json: serde_json::to_vec(&vocab)?,
@@ -431,16 +448,22 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
         });
     }
     let report = fit(ctx, tcfg, varmap.clone(), &mut task)?;
-    let mut extra = Vec::new();
-    if let Some(test) = &o.test {
-        load_best(ctx, &varmap)?;
-        let enc = encode_file(test, encoding, &vocab, &labels, lowercase)?;
-        let s = score(&task.model, &batches(&enc, 256, &ctx.device)?, labels.len())?;
-        extra.push(format!(
-            "test accuracy {:.4}, macro F1 {:.4} ({} examples)",
-            s.accuracy, s.macro_f1, s.count
-        ));
-    }
+    // The headline: the test rows, which model selection never saw, with the best weights.
+    let at = match load_best(ctx, &varmap)? {
+        Some(step) => format!("best checkpoint, step {step}"),
+        None => "last weights".to_string(),
+    };
+    let s = score(
+        &task.model,
+        &batches(&test, 256, &ctx.device)?,
+        labels.len(),
+    )?;
+    let extra = vec![format!(
+        "test accuracy {:.4}, macro F1 {:.4} ({}; {at})",
+        s.accuracy,
+        s.macro_f1,
+        test_source.describe(s.count, "examples")
+    )];
     Ok(TrainOutcome { report, extra })
 }
 
@@ -456,6 +479,8 @@ pub struct LoadedClassifier {
     pub lowercase: bool,
     /// Where the validation data came from.
     pub valid: Option<ValidSource>,
+    /// Where the test data came from (`None` in older checkpoints).
+    pub test: Option<TestSource>,
     /// The encoding of the data files it was trained on.
     pub encoding: TextEncoding,
 }
@@ -478,6 +503,7 @@ pub fn load(run: &CheckpointRun) -> Result<LoadedClassifier> {
         labels: saved.labels,
         lowercase: saved.lowercase,
         valid: saved.valid,
+        test: saved.test,
         encoding: saved_encoding(saved.encoding.as_deref())?,
     })
 }
@@ -497,9 +523,16 @@ pub fn score_file(run: &CheckpointRun, path: &Path, batch_size: usize) -> Result
 pub fn eval(run: &CheckpointRun, req: impl Into<EvalRequest>) -> Result<String> {
     let req = req.into();
     let c = load(run)?;
-    let (path, rows) = ValidSource::eval_rows(req.data.as_deref(), c.valid.as_ref(), |p| {
-        read_rows(p, c.encoding, |_| {})
-    })?;
+    let read = |p: &Path| read_rows(p, c.encoding, |_| {});
+    // Without --data: the test rows of the run (its headline), else (older checkpoints) the
+    // validation rows.
+    let (test, path, rows) = match (&req.data, &c.test) {
+        (None, Some(t)) => (Some(t), t.path().to_path_buf(), t.rows(read)?),
+        _ => {
+            let (path, rows) = ValidSource::eval_rows(req.data.as_deref(), c.valid.as_ref(), read)?;
+            (None, path, rows)
+        }
+    };
     let enc = encode_rows(&path, &rows, &c.vocab, &c.labels, c.lowercase)?;
     if enc.ids.is_empty() {
         bail!("{}: no examples to evaluate", path.display());
@@ -509,14 +542,23 @@ pub fn eval(run: &CheckpointRun, req: impl Into<EvalRequest>) -> Result<String> 
         &batches(&enc, req.batch_size, &run.device)?,
         c.labels.len(),
     )?;
-    Ok(format!(
-        "accuracy {:.4}, macro F1 {:.4}, loss {:.4} on {} examples of {}",
-        s.accuracy,
-        s.macro_f1,
-        s.loss,
-        s.count,
-        path.display()
-    ))
+    Ok(match test {
+        Some(t) => format!(
+            "test accuracy {:.4}, macro F1 {:.4}, loss {:.4} on {}",
+            s.accuracy,
+            s.macro_f1,
+            s.loss,
+            t.describe(s.count, "examples")
+        ),
+        None => format!(
+            "accuracy {:.4}, macro F1 {:.4}, loss {:.4} on {} examples of {}",
+            s.accuracy,
+            s.macro_f1,
+            s.loss,
+            s.count,
+            path.display()
+        ),
+    })
 }
 
 /// One prediction: the label, the class probabilities and the pooling weights per token.

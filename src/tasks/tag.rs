@@ -470,7 +470,6 @@ pub fn options(_task: TaskName) -> TaskOptions {
         .read("valid")
         .read("test")
         .with("split", 0.1)
-        .read("encoding")
         .with("tag-column", "upos")
         .with("vocab-size", DEFAULT_VOCAB_SIZE)
         .with("embedding", 128)

@@ -30,6 +30,144 @@ pub enum ValidSource {
     },
 }
 
+/// Where the test rows of a run came from, so `rnn eval` scores the same rows that the run's
+/// headline scored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum TestSource {
+    /// A separate file (`--test`).
+    File {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Held out of the training file besides the validation rows: after the validation split
+    /// `valid` (`(fraction, seed)`, when the validation rows came from the same file), a
+    /// `fraction` of the remaining rows shuffled with `seed`.
+    Split {
+        /// The training file.
+        path: PathBuf,
+        /// The validation split taken first, if any.
+        valid: Option<(f64, u64)>,
+        /// The held-out fraction of what the validation split left.
+        fraction: f64,
+        /// The split seed.
+        seed: u64,
+    },
+}
+
+impl TestSource {
+    /// The file the test rows come from.
+    pub fn path(&self) -> &Path {
+        match self {
+            TestSource::File { path } | TestSource::Split { path, .. } => path,
+        }
+    }
+
+    /// Whether the test rows were held out of `--data` (else they are `--test FILE`).
+    pub fn is_held_out(&self) -> bool {
+        matches!(self, TestSource::Split { .. })
+    }
+
+    /// The test rows again, read with `read`.
+    pub fn rows<T>(&self, read: impl Fn(&Path) -> Result<Vec<T>>) -> Result<Vec<T>> {
+        match self {
+            TestSource::File { path } => read(path),
+            TestSource::Split {
+                path,
+                valid,
+                fraction,
+                seed,
+            } => {
+                let mut rows = read(path)?;
+                if let Some((f, s)) = valid {
+                    rows = split_fraction(rows, *f, *s)?.0;
+                }
+                Ok(split_fraction(rows, *fraction, *seed)?.1)
+            }
+        }
+    }
+
+    /// `N examples of FILE` or `N examples held out of FILE`, for result lines.
+    pub fn describe(&self, count: usize, what: &str) -> String {
+        if self.is_held_out() {
+            format!("{count} {what} held out of {}", self.path().display())
+        } else {
+            format!("{count} {what} of {}", self.path().display())
+        }
+    }
+}
+
+/// The rows of a run on `--data`: training, validation and test, with where the latter two came
+/// from. Model selection sees only the validation rows; the test rows are scored once, with the
+/// best checkpoint.
+pub struct Parts<T> {
+    /// Training rows.
+    pub train: Vec<T>,
+    /// Validation rows (best checkpoint, early stopping).
+    pub valid: Vec<T>,
+    /// Test rows (the headline).
+    pub test: Vec<T>,
+    /// Where the validation rows came from.
+    pub valid_source: ValidSource,
+    /// Where the test rows came from.
+    pub test_source: TestSource,
+}
+
+impl<T> Parts<T> {
+    /// Splits `rows` of `data`: validation rows from `--valid FILE`, else a seeded `--split`
+    /// fraction (default 0.1) of `rows` (the same rows as [`ValidSource::split`]); test rows
+    /// from `--test FILE`, else another seeded part of `rows` of the same size. `what` names the
+    /// rows ("examples") in errors.
+    pub fn split(
+        ctx: &RunContext,
+        data: &Path,
+        rows: Vec<T>,
+        read: impl Fn(&Path) -> Result<Vec<T>>,
+        what: &str,
+    ) -> Result<Self> {
+        let (rest, valid, valid_source) = ValidSource::split(ctx, data, rows, &read, what)?;
+        let (train, test, test_source) = match &ctx.opts.test {
+            Some(t) => (rest, read(t)?, TestSource::File { path: t.clone() }),
+            None => {
+                let f = ctx.opts.split.unwrap_or(0.1);
+                let (fraction, valid) = match &valid_source {
+                    ValidSource::Split { fraction, seed, .. } => {
+                        (f / (1.0 - f), Some((*fraction, *seed)))
+                    }
+                    ValidSource::File { .. } => (f, None),
+                };
+                if fraction >= 1.0 {
+                    bail!(
+                        "--split {f}: too large to hold out a validation and a test part of that size each; give --split below 0.5, or --valid/--test FILE"
+                    );
+                }
+                let seed = rnn_core::seed::derive_seed(ctx.seed, 1);
+                let (train, test) = split_fraction(rest, fraction, seed)?;
+                if train.is_empty() || test.is_empty() {
+                    bail!(
+                        "--data {}: too few {what} to hold out a test part (--split {f}); give --test FILE",
+                        data.display()
+                    );
+                }
+                let source = TestSource::Split {
+                    path: data.to_path_buf(),
+                    valid,
+                    fraction,
+                    seed,
+                };
+                (train, test, source)
+            }
+        };
+        Ok(Self {
+            train,
+            valid,
+            test,
+            valid_source,
+            test_source,
+        })
+    }
+}
+
 impl ValidSource {
     /// The training and validation rows of a run on `data` (read as `rows`): all of `rows` and
     /// the rows of `--valid FILE` when given, else a seeded `--split` fraction (default 0.1) of
