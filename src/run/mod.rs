@@ -10,12 +10,14 @@
 //! - [`EvalRequest`], [`SampleRequest`], [`PredictRequest`]: what those commands ask;
 //! - [`TaskName`] and [`Task`]: the tasks and what each can do; [`TaskOptions`]: which options
 //!   each reads, with its defaults;
+//! - [`memory`]: the peak-memory estimate of a run and the refusal when it would not fit;
 //! - [`error_line`] and [`invalid`]: errors across layers.
 
 mod checkpoint;
 mod context;
 mod error;
 mod fit;
+pub mod memory;
 pub mod options;
 mod request;
 mod task;

@@ -49,8 +49,36 @@ pub fn seeded_shuffle<T>(items: &mut [T], seed: u64) {
     items.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
 }
 
+/// A batch is closed before it is full when the next example, in length order, is longer than
+/// `PAD_RATIO` times the batch's shortest example plus [`PAD_SLACK`] steps: one long example then
+/// gets a batch of its own (or of examples near its length) instead of padding a full batch of
+/// short ones to its length. Batches of ordinary data, whose sorted neighbours differ by a few
+/// steps, are unchanged.
+pub const PAD_RATIO: usize = 2;
+/// See [`PAD_RATIO`].
+pub const PAD_SLACK: usize = 8;
+
+/// Cuts `sorted` (indices in order of `lengths`) into batches of at most `batch_size` under the
+/// [`PAD_RATIO`] rule.
+fn cut_sorted(sorted: &[usize], lengths: &[usize], batch_size: usize, out: &mut Vec<Vec<usize>>) {
+    let mut batch: Vec<usize> = Vec::with_capacity(batch_size);
+    for &i in sorted {
+        let too_long = batch
+            .first()
+            .is_some_and(|&f| lengths[i] > PAD_RATIO * lengths[f] + PAD_SLACK);
+        if batch.len() == batch_size || too_long {
+            out.push(std::mem::take(&mut batch));
+        }
+        batch.push(i);
+    }
+    if !batch.is_empty() {
+        out.push(batch);
+    }
+}
+
 /// Batches of example indices grouped by similar length (less padding): indices are sorted by
-/// length within shuffled pools of `50 * batch_size`, cut into batches, and the batches shuffled.
+/// length within shuffled pools of `50 * batch_size`, cut into batches (closed early before an
+/// example much longer than the batch's shortest, see [`PAD_RATIO`]), and the batches shuffled.
 pub fn bucket_batches(lengths: &[usize], batch_size: usize, seed: u64) -> Result<Vec<Vec<usize>>> {
     if batch_size == 0 {
         return Err(Error::Invalid("batch size must be > 0".into()));
@@ -60,10 +88,60 @@ pub fn bucket_batches(lengths: &[usize], batch_size: usize, seed: u64) -> Result
     let mut batches = Vec::new();
     for pool in order.chunks_mut(50 * batch_size) {
         pool.sort_by_key(|&i| lengths[i]);
-        batches.extend(pool.chunks(batch_size).map(<[usize]>::to_vec));
+        cut_sorted(pool, lengths, batch_size, &mut batches);
     }
     seeded_shuffle(&mut batches, seed.wrapping_add(1));
     Ok(batches)
+}
+
+/// Batches of example indices in order of length (evaluation: the order does not change the
+/// scores), at most `batch_size` each and cut under the [`PAD_RATIO`] rule as
+/// [`bucket_batches`].
+pub fn length_batches(lengths: &[usize], batch_size: usize) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..lengths.len()).collect();
+    order.sort_by_key(|&i| lengths[i]);
+    let mut batches = Vec::new();
+    cut_sorted(&order, lengths, batch_size.max(1), &mut batches);
+    batches
+}
+
+/// `(rows, padded length)` of the largest batch, by `rows * padded length`, that
+/// [`bucket_batches`] or [`length_batches`] can make of `lengths` with `batch_size`, whatever the
+/// shuffle: a batch whose longest example has length `l` holds at most `batch_size` examples, all
+/// of length at least `(l - PAD_SLACK) / PAD_RATIO`. `(0, 0)` for no examples.
+pub fn largest_batch(lengths: &[usize], batch_size: usize) -> (usize, usize) {
+    let mut sorted = lengths.to_vec();
+    sorted.sort_unstable();
+    let mut best = (0, 0);
+    let mut lo = 0;
+    for (j, &l) in sorted.iter().enumerate() {
+        if sorted.get(j + 1) == Some(&l) {
+            continue; // the last of equal lengths counts them all
+        }
+        while PAD_RATIO * sorted[lo] + PAD_SLACK < l {
+            lo += 1;
+        }
+        let rows = (j + 1 - lo).min(batch_size.max(1));
+        if rows * l > best.0 * best.1 {
+            best = (rows, l);
+        }
+    }
+    best
+}
+
+/// `seqs` with every sequence longer than `max_len` split into consecutive chunks of at most
+/// `max_len` items (the last chunk holds the rest); shorter sequences unchanged, order kept.
+pub fn chunk_sequences<T: Clone>(seqs: &[Vec<T>], max_len: usize) -> Vec<Vec<T>> {
+    let max_len = max_len.max(1);
+    seqs.iter()
+        .flat_map(|s| {
+            if s.len() <= max_len {
+                vec![s.clone()]
+            } else {
+                s.chunks(max_len).map(<[T]>::to_vec).collect()
+            }
+        })
+        .collect()
 }
 
 /// Splits `items` into `(first, second)` with `fraction` of them (rounded) in the second part,
@@ -125,6 +203,56 @@ mod tests {
         );
         assert_eq!(batches, bucket_batches(&lengths, 10, 3).unwrap(), "seeded");
         assert_ne!(batches, bucket_batches(&lengths, 10, 4).unwrap());
+    }
+
+    #[test]
+    fn one_long_example_gets_a_batch_of_its_own() {
+        let mut lengths = vec![20; 40];
+        lengths[7] = 200_000;
+        for batches in [
+            bucket_batches(&lengths, 32, 5).unwrap(),
+            length_batches(&lengths, 32),
+        ] {
+            let long = batches.iter().find(|b| b.contains(&7)).unwrap();
+            assert_eq!(long, &vec![7]);
+            let mut seen: Vec<usize> = batches.iter().flatten().copied().collect();
+            seen.sort();
+            assert_eq!(seen, (0..40).collect::<Vec<_>>());
+            assert!(batches.iter().all(|b| b.len() <= 32));
+        }
+        assert_eq!(largest_batch(&lengths, 32), (1, 200_000));
+        // Neighbours within the ratio share a batch: 2 * 10 + 8 = 28 >= 28.
+        assert_eq!(length_batches(&[10, 28, 29], 8), vec![vec![0, 1], vec![2]]);
+    }
+
+    #[test]
+    fn largest_batch_bounds_every_batching() {
+        assert_eq!(largest_batch(&[], 4), (0, 0));
+        assert_eq!(largest_batch(&[5, 5, 5], 2), (2, 5));
+        assert_eq!(largest_batch(&[1, 2, 3, 100], 32), (1, 100));
+        assert_eq!(largest_batch(&[30, 60, 60, 61], 32), (4, 61));
+        let lengths: Vec<usize> = (0..3000).map(|i| (i * 7919) % 997 + 1).collect();
+        let (rows, len) = largest_batch(&lengths, 16);
+        for seed in 0..5 {
+            for b in bucket_batches(&lengths, 16, seed).unwrap() {
+                let padded = b.iter().map(|&i| lengths[i]).max().unwrap();
+                assert!(b.len() * padded <= rows * len);
+            }
+        }
+        for b in length_batches(&lengths, 16) {
+            let padded = b.iter().map(|&i| lengths[i]).max().unwrap();
+            assert!(b.len() * padded <= rows * len);
+        }
+    }
+
+    #[test]
+    fn chunks_keep_every_item_in_order() {
+        let seqs = vec![vec![1, 2, 3, 4, 5], vec![6], vec![7, 8]];
+        assert_eq!(
+            chunk_sequences(&seqs, 2),
+            vec![vec![1, 2], vec![3, 4], vec![5], vec![6], vec![7, 8]]
+        );
+        assert_eq!(chunk_sequences(&seqs, 5), seqs);
     }
 
     #[test]

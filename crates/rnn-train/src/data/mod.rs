@@ -17,7 +17,10 @@ mod series;
 mod text;
 mod vocab;
 
-pub use batch::{bucket_batches, pad_batch, seeded_shuffle, split_fraction, PaddedBatch};
+pub use batch::{
+    bucket_batches, chunk_sequences, largest_batch, length_batches, pad_batch, seeded_shuffle,
+    split_fraction, PaddedBatch, PAD_RATIO, PAD_SLACK,
+};
 pub use bpe::{BpeConfig, SubwordTokenizer};
 pub use conll::{parse_conll, parse_conllu, read_conll, read_conllu, TaggedSentence};
 pub use dates::{date_pairs, format_date, DatePairs, DATE_FORMATS};
