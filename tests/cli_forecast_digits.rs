@@ -559,3 +559,60 @@ fn digits_bad_inputs_are_named() {
     ]);
     assert!(e.contains("trunc.idx3") && e.contains("bytes"), "{e}");
 }
+
+/// digits validates on the images before its test part; the summary's headline is the test
+/// part at the best checkpoint, and `eval` prints the same accuracy.
+#[test]
+fn digits_selects_on_valid_and_reports_test_like_eval() {
+    let dir = tempfile::tempdir().unwrap();
+    let (img, lab) = tiny_idx(100);
+    let (img_p, lab_p) = (dir.path().join("img.idx3"), dir.path().join("lab.idx1"));
+    std::fs::write(&img_p, &img).unwrap();
+    std::fs::write(&lab_p, &lab).unwrap();
+    let out = dir.path().join("run");
+    let (img_s, lab_s, out_s) = (
+        img_p.to_str().unwrap(),
+        lab_p.to_str().unwrap(),
+        out.to_str().unwrap(),
+    );
+    let (train, notes) = rnn_output(&[
+        "train",
+        "digits",
+        "--data",
+        img_s,
+        "--labels",
+        lab_s,
+        "--out",
+        out_s,
+        "--device",
+        "cpu",
+        "--hidden",
+        "16",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "16",
+        "--lr",
+        "0.01",
+    ]);
+    // 100 images: the last 20 test, the 8 before them validate.
+    assert!(
+        format!("{train}{notes}").contains("first 72 train, next 8 validate, last 20 test"),
+        "{train}{notes}"
+    );
+    let summary = train.lines().last().unwrap();
+    let (_, headline) = summary
+        .split_once("; test accuracy ")
+        .unwrap_or_else(|| panic!("no test headline in {summary}"));
+    let accuracy = headline.split_once(' ').unwrap().0;
+    assert!(
+        headline.contains("(the last 20 images of ")
+            && headline.contains("; best checkpoint, step "),
+        "{summary}"
+    );
+    let (eval, _) = rnn_output(&["eval", "--checkpoint", out_s, "--device", "cpu"]);
+    assert!(
+        eval.starts_with(&format!("digits: test accuracy {accuracy}, loss ")),
+        "train: {summary}\neval: {eval}"
+    );
+}

@@ -12,15 +12,20 @@
 //!   divided by the file's largest absolute value when it exceeds 1 (255 for 8-bit pixels); that
 //!   scale is recorded for `rnn eval`. A file is CSV when its name ends in `.csv` or it starts
 //!   with text; there are max(10, largest class + 1) classes.
-//! - `--split F` (default 0.2): the **last** `round(F * n)` images are held out, in file order (no
-//!   shuffle), so on the 10k MNIST test set the split is the first 8,000 for training and the last
-//!   2,000 for testing, the split of the reference "1-NN 96.75%". The held-out images are the
-//!   run's validation data (they pick `best/`) and its test.
+//! - `--split F` (default 0.2): the **last** `round(F * n)` images are the **test** part, in file
+//!   order (no shuffle), so on the 10k MNIST test set the first 8,000 are for training and the
+//!   last 2,000 for testing, the split of the reference "1-NN 96.75%".
+//! - `--valid-split F` (default 0.1): the last `round(F * m)` of the `m` images before the test
+//!   part are the **validation** part: they pick `best/` and stop training early after
+//!   `--patience` (default 4) epochs without a better accuracy. Model selection never sees the
+//!   test part; the summary ends with its accuracy at the best checkpoint, which `rnn eval
+//!   --checkpoint DIR` prints again.
 //! - Model: `--cell` (default lstm), `--hidden` (128), `--layers` (1), `--pooling last|mean|max|attention`
 //!   (default last), `--bidirectional`, `--dropout` (between layers and before the head).
 //! - Training: `--epochs` (12), `--batch-size` (64), `--lr` (2e-3, AdamW), `--clip` (1.0).
 //!
-//! Metric: accuracy on the held-out images (main, higher is better).
+//! Metric: accuracy on the validation images (main, higher is better); the headline is the test
+//! accuracy.
 //!
 //! `rnn eval --checkpoint DIR` rescores the held-out part of the training files; with `--data
 //! IMAGES --labels LABELS` it scores every image of those files. `rnn predict --checkpoint DIR
@@ -36,16 +41,20 @@ use candle_nn::VarMap;
 use rnn_core::{Mode, RnnState};
 use rnn_models::classifier::{Input, Pooling, SequenceClassifier, SequenceClassifierConfig};
 use rnn_train::data::{read_feature_rows, read_mnist, seeded_shuffle, Mnist};
-use rnn_train::trainer::{Evaluation, MainMetric, StepLoss, TrainTask};
+use rnn_train::trainer::{EarlyStopping, Evaluation, MainMetric, StepLoss, TrainTask};
 use serde::{Deserialize, Serialize};
 
 use crate::run::{
-    fit, invalid, stochastic_model, task_from_functions, trainer_config, CheckpointRun,
+    fit, invalid, load_best, stochastic_model, task_from_functions, trainer_config, CheckpointRun,
     EvalRequest, PredictRequest, RunContext, TaskName, TaskOptions, TrainDefaults, TrainOutcome,
 };
 
 /// Default `--split`: the last 20% are held out.
 pub const DEFAULT_SPLIT: f64 = 0.2;
+/// Default `--valid-split`: a tenth of the images before the test part validate.
+pub const DEFAULT_VALID_SPLIT: f64 = 0.1;
+/// Default `--patience`: epochs without a better validation accuracy before training stops.
+pub const DEFAULT_PATIENCE: u64 = 4;
 /// Default `--hidden`.
 pub const DEFAULT_HIDDEN: usize = 128;
 /// Default `--batch-size`.
@@ -60,8 +69,12 @@ pub struct DigitsSpec {
     pub images: PathBuf,
     /// The training labels file.
     pub labels: PathBuf,
-    /// Fraction held out at the end.
+    /// Fraction held out at the end: the test part.
     pub split: f64,
+    /// Fraction of the images before the test part that validate (0 in checkpoints written
+    /// before the validation part existed, whose held-out part was both).
+    #[serde(default)]
+    pub valid_split: f64,
     /// Rows per image (time steps).
     pub rows: usize,
     /// Pixels per row (features per step).
@@ -172,8 +185,8 @@ struct DigitsTask {
     spec: DigitsSpec,
     train_x: Tensor,
     train_y: Tensor,
-    test_x: Tensor,
-    test_y: Tensor,
+    valid_x: Tensor,
+    valid_y: Tensor,
     batch_size: usize,
     task: &'static str,
 }
@@ -214,7 +227,7 @@ impl TrainTask for DigitsTask {
     }
 
     fn evaluate(&mut self) -> rnn_train::Result<Evaluation> {
-        let (acc, loss) = accuracy(&self.model, &self.test_x, &self.test_y).map_err(invalid)?;
+        let (acc, loss) = accuracy(&self.model, &self.valid_x, &self.valid_y).map_err(invalid)?;
         let mut metrics = BTreeMap::new();
         metrics.insert("accuracy".to_string(), acc);
         Ok(Evaluation {
@@ -251,6 +264,7 @@ pub fn options(_task: TaskName) -> TaskOptions {
         .read("data")
         .read("labels")
         .with("split", DEFAULT_SPLIT)
+        .with("valid-split", DEFAULT_VALID_SPLIT)
         .read("row-len")
         .with("pooling", "last")
         .with("bidirectional", false)
@@ -259,6 +273,7 @@ pub fn options(_task: TaskName) -> TaskOptions {
         .with("layers", 1)
         .with("dropout", 0)
         .with("batch-size", DEFAULT_BATCH)
+        .with("patience", DEFAULT_PATIENCE)
         .training(&TRAIN_DEFAULTS)
         .refuse("valid", files)
         .refuse("test", files)
@@ -276,6 +291,7 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
         bail!("digits needs --data IMAGES.idx3[.gz] and --labels LABELS.idx1[.gz] (e.g. t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz), or --data ROWS.csv (features then label per row)");
     };
     let split = o.split.unwrap_or(DEFAULT_SPLIT);
+    let valid_split = o.valid_split.unwrap_or(DEFAULT_VALID_SPLIT);
     if o.row_len.is_some() && !is_csv(images) {
         bail!(
             "--row-len: --data {} is an IDX image file, read as rows of pixels; --row-len folds CSV rows",
@@ -289,17 +305,18 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
         _ => 10,
     };
     let (n, rows, cols) = data.images.dims3()?;
-    if n < 2 {
+    if n < 3 {
         bail!(
-            "--data {}: {n} image(s); need at least 2 (one to train on, one to test)",
+            "--data {}: {n} image(s); need at least 3 (to train on, to validate and to test)",
             images.display()
         );
     }
     let test_n = held_out(n, split);
-    let train_n = n - test_n;
+    let valid_n = held_out(n - test_n, valid_split);
+    let train_n = n - test_n - valid_n;
     let images_f = data.images.to_dtype(ctx.dtype)?;
     ctx.say(&format!(
-        "digits: {n} images of {rows}x{cols} ({rows} steps of {cols} features): first {train_n} train, last {test_n} test"
+        "digits: {n} images of {rows}x{cols} ({rows} steps of {cols} features): first {train_n} train, next {valid_n} validate, last {test_n} test"
     ));
     let pooling = match &o.pooling {
         Some(p) => p
@@ -325,6 +342,7 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
         images: std::fs::canonicalize(images).unwrap_or_else(|_| images.clone()),
         labels: std::fs::canonicalize(labels).unwrap_or_else(|_| labels.clone()),
         split,
+        valid_split,
         rows,
         cols,
         csv_scale,
@@ -335,18 +353,33 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
         spec,
         train_x: images_f.narrow(0, 0, train_n)?,
         train_y: data.labels.narrow(0, 0, train_n)?,
-        test_x: images_f.narrow(0, train_n, test_n)?,
-        test_y: data.labels.narrow(0, train_n, test_n)?,
+        valid_x: images_f.narrow(0, train_n, valid_n)?,
+        valid_y: data.labels.narrow(0, train_n, valid_n)?,
         batch_size: o.batch_size.unwrap_or(DEFAULT_BATCH),
         task: ctx.task.as_str(),
     };
-    let report = fit(
-        ctx,
-        trainer_config(ctx, &TRAIN_DEFAULTS)?,
-        varmap,
-        &mut task,
+    let mut tcfg = trainer_config(ctx, &TRAIN_DEFAULTS)?;
+    if o.patience.is_none() {
+        tcfg.early_stopping = Some(EarlyStopping {
+            patience: DEFAULT_PATIENCE,
+            min_delta: 0.0,
+        });
+    }
+    let report = fit(ctx, tcfg, varmap.clone(), &mut task)?;
+    // The headline: the test part, which model selection never saw, with the best weights.
+    let at = match load_best(ctx, &varmap)? {
+        Some(step) => format!("best checkpoint, step {step}"),
+        None => "last weights".to_string(),
+    };
+    let (acc, _) = accuracy(
+        &task.model,
+        &images_f.narrow(0, n - test_n, test_n)?,
+        &data.labels.narrow(0, n - test_n, test_n)?,
     )?;
-    let extra = vec![format!("{test_n} held-out images")];
+    let extra = vec![format!(
+        "test accuracy {acc:.4} (the last {test_n} images of {}; {at})",
+        task.spec.images.display()
+    )];
     Ok(TrainOutcome { report, extra })
 }
 
@@ -409,8 +442,9 @@ pub fn eval(run: &CheckpointRun, req: impl Into<EvalRequest>) -> Result<String> 
         }
     };
     let (acc, loss) = accuracy(&model, &images.to_dtype(dtype)?, &labels)?;
+    let part = if req.data.is_none() { "test " } else { "" };
     Ok(format!(
-        "digits: accuracy {acc:.4}, loss {loss:.4} on {what}"
+        "digits: {part}accuracy {acc:.4}, loss {loss:.4} on {what}"
     ))
 }
 
@@ -558,6 +592,7 @@ mod tests {
             images: i.clone(),
             labels: l,
             split: 0.2,
+            valid_split: 0.1,
             rows: 28,
             cols: 28,
             csv_scale: None,
