@@ -95,6 +95,30 @@ fn write(dir: &Path, name: &str, bytes: impl AsRef<[u8]>) -> PathBuf {
     p
 }
 
+/// The memory check of `rnn train classify` with the default model, 40 training examples of
+/// 200,000 tokens and 8 GB available.
+fn memory_refusal() -> anyhow::Result<()> {
+    use rnn::run::memory::{Longest, MemoryPlan, RecurrentShape};
+    let plan = MemoryPlan {
+        shape: RecurrentShape {
+            embedding: 128,
+            hidden: 128,
+            layers: 1,
+            directions: 2,
+            gates: 4,
+        },
+        dtype_bytes: 4,
+        params: 1_000_000,
+        batch_size: 32,
+        eval_batch_size: 256,
+    };
+    let longest = Longest {
+        place: "long.txt:3".into(),
+        tokens: 200_000,
+    };
+    plan.check(&[200_000; 40], &[20; 4], Some(8_000_000_000), &longest)
+}
+
 // ---- generated data -------------------------------------------------------------------------
 
 /// Lines of plain English-like text.
@@ -389,6 +413,12 @@ cases! {
     encoding_unknown: "`--encoding klingon`",
         cli(|d| { write(d, "train.txt", sentiment(40)); }, &["train", "classify", "--data", "<tmp>/train.txt", "--encoding", "klingon", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
         => "--encoding: unknown encoding 'klingon': expected a name such as utf-8, latin1, windows-1252, iso-8859-15, utf-16le, shift_jis or gb18030";
+    max_len_zero: "`rnn train classify --max-len 0`",
+        cli(|d| { write(d, "train.txt", sentiment(40)); }, &["train", "classify", "--data", "<tmp>/train.txt", "--max-len", "0", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
+        => "--max-len must be at least 1, got 0";
+    memory_too_large: "a training batch of 32 examples of 200,000 tokens with 8 GB available (what `rnn train classify` and `tag` check before training, with the memory the machine has)",
+        lib("MemoryPlan { lstm, embedding 128, hidden 128, bidirectional, f32, 1M parameters, batch 32 }.check(40 examples of 200000 tokens, available 8 GB)", |_| memory_refusal())
+        => "training would need about 278.5 GB of memory for its largest batch (32 x 200000 tokens) and 8.0 GB is available; the longest example is long.txt:3 (200000 tokens): shorten examples with --max-len 5700 or lower --batch-size (now 32)";
     pairs_not_utf8: "`pairs.tsv`: a Latin-1 byte on line 2",
         cli(|d| { write(d, "pairs.tsv", b"Go.\tVa !\nHi.\tSalut, \xe7a va ?\n"); }, &["train", "seq2seq", "--data", "<tmp>/pairs.tsv", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
         => "--data: <tmp>/pairs.tsv:2: not valid UTF-8 (byte offset 20); name the file's encoding with --encoding, e.g. --encoding latin1";

@@ -12,6 +12,8 @@
 //! It is checked against [`available_memory`] on the CPU only: on a GPU the activations live in
 //! device memory, which this does not model.
 
+use std::path::Path;
+
 use anyhow::{bail, Result};
 use rnn_train::data::largest_batch;
 
@@ -98,6 +100,50 @@ pub struct Longest {
     pub place: String,
     /// Its length in tokens, as trained (after `--max-len`).
     pub tokens: usize,
+}
+
+impl Longest {
+    /// The longest of `items`, each `(file, line, tokens)` with `line` 0 for none (the first of
+    /// equal lengths); an empty place for no items.
+    pub fn find<'a>(items: impl IntoIterator<Item = (&'a Path, usize, usize)>) -> Longest {
+        let mut best: Option<(&Path, usize, usize)> = None;
+        for item in items {
+            if best.is_none_or(|b| item.2 > b.2) {
+                best = Some(item);
+            }
+        }
+        match best {
+            Some((path, 0, tokens)) => Longest {
+                place: path.display().to_string(),
+                tokens,
+            },
+            Some((path, line, tokens)) => Longest {
+                place: format!("{}:{line}", path.display()),
+                tokens,
+            },
+            None => Longest {
+                place: String::new(),
+                tokens: 0,
+            },
+        }
+    }
+}
+
+/// The notice `--max-len N` prints when it shortened examples: how many of `total` `what` were
+/// longer (`cut` holds their lengths before), the longest, and what was done with them (`how`).
+/// `None` when nothing was cut.
+pub fn max_len_notice(
+    max_len: usize,
+    cut: &[usize],
+    total: usize,
+    what: &str,
+    how: &str,
+) -> Option<String> {
+    let longest = cut.iter().max()?;
+    Some(format!(
+        "notice: --max-len {max_len}: {} of {total} {what} were longer (the longest {longest} tokens); {how}",
+        cut.len()
+    ))
 }
 
 /// What the memory of a run depends on besides its data.
@@ -372,6 +418,19 @@ mod tests {
             .check(&train, &eval, Some(GB / 1000), &longest())
             .unwrap_err();
         assert!(msg.to_string().contains("with --max-len N or"), "{msg}");
+    }
+
+    #[test]
+    fn longest_names_file_and_line_and_notice_counts() {
+        let (a, b) = (Path::new("a.txt"), Path::new("b.txt"));
+        let l = Longest::find([(a, 1, 5), (b, 7, 9), (a, 3, 9)]);
+        assert_eq!((l.place.as_str(), l.tokens), ("b.txt:7", 9));
+        assert_eq!(Longest::find([(a, 0, 2)]).place, "a.txt");
+        assert_eq!(
+            max_len_notice(10, &[12, 200], 40, "examples", "kept their first 10 tokens").unwrap(),
+            "notice: --max-len 10: 2 of 40 examples were longer (the longest 200 tokens); kept their first 10 tokens"
+        );
+        assert_eq!(max_len_notice(10, &[], 40, "examples", ""), None);
     }
 
     #[test]

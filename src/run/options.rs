@@ -140,7 +140,9 @@ pub struct Options {
     /// Beam size for decoding (1 = greedy).
     #[arg(long)]
     pub beam: Option<usize>,
-    /// Maximum generated length.
+    /// Maximum length in tokens: of generated output (seq2seq, sampling); of an example for
+    /// classify (longer ones keep their first N tokens) and tag (longer sentences are split into
+    /// chunks of N tokens).
     #[arg(long)]
     pub max_len: Option<usize>,
     /// Teacher-forcing ratio for encoder-decoder training.

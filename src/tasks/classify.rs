@@ -20,6 +20,14 @@
 //! those of the training split, sorted (numerically when they are all integers); a validation or
 //! test label outside them is an error naming the line.
 //!
+//! `--max-len N` keeps the first N tokens of every example (training, validation and test; it is
+//! recorded in the checkpoint, so `rnn eval` cuts the same), with a notice of how many were
+//! longer and the longest. Without it examples keep every token: batches are cut so that one long
+//! example gets a batch of its own instead of padding a full one
+//! ([`rnn_train::data::bucket_batches`]), and before training the peak memory of the largest
+//! batch is estimated ([`crate::run::memory`]); a run that would not fit in the memory available
+//! is refused, naming the longest example, `--max-len` and `--batch-size`.
+//!
 //! `--encoding NAME` (default utf-8; latin1, windows-1252, ...) names the files' character encoding;
 //! it is recorded in the checkpoint, so `rnn eval` reads them the same way. A header line
 //! (`label<TAB>text`) is skipped with a notice. Files of another layout are refused with the
@@ -62,6 +70,7 @@ use serde::{Deserialize, Serialize};
 
 use super::valid::{bucketed_batches, eval_batches};
 pub use super::valid::{Parts, TestSource, ValidSource};
+use crate::run::memory::{check_memory, max_len_notice, Longest, MemoryPlan, RecurrentShape};
 use crate::run::{
     fit, invalid, load_best, stochastic_model, task_from_functions, trainer_config, CheckpointRun,
     EvalRequest, PredictRequest, RunContext, TaskName, TaskOptions, TrainDefaults, TrainOutcome,
@@ -103,6 +112,9 @@ struct SavedConfig {
     /// `--encoding` of the data files, when not UTF-8.
     #[serde(default)]
     encoding: Option<String>,
+    /// `--max-len`: examples keep their first this many tokens (in eval too).
+    #[serde(default)]
+    max_len: Option<usize>,
 }
 
 /// Encoded examples: token ids (never empty) and class ids.
@@ -169,6 +181,20 @@ fn encode_rows(
         out.classes.push(class as u32);
     }
     Ok(out)
+}
+
+/// Keeps the first `max_len` tokens of every example of `data` (`--max-len`); returns the lengths
+/// before of those it shortened.
+fn truncate(data: &mut Encoded, max_len: Option<usize>) -> Vec<usize> {
+    let Some(n) = max_len else {
+        return Vec::new();
+    };
+    let mut cut = Vec::new();
+    for ids in data.ids.iter_mut().filter(|ids| ids.len() > n) {
+        cut.push(ids.len());
+        ids.truncate(n);
+    }
+    cut
 }
 
 /// The label names in class-id order: sorted numerically when all are integers, else as text.
@@ -331,6 +357,7 @@ pub fn options(_task: TaskName) -> TaskOptions {
         .read("test")
         .with("split", 0.1)
         .read("encoding")
+        .read("max-len")
         .with("vocab-size", DEFAULT_VOCAB_SIZE)
         .with("embedding", 128)
         .with("pooling", DEFAULT_POOLING)
@@ -390,9 +417,19 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
         MIN_FREQ,
         Some(o.vocab_size.unwrap_or(DEFAULT_VOCAB_SIZE).max(4)),
     )?;
-    let train = encode_rows(data, &train_rows, &vocab, &labels, lowercase)?;
-    let valid = encode_rows(valid_source.path(), &valid_rows, &vocab, &labels, lowercase)?;
-    let test = encode_rows(test_source.path(), &test_rows, &vocab, &labels, lowercase)?;
+    let mut train = encode_rows(data, &train_rows, &vocab, &labels, lowercase)?;
+    let mut valid = encode_rows(valid_source.path(), &valid_rows, &vocab, &labels, lowercase)?;
+    let mut test = encode_rows(test_source.path(), &test_rows, &vocab, &labels, lowercase)?;
+    let mut cut = truncate(&mut train, o.max_len);
+    cut.extend(truncate(&mut valid, o.max_len));
+    cut.extend(truncate(&mut test, o.max_len));
+    let total = train.ids.len() + valid.ids.len() + test.ids.len();
+    if let Some(n) = o.max_len {
+        let how = format!("kept their first {n} tokens");
+        if let Some(line) = max_len_notice(n, &cut, total, "examples", &how) {
+            ctx.say(&line);
+        }
+    }
     ctx.say(&format!(
         "classify: {} training / {} validation / {} test examples{}, {} labels, vocabulary {} words, pooling {pooling}",
         train.ids.len(),
@@ -423,6 +460,36 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
     let varmap = VarMap::new();
     let model = SequenceClassifier::new(&cfg, ctx.var_builder(&varmap))?;
     let batch_size = o.batch_size.unwrap_or(32);
+    let lengths = |e: &Encoded| e.ids.iter().map(Vec::len).collect::<Vec<_>>();
+    let plan = MemoryPlan {
+        shape: RecurrentShape {
+            embedding: cfg.input.output_size(),
+            hidden: cfg.hidden_size,
+            layers: cfg.num_layers,
+            directions: if cfg.bidirectional { 2 } else { 1 },
+            gates: cfg.mode.gate_count(),
+        },
+        dtype_bytes: ctx.dtype.size_in_bytes(),
+        params: varmap.all_vars().iter().map(|v| v.elem_count()).sum(),
+        batch_size,
+        eval_batch_size: 256,
+    };
+    let eval_lengths = [lengths(&valid), lengths(&test)].concat();
+    check_memory(ctx, &plan, &lengths(&train), &eval_lengths, || {
+        Longest::find(
+            [
+                (data.as_path(), &train_rows, &train),
+                (valid_source.path(), &valid_rows, &valid),
+                (test_source.path(), &test_rows, &test),
+            ]
+            .into_iter()
+            .flat_map(|(path, rows, enc)| {
+                rows.iter()
+                    .zip(&enc.ids)
+                    .map(move |(r, ids)| (path, r.line, ids.len()))
+            }),
+        )
+    })?;
     let mut task = ClassifyTask {
         model,
         valid: batches(&valid, 256, &ctx.device)?,
@@ -437,6 +504,7 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
             valid: Some(valid_source),
             test: Some(test_source.clone()),
             encoding: (encoding != TextEncoding::UTF8).then(|| encoding.name().to_string()),
+            max_len: o.max_len,
         },
         vocab_json: serde_json::to_vec(&vocab)?,
     };
@@ -481,6 +549,8 @@ pub struct LoadedClassifier {
     pub valid: Option<ValidSource>,
     /// Where the test data came from (`None` in older checkpoints).
     pub test: Option<TestSource>,
+    /// `--max-len` of the run: examples keep their first this many tokens.
+    pub max_len: Option<usize>,
     /// The encoding of the data files it was trained on.
     pub encoding: TextEncoding,
 }
@@ -504,6 +574,7 @@ pub fn load(run: &CheckpointRun) -> Result<LoadedClassifier> {
         lowercase: saved.lowercase,
         valid: saved.valid,
         test: saved.test,
+        max_len: saved.max_len,
         encoding: saved_encoding(saved.encoding.as_deref())?,
     })
 }
@@ -511,7 +582,8 @@ pub fn load(run: &CheckpointRun) -> Result<LoadedClassifier> {
 /// Scores the classifier of `run` on a `label text` file.
 pub fn score_file(run: &CheckpointRun, path: &Path, batch_size: usize) -> Result<Scores> {
     let c = load(run)?;
-    let enc = encode_file(path, c.encoding, &c.vocab, &c.labels, c.lowercase)?;
+    let mut enc = encode_file(path, c.encoding, &c.vocab, &c.labels, c.lowercase)?;
+    truncate(&mut enc, c.max_len);
     score(
         &c.model,
         &batches(&enc, batch_size, &run.device)?,
@@ -533,7 +605,8 @@ pub fn eval(run: &CheckpointRun, req: impl Into<EvalRequest>) -> Result<String> 
             (None, path, rows)
         }
     };
-    let enc = encode_rows(&path, &rows, &c.vocab, &c.labels, c.lowercase)?;
+    let mut enc = encode_rows(&path, &rows, &c.vocab, &c.labels, c.lowercase)?;
+    truncate(&mut enc, c.max_len);
     if enc.ids.is_empty() {
         bail!("{}: no examples to evaluate", path.display());
     }

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
-use rnn_train::data::{bucket_batches, split_fraction};
+use rnn_train::data::{bucket_batches, length_batches, split_fraction};
 use serde::{Deserialize, Serialize};
 
 use crate::run::{invalid, RunContext};
@@ -248,14 +248,15 @@ pub fn bucketed_batches<B>(
 }
 
 /// Evaluation batches of at most `batch_size` examples in order of `lengths` (less padding; the
-/// order does not change the scores); `make` builds the batch of the examples at the given
-/// indices.
+/// order does not change the scores), a long example in a batch of its own
+/// ([`length_batches`]); `make` builds the batch of the examples at the given indices.
 pub fn eval_batches<B>(
     lengths: &[usize],
     batch_size: usize,
-    make: impl FnMut(&[usize]) -> Result<B>,
+    mut make: impl FnMut(&[usize]) -> Result<B>,
 ) -> Result<Vec<B>> {
-    let mut order: Vec<usize> = (0..lengths.len()).collect();
-    order.sort_by_key(|&i| lengths[i]);
-    order.chunks(batch_size.max(1)).map(make).collect()
+    length_batches(lengths, batch_size)
+        .iter()
+        .map(|idx| make(idx))
+        .collect()
 }
