@@ -488,6 +488,9 @@ cases! {
     predict_input_malformed: "`--input` step 2 is not `value:marker`",
         cli(|d| { ckpt(d); }, &["predict", "--checkpoint", "<tmp>/ckpt", "--input", "0.5:1 0.2 0.3:1", "--device", "cpu"])
         => "--input: step 2 '0.2': no ':'; expected value:marker pairs such as \"0.3:1 0.5:0 0.2:1\"";
+    predict_input_missing_path: "`--input` looks like a path (`inputs/today.txt`) but names no file",
+        cli(|d| { ckpt(d); }, &["predict", "--checkpoint", "<tmp>/ckpt", "--input", "<tmp>/inputs/today.txt", "--device", "cpu"])
+        => "--input <tmp>/inputs/today.txt: no such file (a value that looks like a path is read as a file, not as the input text)";
 
     // -- wrong shapes through the library --
     shape_input_rank: "`Rnn::forward` on a 4-D input",
@@ -638,6 +641,15 @@ cases! {
     opt_split_one: "`--split 1`",
         cli(nothing, &["train", "char-lm", "--split", "1", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
         => "--split must be in (0, 1), got 1";
+    opt_not_for_task: "`--labels` given to `classify`, which reads no label file",
+        cli(|d| { write(d, "l.txt", "pos good\n"); }, &["train", "classify", "--data", "<tmp>/l.txt", "--labels", "<tmp>/l.txt", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
+        => "--labels does not apply to `rnn train classify`, which reads --data --valid --test --split --encoding --max-len --vocab-size --embedding --pooling --bidirectional besides the training options (`rnn train classify --help` lists them)";
+    opt_refused_by_task: "`--valid` given to `forecast`, which splits its one series by time",
+        cli(|d| { write(d, "s.csv", "t,v\n1,2\n"); }, &["train", "forecast", "--data", "<tmp>/s.csv", "--valid", "<tmp>/s.csv", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
+        => "--valid: forecast splits its one --data series by time; size the test part with --split and the validation part with --valid-split";
+    opt_test_file_missing: "`--test` names a file that does not exist (refused before training)",
+        cli(|d| { write(d, "l.txt", "pos good\n"); }, &["train", "classify", "--data", "<tmp>/l.txt", "--test", "<tmp>/tset.txt", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
+        => "--test <tmp>/tset.txt: no such file";
     opt_split_zero: "`--split 0`",
         cli(nothing, &["train", "char-lm", "--split", "0", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
         => "--split must be in (0, 1), got 0";

@@ -107,3 +107,36 @@ fn classify_batch_of_200000_token_lines_is_refused_before_training() {
     }
     assert!(!out.exists(), "the refused run left {}", out.display());
 }
+
+#[test]
+fn tag_long_sentence_is_split_under_max_len() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::new();
+    for s in 0..40 {
+        let n = if s == 3 { 5_000 } else { 5 };
+        for i in 0..n {
+            let (w, t) = [("the", "DET"), ("cat", "NOUN"), ("sat", "VERB")][(i + s) % 3];
+            text.push_str(&format!("{w}\t{t}\n"));
+        }
+        text.push('\n');
+    }
+    let data = dir.path().join("train.conll");
+    std::fs::write(&data, text).unwrap();
+    let out = dir.path().join("run");
+    run(&[
+        "train",
+        "tag",
+        "--data",
+        data.to_str().unwrap(),
+        "--max-len",
+        "100",
+        "--max-steps",
+        "1",
+        "--device",
+        "cpu",
+        "--out",
+        out.to_str().unwrap(),
+    ])
+    .unwrap();
+    assert_eq!(config(&out)["model"]["max_len"], 100);
+}

@@ -20,27 +20,8 @@ use rnn_train::data::largest_batch;
 use super::context::RunContext;
 
 /// Measured peak resident set over [`RecurrentShape::values_per_step`] x 4 bytes x padded
-/// tokens, rounded up from the largest ratio seen (1.89) to leave room for allocator slack and
-/// shapes not measured.
-///
-/// Measured with `/usr/bin/time -v target/debug/rnn train classify|tag --data F --valid V
-/// --device cpu --max-steps 1` (the workspace's dev profile is optimised), on files of 64
-/// examples of exactly T = 1000 random words (300-word vocabulary) with batch 32, f32, minus
-/// the peak of the same run at T = 10 (about 40 MB): bytes per (example, step) over 4 x
-/// `values_per_step`:
-///
-/// | configuration | peak MB | ratio |
-/// |---|---|---|
-/// | classify defaults (lstm, embedding 128, hidden 128, bidirectional, attention) | 982 | 1.69 |
-/// | the same at T = 2000 / 4000 | 2211 / 3747 | 1.95 / 1.66 |
-/// | `--cell gru --hidden 256 --layers 2 --bidirectional false` | 1275 | 1.54 |
-/// | `--hidden 64 --embedding 300 --pooling max` | 1023 | 1.89 |
-/// | `--layers 2` | 1442 | 1.53 |
-/// | `--cell rnn --pooling last --bidirectional false` | 377 | 1.37 |
-/// | tag defaults (lstm, embedding 128, hidden 128, bidirectional) | 952 | 1.64 |
-///
-/// (2026-12-06, Intel Xeon Processor, 2 cores, 23 GB, Linux.) The report fits the
-/// same scale: a 20,000-word line padding a batch of about 20 examples peaked at 12.3 GB.
+/// tokens, rounded up from the largest ratio measured, to leave room for allocator slack and
+/// shapes not measured. The measurements are in docs/MEMORY.md.
 pub const SAFETY_FACTOR: f64 = 2.5;
 
 /// Memory per (example, step) of an evaluation batch relative to a training batch: measured

@@ -9,7 +9,10 @@
 //! columns; anything else is read as **2-column CoNLL** (`token tag` per line, blank lines between
 //! sentences, [`rnn_train::data::read_conll`]), where `--tag-column` is an error. `--valid` and
 //! `--test` are detected the same way; without `--valid` a seeded `--split` fraction (default
-//! 0.1) of the sentences is held out.
+//! 0.1) of the sentences is held out for validation, and without `--test` another seeded part of
+//! the same size for the test. Validation picks the best checkpoint and stops training early; the
+//! test sentences, which model selection never sees, are scored once with the best weights: the
+//! summary's headline, which `rnn eval --checkpoint DIR` prints again.
 //!
 //! Words keep their case (capitals matter for tags such as PROPN). The vocabulary is built on the
 //! training split: words seen at least twice ([`MIN_FREQ`]), at most `--vocab-size` (default
@@ -17,6 +20,16 @@
 //! capitalised / all caps / lowercase / has a digit / has a hyphen, plus a frequent suffix) when
 //! the training data contained that signature, else to `<unk>`; the training singletons teach the
 //! signatures, which makes out-of-vocabulary words far easier to tag than one shared `<unk>`.
+//!
+//! `--max-len N` splits every sentence longer than N tokens into consecutive chunks of at most N
+//! (training, validation and test; recorded in the checkpoint, so `rnn eval` splits the same),
+//! with a notice of how many were longer and the longest. Chunks rather than truncation: every
+//! token keeps its tag and is trained and scored (an entity across a chunk boundary counts as
+//! two, and the result lines count chunks as sentences). Without it sentences stay whole: batches
+//! are cut so that one long sentence gets a batch of its own instead of padding a full one
+//! ([`rnn_train::data::bucket_batches`]), and before training the peak memory of the largest
+//! batch is estimated ([`crate::run::memory`]); a run that would not fit in the memory available
+//! is refused, naming the longest sentence, `--max-len` and `--batch-size`.
 //!
 //! # Model and defaults
 //!
@@ -33,7 +46,7 @@
 //!
 //! Part-of-speech and other tag sets without a scheme: token accuracy over the real tokens
 //! (padding ignored) is the main metric, higher is better, and each token gets its most likely
-//! tag. `--test FILE` is scored with the best weights ("test accuracy X").
+//! tag. The test part is scored with the best weights ("test accuracy X (N tokens in ...)").
 //!
 //! Named entities: when the training tags form a BIO (IOB2) or BIOES scheme
 //! ([`TagScheme::detect`]: every tag `O` or `B-`/`I-`/`E-`/`S-TYPE`), the main metric, the best
@@ -58,13 +71,14 @@ use candle_nn::VarMap;
 use rnn_models::classifier::Input;
 use rnn_models::tagger::{SequenceTagger, SequenceTaggerConfig, TransitionMask};
 use rnn_train::checkpoint::{self, VOCAB_FILE};
-use rnn_train::data::{pad_batch, read_conll, read_conllu, TaggedSentence, Vocab};
+use rnn_train::data::{chunk_sequences, pad_batch, read_conll, read_conllu, TaggedSentence, Vocab};
 use rnn_train::metrics::{EntityF1, EntityReport, Metric, TagScheme};
 use rnn_train::trainer::{EarlyStopping, Evaluation, MainMetric, StepLoss, TrainTask};
 use serde::{Deserialize, Serialize};
 
-pub use super::valid::ValidSource;
 use super::valid::{bucketed_batches, eval_batches};
+pub use super::valid::{Parts, TestSource, ValidSource};
+use crate::run::memory::{check_memory, max_len_notice, Longest, MemoryPlan, RecurrentShape};
 use crate::run::{
     fit, invalid, load_best, stochastic_model, task_from_functions, trainer_config, CheckpointRun,
     EvalRequest, PredictRequest, RunContext, TaskName, TaskOptions, TrainDefaults, TrainOutcome,
@@ -180,10 +194,16 @@ struct SavedConfig {
     tags: Vec<String>,
     tag_column: Option<String>,
     valid: Option<ValidSource>,
+    /// Where the test rows came from (absent in checkpoints written before the test part).
+    #[serde(default)]
+    test: Option<TestSource>,
     /// Whether decoding follows the tag scheme's transitions (when the tags form one); absent
     /// in checkpoints older than the option, which then decode constrained too.
     #[serde(default = "constrained_by_default")]
     constrained: bool,
+    /// `--max-len`: longer sentences are split into chunks of this many tokens (in eval too).
+    #[serde(default)]
+    max_len: Option<usize>,
 }
 
 fn constrained_by_default() -> bool {
@@ -295,6 +315,18 @@ fn encode(
         out.tags.push(ts);
     }
     Ok(out)
+}
+
+/// Splits every sentence of `data` longer than `max_len` into consecutive chunks of at most
+/// `max_len` tokens (`--max-len`); returns the lengths before of those it split.
+fn chunk(data: &mut Encoded, max_len: Option<usize>) -> Vec<usize> {
+    let Some(n) = max_len else {
+        return Vec::new();
+    };
+    let cut = data.ids.iter().map(Vec::len).filter(|&l| l > n).collect();
+    data.ids = chunk_sequences(&data.ids, n);
+    data.tags = chunk_sequences(&data.tags, n);
+    cut
 }
 
 struct Batch {
@@ -471,6 +503,7 @@ pub fn options(_task: TaskName) -> TaskOptions {
         .read("test")
         .with("split", 0.1)
         .with("tag-column", "upos")
+        .read("max-len")
         .with("vocab-size", DEFAULT_VOCAB_SIZE)
         .with("embedding", 128)
         .with("bidirectional", true)
@@ -496,7 +529,13 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
     };
     let tag_column = o.tag_column.as_deref();
     let sentences = read_tagged(data, tag_column)?;
-    let (train_s, valid_s, valid_source) = ValidSource::split(
+    let Parts {
+        train: train_s,
+        valid: valid_s,
+        test: test_s,
+        valid_source,
+        test_source,
+    } = Parts::split(
         ctx,
         data,
         sentences,
@@ -538,15 +577,32 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
         Some(o.vocab_size.unwrap_or(DEFAULT_VOCAB_SIZE).max(4)),
     )?;
     let constrained = choose_constraint(ctx, &tags, &train_s);
-    let train = encode(data, &train_s, &vocab, &tags)?;
-    let valid = encode(valid_source.path(), &valid_s, &vocab, &tags)?;
+    let mut train = encode(data, &train_s, &vocab, &tags)?;
+    let mut valid = encode(valid_source.path(), &valid_s, &vocab, &tags)?;
+    let mut test = encode(test_source.path(), &test_s, &vocab, &tags)?;
     ctx.say(&format!(
-        "tag: {} training / {} validation sentences, {} tags, vocabulary {} words",
+        "tag: {} training / {} validation / {} test sentences{}, {} tags, vocabulary {} words",
         train.ids.len(),
         valid.ids.len(),
+        test.ids.len(),
+        if test_source.is_held_out() {
+            " (test held out of --data)"
+        } else {
+            ""
+        },
         tags.len(),
         vocab.len()
     ));
+    let total = train.ids.len() + valid.ids.len() + test.ids.len();
+    let mut cut = chunk(&mut train, o.max_len);
+    cut.extend(chunk(&mut valid, o.max_len));
+    cut.extend(chunk(&mut test, o.max_len));
+    if let Some(n) = o.max_len {
+        let how = format!("split into chunks of at most {n} tokens");
+        if let Some(line) = max_len_notice(n, &cut, total, "sentences", &how) {
+            ctx.say(&line);
+        }
+    }
 
     let dropout = o.dropout.unwrap_or(0.33);
     let layers = o.layers.unwrap_or(1);
@@ -563,12 +619,44 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
     .with_rnn_dropout(if layers > 1 { dropout } else { 0.0 });
     let varmap = VarMap::new();
     let model = SequenceTagger::new(&cfg, ctx.var_builder(&varmap))?;
+    let batch_size = o.batch_size.unwrap_or(32);
+    let lengths = |e: &Encoded| e.ids.iter().map(Vec::len).collect::<Vec<_>>();
+    let plan = MemoryPlan {
+        shape: RecurrentShape {
+            embedding: cfg.input.output_size(),
+            hidden: cfg.hidden_size,
+            layers: cfg.num_layers,
+            directions: if cfg.bidirectional { 2 } else { 1 },
+            gates: cfg.mode.gate_count(),
+        },
+        dtype_bytes: ctx.dtype.size_in_bytes(),
+        params: varmap.all_vars().iter().map(|v| v.elem_count()).sum(),
+        batch_size,
+        eval_batch_size: 128,
+    };
+    let eval_lengths = [lengths(&valid), lengths(&test)].concat();
+    check_memory(ctx, &plan, &lengths(&train), &eval_lengths, || {
+        let max_len = o.max_len.unwrap_or(usize::MAX);
+        Longest::find(
+            [
+                (data.as_path(), &train_s),
+                (valid_source.path(), &valid_s),
+                (test_source.path(), &test_s),
+            ]
+            .into_iter()
+            .flat_map(|(path, sentences)| {
+                sentences
+                    .iter()
+                    .map(move |s| (path, s.line, s.tokens.len().min(max_len)))
+            }),
+        )
+    })?;
     let mut task = TagTask {
         model,
         decoding: Decoding::new(&tags, constrained)?,
         valid: batches(&valid, 128, &ctx.device)?,
         train,
-        batch_size: o.batch_size.unwrap_or(32),
+        batch_size,
         device: ctx.device.clone(),
         saved: SavedConfig {
             task: ctx.task.as_str().to_string(),
@@ -576,7 +664,9 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
             tags: tags.clone(),
             tag_column: o.tag_column.clone(),
             valid: Some(valid_source),
+            test: Some(test_source.clone()),
             constrained,
+            max_len: o.max_len,
         },
         vocab_json: serde_json::to_vec(&vocab)?,
     };
@@ -588,25 +678,29 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
         });
     }
     let report = fit(ctx, tcfg, varmap.clone(), &mut task)?;
-    let mut extra = Vec::new();
-    if let Some(test) = &o.test {
-        load_best(ctx, &varmap)?;
-        let enc = encode(test, &read_tagged(test, tag_column)?, &vocab, &tags)?;
-        let s = score(
-            &task.model,
-            &task.decoding,
-            &batches(&enc, 128, &ctx.device)?,
-        )?;
-        extra.push(match &s.entities {
-            None => format!("test accuracy {:.4} ({} tokens)", s.accuracy, s.tokens),
-            Some(_) => format!(
-                "test {}, accuracy {:.4} ({} tokens)",
-                s.headline(),
-                s.accuracy,
-                s.tokens
-            ),
-        });
-    }
+    // The headline: the test rows, which model selection never saw, with the best weights.
+    let at = match load_best(ctx, &varmap)? {
+        Some(step) => format!("best checkpoint, step {step}"),
+        None => "last weights".to_string(),
+    };
+    let s = score(
+        &task.model,
+        &task.decoding,
+        &batches(&test, 128, &ctx.device)?,
+    )?;
+    let of = test_source.describe(s.sentences, "sentences");
+    let extra = vec![match &s.entities {
+        None => format!(
+            "test accuracy {:.4} ({} tokens in {of}; {at})",
+            s.accuracy, s.tokens
+        ),
+        Some(_) => format!(
+            "test {}, accuracy {:.4} ({} tokens in {of}; {at})",
+            s.headline(),
+            s.accuracy,
+            s.tokens
+        ),
+    }];
     Ok(TrainOutcome { report, extra })
 }
 
@@ -622,6 +716,10 @@ pub struct LoadedTagger {
     pub tag_column: Option<String>,
     /// Where the validation data came from.
     pub valid: Option<ValidSource>,
+    /// Where the test data came from (`None` in older checkpoints).
+    pub test: Option<TestSource>,
+    /// `--max-len` of the run: longer sentences are split into chunks of this many tokens.
+    pub max_len: Option<usize>,
     decoding: Decoding,
 }
 
@@ -644,6 +742,8 @@ pub fn load(run: &CheckpointRun) -> Result<LoadedTagger> {
         tags: saved.tags,
         tag_column: saved.tag_column,
         valid: saved.valid,
+        test: saved.test,
+        max_len: saved.max_len,
     })
 }
 
@@ -651,7 +751,8 @@ pub fn load(run: &CheckpointRun) -> Result<LoadedTagger> {
 pub fn score_file(run: &CheckpointRun, path: &Path, batch_size: usize) -> Result<Scores> {
     let t = load(run)?;
     let s = read_tagged(path, t.tag_column.as_deref())?;
-    let enc = encode(path, &s, &t.vocab, &t.tags)?;
+    let mut enc = encode(path, &s, &t.vocab, &t.tags)?;
+    chunk(&mut enc, t.max_len);
     score(
         &t.model,
         &t.decoding,
@@ -664,10 +765,18 @@ pub fn eval(run: &CheckpointRun, req: impl Into<EvalRequest>) -> Result<String> 
     let req = req.into();
     let t = load(run)?;
     let col = t.tag_column.as_deref();
-    let (path, sentences) = ValidSource::eval_rows(req.data.as_deref(), t.valid.as_ref(), |p| {
-        read_tagged(p, col)
-    })?;
-    let enc = encode(&path, &sentences, &t.vocab, &t.tags)?;
+    let read = |p: &Path| read_tagged(p, col);
+    // Without --data: the test rows of the run (its headline), else (older checkpoints) the
+    // validation rows.
+    let (test, path, sentences) = match (&req.data, &t.test) {
+        (None, Some(ts)) => (Some(ts), ts.path().to_path_buf(), ts.rows(read)?),
+        _ => {
+            let (path, rows) = ValidSource::eval_rows(req.data.as_deref(), t.valid.as_ref(), read)?;
+            (None, path, rows)
+        }
+    };
+    let mut enc = encode(&path, &sentences, &t.vocab, &t.tags)?;
+    chunk(&mut enc, t.max_len);
     if enc.ids.is_empty() {
         bail!("{}: no sentences to evaluate", path.display());
     }
@@ -680,14 +789,23 @@ pub fn eval(run: &CheckpointRun, req: impl Into<EvalRequest>) -> Result<String> 
         Some(_) => format!("{}, ", s.headline()),
         None => String::new(),
     };
-    Ok(format!(
-        "{entities}accuracy {:.4}, loss {:.4} on {} tokens in {} sentences of {}",
-        s.accuracy,
-        s.loss,
-        s.tokens,
-        s.sentences,
-        path.display()
-    ))
+    Ok(match test {
+        Some(ts) => format!(
+            "test {entities}accuracy {:.4}, loss {:.4} on {} tokens in {}",
+            s.accuracy,
+            s.loss,
+            s.tokens,
+            ts.describe(s.sentences, "sentences")
+        ),
+        None => format!(
+            "{entities}accuracy {:.4}, loss {:.4} on {} tokens in {} sentences of {}",
+            s.accuracy,
+            s.loss,
+            s.tokens,
+            s.sentences,
+            path.display()
+        ),
+    })
 }
 
 /// Tags one whitespace-tokenised sentence: `(token, tag)` pairs.
