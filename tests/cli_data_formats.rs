@@ -268,3 +268,59 @@ fn digits_trains_and_evaluates_on_csv_rows() {
         "{e}"
     );
 }
+
+/// `tag --encoding latin1` reads a Latin-1 CoNLL file (refused without it, naming the line), and
+/// `eval` reads it the same way from what the checkpoint recorded.
+#[test]
+fn tag_reads_latin1_conll_with_encoding_and_eval_reuses_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bytes = Vec::new();
+    for i in 0..60 {
+        let (w, t) = if i % 2 == 0 {
+            (&b"caf\xe9"[..], "NOUN")
+        } else {
+            (&b"na\xefve"[..], "ADJ")
+        };
+        bytes.extend_from_slice(b"le\tDET\n");
+        bytes.extend_from_slice(w);
+        bytes.extend_from_slice(format!("\t{t}\n.\tPUNCT\n\n").as_bytes());
+    }
+    let data = dir.path().join("fr.conll");
+    std::fs::write(&data, &bytes).unwrap();
+    let out = dir.path().join("run");
+    let (data_s, out_s) = (data.to_str().unwrap(), out.to_str().unwrap());
+    let e = err(&[
+        "train", "tag", "--data", data_s, "--out", out_s, "--device", "cpu",
+    ]);
+    assert!(
+        e.contains("fr.conll:2: not valid UTF-8") && e.contains("--encoding"),
+        "{e}"
+    );
+    run(&[
+        "train",
+        "tag",
+        "--data",
+        data_s,
+        "--encoding",
+        "latin1",
+        "--out",
+        out_s,
+        "--device",
+        "cpu",
+        "--epochs",
+        "1",
+        "--hidden",
+        "8",
+        "--embedding",
+        "8",
+    ])
+    .unwrap();
+    let ckpt = rnn::cli::run::CheckpointRun::load(&out, &candle_core::Device::Cpu).unwrap();
+    let tagger = rnn::tasks::tag::load(&ckpt).unwrap();
+    assert_eq!(tagger.encoding.name(), "windows-1252");
+    assert!(
+        tagger.vocab.len() > 4,
+        "café and naïve decoded into the vocabulary"
+    );
+    run(&["eval", "--checkpoint", out_s, "--device", "cpu"]).unwrap();
+}

@@ -68,7 +68,7 @@ use rnn_train::metrics::{ConfusionMatrix, Metric};
 use rnn_train::trainer::{EarlyStopping, Evaluation, MainMetric, StepLoss, TrainTask};
 use serde::{Deserialize, Serialize};
 
-use super::valid::{bucketed_batches, eval_batches};
+use super::valid::{bucketed_batches, eval_batches, saved_encoding};
 pub use super::valid::{Parts, TestSource, ValidSource};
 use crate::run::memory::{check_memory, max_len_notice, Longest, MemoryPlan, RecurrentShape};
 use crate::run::{
@@ -138,13 +138,6 @@ fn read_rows(path: &Path, encoding: TextEncoding, say: impl Fn(&str)) -> Result<
 }
 
 /// The encoding a checkpoint's data files were read in.
-fn saved_encoding(saved: Option<&str>) -> Result<TextEncoding> {
-    Ok(saved
-        .map(TextEncoding::from_label)
-        .transpose()?
-        .unwrap_or_default())
-}
-
 /// Reads `path` and encodes it with `vocab` and `labels`; a label outside `labels` is an error
 /// naming the line.
 fn encode_file(

@@ -71,12 +71,15 @@ use candle_nn::VarMap;
 use rnn_models::classifier::Input;
 use rnn_models::tagger::{SequenceTagger, SequenceTaggerConfig, TransitionMask};
 use rnn_train::checkpoint::{self, VOCAB_FILE};
-use rnn_train::data::{chunk_sequences, pad_batch, read_conll, read_conllu, TaggedSentence, Vocab};
+use rnn_train::data::{
+    chunk_sequences, decode_text, pad_batch, parse_conll, parse_conllu, read_conll, read_conllu,
+    TaggedSentence, TextEncoding, Vocab,
+};
 use rnn_train::metrics::{EntityF1, EntityReport, Metric, TagScheme};
 use rnn_train::trainer::{EarlyStopping, Evaluation, MainMetric, StepLoss, TrainTask};
 use serde::{Deserialize, Serialize};
 
-use super::valid::{bucketed_batches, eval_batches};
+use super::valid::{bucketed_batches, eval_batches, saved_encoding};
 pub use super::valid::{Parts, TestSource, ValidSource};
 use crate::run::memory::{check_memory, max_len_notice, Longest, MemoryPlan, RecurrentShape};
 use crate::run::{
@@ -166,12 +169,28 @@ fn is_conllu(path: &Path) -> Result<bool> {
 }
 
 /// Reads tagged sentences from a CoNLL-U or 2-column CoNLL file.
-pub fn read_tagged(path: &Path, tag_column: Option<&str>) -> Result<Vec<TaggedSentence>> {
+pub fn read_tagged(
+    path: &Path,
+    tag_column: Option<&str>,
+    encoding: TextEncoding,
+) -> Result<Vec<TaggedSentence>> {
     if !path.is_file() {
         bail!("{}: no such file", path.display());
     }
+    // Another encoding is decoded to UTF-8 first; the parsers then see UTF-8 bytes.
+    let decoded = if encoding == TextEncoding::UTF8 {
+        None
+    } else {
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("{}: cannot read the file", path.display()))?;
+        Some(decode_text(path, bytes, encoding)?)
+    };
     if is_conllu(path)? {
-        Ok(read_conllu(path, tag_column).map_err(|e| match e {
+        let parsed = match &decoded {
+            Some(text) => parse_conllu(path, text.as_bytes(), tag_column),
+            None => read_conllu(path, tag_column),
+        };
+        Ok(parsed.map_err(|e| match e {
             rnn_train::Error::Invalid(m) => anyhow::anyhow!("--tag-column: {m}"),
             e => e.into(),
         })?)
@@ -182,7 +201,10 @@ pub fn read_tagged(path: &Path, tag_column: Option<&str>) -> Result<Vec<TaggedSe
                 path.display()
             );
         }
-        Ok(read_conll(path)?)
+        Ok(match &decoded {
+            Some(text) => parse_conll(path, text.as_bytes())?,
+            None => read_conll(path)?,
+        })
     }
 }
 
@@ -193,6 +215,9 @@ struct SavedConfig {
     model: SequenceTaggerConfig,
     tags: Vec<String>,
     tag_column: Option<String>,
+    /// `--encoding` of the data files, when not UTF-8.
+    #[serde(default)]
+    encoding: Option<String>,
     valid: Option<ValidSource>,
     /// Where the test rows came from (absent in checkpoints written before the test part).
     #[serde(default)]
@@ -502,6 +527,7 @@ pub fn options(_task: TaskName) -> TaskOptions {
         .read("valid")
         .read("test")
         .with("split", 0.1)
+        .read("encoding")
         .with("tag-column", "upos")
         .read("max-len")
         .with("vocab-size", DEFAULT_VOCAB_SIZE)
@@ -528,7 +554,8 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
         bail!("tag needs --data FILE: CoNLL-U (e.g. en_ewt-ud-train.conllu) or 2-column CoNLL (token tag)");
     };
     let tag_column = o.tag_column.as_deref();
-    let sentences = read_tagged(data, tag_column)?;
+    let encoding = o.text_encoding()?;
+    let sentences = read_tagged(data, tag_column, encoding)?;
     let Parts {
         train: train_s,
         valid: valid_s,
@@ -539,7 +566,7 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
         ctx,
         data,
         sentences,
-        |v: &Path| read_tagged(v, tag_column),
+        |v: &Path| read_tagged(v, tag_column, encoding),
         "sentences",
     )?;
     let mut tag_counts: BTreeMap<&str, usize> = BTreeMap::new();
@@ -663,6 +690,7 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
             model: cfg,
             tags: tags.clone(),
             tag_column: o.tag_column.clone(),
+            encoding: (encoding != TextEncoding::UTF8).then(|| encoding.name().to_string()),
             valid: Some(valid_source),
             test: Some(test_source.clone()),
             constrained,
@@ -714,6 +742,8 @@ pub struct LoadedTagger {
     pub tags: Vec<String>,
     /// The CoNLL-U tag column trained on (`None` = the default, or 2-column data).
     pub tag_column: Option<String>,
+    /// The encoding of the data files it was trained on.
+    pub encoding: TextEncoding,
     /// Where the validation data came from.
     pub valid: Option<ValidSource>,
     /// Where the test data came from (`None` in older checkpoints).
@@ -741,6 +771,7 @@ pub fn load(run: &CheckpointRun) -> Result<LoadedTagger> {
         decoding: Decoding::new(&saved.tags, saved.constrained)?,
         tags: saved.tags,
         tag_column: saved.tag_column,
+        encoding: saved_encoding(saved.encoding.as_deref())?,
         valid: saved.valid,
         test: saved.test,
         max_len: saved.max_len,
@@ -750,7 +781,7 @@ pub fn load(run: &CheckpointRun) -> Result<LoadedTagger> {
 /// Scores the tagger of `run` on a CoNLL-U or 2-column CoNLL file.
 pub fn score_file(run: &CheckpointRun, path: &Path, batch_size: usize) -> Result<Scores> {
     let t = load(run)?;
-    let s = read_tagged(path, t.tag_column.as_deref())?;
+    let s = read_tagged(path, t.tag_column.as_deref(), t.encoding)?;
     let mut enc = encode(path, &s, &t.vocab, &t.tags)?;
     chunk(&mut enc, t.max_len);
     score(
@@ -765,7 +796,7 @@ pub fn eval(run: &CheckpointRun, req: impl Into<EvalRequest>) -> Result<String> 
     let req = req.into();
     let t = load(run)?;
     let col = t.tag_column.as_deref();
-    let read = |p: &Path| read_tagged(p, col);
+    let read = |p: &Path| read_tagged(p, col, t.encoding);
     // Without --data: the test rows of the run (its headline), else (older checkpoints) the
     // validation rows.
     let (test, path, sentences) = match (&req.data, &t.test) {
@@ -895,9 +926,13 @@ mod tests {
         let c = dir.path().join("b.txt");
         std::fs::write(&c, "I PRP\nran VBD\n").unwrap();
         assert!(!is_conllu(&c).unwrap());
-        let e = read_tagged(&c, Some("xpos")).unwrap_err().to_string();
+        let e = read_tagged(&c, Some("xpos"), TextEncoding::UTF8)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("--tag-column"), "{e}");
-        let e = read_tagged(&u, Some("colour")).unwrap_err().to_string();
+        let e = read_tagged(&u, Some("colour"), TextEncoding::UTF8)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("--tag-column") && e.contains("colour"), "{e}");
     }
 }

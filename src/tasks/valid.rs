@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
-use rnn_train::data::{bucket_batches, length_batches, split_fraction};
+use rnn_train::data::{bucket_batches, length_batches, split_fraction, TextEncoding};
 use serde::{Deserialize, Serialize};
 
 use crate::run::{invalid, RunContext};
@@ -28,6 +28,14 @@ pub enum ValidSource {
         /// The split seed.
         seed: u64,
     },
+}
+
+/// The encoding a checkpoint recorded (`None`: UTF-8).
+pub fn saved_encoding(saved: Option<&str>) -> Result<TextEncoding> {
+    Ok(saved
+        .map(TextEncoding::from_label)
+        .transpose()?
+        .unwrap_or_default())
 }
 
 /// Where the test rows of a run came from, so `rnn eval` scores the same rows that the run's
