@@ -24,7 +24,8 @@ pub struct FeatureRows {
     pub scale: f32,
 }
 
-/// Reads a CSV file of feature rows (see the [module docs](self)). A first row with a
+/// Reads a CSV file of feature rows: each row holds the features of one example and its integer
+/// class (e.g. UCI optdigits, or MNIST as CSV). A first row with a
 /// non-numeric field is a header; its column named `label` (or `class`, `target`, `y`, `digit`)
 /// holds the labels, else the last column does. Fields are separated by commas (or by semicolons
 /// or TABs when the first line has no comma). `row_len` features make one time step (default:

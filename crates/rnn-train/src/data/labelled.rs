@@ -35,8 +35,8 @@ pub struct LabelledFile {
 
 /// Reads `label text` lines; blank lines are skipped, and so is a header line. With
 /// `labels = Some(list)`, a label outside the list is an error naming the line. A line with no
-/// text after its label is an error, and so is a file of another layout (see the
-/// [module docs](self)).
+/// text after its label is an error, and so is a file of another layout (comma-separated lines,
+/// `text<TAB>label` lines, CoNLL or CoNLL-U), refused in one line naming the likely fix.
 pub fn read_labelled(path: &Path, labels: Option<&[&str]>) -> Result<Vec<LabelledText>> {
     Ok(read_labelled_file(path, labels, TextEncoding::UTF8)?.rows)
 }
