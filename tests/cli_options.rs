@@ -236,3 +236,39 @@ fn classify_holds_out_a_test_part_that_eval_scores_again() {
         "train: {summary}\neval: {eval}"
     );
 }
+
+/// `dates` (and `seq2seq`) score a test part besides the validation part; the summary's
+/// headline is the line `eval` prints for the best checkpoint.
+#[test]
+fn dates_reports_a_test_part_that_eval_prints_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let out_s = out.to_str().unwrap();
+    let train = rnn_stdout(&[
+        "train",
+        "dates",
+        "--samples",
+        "200",
+        "--epochs",
+        "1",
+        "--hidden",
+        "8",
+        "--embedding",
+        "8",
+        "--out",
+        out_s,
+        "--device",
+        "cpu",
+    ]);
+    let summary = train.lines().last().unwrap();
+    let (_, headline) = summary
+        .split_once("; test (best checkpoint): ")
+        .unwrap_or_else(|| panic!("no test headline: {summary}"));
+    let headline = headline.split("; run in ").next().unwrap();
+    assert!(
+        headline.starts_with("dates on the held-out test part (20 pairs, greedy): loss "),
+        "{summary}"
+    );
+    let eval = rnn_stdout(&["eval", "--checkpoint", out_s, "--device", "cpu"]);
+    assert_eq!(eval.trim_end(), headline, "train: {summary}");
+}

@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use rnn_core::Mode;
 use rnn_train::data::{
     date_pairs, parse_pairs, read_text_as, split_fraction, tutorial_keeps, tutorial_normalize,
-    word_tokens, SequencePair, TextEncoding, Vocab,
+    word_tokens, DatePairs, SequencePair, TextEncoding, Vocab,
 };
 use serde::{Deserialize, Serialize};
 
@@ -160,6 +160,13 @@ pub struct Setup {
     /// Character encoding of the files (`--encoding`), when not UTF-8.
     #[serde(default)]
     pub encoding: Option<String>,
+    /// Test file (seq2seq, `--test`), absolute.
+    #[serde(default)]
+    pub test: Option<PathBuf>,
+    /// Whether the run held a test part out (of `--data`, or generated for dates) besides the
+    /// validation part; false in checkpoints written before the test part existed.
+    #[serde(default)]
+    pub test_held_out: bool,
 }
 
 impl Setup {
@@ -171,10 +178,35 @@ impl Setup {
         }
     }
 
-    /// Validation pairs generated for `dates`.
+    /// Validation pairs generated for `dates` (as many test pairs follow them).
     fn valid_samples(&self) -> usize {
         (self.samples / 10).max(1)
     }
+
+    /// Whether the run has a test part that `rnn eval` scores by default.
+    pub fn has_test(&self) -> bool {
+        self.test.is_some() || self.test_held_out
+    }
+
+    /// The fraction of the pairs left after the validation split that the test part takes, and
+    /// its seed: the test part is as large as the validation part.
+    fn test_split(&self) -> (f64, u64) {
+        let fraction = if self.valid.is_some() {
+            self.split
+        } else {
+            self.split / (1.0 - self.split)
+        };
+        (fraction, rnn_core::seed::derive_seed(self.seed, 1))
+    }
+}
+
+/// The generated `dates` pairs: training, validation, and test pairs drawn after the validation
+/// pairs (so the validation pairs are those of runs without a test part).
+fn dates_parts(setup: &Setup) -> (DatePairs, DatePairs, DatePairs) {
+    let n = setup.valid_samples();
+    let (train, mut valid) = date_pairs(setup.samples, 2 * n, setup.seed);
+    let test = valid.split_off(n.min(valid.len()));
+    (train, valid, test)
 }
 
 /// One tokenised pair.
@@ -279,7 +311,7 @@ pub(super) fn training_data(
     setup: &Setup,
 ) -> Result<(Vec<TextPair>, Vec<TextPair>)> {
     if ctx.task == TaskName::Dates {
-        let (train, valid) = date_pairs(setup.samples, setup.valid_samples(), setup.seed);
+        let (train, valid, _) = dates_parts(setup);
         return Ok((
             tokenize_pairs(&to_sequence_pairs(train), setup),
             tokenize_pairs(&to_sequence_pairs(valid), setup),
@@ -294,6 +326,20 @@ pub(super) fn training_data(
         Some(v) => (all, read_file_pairs(v, setup, "--valid")?),
         None => split_fraction(all, setup.split, setup.seed)?,
     };
+    // The test part comes out of the training pairs, so the validation pairs stay those of
+    // runs without one.
+    let train = if setup.test_held_out {
+        let (fraction, seed) = setup.test_split();
+        if fraction >= 1.0 {
+            bail!(
+                "--split {}: too large to hold out a validation and a test part of that size each; give --split below 0.5, or --valid/--test FILE",
+                setup.split
+            );
+        }
+        split_fraction(train, fraction, seed)?.0
+    } else {
+        train
+    };
     if train.is_empty() || valid.is_empty() {
         bail!(
             "--data {}: too few pairs to hold out a validation set ({} for training, {} for validation); give more data, a larger --split or --valid FILE",
@@ -305,7 +351,8 @@ pub(super) fn training_data(
     Ok((train, valid))
 }
 
-/// The validation pairs recorded by `setup`, or `file` (for `rnn eval`).
+/// What `rnn eval` scores: `file`, else the run's test part when it has one, else its
+/// validation pairs.
 pub(super) fn eval_data(
     task: TaskName,
     setup: &Setup,
@@ -315,18 +362,34 @@ pub(super) fn eval_data(
         return read_file_pairs(f, setup, "--data");
     }
     if task == TaskName::Dates {
-        let (_, valid) = date_pairs(setup.samples, setup.valid_samples(), setup.seed);
-        return Ok(tokenize_pairs(&to_sequence_pairs(valid), setup));
+        let (_, valid, test) = dates_parts(setup);
+        let part = if setup.test_held_out { test } else { valid };
+        return Ok(tokenize_pairs(&to_sequence_pairs(part), setup));
     }
     let data = setup
         .data
         .as_deref()
         .context("the checkpoint records no training file; give --data FILE")?;
-    match &setup.valid {
-        Some(v) => read_file_pairs(v, setup, "--valid (recorded in the checkpoint)"),
-        None => {
-            let all = read_file_pairs(data, setup, "--data (recorded in the checkpoint)")?;
-            Ok(split_fraction(all, setup.split, setup.seed)?.1)
+    if let Some(t) = &setup.test {
+        return read_file_pairs(t, setup, "--test (recorded in the checkpoint)");
+    }
+    let recorded = "--data (recorded in the checkpoint)";
+    match (&setup.valid, setup.test_held_out) {
+        (Some(v), false) => read_file_pairs(v, setup, "--valid (recorded in the checkpoint)"),
+        (None, false) => Ok(split_fraction(
+            read_file_pairs(data, setup, recorded)?,
+            setup.split,
+            setup.seed,
+        )?
+        .1),
+        (valid, true) => {
+            let all = read_file_pairs(data, setup, recorded)?;
+            let train = match valid {
+                Some(_) => all,
+                None => split_fraction(all, setup.split, setup.seed)?.0,
+            };
+            let (fraction, seed) = setup.test_split();
+            Ok(split_fraction(train, fraction, seed)?.1)
         }
     }
 }

@@ -23,7 +23,10 @@
 //! - Validation: `--valid FILE` (same format), else a seeded `--split` fraction of `--data`
 //!   (default 0.1), taken after the filter. Vocabularies (source and target, word or character,
 //!   at most `--vocab-size` tokens each) come from the training pairs only; other tokens are
-//!   `<unk>`. `--test FILE` is scored with the best checkpoint at the end.
+//!   `<unk>`.
+//! - Test: `--test FILE`, else another seeded part of `--data` as large as the validation part,
+//!   held out of the training pairs. Model selection never sees it; it is scored once with the
+//!   best checkpoint: the summary's headline, the line `rnn eval --checkpoint DIR` prints.
 //! - Metrics at every evaluation: validation loss (nats per target token, teacher-forced),
 //!   corpus BLEU-4 (`bleu`, in `[0, 1]`, on the task's tokens) and `exact_match`, both from
 //!   decoding the validation sources (greedy, or beam search with `--beam N`). **Main metric:
@@ -35,8 +38,8 @@
 //! ("3 March 2021", "March 3, 2021", "03/03/2021", "Wed, 3 Mar 21", "2021 march 3rd", ...; see
 //! [`format_date`]) -> "2021-03-03", character level on both sides. Slashes are month first
 //! (US), dots day first (European), two-digit years are 1950-2049. `--samples` training pairs
-//! (default 20,000) and a tenth as many validation pairs (never a training source), all from
-//! `--seed`. **Main metric: exact match.**
+//! (default 20,000), a tenth as many validation pairs and as many test pairs (never a training
+//! source), all from `--seed`. **Main metric: exact match.**
 //!
 //! The defaults were chosen on `rnn train seq2seq --data fra.txt --level tutorial --target 0`
 //! (French -> English) and `rnn train dates`, which learns the task within its default epochs.
@@ -53,7 +56,8 @@
 //!
 //! `config.json` holds the model config and the data setup; `source_vocab.json` and
 //! `target_vocab.json` the vocabularies. `rnn eval --checkpoint DIR [--data FILE]` prints loss,
-//! BLEU and exact match on the validation data (rebuilt from the recorded setup) or on `FILE`
+//! BLEU and exact match on the test part (rebuilt from the recorded setup; the validation data for
+//! checkpoints written before the test part existed) or on `FILE`
 //! (same TSV layout and `--target` column as in training; for `dates` a `human<TAB>iso` file).
 //! `rnn predict --checkpoint DIR --input TEXT|FILE [--beam N]` prints one line per input:
 //! `translation<TAB>log-prob L` (natural log, end token included), beam search when `N > 1`
@@ -386,6 +390,8 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
             let e = o.text_encoding()?;
             (e != TextEncoding::UTF8).then(|| e.name().to_string())
         },
+        test: absolute(&o.test)?,
+        test_held_out: o.test.is_none(),
     };
     let (train_pairs, valid_pairs) = training_data(ctx, &setup)?;
     let max_size = o.vocab_size;
@@ -471,15 +477,15 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
             extra.push(format!("valid exact_match {em:.4}"));
         }
     }
-    if let Some(test) = &o.test {
-        let run = CheckpointRun::load(&ctx.out, &ctx.device)?;
-        let req = EvalRequest {
-            data: Some(test.clone()),
-            labels: None,
-            batch_size: task.batch_size.max(64),
-        };
-        extra.push(format!("test (best checkpoint): {}", eval(&run, req)?));
-    }
+    // The headline: the test part, which model selection never saw, with the best weights
+    // (the same line as `rnn eval --checkpoint OUT`).
+    let run = CheckpointRun::load(&ctx.out, &ctx.device)?;
+    let req = EvalRequest {
+        data: None,
+        labels: None,
+        batch_size: task.batch_size.max(64),
+    };
+    extra.push(format!("test (best checkpoint): {}", eval(&run, req)?));
     Ok(TrainOutcome { report, extra })
 }
 
@@ -535,9 +541,11 @@ pub fn eval(run: &CheckpointRun, req: impl Into<EvalRequest>) -> Result<String> 
         req.batch_size,
         &run.device,
     )?;
-    let what = match &req.data {
-        Some(p) => p.display().to_string(),
-        None => "validation data".to_string(),
+    let what = match (&req.data, &l.setup.test) {
+        (Some(p), _) => p.display().to_string(),
+        (None, Some(t)) => format!("the test data {}", t.display()),
+        (None, None) if l.setup.test_held_out => "the held-out test part".to_string(),
+        (None, None) => "validation data".to_string(),
     };
     let decoding = if l.setup.beam > 1 {
         format!("beam {}", l.setup.beam)
