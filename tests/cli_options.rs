@@ -272,3 +272,46 @@ fn dates_reports_a_test_part_that_eval_prints_again() {
     let eval = rnn_stdout(&["eval", "--checkpoint", out_s, "--device", "cpu"]);
     assert_eq!(eval.trim_end(), headline, "train: {summary}");
 }
+
+/// char-lm without `--test` holds out the end of the text as its test part; the summary's test
+/// perplexity is what `eval` prints for the best checkpoint.
+#[test]
+fn char_lm_holds_out_a_test_part_that_eval_scores_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let out_s = out.to_str().unwrap();
+    let train = rnn_stdout(&[
+        "train",
+        "char-lm",
+        "--max-steps",
+        "3",
+        "--hidden",
+        "16",
+        "--embedding",
+        "8",
+        "--layers",
+        "1",
+        "--out",
+        out_s,
+        "--device",
+        "cpu",
+    ]);
+    let summary = train.lines().last().unwrap();
+    let ppl = summary
+        .split("; test perplexity ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no test perplexity: {summary}"))
+        .split(';')
+        .next()
+        .unwrap();
+    assert!(
+        summary.contains("held out of the training text, best weights"),
+        "{summary}"
+    );
+    let eval = rnn_stdout(&["eval", "--checkpoint", out_s, "--device", "cpu"]);
+    assert!(
+        eval.starts_with(&format!("char-lm: perplexity {ppl}, "))
+            && eval.contains("(test: the last 0.1 of the built-in text)"),
+        "train: {summary}\neval: {eval}"
+    );
+}

@@ -81,7 +81,7 @@ pub struct EvalArgs {
     #[arg(long, default_value = "auto")]
     pub device: String,
     /// Batch size for evaluation.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = run::DEFAULT_EVAL_BATCH)]
     pub batch_size: usize,
 }
 

@@ -29,7 +29,7 @@ pub use context::{schedule_from_options, trainer_config, RunContext, TrainDefaul
 pub use error::{error_line, invalid};
 pub use fit::{fit, load_best, summary_line, TrainOutcome};
 pub use options::{parse_dtype, Options};
-pub use request::{EvalRequest, PredictRequest, SampleRequest};
+pub use request::{EvalRequest, PredictRequest, SampleRequest, DEFAULT_EVAL_BATCH};
 pub use task::Task;
 pub(crate) use task::{stochastic_model, task_from_functions};
 pub use task_name::TaskName;

@@ -7,6 +7,9 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 
+/// `rnn eval --batch-size` when not given.
+pub const DEFAULT_EVAL_BATCH: usize = 64;
+
 /// `rnn eval`: what to score a checkpoint on.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EvalRequest {

@@ -83,7 +83,7 @@ fn split_tail<T>(mut items: Vec<T>, fraction: f64) -> (Vec<T>, Vec<T>) {
 
 /// Splits `text` before its last `fraction` of characters, at the start of a line when one is
 /// near (for subword tokenisation, which needs text rather than tokens).
-fn split_text(text: &str, fraction: f64) -> (String, String) {
+pub(super) fn split_text(text: &str, fraction: f64) -> (String, String) {
     let chars: Vec<char> = text.chars().collect();
     let (head, _) = split_tail(chars, fraction);
     let mut cut: usize = head.iter().map(|c| c.len_utf8()).sum();

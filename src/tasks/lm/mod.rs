@@ -11,9 +11,13 @@
 //! | `word` | whitespace-separated words, `<eos>` after each line (PTB); a literal `<unk>` is the unknown id | `--vocab-size` most frequent words | `vocab.json` |
 //! | `subword` | byte-level BPE pieces | `--vocab-size` (default 2000) pieces | `tokenizer.json` |
 //!
-//! Data: `--data FILE` (UTF-8, or the `--encoding` given, which `rnn eval` reuses), `--valid
-//! FILE` or the last `--split` fraction (default 0.1) of the token stream, `--test FILE` evaluated with the best weights at the end. Without `--data`
-//! a small generated text is used, so `rnn train char-lm` runs on a fresh clone.
+//! Data: `--data FILE` (UTF-8, or the `--encoding` given, which `rnn eval` reuses). Test part:
+//! `--test FILE`, else the last `--split` fraction (default 0.1) of the text. Validation part:
+//! `--valid FILE`, else a piece of the same size just before the test part. Validation picks the
+//! best weights; the test part, which neither the vocabulary nor model selection sees, is scored
+//! once with them (the summary's `test perplexity`, which `rnn eval --checkpoint DIR` prints
+//! again). Without `--data` a small generated text is used, so `rnn train char-lm` runs on a
+//! fresh clone.
 //!
 //! Defaults: `char-lm` 2 x 256 LSTM, embedding 64, dropout 0.1, `--seq-len` 100, batch 32,
 //! AdamW lr 2e-3, clip 5, 10 epochs. `word-lm` is Zaremba's "small" model: 2 x 200 LSTM,
@@ -273,16 +277,34 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
         Some(p) => Some(read_text(p).context("--valid")?),
         None => None,
     };
+    // Without --test the last --split of the text is the test part, and the validation part
+    // (without --valid) as large a piece just before it; neither reaches the vocabulary.
+    let (train_text, held_out_test, valid_split) = match (&o.test, &valid_text) {
+        (Some(_), _) => (train_text, None, split),
+        (None, v) => {
+            let (rest, test) = codec::split_text(&train_text, split);
+            let valid_split = if v.is_some() {
+                split
+            } else {
+                split / (1.0 - split)
+            };
+            if valid_split >= 1.0 {
+                bail!("--split {split}: too large to hold out a validation and a test part of that size each; give --split below 0.5, or --valid/--test FILE");
+            }
+            (rest, Some(test), valid_split)
+        }
+    };
     let (codec, train_ids, valid_ids) = prepare(
         level,
         &train_text,
         valid_text.as_deref(),
-        split,
+        valid_split,
         o.vocab_size,
     )?;
-    let test_ids = match &o.test {
-        Some(p) => Some(codec.encode(&read_text(p).context("--test")?)?),
-        None => None,
+    let test_ids = match (&o.test, &held_out_test) {
+        (Some(p), _) => codec.encode(&read_text(p).context("--test")?)?,
+        (None, Some(t)) => codec.encode(t)?,
+        (None, None) => Vec::new(),
     };
     let batch = o.batch_size.unwrap_or(d.batch);
     let seq_len = o.seq_len.unwrap_or(d.seq_len);
@@ -351,6 +373,8 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
         "data": path_string(&o.data),
         "valid": path_string(&o.valid),
         "split": split,
+        "test": path_string(&o.test),
+        "test_held_out": held_out_test.is_some(),
         "encoding": (encoding != TextEncoding::UTF8).then(|| encoding.name()),
     });
     let mut task = LmTask {
@@ -375,7 +399,7 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
             best.valid_loss / std::f64::consts::LN_2
         ));
     }
-    if let Some(test_ids) = test_ids {
+    {
         let best_dir = ctx.out.join(rnn_train::trainer::BEST_DIR);
         let which = if best_dir.join(rnn_train::checkpoint::MODEL_FILE).is_file() {
             let loaded = rnn_train::checkpoint::load(&best_dir, &ctx.device)?;
@@ -384,9 +408,21 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
         } else {
             "final"
         };
-        let r = stream_report(&task.model, &test_ids, batch, seq_len).context("--test")?;
+        // Scored as `rnn eval` scores it by default, so that the two print the same numbers.
+        let r = stream_report(&task.model, &test_ids, run::DEFAULT_EVAL_BATCH, seq_len)
+            .context("scoring the test part (give a larger --split or --test FILE)")?;
         ctx.say(&format!("test ({which} weights): {}", describe(&r, level)));
         extra.push(format!("test perplexity {:.3}", r.perplexity));
+        extra.push(format!(
+            "test part: {} {}s {}, {which} weights",
+            r.tokens,
+            level.unit(),
+            if held_out_test.is_some() {
+                "held out of the training text"
+            } else {
+                "of --test"
+            }
+        ));
         if level == Level::Char {
             extra.push(format!(
                 "test {:.4} nats/char, {:.4} bits/char",
@@ -450,7 +486,33 @@ pub fn eval(run: &CheckpointRun, req: impl Into<EvalRequest>) -> Result<String> 
             let valid: Option<PathBuf> = run.model_entry("valid").ok().flatten();
             let data: Option<PathBuf> = run.model_entry("data").ok().flatten();
             let split: f64 = run.model_entry("split").unwrap_or(0.1);
-            match (valid, data) {
+            let test: Option<PathBuf> = run.model_entry("test").ok().flatten();
+            let test_held_out: bool = run.model_entry("test_held_out").unwrap_or(false);
+            // The run's test part (its headline), else (older checkpoints) its validation part.
+            let text = |d: &Option<PathBuf>| -> Result<String> {
+                match d {
+                    Some(d) => read_text(d).context(
+                        "the training file recorded in the checkpoint (give --data FILE instead)",
+                    ),
+                    None => Ok(builtin_text()),
+                }
+            };
+            let name = |d: &Option<PathBuf>| {
+                d.as_ref()
+                    .map_or("the built-in text".to_string(), |p| p.display().to_string())
+            };
+            match (test, test_held_out, valid, data) {
+                (Some(t), _, _, _) => (
+                    l.codec.encode(&read_text(&t).context(
+                        "the test file recorded in the checkpoint (give --data FILE instead)",
+                    )?)?,
+                    format!("test: {}", t.display()),
+                ),
+                (None, true, _, data) => (
+                    l.codec.encode(&codec::split_text(&text(&data)?, split).1)?,
+                    format!("test: the last {split} of {}", name(&data)),
+                ),
+                (None, false, valid, data) => match (valid, data) {
                 (Some(v), _) => (
                     l.codec.encode(&read_text(&v).with_context(|| {
                         "the validation file recorded in the checkpoint (give --data FILE instead)".to_string()
@@ -471,6 +533,7 @@ pub fn eval(run: &CheckpointRun, req: impl Into<EvalRequest>) -> Result<String> 
                     held_out_ids(&l.codec, &builtin_text(), split)?,
                     format!("the last {split} of the built-in text"),
                 ),
+                },
             }
         }
     };
