@@ -315,3 +315,38 @@ fn char_lm_holds_out_a_test_part_that_eval_scores_again() {
         "train: {summary}\neval: {eval}"
     );
 }
+
+/// The generated tasks score fresh test sequences at the best checkpoint, as `eval` does.
+#[test]
+fn adding_reports_fresh_test_sequences_like_eval() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let out_s = out.to_str().unwrap();
+    let train = rnn_stdout(&[
+        "train",
+        "adding",
+        "--seq-len",
+        "10",
+        "--samples",
+        "200",
+        "--epochs",
+        "1",
+        "--hidden",
+        "8",
+        "--out",
+        out_s,
+        "--device",
+        "cpu",
+    ]);
+    let summary = train.lines().last().unwrap();
+    let headline = summary
+        .split("; test (best checkpoint): ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no test headline: {summary}"))
+        .split("; run in ")
+        .next()
+        .unwrap();
+    assert!(headline.starts_with("adding (T = 10, "), "{summary}");
+    let eval = rnn_stdout(&["eval", "--checkpoint", out_s, "--device", "cpu"]);
+    assert_eq!(eval.trim_end(), headline, "train: {summary}");
+}

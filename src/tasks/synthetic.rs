@@ -621,6 +621,16 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
         )];
         (report, extra)
     };
+    // The headline: fresh test sequences, which model selection never saw, with the best
+    // weights (the line `rnn eval --checkpoint OUT` prints).
+    let run = CheckpointRun::load(&ctx.out, &ctx.device)?;
+    let req = EvalRequest {
+        data: None,
+        labels: None,
+        batch_size: crate::run::DEFAULT_EVAL_BATCH,
+    };
+    let mut extra = extra;
+    extra.push(format!("test (best checkpoint): {}", eval(&run, req)?));
     Ok(TrainOutcome { report, extra })
 }
 
