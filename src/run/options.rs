@@ -169,7 +169,7 @@ pub struct Options {
     /// Forecasting: seasonal period of the seasonal-naive baseline (default: detected).
     #[arg(long)]
     pub season: Option<usize>,
-    /// Forecasting: fraction of the rows before the test part held out for validation.
+    /// Forecast and digits: fraction of the rows before the test part held out for validation.
     #[arg(long)]
     pub valid_split: Option<f64>,
     /// MNIST: label file (idx1) accompanying --data (idx3 images).
