@@ -657,7 +657,7 @@ cases! {
         cli(|d| { write(d, "s.csv", "t,v\n1,2\n"); }, &["train", "forecast", "--data", "<tmp>/s.csv", "--valid-split", "1", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
         => "--valid-split must be in (0, 1), got 1";
     opt_split_half_twice: "`--split 0.6` without `--valid`/`--test`: no room for a validation and a test part of that size",
-        cli(|d| { write(d, "l.txt", &"pos good film\nneg bad film\n".repeat(20)); }, &["train", "classify", "--data", "<tmp>/l.txt", "--split", "0.6", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
+        cli(|d| { write(d, "l.txt", "pos good film\nneg bad film\n".repeat(20)); }, &["train", "classify", "--data", "<tmp>/l.txt", "--split", "0.6", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
         => "--split 0.6: too large to hold out a validation and a test part of that size each; give --split below 0.5, or --valid/--test FILE";
     opt_split_zero: "`--split 0`",
         cli(nothing, &["train", "char-lm", "--split", "0", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])

@@ -68,12 +68,14 @@ use rnn_train::metrics::{ConfusionMatrix, Metric};
 use rnn_train::trainer::{EarlyStopping, Evaluation, MainMetric, StepLoss, TrainTask};
 use serde::{Deserialize, Serialize};
 
-use super::valid::{bucketed_batches, eval_batches, saved_encoding};
+use super::valid::{
+    bucketed_batches, eval_batches, labelled_options, saved_encoding, train_defaults,
+};
 pub use super::valid::{Parts, TestSource, ValidSource};
 use crate::run::memory::{check_memory, max_len_notice, Longest, MemoryPlan, RecurrentShape};
 use crate::run::{
     fit, invalid, load_best, stochastic_model, task_from_functions, trainer_config, CheckpointRun,
-    EvalRequest, PredictRequest, RunContext, TaskName, TaskOptions, TrainDefaults, TrainOutcome,
+    EvalRequest, PredictRequest, RunContext, TaskName, TaskOptions, TrainOutcome,
 };
 
 /// Words must occur at least this often in the training split to get their own embedding.
@@ -333,24 +335,9 @@ fn parse_pooling(s: Option<&str>) -> Result<Pooling> {
     }
 }
 
-/// The training defaults.
-fn train_defaults() -> TrainDefaults {
-    TrainDefaults {
-        epochs: 10,
-        lr: 2e-3,
-        ..Default::default()
-    }
-}
-
 /// The options `classify` reads, with its defaults.
 pub fn options(_task: TaskName) -> TaskOptions {
-    TaskOptions::new()
-        .read("data")
-        .read("valid")
-        .read("test")
-        .with("split", 0.1)
-        .read("encoding")
-        .read("max-len")
+    labelled_options()
         .with("vocab-size", DEFAULT_VOCAB_SIZE)
         .with("embedding", 128)
         .with("pooling", DEFAULT_POOLING)
@@ -360,8 +347,6 @@ pub fn options(_task: TaskName) -> TaskOptions {
         .with("layers", 1)
         .with("dropout", 0.5)
         .with("batch-size", 32)
-        .with("patience", 3)
-        .training(&train_defaults())
 }
 
 task_from_functions!(

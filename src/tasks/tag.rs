@@ -79,12 +79,14 @@ use rnn_train::metrics::{EntityF1, EntityReport, Metric, TagScheme};
 use rnn_train::trainer::{EarlyStopping, Evaluation, MainMetric, StepLoss, TrainTask};
 use serde::{Deserialize, Serialize};
 
-use super::valid::{bucketed_batches, eval_batches, saved_encoding};
+use super::valid::{
+    bucketed_batches, eval_batches, labelled_options, saved_encoding, train_defaults,
+};
 pub use super::valid::{Parts, TestSource, ValidSource};
 use crate::run::memory::{check_memory, max_len_notice, Longest, MemoryPlan, RecurrentShape};
 use crate::run::{
     fit, invalid, load_best, stochastic_model, task_from_functions, trainer_config, CheckpointRun,
-    EvalRequest, PredictRequest, RunContext, TaskName, TaskOptions, TrainDefaults, TrainOutcome,
+    EvalRequest, PredictRequest, RunContext, TaskName, TaskOptions, TrainOutcome,
 };
 
 /// Words must occur at least this often in the training split to get their own embedding.
@@ -511,25 +513,10 @@ impl TrainTask for TagTask {
     }
 }
 
-/// The training defaults.
-fn train_defaults() -> TrainDefaults {
-    TrainDefaults {
-        epochs: 10,
-        lr: 2e-3,
-        ..Default::default()
-    }
-}
-
 /// The options `tag` reads, with its defaults.
 pub fn options(_task: TaskName) -> TaskOptions {
-    TaskOptions::new()
-        .read("data")
-        .read("valid")
-        .read("test")
-        .with("split", 0.1)
-        .read("encoding")
+    labelled_options()
         .with("tag-column", "upos")
-        .read("max-len")
         .with("vocab-size", DEFAULT_VOCAB_SIZE)
         .with("embedding", 128)
         .with("bidirectional", true)
@@ -538,8 +525,6 @@ pub fn options(_task: TaskName) -> TaskOptions {
         .with("layers", 1)
         .with("dropout", 0.33)
         .with("batch-size", 32)
-        .with("patience", 3)
-        .training(&train_defaults())
 }
 
 task_from_functions!(

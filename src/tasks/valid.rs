@@ -8,7 +8,7 @@ use anyhow::{bail, Result};
 use rnn_train::data::{bucket_batches, length_batches, split_fraction, TextEncoding};
 use serde::{Deserialize, Serialize};
 
-use crate::run::{invalid, RunContext};
+use crate::run::{invalid, RunContext, TaskOptions, TrainDefaults};
 
 /// Where the validation data of a run came from, so `rnn eval` can rebuild them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -28,6 +28,29 @@ pub enum ValidSource {
         /// The split seed.
         seed: u64,
     },
+}
+
+/// The training defaults of the labelled-file tasks (classify, tag).
+pub fn train_defaults() -> TrainDefaults {
+    TrainDefaults {
+        epochs: 10,
+        lr: 2e-3,
+        ..Default::default()
+    }
+}
+
+/// The data options of the labelled-file tasks (classify, tag), and their training defaults
+/// with early stopping after 3 evaluations.
+pub fn labelled_options() -> TaskOptions {
+    TaskOptions::new()
+        .read("data")
+        .read("valid")
+        .read("test")
+        .with("split", 0.1)
+        .read("encoding")
+        .read("max-len")
+        .with("patience", 3)
+        .training(&train_defaults())
 }
 
 /// The encoding a checkpoint recorded (`None`: UTF-8).
