@@ -45,4 +45,8 @@ impl LstmCell {
     pub fn input_size(&self) -> usize {
         self.params.input_size
     }
+
+    pub(super) fn params(&self) -> &CellParams {
+        &self.params
+    }
 }

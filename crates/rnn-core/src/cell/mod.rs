@@ -2,6 +2,7 @@
 //! `bias_hh`), as `torch.nn.LSTMCell`, `GRUCell` and `RNNCell`. The gate math lives in
 //! [`params`], shared with the layer's composed recurrence.
 
+mod candle_rnn;
 mod gru;
 mod lstm;
 pub(crate) mod params;
