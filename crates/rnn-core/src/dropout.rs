@@ -102,6 +102,13 @@ impl SeededDropout {
     }
 }
 
+/// `forward_t(xs, train)` = [`SeededDropout::forward`]: candle-nn's train/eval protocol.
+impl candle_nn::ModuleT for SeededDropout {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward(xs, train)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

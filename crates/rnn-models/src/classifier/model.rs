@@ -198,3 +198,11 @@ impl Stochastic for SequenceClassifier {
         self.encoder.set_rng_counters(counters)
     }
 }
+
+/// `forward_t(input, train)` = [`SequenceClassifier::forward`] on unpadded input (no lengths):
+/// logits `(batch, num_classes)`, dropout on when `train`.
+impl candle_nn::ModuleT for SequenceClassifier {
+    fn forward_t(&self, input: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward(input, None, train)
+    }
+}

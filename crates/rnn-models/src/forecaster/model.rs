@@ -285,3 +285,10 @@ impl Stochastic for Forecaster {
         sources::set_counters(MODEL, &self.dropout, &self.rnn, counters)
     }
 }
+
+/// `forward_t(xs, train)` = [`Forecaster::forward`] on unpadded input (no lengths).
+impl candle_nn::ModuleT for Forecaster {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward(xs, None, train)
+    }
+}

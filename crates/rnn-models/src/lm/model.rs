@@ -556,3 +556,11 @@ impl Stochastic for LanguageModel {
         sources::set_counters(MODEL, &self.dropout, &self.rnn, counters)
     }
 }
+
+/// `forward_t(ids, train)`: the logits `(B, T, V)` of [`LanguageModel::forward`] from a zero
+/// state on unpadded ids (the final state is dropped), dropout on when `train`.
+impl candle_nn::ModuleT for LanguageModel {
+    fn forward_t(&self, ids: &Tensor, train: bool) -> Result<Tensor> {
+        Ok(self.forward(ids, None, None, train)?.0)
+    }
+}

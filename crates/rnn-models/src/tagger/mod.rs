@@ -320,5 +320,13 @@ impl Stochastic for SequenceTagger {
     }
 }
 
+/// `forward_t(input, train)` = [`SequenceTagger::forward`] on unpadded input (no lengths):
+/// logits `(batch, seq, num_tags)`, dropout on when `train`.
+impl candle_nn::ModuleT for SequenceTagger {
+    fn forward_t(&self, input: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward(input, None, train)
+    }
+}
+
 #[cfg(test)]
 mod tests;
