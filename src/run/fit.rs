@@ -142,6 +142,15 @@ pub fn load_best(ctx: &RunContext, varmap: &VarMap) -> Result<Option<u64>> {
     Ok(Some(loaded.state.step))
 }
 
+/// Which weights [`load_best`] left in place, for result lines: `best checkpoint, step S` or
+/// `last weights`.
+pub fn weights_label(best_step: Option<u64>) -> String {
+    match best_step {
+        Some(step) => format!("best checkpoint, step {step}"),
+        None => "last weights".to_string(),
+    }
+}
+
 /// The final line of a training run.
 pub fn summary_line(ctx: &RunContext, outcome: &TrainOutcome) -> String {
     let mut s = format!("{}: {}", ctx.task.as_str(), outcome.report.summary());

@@ -46,6 +46,24 @@ pub struct RecurrentShape {
 }
 
 impl RecurrentShape {
+    /// The shape of an encoder: `embedding` values per token into `layers` of `mode` with
+    /// `hidden` units per direction.
+    pub fn new(
+        embedding: usize,
+        mode: rnn_core::Mode,
+        hidden: usize,
+        layers: usize,
+        bidirectional: bool,
+    ) -> Self {
+        Self {
+            embedding,
+            hidden,
+            layers,
+            directions: if bidirectional { 2 } else { 1 },
+            gates: mode.gate_count(),
+        }
+    }
+
     /// Values kept per (example, step): `8 x embedding` (the lookup, the dropout mask and
     /// output, and their gradients), `(2 x gates + 3) x hidden` per layer and direction (input
     /// projections and gate activations, `h`, `c` and the output), and `2 x directions x hidden`
@@ -143,6 +161,23 @@ pub struct MemoryPlan {
 }
 
 impl MemoryPlan {
+    /// The plan of a run of `ctx` whose model of `shape` holds the variables of `varmap`.
+    pub fn new(
+        ctx: &RunContext,
+        varmap: &candle_nn::VarMap,
+        shape: RecurrentShape,
+        batch_size: usize,
+        eval_batch_size: usize,
+    ) -> Self {
+        Self {
+            shape,
+            dtype_bytes: ctx.dtype.size_in_bytes(),
+            params: varmap.all_vars().iter().map(|v| v.elem_count()).sum(),
+            batch_size,
+            eval_batch_size,
+        }
+    }
+
     /// Estimated training bytes per (example, step).
     fn train_step_bytes(&self) -> f64 {
         self.shape.values_per_step() as f64 * self.dtype_bytes as f64 * SAFETY_FACTOR

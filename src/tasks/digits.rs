@@ -45,8 +45,9 @@ use rnn_train::trainer::{EarlyStopping, Evaluation, MainMetric, StepLoss, TrainT
 use serde::{Deserialize, Serialize};
 
 use crate::run::{
-    fit, invalid, load_best, stochastic_model, task_from_functions, trainer_config, CheckpointRun,
-    EvalRequest, PredictRequest, RunContext, TaskName, TaskOptions, TrainDefaults, TrainOutcome,
+    fit, invalid, load_best, stochastic_model, task_from_functions, trainer_config, weights_label,
+    CheckpointRun, EvalRequest, PredictRequest, RunContext, TaskName, TaskOptions, TrainDefaults,
+    TrainOutcome,
 };
 
 /// Default `--split`: the last 20% are held out.
@@ -367,10 +368,7 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
     }
     let report = fit(ctx, tcfg, varmap.clone(), &mut task)?;
     // The headline: the test part, which model selection never saw, with the best weights.
-    let at = match load_best(ctx, &varmap)? {
-        Some(step) => format!("best checkpoint, step {step}"),
-        None => "last weights".to_string(),
-    };
+    let at = weights_label(load_best(ctx, &varmap)?);
     let (acc, _) = accuracy(
         &task.model,
         &images_f.narrow(0, n - test_n, test_n)?,

@@ -85,8 +85,8 @@ use super::valid::{
 pub use super::valid::{Parts, TestSource, ValidSource};
 use crate::run::memory::{check_memory, max_len_notice, Longest, MemoryPlan, RecurrentShape};
 use crate::run::{
-    fit, invalid, load_best, stochastic_model, task_from_functions, trainer_config, CheckpointRun,
-    EvalRequest, PredictRequest, RunContext, TaskName, TaskOptions, TrainOutcome,
+    fit, invalid, load_best, stochastic_model, task_from_functions, trainer_config, weights_label,
+    CheckpointRun, EvalRequest, PredictRequest, RunContext, TaskName, TaskOptions, TrainOutcome,
 };
 
 /// Words must occur at least this often in the training split to get their own embedding.
@@ -633,19 +633,14 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
     let model = SequenceTagger::new(&cfg, ctx.var_builder(&varmap))?;
     let batch_size = o.batch_size.unwrap_or(32);
     let lengths = |e: &Encoded| e.ids.iter().map(Vec::len).collect::<Vec<_>>();
-    let plan = MemoryPlan {
-        shape: RecurrentShape {
-            embedding: cfg.input.output_size(),
-            hidden: cfg.hidden_size,
-            layers: cfg.num_layers,
-            directions: if cfg.bidirectional { 2 } else { 1 },
-            gates: cfg.mode.gate_count(),
-        },
-        dtype_bytes: ctx.dtype.size_in_bytes(),
-        params: varmap.all_vars().iter().map(|v| v.elem_count()).sum(),
-        batch_size,
-        eval_batch_size: 128,
-    };
+    let shape = RecurrentShape::new(
+        cfg.input.output_size(),
+        cfg.mode,
+        cfg.hidden_size,
+        cfg.num_layers,
+        cfg.bidirectional,
+    );
+    let plan = MemoryPlan::new(ctx, &varmap, shape, batch_size, 128);
     let eval_lengths = [lengths(&valid), lengths(&test)].concat();
     check_memory(ctx, &plan, &lengths(&train), &eval_lengths, || {
         let max_len = o.max_len.unwrap_or(usize::MAX);
@@ -692,10 +687,7 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
     }
     let report = fit(ctx, tcfg, varmap.clone(), &mut task)?;
     // The headline: the test rows, which model selection never saw, with the best weights.
-    let at = match load_best(ctx, &varmap)? {
-        Some(step) => format!("best checkpoint, step {step}"),
-        None => "last weights".to_string(),
-    };
+    let at = weights_label(load_best(ctx, &varmap)?);
     let s = score(
         &task.model,
         &task.decoding,

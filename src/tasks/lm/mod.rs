@@ -400,13 +400,9 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
         ));
     }
     {
-        let best_dir = ctx.out.join(rnn_train::trainer::BEST_DIR);
-        let which = if best_dir.join(rnn_train::checkpoint::MODEL_FILE).is_file() {
-            let loaded = rnn_train::checkpoint::load(&best_dir, &ctx.device)?;
-            loaded.copy_into(&varmap)?;
-            "best"
-        } else {
-            "final"
+        let which = match run::load_best(ctx, &varmap)? {
+            Some(_) => "best",
+            None => "final",
         };
         // Scored as `rnn eval` scores it by default, so that the two print the same numbers.
         let r = stream_report(&task.model, &test_ids, run::DEFAULT_EVAL_BATCH, seq_len)
