@@ -4,6 +4,9 @@
 
 use std::path::Path;
 
+mod common;
+use common::rnn_output;
+
 use rnn::cli::run::CheckpointRun;
 use rnn::cli::PredictArgs;
 
@@ -159,21 +162,6 @@ fn predict_err(out: &Path, input: &Path, horizon: Option<usize>) -> String {
         device: "cpu".into(),
     };
     format!("{:#}", rnn::tasks::predict(&ckpt, &args).unwrap_err())
-}
-
-/// Runs the `rnn` binary; returns stdout and stderr, failing the test on a non-zero exit.
-fn rnn_output(args: &[&str]) -> (String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rnn"))
-        .args(args)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        out.status.success(),
-        "rnn {args:?} failed:\n{stdout}\n{stderr}"
-    );
-    (stdout, stderr)
 }
 
 /// Model selection never sees the test part: the validation part picks `best/` and stops the

@@ -3,7 +3,8 @@
 //! options with its defaults, and a run that fails before its first checkpoint removes the
 //! `--out` directory it created.
 
-use std::process::Command;
+mod common;
+use common::rnn_output;
 
 fn run(args: &[&str]) -> anyhow::Result<()> {
     let mut all = vec!["rnn"];
@@ -19,12 +20,7 @@ fn err(args: &[&str]) -> String {
 }
 
 fn help(task: &str) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_rnn"))
-        .args(["train", task, "--help"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    String::from_utf8(out.stdout).unwrap()
+    rnn_stdout(&["train", task, "--help"])
 }
 
 #[test]
@@ -171,17 +167,7 @@ fn task_help_lists_the_tasks_options_and_defaults() {
 
 /// Runs the `rnn` binary; returns stdout, failing the test on a non-zero exit.
 fn rnn_stdout(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_rnn"))
-        .args(args)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "rnn {args:?} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    rnn_output(args).0
 }
 
 /// Without `--test`, classify holds a test part out of `--data` besides the validation part;

@@ -70,3 +70,20 @@ pub fn rnn_bin() -> PathBuf {
             )
         })
 }
+
+/// Runs the `rnn` binary with `args`; returns stdout and stderr, failing the test on a non-zero
+/// exit.
+#[allow(dead_code)] // not every test binary that includes this module spawns the binary
+pub fn rnn_output(args: &[&str]) -> (String, String) {
+    let out = std::process::Command::new(rnn_bin())
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "rnn {args:?} failed:\n{stdout}\n{stderr}"
+    );
+    (stdout, stderr)
+}
