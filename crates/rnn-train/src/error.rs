@@ -45,6 +45,10 @@ pub enum Error {
         /// The offending value (NaN or ±inf), when known.
         value: Option<f64>,
     },
+    /// A collective operation of data-parallel training failed (a rank left the group, the
+    /// ranks disagree on the data, the transport failed).
+    #[error("data-parallel: {0}")]
+    Collective(String),
     /// A tensor operation failed.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),

@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 pub mod checkpoint;
+pub mod collective;
 pub mod data;
 pub mod diagnostics;
 mod error;
