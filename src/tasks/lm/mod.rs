@@ -40,7 +40,7 @@ use rnn_models::sampling::SamplingConfig;
 use rnn_train::data::{read_text_as, LmBatches, TextEncoding};
 use rnn_train::metrics::{Metric, Perplexity, PerplexityReport};
 use rnn_train::optim::LrScheduleConfig;
-use rnn_train::trainer::{Evaluation, MainMetric, StepLoss, TrainTask};
+use rnn_train::trainer::{Evaluation, MainMetric, Part, StepLoss, TrainTask};
 
 use codec::held_out_ids;
 pub use codec::{builtin_text, prepare, Codec, Level};
@@ -170,14 +170,33 @@ impl TrainTask for LmTask {
         batch: &usize,
         carry: &mut Option<RnnState>,
     ) -> rnn_train::Result<StepLoss> {
+        self.train_part(batch, Part::WHOLE, carry)
+    }
+
+    fn train_part(
+        &mut self,
+        batch: &usize,
+        part: Part,
+        carry: &mut Option<RnnState>,
+    ) -> rnn_train::Result<StepLoss> {
+        // A part is a contiguous range of the streams (the rows of the window).
         let w = self.train.window(*batch, &self.device)?;
+        let inputs = part.narrow(&w.inputs, 0)?;
+        let targets = part.narrow(&w.targets, 0)?;
+        let rows = inputs.dims()[0];
+        if rows == 0 {
+            return Ok(StepLoss {
+                loss: Tensor::zeros((), candle_core::DType::F32, &self.device)?,
+                units: 0,
+            });
+        }
         let (nll, state) = self
             .model
-            .loss(&w.inputs, &w.targets, carry.as_ref(), None, true)?;
+            .loss(&inputs, &targets, carry.as_ref(), None, true)?;
         *carry = Some(state);
         Ok(StepLoss {
             loss: nll.mean()?,
-            units: (w.inputs.dims()[0] * w.len) as u64,
+            units: (rows * w.len) as u64,
         })
     }
 

@@ -84,6 +84,31 @@ pub trait TrainTask {
     fn train_step(&mut self, batch: &Self::Batch, carry: &mut Option<RnnState>)
         -> Result<StepLoss>;
 
+    /// The forward pass and loss of part `part` of a global batch, for data-parallel training
+    /// and gradient accumulation: rank `r` of `N` with `K` micro-batches per step computes parts
+    /// `r * K .. r * K + K` of `N * K`. A part is a contiguous share of the batch's rows (see
+    /// [`Part::rows`]), so the parts together are exactly the batch, and `carry` is the part's
+    /// own carried state (the same rows of the whole batch's state).
+    ///
+    /// A part with no rows returns a zero loss with `units == 0`; the trainer weights every
+    /// part's gradient by its units, so the step equals one step on the whole batch.
+    ///
+    /// The default calls [`TrainTask::train_step`] for a single part and refuses to split.
+    fn train_part(
+        &mut self,
+        batch: &Self::Batch,
+        part: Part,
+        carry: &mut Option<RnnState>,
+    ) -> Result<StepLoss> {
+        if part.count == 1 {
+            return self.train_step(batch, carry);
+        }
+        Err(Error::Invalid(format!(
+            "this task cannot split its batches into {} parts (data-parallel ranks x gradient accumulation); train it in one process without --grad-accum",
+            part.count
+        )))
+    }
+
     /// Evaluates on the validation data (no dropout, no gradient needed).
     fn evaluate(&mut self) -> Result<Evaluation>;
 
@@ -114,6 +139,44 @@ pub trait TrainTask {
     /// Further files for the checkpoint (vocabulary, tokenizer), as (file name, bytes).
     fn checkpoint_files(&self) -> Vec<(String, Vec<u8>)> {
         Vec::new()
+    }
+}
+
+/// Which share of a global batch a rank or micro-batch trains on: part `index` of `count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Part {
+    /// This part, in `0..count`.
+    pub index: usize,
+    /// How many parts the global batch is split into (ranks x micro-batches).
+    pub count: usize,
+}
+
+impl Part {
+    /// The whole batch.
+    pub const WHOLE: Part = Part { index: 0, count: 1 };
+
+    /// This part's rows of a batch of `n` rows: contiguous, in order, sizes differing by at
+    /// most one (the first `n % count` parts have one more). Empty when `n < count`.
+    pub fn rows(&self, n: usize) -> std::ops::Range<usize> {
+        let base = n / self.count;
+        let extra = n % self.count;
+        let start = self.index * base + self.index.min(extra);
+        let len = base + usize::from(self.index < extra);
+        start..start + len
+    }
+
+    /// Rows `self.rows(n)` of `t` along `dim` (of size `n`).
+    pub fn narrow(&self, t: &Tensor, dim: usize) -> Result<Tensor> {
+        let r = self.rows(t.dim(dim)?);
+        Ok(t.narrow(dim, r.start, r.len())?)
+    }
+
+    /// The carried state's rows of this part (batch dimension 1 of `h` and `c`).
+    pub fn narrow_state(&self, state: &RnnState) -> Result<RnnState> {
+        Ok(RnnState::new(
+            self.narrow(&state.h, 1)?,
+            state.c.as_ref().map(|c| self.narrow(c, 1)).transpose()?,
+        ))
     }
 }
 
@@ -261,5 +324,28 @@ impl Trainer {
     /// The learning rate of the next step.
     pub fn lr(&self) -> f64 {
         self.optimizer.lr()
+    }
+}
+
+#[cfg(test)]
+mod part_tests {
+    use super::Part;
+
+    #[test]
+    fn parts_cover_the_rows_in_order_with_sizes_within_one() {
+        for n in 0..20 {
+            for count in 1..7 {
+                let mut next = 0;
+                for index in 0..count {
+                    let r = Part { index, count }.rows(n);
+                    assert_eq!(r.start, next, "n {n} count {count} index {index}");
+                    assert!(r.len() == n / count || r.len() == n / count + 1);
+                    next = r.end;
+                }
+                assert_eq!(next, n);
+            }
+        }
+        assert_eq!(Part::WHOLE.rows(5), 0..5);
+        assert_eq!(Part { index: 1, count: 2 }.rows(5), 3..5);
     }
 }
