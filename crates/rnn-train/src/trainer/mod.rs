@@ -24,6 +24,31 @@
 //! run resumed from step `k` ends with the same parameters, bit for bit, and the same
 //! `metrics.jsonl` as an uninterrupted run. Nothing time-dependent goes into the log.
 //!
+//! # Data parallelism and gradient accumulation
+//!
+//! [`Trainer::with_collective`] makes the trainer one rank of a data-parallel group (DDP
+//! semantics; backends in [`crate::collective`]), and [`TrainerConfig::grad_accum`] splits each
+//! step into micro-batches. Every rank builds the same model and task. Then:
+//!
+//! - rank 0's parameters are broadcast at the start of [`Trainer::fit`];
+//! - every global batch (what [`TrainTask::train_batches`] returns) is split into
+//!   `ranks x grad_accum` contiguous [`Part`]s; rank `r` trains parts `r * K .. r * K + K`
+//!   ([`TrainTask::train_part`]), so the batch size is the global one;
+//! - the gradients are flattened in sorted-name order, weighted by each part's units, all-reduced
+//!   once per step and divided by the global units, before clipping and the optimiser: clipping
+//!   sees the global norm, and the step is the step of the whole batch. `N` ranks equal one
+//!   process with `grad_accum = N` bit for bit (parameters, log and checkpoints, dropout
+//!   included), and one process with the whole batch up to float rounding;
+//! - only rank 0 evaluates; its result is broadcast (exact bits), so the schedule, the best
+//!   checkpoint, early stopping and the non-finite checks (on the reduced values) decide the same
+//!   on every rank;
+//! - only rank 0 writes checkpoints, `metrics.jsonl`, plots and progress. The carried recurrent
+//!   state is gathered into the checkpoint as the whole batch's, so a data-parallel checkpoint
+//!   is a single-process one, and any checkpoint resumes with any number of ranks or
+//!   micro-batches;
+//! - ranks whose epochs have different batch counts stop with an error, and a rank that fails
+//!   makes the others fail instead of waiting.
+//!
 //! # Host synchronisation
 //!
 //! Each step's loss, gradient norm and per-parameter finiteness markers stay on the device and
@@ -40,15 +65,18 @@ mod checkpoints;
 mod config;
 mod evaluation;
 mod fit;
+mod parallel;
 mod report;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use candle_core::{Tensor, Var};
 use candle_nn::VarMap;
 use rnn_core::RnnState;
 use serde::{Deserialize, Serialize};
 
+use crate::collective::{Collective, Solo};
 use crate::optim::{self, exact_f64, LrSchedule, LrScheduleState, Optimizer};
 use crate::{Error, Result};
 
@@ -243,7 +271,10 @@ pub struct Trainer {
     state: LoopState,
     out_dir: Option<PathBuf>,
     history: Vec<EvalRecord>,
-    carry: Option<RnnState>,
+    /// The carried state of each of this rank's micro-batches (`grad_accum` of them).
+    carries: Vec<Option<RnnState>>,
+    /// The data-parallel group ([`Solo`] when training in one process).
+    collective: Arc<dyn Collective>,
     resumed: bool,
     /// Steps whose statistics are still on the device (see [`PendingStep`]).
     pending: Vec<PendingStep>,
@@ -282,6 +313,7 @@ impl Trainer {
         let vars = params.iter().map(|(_, v)| v.clone()).collect();
         let optimizer = config.optimizer.build(params.clone())?;
         let schedule = config.schedule.build(config.optimizer.lr())?;
+        let accum = config.grad_accum as usize;
         Ok(Self {
             config,
             varmap,
@@ -292,7 +324,8 @@ impl Trainer {
             state: LoopState::new(),
             out_dir: None,
             history: Vec::new(),
-            carry: None,
+            carries: vec![None; accum],
+            collective: Arc::new(Solo),
             resumed: false,
             pending: Vec::new(),
             poisoned: None,
@@ -309,6 +342,28 @@ impl Trainer {
         })?;
         self.out_dir = Some(dir);
         Ok(self)
+    }
+
+    /// Trains as one rank of a data-parallel group (see the module documentation, "Data
+    /// parallelism"). Every rank builds the same model and task and calls [`Trainer::fit`];
+    /// rank 0's parameters are broadcast at the start, and only rank 0 writes into its output
+    /// directory.
+    pub fn with_collective(mut self, collective: Arc<dyn Collective>) -> Self {
+        self.collective = collective;
+        self
+    }
+
+    /// This process's rank and the group's size (`(0, 1)` without [`Trainer::with_collective`]).
+    pub fn rank_and_world(&self) -> (usize, usize) {
+        (self.collective.rank(), self.collective.world_size())
+    }
+
+    /// The output directory this rank writes into: the configured one on rank 0, none on the
+    /// other ranks.
+    fn writer_dir(&self) -> Option<&PathBuf> {
+        self.out_dir
+            .as_ref()
+            .filter(|_| self.collective.rank() == 0)
     }
 
     /// The configuration.

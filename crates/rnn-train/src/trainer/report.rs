@@ -89,7 +89,7 @@ impl FitReport {
 
 impl Trainer {
     pub(super) fn plot(&self) -> Result<()> {
-        let Some(out) = &self.out_dir else {
+        let Some(out) = self.writer_dir() else {
             return Ok(());
         };
         let train: Vec<(f64, f64)> = self
