@@ -431,8 +431,61 @@ pub fn train(args: TrainArgs, verbose: bool) -> Result<String> {
     };
     let opts = args.opts.over(file);
     tasks::options(task).check(task, &opts)?;
+    let threads = opts.dp_threads.unwrap_or(1) as usize;
+    if threads > 1 {
+        return train_threads(task, opts, threads, verbose);
+    }
+    train_rank(task, opts, verbose, None)
+}
+
+/// `rnn train --dp-threads N`: N data-parallel ranks as threads of this process. Returns rank
+/// 0's summary, or the error that ended the run (the failing rank's own, not the others'
+/// "left the group").
+fn train_threads(task: TaskName, opts: Options, threads: usize, verbose: bool) -> Result<String> {
+    let group = rnn_train::collective::ThreadCollective::group(threads)?;
+    let results: Vec<Result<String>> = std::thread::scope(|s| {
+        let handles: Vec<_> = group
+            .into_iter()
+            .map(|c| {
+                let opts = opts.clone();
+                s.spawn(move || train_rank(task, opts, verbose, Some(std::sync::Arc::new(c))))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .enumerate()
+            .map(|(rank, h)| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("data-parallel rank {rank} panicked")))
+            })
+            .collect()
+    });
+    let cause = results.iter().position(|r| {
+        r.as_ref()
+            .is_err_and(|e| !format!("{e:#}").contains("left the group"))
+    });
+    let mut results = results.into_iter();
+    match cause {
+        Some(rank) => {
+            let err = results.nth(rank).and_then(|r| r.err()).expect("an error");
+            Err(err.context(format!("data-parallel rank {rank}")))
+        }
+        None => results.next().expect("at least one rank"),
+    }
+}
+
+/// One run of `rnn train`, alone (`group` `None`) or as one rank of a data-parallel group.
+fn train_rank(
+    task: TaskName,
+    opts: Options,
+    verbose: bool,
+    group: Option<std::sync::Arc<dyn rnn_train::collective::Collective>>,
+) -> Result<String> {
     let mut ctx = run::RunContext::new(task, opts)?;
     ctx.verbose = verbose;
+    if let Some(group) = group {
+        ctx.join_group(group)?;
+    }
     ctx.say(&format!(
         "task {}: device {}, dtype {:?}, output in {}",
         task.as_str(),
@@ -453,14 +506,17 @@ pub fn train(args: TrainArgs, verbose: bool) -> Result<String> {
         Ok(outcome) => outcome,
         Err(e) => {
             if let Some(dir) = ctx.remove_created_out() {
-                eprintln!(
-                    "note: removed {}, which this failed run had created",
-                    dir.display()
-                );
+                if ctx.rank() == 0 {
+                    eprintln!(
+                        "note: removed {}, which this failed run had created",
+                        dir.display()
+                    );
+                }
             }
             return Err(e);
         }
     };
+    ctx.leave_group();
     Ok(run::summary_line(&ctx, &outcome))
 }
 

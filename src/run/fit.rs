@@ -92,8 +92,17 @@ pub fn fit<T: TrainTask>(
         ));
     }
     let mut trainer = Trainer::new(cfg, varmap)?.with_out_dir(&ctx.out)?;
+    if let Some(group) = &ctx.group {
+        trainer = trainer.with_collective(group.0.clone());
+    }
     if let Some(dir) = &ctx.opts.resume {
-        recover_for_resume(dir)?;
+        if ctx.rank() == 0 {
+            recover_for_resume(dir)?;
+        }
+        if let Some(group) = &ctx.group {
+            // Every rank reads the checkpoint only after rank 0 has repaired it.
+            rnn_train::collective::check_agree(&*group.0, "--resume", 0)?;
+        }
         let dir = resolve_checkpoint(dir, false).context("--resume")?;
         let config_path = dir.join(checkpoint::CONFIG_FILE);
         let config: serde_json::Value = serde_json::from_slice(

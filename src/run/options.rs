@@ -78,6 +78,15 @@ pub struct Options {
     /// 25 on GPUs; a NaN is still reported at its own step).
     #[arg(long)]
     pub host_sync_every: Option<u64>,
+    /// Split every batch into K micro-batches, each run forward and backward on its own, and
+    /// take one optimiser step on their combined gradients: the same step as the whole batch,
+    /// with about 1/K of the activation memory. `--batch-size` stays the batch of one step.
+    #[arg(long, value_name = "K")]
+    pub grad_accum: Option<u64>,
+    /// Train as N data-parallel ranks, threads of this process (the DDP semantics of `mpirun
+    /// -np N`, without MPI; see docs/DISTRIBUTED.md). `--batch-size` is the global batch.
+    #[arg(long, value_name = "N")]
+    pub dp_threads: Option<u64>,
     /// Evaluate every N steps (besides every epoch end).
     #[arg(long)]
     pub eval_every: Option<u64>,
@@ -223,6 +232,8 @@ impl Options {
             warmup_steps,
             min_lr,
             host_sync_every,
+            grad_accum,
+            dp_threads,
             eval_every,
             patience,
             skip_non_finite,
@@ -371,6 +382,8 @@ impl Options {
             ("--eval-every", self.eval_every),
             ("--decay-every", self.decay_every),
             ("--host-sync-every", self.host_sync_every),
+            ("--grad-accum", self.grad_accum),
+            ("--dp-threads", self.dp_threads),
         ] {
             if v == Some(0) {
                 bail!("{flag} must be at least 1, got 0");
