@@ -77,7 +77,7 @@ use rnn_core::RnnState;
 use serde::{Deserialize, Serialize};
 
 use crate::collective::{Collective, Solo};
-use crate::optim::{self, exact_f64, LrSchedule, LrScheduleState, Optimizer};
+use crate::optim::{self, exact_f64, LrSchedule, LrScheduleState, StatefulOptimizer};
 use crate::{Error, Result};
 
 pub use config::{EarlyStopping, NonFinitePolicy, TrainerConfig};
@@ -266,7 +266,7 @@ pub struct Trainer {
     varmap: VarMap,
     params: Vec<(String, Var)>,
     vars: Vec<Var>,
-    optimizer: Box<dyn Optimizer + Send>,
+    optimizer: Box<dyn StatefulOptimizer + Send>,
     schedule: Box<dyn LrSchedule + Send>,
     state: LoopState,
     out_dir: Option<PathBuf>,
