@@ -37,9 +37,9 @@
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{Embedding, Linear, Module, VarBuilder, VarMap};
-use rnn::core::init::seeded_var_builder;
-use rnn::core::{Implementation, Mode, Rnn, RnnConfig, RnnState};
 use rnn::models::lm::{GenerateConfig, LanguageModel, LanguageModelConfig};
+use rnn::rnn_core::init::seeded_var_builder;
+use rnn::rnn_core::{Implementation, Mode, Rnn, RnnConfig, RnnState};
 use rnn::train::data::LmBatches;
 use rnn::train::metrics::masked_cross_entropy;
 use rnn::train::optim::{AdamWConfig, OptimizerConfig};

@@ -6,9 +6,21 @@ pub mod bench_devices;
 pub mod cli;
 pub mod run;
 pub mod tasks;
-pub use rnn_core as core;
+pub use rnn_core;
+pub use rnn_models;
 pub use rnn_models as models;
+pub use rnn_train;
 pub use rnn_train as train;
+
+/// The former name of [`rnn_core`] in this crate, which shadowed Rust's own `core` crate
+/// wherever `rnn::*` was glob-imported.
+#[deprecated(
+    since = "0.2.0",
+    note = "use `rnn::rnn_core` (or the `rnn-core` crate): `core` shadows Rust's `core`"
+)]
+pub mod core {
+    pub use rnn_core::*;
+}
 
 /// The names most programs need.
 pub mod prelude {

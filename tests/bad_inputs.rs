@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use candle_core::{DType, Device, Tensor};
-use rnn::core::init::seeded_var_builder;
-use rnn::core::{Mode, Rnn, RnnConfig, RnnState};
+use rnn::rnn_core::init::seeded_var_builder;
+use rnn::rnn_core::{Mode, Rnn, RnnConfig, RnnState};
 
 /// How a case produces its error.
 enum Run {

@@ -12,9 +12,9 @@
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
-use rnn::core::init::seeded_var_builder;
-use rnn::core::{Mode, Rnn, RnnConfig, RnnState};
 use rnn::models::lm::{LanguageModel, LanguageModelConfig};
+use rnn::rnn_core::init::seeded_var_builder;
+use rnn::rnn_core::{Mode, Rnn, RnnConfig, RnnState};
 use rnn::train::data::LmBatches;
 use rnn::train::optim::{AdamWConfig, OptimizerConfig};
 use rnn::train::trainer::{Evaluation, StepLoss, TrainTask, Trainer, TrainerConfig};
