@@ -119,7 +119,7 @@ impl Model {
     }
 
     fn loss(&self, xs: &Tensor, targets: &Tensor) -> Result<Tensor> {
-        let (ys, _) = self.rnn.forward(xs, None)?;
+        let (ys, _) = self.rnn.forward_with_state(xs, None)?;
         Ok(self.loss_from_outputs(&ys, targets)?)
     }
 

@@ -494,19 +494,19 @@ cases! {
 
     // -- wrong shapes through the library --
     shape_input_rank: "`Rnn::forward` on a 4-D input",
-        lib("lstm(3→4).forward(zeros [2, 5, 3, 1], None)", |_| { lstm().forward(&zeros(&[2, 5, 3, 1]), None)?; Ok(()) })
+        lib("lstm(3→4).forward(zeros [2, 5, 3, 1], None)", |_| { lstm().forward_with_state(&zeros(&[2, 5, 3, 1]), None)?; Ok(()) })
         => "Rnn::forward: xs must be (batch, seq_len, input_size) or unbatched (seq_len, input_size), got rank 4 shape [2, 5, 3, 1]";
     shape_feature_size: "`Rnn::forward` with 7 features per step, the layer takes 3",
-        lib("lstm(3→4).forward(zeros [2, 5, 7], None)", |_| { lstm().forward(&zeros(&[2, 5, 7]), None)?; Ok(()) })
+        lib("lstm(3→4).forward(zeros [2, 5, 7], None)", |_| { lstm().forward_with_state(&zeros(&[2, 5, 7]), None)?; Ok(()) })
         => "Rnn::forward: xs has 7 features per step, expected input_size = 3 (xs shape [2, 5, 7])";
     shape_empty_sequence: "`Rnn::forward` on a sequence of 0 steps",
-        lib("lstm(3→4).forward(zeros [2, 0, 3], None)", |_| { lstm().forward(&zeros(&[2, 0, 3]), None)?; Ok(()) })
+        lib("lstm(3→4).forward(zeros [2, 0, 3], None)", |_| { lstm().forward_with_state(&zeros(&[2, 0, 3]), None)?; Ok(()) })
         => "Rnn::forward: xs must have at least one step and one sequence, got shape [2, 0, 3]";
     shape_state_h: "initial `h` for batch 3, input batch 2",
-        lib("lstm(3→4).forward(zeros [2, 5, 3], Some(h [1, 3, 4], c [1, 2, 4]))", |_| { let s = RnnState::new(zeros(&[1, 3, 4]), Some(zeros(&[1, 2, 4]))); lstm().forward(&zeros(&[2, 5, 3]), Some(&s))?; Ok(()) })
+        lib("lstm(3→4).forward(zeros [2, 5, 3], Some(h [1, 3, 4], c [1, 2, 4]))", |_| { let s = RnnState::new(zeros(&[1, 3, 4]), Some(zeros(&[1, 2, 4]))); lstm().forward_with_state(&zeros(&[2, 5, 3]), Some(&s))?; Ok(()) })
         => "Rnn::forward state.h: expected shape [1, 2, 4], got [1, 3, 4]";
     shape_state_c_missing: "an LSTM state without `c`",
-        lib("lstm(3→4).forward(zeros [2, 5, 3], Some(h [1, 2, 4], c None))", |_| { let s = RnnState::new(zeros(&[1, 2, 4]), None); lstm().forward(&zeros(&[2, 5, 3]), Some(&s))?; Ok(()) })
+        lib("lstm(3→4).forward(zeros [2, 5, 3], Some(h [1, 2, 4], c None))", |_| { let s = RnnState::new(zeros(&[1, 2, 4]), None); lstm().forward_with_state(&zeros(&[2, 5, 3]), Some(&s))?; Ok(()) })
         => "Rnn::forward: an LSTM state needs c, got None";
     shape_lengths_too_long: "`lengths[1] = 9` for sequences of 5 steps",
         lib("lstm(3→4).forward_t(zeros [2, 5, 3], None, Some(&[5, 9]), false)", |_| { lstm().forward_t(&zeros(&[2, 5, 3]), None, Some(&[5, 9]), false)?; Ok(()) })
@@ -518,7 +518,7 @@ cases! {
         lib("lstm(3→4).step(zeros [2, 1, 3], None)", |_| { lstm().step(&zeros(&[2, 1, 3]), None)?; Ok(()) })
         => "Rnn::step: x_t must be (batch, input_size), got shape [2, 1, 3]";
     dtype_input_mismatch: "f64 input to an f32 layer",
-        lib("lstm(3→4, f32).forward(zeros [2, 5, 3] f64, None)", |_| { let xs = zeros(&[2, 5, 3]).to_dtype(DType::F64)?; lstm().forward(&xs, None)?; Ok(()) })
+        lib("lstm(3→4, f32).forward(zeros [2, 5, 3] f64, None)", |_| { let xs = zeros(&[2, 5, 3]).to_dtype(DType::F64)?; lstm().forward_with_state(&xs, None)?; Ok(()) })
         => "Rnn::forward xs: dtype F64 does not match the dtype of the weights (F32)";
     config_dropout_layer: "`RnnConfig` with dropout 1.0",
         lib("Rnn::new(RnnConfig::new(Lstm, 3, 4).with_dropout(1.0), vb)", |_| { let varmap = candle_nn::VarMap::new(); Rnn::new(&RnnConfig::new(Mode::Lstm, 3, 4).with_dropout(1.0), seeded_var_builder(&varmap, 0, DType::F32, &Device::Cpu))?; Ok(()) })

@@ -133,3 +133,26 @@ fn a_user_training_loop_with_candle_nn_adamw_learns() -> Result<()> {
     assert!(after < 0.2 * before, "loss {before} -> {after}");
     Ok(())
 }
+
+/// With `Module` in scope, `rnn.forward(&xs)` is the trait's method (the two-argument form is
+/// `forward_with_state`), and an `Rnn` works where any `Module` or `ModuleT` is expected.
+#[test]
+fn rnn_forward_is_module_forward() -> Result<()> {
+    use candle_nn::{Module, ModuleT};
+    let varmap = VarMap::new();
+    let vb = rnn_core::init::seeded_var_builder(&varmap, 3, DType::F32, &Device::Cpu);
+    let cfg = rnn_core::RnnConfig::new(rnn_core::Mode::Gru, 4, 6).with_num_layers(2);
+    let rnn = rnn_core::Rnn::new(&cfg, vb)?;
+    let xs = input(2, 5, 4)?;
+    let ys = rnn.forward(&xs)?;
+    let (expected, _) = rnn.forward_with_state(&xs, None)?;
+    let diff = (&ys - &expected)?.abs()?.max_all()?.to_scalar::<f32>()?;
+    assert_eq!(diff, 0.0);
+    fn through_module_t<M: ModuleT>(m: &M, xs: &Tensor) -> Result<Tensor> {
+        m.forward_t(xs, false)
+    }
+    let via_t = through_module_t(&rnn, &xs)?;
+    assert_eq!(via_t.to_vec3::<f32>()?, ys.to_vec3::<f32>()?);
+    assert_eq!(ys.dims(), &[2, 5, 6]);
+    Ok(())
+}

@@ -347,7 +347,7 @@ fn state_dict_loads_from_mmaped_safetensors() -> Result<()> {
     let rnn = Rnn::new(&cfg, vb)?;
     let t = load(&case.name, "f64", &device);
     let state = RnnState::new(t["h0"].clone(), Some(t["c0"].clone()));
-    let (ys, fin) = rnn.forward(&t["input"], Some(&state))?;
+    let (ys, fin) = rnn.forward_with_state(&t["input"], Some(&state))?;
     assert!(try_max_abs_diff(&ys, &t["output"])? <= TOL_F64);
     assert!(try_max_abs_diff(&fin.h, &t["h_n"])? <= TOL_F64);
     assert!(try_max_abs_diff(fin.c.as_ref().unwrap(), &t["c_n"])? <= TOL_F64);
