@@ -34,7 +34,7 @@ pub enum Implementation {
 /// a PyTorch model saved with safetensors loads through `VarBuilder::from_mmaped_safetensors`.
 ///
 /// ```
-/// use candle_core::{DType, Device, Tensor};
+/// use candle_core::{DType, Device, Module, Tensor};
 /// use candle_nn::VarMap;
 /// use rnn_core::{init::seeded_var_builder, Mode, Rnn, RnnConfig};
 ///
@@ -42,9 +42,11 @@ pub enum Implementation {
 /// let varmap = VarMap::new();
 /// let lstm = Rnn::new(&cfg, seeded_var_builder(&varmap, 0, DType::F32, &Device::Cpu))?;
 /// let xs = Tensor::randn(0f32, 1.0, (4, 10, 8), &Device::Cpu)?; // (batch, seq_len, input)
-/// let (ys, state) = lstm.forward(&xs, None)?;
+/// let (ys, state) = lstm.forward_with_state(&xs, None)?; // PyTorch's `output, (h_n, c_n)`
 /// assert_eq!(ys.dims(), &[4, 10, 16]);
 /// assert_eq!(state.h.dims(), &[2, 4, 16]); // (layers * directions, batch, hidden)
+/// // As a candle `Module`: the output from a zero state.
+/// assert_eq!(lstm.forward(&xs)?.dims(), &[4, 10, 16]);
 /// # Ok::<(), candle_core::Error>(())
 /// ```
 #[derive(Debug)]

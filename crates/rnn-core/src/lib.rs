@@ -33,7 +33,7 @@ pub mod seed;
 mod state;
 pub mod testing;
 
-pub use cell::{GruCell, LstmCell, Nonlinearity, RnnCell};
+pub use cell::{CellConfig, GruCell, LstmCell, Nonlinearity, RnnCell};
 pub use config::{Mode, RnnConfig};
 pub use layer::{Implementation, Rnn};
 pub use state::RnnState;

@@ -4,7 +4,7 @@
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use rnn_core::init::seeded_var_builder;
-use rnn_core::{GruCell, LstmCell, Mode, Rnn, RnnConfig, RnnState};
+use rnn_core::{CellConfig, GruCell, LstmCell, Mode, Rnn, RnnConfig, RnnState};
 use std::collections::HashMap;
 
 fn lstm(cfg: &RnnConfig) -> Rnn {
@@ -132,7 +132,7 @@ fn config_is_validated_at_construction() {
         ),
         &["dropout", "1.5"],
     );
-    assert_err(LstmCell::new(0, 4, true, vb), &["input_size"]);
+    assert_err(LstmCell::new(&CellConfig::new(0, 4), vb), &["input_size"]);
 }
 
 #[test]
@@ -169,9 +169,7 @@ fn missing_or_misshapen_weights_name_the_tensor() {
 fn cells_check_their_inputs() {
     let vm = VarMap::new();
     let cell = GruCell::new(
-        3,
-        4,
-        true,
+        &CellConfig::new(3, 4),
         seeded_var_builder(&vm, 0, DType::F32, &Device::Cpu),
     )
     .unwrap();
@@ -186,9 +184,7 @@ fn cells_check_their_inputs() {
     );
     assert_err(cell.step(&zeros(&[1, 2, 3]), None), &["rank 3"]);
     let lstm_cell = LstmCell::new(
-        3,
-        4,
-        true,
+        &CellConfig::new(3, 4),
         seeded_var_builder(&vm, 0, DType::F32, &Device::Cpu).pp("l"),
     )
     .unwrap();

@@ -10,7 +10,9 @@ use candle_core::{DType, Device, IndexOp, Result, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use proptest::prelude::*;
 use rnn_core::init::seeded_var_builder;
-use rnn_core::{GruCell, LstmCell, Mode, Nonlinearity, Rnn, RnnCell, RnnConfig, RnnState};
+use rnn_core::{
+    CellConfig, GruCell, LstmCell, Mode, Nonlinearity, Rnn, RnnCell, RnnConfig, RnnState,
+};
 
 /// f64 everywhere: the invariants are exact up to summation order.
 const TOL: f64 = 1e-12;
@@ -146,16 +148,16 @@ proptest! {
         let vb = VarBuilder::from_tensors(cell_weights, DType::F64, &Device::Cpu);
         let step: StepFn = match mode {
             Mode::Lstm => {
-                let cell = LstmCell::new(3, hidden, bias, vb).unwrap();
+                let cell = LstmCell::new(&CellConfig::new(3, hidden).with_bias(bias), vb).unwrap();
                 Box::new(move |x, s| cell.step(x, Some(s)).unwrap())
             }
             Mode::Gru => {
-                let cell = GruCell::new(3, hidden, bias, vb).unwrap();
+                let cell = GruCell::new(&CellConfig::new(3, hidden).with_bias(bias), vb).unwrap();
                 Box::new(move |x, s| cell.step(x, Some(s)).unwrap())
             }
             Mode::RnnTanh | Mode::RnnRelu => {
                 let nl = if mode == Mode::RnnTanh { Nonlinearity::Tanh } else { Nonlinearity::Relu };
-                let cell = RnnCell::new(3, hidden, nl, bias, vb).unwrap();
+                let cell = RnnCell::new(&CellConfig::new(3, hidden).with_nonlinearity(nl).with_bias(bias), vb).unwrap();
                 Box::new(move |x, s| cell.step(x, Some(s)).unwrap())
             }
         };

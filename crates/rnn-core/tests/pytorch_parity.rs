@@ -13,7 +13,8 @@ use common::{implementations, try_max_abs_diff};
 use candle_core::{DType, Device, Result, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use rnn_core::{
-    GruCell, Implementation, LstmCell, Mode, Nonlinearity, Rnn, RnnCell, RnnConfig, RnnState,
+    CellConfig, GruCell, Implementation, LstmCell, Mode, Nonlinearity, Rnn, RnnCell, RnnConfig,
+    RnnState,
 };
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -266,14 +267,25 @@ fn run_cell_case(
         c0.as_ref().map(|c| c.as_tensor().clone()),
     );
     let out = match case.mode {
-        Mode::Lstm => LstmCell::new(i, h, case.bias, vb)?.step(&x, Some(&state))?,
-        Mode::Gru => GruCell::new(i, h, case.bias, vb)?.step(&x, Some(&state))?,
-        Mode::RnnTanh => {
-            RnnCell::new(i, h, Nonlinearity::Tanh, case.bias, vb)?.step(&x, Some(&state))?
+        Mode::Lstm => LstmCell::new(&CellConfig::new(i, h).with_bias(case.bias), vb)?
+            .step(&x, Some(&state))?,
+        Mode::Gru => {
+            GruCell::new(&CellConfig::new(i, h).with_bias(case.bias), vb)?.step(&x, Some(&state))?
         }
-        Mode::RnnRelu => {
-            RnnCell::new(i, h, Nonlinearity::Relu, case.bias, vb)?.step(&x, Some(&state))?
-        }
+        Mode::RnnTanh => RnnCell::new(
+            &CellConfig::new(i, h)
+                .with_nonlinearity(Nonlinearity::Tanh)
+                .with_bias(case.bias),
+            vb,
+        )?
+        .step(&x, Some(&state))?,
+        Mode::RnnRelu => RnnCell::new(
+            &CellConfig::new(i, h)
+                .with_nonlinearity(Nonlinearity::Relu)
+                .with_bias(case.bias),
+            vb,
+        )?
+        .step(&x, Some(&state))?,
     };
     rep.compare(&label, "h'", Some(&out.h), &t["output"], tol);
     let mut loss = (&out.h * &t["lw.output"])?.sum_all()?;

@@ -2,6 +2,7 @@
 
 use super::params::CellParams;
 use super::step::checked_step;
+use super::CellConfig;
 use crate::config::Mode;
 use crate::state::RnnState;
 use candle_core::{Result, Tensor};
@@ -16,14 +17,32 @@ pub struct GruCell {
 impl GruCell {
     /// Loads the cell's weights from `vb`, or creates them with PyTorch's default init
     /// U(-1/sqrt(hidden), 1/sqrt(hidden)) when `vb` is backed by a `VarMap`.
-    pub fn new(input_size: usize, hidden_size: usize, bias: bool, vb: VarBuilder) -> Result<Self> {
+    pub fn new(cfg: &CellConfig, vb: VarBuilder) -> Result<Self> {
+        let (input_size, hidden_size) = (cfg.input_size, cfg.hidden_size);
         if input_size == 0 || hidden_size == 0 {
             candle_core::bail!(
                 "GruCell::new: input_size and hidden_size must be > 0, got {input_size} and {hidden_size}"
             );
         }
-        let params = CellParams::load(Mode::Gru, input_size, hidden_size, 0, bias, "", &vb)?;
+        let params = CellParams::load(Mode::Gru, input_size, hidden_size, 0, cfg.bias, "", &vb)?;
         Ok(Self { params })
+    }
+
+    /// The former positional constructor.
+    #[deprecated(
+        since = "0.2.0",
+        note = "use `GruCell::new(&CellConfig::new(input_size, hidden_size).with_bias(bias), vb)`"
+    )]
+    pub fn from_sizes(
+        input_size: usize,
+        hidden_size: usize,
+        bias: bool,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        Self::new(
+            &CellConfig::new(input_size, hidden_size).with_bias(bias),
+            vb,
+        )
     }
 
     /// One step.

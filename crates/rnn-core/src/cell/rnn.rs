@@ -2,6 +2,7 @@
 
 use super::params::CellParams;
 use super::step::checked_step;
+use super::CellConfig;
 use crate::config::Mode;
 use crate::state::RnnState;
 use candle_core::{Result, Tensor};
@@ -27,24 +28,37 @@ pub struct RnnCell {
 impl RnnCell {
     /// Loads the cell's weights from `vb` (`weight_ih`, `weight_hh`, `bias_ih`, `bias_hh`), or
     /// creates them with PyTorch's default init when `vb` is backed by a `VarMap`.
-    pub fn new(
+    pub fn new(cfg: &CellConfig, vb: VarBuilder) -> Result<Self> {
+        let (input_size, hidden_size) = (cfg.input_size, cfg.hidden_size);
+        if input_size == 0 || hidden_size == 0 {
+            candle_core::bail!(
+                "RnnCell::new: input_size and hidden_size must be > 0, got {input_size} and {hidden_size}"
+            );
+        }
+        let mode = match cfg.nonlinearity {
+            Nonlinearity::Tanh => Mode::RnnTanh,
+            Nonlinearity::Relu => Mode::RnnRelu,
+        };
+        let params = CellParams::load(mode, input_size, hidden_size, 0, cfg.bias, "", &vb)?;
+        Ok(Self { params })
+    }
+
+    /// The former positional constructor.
+    #[deprecated(
+        since = "0.2.0",
+        note = "use `RnnCell::new(&CellConfig::new(input_size, hidden_size).with_nonlinearity(nonlinearity).with_bias(bias), vb)`"
+    )]
+    pub fn from_sizes(
         input_size: usize,
         hidden_size: usize,
         nonlinearity: Nonlinearity,
         bias: bool,
         vb: VarBuilder,
     ) -> Result<Self> {
-        if input_size == 0 || hidden_size == 0 {
-            candle_core::bail!(
-                "RnnCell::new: input_size and hidden_size must be > 0, got {input_size} and {hidden_size}"
-            );
-        }
-        let mode = match nonlinearity {
-            Nonlinearity::Tanh => Mode::RnnTanh,
-            Nonlinearity::Relu => Mode::RnnRelu,
-        };
-        let params = CellParams::load(mode, input_size, hidden_size, 0, bias, "", &vb)?;
-        Ok(Self { params })
+        let cfg = CellConfig::new(input_size, hidden_size)
+            .with_nonlinearity(nonlinearity)
+            .with_bias(bias);
+        Self::new(&cfg, vb)
     }
 
     /// One step.
