@@ -4,6 +4,7 @@
 //! see the command line.
 //!
 //! - [`options`]: the options of `rnn train` (flags and `--config` files), [`parse_dtype`];
+//!   [`choice`]: the closed value sets of its enumerated options;
 //! - [`RunContext`]: merged options, device, dtype, output directory; [`trainer_config`];
 //! - [`fit`]: checkpointed, resumable training and the summary line;
 //! - [`CheckpointRun`]: a checkpoint loaded for `eval`, `sample` or `predict`;
@@ -14,6 +15,7 @@
 //! - [`error_line`] and [`invalid`]: errors across layers.
 
 mod checkpoint;
+pub mod choice;
 mod context;
 mod error;
 mod fit;
