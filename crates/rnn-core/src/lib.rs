@@ -75,6 +75,42 @@
 //! # }
 //! ```
 //!
+//! The same with a file PyTorch wrote: one of this crate's parity fixtures
+//! (`tests/fixtures/gen_fixtures.py`), a time-major, 3-layer, bidirectional `nn.LSTM(4, 5)`
+//! saved with `save_file`, together with the `input`, `h0`, `c0` it was run on and the `output`,
+//! `h_n` and `c_n` it returned:
+//!
+//! ```
+//! use candle_core::{DType, Device, Tensor};
+//! use candle_nn::VarBuilder;
+//! use rnn_core::{Mode, Rnn, RnnConfig, RnnState};
+//!
+//! # fn main() -> candle_core::Result<()> {
+//! let dev = Device::Cpu;
+//! let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/pytorch/lstm_l3_bi_state_tm_f32.safetensors");
+//! let cfg = RnnConfig::new(Mode::Lstm, 4, 5)
+//!     .with_num_layers(3)
+//!     .with_bidirectional(true)
+//!     .with_batch_first(false);
+//! // SAFETY: the file is not modified while it is mapped.
+//! let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[path], DType::F32, &dev)? };
+//! // Reads weight_ih_l0 ... bias_hh_l2_reverse; the file's other tensors are not asked for.
+//! let lstm = Rnn::new(&cfg, vb.clone())?;
+//! let get = |name: &str| vb.get_unchecked(name);
+//! let state = RnnState::new(get("h0")?, Some(get("c0")?)); // (h_0, c_0): (6, batch, 5) each
+//! let (output, last) = lstm.forward_with_state(&get("input")?, Some(&state))?; // output, (h_n, c_n)
+//!
+//! let max_diff = |a: &Tensor, b: &Tensor| -> candle_core::Result<f32> {
+//!     (a - b)?.abs()?.max_all()?.to_scalar::<f32>()
+//! };
+//! assert!(max_diff(&output, &get("output")?)? < 1e-5); // (seq_len, batch, 2 * 5)
+//! assert!(max_diff(&last.h, &get("h_n")?)? < 1e-5);
+//! let c_n = last.c.as_ref().expect("an LSTM state has c");
+//! assert!(max_diff(c_n, &get("c_n")?)? < 1e-5);
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! Weights of a submodule carry its prefix (`self.rnn = nn.LSTM(...)` saves `rnn.weight_ih_l0`):
 //! build with `vb.pp("rnn")`. Tensors read through `from_mmaped_safetensors` are constants; to
 //! fine-tune, build the model on a `VarMap` (as [`init::seeded_var_builder`] does) and then
