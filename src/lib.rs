@@ -12,6 +12,12 @@ pub use rnn_models as models;
 pub use rnn_train;
 pub use rnn_train as train;
 
+/// The Rust examples of `docs/FROM_PYTORCH.md`, run by `cargo test --doc` so that the guide
+/// cannot drift from the API. Exists only while doctests are collected.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/FROM_PYTORCH.md")]
+pub struct FromPytorchGuide;
+
 /// The former name of [`rnn_core`] in this crate, which shadowed Rust's own `core` crate
 /// wherever `rnn::*` was glob-imported.
 #[deprecated(

@@ -9,6 +9,36 @@ use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
 /// A single Gru cell; weights `weight_ih`, `weight_hh`, `bias_ih`, `bias_hh` under `vb`.
+///
+/// One step computes, as `torch.nn.GRUCell`,
+/// `r = sigmoid(W_ir x + b_ir + W_hr h + b_hr)`, `z = sigmoid(W_iz x + b_iz + W_hz h + b_hz)`,
+/// `n = tanh(W_in x + b_in + r * (W_hn h + b_hn))` and `h' = (1 - z) * n + z * h`.
+///
+/// ```
+/// use candle_core::{DType, Device, Tensor};
+/// use candle_nn::{VarBuilder, VarMap};
+/// use rnn_core::{init::seeded_var_builder, CellConfig, GruCell, RnnState};
+///
+/// # fn main() -> candle_core::Result<()> {
+/// let dev = Device::Cpu;
+/// let varmap = VarMap::new();
+/// let cell = GruCell::new(&CellConfig::new(4, 6), seeded_var_builder(&varmap, 0, DType::F32, &dev))?;
+/// let x = Tensor::randn(0f32, 1.0, (3, 4), &dev)?; // (batch, input)
+/// let state = cell.step(&x, None)?; // None: a zero initial state
+/// assert_eq!(state.h.dims(), &[3, 6]); // (batch, hidden)
+/// assert!(state.c.is_none()); // a GRU state is h alone
+/// // PyTorch's layout: `weight_ih` stacks the r, z and n blocks, (3 * hidden, input).
+/// let weight_ih = varmap.data().lock().unwrap()["weight_ih"].as_tensor().clone();
+/// assert_eq!(weight_ih.dims(), &[18, 4]);
+///
+/// // With every weight and bias zero, r = z = 1/2 and n = tanh(0) = 0, so h' = h / 2.
+/// let zero = GruCell::new(&CellConfig::new(4, 2), VarBuilder::zeros(DType::F32, &dev))?;
+/// let h = Tensor::new(&[[1f32, -4.0]], &dev)?;
+/// let next = zero.step(&Tensor::ones((1, 4), DType::F32, &dev)?, Some(&RnnState::new(h, None)))?;
+/// assert_eq!(next.h.to_vec2::<f32>()?, [[0.5, -2.0]]);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct GruCell {
     params: CellParams,

@@ -9,6 +9,48 @@ use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
 /// A single Lstm cell; weights `weight_ih`, `weight_hh`, `bias_ih`, `bias_hh` under `vb`.
+///
+/// Stepping a cell through a sequence gives what the one-layer [`crate::Rnn`] gives on the whole
+/// sequence, with the same weights: the cell's names are the layer's without the `_l0` suffix.
+///
+/// ```
+/// use std::collections::HashMap;
+/// use candle_core::{DType, Device, Tensor};
+/// use candle_nn::{VarBuilder, VarMap};
+/// use rnn_core::{init::seeded_var_builder, CellConfig, LstmCell, Mode, Rnn, RnnConfig};
+///
+/// # fn main() -> candle_core::Result<()> {
+/// let dev = Device::Cpu;
+/// let varmap = VarMap::new();
+/// let layer = Rnn::new(
+///     &RnnConfig::new(Mode::Lstm, 3, 5),
+///     seeded_var_builder(&varmap, 0, DType::F32, &dev),
+/// )?;
+/// // `weight_ih_l0` -> `weight_ih`, and so on.
+/// let weights: HashMap<String, Tensor> = layer
+///     .named_parameters()
+///     .into_iter()
+///     .map(|(name, t)| (name.trim_end_matches("_l0").to_string(), t))
+///     .collect();
+/// let cell = LstmCell::new(
+///     &CellConfig::new(3, 5),
+///     VarBuilder::from_tensors(weights, DType::F32, &dev),
+/// )?;
+///
+/// let xs = Tensor::randn(0f32, 1.0, (2, 4, 3), &dev)?; // (batch, seq_len, input)
+/// let mut state = cell.step(&xs.narrow(1, 0, 1)?.squeeze(1)?, None)?; // zero initial state
+/// for t in 1..4 {
+///     state = cell.step(&xs.narrow(1, t, 1)?.squeeze(1)?, Some(&state))?;
+/// }
+/// assert_eq!(state.h.dims(), &[2, 5]); // (batch, hidden)
+/// assert!(state.c.is_some()); // an LSTM state carries the cell c too
+///
+/// let (_, last) = layer.forward_with_state(&xs, None)?; // h_n: (1, batch, hidden)
+/// let gap = (state.h - last.h.squeeze(0)?)?.abs()?.max_all()?.to_scalar::<f32>()?;
+/// assert!(gap < 1e-5, "cell and layer differ by {gap}");
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct LstmCell {
     params: CellParams,

@@ -20,6 +20,33 @@ pub enum Nonlinearity {
 }
 
 /// A single vanilla RNN cell: `h' = act(W_ih x + b_ih + W_hh h + b_hh)`.
+///
+/// ```
+/// use std::collections::HashMap;
+/// use candle_core::{DType, Device, Tensor};
+/// use candle_nn::VarBuilder;
+/// use rnn_core::{CellConfig, Nonlinearity, RnnCell};
+///
+/// # fn main() -> candle_core::Result<()> {
+/// let dev = Device::Cpu;
+/// // Weights under PyTorch's `nn.RNNCell` names: W_ih = I, W_hh = I / 2, b_ih = 0, b_hh = -1.
+/// let weights = HashMap::from([
+///     ("weight_ih".to_string(), Tensor::eye(2, DType::F32, &dev)?),
+///     ("weight_hh".to_string(), (Tensor::eye(2, DType::F32, &dev)? * 0.5)?),
+///     ("bias_ih".to_string(), Tensor::zeros(2, DType::F32, &dev)?),
+///     ("bias_hh".to_string(), Tensor::new(&[-1f32, -1.0], &dev)?),
+/// ]);
+/// let cfg = CellConfig::new(2, 2).with_nonlinearity(Nonlinearity::Relu);
+/// let cell = RnnCell::new(&cfg, VarBuilder::from_tensors(weights, DType::F32, &dev))?;
+///
+/// let x = Tensor::new(&[[3f32, 0.5]], &dev)?; // (batch, input)
+/// let h1 = cell.step(&x, None)?; // relu(x - 1) = [2, 0]
+/// assert_eq!(h1.h.to_vec2::<f32>()?, [[2.0, 0.0]]);
+/// let h2 = cell.step(&x, Some(&h1))?; // relu(x + h1 / 2 - 1) = [3, 0]
+/// assert_eq!(h2.h.to_vec2::<f32>()?, [[3.0, 0.0]]);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct RnnCell {
     params: CellParams,

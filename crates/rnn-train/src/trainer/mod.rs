@@ -4,6 +4,76 @@
 //! detached), non-finite detection, a progress bar, a JSON-lines log, learning-curve plots and
 //! atomic, exactly resumable checkpoints.
 //!
+//! # Example
+//!
+//! A GRU with a linear head learns the mean of short sequences. The task owns the model and the
+//! data; the trainer owns the loop.
+//!
+//! ```
+//! use candle_core::{DType, Device, Module, Tensor};
+//! use candle_nn::{Linear, VarMap};
+//! use rnn_core::{init::seeded_var_builder, Mode, Rnn, RnnConfig, RnnState};
+//! use rnn_train::optim::{AdamWConfig, OptimizerConfig};
+//! use rnn_train::trainer::{Evaluation, StepLoss, TrainTask, Trainer, TrainerConfig, LATEST_DIR};
+//!
+//! struct MeanTask { rnn: Rnn, head: Linear, xs: Tensor, ys: Tensor } // xs (64, 6, 1), ys (64, 1)
+//!
+//! impl MeanTask {
+//!     /// Mean squared error of the prediction from the last step's output.
+//!     fn loss(&self, xs: &Tensor, ys: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+//!         let (out, _) = self.rnn.forward_t(xs, None, None, train)?; // (batch, seq_len, hidden)
+//!         let last = out.narrow(1, out.dim(1)? - 1, 1)?.squeeze(1)?;
+//!         candle_nn::loss::mse(&self.head.forward(&last)?, ys)
+//!     }
+//! }
+//!
+//! impl TrainTask for MeanTask {
+//!     type Batch = usize; // batch b is rows 8 b .. 8 b + 8
+//!     fn train_batches(&mut self, _epoch: u64, _seed: u64) -> rnn_train::Result<Vec<usize>> {
+//!         Ok((0..6).collect()) // rows 48..64 are held out for validation
+//!     }
+//!     fn train_step(&mut self, b: &usize, _carry: &mut Option<RnnState>) -> rnn_train::Result<StepLoss> {
+//!         let (xs, ys) = (self.xs.narrow(0, 8 * b, 8)?, self.ys.narrow(0, 8 * b, 8)?);
+//!         Ok(StepLoss { loss: self.loss(&xs, &ys, true)?, units: 8 })
+//!     }
+//!     fn evaluate(&mut self) -> rnn_train::Result<Evaluation> {
+//!         let (xs, ys) = (self.xs.narrow(0, 48, 16)?, self.ys.narrow(0, 48, 16)?);
+//!         Ok(Evaluation::from_loss(self.loss(&xs, &ys, false)?.to_scalar::<f32>()? as f64))
+//!     }
+//! }
+//!
+//! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let dev = Device::Cpu;
+//!     let varmap = VarMap::new();
+//!     let vb = seeded_var_builder(&varmap, 0, DType::F32, &dev);
+//!     let rnn = Rnn::new(&RnnConfig::new(Mode::Gru, 1, 8), vb.pp("rnn"))?;
+//!     let head = candle_nn::linear(8, 1, vb.pp("head"))?;
+//!     let xs = Tensor::arange(0f32, 384., &dev)?.affine(1.7, 0.)?.sin()?.reshape((64, 6, 1))?;
+//!     let ys = xs.mean(1)?; // the target: each sequence's mean, (64, 1)
+//!     let mut task = MeanTask { rnn, head, xs, ys };
+//!     let before = task.evaluate()?.loss;
+//!
+//!     let config = TrainerConfig {
+//!         optimizer: OptimizerConfig::AdamW(AdamWConfig::with_lr(0.02)),
+//!         epochs: Some(4),
+//!         clip_grad_norm: Some(1.0),
+//!         plot: false,
+//!         ..TrainerConfig::default()
+//!     };
+//!     let out = tempfile::tempdir()?;
+//!     let mut trainer = Trainer::new(config, varmap)?.with_out_dir(out.path())?;
+//!     let report = trainer.fit(&mut task)?;
+//!
+//!     assert_eq!((report.steps, report.epochs), (24, 4)); // 6 batches an epoch
+//!     assert_eq!(report.history.len(), 4); // one evaluation at the end of every epoch
+//!     let last = report.last.as_ref().ok_or("no evaluation")?;
+//!     assert!(last.valid_loss < before / 4.0, "{before} -> {}", last.valid_loss);
+//!     println!("{}", report.summary()); // step 24, epoch 4.00: valid_loss 0.0018 (best ...)
+//!     assert!(out.path().join(LATEST_DIR).join("model.safetensors").exists());
+//!     Ok(())
+//! }
+//! ```
+//!
 //! # Output directory
 //!
 //! With [`Trainer::with_out_dir`], a run writes:
@@ -23,6 +93,74 @@
 //! model's random-number counters and the carried recurrent state, all bit-exact: on the CPU a
 //! run resumed from step `k` ends with the same parameters, bit for bit, and the same
 //! `metrics.jsonl` as an uninterrupted run. Nothing time-dependent goes into the log.
+//!
+//! With the `MeanTask` of the [example](self#example) (hidden here), a run stopped after 2
+//! epochs and resumed for 2 more ends with the parameters of a run of 4 epochs:
+//!
+//! ```
+//! # use candle_core::{DType, Device, Module, Tensor};
+//! # use candle_nn::{Linear, VarMap};
+//! # use rnn_core::{init::seeded_var_builder, Mode, Rnn, RnnConfig, RnnState};
+//! # use rnn_train::trainer::{Evaluation, StepLoss, TrainTask};
+//! # struct MeanTask { rnn: Rnn, head: Linear, xs: Tensor, ys: Tensor }
+//! # impl MeanTask {
+//! #     fn loss(&self, xs: &Tensor, ys: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+//! #         let (out, _) = self.rnn.forward_t(xs, None, None, train)?;
+//! #         let last = out.narrow(1, out.dim(1)? - 1, 1)?.squeeze(1)?;
+//! #         candle_nn::loss::mse(&self.head.forward(&last)?, ys)
+//! #     }
+//! # }
+//! # impl TrainTask for MeanTask {
+//! #     type Batch = usize;
+//! #     fn train_batches(&mut self, _epoch: u64, _seed: u64) -> rnn_train::Result<Vec<usize>> {
+//! #         Ok((0..6).collect())
+//! #     }
+//! #     fn train_step(&mut self, b: &usize, _carry: &mut Option<RnnState>) -> rnn_train::Result<StepLoss> {
+//! #         let (xs, ys) = (self.xs.narrow(0, 8 * b, 8)?, self.ys.narrow(0, 8 * b, 8)?);
+//! #         Ok(StepLoss { loss: self.loss(&xs, &ys, true)?, units: 8 })
+//! #     }
+//! #     fn evaluate(&mut self) -> rnn_train::Result<Evaluation> {
+//! #         let (xs, ys) = (self.xs.narrow(0, 48, 16)?, self.ys.narrow(0, 48, 16)?);
+//! #         Ok(Evaluation::from_loss(self.loss(&xs, &ys, false)?.to_scalar::<f32>()? as f64))
+//! #     }
+//! # }
+//! use rnn_train::checkpoint::varmap_tensors;
+//! use rnn_train::trainer::{Trainer, TrainerConfig, LATEST_DIR};
+//!
+//! /// A fresh model (same seed, so the same initial weights) and its task.
+//! fn build() -> candle_core::Result<(VarMap, MeanTask)> {
+//!     let (dev, varmap) = (Device::Cpu, VarMap::new());
+//!     let vb = seeded_var_builder(&varmap, 0, DType::F32, &dev);
+//!     let rnn = Rnn::new(&RnnConfig::new(Mode::Gru, 1, 8), vb.pp("rnn"))?;
+//!     let head = candle_nn::linear(8, 1, vb.pp("head"))?;
+//!     let xs = Tensor::arange(0f32, 384., &dev)?.affine(1.7, 0.)?.sin()?.reshape((64, 6, 1))?;
+//!     let ys = xs.mean(1)?;
+//!     Ok((varmap, MeanTask { rnn, head, xs, ys }))
+//! }
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = |epochs| TrainerConfig { epochs: Some(epochs), plot: false, ..Default::default() };
+//! let out = tempfile::tempdir()?;
+//! let (varmap, mut task) = build()?;
+//! Trainer::new(config(2), varmap)?.with_out_dir(out.path())?.fit(&mut task)?;
+//!
+//! // Later, in another process: rebuild, resume from the latest checkpoint, train on.
+//! let (resumed, mut task) = build()?;
+//! let mut trainer = Trainer::new(config(4), resumed.clone())?;
+//! trainer.resume(&out.path().join(LATEST_DIR))?;
+//! assert_eq!(trainer.step(), 12); // where the first run stopped
+//! assert_eq!(trainer.fit(&mut task)?.steps, 24);
+//!
+//! let (straight, mut task) = build()?;
+//! Trainer::new(config(4), straight.clone())?.fit(&mut task)?;
+//! let (a, b) = (varmap_tensors(&resumed)?, varmap_tensors(&straight)?);
+//! for (name, t) in &a {
+//!     // Bit for bit: the same f32 values.
+//!     assert_eq!(t.flatten_all()?.to_vec1::<f32>()?, b[name].flatten_all()?.to_vec1::<f32>()?, "{name}");
+//! }
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! # Data parallelism and gradient accumulation
 //!
