@@ -72,15 +72,16 @@ use rnn_models::classifier::Input;
 use rnn_models::tagger::{SequenceTagger, SequenceTaggerConfig, TransitionMask};
 use rnn_train::checkpoint::{self, VOCAB_FILE};
 use rnn_train::data::{
-    chunk_sequences, decode_text, pad_batch, parse_conll, parse_conllu, read_conll, read_conllu,
-    TaggedSentence, TextEncoding, Vocab,
+    decode_text, pad_batch, parse_conll, parse_conllu, read_conll, read_conllu, TaggedSentence,
+    TextEncoding, Vocab,
 };
 use rnn_train::metrics::{EntityF1, EntityReport, Metric, TagScheme};
-use rnn_train::trainer::{EarlyStopping, Evaluation, MainMetric, StepLoss, TrainTask};
+use rnn_train::trainer::{EarlyStopping, Evaluation, MainMetric, Part, StepLoss, TrainTask};
 use serde::{Deserialize, Serialize};
 
 use super::valid::{
-    bucketed_batches, eval_batches, labelled_options, saved_encoding, train_defaults,
+    empty_part, eval_batches, labelled_options, saved_encoding, train_defaults, TrainBatch,
+    TrainData,
 };
 pub use super::valid::{Parts, TestSource, ValidSource};
 use crate::run::memory::{check_memory, max_len_notice, Longest, MemoryPlan, RecurrentShape};
@@ -306,11 +307,19 @@ fn choose_constraint(ctx: &RunContext, tags: &[String], train: &[TaggedSentence]
     true
 }
 
-/// Encoded sentences.
-#[derive(Debug, Clone, Default)]
-struct Encoded {
-    ids: Vec<Vec<u32>>,
-    tags: Vec<Vec<u32>>,
+/// One encoded sentence (or chunk of one): word ids and tag ids, as many of each, never none.
+#[derive(Debug, Clone, PartialEq)]
+struct Example {
+    ids: Vec<u32>,
+    tags: Vec<u32>,
+}
+
+/// The tag ids of `tags` (names in id order).
+fn tag_index(tags: &[String]) -> BTreeMap<&str, u32> {
+    tags.iter()
+        .enumerate()
+        .map(|(i, t)| (t.as_str(), i as u32))
+        .collect()
 }
 
 fn encode(
@@ -318,42 +327,71 @@ fn encode(
     sentences: &[TaggedSentence],
     vocab: &Vocab,
     tags: &[String],
-) -> Result<Encoded> {
-    let index: BTreeMap<&str, u32> = tags
+) -> Result<Vec<Example>> {
+    let index = tag_index(tags);
+    sentences
         .iter()
-        .enumerate()
-        .map(|(i, t)| (t.as_str(), i as u32))
-        .collect();
-    let mut out = Encoded::default();
-    for s in sentences {
-        let mut ts = Vec::with_capacity(s.tags.len());
-        for (k, t) in s.tags.iter().enumerate() {
-            let Some(&id) = index.get(t.as_str()) else {
-                bail!(
-                    "{}: tag '{t}' of token '{}' (sentence starting at line {}) does not occur in the training data",
-                    path.display(),
-                    s.tokens[k],
-                    s.line
-                );
-            };
-            ts.push(id);
-        }
-        out.ids.push(encode_words(vocab, &s.tokens));
-        out.tags.push(ts);
+        .map(|s| encode_sentence(path, s, vocab, &index))
+        .collect()
+}
+
+/// Encodes one sentence of `path`; a tag outside `index` is an error naming the sentence's line.
+fn encode_sentence(
+    path: &Path,
+    s: &TaggedSentence,
+    vocab: &Vocab,
+    index: &BTreeMap<&str, u32>,
+) -> Result<Example> {
+    let mut ts = Vec::with_capacity(s.tags.len());
+    for (k, t) in s.tags.iter().enumerate() {
+        let Some(&id) = index.get(t.as_str()) else {
+            bail!(
+                "{}: tag '{t}' of token '{}' (sentence starting at line {}) does not occur in the training data",
+                path.display(),
+                s.tokens[k],
+                s.line
+            );
+        };
+        ts.push(id);
     }
-    Ok(out)
+    Ok(Example {
+        ids: encode_words(vocab, &s.tokens),
+        tags: ts,
+    })
 }
 
 /// Splits every sentence of `data` longer than `max_len` into consecutive chunks of at most
 /// `max_len` tokens (`--max-len`); returns the lengths before of those it split.
-fn chunk(data: &mut Encoded, max_len: Option<usize>) -> Vec<usize> {
+fn chunk(data: &mut Vec<Example>, max_len: Option<usize>) -> Vec<usize> {
     let Some(n) = max_len else {
         return Vec::new();
     };
-    let cut = data.ids.iter().map(Vec::len).filter(|&l| l > n).collect();
-    data.ids = chunk_sequences(&data.ids, n);
-    data.tags = chunk_sequences(&data.tags, n);
+    let cut = data
+        .iter()
+        .map(|e| e.ids.len())
+        .filter(|&l| l > n)
+        .collect();
+    *data = std::mem::take(data)
+        .into_iter()
+        .flat_map(|e| chunks(e, n))
+        .collect();
     cut
+}
+
+/// `e` split into consecutive chunks of at most `max_len` tokens (itself when not longer).
+fn chunks(e: Example, max_len: usize) -> Vec<Example> {
+    let n = max_len.max(1);
+    if e.ids.len() <= n {
+        return vec![e];
+    }
+    e.ids
+        .chunks(n)
+        .zip(e.tags.chunks(n))
+        .map(|(ids, tags)| Example {
+            ids: ids.to_vec(),
+            tags: tags.to_vec(),
+        })
+        .collect()
 }
 
 struct Batch {
@@ -364,9 +402,10 @@ struct Batch {
     tokens: u64,
 }
 
-fn make_batch(data: &Encoded, idx: &[usize], device: &Device) -> Result<Batch> {
-    let seqs: Vec<Vec<u32>> = idx.iter().map(|&i| data.ids[i].clone()).collect();
-    let tag_rows: Vec<Vec<u32>> = idx.iter().map(|&i| data.tags[i].clone()).collect();
+/// The padded batch of `rows` (at least one).
+fn make_batch(rows: &[&Example], device: &Device) -> rnn_train::Result<Batch> {
+    let seqs: Vec<Vec<u32>> = rows.iter().map(|e| e.ids.clone()).collect();
+    let tag_rows: Vec<Vec<u32>> = rows.iter().map(|e| e.tags.clone()).collect();
     let padded = pad_batch(&seqs, 0, device)?;
     let tags = pad_batch(&tag_rows, 0, device)?;
     Ok(Batch {
@@ -378,10 +417,16 @@ fn make_batch(data: &Encoded, idx: &[usize], device: &Device) -> Result<Batch> {
     })
 }
 
+fn lengths(data: &[Example]) -> Vec<usize> {
+    data.iter().map(|e| e.ids.len()).collect()
+}
+
 /// Evaluation batches of `data` (see [`eval_batches`]).
-fn batches(data: &Encoded, batch_size: usize, device: &Device) -> Result<Vec<Batch>> {
-    let lengths: Vec<usize> = data.ids.iter().map(Vec::len).collect();
-    eval_batches(&lengths, batch_size, |idx| make_batch(data, idx, device))
+fn batches(data: &[Example], batch_size: usize, device: &Device) -> Result<Vec<Batch>> {
+    eval_batches(&lengths(data), batch_size, |idx| {
+        let rows: Vec<&Example> = idx.iter().map(|&i| &data[i]).collect();
+        Ok(make_batch(&rows, device)?)
+    })
 }
 
 /// Token accuracy, loss and (for entity tags) entity scores of a tagger on a data set.
@@ -445,7 +490,7 @@ fn score(model: &SequenceTagger, decoding: &Decoding, batches: &[Batch]) -> Resu
 struct TagTask {
     model: SequenceTagger,
     decoding: Decoding,
-    train: Encoded,
+    train: TrainData<Example>,
     valid: Vec<Batch>,
     batch_size: usize,
     device: Device,
@@ -454,26 +499,38 @@ struct TagTask {
 }
 
 impl TrainTask for TagTask {
-    type Batch = Batch;
+    type Batch = TrainBatch;
 
-    fn train_batches(&mut self, epoch: u64, seed: u64) -> rnn_train::Result<Vec<Batch>> {
-        let lengths: Vec<usize> = self.train.ids.iter().map(Vec::len).collect();
-        bucketed_batches(&lengths, self.batch_size, epoch, seed, |idx| {
-            make_batch(&self.train, idx, &self.device)
-        })
+    fn train_batches(&mut self, epoch: u64, seed: u64) -> rnn_train::Result<Vec<TrainBatch>> {
+        self.train.batches(self.batch_size, epoch, seed)
     }
 
     fn train_step(
         &mut self,
-        batch: &Batch,
+        batch: &TrainBatch,
+        carry: &mut Option<rnn_core::RnnState>,
+    ) -> rnn_train::Result<StepLoss> {
+        self.train_part(batch, Part::WHOLE, carry)
+    }
+
+    /// The part's sentences padded to their own longest; the loss is the mean cross-entropy
+    /// over their real tokens (padding masked) and the units those tokens, so the
+    /// units-weighted mean of the parts is the batch's loss.
+    fn train_part(
+        &mut self,
+        batch: &TrainBatch,
+        part: Part,
         _carry: &mut Option<rnn_core::RnnState>,
     ) -> rnn_train::Result<StepLoss> {
-        let loss = self
-            .model
-            .loss(&batch.ids, Some(&batch.lengths), &batch.tags, true)?;
+        let rows = self.train.part(batch, part)?;
+        if rows.is_empty() {
+            return empty_part(&self.device);
+        }
+        let b = make_batch(&rows, &self.device)?;
+        let loss = self.model.loss(&b.ids, Some(&b.lengths), &b.tags, true)?;
         Ok(StepLoss {
             loss,
-            units: batch.tokens,
+            units: b.tokens,
         })
     }
 
@@ -594,9 +651,9 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
     let mut test = encode(test_source.path(), &test_s, &vocab, &tags)?;
     ctx.say(&format!(
         "tag: {} training / {} validation / {} test sentences{}, {} tags, vocabulary {} words",
-        train.ids.len(),
-        valid.ids.len(),
-        test.ids.len(),
+        train.len(),
+        valid.len(),
+        test.len(),
         if test_source.is_held_out() {
             " (test held out of --data)"
         } else {
@@ -605,7 +662,7 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
         tags.len(),
         vocab.len()
     ));
-    let total = train.ids.len() + valid.ids.len() + test.ids.len();
+    let total = train.len() + valid.len() + test.len();
     let mut cut = chunk(&mut train, o.max_len);
     cut.extend(chunk(&mut valid, o.max_len));
     cut.extend(chunk(&mut test, o.max_len));
@@ -632,7 +689,6 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
     let varmap = VarMap::new();
     let model = SequenceTagger::new(&cfg, ctx.var_builder(&varmap))?;
     let batch_size = o.batch_size.unwrap_or(32);
-    let lengths = |e: &Encoded| e.ids.iter().map(Vec::len).collect::<Vec<_>>();
     let shape = RecurrentShape::new(
         cfg.input.output_size(),
         cfg.mode,
@@ -662,7 +718,10 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
         model,
         decoding: Decoding::new(&tags, constrained)?,
         valid: batches(&valid, 128, &ctx.device)?,
-        train,
+        train: TrainData::Held {
+            lengths: lengths(&train),
+            examples: train,
+        },
         batch_size,
         device: ctx.device.clone(),
         saved: SavedConfig {
@@ -785,7 +844,7 @@ pub fn eval(run: &CheckpointRun, req: impl Into<EvalRequest>) -> Result<String> 
     };
     let mut enc = encode(&path, &sentences, &t.vocab, &t.tags)?;
     chunk(&mut enc, t.max_len);
-    if enc.ids.is_empty() {
+    if enc.is_empty() {
         bail!("{}: no sentences to evaluate", path.display());
     }
     let s = score(

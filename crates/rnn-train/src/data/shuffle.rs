@@ -102,6 +102,11 @@ impl<T> StreamedBatches<T> {
         }
     }
 
+    /// How many examples an epoch has.
+    pub fn examples(&self) -> usize {
+        self.examples
+    }
+
     /// How many batches an epoch has: the examples over the batch size, rounded up.
     pub fn batches_per_epoch(&self) -> usize {
         self.examples.div_ceil(self.batch_size)
