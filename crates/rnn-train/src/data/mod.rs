@@ -23,7 +23,9 @@ pub use batch::{
     split_fraction, PaddedBatch, PAD_RATIO, PAD_SLACK,
 };
 pub use bpe::{BpeConfig, SubwordTokenizer};
-pub use conll::{parse_conll, parse_conllu, read_conll, read_conllu, TaggedSentence};
+pub use conll::{
+    parse_conll, parse_conllu, read_conll, read_conllu, stream_conll, stream_conllu, TaggedSentence,
+};
 pub use dates::{date_pairs, format_date, DatePairs, DATE_FORMATS};
 pub use encoding::{decode_text, TextEncoding};
 pub use feature_rows::{parse_feature_rows, read_feature_rows, FeatureRows};
