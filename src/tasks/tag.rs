@@ -63,7 +63,8 @@
 //! tokenisation).
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
@@ -72,19 +73,21 @@ use rnn_models::classifier::Input;
 use rnn_models::tagger::{SequenceTagger, SequenceTaggerConfig, TransitionMask};
 use rnn_train::checkpoint::{self, VOCAB_FILE};
 use rnn_train::data::{
-    decode_text, pad_batch, parse_conll, parse_conllu, read_conll, read_conllu, TaggedSentence,
-    TextEncoding, Vocab,
+    decode_text, pad_batch, parse_conll, parse_conllu, read_conll, read_conllu, stream_conll,
+    stream_conllu, OpenStream, StreamedBatches, TaggedSentence, TextEncoding, Vocab,
 };
 use rnn_train::metrics::{EntityF1, EntityReport, Metric, TagScheme};
 use rnn_train::trainer::{EarlyStopping, Evaluation, MainMetric, Part, StepLoss, TrainTask};
 use serde::{Deserialize, Serialize};
 
 use super::valid::{
-    empty_part, eval_batches, labelled_options, saved_encoding, train_defaults, TrainBatch,
-    TrainData,
+    empty_part, eval_batches, labelled_options, saved_encoding, shuffle_buffer, train_defaults,
+    TrainBatch, TrainData,
 };
 pub use super::valid::{Parts, TestSource, ValidSource};
-use crate::run::memory::{check_memory, max_len_notice, Longest, MemoryPlan, RecurrentShape};
+use crate::run::memory::{
+    check_memory, max_len_notice_counts, Longest, MemoryPlan, RecurrentShape,
+};
 use crate::run::{
     fit, invalid, load_best, stochastic_model, task_from_functions, trainer_config, weights_label,
     CheckpointRun, EvalRequest, PredictRequest, RunContext, TaskName, TaskOptions, TrainOutcome,
@@ -162,13 +165,19 @@ fn is_conllu(path: &Path) -> Result<bool> {
     if path.extension().is_some_and(|e| e == "conllu") {
         return Ok(true);
     }
-    let text = std::fs::read(path)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
+    use std::io::BufRead;
+    // Only the lines up to the first token line are read (the file may be too large to hold).
+    let file = std::fs::File::open(path)
         .with_context(|| format!("{}: cannot read the file", path.display()))?;
-    Ok(text
-        .lines()
-        .find(|l| !l.trim().is_empty() && !l.starts_with('#'))
-        .is_some_and(|l| l.split('\t').count() == 10))
+    for line in std::io::BufReader::new(file).split(b'\n') {
+        let line = line.with_context(|| format!("{}: cannot read the file", path.display()))?;
+        let line = String::from_utf8_lossy(&line);
+        let line = line.strip_suffix('\r').unwrap_or(&line);
+        if !line.trim().is_empty() && !line.starts_with('#') {
+            return Ok(line.split('\t').count() == 10);
+        }
+    }
+    Ok(false)
 }
 
 /// Reads tagged sentences from a CoNLL-U or 2-column CoNLL file.
@@ -208,6 +217,32 @@ pub fn read_tagged(
             Some(text) => parse_conll(path, text.as_bytes())?,
             None => read_conll(path)?,
         })
+    }
+}
+
+/// The sentences of a CoNLL-U or 2-column CoNLL file (UTF-8) read one at a time
+/// (`--shuffle-buffer`), detected and checked as [`read_tagged`] does.
+fn stream_tagged(
+    path: &Path,
+    tag_column: Option<&str>,
+) -> Result<Box<dyn Iterator<Item = rnn_train::Result<TaggedSentence>>>> {
+    if !path.is_file() {
+        bail!("{}: no such file", path.display());
+    }
+    if is_conllu(path)? {
+        match stream_conllu(path, tag_column) {
+            Ok(s) => Ok(Box::new(s)),
+            Err(rnn_train::Error::Invalid(m)) => bail!("--tag-column: {m}"),
+            Err(e) => Err(e.into()),
+        }
+    } else {
+        if let Some(c) = tag_column {
+            bail!(
+                "--tag-column {c}: {} is read as 2-column CoNLL (token tag), which has no columns to choose; the option applies to CoNLL-U files",
+                path.display()
+            );
+        }
+        Ok(Box::new(stream_conll(path)?))
     }
 }
 
@@ -288,23 +323,28 @@ impl Decoding {
 
 /// The scheme of `tags` and whether decoding may be constrained to it: not when some training
 /// sentences break its transitions (e.g. IOB1 data), which is said on the console.
-fn choose_constraint(ctx: &RunContext, tags: &[String], train: &[TaggedSentence]) -> bool {
+/// `broken` counts the training sentences that break a scheme's transitions.
+fn choose_constraint(
+    ctx: &RunContext,
+    tags: &[String],
+    broken: impl FnOnce(TagScheme) -> Result<usize>,
+) -> Result<bool> {
     let Some(scheme) = TagScheme::detect(tags) else {
-        return false;
+        return Ok(false);
     };
-    let broken = train.iter().filter(|s| !scheme.is_valid(&s.tags)).count();
+    let broken = broken(scheme)?;
     if broken > 0 {
         ctx.say(&format!(
             "tag: the tags form a {} scheme, but {broken} training sentences break its transitions (IOB1 data?); decoding picks each token's tag on its own",
             scheme.name()
         ));
-        return false;
+        return Ok(false);
     }
     ctx.say(&format!(
         "tag: {} entity tags; decoding follows the scheme's transitions, and the headline is entity F1",
         scheme.name()
     ));
-    true
+    Ok(true)
 }
 
 /// One encoded sentence (or chunk of one): word ids and tag ids, as many of each, never none.
@@ -589,14 +629,70 @@ task_from_functions!(
     Tag
 );
 
-/// Trains the task (see the [module docs](self) for the options and defaults).
-pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
+/// The data of a tag run: the training sentences (held or streamed, chunked by `--max-len`), the
+/// validation and test ones, the tags, the vocabulary and the decoding constraint.
+struct Prepared {
+    train: TrainData<Example>,
+    /// Training sentences before chunking.
+    train_sentences: usize,
+    /// The training lengths the memory estimate sees: every chunk's when held; when streamed
+    /// (batches not bucketed by length), a full batch of the longest.
+    train_lengths: Vec<usize>,
+    /// The first longest training sentence: its line and length as trained.
+    train_longest: (usize, usize),
+    valid: Vec<Example>,
+    valid_s: Vec<TaggedSentence>,
+    test: Vec<Example>,
+    test_s: Vec<TaggedSentence>,
+    valid_source: ValidSource,
+    test_source: TestSource,
+    tags: Vec<String>,
+    vocab: Vocab,
+    constrained: bool,
+    /// `--max-len`: how many sentences were longer, and the longest of them.
+    cut: (usize, usize),
+}
+
+/// The tags of the training data (sorted), refused when fewer than two.
+fn training_tags(data: &Path, tags: Vec<String>) -> Result<Vec<String>> {
+    if tags.len() < 2 {
+        bail!(
+            "--data {}: the training data hold only the tag {tags:?}; a tagger needs at least 2",
+            data.display()
+        );
+    }
+    Ok(tags)
+}
+
+/// The vocabulary of the training words' counts: words seen at least [`MIN_FREQ`] times, and
+/// the signatures of the rarer ones, each counted twice per training singleton so that they
+/// enter exactly when the training data had rare words of that shape.
+fn tag_vocab(word_counts: &BTreeMap<&str, usize>, vocab_size: Option<usize>) -> Result<Vocab> {
+    let mut counts: BTreeMap<String, usize> = word_counts
+        .iter()
+        .map(|(w, &c)| (w.to_string(), c))
+        .collect();
+    for (w, _) in word_counts.iter().filter(|(_, &c)| c < MIN_FREQ) {
+        *counts.entry(signature(w)).or_default() += 2;
+    }
+    Ok(Vocab::from_counts(
+        counts.iter().map(|(w, &c)| (w.as_str(), c)),
+        MIN_FREQ,
+        Some(vocab_size.unwrap_or(DEFAULT_VOCAB_SIZE).max(4)),
+    )?)
+}
+
+/// The first longest of `(line, length)` items.
+fn first_longest(items: impl IntoIterator<Item = (usize, usize)>) -> (usize, usize) {
+    items
+        .into_iter()
+        .fold((0, 0), |best, it| if it.1 > best.1 { it } else { best })
+}
+
+/// Reads `--data` whole, splits it and encodes every part (the default).
+fn prepare_held(ctx: &RunContext, data: &Path, encoding: TextEncoding) -> Result<Prepared> {
     let o = &ctx.opts;
-    let Some(data) = &o.data else {
-        bail!("tag needs --data FILE: CoNLL-U (e.g. en_ewt-ud-train.conllu) or 2-column CoNLL (token tag)");
-    };
     let tag_column = o.tag_column.as_deref();
-    let encoding = o.text_encoding()?;
     let sentences = read_tagged(data, tag_column, encoding)?;
     let Parts {
         train: train_s,
@@ -617,43 +713,207 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
             *tag_counts.entry(t.as_str()).or_default() += 1;
         }
     }
-    let tags: Vec<String> = tag_counts.keys().map(|t| t.to_string()).collect();
-    if tags.len() < 2 {
-        bail!(
-            "--data {}: the training data hold only the tag {tags:?}; a tagger needs at least 2",
-            data.display()
-        );
-    }
-    // Signatures count once per training singleton, so they enter the vocabulary exactly when
-    // the training data had rare words of that shape.
+    let tags = training_tags(data, tag_counts.keys().map(|t| t.to_string()).collect())?;
     let mut word_counts: BTreeMap<&str, usize> = BTreeMap::new();
     for s in &train_s {
         for w in &s.tokens {
             *word_counts.entry(w.as_str()).or_default() += 1;
         }
     }
-    let signatures: Vec<String> = word_counts
-        .iter()
-        .filter(|(_, &c)| c < MIN_FREQ)
-        .map(|(w, _)| signature(w))
-        .collect();
-    let vocab = Vocab::build(
-        train_s
-            .iter()
-            .flat_map(|s| s.tokens.iter().map(String::as_str))
-            .chain(signatures.iter().flat_map(|s| [s.as_str(), s.as_str()])),
-        MIN_FREQ,
-        Some(o.vocab_size.unwrap_or(DEFAULT_VOCAB_SIZE).max(4)),
-    )?;
-    let constrained = choose_constraint(ctx, &tags, &train_s);
+    let vocab = tag_vocab(&word_counts, o.vocab_size)?;
+    drop(word_counts);
+    let constrained = choose_constraint(ctx, &tags, |scheme| {
+        Ok(train_s.iter().filter(|s| !scheme.is_valid(&s.tags)).count())
+    })?;
     let mut train = encode(data, &train_s, &vocab, &tags)?;
     let mut valid = encode(valid_source.path(), &valid_s, &vocab, &tags)?;
     let mut test = encode(test_source.path(), &test_s, &vocab, &tags)?;
+    let train_sentences = train.len();
+    let max_len = o.max_len.unwrap_or(usize::MAX);
+    let train_longest = first_longest(
+        train_s
+            .iter()
+            .map(|s| (s.line, s.tokens.len().min(max_len))),
+    );
+    let mut cut = chunk(&mut train, o.max_len);
+    cut.extend(chunk(&mut valid, o.max_len));
+    cut.extend(chunk(&mut test, o.max_len));
+    let train_lengths = lengths(&train);
+    Ok(Prepared {
+        train: TrainData::Held {
+            examples: train,
+            lengths: train_lengths.clone(),
+        },
+        train_sentences,
+        train_lengths,
+        train_longest,
+        valid,
+        valid_s,
+        test,
+        test_s,
+        valid_source,
+        test_source,
+        tags,
+        vocab,
+        constrained,
+        cut: (cut.len(), cut.iter().copied().max().unwrap_or(0)),
+    })
+}
+
+/// Streams `--data` (`--shuffle-buffer N`): a first pass counts the sentences, the tags and the
+/// words (holding one sentence at a time; a second one checks the tag scheme's transitions when
+/// the tags form one); training then reads the file once per epoch through a shuffle buffer of
+/// `capacity` sentences (chunks, with `--max-len`). Validation and test come from their files.
+fn prepare_streamed(ctx: &RunContext, data: &Path, capacity: usize) -> Result<Prepared> {
+    let o = &ctx.opts;
+    let tag_column = o.tag_column.clone();
+    let (Some(valid_path), Some(test_path)) = (&o.valid, &o.test) else {
+        bail!("--shuffle-buffer needs --valid FILE and --test FILE");
+    };
+    let max_len = o.max_len;
+    let mut tag_set: BTreeMap<String, usize> = BTreeMap::new();
+    let mut word_counts: BTreeMap<String, usize> = BTreeMap::new();
+    let (mut sentences, mut chunks_n) = (0usize, 0usize);
+    let mut longest = (0usize, 0usize);
+    let mut cut = (0usize, 0usize);
+    for s in stream_tagged(data, tag_column.as_deref())? {
+        let s = s?;
+        let len = s.tokens.len();
+        sentences += 1;
+        chunks_n += len.div_ceil(max_len.unwrap_or(usize::MAX).max(1));
+        if max_len.is_some_and(|n| len > n) {
+            cut = (cut.0 + 1, cut.1.max(len));
+        }
+        let trained = len.min(max_len.unwrap_or(usize::MAX));
+        if trained > longest.1 {
+            longest = (s.line, trained);
+        }
+        for t in s.tags {
+            *tag_set.entry(t).or_default() += 1;
+        }
+        for w in s.tokens {
+            *word_counts.entry(w).or_default() += 1;
+        }
+    }
+    if sentences == 0 {
+        bail!("{}: no sentences found", data.display());
+    }
+    let tags = training_tags(data, tag_set.into_keys().collect())?;
+    let vocab = tag_vocab(
+        &word_counts.iter().map(|(w, &c)| (w.as_str(), c)).collect(),
+        o.vocab_size,
+    )?;
+    drop(word_counts);
+    let constrained = choose_constraint(ctx, &tags, |scheme| {
+        let mut broken = 0;
+        for s in stream_tagged(data, tag_column.as_deref())? {
+            broken += usize::from(!scheme.is_valid(&s?.tags));
+        }
+        Ok(broken)
+    })?;
+    let valid_s = read_tagged(valid_path, tag_column.as_deref(), TextEncoding::UTF8)?;
+    let test_s = read_tagged(test_path, tag_column.as_deref(), TextEncoding::UTF8)?;
+    let mut valid = encode(valid_path, &valid_s, &vocab, &tags)?;
+    let mut test = encode(test_path, &test_s, &vocab, &tags)?;
+    let mut eval_cut = chunk(&mut valid, max_len);
+    eval_cut.extend(chunk(&mut test, max_len));
+    let cut = (
+        cut.0 + eval_cut.len(),
+        eval_cut.iter().copied().fold(cut.1, usize::max),
+    );
+    let batch_size = o.batch_size.unwrap_or(32);
+    let open = sentence_stream(
+        data.to_path_buf(),
+        tag_column,
+        Rc::new(vocab.clone()),
+        Rc::new(tags.clone()),
+        max_len,
+    );
+    Ok(Prepared {
+        train: TrainData::Streamed(StreamedBatches::new(open, chunks_n, capacity, batch_size)),
+        train_sentences: sentences,
+        train_lengths: vec![longest.1; batch_size.min(chunks_n)],
+        train_longest: longest,
+        valid,
+        valid_s,
+        test,
+        test_s,
+        valid_source: ValidSource::File {
+            path: valid_path.clone(),
+        },
+        test_source: TestSource::File {
+            path: test_path.clone(),
+        },
+        tags,
+        vocab,
+        constrained,
+        cut,
+    })
+}
+
+/// Opens the stream of `path`'s encoded sentences, each split into chunks of at most `max_len`
+/// tokens.
+fn sentence_stream(
+    path: PathBuf,
+    tag_column: Option<String>,
+    vocab: Rc<Vocab>,
+    tags: Rc<Vec<String>>,
+    max_len: Option<usize>,
+) -> OpenStream<Example> {
+    Box::new(move || {
+        let sentences = stream_tagged(&path, tag_column.as_deref()).map_err(invalid)?;
+        let (path, vocab, tags) = (path.clone(), vocab.clone(), tags.clone());
+        Ok(Box::new(sentences.flat_map(move |s| {
+            let encoded = s.and_then(|s| {
+                encode_sentence(&path, &s, &vocab, &tag_index(&tags)).map_err(invalid)
+            });
+            match encoded {
+                Ok(e) => chunks(e, max_len.unwrap_or(usize::MAX))
+                    .into_iter()
+                    .map(Ok)
+                    .collect(),
+                Err(e) => vec![Err(e)],
+            }
+        })))
+    })
+}
+
+/// Trains the task (see the [module docs](self) for the options and defaults).
+pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
+    let o = &ctx.opts;
+    let Some(data) = &o.data else {
+        bail!("tag needs --data FILE: CoNLL-U (e.g. en_ewt-ud-train.conllu) or 2-column CoNLL (token tag)");
+    };
+    let encoding = o.text_encoding()?;
+    let Prepared {
+        train,
+        train_sentences,
+        train_lengths,
+        train_longest,
+        valid,
+        valid_s,
+        test,
+        test_s,
+        valid_source,
+        test_source,
+        tags,
+        vocab,
+        constrained,
+        cut,
+    } = match shuffle_buffer(ctx)? {
+        None => prepare_held(ctx, data, encoding)?,
+        Some(n) => prepare_streamed(ctx, data, n)?,
+    };
     ctx.say(&format!(
-        "tag: {} training / {} validation / {} test sentences{}, {} tags, vocabulary {} words",
-        train.len(),
-        valid.len(),
-        test.len(),
+        "tag: {} training{} / {} validation / {} test sentences{}, {} tags, vocabulary {} words",
+        train_sentences,
+        if matches!(train, TrainData::Streamed(_)) {
+            " (streamed)"
+        } else {
+            ""
+        },
+        valid_s.len(),
+        test_s.len(),
         if test_source.is_held_out() {
             " (test held out of --data)"
         } else {
@@ -662,13 +922,10 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
         tags.len(),
         vocab.len()
     ));
-    let total = train.len() + valid.len() + test.len();
-    let mut cut = chunk(&mut train, o.max_len);
-    cut.extend(chunk(&mut valid, o.max_len));
-    cut.extend(chunk(&mut test, o.max_len));
+    let total = train_sentences + valid_s.len() + test_s.len();
     if let Some(n) = o.max_len {
         let how = format!("split into chunks of at most {n} tokens");
-        if let Some(line) = max_len_notice(n, &cut, total, "sentences", &how) {
+        if let Some(line) = max_len_notice_counts(n, cut.0, cut.1, total, "sentences", &how) {
             ctx.say(&line);
         }
     }
@@ -698,30 +955,29 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
     );
     let plan = MemoryPlan::new(ctx, &varmap, shape, batch_size, 128);
     let eval_lengths = [lengths(&valid), lengths(&test)].concat();
-    check_memory(ctx, &plan, &lengths(&train), &eval_lengths, || {
+    check_memory(ctx, &plan, &train_lengths, &eval_lengths, || {
         let max_len = o.max_len.unwrap_or(usize::MAX);
+        let train = [(data.as_path(), train_longest.0, train_longest.1)];
         Longest::find(
-            [
-                (data.as_path(), &train_s),
-                (valid_source.path(), &valid_s),
-                (test_source.path(), &test_s),
-            ]
-            .into_iter()
-            .flat_map(|(path, sentences)| {
-                sentences
-                    .iter()
-                    .map(move |s| (path, s.line, s.tokens.len().min(max_len)))
-            }),
+            train.into_iter().chain(
+                [
+                    (valid_source.path(), &valid_s),
+                    (test_source.path(), &test_s),
+                ]
+                .into_iter()
+                .flat_map(|(path, sentences)| {
+                    sentences
+                        .iter()
+                        .map(move |s| (path, s.line, s.tokens.len().min(max_len)))
+                }),
+            ),
         )
     })?;
     let mut task = TagTask {
         model,
         decoding: Decoding::new(&tags, constrained)?,
         valid: batches(&valid, 128, &ctx.device)?,
-        train: TrainData::Held {
-            lengths: lengths(&train),
-            examples: train,
-        },
+        train,
         batch_size,
         device: ctx.device.clone(),
         saved: SavedConfig {

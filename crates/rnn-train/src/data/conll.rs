@@ -66,7 +66,10 @@ fn conllu_sentences(path: &Path, text: &str, col: usize) -> Result<Vec<TaggedSen
 
 /// The `(form, tag)` of a CoNLL-U token line, `None` for a comment, a multi-word token or an
 /// empty node.
-fn conllu_token(path: &Path, col: usize) -> impl Fn(usize, &str) -> Result<Option<(String, String)>> {
+fn conllu_token(
+    path: &Path,
+    col: usize,
+) -> impl Fn(usize, &str) -> Result<Option<(String, String)>> {
     let path = path.to_path_buf();
     move |line, content| {
         if content.starts_with('#') {
@@ -128,7 +131,10 @@ pub fn stream_conllu(
     tag_column: Option<&str>,
 ) -> Result<impl Iterator<Item = Result<TaggedSentence>>> {
     let col = conllu_tag_column(tag_column)?;
-    Ok(Sentences::new(FileLines::open(path)?, conllu_token(path, col)))
+    Ok(Sentences::new(
+        FileLines::open(path)?,
+        conllu_token(path, col),
+    ))
 }
 
 /// The sentences of the 2-column CoNLL file `path` (UTF-8, as [`read_conll`]) read line by
@@ -293,7 +299,10 @@ mod tests {
             .collect::<Result<_>>()
             .unwrap();
         assert_eq!(streamed, whole);
-        let (_d, p) = write_file("s.conll", b"\n\nEU B-ORG\r\nrejects O\n\n\nPeter B-PER\nx\n");
+        let (_d, p) = write_file(
+            "s.conll",
+            b"\n\nEU B-ORG\r\nrejects O\n\n\nPeter B-PER\nx\n",
+        );
         let e = read_conll(&p).unwrap_err().to_string();
         let streamed: Vec<Result<TaggedSentence>> = stream_conll(&p).unwrap().take(2).collect();
         assert_eq!(streamed[0].as_ref().unwrap().tokens, ["EU", "rejects"]);
