@@ -939,4 +939,164 @@ mod tests {
         let e = parse_pooling(Some("bogus")).unwrap_err().to_string();
         assert!(e.contains("--pooling") && e.contains("bogus"), "{e}");
     }
+
+    use crate::tasks::valid::part_checks::assert_parts_sum_to_whole;
+    use rand::{Rng, SeedableRng};
+    use rnn_train::data::bucket_batches;
+
+    /// `n` examples of 1 to 12 tokens of a 20-word vocabulary, 3 classes.
+    fn examples(n: usize, seed: u64) -> Vec<Example> {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        (0..n)
+            .map(|_| Example {
+                ids: (0..rng.random_range(1..=12))
+                    .map(|_| rng.random_range(1..20))
+                    .collect(),
+                class: rng.random_range(0..3),
+            })
+            .collect()
+    }
+
+    /// A task on `train` with a bidirectional attention-pooled classifier, without dropout.
+    fn task(train: TrainData<Example>) -> (ClassifyTask, Vec<candle_core::Var>) {
+        let cfg = SequenceClassifierConfig::new(
+            Input::tokens_with_padding(20, 6, 0),
+            rnn_core::Mode::Lstm,
+            5,
+            3,
+        )
+        .with_bidirectional(true)
+        .with_pooling(Pooling::Attention);
+        let varmap = VarMap::new();
+        let vb = rnn_core::init::seeded_var_builder(&varmap, 5, candle_core::DType::F32, &Device::Cpu);
+        let model = SequenceClassifier::new(&cfg, vb).unwrap();
+        let vars = varmap.all_vars();
+        let task = ClassifyTask {
+            model,
+            train,
+            valid: Vec::new(),
+            batch_size: 7,
+            device: Device::Cpu,
+            saved: SavedConfig {
+                task: "classify".into(),
+                model: cfg,
+                labels: vec!["a".into(), "b".into(), "c".into()],
+                lowercase: true,
+                valid: None,
+                test: None,
+                encoding: None,
+                max_len: None,
+            },
+            vocab_json: Vec::new(),
+        };
+        (task, vars)
+    }
+
+    #[test]
+    fn parts_of_a_batch_sum_to_the_whole_batch() {
+        let data = examples(30, 1);
+        let lengths = lengths(&data);
+        let (mut task, vars) = task(TrainData::Held {
+            examples: data,
+            lengths,
+        });
+        let batches = task.train_batches(0, 4).unwrap();
+        let batch = batches
+            .iter()
+            .find(|b| matches!(b, TrainBatch::Rows(r) if r.len() == 7))
+            .unwrap()
+            .clone();
+        assert_parts_sum_to_whole(&mut task, &batch, 7, &vars, &[2, 3, 9]);
+    }
+
+    #[test]
+    fn held_batches_are_the_seeded_length_buckets() {
+        let data = examples(100, 2);
+        let lens = lengths(&data);
+        let (mut task, _) = task(TrainData::Held {
+            examples: data.clone(),
+            lengths: lens.clone(),
+        });
+        for (epoch, seed) in [(0u64, 0u64), (1, 0), (2, 7)] {
+            // The seed derivation of the batches before they became indices.
+            let mix = seed_u64(seed).wrapping_add(epoch.wrapping_mul(0xBF58_476D_1CE4_E5B9));
+            let direct = bucket_batches(&lens, 7, mix).unwrap();
+            let got = task.train_batches(epoch, seed).unwrap();
+            assert_eq!(
+                got,
+                direct.into_iter().map(TrainBatch::Rows).collect::<Vec<_>>()
+            );
+        }
+        // A part's tensors are the padded rows of its examples, padded to their own longest.
+        let batch = task.train_batches(0, 0).unwrap().remove(0);
+        let TrainBatch::Rows(idx) = &batch else {
+            unreachable!()
+        };
+        let rows = task.train.part(&batch, Part { index: 1, count: 2 }).unwrap();
+        let want: Vec<&Example> = idx[Part { index: 1, count: 2 }.rows(idx.len())]
+            .iter()
+            .map(|&i| &data[i])
+            .collect();
+        assert_eq!(rows, want);
+        let b = make_batch(&rows, &Device::Cpu).unwrap();
+        let seqs: Vec<Vec<u32>> = want.iter().map(|e| e.ids.clone()).collect();
+        let padded = pad_batch(&seqs, 0, &Device::Cpu).unwrap();
+        assert_eq!(
+            b.ids.to_vec2::<u32>().unwrap(),
+            padded.ids.to_vec2::<u32>().unwrap()
+        );
+        assert_eq!(b.lengths, padded.lengths);
+    }
+
+    /// `seed * GOLDEN_GAMMA` as [`rnn_core::seed::epoch_seed`] mixes it.
+    fn seed_u64(seed: u64) -> u64 {
+        seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+
+    #[test]
+    fn streamed_training_reads_the_file_in_a_bounded_buffer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("train.txt");
+        let lines: String = (0..53)
+            .map(|i| format!("{} w{} w{} x\n", i % 3, i % 7, i % 5))
+            .collect();
+        std::fs::write(&path, format!("label\ttext\n{lines}")).unwrap();
+        let scan = scan_labelled(&path, |_| {}).unwrap();
+        assert_eq!((scan.examples, scan.header.as_ref().map(|h| h.0)), (53, Some(1)));
+        let vocab = Vocab::build(["w1", "w1", "x", "x"], 1, None).unwrap();
+        let labels: Vec<String> = vec!["0".into(), "1".into(), "2".into()];
+        let open = example_stream(
+            path.clone(),
+            Some(1),
+            std::rc::Rc::new(vocab),
+            std::rc::Rc::new(labels),
+            Some(2),
+        );
+        let (mut task, vars) = task(TrainData::Streamed(StreamedBatches::new(open, 53, 10, 7)));
+        let batches = task.train_batches(3, 1).unwrap();
+        assert_eq!(batches.len(), 8);
+        let mut classes = Vec::new();
+        for b in &batches {
+            let rows = task.train.part(b, Part::WHOLE).unwrap();
+            assert!(rows.iter().all(|e| e.ids.len() == 2), "--max-len 2 applied");
+            classes.extend(rows.iter().map(|e| e.class));
+        }
+        assert_eq!(classes.len(), 53);
+        // The same epoch again gives the same batches; another epoch another order.
+        let again: Vec<u32> = batches
+            .iter()
+            .flat_map(|b| {
+                let rows = task.train.part(b, Part::WHOLE).unwrap();
+                rows.iter().map(|e| e.class).collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(again, classes);
+        let TrainData::Streamed(s) = &task.train else {
+            unreachable!()
+        };
+        assert_eq!(s.peak(), 10, "the buffer held at most --shuffle-buffer examples");
+        // Parts of a streamed batch sum to it too.
+        let b = batches[2].clone();
+        assert_parts_sum_to_whole(&mut task, &b, 7, &vars, &[2, 3, 8]);
+    }
 }
