@@ -968,7 +968,8 @@ mod tests {
         .with_bidirectional(true)
         .with_pooling(Pooling::Attention);
         let varmap = VarMap::new();
-        let vb = rnn_core::init::seeded_var_builder(&varmap, 5, candle_core::DType::F32, &Device::Cpu);
+        let vb =
+            rnn_core::init::seeded_var_builder(&varmap, 5, candle_core::DType::F32, &Device::Cpu);
         let model = SequenceClassifier::new(&cfg, vb).unwrap();
         let vars = varmap.all_vars();
         let task = ClassifyTask {
@@ -1032,7 +1033,10 @@ mod tests {
         let TrainBatch::Rows(idx) = &batch else {
             unreachable!()
         };
-        let rows = task.train.part(&batch, Part { index: 1, count: 2 }).unwrap();
+        let rows = task
+            .train
+            .part(&batch, Part { index: 1, count: 2 })
+            .unwrap();
         let want: Vec<&Example> = idx[Part { index: 1, count: 2 }.rows(idx.len())]
             .iter()
             .map(|&i| &data[i])
@@ -1062,7 +1066,10 @@ mod tests {
             .collect();
         std::fs::write(&path, format!("label\ttext\n{lines}")).unwrap();
         let scan = scan_labelled(&path, |_| {}).unwrap();
-        assert_eq!((scan.examples, scan.header.as_ref().map(|h| h.0)), (53, Some(1)));
+        assert_eq!(
+            (scan.examples, scan.header.as_ref().map(|h| h.0)),
+            (53, Some(1))
+        );
         let vocab = Vocab::build(["w1", "w1", "x", "x"], 1, None).unwrap();
         let labels: Vec<String> = vec!["0".into(), "1".into(), "2".into()];
         let open = example_stream(
@@ -1094,7 +1101,11 @@ mod tests {
         let TrainData::Streamed(s) = &task.train else {
             unreachable!()
         };
-        assert_eq!(s.peak(), 10, "the buffer held at most --shuffle-buffer examples");
+        assert_eq!(
+            s.peak(),
+            10,
+            "the buffer held at most --shuffle-buffer examples"
+        );
         // Parts of a streamed batch sum to it too.
         let b = batches[2].clone();
         assert_parts_sum_to_whole(&mut task, &b, 7, &vars, &[2, 3, 8]);

@@ -1227,4 +1227,115 @@ mod tests {
             .to_string();
         assert!(e.contains("--tag-column") && e.contains("colour"), "{e}");
     }
+
+    use crate::tasks::valid::part_checks::assert_parts_sum_to_whole;
+    use rand::{Rng, SeedableRng};
+
+    /// `n` sentences of 1 to 12 tokens of a 20-word vocabulary, 4 tags.
+    fn examples(n: usize, seed: u64) -> Vec<Example> {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        (0..n)
+            .map(|_| {
+                let len = rng.random_range(1..=12);
+                Example {
+                    ids: (0..len).map(|_| rng.random_range(1..20)).collect(),
+                    tags: (0..len).map(|_| rng.random_range(0..4)).collect(),
+                }
+            })
+            .collect()
+    }
+
+    /// A task on `train` with a bidirectional tagger, without dropout.
+    fn task(train: TrainData<Example>) -> (TagTask, Vec<candle_core::Var>) {
+        let cfg = SequenceTaggerConfig::new(
+            Input::tokens_with_padding(20, 6, 0),
+            rnn_core::Mode::Gru,
+            5,
+            4,
+        )
+        .with_bidirectional(true);
+        let varmap = VarMap::new();
+        let vb = rnn_core::init::seeded_var_builder(&varmap, 5, DType::F32, &Device::Cpu);
+        let model = SequenceTagger::new(&cfg, vb).unwrap();
+        let tags: Vec<String> = ["A", "B", "C", "D"].map(String::from).to_vec();
+        let task = TagTask {
+            model,
+            decoding: Decoding::new(&tags, false).unwrap(),
+            train,
+            valid: Vec::new(),
+            batch_size: 7,
+            device: Device::Cpu,
+            saved: SavedConfig {
+                task: "tag".into(),
+                model: cfg,
+                tags,
+                tag_column: None,
+                encoding: None,
+                valid: None,
+                test: None,
+                constrained: false,
+                max_len: None,
+            },
+            vocab_json: Vec::new(),
+        };
+        (task, varmap.all_vars())
+    }
+
+    /// Units are real tokens: the parts' token-weighted losses and gradients sum to the
+    /// batch's, padding excluded.
+    #[test]
+    fn parts_of_a_batch_sum_to_the_whole_batch() {
+        let data = examples(30, 1);
+        let lengths = lengths(&data);
+        let (mut task, vars) = task(TrainData::Held {
+            examples: data,
+            lengths,
+        });
+        let batch = task
+            .train_batches(0, 4)
+            .unwrap()
+            .into_iter()
+            .find(|b| matches!(b, TrainBatch::Rows(r) if r.len() == 7))
+            .unwrap();
+        assert_parts_sum_to_whole(&mut task, &batch, 7, &vars, &[2, 3, 9]);
+    }
+
+    #[test]
+    fn streamed_sentences_are_chunked_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("train.conll");
+        let text: String = (0..20)
+            .map(|i| {
+                let words: String = (0..=i % 6).map(|k| format!("w{k} T{}\n", k % 2)).collect();
+                format!("{words}\n")
+            })
+            .collect();
+        std::fs::write(&path, text).unwrap();
+        let vocab = Vocab::build(["w1", "w1", "w2", "w2"], 1, None).unwrap();
+        let tags: Vec<String> = vec!["T0".into(), "T1".into()];
+        // Sentences of 1 to 6 tokens in chunks of at most 4: 20 sentences, 26 chunks.
+        let open = sentence_stream(path, None, Rc::new(vocab), Rc::new(tags), Some(4));
+        let (mut task, vars) = task(TrainData::Streamed(StreamedBatches::new(open, 26, 5, 7)));
+        let batches = task.train_batches(0, 2).unwrap();
+        assert_eq!(batches.len(), 4);
+        let mut tokens = 0;
+        for b in &batches {
+            let rows = task.train.part(b, Part::WHOLE).unwrap();
+            assert!(rows
+                .iter()
+                .all(|e| e.ids.len() <= 4 && e.ids.len() == e.tags.len()));
+            tokens += rows.iter().map(|e| e.ids.len()).sum::<usize>();
+        }
+        assert_eq!(tokens, (0..20).map(|i| i % 6 + 1).sum::<usize>());
+        let TrainData::Streamed(s) = &task.train else {
+            unreachable!()
+        };
+        assert_eq!(
+            s.peak(),
+            5,
+            "the buffer held at most --shuffle-buffer chunks"
+        );
+        let b = batches[1].clone();
+        assert_parts_sum_to_whole(&mut task, &b, 7, &vars, &[2, 3, 8]);
+    }
 }

@@ -446,14 +446,28 @@ pub(crate) mod part_checks {
         vars: &[Var],
     ) -> (f64, u64, Vec<Vec<f64>>) {
         let step = task.train_part(batch, part, &mut None).unwrap();
-        let loss = step.loss.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap();
+        let loss = step
+            .loss
+            .to_dtype(DType::F64)
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
         if step.units == 0 {
             assert_eq!(loss, 0.0, "an empty part's loss is zero");
-            return (0.0, 0, vars.iter().map(|v| vec![0.0; v.elem_count()]).collect());
+            return (
+                0.0,
+                0,
+                vars.iter().map(|v| vec![0.0; v.elem_count()]).collect(),
+            );
         }
         let grads = step.loss.backward().unwrap();
         let flat = |t: &Tensor| -> Vec<f64> {
-            t.flatten_all().unwrap().to_dtype(DType::F64).unwrap().to_vec1().unwrap()
+            t.flatten_all()
+                .unwrap()
+                .to_dtype(DType::F64)
+                .unwrap()
+                .to_vec1()
+                .unwrap()
         };
         let g = vars
             .iter()
@@ -478,8 +492,14 @@ pub(crate) mod part_checks {
         counts: &[usize],
     ) {
         let (loss, units, grad) = part_of(task, batch, Part::WHOLE, vars);
-        assert!(units > 0 && loss > 0.0, "the whole batch trains: {loss} over {units}");
-        assert!(grad.iter().flatten().any(|&g| g != 0.0), "the gradient is not zero");
+        assert!(
+            units > 0 && loss > 0.0,
+            "the whole batch trains: {loss} over {units}"
+        );
+        assert!(
+            grad.iter().flatten().any(|&g| g != 0.0),
+            "the gradient is not zero"
+        );
         for &count in counts {
             let (mut sum, mut n) = (0.0, 0u64);
             let mut gsum: Vec<Vec<f64>> = grad.iter().map(|g| vec![0.0; g.len()]).collect();
@@ -508,7 +528,11 @@ pub(crate) mod part_checks {
                     "{count} parts: gradient {parts} vs whole {whole}"
                 );
             }
-            assert_eq!(empty, count.saturating_sub(rows), "{count} parts of {rows} rows");
+            assert_eq!(
+                empty,
+                count.saturating_sub(rows),
+                "{count} parts of {rows} rows"
+            );
         }
     }
 }
