@@ -28,6 +28,17 @@
 //! batch is estimated ([`crate::run::memory`]); a run that would not fit in the memory available
 //! is refused, naming the longest example, `--max-len` and `--batch-size`.
 //!
+//! `--shuffle-buffer N` streams the training file instead of holding it (for files too large
+//! for memory even as token ids): a first pass reads `--data` line by line for the labels, the
+//! vocabulary and the example count; every epoch then reads it again, sequentially, through a
+//! seeded shuffle buffer of N examples ([`rnn_train::data::ShuffleBuffer`], an approximate
+//! shuffle: an example moves at most N - 1 places earlier), in batches of `--batch-size`
+//! consecutive examples (not bucketed by length). The order depends only on the seed and the
+//! epoch, so resuming re-reads the file and skips the batches already trained. It needs
+//! `--valid FILE` and `--test FILE` (no split of a streamed file) and a UTF-8 file. Without it,
+//! the examples are held as token ids and class ids, and each step builds the tensors of its
+//! batch only. See docs/STREAMING_LABELLED.md.
+//!
 //! `--encoding NAME` (default utf-8; latin1, windows-1252, ...) names the files' character encoding;
 //! it is recorded in the checkpoint, so `rnn eval` reads them the same way. A header line
 //! (`label<TAB>text`) is skipped with a notice. Files of another layout are refused with the

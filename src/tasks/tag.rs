@@ -31,6 +31,16 @@
 //! batch is estimated ([`crate::run::memory`]); a run that would not fit in the memory available
 //! is refused, naming the longest sentence, `--max-len` and `--batch-size`.
 //!
+//! `--shuffle-buffer N` streams the training file instead of holding it: a first pass reads
+//! `--data` sentence by sentence for the tags, the vocabulary and the sentence count (a second
+//! checks the tag scheme's transitions when the tags form one); every epoch then reads it
+//! again through a seeded shuffle buffer of N sentences (chunks, with `--max-len`), an
+//! approximate shuffle, in batches of `--batch-size` consecutive sentences (not bucketed by
+//! length). Resuming re-reads the file and skips the batches already trained. It needs
+//! `--valid FILE` and `--test FILE` and a UTF-8 file. Without it, the sentences are held as
+//! word and tag ids, and each step builds the tensors of its batch only. See
+//! docs/STREAMING_LABELLED.md.
+//!
 //! # Model and defaults
 //!
 //! Embedding (`--embedding`, 128) -> `--cell` (lstm), `--hidden` 128 per direction, `--layers`
