@@ -82,9 +82,10 @@ use rnn_train::metrics::{ConfusionMatrix, Metric};
 use rnn_train::trainer::{EarlyStopping, Evaluation, MainMetric, Part, StepLoss, TrainTask};
 use serde::{Deserialize, Serialize};
 
+use super::parts::empty_part;
 use super::valid::{
-    empty_part, eval_batches, labelled_options, saved_encoding, shuffle_buffer, train_defaults,
-    TrainBatch, TrainData,
+    eval_batches, labelled_options, saved_encoding, shuffle_buffer, train_defaults, TrainBatch,
+    TrainData,
 };
 pub use super::valid::{Parts, TestSource, ValidSource};
 use crate::run::memory::{
@@ -951,7 +952,7 @@ mod tests {
         assert!(e.contains("--pooling") && e.contains("bogus"), "{e}");
     }
 
-    use crate::tasks::valid::part_checks::assert_parts_sum_to_whole;
+    use crate::tasks::parts::checks::assert_parts_sum_to_whole;
     use rand::{Rng, SeedableRng};
     use rnn_train::data::bucket_batches;
 

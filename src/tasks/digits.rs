@@ -35,13 +35,14 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use super::parts::{empty_part, part_rows};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::VarMap;
 use rnn_core::{Mode, RnnState};
 use rnn_models::classifier::{Input, Pooling, SequenceClassifier, SequenceClassifierConfig};
 use rnn_train::data::{read_feature_rows, read_mnist, seeded_shuffle, Mnist};
-use rnn_train::trainer::{EarlyStopping, Evaluation, MainMetric, StepLoss, TrainTask};
+use rnn_train::trainer::{EarlyStopping, Evaluation, MainMetric, Part, StepLoss, TrainTask};
 use serde::{Deserialize, Serialize};
 
 use crate::run::{
@@ -218,12 +219,26 @@ impl TrainTask for DigitsTask {
     fn train_step(
         &mut self,
         batch: &Self::Batch,
+        carry: &mut Option<RnnState>,
+    ) -> rnn_train::Result<StepLoss> {
+        self.train_part(batch, Part::WHOLE, carry)
+    }
+
+    /// Rows of the batch: the loss is the mean cross-entropy over the part's images, so the
+    /// units-weighted mean of the parts is the batch's loss.
+    fn train_part(
+        &mut self,
+        (xs, ys): &Self::Batch,
+        part: Part,
         _carry: &mut Option<RnnState>,
     ) -> rnn_train::Result<StepLoss> {
-        let loss = self.model.loss(&batch.0, None, &batch.1, true)?;
+        let Some((xs, ys)) = part_rows(part, xs, ys)? else {
+            return empty_part(xs.device());
+        };
+        let loss = self.model.loss(&xs, None, &ys, true)?;
         Ok(StepLoss {
             loss,
-            units: batch.0.dim(0)? as u64,
+            units: xs.dim(0)? as u64,
         })
     }
 

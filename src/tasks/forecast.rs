@@ -49,6 +49,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use super::parts::{empty_part, part_rows};
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
@@ -56,7 +57,7 @@ use rnn_core::{Mode, RnnState};
 use rnn_models::forecaster::{ForecastStrategy, Forecaster, ForecasterConfig};
 use rnn_train::data::{seeded_shuffle, MissingPolicy, Normalizer, Series};
 use rnn_train::metrics::{Metric, RegressionMetrics};
-use rnn_train::trainer::{EarlyStopping, Evaluation, MainMetric, StepLoss, TrainTask};
+use rnn_train::trainer::{EarlyStopping, Evaluation, MainMetric, Part, StepLoss, TrainTask};
 use serde::{Deserialize, Serialize};
 
 use crate::run::{
@@ -523,12 +524,27 @@ impl TrainTask for ForecastTask {
     fn train_step(
         &mut self,
         batch: &Self::Batch,
+        carry: &mut Option<RnnState>,
+    ) -> rnn_train::Result<StepLoss> {
+        self.train_part(batch, Part::WHOLE, carry)
+    }
+
+    /// Rows of the batch: the loss is the mean over the part's rows, which all count the same
+    /// (fixed-length windows without padding), so the units-weighted mean of the parts is the
+    /// batch's loss.
+    fn train_part(
+        &mut self,
+        (xs, ys): &Self::Batch,
+        part: Part,
         _carry: &mut Option<RnnState>,
     ) -> rnn_train::Result<StepLoss> {
-        let loss = self.model.loss(&batch.0, None, &batch.1, true)?;
+        let Some((xs, ys)) = part_rows(part, xs, ys)? else {
+            return empty_part(xs.device());
+        };
+        let loss = self.model.loss(&xs, None, &ys, true)?;
         Ok(StepLoss {
             loss,
-            units: batch.0.dim(0)? as u64,
+            units: xs.dim(0)? as u64,
         })
     }
 

@@ -57,6 +57,7 @@
 
 use std::collections::BTreeMap;
 
+use super::parts::{empty_part, part_rows};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::VarMap;
@@ -66,7 +67,7 @@ use rand_chacha::ChaCha8Rng;
 use rnn_core::Mode;
 use rnn_models::classifier::Input;
 use rnn_models::tagger::{SequenceTagger, SequenceTaggerConfig};
-use rnn_train::trainer::{Evaluation, MainMetric, StepLoss, TrainTask};
+use rnn_train::trainer::{Evaluation, MainMetric, Part, StepLoss, TrainTask};
 use serde::{Deserialize, Serialize};
 
 use crate::run::{
@@ -498,10 +499,23 @@ impl TrainTask for RoutineTask {
     fn train_step(
         &mut self,
         batch: &Self::Batch,
+        carry: &mut Option<rnn_core::RnnState>,
+    ) -> rnn_train::Result<StepLoss> {
+        self.train_part(batch, Part::WHOLE, carry)
+    }
+
+    /// Rows (days) of the batch: the loss is the mean over the part's tagged steps, all days
+    /// having the same number, so the units-weighted mean of the parts is the batch's loss.
+    fn train_part(
+        &mut self,
+        (xs, ys): &Self::Batch,
+        part: Part,
         _carry: &mut Option<rnn_core::RnnState>,
     ) -> rnn_train::Result<StepLoss> {
-        let (xs, ys) = batch;
-        let loss = self.model.loss(xs, None, ys, true)?;
+        let Some((xs, ys)) = part_rows(part, xs, ys)? else {
+            return empty_part(xs.device());
+        };
+        let loss = self.model.loss(&xs, None, &ys, true)?;
         Ok(StepLoss {
             loss,
             units: ys.elem_count() as u64,

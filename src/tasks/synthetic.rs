@@ -24,6 +24,7 @@
 //! At long gaps (`--seq-len 200`) a plain LSTM and a vanilla RNN stay at the adding baseline,
 //! while a GRU, or an LSTM with `--chrono-init` set to the sequence length, learn the task.
 
+use super::parts::{empty_part, part_rows};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::VarMap;
@@ -35,7 +36,7 @@ use rnn_models::classifier::Input;
 use rnn_models::forecaster::{ForecastStrategy, Forecaster, ForecasterConfig};
 use rnn_models::loss::masked_cross_entropy;
 use rnn_models::tagger::{SequenceTagger, SequenceTaggerConfig};
-use rnn_train::trainer::{Evaluation, MainMetric, StepLoss, TrainTask};
+use rnn_train::trainer::{Evaluation, MainMetric, Part, StepLoss, TrainTask};
 use serde::{Deserialize, Serialize};
 
 use crate::run::{
@@ -355,11 +356,25 @@ impl TrainTask for AddingTask {
 
     fn train_step(
         &mut self,
+        batch: &Self::Batch,
+        carry: &mut Option<RnnState>,
+    ) -> rnn_train::Result<StepLoss> {
+        self.train_part(batch, Part::WHOLE, carry)
+    }
+
+    /// Rows of the batch: every sequence has the same length and the loss is the mean over the
+    /// part's rows (and their steps), so the units-weighted mean of the parts is the batch's.
+    fn train_part(
+        &mut self,
         (xs, ys): &Self::Batch,
+        part: Part,
         _carry: &mut Option<RnnState>,
     ) -> rnn_train::Result<StepLoss> {
+        let Some((xs, ys)) = part_rows(part, xs, ys)? else {
+            return empty_part(xs.device());
+        };
         Ok(StepLoss {
-            loss: self.model.loss(xs, None, ys, true)?,
+            loss: self.model.loss(&xs, None, &ys, true)?,
             units: xs.dim(0)? as u64,
         })
     }
@@ -412,11 +427,25 @@ impl TrainTask for CopyTask {
 
     fn train_step(
         &mut self,
+        batch: &Self::Batch,
+        carry: &mut Option<RnnState>,
+    ) -> rnn_train::Result<StepLoss> {
+        self.train_part(batch, Part::WHOLE, carry)
+    }
+
+    /// Rows of the batch: every sequence has the same length and the loss is the mean over the
+    /// part's rows (and their steps), so the units-weighted mean of the parts is the batch's.
+    fn train_part(
+        &mut self,
         (xs, ys): &Self::Batch,
+        part: Part,
         _carry: &mut Option<RnnState>,
     ) -> rnn_train::Result<StepLoss> {
+        let Some((xs, ys)) = part_rows(part, xs, ys)? else {
+            return empty_part(xs.device());
+        };
         Ok(StepLoss {
-            loss: self.model.loss(xs, None, ys, true)?,
+            loss: self.model.loss(&xs, None, &ys, true)?,
             units: xs.dim(0)? as u64,
         })
     }

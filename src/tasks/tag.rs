@@ -90,9 +90,10 @@ use rnn_train::metrics::{EntityF1, EntityReport, Metric, TagScheme};
 use rnn_train::trainer::{EarlyStopping, Evaluation, MainMetric, Part, StepLoss, TrainTask};
 use serde::{Deserialize, Serialize};
 
+use super::parts::empty_part;
 use super::valid::{
-    empty_part, eval_batches, labelled_options, saved_encoding, shuffle_buffer, train_defaults,
-    TrainBatch, TrainData,
+    eval_batches, labelled_options, saved_encoding, shuffle_buffer, train_defaults, TrainBatch,
+    TrainData,
 };
 pub use super::valid::{Parts, TestSource, ValidSource};
 use crate::run::memory::{
@@ -1238,7 +1239,7 @@ mod tests {
         assert!(e.contains("--tag-column") && e.contains("colour"), "{e}");
     }
 
-    use crate::tasks::valid::part_checks::assert_parts_sum_to_whole;
+    use crate::tasks::parts::checks::assert_parts_sum_to_whole;
     use rand::{Rng, SeedableRng};
 
     /// `n` sentences of 1 to 12 tokens of a 20-word vocabulary, 4 tags.

@@ -75,11 +75,12 @@ use rnn_models::seq2seq::{Attention, Hypothesis, Seq2Seq, Seq2SeqConfig};
 use rnn_train::data::{bucket_batches, pad_batch, PaddedBatch, TextEncoding, Vocab};
 // The date generator and the tutorial's normalisation, where they were before they moved to
 // `rnn_train::data`.
+use super::parts::empty_part;
 pub use rnn_train::data::{
     date_pairs, format_date, tutorial_keeps, tutorial_normalize, DatePairs, DATE_FORMATS,
 };
 use rnn_train::metrics::{CorpusBleu, ExactMatch, Metric};
-use rnn_train::trainer::{Evaluation, MainMetric, StepLoss, TrainTask};
+use rnn_train::trainer::{Evaluation, MainMetric, Part, StepLoss, TrainTask};
 
 use data::{encode, eval_data, training_data, Example, BOS_ID, EOS_ID, PAD_ID};
 pub use data::{Level, Setup, TaskDefaults};
@@ -205,30 +206,46 @@ struct Seq2SeqTask {
 }
 
 impl TrainTask for Seq2SeqTask {
-    type Batch = (PaddedBatch, PaddedBatch);
+    /// The indices of the batch's examples; the padded tensors are built per step, for the
+    /// rows of the part being trained only.
+    type Batch = Vec<usize>;
 
     fn train_batches(&mut self, epoch: u64, seed: u64) -> rnn_train::Result<Vec<Self::Batch>> {
         let lengths: Vec<usize> = self.train.iter().map(|e| e.src.len()).collect();
-        let order = bucket_batches(
+        bucket_batches(
             &lengths,
             self.batch_size,
             seed ^ epoch.wrapping_mul(rnn_core::seed::GOLDEN_GAMMA),
-        )?;
-        order
-            .iter()
-            .map(|idx| {
-                let chunk: Vec<Example> = idx.iter().map(|&i| self.train[i].clone()).collect();
-                pad_pair(&chunk, &self.device).map_err(invalid)
-            })
-            .collect()
+        )
     }
 
     fn train_step(
         &mut self,
         batch: &Self::Batch,
+        carry: &mut Option<RnnState>,
+    ) -> rnn_train::Result<StepLoss> {
+        self.train_part(batch, Part::WHOLE, carry)
+    }
+
+    /// The part's pairs padded to their own longest; the loss is the mean cross-entropy over
+    /// their real target tokens and the units those tokens, so the units-weighted mean of the
+    /// parts is the batch's loss. With `--teacher-forcing` below 1 each part draws its own
+    /// decoder inputs (one draw per loss call), so a split step equals the whole batch's in
+    /// distribution, not bit for bit.
+    fn train_part(
+        &mut self,
+        batch: &Self::Batch,
+        part: Part,
         _carry: &mut Option<RnnState>,
     ) -> rnn_train::Result<StepLoss> {
-        let (src, tgt) = batch;
+        let rows: Vec<Example> = batch[part.rows(batch.len())]
+            .iter()
+            .map(|&i| self.train[i].clone())
+            .collect();
+        if rows.is_empty() {
+            return empty_part(&self.device);
+        }
+        let (src, tgt) = pad_pair(&rows, &self.device).map_err(invalid)?;
         let loss = self.model.loss(
             &src.ids,
             &src.lengths,
