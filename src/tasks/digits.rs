@@ -635,4 +635,44 @@ mod tests {
             .to_string();
         assert!(e.contains("--labels LABELS.idx1"), "{e}");
     }
+
+    #[test]
+    fn parts_of_a_batch_sum_to_the_whole_batch() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let pixels: Vec<f32> = (0..20 * 4 * 3).map(|_| rng.random::<f32>()).collect();
+        let labels: Vec<u32> = (0..20).map(|i| i % 3).collect();
+        let x = Tensor::from_vec(pixels, (20, 4, 3), &Device::Cpu).unwrap();
+        let y = Tensor::new(labels.as_slice(), &Device::Cpu).unwrap();
+        let varmap = VarMap::new();
+        let vb = rnn_core::init::seeded_var_builder(&varmap, 3, DType::F32, &Device::Cpu);
+        let cfg = SequenceClassifierConfig::new(Input::features(3), rnn_core::Mode::Lstm, 6, 3);
+        let mut task = DigitsTask {
+            model: SequenceClassifier::new(&cfg, vb).unwrap(),
+            cfg,
+            spec: DigitsSpec {
+                images: PathBuf::new(),
+                labels: PathBuf::new(),
+                split: 0.1,
+                valid_split: 0.1,
+                rows: 4,
+                cols: 3,
+                csv_scale: None,
+            },
+            train_x: x.clone(),
+            train_y: y.clone(),
+            valid_x: x,
+            valid_y: y,
+            batch_size: 7,
+            task: "digits",
+        };
+        let batch = task.train_batches(0, 1).unwrap().remove(0);
+        crate::tasks::parts::checks::assert_parts_sum_to_whole(
+            &mut task,
+            &batch,
+            7,
+            &varmap.all_vars(),
+            &[2, 3, 9],
+        );
+    }
 }

@@ -877,4 +877,29 @@ mod tests {
         );
         assert_eq!(ys.to_vec2::<u32>().unwrap()[0], vec![SLEEP, 2]);
     }
+
+    #[test]
+    fn parts_of_a_batch_sum_to_the_whole_batch() {
+        let varmap = VarMap::new();
+        let vb = rnn_core::init::seeded_var_builder(&varmap, 3, DType::F32, &Device::Cpu);
+        let cfg =
+            SequenceTaggerConfig::new(Input::features(FEATURES), Mode::Gru, 6, ACTIVITIES.len());
+        let mut task = RoutineTask {
+            model: SequenceTagger::new(&cfg, vb).unwrap(),
+            train: generate(20, 3, RAIN_PROBABILITY, 1),
+            valid: generate(4, 3, RAIN_PROBABILITY, 2),
+            batch_size: 7,
+            dtype: DType::F32,
+            device: Device::Cpu,
+            config: serde_json::Value::Null,
+        };
+        let batch = task.train_batches(0, 1).unwrap().remove(0);
+        crate::tasks::parts::checks::assert_parts_sum_to_whole(
+            &mut task,
+            &batch,
+            7,
+            &varmap.all_vars(),
+            &[2, 3, 9],
+        );
+    }
 }

@@ -923,4 +923,52 @@ mod tests {
             assert!(e.contains("--input"), "{bad}: {e}");
         }
     }
+
+    use crate::tasks::parts::checks::assert_parts_sum_to_whole;
+
+    #[test]
+    fn parts_of_an_adding_batch_sum_to_the_whole_batch() {
+        let varmap = VarMap::new();
+        let vb = rnn_core::init::seeded_var_builder(&varmap, 3, DType::F32, &Device::Cpu);
+        let cfg = ForecasterConfig::new(2, 1, 6, ForecastStrategy::Direct);
+        let mut task = AddingTask {
+            model: Forecaster::new(cfg, vb).unwrap(),
+            train: AddingData::generate(20, 9, 1).unwrap(),
+            valid: AddingData::generate(4, 9, 2).unwrap(),
+            batch_size: 7,
+            device: Device::Cpu,
+            dtype: DType::F32,
+            meta: Meta {
+                seq_len: 9,
+                samples: 20,
+            },
+        };
+        let batch = task.train_batches(0, 1).unwrap().remove(0);
+        assert_parts_sum_to_whole(&mut task, &batch, 7, &varmap.all_vars(), &[2, 3, 9]);
+    }
+
+    #[test]
+    fn parts_of_a_copy_batch_sum_to_the_whole_batch() {
+        let varmap = VarMap::new();
+        let vb = rnn_core::init::seeded_var_builder(&varmap, 3, DType::F32, &Device::Cpu);
+        let cfg = SequenceTaggerConfig::new(
+            Input::tokens(COPY_DELIMITER as usize + 1, 4),
+            rnn_core::Mode::Lstm,
+            6,
+            COPY_SYMBOLS as usize + 1,
+        );
+        let mut task = CopyTask {
+            model: SequenceTagger::new(&cfg, vb).unwrap(),
+            train: CopyData::generate(20, 3, 1).unwrap(),
+            valid: CopyData::generate(4, 3, 2).unwrap(),
+            batch_size: 7,
+            device: Device::Cpu,
+            meta: Meta {
+                seq_len: 3,
+                samples: 20,
+            },
+        };
+        let batch = task.train_batches(0, 1).unwrap().remove(0);
+        assert_parts_sum_to_whole(&mut task, &batch, 7, &varmap.all_vars(), &[2, 3, 9]);
+    }
 }

@@ -623,4 +623,72 @@ mod tests {
         let e = parse_target_column(Some("2")).unwrap_err().to_string();
         assert!(e.contains("--target"), "{e}");
     }
+
+    /// Units are the real target tokens (end tokens included): the parts' token-weighted
+    /// losses and gradients sum to the batch's.
+    #[test]
+    fn parts_of_a_batch_sum_to_the_whole_batch() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let mut seq = |max: usize| -> Vec<u32> {
+            (0..rng.random_range(1..=max))
+                .map(|_| rng.random_range(3..12))
+                .collect()
+        };
+        let train: Vec<Example> = (0..20)
+            .map(|_| {
+                let mut tgt = seq(6);
+                tgt.push(EOS_ID);
+                Example {
+                    src: seq(8),
+                    tgt,
+                    reference: Vec::new(),
+                }
+            })
+            .collect();
+        let varmap = VarMap::new();
+        let vb =
+            rnn_core::init::seeded_var_builder(&varmap, 3, candle_core::DType::F32, &Device::Cpu);
+        let mut cfg = Seq2SeqConfig::new(12, 12);
+        (cfg.embedding_dim, cfg.hidden_size) = (4, 6);
+        (cfg.bos_id, cfg.eos_id, cfg.pad_id) = (BOS_ID, EOS_ID, PAD_ID);
+        let mut task = Seq2SeqTask {
+            task: TaskName::Seq2seq,
+            model: Seq2Seq::new(&cfg, vb).unwrap(),
+            setup: Setup {
+                level: Level::Word,
+                target_column: 1,
+                max_len: 10,
+                beam: 1,
+                data: None,
+                valid: None,
+                split: 0.1,
+                seed: 0,
+                samples: 0,
+                encoding: None,
+                test: None,
+                test_held_out: false,
+            },
+            src_vocab: Vocab::build([], 1, None).unwrap(),
+            tgt_vocab: Vocab::build([], 1, None).unwrap(),
+            train,
+            valid: Vec::new(),
+            batch_size: 7,
+            teacher_forcing: 1.0,
+            device: Device::Cpu,
+        };
+        let batch = task
+            .train_batches(0, 1)
+            .unwrap()
+            .into_iter()
+            .find(|b| b.len() == 7)
+            .unwrap();
+        crate::tasks::parts::checks::assert_parts_sum_to_whole(
+            &mut task,
+            &batch,
+            7,
+            &varmap.all_vars(),
+            &[2, 3, 9],
+        );
+    }
 }
