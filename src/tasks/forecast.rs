@@ -883,4 +883,55 @@ mod tests {
         let e = strategy(Some("sideways"), 1).unwrap_err().to_string();
         assert!(e.contains("--strategy"), "{e}");
     }
+
+    /// Both strategies' targets (direct: the horizon; next step: aligned with the window).
+    #[test]
+    fn parts_of_a_batch_sum_to_the_whole_batch() {
+        let rows: Vec<Vec<f64>> = (0..60)
+            .map(|t| {
+                let t = t as f64;
+                vec![10.0 + (t / 3.0).sin() * 4.0 + 0.1 * t, (t / 5.0).cos()]
+            })
+            .collect();
+        let data = SeriesData::from_rows(&rows);
+        for strategy in [ForecastStrategy::Direct, ForecastStrategy::NextStep] {
+            let cfg = ForecasterConfig::new(data.columns(), 1, 6, strategy).with_horizon(3);
+            let varmap = VarMap::new();
+            let vb = rnn_core::init::seeded_var_builder(
+                &varmap,
+                3,
+                candle_core::DType::F32,
+                &Device::Cpu,
+            );
+            let mut task = ForecastTask {
+                model: Forecaster::new(cfg.clone(), vb).unwrap(),
+                spec: ForecastSpec {
+                    data: PathBuf::new(),
+                    target: "y".into(),
+                    features: vec!["x".into()],
+                    lookback: 8,
+                    horizon: 3,
+                    split: 0.1,
+                    valid_split: 0.1,
+                    season: 1,
+                    normalizer: Normalizer::fit(&data.work).unwrap(),
+                },
+                train_origins: data.origins(40, 8, 3),
+                valid: Vec::new(),
+                data: data.clone(),
+                cfg,
+                batch_size: 7,
+                device: Device::Cpu,
+                task: "forecast",
+            };
+            let batch = task.train_batches(0, 1).unwrap().remove(0);
+            crate::tasks::parts::checks::assert_parts_sum_to_whole(
+                &mut task,
+                &batch,
+                7,
+                &varmap.all_vars(),
+                &[2, 3, 9],
+            );
+        }
+    }
 }
