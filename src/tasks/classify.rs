@@ -577,12 +577,12 @@ fn prepare_streamed(ctx: &RunContext, data: &Path, capacity: usize) -> Result<Pr
         o.max_len,
     );
     Ok(Prepared {
-        train: TrainData::Streamed(StreamedBatches::new(
+        train: TrainData::Streamed(Box::new(StreamedBatches::new(
             open,
             scan.examples,
             capacity,
             batch_size,
-        )),
+        ))),
         train_lengths: vec![longest.1; batch_size.min(scan.examples)],
         train_longest: longest,
         valid,
@@ -1091,7 +1091,9 @@ mod tests {
             std::rc::Rc::new(labels),
             Some(2),
         );
-        let (mut task, vars) = task(TrainData::Streamed(StreamedBatches::new(open, 53, 10, 7)));
+        let (mut task, vars) = task(TrainData::Streamed(Box::new(StreamedBatches::new(
+            open, 53, 10, 7,
+        ))));
         let batches = task.train_batches(3, 1).unwrap();
         assert_eq!(batches.len(), 8);
         let mut classes = Vec::new();

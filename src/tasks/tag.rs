@@ -841,7 +841,9 @@ fn prepare_streamed(ctx: &RunContext, data: &Path, capacity: usize) -> Result<Pr
         max_len,
     );
     Ok(Prepared {
-        train: TrainData::Streamed(StreamedBatches::new(open, chunks_n, capacity, batch_size)),
+        train: TrainData::Streamed(Box::new(StreamedBatches::new(
+            open, chunks_n, capacity, batch_size,
+        ))),
         train_sentences: sentences,
         train_lengths: vec![longest.1; batch_size.min(chunks_n)],
         train_longest: longest,
@@ -1326,7 +1328,9 @@ mod tests {
         let tags: Vec<String> = vec!["T0".into(), "T1".into()];
         // Sentences of 1 to 6 tokens in chunks of at most 4: 20 sentences, 26 chunks.
         let open = sentence_stream(path, None, Rc::new(vocab), Rc::new(tags), Some(4));
-        let (mut task, vars) = task(TrainData::Streamed(StreamedBatches::new(open, 26, 5, 7)));
+        let (mut task, vars) = task(TrainData::Streamed(Box::new(StreamedBatches::new(
+            open, 26, 5, 7,
+        ))));
         let batches = task.train_batches(0, 2).unwrap();
         assert_eq!(batches.len(), 4);
         let mut tokens = 0;

@@ -307,8 +307,8 @@ pub enum TrainData<E> {
         /// Each example's length in tokens.
         lengths: Vec<usize>,
     },
-    /// The file read once per epoch ([`StreamedBatches`]).
-    Streamed(StreamedBatches<E>),
+    /// The file read once per epoch ([`StreamedBatches`], boxed: it holds the stream's state).
+    Streamed(Box<StreamedBatches<E>>),
 }
 
 impl<E> TrainData<E> {
