@@ -80,8 +80,8 @@ pub fn excerpt(s: &str, max: usize) -> String {
 }
 
 /// The lines of a UTF-8 text file read one at a time (for files too large to hold), with their
-/// 1-based numbers and without the line terminator (`\n` or `\r\n`), as [`numbered_lines`]
-/// gives them for a file read whole; a UTF-8 byte order mark is dropped. Invalid UTF-8 is an
+/// 1-based numbers and without the line terminator (`\n` or `\r\n`), as `str::lines` gives
+/// them for a file read whole; a UTF-8 byte order mark is dropped. Invalid UTF-8 is an
 /// error naming the line.
 pub struct FileLines {
     path: PathBuf,

@@ -13,7 +13,10 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::{Error, Result};
 
-/// A seeded shuffle buffer over a stream of examples (see the [module docs](self)).
+/// A seeded shuffle buffer over a stream of examples: it holds at most `capacity` examples,
+/// fills up from the stream, then hands out a uniformly chosen held example and takes the next
+/// one in its place (an approximate shuffle: an example leaves at most `capacity - 1` places
+/// early).
 pub struct ShuffleBuffer<T, I> {
     source: I,
     buffer: Vec<T>,
