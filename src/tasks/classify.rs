@@ -84,8 +84,8 @@ use serde::{Deserialize, Serialize};
 
 use super::parts::empty_part;
 use super::valid::{
-    eval_batches, labelled_options, saved_encoding, shuffle_buffer, train_defaults, TrainBatch,
-    TrainData,
+    eval_batches, first_longest, labelled_options, saved_encoding, shuffle_buffer, train_defaults,
+    TrainBatch, TrainData,
 };
 pub use super::valid::{Parts, TestSource, ValidSource};
 use crate::run::memory::{
@@ -442,13 +442,6 @@ fn training_labels<'a>(
         );
     }
     Ok(labels)
-}
-
-/// The first longest of `lengths` with its line: `(line, length)`.
-fn first_longest(items: impl IntoIterator<Item = (usize, usize)>) -> (usize, usize) {
-    items
-        .into_iter()
-        .fold((0, 0), |best, it| if it.1 > best.1 { it } else { best })
 }
 
 /// Reads `--data` whole, splits it and encodes every part (the default).

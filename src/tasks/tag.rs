@@ -92,8 +92,8 @@ use serde::{Deserialize, Serialize};
 
 use super::parts::empty_part;
 use super::valid::{
-    eval_batches, labelled_options, saved_encoding, shuffle_buffer, train_defaults, TrainBatch,
-    TrainData,
+    eval_batches, first_longest, labelled_options, saved_encoding, shuffle_buffer, train_defaults,
+    TrainBatch, TrainData,
 };
 pub use super::valid::{Parts, TestSource, ValidSource};
 use crate::run::memory::{
@@ -366,10 +366,10 @@ struct Example {
 }
 
 /// The tag ids of `tags` (names in id order).
-fn tag_index(tags: &[String]) -> BTreeMap<&str, u32> {
+fn tag_index(tags: &[String]) -> BTreeMap<String, u32> {
     tags.iter()
         .enumerate()
-        .map(|(i, t)| (t.as_str(), i as u32))
+        .map(|(i, t)| (t.clone(), i as u32))
         .collect()
 }
 
@@ -391,7 +391,7 @@ fn encode_sentence(
     path: &Path,
     s: &TaggedSentence,
     vocab: &Vocab,
-    index: &BTreeMap<&str, u32>,
+    index: &BTreeMap<String, u32>,
 ) -> Result<Example> {
     let mut ts = Vec::with_capacity(s.tags.len());
     for (k, t) in s.tags.iter().enumerate() {
@@ -693,13 +693,6 @@ fn tag_vocab(word_counts: &BTreeMap<&str, usize>, vocab_size: Option<usize>) -> 
     )?)
 }
 
-/// The first longest of `(line, length)` items.
-fn first_longest(items: impl IntoIterator<Item = (usize, usize)>) -> (usize, usize) {
-    items
-        .into_iter()
-        .fold((0, 0), |best, it| if it.1 > best.1 { it } else { best })
-}
-
 /// Reads `--data` whole, splits it and encodes every part (the default).
 fn prepare_held(ctx: &RunContext, data: &Path, encoding: TextEncoding) -> Result<Prepared> {
     let o = &ctx.opts;
@@ -837,7 +830,7 @@ fn prepare_streamed(ctx: &RunContext, data: &Path, capacity: usize) -> Result<Pr
         data.to_path_buf(),
         tag_column,
         Rc::new(vocab.clone()),
-        Rc::new(tags.clone()),
+        &tags,
         max_len,
     );
     Ok(Prepared {
@@ -870,16 +863,16 @@ fn sentence_stream(
     path: PathBuf,
     tag_column: Option<String>,
     vocab: Rc<Vocab>,
-    tags: Rc<Vec<String>>,
+    tags: &[String],
     max_len: Option<usize>,
 ) -> OpenStream<Example> {
+    let index = Rc::new(tag_index(tags));
     Box::new(move || {
         let sentences = stream_tagged(&path, tag_column.as_deref()).map_err(invalid)?;
-        let (path, vocab, tags) = (path.clone(), vocab.clone(), tags.clone());
+        let (path, vocab, index) = (path.clone(), vocab.clone(), index.clone());
         Ok(Box::new(sentences.flat_map(move |s| {
-            let encoded = s.and_then(|s| {
-                encode_sentence(&path, &s, &vocab, &tag_index(&tags)).map_err(invalid)
-            });
+            let encoded =
+                s.and_then(|s| encode_sentence(&path, &s, &vocab, &index).map_err(invalid));
             match encoded {
                 Ok(e) => chunks(e, max_len.unwrap_or(usize::MAX))
                     .into_iter()
@@ -1327,7 +1320,7 @@ mod tests {
         let vocab = Vocab::build(["w1", "w1", "w2", "w2"], 1, None).unwrap();
         let tags: Vec<String> = vec!["T0".into(), "T1".into()];
         // Sentences of 1 to 6 tokens in chunks of at most 4: 20 sentences, 26 chunks.
-        let open = sentence_stream(path, None, Rc::new(vocab), Rc::new(tags), Some(4));
+        let open = sentence_stream(path, None, Rc::new(vocab), &tags, Some(4));
         let (mut task, vars) = task(TrainData::Streamed(Box::new(StreamedBatches::new(
             open, 26, 5, 7,
         ))));

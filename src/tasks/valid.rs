@@ -375,6 +375,14 @@ impl<E> TrainData<E> {
     }
 }
 
+/// The first longest of `(line, length)` items (the line of a training example and its length
+/// as trained), for the memory check's message; `(0, 0)` for none.
+pub fn first_longest(items: impl IntoIterator<Item = (usize, usize)>) -> (usize, usize) {
+    items
+        .into_iter()
+        .fold((0, 0), |best, it| if it.1 > best.1 { it } else { best })
+}
+
 /// Checks `--shuffle-buffer` against the other options of a labelled-file task: the training
 /// file is streamed, so validation and test rows cannot be a seeded split of it, and it is read
 /// as UTF-8 line by line. `None` when the option is not set.
