@@ -643,7 +643,13 @@ cases! {
         => "--split must be in (0, 1), got 1";
     opt_not_for_task: "`--labels` given to `classify`, which reads no label file",
         cli(|d| { write(d, "l.txt", "pos good\n"); }, &["train", "classify", "--data", "<tmp>/l.txt", "--labels", "<tmp>/l.txt", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
-        => "--labels does not apply to `rnn train classify`, which reads --data --valid --test --split --encoding --max-len --vocab-size --embedding --pooling --bidirectional besides the training options (`rnn train classify --help` lists them)";
+        => "--labels does not apply to `rnn train classify`, which reads --data --valid --test --split --encoding --max-len --shuffle-buffer --vocab-size --embedding --pooling --bidirectional besides the training options (`rnn train classify --help` lists them)";
+    shuffle_buffer_without_files: "`--shuffle-buffer` (stream --data) without --valid and --test files",
+        cli(|d| { write(d, "l.txt", "pos good\nneg bad\n"); }, &["train", "classify", "--data", "<tmp>/l.txt", "--shuffle-buffer", "100", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
+        => "--shuffle-buffer 100 streams --data from the file, so the validation and test rows cannot be held out of it: give --valid FILE and --test FILE";
+    shuffle_buffer_other_encoding: "`--shuffle-buffer` with a non-UTF-8 --encoding",
+        cli(|d| { write(d, "l.txt", "pos good\nneg bad\n"); }, &["train", "tag", "--data", "<tmp>/l.txt", "--valid", "<tmp>/l.txt", "--test", "<tmp>/l.txt", "--encoding", "latin1", "--shuffle-buffer", "100", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
+        => "--shuffle-buffer streams --data as UTF-8; convert the file (e.g. `iconv -f latin1 -t utf-8`) or drop --shuffle-buffer";
     opt_refused_by_task: "`--valid` given to `forecast`, which splits its one series by time",
         cli(|d| { write(d, "s.csv", "t,v\n1,2\n"); }, &["train", "forecast", "--data", "<tmp>/s.csv", "--valid", "<tmp>/s.csv", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
         => "--valid: forecast splits its one --data series by time; size the test part with --split and the validation part with --valid-split";

@@ -193,6 +193,11 @@ pub struct Options {
     /// 28 when F = 784, else 1).
     #[arg(long)]
     pub row_len: Option<usize>,
+    /// classify and tag: stream --data from the file each epoch through a seeded shuffle buffer
+    /// of N examples (an approximate shuffle) instead of holding the training set in memory;
+    /// needs --valid and --test files.
+    #[arg(long, value_name = "N")]
+    pub shuffle_buffer: Option<usize>,
     /// Generated tasks: number of training examples.
     #[arg(long)]
     pub samples: Option<usize>,
@@ -267,6 +272,7 @@ impl Options {
             labels,
             encoding,
             row_len,
+            shuffle_buffer,
             samples,
             chrono_init,
         )
@@ -372,6 +378,7 @@ impl Options {
             ("--samples", self.samples),
             ("--vocab-size", self.vocab_size),
             ("--row-len", self.row_len),
+            ("--shuffle-buffer", self.shuffle_buffer),
         ] {
             if v == Some(0) {
                 bail!("{flag} must be at least 1, got 0");

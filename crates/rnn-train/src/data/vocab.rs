@@ -41,6 +41,23 @@ impl Vocab {
         for t in tokens {
             *counts.entry(t).or_default() += 1;
         }
+        Self::from_counts(counts, min_freq, max_size)
+    }
+
+    /// [`Vocab::build`] from tokens already counted (`(token, count)`, each token once): for
+    /// corpora read in a stream, too large to hold their tokens at once.
+    pub fn from_counts<'a>(
+        counts: impl IntoIterator<Item = (&'a str, usize)>,
+        min_freq: usize,
+        max_size: Option<usize>,
+    ) -> Result<Self> {
+        if let Some(max) = max_size {
+            if max < 4 {
+                return Err(Error::Invalid(format!(
+                    "vocabulary max_size must be at least 4 (the special tokens), got {max}"
+                )));
+            }
+        }
         let specials = [PAD, UNK, BOS, EOS];
         let mut by_freq: Vec<(&str, usize)> = counts
             .into_iter()
