@@ -151,3 +151,95 @@ fn zero_micro_batches_or_ranks_are_refused_by_name() {
         assert!(err.contains(&format!("{flag} must be at least 1")), "{err}");
     }
 }
+
+/// The other tasks' batches split the same way: classify (held and streamed), tag (streamed),
+/// adding and dates give the same metrics.jsonl with two thread ranks as with two micro-batches,
+/// and rank 1 reports nothing of its own.
+#[test]
+fn every_task_kind_splits_its_batches_the_same_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |p: std::path::PathBuf| p.display().to_string();
+    let train = d(common::sentiment_file(dir.path(), "train.txt", 120, 1));
+    let valid = d(common::sentiment_file(dir.path(), "valid.txt", 24, 2));
+    let test = d(common::sentiment_file(dir.path(), "test.txt", 24, 3));
+    let conll = |name: &str, n: usize, seed: u64| d(common::conll_file(dir.path(), name, n, seed));
+    let (ctrain, cvalid, ctest) = (
+        conll("train.conll", 90, 4),
+        conll("valid.conll", 16, 5),
+        conll("test.conll", 16, 6),
+    );
+    let small = ["--hidden", "8", "--max-steps", "8", "--eval-every", "4"];
+    let cases: Vec<(&str, Vec<&str>)> = vec![
+        (
+            "classify",
+            vec!["--data", &train, "--batch-size", "10", "--embedding", "8"],
+        ),
+        (
+            "classify",
+            vec![
+                "--data",
+                &train,
+                "--valid",
+                &valid,
+                "--test",
+                &test,
+                "--shuffle-buffer",
+                "30",
+                "--batch-size",
+                "10",
+                "--embedding",
+                "8",
+            ],
+        ),
+        (
+            "tag",
+            vec![
+                "--data",
+                &ctrain,
+                "--valid",
+                &cvalid,
+                "--test",
+                &ctest,
+                "--shuffle-buffer",
+                "20",
+                "--batch-size",
+                "8",
+                "--embedding",
+                "8",
+            ],
+        ),
+        (
+            "adding",
+            vec!["--samples", "96", "--seq-len", "10", "--batch-size", "8"],
+        ),
+        ("dates", vec!["--samples", "96", "--batch-size", "8"]),
+    ];
+    for (i, (task, args)) in cases.iter().enumerate() {
+        let run = |name: &str, extra: [&str; 2]| {
+            let out = d(dir.path().join(format!("{i}-{name}")));
+            let mut all = vec!["train", task, "--out", &out];
+            all.extend(args.iter().copied());
+            all.extend(small);
+            all.extend(extra);
+            rnn_output(&all).0
+        };
+        let dp = run("dp", ["--dp-threads", "2"]);
+        let ga = run("ga", ["--grad-accum", "2"]);
+        assert_eq!(
+            dp.lines().count(),
+            1,
+            "{task}: one summary line, from rank 0: {dp}"
+        );
+        let metrics = |name: &str| read(&dir.path().join(format!("{i}-{name}/metrics.jsonl")));
+        assert!(
+            metrics("dp") == metrics("ga"),
+            "{task} case {i}: metrics differ"
+        );
+        // The summaries differ only in the output directory they name.
+        assert_eq!(
+            dp.replace(&format!("{i}-dp"), "X"),
+            ga.replace(&format!("{i}-ga"), "X"),
+            "{task}"
+        );
+    }
+}

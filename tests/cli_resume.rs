@@ -365,31 +365,13 @@ fn classify_streamed_resume_mid_epoch_is_bit_exact() {
     check_exact_resume(&args, 30, 10, 5);
 }
 
-/// CoNLL sentences of 2 to 9 tokens (`DET NOUN VERB NOUN*`, `.`), seeded.
-fn conll_file(dir: &Path, name: &str, n: usize, seed: u64) -> std::path::PathBuf {
-    use rand::{Rng, SeedableRng};
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let mut text = String::new();
-    for _ in 0..n {
-        text.push_str(["the DET\n", "a DET\n"][rng.random_range(0..2)]);
-        text.push_str(["cat NOUN\n", "dog NOUN\n", "mat NOUN\n"][rng.random_range(0..3)]);
-        for _ in 0..rng.random_range(0..6) {
-            text.push_str(["sees VERB\n", "bird NOUN\n", "old ADJ\n"][rng.random_range(0..3)]);
-        }
-        text.push_str(". PUNCT\n\n");
-    }
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p
-}
-
 /// `--shuffle-buffer 25` for tag, with `--max-len 4` splitting the longer sentences into
 /// chunks while streaming.
 #[test]
 fn tag_streamed_resume_mid_epoch_is_bit_exact() {
     let dir = tempfile::tempdir().unwrap();
     let path = |name: &str, n: usize, seed: u64| {
-        conll_file(dir.path(), name, n, seed)
+        common::conll_file(dir.path(), name, n, seed)
             .to_str()
             .unwrap()
             .to_string()

@@ -368,7 +368,12 @@ where
     }
     let cli = Cli::try_parse_from(args)?;
     match cli.command {
-        Command::Train(args) => train(*args, true).map(|line| println!("{line}")),
+        Command::Train(args) => train(*args, true).map(|line| {
+            // Ranks other than 0 of a data-parallel run report nothing.
+            if !line.is_empty() {
+                println!("{line}");
+            }
+        }),
         Command::Eval(args) => {
             at_least_one("--batch-size", args.batch_size)?;
             let device = select_device(&args.device)?;
@@ -504,6 +509,10 @@ fn train_rank(
     }
     let outcome = match tasks::train(&ctx) {
         Ok(outcome) => outcome,
+        Err(e) if e.downcast_ref::<run::RankDone>().is_some() => {
+            ctx.leave_group();
+            return Ok(String::new());
+        }
         Err(e) => {
             if let Some(dir) = ctx.remove_created_out() {
                 if ctx.rank() == 0 {

@@ -125,8 +125,27 @@ pub fn fit<T: TrainTask>(
             trainer.step()
         ));
     }
-    Ok(trainer.fit(task)?)
+    let report = trainer.fit(task)?;
+    if ctx.rank() != 0 {
+        // What a task does after training (test scores, summaries, files) is rank 0's work.
+        return Err(RankDone.into());
+    }
+    Ok(report)
 }
+
+/// What [`fit`] returns on a data-parallel rank other than 0 once training is over, so that the
+/// task's code after training (test scores, files) runs on rank 0 only; `rnn train` counts it as
+/// success.
+#[derive(Debug, Clone, Copy)]
+pub struct RankDone;
+
+impl std::fmt::Display for RankDone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("this data-parallel rank has finished training; rank 0 reports the results")
+    }
+}
+
+impl std::error::Error for RankDone {}
 
 /// Refuses a checkpoint written by another task.
 fn check_saved_task(ctx: &RunContext, dir: &Path) -> Result<()> {

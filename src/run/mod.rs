@@ -29,7 +29,7 @@ pub mod task_options;
 pub use checkpoint::{resolve_checkpoint, CheckpointRun};
 pub use context::{schedule_from_options, trainer_config, RunContext, TrainDefaults};
 pub use error::{error_line, invalid};
-pub use fit::{fit, load_best, summary_line, weights_label, TrainOutcome};
+pub use fit::{fit, load_best, summary_line, weights_label, RankDone, TrainOutcome};
 pub use options::{parse_dtype, Options};
 pub use request::{EvalRequest, PredictRequest, SampleRequest, DEFAULT_EVAL_BATCH};
 pub use task::Task;
