@@ -97,8 +97,9 @@ fn main() -> Result<()> {
             num: 1,
             seed: 1,
             device: "cpu".into(),
+            json: false,
         };
-        let text = rnn::tasks::lm::sample(&checkpoint, &args)?.join("\n");
+        let text = rnn::tasks::lm::sample(&checkpoint, &args)?.lines.join("\n");
         println!("\n=== {name} ===\n{}", text.trim_end());
     }
     Ok(())

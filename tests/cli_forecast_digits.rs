@@ -52,8 +52,9 @@ fn predict_lines(out: &Path, input: &Path, horizon: Option<usize>) -> Vec<String
         beam: None,
         horizon,
         device: "cpu".into(),
+        json: false,
     };
-    rnn::tasks::predict(&ckpt, &args).unwrap()
+    rnn::tasks::predict(&ckpt, &args).unwrap().lines
 }
 
 /// A monthly-like series: trend, a period-12 season and a little deterministic noise.
@@ -160,6 +161,7 @@ fn predict_err(out: &Path, input: &Path, horizon: Option<usize>) -> String {
         beam: None,
         horizon,
         device: "cpu".into(),
+        json: false,
     };
     format!("{:#}", rnn::tasks::predict(&ckpt, &args).unwrap_err())
 }

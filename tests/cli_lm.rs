@@ -97,6 +97,7 @@ fn sample_args(dir: &Path, prompt: Option<&str>, temperature: f64) -> SampleArgs
         num: 1,
         seed: 3,
         device: "cpu".into(),
+        json: false,
     }
 }
 
@@ -107,6 +108,7 @@ fn predict_args(dir: &Path, input: &str) -> PredictArgs {
         beam: None,
         horizon: None,
         device: "cpu".into(),
+        json: false,
     }
 }
 
@@ -186,15 +188,19 @@ fn char_lm_trains_and_its_checkpoint_samples_evaluates_and_predicts() {
 
     // And what they print makes sense.
     let ck = CheckpointRun::load(&out, &device()).unwrap();
-    let samples = rnn::tasks::lm::sample(&ck, &sample_args(&out, Some("the "), 0.0)).unwrap();
+    let samples = rnn::tasks::lm::sample(&ck, &sample_args(&out, Some("the "), 0.0))
+        .unwrap()
+        .lines;
     assert_eq!(samples.len(), 1);
     assert!(samples[0].starts_with("the "), "{samples:?}");
     assert_eq!(samples[0].chars().count(), 4 + 40);
-    let again = rnn::tasks::lm::sample(&ck, &sample_args(&out, Some("the "), 0.0)).unwrap();
+    let again = rnn::tasks::lm::sample(&ck, &sample_args(&out, Some("the "), 0.0))
+        .unwrap()
+        .lines;
     assert_eq!(samples, again, "greedy sampling is deterministic");
     let mut many = sample_args(&out, None, 1.0);
     many.num = 2;
-    let two = rnn::tasks::lm::sample(&ck, &many).unwrap();
+    let two = rnn::tasks::lm::sample(&ck, &many).unwrap().lines;
     assert_eq!(two.len(), 4, "{two:?}"); // header + sample, twice
     let line = rnn::tasks::lm::eval(
         &ck,
@@ -203,17 +209,23 @@ fn char_lm_trains_and_its_checkpoint_samples_evaluates_and_predicts() {
             data: None,
             labels: None,
             device: "cpu".into(),
+            json: false,
             batch_size: 8,
         },
     )
-    .unwrap();
+    .unwrap()
+    .summary;
     assert!(
         line.contains("perplexity") && line.contains("bits/char"),
         "{line}"
     );
     // A sentence of the training language is more likely than a scrambled one.
-    let p = rnn::tasks::lm::predict(&ck, &predict_args(&out, "the cat sees the moon .")).unwrap();
-    let q = rnn::tasks::lm::predict(&ck, &predict_args(&out, "eht tac sees eht noom .")).unwrap();
+    let p = rnn::tasks::lm::predict(&ck, &predict_args(&out, "the cat sees the moon ."))
+        .unwrap()
+        .lines;
+    let q = rnn::tasks::lm::predict(&ck, &predict_args(&out, "eht tac sees eht noom ."))
+        .unwrap()
+        .lines;
     let lp = |l: &str| -> f64 {
         l.split("log-prob ")
             .nth(1)
@@ -282,7 +294,9 @@ fn word_lm_with_valid_and_test_files_reports_test_perplexity() {
     let ck = CheckpointRun::load(&out, &device()).unwrap();
     let vocab = std::fs::read_to_string(out.join("checkpoint/vocab.json")).unwrap();
     assert!(vocab.contains("\"king\""));
-    let samples = rnn::tasks::lm::sample(&ck, &sample_args(&out, Some("the cat"), 0.5)).unwrap();
+    let samples = rnn::tasks::lm::sample(&ck, &sample_args(&out, Some("the cat"), 0.5))
+        .unwrap()
+        .lines;
     assert!(samples[0].starts_with("the cat "), "{samples:?}");
     // Word samples are made of training words (and line breaks).
     for w in samples[0].split_whitespace() {
@@ -298,7 +312,9 @@ fn word_lm_with_valid_and_test_files_reports_test_perplexity() {
         &s(&test),
     ])
     .unwrap();
-    let p = rnn::tasks::lm::predict(&ck, &predict_args(&out, "the king likes a ball .")).unwrap();
+    let p = rnn::tasks::lm::predict(&ck, &predict_args(&out, "the king likes a ball ."))
+        .unwrap()
+        .lines;
     assert!(p[0].contains("over 7 tokens"), "{}", p[0]); // 6 words + <eos>
 }
 
@@ -343,7 +359,9 @@ fn subword_level_saves_its_tokenizer_and_round_trips_text() {
     assert_run_dir(&out, "tokenizer.json");
     assert_loss_fell(&out);
     let ck = CheckpointRun::load(&out, &device()).unwrap();
-    let samples = rnn::tasks::lm::sample(&ck, &sample_args(&out, Some("the king"), 1.0)).unwrap();
+    let samples = rnn::tasks::lm::sample(&ck, &sample_args(&out, Some("the king"), 1.0))
+        .unwrap()
+        .lines;
     assert!(samples[0].starts_with("the king"), "{samples:?}");
     assert!(samples[0].len() > "the king".len());
     run(&[

@@ -47,6 +47,7 @@ fn predict_args(dir: &Path, input: &str) -> PredictArgs {
         beam: None,
         horizon: None,
         device: "cpu".into(),
+        json: false,
     }
 }
 
@@ -115,7 +116,9 @@ fn training_learns_the_routine_and_the_checkpoint_predicts_samples_and_evaluates
 
     // ... and say the right things.
     let ck = CheckpointRun::load(&out, &Device::Cpu).unwrap();
-    let lines = routine::predict(&ck, &predict_args(&out, "swim: sun rain rain sun, sun")).unwrap();
+    let lines = routine::predict(&ck, &predict_args(&out, "swim: sun rain rain sun, sun"))
+        .unwrap()
+        .lines;
     assert_eq!(
         lines,
         ["swim: sun->run rain->sleep rain->sleep sun->bike sun->swim  [5/5 as the rule]"]
@@ -132,9 +135,11 @@ fn training_learns_the_routine_and_the_checkpoint_predicts_samples_and_evaluates
             num: 2,
             seed: 3,
             device: "cpu".into(),
+            json: false,
         },
     )
-    .unwrap();
+    .unwrap()
+    .lines;
     let headers: Vec<&String> = samples
         .iter()
         .filter(|l| l.starts_with("sample "))
@@ -158,10 +163,12 @@ fn training_learns_the_routine_and_the_checkpoint_predicts_samples_and_evaluates
             data: Some(data.clone()),
             labels: None,
             device: "cpu".into(),
+            json: false,
             batch_size: 64,
         },
     )
-    .unwrap();
+    .unwrap()
+    .summary;
     assert!(
         line.contains("(9/9 days)") && line.contains("2 lines"),
         "{line}"

@@ -62,8 +62,9 @@ fn predict(dir: &Path, input: &str, beam: Option<usize>) -> Vec<String> {
         beam,
         horizon: None,
         device: "cpu".into(),
+        json: false,
     };
-    rnn::tasks::predict(&run, &args).unwrap()
+    rnn::tasks::predict(&run, &args).unwrap().lines
 }
 
 #[test]
@@ -105,10 +106,12 @@ fn dates_train_eval_predict() {
             data: None,
             labels: None,
             device: "cpu".into(),
+            json: false,
             batch_size: 16,
         },
     )
-    .unwrap();
+    .unwrap()
+    .summary;
     assert!(
         line.contains("40 pairs") && line.contains("exact_match"),
         "{line}"

@@ -6,6 +6,8 @@
 // help syntax, not intra-doc links.
 #![allow(rustdoc::broken_intra_doc_links)]
 
+pub mod json;
+
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -83,6 +85,9 @@ pub struct EvalArgs {
     /// Batch size for evaluation.
     #[arg(long, default_value_t = run::DEFAULT_EVAL_BATCH)]
     pub batch_size: usize,
+    /// Print one JSON document (metrics as numbers; see docs/CLI_JSON.md) instead of the line.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `rnn sample`.
@@ -116,6 +121,9 @@ pub struct SampleArgs {
     /// Device: auto, cpu, cuda[:N], metal.
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// Print one JSON document (settings and samples; see docs/CLI_JSON.md) instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `rnn predict`.
@@ -136,6 +144,10 @@ pub struct PredictArgs {
     /// Device: auto, cpu, cuda[:N], metal.
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// Print one JSON document (each input with its output; see docs/CLI_JSON.md) instead of
+    /// text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 impl PredictArgs {
@@ -378,7 +390,12 @@ where
             at_least_one("--batch-size", args.batch_size)?;
             let device = select_device(&args.device)?;
             let run = run::CheckpointRun::load(&args.checkpoint, &device)?;
-            println!("{}", tasks::eval(&run, &args)?);
+            let report = tasks::eval(&run, &args)?;
+            if args.json {
+                println!("{}", json::eval_document(&run, &report)?);
+            } else {
+                println!("{}", report.summary);
+            }
             Ok(())
         }
         Command::Sample(args) => {
@@ -386,16 +403,27 @@ where
             at_least_one("--num", args.num)?;
             let device = select_device(&args.device)?;
             let run = run::CheckpointRun::load(&args.checkpoint, &device)?;
-            for line in tasks::sample(&run, &args)? {
-                println!("{line}");
+            let req = SampleRequest::from(&args);
+            let samples = tasks::sample(&run, &req)?;
+            if args.json {
+                println!("{}", json::sample_document(&run, &req, &samples)?);
+            } else {
+                for line in &samples.lines {
+                    println!("{line}");
+                }
             }
             Ok(())
         }
         Command::Predict(args) => {
             let device = select_device(&args.device)?;
             let run = run::CheckpointRun::load(&args.checkpoint, &device)?;
-            for line in tasks::predict(&run, &args)? {
-                println!("{line}");
+            let predictions = tasks::predict(&run, &args)?;
+            if args.json {
+                println!("{}", json::predict_document(&run, &predictions)?);
+            } else {
+                for line in &predictions.lines {
+                    println!("{line}");
+                }
             }
             Ok(())
         }

@@ -9,6 +9,7 @@
 //! - [`fit`]: checkpointed, resumable training and the summary line;
 //! - [`CheckpointRun`]: a checkpoint loaded for `eval`, `sample` or `predict`;
 //! - [`EvalRequest`], [`SampleRequest`], [`PredictRequest`]: what those commands ask;
+//!   [`EvalReport`], [`Samples`], [`Predictions`]: what they answer (lines and values);
 //! - [`TaskName`] and [`Task`]: the tasks and what each can do; [`TaskOptions`]: which options
 //!   each reads, with its defaults;
 //! - [`memory`]: the peak-memory estimate of a run and the refusal when it would not fit;
@@ -21,6 +22,7 @@ mod error;
 mod fit;
 pub mod memory;
 pub mod options;
+mod report;
 mod request;
 mod task;
 mod task_name;
@@ -31,6 +33,7 @@ pub use context::{schedule_from_options, trainer_config, RunContext, TrainDefaul
 pub use error::{error_line, invalid};
 pub use fit::{fit, load_best, summary_line, weights_label, RankDone, TrainOutcome};
 pub use options::{parse_dtype, Options};
+pub use report::{EvalReport, Prediction, Predictions, Samples, Split};
 pub use request::{EvalRequest, PredictRequest, SampleRequest, DEFAULT_EVAL_BATCH};
 pub use task::Task;
 pub(crate) use task::{stochastic_model, task_from_functions};

@@ -6,6 +6,7 @@ use anyhow::{bail, Result};
 use super::checkpoint::CheckpointRun;
 use super::context::RunContext;
 use super::fit::TrainOutcome;
+use super::report::{EvalReport, Predictions, Samples};
 use super::request::{EvalRequest, PredictRequest, SampleRequest};
 use super::task_name::TaskName;
 use super::task_options::TaskOptions;
@@ -17,18 +18,18 @@ pub trait Task: Sync {
     /// Trains `ctx.task` with the options of `ctx`.
     fn train(&self, ctx: &RunContext) -> Result<TrainOutcome>;
 
-    /// Evaluates a checkpoint; returns the result line.
-    fn eval(&self, run: &CheckpointRun, req: &EvalRequest) -> Result<String>;
+    /// Evaluates a checkpoint: the result line and the metrics behind it.
+    fn eval(&self, run: &CheckpointRun, req: &EvalRequest) -> Result<EvalReport>;
 
-    /// Runs a checkpoint on inputs; one output line per input.
-    fn predict(&self, run: &CheckpointRun, req: &PredictRequest) -> Result<Vec<String>>;
+    /// Runs a checkpoint on inputs: the lines to print and one prediction per input.
+    fn predict(&self, run: &CheckpointRun, req: &PredictRequest) -> Result<Predictions>;
 
     /// The options `task` reads besides the common ones, with its defaults: `rnn train` refuses
     /// any other, and `rnn train TASK --help` lists them.
     fn options(&self, task: TaskName) -> TaskOptions;
 
     /// Generates from a checkpoint. By default refused: only generative tasks override it.
-    fn sample(&self, run: &CheckpointRun, _req: &SampleRequest) -> Result<Vec<String>> {
+    fn sample(&self, run: &CheckpointRun, _req: &SampleRequest) -> Result<Samples> {
         bail!(
             "`rnn sample` needs a language-model checkpoint (char-lm, word-lm or routine); {} is a checkpoint of task `{}`; use `rnn predict`",
             run.dir.display(),
@@ -80,7 +81,7 @@ macro_rules! task_from_functions {
                 &self,
                 run: &$crate::run::CheckpointRun,
                 req: &$crate::run::EvalRequest,
-            ) -> anyhow::Result<String> {
+            ) -> anyhow::Result<$crate::run::EvalReport> {
                 eval(run, req)
             }
 
@@ -88,7 +89,7 @@ macro_rules! task_from_functions {
                 &self,
                 run: &$crate::run::CheckpointRun,
                 req: &$crate::run::PredictRequest,
-            ) -> anyhow::Result<Vec<String>> {
+            ) -> anyhow::Result<$crate::run::Predictions> {
                 predict(run, req)
             }
 
@@ -101,7 +102,7 @@ macro_rules! task_from_functions {
                     &self,
                     run: &$crate::run::CheckpointRun,
                     req: &$crate::run::SampleRequest,
-                ) -> anyhow::Result<Vec<String>> {
+                ) -> anyhow::Result<$crate::run::Samples> {
                     $sample(run, req)
                 }
             )?

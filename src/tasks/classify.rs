@@ -66,7 +66,7 @@
 //! `vocab.json` holds the vocabulary. `rnn predict --input "a gripping , funny film"` prints,
 //! per input, the label, the class probabilities and, with attention pooling, each token's weight.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -95,6 +95,7 @@ use crate::run::{
     fit, invalid, load_best, stochastic_model, task_from_functions, trainer_config, weights_label,
     CheckpointRun, EvalRequest, PredictRequest, RunContext, TaskName, TaskOptions, TrainOutcome,
 };
+use crate::run::{EvalReport, Predictions, Split};
 
 /// Text is lowercased before lookup (see the [module docs](self)).
 const LOWERCASE: bool = true;
@@ -805,7 +806,7 @@ pub fn score_file(run: &CheckpointRun, path: &Path, batch_size: usize) -> Result
 }
 
 /// Evaluates a checkpoint on `--data`, or on the validation data it was trained with.
-pub fn eval(run: &CheckpointRun, req: impl Into<EvalRequest>) -> Result<String> {
+pub fn eval(run: &CheckpointRun, req: impl Into<EvalRequest>) -> Result<EvalReport> {
     let req = req.into();
     let c = load(run)?;
     let read = |p: &Path| read_rows(p, c.encoding, |_| {});
@@ -828,23 +829,39 @@ pub fn eval(run: &CheckpointRun, req: impl Into<EvalRequest>) -> Result<String> 
         &batches(&enc, req.batch_size, &run.device)?,
         c.labels.len(),
     )?;
-    Ok(match test {
-        Some(t) => format!(
-            "test accuracy {:.4}, macro F1 {:.4}, loss {:.4} on {}",
-            s.accuracy,
-            s.macro_f1,
-            s.loss,
-            t.describe(s.count, "examples")
+    let (summary, split) = match test {
+        Some(t) => (
+            format!(
+                "test accuracy {:.4}, macro F1 {:.4}, loss {:.4} on {}",
+                s.accuracy,
+                s.macro_f1,
+                s.loss,
+                t.describe(s.count, "examples")
+            ),
+            Split::Test,
         ),
-        None => format!(
-            "accuracy {:.4}, macro F1 {:.4}, loss {:.4} on {} examples of {}",
-            s.accuracy,
-            s.macro_f1,
-            s.loss,
-            s.count,
-            path.display()
+        None => (
+            format!(
+                "accuracy {:.4}, macro F1 {:.4}, loss {:.4} on {} examples of {}",
+                s.accuracy,
+                s.macro_f1,
+                s.loss,
+                s.count,
+                path.display()
+            ),
+            if req.data.is_some() {
+                Split::Data
+            } else {
+                Split::Validation
+            },
         ),
-    })
+    };
+    Ok(
+        EvalReport::new(summary, split, Some(&path), s.count as u64, "examples")
+            .metric("accuracy", s.accuracy)
+            .metric("macro_f1", s.macro_f1)
+            .metric("loss", s.loss),
+    )
 }
 
 /// One prediction: the label, the class probabilities and the pooling weights per token.
@@ -896,11 +913,12 @@ pub fn classify_text(c: &LoadedClassifier, text: &str, device: &Device) -> Resul
 }
 
 /// Classifies each input: `LABEL\tP(a)=.. P(b)=..` and, with attention pooling,
-/// `\tattention: tok:0.12 ...`.
-pub fn predict(run: &CheckpointRun, req: impl Into<PredictRequest>) -> Result<Vec<String>> {
+/// `\tattention: tok:0.12 ...`; as values `{"label", "probabilities": {label: p},
+/// "attention": [{"token", "weight"}]}` (attention only with attention pooling).
+pub fn predict(run: &CheckpointRun, req: impl Into<PredictRequest>) -> Result<Predictions> {
     let req = req.into();
     let c = load(run)?;
-    let mut out = Vec::new();
+    let mut out = Predictions::default();
     for text in req.inputs()? {
         let p = classify_text(&c, &text, &run.device)?;
         let probs: Vec<String> = p
@@ -917,7 +935,18 @@ pub fn predict(run: &CheckpointRun, req: impl Into<PredictRequest>) -> Result<Ve
                 .collect();
             line.push_str(&format!("\tattention: {}", att.join(" ")));
         }
-        out.push(line);
+        let mut output = serde_json::json!({
+            "label": p.label,
+            "probabilities": p.probabilities.iter().cloned().collect::<BTreeMap<_, _>>(),
+        });
+        if !p.attention.is_empty() {
+            output["attention"] = p
+                .attention
+                .iter()
+                .map(|(t, w)| serde_json::json!({"token": t, "weight": w}))
+                .collect();
+        }
+        out.push(line, text, output);
     }
     Ok(out)
 }

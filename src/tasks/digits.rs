@@ -50,6 +50,7 @@ use crate::run::{
     CheckpointRun, EvalRequest, PredictRequest, RunContext, TaskName, TaskOptions, TrainDefaults,
     TrainOutcome,
 };
+use crate::run::{EvalReport, Predictions, Split};
 
 /// Default `--split`: the last 20% are held out.
 pub const DEFAULT_SPLIT: f64 = 0.2;
@@ -420,12 +421,12 @@ fn check_size(images: &Tensor, spec: &DigitsSpec, path: &Path) -> Result<()> {
 }
 
 /// Evaluates a checkpoint.
-pub fn eval(run: &CheckpointRun, req: impl Into<EvalRequest>) -> Result<String> {
+pub fn eval(run: &CheckpointRun, req: impl Into<EvalRequest>) -> Result<EvalReport> {
     let req = req.into();
     let (model, spec) = load_model(run)?;
     let dtype = run.dtype();
     let row_len = spec.csv_scale.map(|_| spec.cols);
-    let (images, labels, what) = match &req.data {
+    let (images, labels, what, path, count) = match &req.data {
         Some(images) => {
             let (d, _) = load_data(
                 images,
@@ -440,6 +441,8 @@ pub fn eval(run: &CheckpointRun, req: impl Into<EvalRequest>) -> Result<String> 
                 d.images,
                 d.labels,
                 format!("{n} images of {}", images.display()),
+                images,
+                n,
             )
         }
         None => {
@@ -451,14 +454,22 @@ pub fn eval(run: &CheckpointRun, req: impl Into<EvalRequest>) -> Result<String> 
                 d.images.narrow(0, n - test_n, test_n)?,
                 d.labels.narrow(0, n - test_n, test_n)?,
                 format!("the last {test_n} images of {}", spec.images.display()),
+                &spec.images,
+                test_n,
             )
         }
     };
     let (acc, loss) = accuracy(&model, &images.to_dtype(dtype)?, &labels)?;
-    let part = if req.data.is_none() { "test " } else { "" };
-    Ok(format!(
-        "digits: {part}accuracy {acc:.4}, loss {loss:.4} on {what}"
-    ))
+    let (part, split) = match req.data {
+        None => ("test ", Split::Test),
+        Some(_) => ("", Split::Data),
+    };
+    let summary = format!("digits: {part}accuracy {acc:.4}, loss {loss:.4} on {what}");
+    Ok(
+        EvalReport::new(summary, split, Some(path.as_path()), count as u64, "images")
+            .metric("accuracy", acc)
+            .metric("loss", loss),
+    )
 }
 
 /// Reads an IDX image file without labels: a temporary all-zero label file of the right length
@@ -509,8 +520,9 @@ fn read_images(path: &Path, spec: &DigitsSpec, device: &Device) -> Result<Tensor
 }
 
 /// Predicts with a checkpoint: one line `index<TAB>digit<TAB>probability` per image of
-/// `--input IMAGES.idx3[.gz]`.
-pub fn predict(run: &CheckpointRun, req: impl Into<PredictRequest>) -> Result<Vec<String>> {
+/// `--input IMAGES.idx3[.gz]`; as values, input the image's index (from 0) and output
+/// `{"digit", "probability"}`.
+pub fn predict(run: &CheckpointRun, req: impl Into<PredictRequest>) -> Result<Predictions> {
     let req = req.into();
     let (model, spec) = load_model(run)?;
     let Some(input) = &req.input else {
@@ -518,7 +530,7 @@ pub fn predict(run: &CheckpointRun, req: impl Into<PredictRequest>) -> Result<Ve
     };
     let images = read_images(Path::new(input), &spec, &run.device)?.to_dtype(run.dtype())?;
     let n = images.dim(0)?;
-    let mut lines = Vec::with_capacity(n);
+    let mut out = Predictions::default();
     let mut start = 0;
     while start < n {
         let len = EVAL_CHUNK.min(n - start);
@@ -527,11 +539,15 @@ pub fn predict(run: &CheckpointRun, req: impl Into<PredictRequest>) -> Result<Ve
         let best = probs.argmax(D::Minus1)?.to_vec1::<u32>()?;
         let p = probs.max(D::Minus1)?.to_vec1::<f32>()?;
         for (i, (d, p)) in best.iter().zip(&p).enumerate() {
-            lines.push(format!("{}\t{d}\t{p:.4}", start + i));
+            out.push(
+                format!("{}\t{d}\t{p:.4}", start + i),
+                start + i,
+                serde_json::json!({"digit": d, "probability": p}),
+            );
         }
         start += len;
     }
-    Ok(lines)
+    Ok(out)
 }
 
 /// Digit-like generated images for running without MNIST: `n` images of 28x28 pixels from

@@ -64,6 +64,7 @@ use crate::run::{
     fit, invalid, load_best, stochastic_model, task_from_functions, trainer_config, CheckpointRun,
     EvalRequest, PredictRequest, RunContext, TaskName, TaskOptions, TrainDefaults, TrainOutcome,
 };
+use crate::run::{EvalReport, Prediction, Predictions, Split};
 
 /// Default `--lookback`.
 pub const DEFAULT_LOOKBACK: usize = 12;
@@ -761,19 +762,41 @@ pub fn evaluate_checkpoint(run: &CheckpointRun, data: Option<&Path>) -> Result<F
     score(&model, &series, &spec, &origins, &run.device)
 }
 
-/// Evaluates a checkpoint.
-pub fn eval(run: &CheckpointRun, req: impl Into<EvalRequest>) -> Result<String> {
+/// Evaluates a checkpoint. The metrics are those of `metrics.jsonl` (`mape` a fraction, not
+/// a percentage) and `loss` in normalised difference units.
+pub fn eval(run: &CheckpointRun, req: impl Into<EvalRequest>) -> Result<EvalReport> {
     let req = req.into();
     let r = evaluate_checkpoint(run, req.data.as_deref())?;
-    match req.data {
-        Some(_) => Ok(format!("forecast: {}", r.line())),
-        None => Ok(format!("forecast: test: {}", r.line())),
+    let (summary, split, path) = match req.data {
+        Some(p) => (format!("forecast: {}", r.line()), Split::Data, p),
+        None => {
+            let spec: ForecastSpec = run.model_entry("spec")?;
+            (
+                format!("forecast: test: {}", r.line()),
+                Split::Test,
+                spec.data,
+            )
+        }
+    };
+    let mut report = EvalReport::new(summary, split, Some(&path), r.points as u64, "points")
+        .metric("rmse", r.rmse)
+        .metric("mae", r.mae)
+        .metric("persistence_rmse", r.persistence_rmse)
+        .metric("loss", r.loss);
+    if let Some(m) = r.mape {
+        report = report.metric("mape", m);
     }
+    if let Some(s) = r.seasonal_rmse {
+        report = report.metric("seasonal_naive_rmse", s);
+    }
+    Ok(report)
 }
 
 /// Predicts with a checkpoint: the `--horizon` (default: the trained horizon) steps after the
-/// last row of the `--input` CSV file, one `+k<TAB>value` line per step.
-pub fn predict(run: &CheckpointRun, req: impl Into<PredictRequest>) -> Result<Vec<String>> {
+/// last row of the `--input` CSV file, one `+k<TAB>value` line per step; as values, one
+/// prediction whose input is the file and whose output is the array of the forecasts (element
+/// k: k + 1 steps ahead).
+pub fn predict(run: &CheckpointRun, req: impl Into<PredictRequest>) -> Result<Predictions> {
     let req = req.into();
     let (model, spec) = load_model(run)?;
     let Some(input) = &req.input else {
@@ -808,11 +831,17 @@ pub fn predict(run: &CheckpointRun, req: impl Into<PredictRequest>) -> Result<Ve
     let xs = series.inputs(&[n], spec.lookback, &spec.normalizer, &run.device)?;
     let diffs = model.predict(&xs, None, horizon)?;
     let values = series.integrate(&[n], &diffs, &spec.normalizer)?;
-    Ok(values
-        .iter()
-        .enumerate()
-        .map(|(k, v)| format!("+{}\t{v:.4}", k + 1))
-        .collect())
+    Ok(Predictions {
+        lines: values
+            .iter()
+            .enumerate()
+            .map(|(k, v)| format!("+{}\t{v:.4}", k + 1))
+            .collect(),
+        predictions: vec![Prediction {
+            input: input.as_str().into(),
+            output: values.into(),
+        }],
+    })
 }
 
 #[cfg(test)]

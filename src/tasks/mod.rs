@@ -19,6 +19,7 @@ use anyhow::Result;
 
 pub use crate::run::TaskName;
 use crate::run::{CheckpointRun, EvalRequest, PredictRequest, RunContext, SampleRequest};
+use crate::run::{EvalReport, Predictions, Samples};
 use crate::run::{Task, TaskOptions, TrainOutcome};
 
 /// Every task with its implementation, in the order of [`TaskName::ALL`] (a test checks that
@@ -56,18 +57,18 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
     registry(ctx.task).train(ctx)
 }
 
-/// Evaluates a checkpoint; returns the result line.
-pub fn eval(run: &CheckpointRun, req: impl Into<EvalRequest>) -> Result<String> {
+/// Evaluates a checkpoint: the result line and the metrics behind it.
+pub fn eval(run: &CheckpointRun, req: impl Into<EvalRequest>) -> Result<EvalReport> {
     registry(run.task).eval(run, &req.into())
 }
 
-/// Runs a checkpoint on inputs; one output line per input.
-pub fn predict(run: &CheckpointRun, req: impl Into<PredictRequest>) -> Result<Vec<String>> {
+/// Runs a checkpoint on inputs: the lines to print and one prediction per input.
+pub fn predict(run: &CheckpointRun, req: impl Into<PredictRequest>) -> Result<Predictions> {
     registry(run.task).predict(run, &req.into())
 }
 
-/// Generates from a checkpoint.
-pub fn sample(run: &CheckpointRun, req: impl Into<SampleRequest>) -> Result<Vec<String>> {
+/// Generates from a checkpoint: the lines to print and the samples.
+pub fn sample(run: &CheckpointRun, req: impl Into<SampleRequest>) -> Result<Samples> {
     registry(run.task).sample(run, &req.into())
 }
 

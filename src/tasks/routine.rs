@@ -75,6 +75,7 @@ use crate::run::{
     EvalRequest, PredictRequest, RunContext, SampleRequest, TaskName, TaskOptions, TrainDefaults,
     TrainOutcome,
 };
+use crate::run::{EvalReport, Predictions, Samples, Split};
 
 /// Activity names by id: 0 run, 1 bike, 2 swim, 3 sleep.
 pub const ACTIVITIES: [&str; 4] = ["run", "bike", "swim", "sleep"];
@@ -688,7 +689,7 @@ fn load(run: &CheckpointRun) -> Result<(SequenceTagger, WorldConfig, DType)> {
 }
 
 /// Evaluates a checkpoint: on 512 generated sequences, or on the lines of `--data`.
-pub fn eval(run: &CheckpointRun, req: impl Into<EvalRequest>) -> Result<String> {
+pub fn eval(run: &CheckpointRun, req: impl Into<EvalRequest>) -> Result<EvalReport> {
     let req = req.into();
     let (model, world, dtype) = load(run)?;
     let (days, what) = match &req.data {
@@ -728,7 +729,7 @@ pub fn eval(run: &CheckpointRun, req: impl Into<EvalRequest>) -> Result<String> 
     };
     let s = score(&model, &days, req.batch_size, dtype, &run.device)?;
     let base = memoryless_baseline(&days);
-    Ok(format!(
+    let summary = format!(
         "routine: accuracy {:.4} ({}/{} days), after rain {:.4} ({}/{}), loss {:.4} on {what}; a model without memory: at most {:.4} and {:.4}",
         s.accuracy(),
         s.correct,
@@ -739,11 +740,40 @@ pub fn eval(run: &CheckpointRun, req: impl Into<EvalRequest>) -> Result<String> 
         s.loss,
         base.accuracy(),
         base.resume_accuracy()
-    ))
+    );
+    let split = match req.data {
+        Some(_) => Split::Data,
+        None => Split::Test,
+    };
+    Ok(
+        EvalReport::new(summary, split, req.data.as_deref(), s.total as u64, "days")
+            .metric("accuracy", s.accuracy())
+            .metric("resume_accuracy", s.resume_accuracy())
+            .metric("loss", s.loss)
+            .metric("memoryless_accuracy", base.accuracy())
+            .metric("memoryless_resume_accuracy", base.resume_accuracy()),
+    )
 }
 
-/// Predicts the activities for each `--input` line (`[START:] W1 W2 ...`).
-pub fn predict(run: &CheckpointRun, req: impl Into<PredictRequest>) -> Result<Vec<String>> {
+/// A plan as a value: `{"start", "weather": [...], "activities": [...], "rule": [...],
+/// "agree"}`, the activities `predicted` for the days after `start` beside those of the rule,
+/// and how many agree.
+fn plan_value(start: u32, rain: &[bool], predicted: &[u32], rule: &[u32]) -> serde_json::Value {
+    let names =
+        |ids: &[u32]| -> Vec<&str> { ids.iter().map(|&a| ACTIVITIES[a as usize]).collect() };
+    let agree = predicted.iter().zip(rule).filter(|(p, t)| p == t).count();
+    serde_json::json!({
+        "start": ACTIVITIES[start as usize],
+        "weather": rain.iter().map(|&w| weather_word(w)).collect::<Vec<_>>(),
+        "activities": names(predicted),
+        "rule": names(rule),
+        "agree": agree,
+    })
+}
+
+/// Predicts the activities for each `--input` line (`[START:] W1 W2 ...`); as values, the
+/// plan of [`plan_value`].
+pub fn predict(run: &CheckpointRun, req: impl Into<PredictRequest>) -> Result<Predictions> {
     let req = req.into();
     let inputs = req.inputs()?;
     let parsed = inputs
@@ -760,8 +790,8 @@ pub fn predict(run: &CheckpointRun, req: impl Into<PredictRequest>) -> Result<Ve
         })
         .collect::<Result<Vec<_>>>()?;
     let (model, _, dtype) = load(run)?;
-    let mut out = Vec::with_capacity(parsed.len());
-    for (start, rain) in parsed {
+    let mut out = Predictions::default();
+    for (input, (start, rain)) in inputs.iter().zip(parsed) {
         let predicted = rollout(
             &model,
             &[start],
@@ -777,19 +807,23 @@ pub fn predict(run: &CheckpointRun, req: impl Into<PredictRequest>) -> Result<Ve
             .zip(&predicted)
             .map(|(&w, &a)| format!("{}->{}", weather_word(w), ACTIVITIES[a as usize]))
             .collect();
-        out.push(format!(
-            "{}: {}  [{agree}/{} as the rule]",
-            ACTIVITIES[start as usize],
-            days.join(" "),
-            truth.len()
-        ));
+        out.push(
+            format!(
+                "{}: {}  [{agree}/{} as the rule]",
+                ACTIVITIES[start as usize],
+                days.join(" "),
+                truth.len()
+            ),
+            input.as_str(),
+            plan_value(start, &rain, &predicted, &truth),
+        );
     }
     Ok(out)
 }
 
 /// Draws random weather and prints the model's week-by-week plan (`--max-len` days after a dry
-/// Monday, `--num` samples, `--seed`).
-pub fn sample(run: &CheckpointRun, req: impl Into<SampleRequest>) -> Result<Vec<String>> {
+/// Monday, `--num` samples, `--seed`); as values, one plan of [`plan_value`] per sample.
+pub fn sample(run: &CheckpointRun, req: impl Into<SampleRequest>) -> Result<Samples> {
     let req = req.into();
     if req.max_len == 0 {
         bail!("--max-len must be at least 1 day");
@@ -802,17 +836,19 @@ pub fn sample(run: &CheckpointRun, req: impl Into<SampleRequest>) -> Result<Vec<
     let starts: Vec<u32> = samples.iter().map(|d| d.start).collect();
     let rain: Vec<Vec<bool>> = samples.iter().map(|d| d.rain.clone()).collect();
     let predicted = rollout(&model, &starts, &rain, dtype, &run.device)?;
-    let mut out = Vec::new();
+    let mut out = Samples::default();
     for (i, (d, p)) in samples.iter().zip(&predicted).enumerate() {
         let agree = p.iter().zip(&d.activities).filter(|(p, t)| p == t).count();
-        out.push(format!(
+        out.lines.push(format!(
             "sample {}: {} days after a dry Monday with {}; {agree}/{} days as the rule",
             i + 1,
             d.len(),
             ACTIVITIES[d.start as usize],
             d.len()
         ));
-        out.extend(table(d, p));
+        out.lines.extend(table(d, p));
+        out.samples
+            .push(plan_value(d.start, &d.rain, p, &d.activities));
     }
     Ok(out)
 }

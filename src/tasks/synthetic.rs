@@ -43,6 +43,7 @@ use crate::run::{
     fit, invalid, stochastic_model, task_from_functions, trainer_config, CheckpointRun,
     EvalRequest, PredictRequest, RunContext, TaskName, TaskOptions, TrainDefaults, TrainOutcome,
 };
+use crate::run::{EvalReport, Predictions, Split};
 
 /// MSE of always predicting 1 on the adding problem: the variance of the sum of two U(0, 1)
 /// numbers, 1/6.
@@ -689,9 +690,14 @@ fn load_copy(run: &CheckpointRun) -> Result<(SequenceTagger, usize)> {
     Ok((model, gap))
 }
 
+/// The report of an evaluation on [`EVAL_SAMPLES`] fresh sequences, printed as `summary`.
+fn fresh(summary: String) -> EvalReport {
+    EvalReport::new(summary, Split::Test, None, EVAL_SAMPLES as u64, "sequences")
+}
+
 /// Evaluates a checkpoint on [`EVAL_SAMPLES`] freshly generated sequences (a seed that neither
 /// training nor validation used).
-pub fn eval(run: &CheckpointRun, req: impl Into<EvalRequest>) -> Result<String> {
+pub fn eval(run: &CheckpointRun, req: impl Into<EvalRequest>) -> Result<EvalReport> {
     let req = req.into();
     if let Some(p) = &req.data {
         bail!(
@@ -705,23 +711,32 @@ pub fn eval(run: &CheckpointRun, req: impl Into<EvalRequest>) -> Result<String> 
             let (model, seq_len) = load_adding(run)?;
             let data = AddingData::generate(EVAL_SAMPLES, seq_len, EVAL_SEED)?;
             let (mse, baseline) = adding_mse(&model, &data, &run.device, run.dtype())?;
-            Ok(format!(
+            let summary = format!(
                 "adding (T = {seq_len}, {}): MSE {mse:.4} on {EVAL_SAMPLES} fresh sequences; baseline (always 1) {baseline:.4}",
                 model.config().mode
-            ))
+            );
+            Ok(fresh(summary)
+                .metric("mse", mse)
+                .metric("baseline_mse", baseline))
         }
         TaskName::Copy => {
             let (model, gap) = load_copy(run)?;
             let data = CopyData::generate(EVAL_SAMPLES, gap, EVAL_SEED)?;
             let s = copy_scores(&model, &data, &run.device)?;
-            Ok(format!(
+            let summary = format!(
                 "copy (gap T = {gap}, {}): recall accuracy {:.4} (guessing {COPY_BASELINE_ACCURACY:.3}), whole sequences {:.4}, blank steps {:.4}, loss {:.4} on {EVAL_SAMPLES} fresh sequences",
                 model.config().mode,
                 s.accuracy,
                 s.sequence_accuracy,
                 s.blank_accuracy,
                 s.loss
-            ))
+            );
+            Ok(fresh(summary)
+                .metric("accuracy", s.accuracy)
+                .metric("baseline_accuracy", COPY_BASELINE_ACCURACY)
+                .metric("sequence_accuracy", s.sequence_accuracy)
+                .metric("blank_accuracy", s.blank_accuracy)
+                .metric("loss", s.loss))
         }
         other => bail!(
             "synthetic::eval: `{}` is not a generated task",
@@ -788,15 +803,16 @@ pub fn parse_copy_input(line: &str) -> Result<Vec<u32>> {
     Ok(symbols)
 }
 
-/// Runs a checkpoint on `--input`: adding `value:marker` pairs give the predicted sum; copy
-/// symbols give the recalled symbols after the checkpoint's blank gap.
-pub fn predict(run: &CheckpointRun, req: impl Into<PredictRequest>) -> Result<Vec<String>> {
+/// Runs a checkpoint on `--input`: adding `value:marker` pairs give the predicted sum (as
+/// values `{"sum": predicted, "marked_sum": true sum, "steps", "marked"}`); copy symbols give
+/// the recalled symbols after the checkpoint's blank gap (`{"recalled": [...], "right"}`).
+pub fn predict(run: &CheckpointRun, req: impl Into<PredictRequest>) -> Result<Predictions> {
     let req = req.into();
     let inputs = req.inputs()?;
+    let mut out = Predictions::default();
     match run.task {
         TaskName::Adding => {
             let (model, seq_len) = load_adding(run)?;
-            let mut lines = Vec::new();
             for line in &inputs {
                 let (xs, sum) = parse_adding_input(line)?;
                 let t = xs.len() / 2;
@@ -807,19 +823,24 @@ pub fn predict(run: &CheckpointRun, req: impl Into<PredictRequest>) -> Result<Ve
                     .flatten_all()?
                     .to_dtype(DType::F64)?
                     .to_vec1::<f64>()?[0];
-                let mut out = format!("{pred:.4} (sum of the {marked} marked values: {sum:.4})");
+                let mut text = format!("{pred:.4} (sum of the {marked} marked values: {sum:.4})");
                 if t != seq_len || marked != 2 {
-                    out.push_str(&format!(
+                    text.push_str(&format!(
                         "; note: trained on {seq_len} steps with exactly 2 marked, this input has {t} steps with {marked} marked"
                     ));
                 }
-                lines.push(out);
+                let value = serde_json::json!({
+                    "sum": pred,
+                    "marked_sum": sum,
+                    "steps": t,
+                    "marked": marked,
+                });
+                out.push(text, line.as_str(), value);
             }
-            Ok(lines)
+            Ok(out)
         }
         TaskName::Copy => {
             let (model, gap) = load_copy(run)?;
-            let mut lines = Vec::new();
             for line in &inputs {
                 let symbols = parse_copy_input(line)?;
                 let (x, _) = copy_sequence(&symbols, gap);
@@ -833,12 +854,16 @@ pub fn predict(run: &CheckpointRun, req: impl Into<PredictRequest>) -> Result<Ve
                     .filter(|(a, b)| a == b)
                     .count();
                 let text: Vec<String> = recalled.iter().map(u32::to_string).collect();
-                lines.push(format!(
-                    "{} ({right}/{COPY_RECALL} right after a gap of {gap})",
-                    text.join(" ")
-                ));
+                out.push(
+                    format!(
+                        "{} ({right}/{COPY_RECALL} right after a gap of {gap})",
+                        text.join(" ")
+                    ),
+                    line.as_str(),
+                    serde_json::json!({"recalled": recalled, "right": right}),
+                );
             }
-            Ok(lines)
+            Ok(out)
         }
         other => bail!(
             "synthetic::predict: `{}` is not a generated task",

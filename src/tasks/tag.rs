@@ -103,6 +103,7 @@ use crate::run::{
     fit, invalid, load_best, stochastic_model, task_from_functions, trainer_config, weights_label,
     CheckpointRun, EvalRequest, PredictRequest, RunContext, TaskName, TaskOptions, TrainOutcome,
 };
+use crate::run::{EvalReport, Predictions, Split};
 
 /// Words must occur at least this often in the training split to get their own embedding.
 pub const MIN_FREQ: usize = 2;
@@ -1090,7 +1091,7 @@ pub fn score_file(run: &CheckpointRun, path: &Path, batch_size: usize) -> Result
 }
 
 /// Evaluates a checkpoint on `--data`, or on the validation data it was trained with.
-pub fn eval(run: &CheckpointRun, req: impl Into<EvalRequest>) -> Result<String> {
+pub fn eval(run: &CheckpointRun, req: impl Into<EvalRequest>) -> Result<EvalReport> {
     let req = req.into();
     let t = load(run)?;
     let col = t.tag_column.as_deref();
@@ -1118,23 +1119,43 @@ pub fn eval(run: &CheckpointRun, req: impl Into<EvalRequest>) -> Result<String> 
         Some(_) => format!("{}, ", s.headline()),
         None => String::new(),
     };
-    Ok(match test {
-        Some(ts) => format!(
-            "test {entities}accuracy {:.4}, loss {:.4} on {} tokens in {}",
-            s.accuracy,
-            s.loss,
-            s.tokens,
-            ts.describe(s.sentences, "sentences")
+    let (summary, split) = match test {
+        Some(ts) => (
+            format!(
+                "test {entities}accuracy {:.4}, loss {:.4} on {} tokens in {}",
+                s.accuracy,
+                s.loss,
+                s.tokens,
+                ts.describe(s.sentences, "sentences")
+            ),
+            Split::Test,
         ),
-        None => format!(
-            "{entities}accuracy {:.4}, loss {:.4} on {} tokens in {} sentences of {}",
-            s.accuracy,
-            s.loss,
-            s.tokens,
-            s.sentences,
-            path.display()
+        None => (
+            format!(
+                "{entities}accuracy {:.4}, loss {:.4} on {} tokens in {} sentences of {}",
+                s.accuracy,
+                s.loss,
+                s.tokens,
+                s.sentences,
+                path.display()
+            ),
+            if req.data.is_some() {
+                Split::Data
+            } else {
+                Split::Validation
+            },
         ),
-    })
+    };
+    let mut report = EvalReport::new(summary, split, Some(&path), s.tokens, "tokens")
+        .metric("accuracy", s.accuracy)
+        .metric("loss", s.loss);
+    if let Some(e) = &s.entities {
+        report = report
+            .metric("entity_precision", e.precision)
+            .metric("entity_recall", e.recall)
+            .metric("entity_f1", e.f1);
+    }
+    Ok(report)
 }
 
 /// Tags one whitespace-tokenised sentence: `(token, tag)` pairs.
@@ -1157,21 +1178,26 @@ pub fn tag_sentence(
         .collect())
 }
 
-/// Tags each input: `token/TAG token/TAG ...`.
-pub fn predict(run: &CheckpointRun, req: impl Into<PredictRequest>) -> Result<Vec<String>> {
+/// Tags each input: `token/TAG token/TAG ...`; as values `{"tokens": [...], "tags": [...]}`.
+pub fn predict(run: &CheckpointRun, req: impl Into<PredictRequest>) -> Result<Predictions> {
     let req = req.into();
     let t = load(run)?;
-    req.inputs()?
-        .iter()
-        .map(|text| {
-            let pairs = tag_sentence(&t, text, &run.device)?;
-            Ok(pairs
-                .iter()
-                .map(|(w, g)| format!("{w}/{g}"))
-                .collect::<Vec<_>>()
-                .join(" "))
-        })
-        .collect()
+    let mut out = Predictions::default();
+    for text in req.inputs()? {
+        let pairs = tag_sentence(&t, &text, &run.device)?;
+        let line = pairs
+            .iter()
+            .map(|(w, g)| format!("{w}/{g}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let (tokens, tags): (Vec<String>, Vec<String>) = pairs.into_iter().unzip();
+        out.push(
+            line,
+            text,
+            serde_json::json!({"tokens": tokens, "tags": tags}),
+        );
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

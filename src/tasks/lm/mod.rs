@@ -49,6 +49,7 @@ use crate::run::{
     self, invalid, stochastic_model, task_from_functions, CheckpointRun, EvalRequest,
     PredictRequest, RunContext, SampleRequest, TaskName, TaskOptions, TrainDefaults, TrainOutcome,
 };
+use crate::run::{EvalReport, Predictions, Samples, Split};
 
 /// The task's defaults (overridden by the options).
 struct LmDefaults {
@@ -480,7 +481,7 @@ fn load(run: &CheckpointRun) -> Result<Loaded> {
 
 /// Perplexity (and bits per token) of the checkpoint on `--data`, or on the validation data
 /// recorded in the checkpoint.
-pub fn eval(run: &CheckpointRun, req: impl Into<EvalRequest>) -> Result<String> {
+pub fn eval(run: &CheckpointRun, req: impl Into<EvalRequest>) -> Result<EvalReport> {
     let req = req.into();
     let l = load(run)?;
     let level = l.codec.level();
@@ -554,21 +555,39 @@ pub fn eval(run: &CheckpointRun, req: impl Into<EvalRequest>) -> Result<String> 
     };
     let r = stream_report(&l.model, &ids, req.batch_size, l.seq_len)
         .with_context(|| format!("evaluating on {source}"))?;
-    Ok(format!(
-        "{}: {} ({source})",
-        run.task.as_str(),
-        describe(&r, level)
-    ))
+    let summary = format!("{}: {} ({source})", run.task.as_str(), describe(&r, level));
+    let (split, path) = scored_part(run, req.data.as_deref());
+    let unit = format!("{}s", level.unit());
+    let mut report = EvalReport::new(summary, split, path.as_deref(), r.tokens, &unit);
+    report.metrics = report_metrics(&r, level);
+    Ok(report.metric("loss", r.nll_per_token))
+}
+
+/// Which part [`eval`] scores and its file (`None`: the built-in text), for `--json`: `--data`,
+/// else the test part recorded in the checkpoint, else its validation part (the choice `eval`
+/// makes while reading the ids).
+fn scored_part(run: &CheckpointRun, data: Option<&Path>) -> (Split, Option<PathBuf>) {
+    if let Some(p) = data {
+        return (Split::Data, Some(p.to_path_buf()));
+    }
+    let entry = |key: &str| -> Option<PathBuf> { run.model_entry(key).ok().flatten() };
+    let held_out: bool = run.model_entry("test_held_out").unwrap_or(false);
+    match (entry("test"), held_out) {
+        (Some(t), _) => (Split::Test, Some(t)),
+        (None, true) => (Split::Test, entry("data")),
+        (None, false) => (Split::Validation, entry("valid").or_else(|| entry("data"))),
+    }
 }
 
 /// For each input line: its log-probability (given the start of a line), per-token perplexity
-/// and the most likely next tokens.
-pub fn predict(run: &CheckpointRun, req: impl Into<PredictRequest>) -> Result<Vec<String>> {
+/// and the most likely next tokens; as values `{"log_prob", "tokens", "perplexity", "next":
+/// [{"token", "probability"}]}`.
+pub fn predict(run: &CheckpointRun, req: impl Into<PredictRequest>) -> Result<Predictions> {
     let req = req.into();
     let l = load(run)?;
     let start = l.codec.line_start()?;
     let device = &run.device;
-    let mut out = Vec::new();
+    let mut out = Predictions::default();
     for line in req.inputs()? {
         let body = l.codec.encode_prompt(&line)?;
         // Scored: the line's tokens and its end (`<eos>` / newline), given the previous line's end.
@@ -588,22 +607,32 @@ pub fn predict(run: &CheckpointRun, req: impl Into<PredictRequest>) -> Result<Ve
         let probs = candle_nn::ops::softmax(&last, D::Minus1)?.to_vec1::<f32>()?;
         let mut order: Vec<usize> = (0..probs.len()).collect();
         order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
-        let next: Vec<String> = order
+        let top: Vec<(String, f32)> = order
             .iter()
             .take(5)
-            .map(|&i| format!("{:?} {:.3}", l.codec.token_text(i as u32), probs[i]))
+            .map(|&i| (l.codec.token_text(i as u32), probs[i]))
             .collect();
-        out.push(format!(
-            "{line}\tlog-prob {lp:.3} nats over {n} tokens, perplexity {:.3}; next: {}",
-            (-lp / n as f64).exp(),
+        let next: Vec<String> = top.iter().map(|(t, p)| format!("{t:?} {p:.3}")).collect();
+        let perplexity = (-lp / n as f64).exp();
+        let text = format!(
+            "{line}\tlog-prob {lp:.3} nats over {n} tokens, perplexity {perplexity:.3}; next: {}",
             next.join(", ")
-        ));
+        );
+        let next: Vec<_> = top
+            .iter()
+            .map(|(t, p)| serde_json::json!({"token": t, "probability": p}))
+            .collect();
+        let value = serde_json::json!({
+            "log_prob": lp, "tokens": n, "perplexity": perplexity, "next": next,
+        });
+        out.push(text, line, value);
     }
     Ok(out)
 }
 
-/// Generates `--num` samples continuing `--prompt` (default: the start of a line).
-pub fn sample(run: &CheckpointRun, req: impl Into<SampleRequest>) -> Result<Vec<String>> {
+/// Generates `--num` samples continuing `--prompt` (default: the start of a line); sample i
+/// (from 0) draws with seed `--seed` + i. As values: each sample's text, prompt included.
+pub fn sample(run: &CheckpointRun, req: impl Into<SampleRequest>) -> Result<Samples> {
     let req = req.into();
     let l = load(run)?;
     let (prompt_ids, prompt_text) = match &req.prompt {
@@ -638,7 +667,7 @@ pub fn sample(run: &CheckpointRun, req: impl Into<SampleRequest>) -> Result<Vec<
         .map_or("--temperature/--top-k/--top-p", |(_, flag)| flag);
         anyhow::anyhow!("{flag}: {message}")
     })?;
-    let mut out = Vec::new();
+    let mut out = Samples::default();
     for i in 0..req.num.max(1) {
         let seed = req.seed.wrapping_add(i as u64);
         let ids = l.model.generate(&prompt_ids, &cfg, seed)?;
@@ -650,9 +679,11 @@ pub fn sample(run: &CheckpointRun, req: impl Into<SampleRequest>) -> Result<Vec<
             _ => format!("{prompt_text}{text}"),
         };
         if req.num > 1 {
-            out.push(format!("--- sample {} (seed {seed}) ---", i + 1));
+            out.lines
+                .push(format!("--- sample {} (seed {seed}) ---", i + 1));
         }
-        out.push(joined);
+        out.samples.push(joined.as_str().into());
+        out.lines.push(joined);
     }
     Ok(out)
 }

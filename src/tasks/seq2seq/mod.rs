@@ -89,6 +89,7 @@ use crate::run::{
     fit, invalid, stochastic_model, task_from_functions, trainer_config, CheckpointRun,
     EvalRequest, PredictRequest, RunContext, TaskName, TaskOptions, TrainOutcome,
 };
+use crate::run::{EvalReport, Predictions, Split};
 
 /// GNMT length-penalty exponent of beam search.
 pub const LENGTH_PENALTY: f64 = 0.6;
@@ -542,7 +543,7 @@ fn load(run: &CheckpointRun) -> Result<Loaded> {
 }
 
 /// Evaluates a checkpoint: loss, BLEU and exact match on its validation data or `--data`.
-pub fn eval(run: &CheckpointRun, req: impl Into<EvalRequest>) -> Result<String> {
+pub fn eval(run: &CheckpointRun, req: impl Into<EvalRequest>) -> Result<EvalReport> {
     let req = req.into();
     if req.batch_size == 0 {
         bail!("--batch-size must be at least 1, got 0");
@@ -558,29 +559,50 @@ pub fn eval(run: &CheckpointRun, req: impl Into<EvalRequest>) -> Result<String> 
         req.batch_size,
         &run.device,
     )?;
-    let what = match (&req.data, &l.setup.test) {
-        (Some(p), _) => p.display().to_string(),
-        (None, Some(t)) => format!("the test data {}", t.display()),
-        (None, None) if l.setup.test_held_out => "the held-out test part".to_string(),
-        (None, None) => "validation data".to_string(),
+    let setup = &l.setup;
+    let (what, split, path) = match (&req.data, &setup.test) {
+        (Some(p), _) => (p.display().to_string(), Split::Data, Some(p)),
+        (None, Some(t)) => (
+            format!("the test data {}", t.display()),
+            Split::Test,
+            Some(t),
+        ),
+        (None, None) if setup.test_held_out => (
+            "the held-out test part".to_string(),
+            Split::Test,
+            setup.data.as_ref(),
+        ),
+        (None, None) => (
+            "validation data".to_string(),
+            Split::Validation,
+            setup.valid.as_ref().or(setup.data.as_ref()),
+        ),
     };
     let decoding = if l.setup.beam > 1 {
         format!("beam {}", l.setup.beam)
     } else {
         "greedy".to_string()
     };
-    Ok(format!(
+    let summary = format!(
         "{} on {what} ({} pairs, {decoding}): loss {:.4}, bleu {:.4}, exact_match {:.4}",
         run.task.as_str(),
         s.count,
         s.loss,
         s.bleu,
         s.exact_match
-    ))
+    );
+    let path = path.map(PathBuf::as_path);
+    Ok(
+        EvalReport::new(summary, split, path, s.count as u64, "pairs")
+            .metric("loss", s.loss)
+            .metric("bleu", s.bleu)
+            .metric("exact_match", s.exact_match),
+    )
 }
 
-/// Translates each input line; prints `translation<TAB>log-prob L`.
-pub fn predict(run: &CheckpointRun, req: impl Into<PredictRequest>) -> Result<Vec<String>> {
+/// Translates each input line; prints `translation<TAB>log-prob L`; as values
+/// `{"translation", "log_prob"}`.
+pub fn predict(run: &CheckpointRun, req: impl Into<PredictRequest>) -> Result<Predictions> {
     let req = req.into();
     let beam = req.beam.unwrap_or(1);
     if beam == 0 {
@@ -600,16 +622,16 @@ pub fn predict(run: &CheckpointRun, req: impl Into<PredictRequest>) -> Result<Ve
         sources.push(l.src_vocab.encode(tokens.iter().map(String::as_str)));
     }
     let hyps = decode(&l.model, &sources, beam, l.setup.max_len, 64, &run.device)?;
-    Ok(hyps
-        .iter()
-        .map(|h| {
-            format!(
-                "{}\tlog-prob {:.4}",
-                l.setup.level.join(&hypothesis_tokens(h, &l.tgt_vocab)),
-                h.log_prob
-            )
-        })
-        .collect())
+    let mut out = Predictions::default();
+    for (input, h) in inputs.iter().zip(&hyps) {
+        let translation = l.setup.level.join(&hypothesis_tokens(h, &l.tgt_vocab));
+        out.push(
+            format!("{translation}\tlog-prob {:.4}", h.log_prob),
+            input.as_str(),
+            serde_json::json!({"translation": translation, "log_prob": h.log_prob}),
+        );
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
