@@ -1,5 +1,6 @@
 //! `rnn eval --json`, `rnn predict --json` and `rnn sample --json` (docs/CLI_JSON.md) through the
-//! binary, on tiny runs of classify, tag, adding, dates, char-lm, forecast and routine: each
+//! binary, on tiny runs of classify, tag (part-of-speech and entity tags), adding, dates,
+//! char-lm, forecast, routine and digits: each
 //! prints one JSON document on one line, with the task and checkpoint, and numbers that are the
 //! unrounded values of the text output of the same command (each printed number equals the
 //! JSON value rounded as the text rounds it).
@@ -532,5 +533,105 @@ fn routine_json_matches_the_text_output() {
             s["agree"].as_u64().unwrap()
         );
         assert!(header.ends_with(&shown), "{shown} vs {header}");
+    }
+}
+
+#[test]
+fn tag_json_carries_entity_metrics_for_bio_tags() {
+    let dir = tempfile::tempdir().unwrap();
+    let names = ["john smith", "mary", "ann lee"];
+    let places = ["paris", "new york", "rome"];
+    let mut text = String::new();
+    for i in 0..80 {
+        for (k, w) in names[i % 3].split(' ').enumerate() {
+            text.push_str(&format!("{w} {}-PER\n", if k == 0 { "B" } else { "I" }));
+        }
+        text.push_str("visits O\n");
+        for (k, w) in places[(i / 3) % 3].split(' ').enumerate() {
+            text.push_str(&format!("{w} {}-LOC\n", if k == 0 { "B" } else { "I" }));
+        }
+        text.push_str(". O\n\n");
+    }
+    let data = dir.path().join("ner.conll");
+    std::fs::write(&data, text).unwrap();
+    let out = dir.path().join("run");
+    train(&[
+        "tag",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--max-steps",
+        "3",
+        "--hidden",
+        "8",
+        "--embedding",
+        "8",
+    ]);
+    let doc = eval(
+        &out,
+        Some(&data),
+        "tag",
+        "data",
+        "tokens",
+        &[
+            ("entity F1 ", "entity_f1", 4),
+            ("precision ", "entity_precision", 4),
+            ("recall ", "entity_recall", 4),
+            ("accuracy ", "accuracy", 4),
+            ("loss ", "loss", 4),
+        ],
+    );
+    assert_eq!(doc["metrics"].as_object().unwrap().len(), 5, "{doc}");
+}
+
+#[test]
+fn digits_json_matches_the_text_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let (images, labels) = rnn::tasks::digits::synthetic_idx(60, 3, 1);
+    let (img, lab) = (dir.path().join("img.idx3"), dir.path().join("lab.idx1"));
+    std::fs::write(&img, images).unwrap();
+    std::fs::write(&lab, labels).unwrap();
+    let out = dir.path().join("run");
+    let out_s = out.to_str().unwrap();
+    train(&[
+        "digits",
+        "--data",
+        img.to_str().unwrap(),
+        "--labels",
+        lab.to_str().unwrap(),
+        "--out",
+        out_s,
+        "--device",
+        "cpu",
+        "--hidden",
+        "8",
+        "--max-steps",
+        "2",
+    ]);
+    let metrics = [("accuracy ", "accuracy", 4), ("loss ", "loss", 4)];
+    let doc = eval(&out, None, "digits", "test", "images", &metrics);
+    assert_eq!(doc["data"], img.to_str().unwrap());
+
+    let (text, doc) = both(&[
+        "predict",
+        "--checkpoint",
+        out_s,
+        "--input",
+        img.to_str().unwrap(),
+    ]);
+    let predictions = doc["predictions"].as_array().unwrap();
+    assert_eq!(predictions.len(), 60, "one per image");
+    for (i, (p, line)) in predictions.iter().zip(lines(&text)).enumerate() {
+        assert_eq!(p["input"], i, "the image's index");
+        let o = &p["output"];
+        let shown = format!(
+            "{i}\t{}\t{:.4}",
+            o["digit"].as_u64().unwrap(),
+            o["probability"].as_f64().unwrap()
+        );
+        assert_eq!(line, shown);
     }
 }

@@ -772,7 +772,7 @@ fn plan_value(start: u32, rain: &[bool], predicted: &[u32], rule: &[u32]) -> ser
 }
 
 /// Predicts the activities for each `--input` line (`[START:] W1 W2 ...`); as values, the
-/// plan of [`plan_value`].
+/// plan `{"start", "weather", "activities", "rule", "agree"}` (see docs/CLI_JSON.md).
 pub fn predict(run: &CheckpointRun, req: impl Into<PredictRequest>) -> Result<Predictions> {
     let req = req.into();
     let inputs = req.inputs()?;
@@ -822,7 +822,7 @@ pub fn predict(run: &CheckpointRun, req: impl Into<PredictRequest>) -> Result<Pr
 }
 
 /// Draws random weather and prints the model's week-by-week plan (`--max-len` days after a dry
-/// Monday, `--num` samples, `--seed`); as values, one plan of [`plan_value`] per sample.
+/// Monday, `--num` samples, `--seed`); as values, one plan per sample, as [`predict`] gives.
 pub fn sample(run: &CheckpointRun, req: impl Into<SampleRequest>) -> Result<Samples> {
     let req = req.into();
     if req.max_len == 0 {
