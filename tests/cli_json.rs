@@ -1,9 +1,8 @@
 //! `rnn eval --json`, `rnn predict --json` and `rnn sample --json` (docs/CLI_JSON.md) through the
-//! binary, on tiny runs of classify, tag (part-of-speech and entity tags), adding, dates,
-//! char-lm, forecast, routine and digits: each
-//! prints one JSON document on one line, with the task and checkpoint, and numbers that are the
-//! unrounded values of the text output of the same command (each printed number equals the
-//! JSON value rounded as the text rounds it).
+//! binary, on tiny runs of classify, tag (part-of-speech and entity tags), adding, dates, char-lm,
+//! forecast, routine and digits: each prints one JSON document on one line, with the task and
+//! checkpoint, and numbers that are the unrounded values of the text output of the same command
+//! (each printed number equals the JSON value rounded as the text rounds it).
 
 mod common;
 use common::{conll_file, rnn_output, sentiment_file};
