@@ -3,6 +3,7 @@
 //! wrong; and batching (padding, lengths, masks, bucketing, seeded shuffles and splits).
 
 mod batch;
+#[cfg(feature = "tokenizers")]
 mod bpe;
 mod conll;
 mod dates;
@@ -22,6 +23,7 @@ pub use batch::{
     bucket_batches, chunk_sequences, largest_batch, length_batches, pad_batch, seeded_shuffle,
     split_fraction, PaddedBatch, PAD_RATIO, PAD_SLACK,
 };
+#[cfg(feature = "tokenizers")]
 pub use bpe::{BpeConfig, SubwordTokenizer};
 pub use conll::{
     parse_conll, parse_conllu, read_conll, read_conllu, stream_conll, stream_conllu, TaggedSentence,
