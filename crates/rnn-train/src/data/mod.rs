@@ -15,6 +15,7 @@ mod normalize;
 mod pairs;
 mod series;
 mod text;
+mod token_file;
 mod vocab;
 
 pub use batch::{
@@ -35,6 +36,10 @@ pub use normalize::{tutorial_keeps, tutorial_normalize, word_tokens};
 pub use pairs::{parse_pairs, read_pairs, SequencePair};
 pub use series::{MissingPolicy, Normalizer, Series, SeriesWindows};
 pub use text::{tokenize, Granularity};
+pub use token_file::{
+    is_token_file, Fnv64, IdWidth, TokenFile, TokenFileInfo, TokenFileWriter, TokenIds, TokenPart,
+    TOKEN_FILE_HEADER_BYTES, TOKEN_FILE_MAGIC, TOKEN_FILE_VERSION,
+};
 pub use vocab::{Vocab, BOS, EOS, PAD, UNK};
 
 use crate::{Error, Result};
@@ -60,6 +65,26 @@ pub fn read_text_as(path: &Path, encoding: TextEncoding) -> Result<String> {
 /// error.
 pub fn text_from_bytes(path: &Path, bytes: Vec<u8>) -> Result<String> {
     decode_text(path, bytes, TextEncoding::UTF8)
+}
+
+/// A fresh temporary path in the folder of `path` (`.NAME.tmp-PID-N`), for writing a file
+/// completely before renaming it over `path`, so a reader never sees a partial file.
+pub(crate) fn temp_beside(path: &Path) -> Result<std::path::PathBuf> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let name = path
+        .file_name()
+        .ok_or_else(|| Error::file(path, "not a file path"))?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    Ok(dir.join(format!(
+        ".{}.tmp-{}-{}",
+        name.to_string_lossy(),
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )))
 }
 
 /// Longest excerpt of a line that an error message quotes, in characters.
