@@ -25,7 +25,7 @@ pub use batch::{
 pub use bpe::{BpeConfig, SubwordTokenizer};
 pub use conll::{parse_conll, parse_conllu, read_conll, read_conllu, TaggedSentence};
 pub use dates::{date_pairs, format_date, DatePairs, DATE_FORMATS};
-pub use encoding::{decode_text, TextEncoding};
+pub use encoding::{decode_text, stream_text, TextEncoding};
 pub use feature_rows::{parse_feature_rows, read_feature_rows, FeatureRows};
 pub use labelled::{
     labelled_text, parse_labelled, read_labelled, read_labelled_file, LabelledFile, LabelledText,
@@ -35,7 +35,7 @@ pub use mnist::{parse_mnist, parse_mnist_images, read_mnist, read_mnist_images, 
 pub use normalize::{tutorial_keeps, tutorial_normalize, word_tokens};
 pub use pairs::{parse_pairs, read_pairs, SequencePair};
 pub use series::{MissingPolicy, Normalizer, Series, SeriesWindows};
-pub use text::{tokenize, Granularity};
+pub use text::{tokenize, Granularity, TokenStream};
 pub use token_file::{
     is_token_file, Fnv64, IdWidth, TokenFile, TokenFileInfo, TokenFileWriter, TokenIds, TokenPart,
     TOKEN_FILE_HEADER_BYTES, TOKEN_FILE_MAGIC, TOKEN_FILE_VERSION,
