@@ -290,6 +290,49 @@ struct LmData {
     encoding: TextEncoding,
 }
 
+/// The in-memory parts of a run's texts at `level`: the codec (built on the training part only)
+/// and the training, validation and test ids. Without `test_text` the last `split` of
+/// `train_text` is the test part, and without `valid_text` as large a piece just before it is
+/// the validation part; neither reaches the vocabulary. (`rnn prepare` computes the same,
+/// streaming.)
+fn encode_texts(
+    level: Level,
+    train_text: &str,
+    valid_text: Option<&str>,
+    test_text: Option<&str>,
+    split: f64,
+    vocab_size: Option<usize>,
+) -> Result<(Codec, Vec<u32>, Vec<u32>, Vec<u32>)> {
+    let (rest, held_out_test, valid_split) = match test_text {
+        Some(_) => (None, None, split),
+        None => {
+            let (rest, test) = codec::split_text(train_text, split);
+            let valid_split = if valid_text.is_some() {
+                split
+            } else {
+                split / (1.0 - split)
+            };
+            if valid_split >= 1.0 {
+                bail!("--split {split}: too large to hold out a validation and a test part of that size each; give --split below 0.5, or --valid/--test FILE");
+            }
+            (Some(rest), Some(test), valid_split)
+        }
+    };
+    let (codec, train_ids, valid_ids) = prepare(
+        level,
+        rest.as_deref().unwrap_or(train_text),
+        valid_text,
+        valid_split,
+        vocab_size,
+    )?;
+    let test_ids = match (test_text, &held_out_test) {
+        (Some(t), _) => codec.encode(t)?,
+        (None, Some(t)) => codec.encode(t)?,
+        (None, None) => Vec::new(),
+    };
+    Ok((codec, train_ids, valid_ids, test_ids))
+}
+
 /// The data of a run on a text (`--data TEXT`, or the built-in text): read, split and encoded in
 /// memory.
 fn load_text(ctx: &RunContext) -> Result<LmData> {
@@ -316,42 +359,26 @@ fn load_text(ctx: &RunContext) -> Result<LmData> {
         Some(p) => Some(read_text(p).context("--valid")?),
         None => None,
     };
-    // Without --test the last --split of the text is the test part, and the validation part
-    // (without --valid) as large a piece just before it; neither reaches the vocabulary.
-    let (train_text, held_out_test, valid_split) = match (&o.test, &valid_text) {
-        (Some(_), _) => (train_text, None, split),
-        (None, v) => {
-            let (rest, test) = codec::split_text(&train_text, split);
-            let valid_split = if v.is_some() {
-                split
-            } else {
-                split / (1.0 - split)
-            };
-            if valid_split >= 1.0 {
-                bail!("--split {split}: too large to hold out a validation and a test part of that size each; give --split below 0.5, or --valid/--test FILE");
-            }
-            (rest, Some(test), valid_split)
-        }
+    let test_text = match &o.test {
+        Some(p) => Some(read_text(p).context("--test")?),
+        None => None,
     };
-    let (codec, train_ids, valid_ids) = prepare(
+    let (codec, train_ids, valid_ids, test_ids) = encode_texts(
         level,
         &train_text,
         valid_text.as_deref(),
-        valid_split,
+        test_text.as_deref(),
+        split,
         o.vocab_size,
     )?;
-    let test_ids = match (&o.test, &held_out_test) {
-        (Some(p), _) => codec.encode(&read_text(p).context("--test")?)?,
-        (None, Some(t)) => codec.encode(t)?,
-        (None, None) => Vec::new(),
-    };
+    let held_out_test = test_text.is_none();
     Ok(LmData {
         level,
         codec,
         train: TokenIds::from(train_ids),
         valid: valid_ids,
         test: test_ids,
-        held_out_test: held_out_test.is_some(),
+        held_out_test,
         split,
         valid_path: o.valid.clone(),
         test_path: o.test.clone(),

@@ -418,3 +418,168 @@ pub(super) fn open(path: &Path) -> Result<(TokenFile, PreparedMeta, Codec)> {
     };
     Ok((file, meta, codec))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    /// A text with what tokenisation and splitting must agree on: blank and whitespace-only
+    /// lines, CRLF, non-ASCII characters, the specials written literally, lines longer than
+    /// the 200 bytes the test cut looks ahead, and (`trailing_newline`) a last line without one.
+    fn text(seed: u64, lines: usize, trailing_newline: bool) -> String {
+        let words = [
+            "the",
+            "cat",
+            "s\u{e9}es",
+            "a",
+            "<unk>",
+            "<eos>",
+            "d\u{f6}g",
+            "x",
+        ];
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let mut t = String::new();
+        for _ in 0..lines {
+            match rng.random_range(0..10) {
+                0 => t.push('\n'),
+                1 => t.push_str(" \t \n"),
+                2 => {
+                    let line: Vec<&str> = (0..60)
+                        .map(|_| words[rng.random_range(0..words.len())])
+                        .collect();
+                    t.push_str(&line.join(" "));
+                    t.push('\n');
+                }
+                k => {
+                    let n = rng.random_range(1..8);
+                    let line: Vec<&str> = (0..n)
+                        .map(|_| words[rng.random_range(0..words.len())])
+                        .collect();
+                    t.push_str(&line.join(if k == 3 { "  " } else { " " }));
+                    t.push_str(if k == 4 { "\r\n" } else { "\n" });
+                }
+            }
+        }
+        if !trailing_newline {
+            t.push_str("last line");
+        }
+        t
+    }
+
+    /// Prepares `data` (+ valid/test texts) and checks the file against the in-memory path.
+    fn check(
+        level: Level,
+        data: &str,
+        valid: Option<&str>,
+        test: Option<&str>,
+        split: f64,
+        vocab_size: Option<usize>,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, t: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, t).unwrap();
+            p
+        };
+        let req = PrepareRequest {
+            task: "word-lm".into(),
+            data: write("data.txt", data),
+            valid: valid.map(|v| write("valid.txt", v)),
+            test: test.map(|t| write("test.txt", t)),
+            split: Some(split),
+            level: Some(level.as_str().into()),
+            vocab_size,
+            encoding: None,
+            out: dir.path().join("data.tokens"),
+        };
+        let (info, _) = prepare_file(&req, |_| {}).unwrap();
+        let (codec, train, valid_ids, test_ids) =
+            super::super::encode_texts(level, data, valid, test, split, vocab_size).unwrap();
+        let (file, meta, file_codec) = open(&req.out).unwrap();
+        let what = format!(
+            "{level:?} split {split} valid {} test {}",
+            valid.is_some(),
+            test.is_some()
+        );
+        let (Codec::Vocab { vocab: a, .. }, Codec::Vocab { vocab: b, .. }) = (&codec, &file_codec)
+        else {
+            panic!("vocabulary codecs expected")
+        };
+        assert_eq!(a.tokens(), b.tokens(), "{what}: vocabulary");
+        assert_eq!(file.part(TokenPart::Train).to_vec(), train, "{what}: train");
+        assert_eq!(
+            file.part(TokenPart::Valid).to_vec(),
+            valid_ids,
+            "{what}: valid"
+        );
+        assert_eq!(
+            file.part(TokenPart::Test).to_vec(),
+            test_ids,
+            "{what}: test"
+        );
+        assert_eq!(info.counts[0] as usize, train.len());
+        assert_eq!(meta.test_held_out, test.is_none());
+        assert_eq!(meta.level, level);
+    }
+
+    #[test]
+    fn the_file_holds_what_the_in_memory_path_computes() {
+        for (seed, lines, newline) in [(1, 40, true), (2, 300, false), (3, 7, true)] {
+            let data = text(seed, lines, newline);
+            let other = text(seed + 10, 20, true);
+            for level in [Level::Word, Level::Char] {
+                for split in [0.1, 0.3, 0.02] {
+                    check(level, &data, None, None, split, None);
+                }
+                check(level, &data, Some(&other), None, 0.2, None);
+                check(level, &data, None, Some(&other), 0.2, None);
+                check(level, &data, Some(&other), Some(&other), 0.2, None);
+            }
+            check(Level::Word, &data, None, None, 0.1, Some(6));
+        }
+    }
+
+    #[test]
+    fn a_text_larger_than_a_read_block_splits_the_same() {
+        // Over 2 MiB: the reader's 1 MiB blocks end inside lines and characters, and the test
+        // cut falls in a later block than the first.
+        let data = text(5, 60_000, true);
+        assert!(data.len() > 2 << 20);
+        check(Level::Word, &data, None, None, 0.1, None);
+        check(Level::Char, &data, None, None, 0.45, None);
+    }
+
+    #[test]
+    fn bad_requests_are_refused_with_their_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("d.txt");
+        std::fs::write(&data, "a b c\n").unwrap();
+        let req = |f: &dyn Fn(&mut PrepareRequest)| {
+            let mut r = PrepareRequest {
+                task: "word-lm".into(),
+                data: data.clone(),
+                valid: None,
+                test: None,
+                split: None,
+                level: None,
+                vocab_size: None,
+                encoding: None,
+                out: dir.path().join("o.tokens"),
+            };
+            f(&mut r);
+            format!("{:#}", prepare_file(&r, |_| {}).unwrap_err())
+        };
+        assert!(req(&|r| r.task = "classify".into()).contains("char-lm or word-lm"));
+        assert!(req(&|r| r.level = Some("subword".into())).contains("--level subword"));
+        assert!(req(&|r| r.split = Some(1.5)).contains("--split"));
+        assert!(req(&|r| r.split = Some(0.6)).contains("--split 0.6"));
+        assert!(req(&|r| r.encoding = Some("klingon".into())).contains("--encoding"));
+        let e = req(&|r| r.data = dir.path().join("missing.txt"));
+        assert!(e.contains("missing.txt"), "{e}");
+        std::fs::write(&data, " \n\n").unwrap();
+        let e = req(&|_| {});
+        assert!(e.contains("d.txt") && e.contains("empty"), "{e}");
+        assert!(!dir.path().join("o.tokens").exists());
+    }
+}
