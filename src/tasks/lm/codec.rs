@@ -86,6 +86,22 @@ fn split_tail<T>(mut items: Vec<T>, fraction: f64) -> (Vec<T>, Vec<T>) {
     (items, tail)
 }
 
+/// The fraction of the tokens before the test part that the validation part takes, when the
+/// test part is the last `split` of the text: `split / (1 - split)` (as large a piece as the test
+/// part), or `split` when the validation part is a file of its own (unused then). An error when
+/// the two parts would not leave a training part.
+pub(super) fn valid_fraction(split: f64, valid_file: bool) -> Result<f64> {
+    let fraction = if valid_file {
+        split
+    } else {
+        split / (1.0 - split)
+    };
+    if fraction >= 1.0 {
+        bail!("--split {split}: too large to hold out a validation and a test part of that size each; give --split below 0.5, or --valid/--test FILE");
+    }
+    Ok(fraction)
+}
+
 /// [`split_text`] moves its cut to the start of the next line when that line starts within this
 /// many bytes (and is not the text's last character).
 pub(super) const LINE_START_REACH: usize = 200;

@@ -306,15 +306,8 @@ fn encode_texts(
     let (rest, held_out_test, valid_split) = match test_text {
         Some(_) => (None, None, split),
         None => {
+            let valid_split = codec::valid_fraction(split, valid_text.is_some())?;
             let (rest, test) = codec::split_text(train_text, split);
-            let valid_split = if valid_text.is_some() {
-                split
-            } else {
-                split / (1.0 - split)
-            };
-            if valid_split >= 1.0 {
-                bail!("--split {split}: too large to hold out a validation and a test part of that size each; give --split below 0.5, or --valid/--test FILE");
-            }
             (Some(rest), Some(test), valid_split)
         }
     };

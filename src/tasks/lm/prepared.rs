@@ -27,7 +27,7 @@ use rnn_train::data::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::codec::{tail_len, Level, LINE_START_REACH};
+use super::codec::{tail_len, valid_fraction, Level, LINE_START_REACH};
 use super::Codec;
 
 /// What `rnn prepare` is asked: the options of `rnn train char-lm|word-lm` that shape the data.
@@ -211,6 +211,7 @@ pub fn prepare_file(req: &PrepareRequest, say: impl Fn(&str)) -> Result<(TokenFi
     let (cut, valid_split) = match &req.test {
         Some(_) => (None, split),
         None => {
+            let valid_split = valid_fraction(split, req.valid.is_some())?;
             say(&format!(
                 "rnn prepare: pass 1, counting the characters of {}",
                 data.display()
@@ -218,14 +219,6 @@ pub fn prepare_file(req: &PrepareRequest, say: impl Fn(&str)) -> Result<(TokenFi
             let n = count_chars(data, encoding).context("--data")?;
             say("rnn prepare: pass 2, locating the test part");
             let cut = find_cut(data, encoding, n, split)?;
-            let valid_split = if req.valid.is_some() {
-                split
-            } else {
-                split / (1.0 - split)
-            };
-            if valid_split >= 1.0 {
-                bail!("--split {split}: too large to hold out a validation and a test part of that size each; give --split below 0.5, or --valid/--test FILE");
-            }
             (Some(cut), valid_split)
         }
     };
