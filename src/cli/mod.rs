@@ -99,7 +99,7 @@ pub struct PrepareArgs {
     /// Token level: char or word [default: the task's].
     #[arg(long)]
     pub level: Option<String>,
-    /// Word level: the vocabulary's maximum size, specials included; rarer words become <unk>
+    /// Word level: the vocabulary's maximum size, specials included; rarer words become `<unk>`
     /// [default: every word of the training part].
     #[arg(long)]
     pub vocab_size: Option<usize>,

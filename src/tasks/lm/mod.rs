@@ -290,6 +290,18 @@ struct LmData {
     encoding: TextEncoding,
 }
 
+/// What [`encode_texts`] gives.
+struct EncodedTexts {
+    /// The codec, built on the training part.
+    codec: Codec,
+    /// Training ids.
+    train: Vec<u32>,
+    /// Validation ids.
+    valid: Vec<u32>,
+    /// Test ids.
+    test: Vec<u32>,
+}
+
 /// The in-memory parts of a run's texts at `level`: the codec (built on the training part only)
 /// and the training, validation and test ids. Without `test_text` the last `split` of
 /// `train_text` is the test part, and without `valid_text` as large a piece just before it is
@@ -302,7 +314,7 @@ fn encode_texts(
     test_text: Option<&str>,
     split: f64,
     vocab_size: Option<usize>,
-) -> Result<(Codec, Vec<u32>, Vec<u32>, Vec<u32>)> {
+) -> Result<EncodedTexts> {
     let (rest, held_out_test, valid_split) = match test_text {
         Some(_) => (None, None, split),
         None => {
@@ -323,7 +335,12 @@ fn encode_texts(
         (None, Some(t)) => codec.encode(t)?,
         (None, None) => Vec::new(),
     };
-    Ok((codec, train_ids, valid_ids, test_ids))
+    Ok(EncodedTexts {
+        codec,
+        train: train_ids,
+        valid: valid_ids,
+        test: test_ids,
+    })
 }
 
 /// The data of a run on a text (`--data TEXT`, or the built-in text): read, split and encoded in
@@ -356,7 +373,12 @@ fn load_text(ctx: &RunContext) -> Result<LmData> {
         Some(p) => Some(read_text(p).context("--test")?),
         None => None,
     };
-    let (codec, train_ids, valid_ids, test_ids) = encode_texts(
+    let EncodedTexts {
+        codec,
+        train: train_ids,
+        valid: valid_ids,
+        test: test_ids,
+    } = encode_texts(
         level,
         &train_text,
         valid_text.as_deref(),

@@ -487,8 +487,12 @@ mod tests {
             out: dir.path().join("data.tokens"),
         };
         let (info, _) = prepare_file(&req, |_| {}).unwrap();
-        let (codec, train, valid_ids, test_ids) =
-            super::super::encode_texts(level, data, valid, test, split, vocab_size).unwrap();
+        let super::super::EncodedTexts {
+            codec,
+            train,
+            valid: valid_ids,
+            test: test_ids,
+        } = super::super::encode_texts(level, data, valid, test, split, vocab_size).unwrap();
         let (file, meta, file_codec) = open(&req.out).unwrap();
         let what = format!(
             "{level:?} split {split} valid {} test {}",

@@ -114,7 +114,7 @@ impl LmBatches {
             let s = r * self.per_stream + start;
             self.ids.extend_into(s..s + len, &mut inputs);
             self.ids.extend_into(s + 1..s + len + 1, &mut targets);
-            if k % RELEASE_EVERY == 0 && k > 0 {
+            if k.is_multiple_of(RELEASE_EVERY) && k > 0 {
                 // The windows behind this one are not read again this pass.
                 self.ids.release(r * self.per_stream..s);
             }
