@@ -191,6 +191,16 @@ fn find_cut(path: &Path, encoding: TextEncoding, n: u64, split: f64) -> Result<u
 pub fn prepare_file(req: &PrepareRequest, say: impl Fn(&str)) -> Result<(TokenFileInfo, String)> {
     let began = Instant::now();
     let level = level_of(&req.task, req.level.as_deref())?;
+    // As `rnn train` says it (`TaskOptions::check`).
+    for (flag, path) in [
+        ("--data", Some(&req.data)),
+        ("--valid", req.valid.as_ref()),
+        ("--test", req.test.as_ref()),
+    ] {
+        if let Some(p) = path.filter(|p| !p.exists()) {
+            bail!("{flag} {}: no such file", p.display());
+        }
+    }
     let encoding = match &req.encoding {
         Some(name) => TextEncoding::from_label(name).context("--encoding")?,
         None => TextEncoding::UTF8,

@@ -463,11 +463,18 @@ impl TokenFile {
         let expected = header.expected_len().ok_or_else(|| {
             Error::file(path, "the header's sizes overflow: the header is corrupt")
         })?;
+        let n_ids: u64 = header.counts.iter().sum();
+        let ids_end = TOKEN_FILE_HEADER_BYTES as u64 + n_ids * header.width.bytes() as u64;
+        if actual < ids_end {
+            return Err(Error::file(
+                path,
+                format!("truncated: {actual} bytes, but its {n_ids} ids of {} bytes end at byte {ids_end}; prepare the file again", header.width.bytes()),
+            ));
+        }
         if actual < expected {
             return Err(Error::file(
                 path,
-                format!("truncated: {actual} bytes, the header describes {expected} ({} + {} + {} tokens of {} bytes, {} bytes of vocabulary, {} of metadata)",
-                    header.counts[0], header.counts[1], header.counts[2], header.width.bytes(), header.vocab_bytes, header.meta_bytes),
+                format!("truncated: {actual} bytes, the header describes {expected}; prepare the file again"),
             ));
         }
         if actual > expected {
@@ -476,7 +483,6 @@ impl TokenFile {
                 format!("{actual} bytes, but the header describes {expected}: trailing data, the file is corrupt"),
             ));
         }
-        let n_ids: u64 = header.counts.iter().sum();
         let ids_bytes = n_ids * header.width.bytes() as u64;
         let total = usize::try_from(expected)
             .map_err(|_| Error::file(path, "too large to map on this machine"))?;
@@ -858,7 +864,15 @@ mod tests {
             open_err(&path)
         };
         let e = bad(&|b| b.truncate(good.len() - 7));
-        assert!(e.contains("truncated"), "{e}");
+        assert!(
+            e.contains("truncated") && e.contains("the header describes"),
+            "{e}"
+        );
+        let e = bad(&|b| b.truncate(TOKEN_FILE_HEADER_BYTES + 100));
+        assert!(
+            e.contains("truncated: 228 bytes, but its 503 ids of 2 bytes end at byte 1134"),
+            "{e}"
+        );
         let e = bad(&|b| b.truncate(50));
         assert!(e.contains("truncated") && e.contains("header"), "{e}");
         let e = bad(&|b| b[0] = b'X');
