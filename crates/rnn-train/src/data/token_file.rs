@@ -17,7 +17,7 @@
 //! | 64..72 | bytes of the metadata JSON (u64) |
 //! | 72..80 | FNV-1a 64 checksum of the vocabulary and metadata bytes |
 //! | 80..88 | FNV-1a 64 checksum of bytes 0..80 (the header itself) |
-//! | 88..128 | zero (reserved) |
+//! | 88..128 | zero (reserved; checked) |
 //! | 128.. | the ids: training part, then validation, then test, each id `width` bytes |
 //! | then | the vocabulary, as the `vocab.json` a language-model checkpoint holds |
 //! | then | the metadata: a JSON value of the writer's choice (how the parts were made) |
@@ -387,6 +387,12 @@ impl Header {
             return Err(Error::file(
                 path,
                 format!("header checksum mismatch (stored {own:016x}, computed {computed:016x}): the header is corrupt; prepare the file again"),
+            ));
+        }
+        if h[88..].iter().any(|&b| b != 0) {
+            return Err(Error::file(
+                path,
+                "the reserved header bytes 88..128 are not zero: the header is corrupt; prepare the file again",
             ));
         }
         let version = u32_at(8);
@@ -915,6 +921,38 @@ mod tests {
             e.contains("id 10 at token 7 is out of the vocabulary range (0..10)"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn any_damage_is_an_error_never_a_panic() {
+        use rand::{Rng, SeedableRng};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.tokens");
+        let train: Vec<u32> = (0..300).map(|i| i % 9).collect();
+        write(&path, 9, [&train, &[1, 2], &[3, 4]]);
+        let good = std::fs::read(&path).unwrap();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        for round in 0..300 {
+            let mut b = good.clone();
+            match round % 3 {
+                0 => b.truncate(rng.random_range(0..good.len())),
+                1 => {
+                    let at = rng.random_range(0..good.len());
+                    b[at] ^= 1 << rng.random_range(0..8);
+                }
+                _ => {
+                    // A random header whose own checksum matches: sizes, counts and width.
+                    for x in &mut b[8..80] {
+                        *x = rng.random();
+                    }
+                    let own = Fnv64::hash(&b[0..80]);
+                    b[80..88].copy_from_slice(&own.to_le_bytes());
+                }
+            }
+            std::fs::write(&path, &b).unwrap();
+            let e = TokenFile::open(&path).unwrap_err().to_string();
+            assert!(e.contains("d.tokens"), "round {round}: {e}");
+        }
     }
 
     #[test]
