@@ -942,8 +942,14 @@ mod tests {
                 }
                 _ => {
                     // A random header whose own checksum matches: sizes, counts and width.
-                    for x in &mut b[8..80] {
+                    for x in &mut b[16..80] {
                         *x = rng.random();
+                    }
+                    if round % 2 == 0 {
+                        // Plausible sizes, so that the length checks (not only overflow) run.
+                        for at in (16..72).step_by(8) {
+                            b[at + 3..at + 8].fill(0);
+                        }
                     }
                     let own = Fnv64::hash(&b[0..80]);
                     b[80..88].copy_from_slice(&own.to_le_bytes());
