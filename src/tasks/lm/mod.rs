@@ -17,7 +17,9 @@
 //! best weights; the test part, which neither the vocabulary nor model selection sees, is scored
 //! once with them (the summary's `test perplexity`, which `rnn eval --checkpoint DIR` prints
 //! again). Without `--data` a small generated text is used, so `rnn train char-lm` runs on a
-//! fresh clone.
+//! fresh clone. `--data` may also be a token file made by `rnn prepare` (docs/STREAMING.md):
+//! training then reads its windows in place from the mapped file, with the same metrics and
+//! weights as from the text; the data options are those the file was prepared with.
 //!
 //! Defaults: `char-lm` 2 x 256 LSTM, embedding 64, dropout 0.1, `--seq-len` 100, batch 32,
 //! AdamW lr 2e-3, clip 5, 10 epochs. `word-lm` is Zaremba's "small" model: 2 x 200 LSTM,
