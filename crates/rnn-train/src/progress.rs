@@ -177,7 +177,7 @@ mod tests {
     #[test]
     fn progress_is_hidden_when_not_a_terminal() {
         // Test harness output is captured, so stderr is not a terminal here (as in CI logs).
-        if !std::io::stderr().is_terminal() {
+        if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
             let p = Progress::new(10, "tokens");
             assert!(!p.is_visible());
             p.step(1.0, 5);
