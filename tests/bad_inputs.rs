@@ -121,6 +121,15 @@ fn memory_refusal() -> anyhow::Result<()> {
 
 // ---- generated data -------------------------------------------------------------------------
 
+/// `rnn prepare word-lm` of a small corpus into `<dir>/c.tokens`; its bytes.
+fn token_file(dir: &Path) -> Vec<u8> {
+    let data = write(dir, "corpus.txt", corpus(40));
+    let out = dir.join("c.tokens");
+    let (data, out) = (data.display().to_string(), out.display().to_string());
+    rnn::cli::run(["rnn", "prepare", "word-lm", "--data", &data, "--out", &out]).unwrap();
+    std::fs::read(&out).unwrap()
+}
+
 /// Lines of plain English-like text.
 fn corpus(lines: usize) -> String {
     let words = [
@@ -368,6 +377,21 @@ cases! {
     text_is_directory: "`--data` names a directory",
         cli(nothing, &["train", "word-lm", "--data", "<tmp>", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
         => "--data: <tmp>: Is a directory (os error 21)";
+    token_file_truncated: "`c.tokens` (made by `rnn prepare`) cut at byte 400, inside its ids",
+        cli(|d| { let b = token_file(d); write(d, "c.tokens", &b[..400]); }, &["train", "word-lm", "--data", "<tmp>/c.tokens", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
+        => "<tmp>/c.tokens: truncated: 400 bytes, but its 280 ids of 2 bytes end at byte 688; prepare the file again";
+    token_file_bit_flip: "`c.tokens`: one bit of its ids flipped",
+        cli(|d| { let mut b = token_file(d); b[140] ^= 4; write(d, "c.tokens", b); }, &["train", "word-lm", "--data", "<tmp>/c.tokens", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
+        => "<tmp>/c.tokens: ids checksum mismatch (stored 98eef929a0591b05, computed d23a0029a80e4841): the file is corrupt; prepare it again";
+    token_file_with_split: "`--split` differs from the one `c.tokens` was prepared with",
+        cli(|d| { token_file(d); }, &["train", "word-lm", "--data", "<tmp>/c.tokens", "--split", "0.2", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
+        => "--split 0.2: <tmp>/c.tokens was prepared with --split 0.1; the data options are fixed by `rnn prepare` (prepare the corpus again to change them)";
+    prepare_subword: "`rnn prepare --level subword`",
+        cli(|d| { write(d, "ok.txt", corpus(40)); }, &["prepare", "word-lm", "--data", "<tmp>/ok.txt", "--level", "subword", "--out", "<tmp>/o.tokens"])
+        => "--level subword: rnn prepare makes char and word token files only (byte-level BPE is trained on the whole text in memory); train on --data TEXT for subwords";
+    prepare_missing: "`rnn prepare --data` names a file that does not exist",
+        cli(nothing, &["prepare", "char-lm", "--data", "<tmp>/nope.txt", "--out", "<tmp>/o.tokens"])
+        => "--data <tmp>/nope.txt: no such file";
     labels_no_text: "`labels.txt` line 3 has a label and no text",
         cli(|d| { write(d, "labels.txt", "1 a fine film\n0 dull\n1\n"); }, &["train", "classify", "--data", "<tmp>/labels.txt", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
         => "<tmp>/labels.txt:3: expected `label<space or tab>text`, found no separator";

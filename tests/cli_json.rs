@@ -343,6 +343,15 @@ fn char_lm_json_matches_the_text_output() {
     let doc = eval(&out, None, "char-lm", "test", "chars", &metrics);
     assert_eq!(doc["data"], data.to_str().unwrap());
     eval(&out, Some(&data), "char-lm", "data", "chars", &metrics);
+    // A token file given as --data: its test part is scored.
+    let tokens = dir.path().join("train.tok");
+    let (data_s, tokens_s) = (data.to_str().unwrap(), tokens.to_str().unwrap());
+    rnn::cli::run([
+        "rnn", "prepare", "char-lm", "--data", data_s, "--out", tokens_s,
+    ])
+    .unwrap();
+    let doc = eval(&out, Some(&tokens), "char-lm", "test", "chars", &metrics);
+    assert_eq!(doc["data"], tokens_s);
 
     let (text, doc) = both(&["predict", "--checkpoint", out_s, "--input", "the cat"]);
     let o = &doc["predictions"][0]["output"];

@@ -47,6 +47,18 @@ enum Command {
     Sample(SampleArgs),
     /// Run a checkpoint on an input: classify, tag, translate, forecast, complete.
     Predict(PredictArgs),
+    /// Tokenise a language-model corpus once into a token file that `rnn train char-lm|word-lm
+    /// --data FILE` reads in place.
+    ///
+    /// The token file holds the token ids (2 bytes each for vocabularies of up to 65,536 entries,
+    /// else 4), the vocabulary and a header with checksums. `rnn train char-lm|word-lm --data
+    /// FILE` reads its training windows in place from the mapped file, with the same tokens,
+    /// parts and vocabulary, and so the same metrics and weights, as training on the text with
+    /// the same options; the options that shape the data are fixed here, not at training. The
+    /// corpus is read up to five times (counting characters, locating the test part, counting
+    /// tokens, counting the vocabulary, writing), never held in memory. Byte-level BPE
+    /// (--level subword) is not supported. See docs/STREAMING.md.
+    Prepare(PrepareArgs),
     /// List the tasks and what data each expects.
     Tasks,
     /// Time a recurrent layer (train = forward + mean-square loss + backward; infer = forward).
@@ -65,6 +77,57 @@ pub struct TrainArgs {
     /// The options (see `rnn train --help`).
     #[command(flatten)]
     pub opts: Options,
+}
+
+/// `rnn prepare`.
+#[derive(clap::Args, Debug)]
+pub struct PrepareArgs {
+    /// char-lm (default --level char) or word-lm (default --level word).
+    pub task: String,
+    /// The corpus, a text file.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Validation text; default: a piece of --data as large as the test part, just before it.
+    #[arg(long)]
+    pub valid: Option<PathBuf>,
+    /// Test text; default: the last --split of --data's characters (from a line start when one
+    /// is near), kept out of the vocabulary.
+    #[arg(long)]
+    pub test: Option<PathBuf>,
+    /// Fraction of --data held out as the test part (and as the validation part without
+    /// --valid) [default: 0.1].
+    #[arg(long)]
+    pub split: Option<f64>,
+    /// Token level: char or word [default: the task's].
+    #[arg(long)]
+    pub level: Option<String>,
+    /// Word level: the vocabulary's maximum size, specials included; rarer words become `<unk>`
+    /// [default: every word of the training part].
+    #[arg(long)]
+    pub vocab_size: Option<usize>,
+    /// Character encoding of the text files (utf-8, latin1, windows-1252, utf-16le, ...)
+    /// [default: utf-8].
+    #[arg(long)]
+    pub encoding: Option<String>,
+    /// The token file to write (replaced atomically when it exists).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+impl From<&PrepareArgs> for tasks::lm::PrepareRequest {
+    fn from(args: &PrepareArgs) -> Self {
+        tasks::lm::PrepareRequest {
+            task: args.task.clone(),
+            data: args.data.clone(),
+            valid: args.valid.clone(),
+            test: args.test.clone(),
+            split: args.split,
+            level: args.level.clone(),
+            vocab_size: args.vocab_size,
+            encoding: args.encoding.clone(),
+            out: args.out.clone(),
+        }
+    }
 }
 
 /// `rnn eval`.
@@ -425,6 +488,12 @@ where
                     println!("{line}");
                 }
             }
+            Ok(())
+        }
+        Command::Prepare(args) => {
+            let req = tasks::lm::PrepareRequest::from(&args);
+            let (_, line) = tasks::lm::prepare_file(&req, |m| eprintln!("{m}"))?;
+            println!("{line}");
             Ok(())
         }
         Command::Tasks => {

@@ -37,7 +37,7 @@
 //! epoch, so resuming re-reads the file and skips the batches already trained. It needs
 //! `--valid FILE` and `--test FILE` (no split of a streamed file) and a UTF-8 file. Without it,
 //! the examples are held as token ids and class ids, and each step builds the tensors of its
-//! batch only. See docs/STREAMING_LABELLED.md.
+//! batch only. See docs/STREAMING.md ("Classification and tagging").
 //!
 //! `--encoding NAME` (default utf-8; latin1, windows-1252, ...) names the files' character encoding;
 //! it is recorded in the checkpoint, so `rnn eval` reads them the same way. A header line

@@ -39,7 +39,7 @@
 //! length). Resuming re-reads the file and skips the batches already trained. It needs
 //! `--valid FILE` and `--test FILE` and a UTF-8 file. Without it, the sentences are held as
 //! word and tag ids, and each step builds the tensors of its batch only. See
-//! docs/STREAMING_LABELLED.md.
+//! docs/STREAMING.md ("Classification and tagging").
 //!
 //! # Model and defaults
 //!

@@ -3,6 +3,7 @@
 //! wrong; and batching (padding, lengths, masks, bucketing, seeded shuffles and splits).
 
 mod batch;
+#[cfg(feature = "tokenizers")]
 mod bpe;
 mod conll;
 mod dates;
@@ -16,18 +17,20 @@ mod pairs;
 mod series;
 mod shuffle;
 mod text;
+mod token_file;
 mod vocab;
 
 pub use batch::{
     bucket_batches, chunk_sequences, largest_batch, length_batches, pad_batch, seeded_shuffle,
     split_fraction, PaddedBatch, PAD_RATIO, PAD_SLACK,
 };
+#[cfg(feature = "tokenizers")]
 pub use bpe::{BpeConfig, SubwordTokenizer};
 pub use conll::{
     parse_conll, parse_conllu, read_conll, read_conllu, stream_conll, stream_conllu, TaggedSentence,
 };
 pub use dates::{date_pairs, format_date, DatePairs, DATE_FORMATS};
-pub use encoding::{decode_text, TextEncoding};
+pub use encoding::{decode_text, stream_text, TextEncoding};
 pub use feature_rows::{parse_feature_rows, read_feature_rows, FeatureRows};
 pub use labelled::{
     labelled_text, parse_labelled, read_labelled, read_labelled_file, scan_labelled,
@@ -39,7 +42,11 @@ pub use normalize::{tutorial_keeps, tutorial_normalize, word_tokens};
 pub use pairs::{parse_pairs, read_pairs, SequencePair};
 pub use series::{MissingPolicy, Normalizer, Series, SeriesWindows};
 pub use shuffle::{OpenStream, ShuffleBuffer, StreamedBatches};
-pub use text::{tokenize, Granularity};
+pub use text::{tokenize, Granularity, TokenStream};
+pub use token_file::{
+    is_token_file, Fnv64, IdWidth, TokenFile, TokenFileInfo, TokenFileWriter, TokenIds, TokenPart,
+    TOKEN_FILE_HEADER_BYTES, TOKEN_FILE_MAGIC, TOKEN_FILE_VERSION,
+};
 pub use vocab::{Vocab, BOS, EOS, PAD, UNK};
 
 use crate::{Error, Result};
@@ -65,6 +72,26 @@ pub fn read_text_as(path: &Path, encoding: TextEncoding) -> Result<String> {
 /// error.
 pub fn text_from_bytes(path: &Path, bytes: Vec<u8>) -> Result<String> {
     decode_text(path, bytes, TextEncoding::UTF8)
+}
+
+/// A fresh temporary path in the folder of `path` (`.NAME.tmp-PID-N`), for writing a file
+/// completely before renaming it over `path`, so a reader never sees a partial file.
+pub(crate) fn temp_beside(path: &Path) -> Result<std::path::PathBuf> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let name = path
+        .file_name()
+        .ok_or_else(|| Error::file(path, "not a file path"))?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    Ok(dir.join(format!(
+        ".{}.tmp-{}-{}",
+        name.to_string_lossy(),
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )))
 }
 
 /// Longest excerpt of a line that an error message quotes, in characters.
