@@ -38,7 +38,8 @@ pub struct EvalReport {
     /// Every metric of the line, unrounded, by snake_case name (the names of `metrics.jsonl`
     /// where the task logs the metric there); `loss` is the training loss's quantity.
     pub metrics: BTreeMap<String, f64>,
-    /// How many units were scored (the denominator of the metrics).
+    /// How many `unit` were scored: the count the line prints (the denominator of the
+    /// headline metric; copy's per-symbol and per-step metrics count within these sequences).
     pub count: u64,
     /// What `count` counts, plural: `examples`, `tokens`, `chars`, `sequences`, `pairs`,
     /// `points`, `images`, `days`.
