@@ -7,6 +7,7 @@
 //! `rnn::cli::run` (or a library call), and compares the whole error line, as
 //! `rnn::cli::main_entry` prints it after `error: `, with the expected text, the temporary
 //! directory written `<tmp>`.
+#![cfg(feature = "cli")]
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

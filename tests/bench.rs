@@ -1,5 +1,6 @@
 //! `rnn bench`'s workloads run for every implementation and report sane numbers; candle-nn's
 //! missing cells are refused with a clear error.
+#![cfg(feature = "cli")]
 
 use candle_core::{DType, Device};
 use rnn::bench::{BenchImpl, BenchSpec, Workload};

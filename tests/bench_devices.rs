@@ -1,6 +1,7 @@
 //! `rnn bench --devices`: one table over devices, cells, modes and shapes, through the binary.
 //! Devices this build lacks are rows, never errors; PyTorch's side is checked with fake Pythons
 //! (shell scripts that print what the real script prints), so no PyTorch is needed.
+#![cfg(feature = "cli")]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,5 +1,6 @@
 //! The `rnn` command's shared behaviour, driven in-process: every bad input is one clear error
 //! naming what is wrong (never a panic), and the listing commands work.
+#![cfg(feature = "cli")]
 
 mod common;
 

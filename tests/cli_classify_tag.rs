@@ -1,6 +1,7 @@
 //! End-to-end tests of `rnn train classify` and `rnn train tag` through `rnn::cli::run`, on small
 //! generated files: training writes a checkpoint, metrics and curves and lowers the loss; `eval`
 //! and `predict` work on the checkpoint; bad input gives one clear error.
+#![cfg(feature = "cli")]
 
 mod common;
 use common::sentiment_file;

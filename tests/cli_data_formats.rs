@@ -1,6 +1,7 @@
 //! Data files in other encodings and layouts (issue 25, items 5 and 6): `--encoding` on the text
 //! tasks, a header line skipped with a notice, and `digits` reading CSV rows. The refusals
 //! (wrong layouts, unknown encodings) are rows of `tests/bad_inputs.rs`.
+#![cfg(feature = "cli")]
 
 mod common;
 use std::process::Command;

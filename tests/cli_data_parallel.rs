@@ -1,6 +1,7 @@
 //! `rnn train --dp-threads N` (data-parallel ranks as threads, the DDP semantics of `mpirun`)
 //! against `--grad-accum N` in one process: the same metrics.jsonl and checkpoints byte for
 //! byte, for word-lm (with dropout) and char-lm, across a stop and `--resume` too.
+#![cfg(feature = "cli")]
 
 mod common;
 

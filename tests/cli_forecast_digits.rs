@@ -1,6 +1,7 @@
 //! End to end through `rnn::cli::run`: `rnn train forecast` on a generated CSV series and
 //! `rnn train digits` on generated IDX files, then `rnn eval` and `rnn predict` on the results,
 //! and the bad inputs of both tasks.
+#![cfg(feature = "cli")]
 
 use std::path::Path;
 

@@ -1,6 +1,7 @@
 //! End-to-end tests of `rnn train char-lm` / `word-lm` (char, word and subword levels) and of
 //! `rnn eval`, `rnn sample`, `rnn predict` on the checkpoints, driven in-process through
 //! `rnn::cli`. Small generated text, tiny models, CPU: a few seconds each.
+#![cfg(feature = "cli")]
 
 use std::path::{Path, PathBuf};
 

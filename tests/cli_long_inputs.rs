@@ -2,6 +2,7 @@
 //! 25, item 3): a classify file with one 200,000-token line trains with `--max-len`, and one
 //! whose largest batch would need far more memory than any machine has is refused with a line
 //! naming the longest example, `--max-len` and `--batch-size`.
+#![cfg(feature = "cli")]
 
 mod common;
 use std::path::Path;

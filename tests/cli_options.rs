@@ -2,6 +2,7 @@
 //! flag or config file) and data paths that do not exist, `rnn train TASK --help` lists TASK's
 //! options with its defaults, and a run that fails before its first checkpoint removes the
 //! `--out` directory it created.
+#![cfg(feature = "cli")]
 
 mod common;
 use common::rnn_output;

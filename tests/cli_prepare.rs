@@ -2,6 +2,7 @@
 //! the same metrics.jsonl and checkpoint files, byte for byte, as training from the text; a
 //! corrupt or truncated token file is refused with an error naming it; `rnn eval` scores a
 //! prepared run. Small generated text, tiny models, CPU, in-process through `rnn::cli`.
+#![cfg(feature = "cli")]
 
 use std::path::{Path, PathBuf};
 

@@ -17,6 +17,7 @@
 //! Two further tests use another `--seed` and char-lm with dropout: they failed until
 //! `Trainer::fit` reseeded the model's dropout from the run seed on resume (the bug this file
 //! found; docs/CRASH_SAFETY.md).
+#![cfg(feature = "cli")]
 
 mod common;
 use common::sentiment_file;

@@ -1,6 +1,7 @@
 //! End-to-end tests of the routine task (the default of `rnn train`) through `rnn::cli::run`:
 //! training writes its outputs and learns, eval / predict / sample work on the checkpoint,
 //! `--resume` continues, and bad input gives clear errors.
+#![cfg(feature = "cli")]
 
 use std::path::Path;
 

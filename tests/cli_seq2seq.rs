@@ -1,5 +1,6 @@
 //! End-to-end tests of the encoder-decoder tasks through the CLI (`rnn train seq2seq|dates`,
 //! `rnn eval`, `rnn predict`), in-process, on small generated data.
+#![cfg(feature = "cli")]
 
 use std::collections::HashSet;
 use std::path::Path;

@@ -1,6 +1,7 @@
 //! End-to-end tests of `rnn train adding` and `rnn train copy` through `rnn::cli::run`: tiny runs
 //! whose output directory, falling loss, `rnn eval` and `rnn predict` are checked, and bad inputs
 //! whose errors must name the flag.
+#![cfg(feature = "cli")]
 
 use std::path::Path;
 

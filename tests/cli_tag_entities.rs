@@ -2,6 +2,7 @@
 //! in the summary, the test line and `eval`, `eval` agrees with the summary's best value, and
 //! decoding never breaks the BIO transitions. POS data keep token accuracy
 //! (`cli_classify_tag.rs`).
+#![cfg(feature = "cli")]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -13,6 +13,7 @@
 //!
 //! `RNN_CRASH_KILLS` (default 25) sets the number of kills, `RNN_CRASH_SEED` the seed of the
 //! kill delays (default: from the clock; printed). See docs/CRASH_SAFETY.md.
+#![cfg(feature = "cli")]
 
 mod common;
 use std::collections::BTreeSet;

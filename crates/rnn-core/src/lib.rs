@@ -146,3 +146,8 @@ pub use state::RnnState;
 pub fn release_cached_buffers() {
     ops::scratch::release();
 }
+
+/// The crate README's example, run as a doctest so it cannot drift.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
