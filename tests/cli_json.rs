@@ -3,6 +3,7 @@
 //! forecast, routine and digits: each prints one JSON document on one line, with the task and
 //! checkpoint, and numbers that are the unrounded values of the text output of the same command
 //! (each printed number equals the JSON value rounded as the text rounds it).
+#![cfg(feature = "cli")]
 
 mod common;
 use common::{conll_file, rnn_output, sentiment_file};
