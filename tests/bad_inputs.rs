@@ -707,7 +707,7 @@ cases! {
         => "unknown task 'chess': expected one of routine, adding, copy, dates, char-lm, word-lm, classify, tag, seq2seq, forecast, digits";
     opt_unknown_level: "`--level bogus`",
         cli(|d| { write(d, "ok.txt", corpus(40)); }, &["train", "word-lm", "--data", "<tmp>/ok.txt", "--level", "bogus", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
-        => "--level must be char, word or subword, got 'bogus'";
+        => "--level must be char, word or subword (language models) or tutorial (translation), got 'bogus'";
     opt_unknown_pooling: "`--pooling bogus`",
         cli(|d| { write(d, "train.txt", sentiment(40)); }, &["train", "classify", "--data", "<tmp>/train.txt", "--pooling", "bogus", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
         => "--pooling must be last, mean, max or attention, got 'bogus'";

@@ -348,7 +348,7 @@ fn enumerated_options_list_their_values() {
         "[possible values: adamw, sgd]",
         "[possible values: constant, step, multistep, plateau, cosine]",
         "[possible values: f32, f64, bf16, f16]",
-        "[possible values: char, word, subword]",
+        "[possible values: char, word, subword, tutorial]",
         "[possible values: last, mean, max, attention]",
         "[possible values: none, additive, dot, general]",
         "[possible values: next-step, direct, autoregressive]",

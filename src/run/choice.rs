@@ -100,18 +100,22 @@ pub fn dtype() -> Choice {
     }
 }
 
-/// `--level` of the language models.
+/// `--level`: the union of the language models' (char, word, subword) and translation's (char,
+/// word, tutorial) levels; each task refuses the ones it does not have, naming its own.
 pub fn level() -> Choice {
     Choice {
-        values: &["char", "word", "subword"],
-        parse: |s| match lower(s).as_str() {
+        values: &["char", "word", "subword", "tutorial"],
+        parse: |s| {
+            match lower(s).as_str() {
             "char" | "character" => Ok("char"),
             "word" => Ok("word"),
             "subword" | "bpe" => Ok("subword"),
+            "tutorial" => Ok("tutorial"),
             _ => Err(format!(
-                "--level must be char, word or subword, got '{}'",
+                "--level must be char, word or subword (language models) or tutorial (translation), got '{}'",
                 lower(s)
             )),
+        }
         },
     }
 }

@@ -129,7 +129,8 @@ pub struct Options {
     pub split: Option<f64>,
 
     // ---- task-specific ----
-    /// Language models: token level (subword = byte-level BPE).
+    /// Token level: char, word or subword (byte-level BPE) for the language models; char, word
+    /// or tutorial (the PyTorch tutorial's normalisation) for translation.
     #[arg(long, value_parser = super::choice::level())]
     pub level: Option<String>,
     /// Subword vocabulary size (BPE) or maximum word vocabulary size.
