@@ -22,6 +22,8 @@
 
 #[cfg(feature = "mpi")]
 mod mpi;
+#[cfg(feature = "nccl")]
+mod nccl;
 mod thread;
 
 use candle_core::{DType, Tensor};
@@ -30,6 +32,8 @@ use crate::{Error, Result};
 
 #[cfg(feature = "mpi")]
 pub use self::mpi::MpiCollective;
+#[cfg(feature = "nccl")]
+pub use self::nccl::NcclCollective;
 pub use thread::ThreadCollective;
 
 /// One rank's handle on a communication group.
