@@ -1,5 +1,5 @@
 //! Ranks as processes under an MPI launcher (`mpirun -np N`, `srun`): every operation is an MPI
-//! collective on `MPI_COMM_WORLD`.
+//! collective on a duplicate of `MPI_COMM_WORLD`.
 //!
 //! Each operation first exchanges a small header (operation, dtype, length, root) with
 //! `MPI_Allgather`, so ranks that are out of step or send different lengths get
@@ -61,6 +61,10 @@ unsafe impl Send for Comms {}
 ///
 /// Only one can exist per process: MPI is initialised once. Tensors on any device work; their
 /// data goes through host memory (MPI reads and writes host buffers).
+///
+/// Drop it before the process exits (do not keep it in a `static` or call
+/// `std::process::exit` while it lives): a rank that exits without `MPI_Finalize` makes `mpirun`
+/// report the whole job as failed, even when every rank succeeded.
 pub struct MpiCollective {
     rank: usize,
     world: usize,
