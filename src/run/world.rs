@@ -139,7 +139,8 @@ pub fn refusal(launch: &Launch) -> anyhow::Error {
 /// the `mpi` feature: MPI is initialised (once per process; the returned handle owns it and
 /// finalises it when the last clone is dropped) and its world size must equal the launcher's,
 /// which catches a binary linked against another MPI library than the launcher's (each process
-/// would then be a world of one). Without the feature: [`refusal`].
+/// would then be a world of one). Without the feature: [`refusal`]. After a successful run, call
+/// [`all_done`] on every rank before dropping the handle.
 pub fn collective_from_env() -> anyhow::Result<Option<Arc<dyn Collective>>> {
     // Variables that are not UTF-8 cannot be launcher variables; skip them rather than panic.
     let env: HashMap<String, String> = std::env::vars_os()
@@ -150,6 +151,22 @@ pub fn collective_from_env() -> anyhow::Result<Option<Arc<dyn Collective>>> {
         Some(launch) if launch.world_size == Some(1) => Ok(None),
         Some(launch) => connect(&launch),
     }
+}
+
+/// Waits, with no time limit, until every rank has called it: call it on every rank after its
+/// work succeeded (rank 0's test scores and files included), before the handle is dropped.
+///
+/// Dropping an MPI handle waits only `RNN_MPI_EXIT_WAIT_S` seconds (default 120) for the other
+/// ranks, so that a rank whose run failed does not wait forever for ranks blocked in an
+/// all-reduce it will never join. Ranks that finish early (data-parallel ranks other than 0
+/// end after training) must therefore not reach that drop long before rank 0: this barrier
+/// holds them until rank 0 is done too. A rank that fails skips it and drops its handle, and the
+/// job ends within the wait.
+pub fn all_done(c: &dyn Collective) -> anyhow::Result<()> {
+    let mut token = [0.0f64];
+    c.all_reduce_sum_f64(&mut token)
+        .context("waiting for every data-parallel rank to finish")?;
+    Ok(())
 }
 
 #[cfg(feature = "mpi")]
@@ -271,6 +288,26 @@ mod tests {
         ] {
             assert!(m.contains(part), "{part:?} missing from: {m}");
         }
+    }
+
+    #[test]
+    fn all_done_returns_once_every_rank_has_called_it() {
+        use rnn_train::collective::ThreadCollective;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut ranks = ThreadCollective::group(2).unwrap().into_iter();
+        let (r0, r1) = (ranks.next().unwrap(), ranks.next().unwrap());
+        let waiter = std::thread::spawn(move || {
+            all_done(&r1).unwrap();
+            tx.send(()).unwrap();
+        });
+        // Rank 1 waits while rank 0 is still busy...
+        assert!(rx
+            .recv_timeout(std::time::Duration::from_millis(200))
+            .is_err());
+        // ...and returns once rank 0 is done.
+        all_done(&r0).unwrap();
+        rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+        waiter.join().unwrap();
     }
 
     #[cfg(not(feature = "mpi"))]
