@@ -137,7 +137,7 @@ fn main() -> Result<()> {
         };
         let varmap = VarMap::new();
         let model =
-            ConditionedGenerator::new(cfg, seeded_var_builder(&varmap, 0, DType::F32, &dev))?;
+            ConditionedGenerator::new(&cfg, seeded_var_builder(&varmap, 0, DType::F32, &dev))?;
         let mut opt = AdamW::new(
             varmap.all_vars(),
             ParamsAdamW {

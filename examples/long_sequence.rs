@@ -37,9 +37,9 @@
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{Embedding, Linear, Module, VarBuilder, VarMap};
-use rnn::core::init::seeded_var_builder;
-use rnn::core::{Implementation, Mode, Rnn, RnnConfig, RnnState};
 use rnn::models::lm::{GenerateConfig, LanguageModel, LanguageModelConfig};
+use rnn::rnn_core::init::seeded_var_builder;
+use rnn::rnn_core::{Implementation, Mode, Rnn, RnnConfig, RnnState};
 use rnn::train::data::LmBatches;
 use rnn::train::metrics::masked_cross_entropy;
 use rnn::train::optim::{AdamWConfig, OptimizerConfig};
@@ -182,7 +182,7 @@ fn phase_full(mode: Mode, imp: Implementation, grad: Grad, t: usize) -> Result<M
     let (_varmap, rnn) = layer(mode, imp, grad)?;
     measure(|| {
         let xs = inputs(0, t)?;
-        let (ys, _state) = rnn.forward(&xs, None)?;
+        let (ys, _state) = rnn.forward_with_state(&xs, None)?;
         let mean = ys.mean_all()?.to_scalar::<f32>()?;
         anyhow::ensure!(mean.is_finite(), "non-finite output");
         Ok(())
@@ -196,7 +196,7 @@ fn phase_state_only(mode: Mode, imp: Implementation, t: usize) -> Result<Measure
     let mut kept: Option<RnnState> = None;
     let m = measure(|| {
         let xs = inputs(0, t)?;
-        let (_ys, state) = rnn.forward(&xs, None)?;
+        let (_ys, state) = rnn.forward_with_state(&xs, None)?;
         kept = Some(state);
         Ok(())
     })?;
@@ -212,7 +212,7 @@ fn phase_stream(mode: Mode, imp: Implementation, grad: Grad, t: usize) -> Result
         let mut start = 0;
         while start < t {
             let len = CHUNK.min(t - start);
-            let (_ys, next) = rnn.forward(&inputs(start, len)?, state.as_ref())?;
+            let (_ys, next) = rnn.forward_with_state(&inputs(start, len)?, state.as_ref())?;
             state = Some(match grad {
                 Grad::DetachState => next.detach(),
                 Grad::Detached | Grad::KeepGraph => next,

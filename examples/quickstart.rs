@@ -62,7 +62,7 @@ fn main() -> Result<()> {
     let mut window = Vec::new();
     for step in 1..=steps {
         let (xs, ys) = batch(&mut rng, &dev)?;
-        let (hs, _) = lstm.forward(&xs, None)?;
+        let (hs, _) = lstm.forward_with_state(&xs, None)?;
         let loss = (head.forward(&hs)? - &ys)?.sqr()?.mean_all()?;
         opt.backward_step(&loss)?;
         window.push(loss.to_scalar::<f32>()?);

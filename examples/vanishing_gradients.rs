@@ -12,7 +12,7 @@
 //!    rnn-tanh 3.1e-21, LSTM 2.5e-20, GRU 6.9e-20): an untrained LSTM's forget gate is
 //!    sigmoid(~0) = 0.5, so it forgets too. An LSTM with forget-gate bias +1 (Jozefowicz et al.
 //!    2015) keeps 13 more orders of magnitude (6.8e-8), the chrono initialisation of the gate
-//!    biases (Tallec & Ollivier 2018, `rnn::core::init::chrono_init` with T_max = 100) 17 more
+//!    biases (Tallec & Ollivier 2018, `rnn::rnn_core::init::chrono_init` with T_max = 100) 17 more
 //!    (8.1e-4). The gated cells' advantage is that
 //!    training can open the path (the forget gate / update gate learn to keep the state); the
 //!    tanh RNN has no such gate.
@@ -63,12 +63,13 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, IndexOp, Module, Tensor};
 use candle_nn::{linear, Linear, VarMap};
-use rnn::core::init::{chrono_init, seeded_var_builder};
-use rnn::core::{Mode, Rnn, RnnConfig};
+use rnn::rnn_core::init::{chrono_init, seeded_var_builder};
+use rnn::rnn_core::{Mode, Rnn, RnnConfig};
 use rnn::tasks::synthetic::{epoch_batches, AddingData, ADDING_BASELINE_MSE};
 use rnn::train::diagnostics::hidden_state_gradient_norms;
 use rnn::train::optim::{
-    clip_grad_norm, grad_norm, named_vars, AdamW, AdamWConfig, Optimizer, Sgd, SgdConfig,
+    clip_grad_norm, grad_norm, named_vars, AdamWConfig, SgdConfig, StatefulOptimizer, TorchAdamW,
+    TorchSgd,
 };
 use rnn::train::plot::{gradient_norms, save_panels, Chart, Series};
 
@@ -118,7 +119,7 @@ impl Model {
     }
 
     fn loss(&self, xs: &Tensor, targets: &Tensor) -> Result<Tensor> {
-        let (ys, _) = self.rnn.forward(xs, None)?;
+        let (ys, _) = self.rnn.forward_with_state(xs, None)?;
         Ok(self.loss_from_outputs(&ys, targets)?)
     }
 
@@ -153,7 +154,7 @@ fn train(
     model: &Model,
     data: &AddingData,
     steps: usize,
-    opt: &mut dyn Optimizer,
+    opt: &mut dyn StatefulOptimizer,
     clip: Option<f64>,
     dev: &Device,
 ) -> Result<TrainLog> {
@@ -338,7 +339,7 @@ fn part_table(
             } else {
                 Model::new(mode, 0, dev)?
             };
-            let mut opt = AdamW::new(named_vars(&model.varmap)?, AdamWConfig::with_lr(3e-3))?;
+            let mut opt = TorchAdamW::new(named_vars(&model.varmap)?, AdamWConfig::with_lr(3e-3))?;
             let log = train(&model, &train_set, steps, &mut opt, Some(1.0), dev)?;
             let mse = if log.non_finite_at.is_some() {
                 f64::NAN
@@ -396,7 +397,7 @@ fn part_clipping(out: &Path, steps: usize, lr: f64, gain: f64, dev: &Device) -> 
                 .context("the recurrent weight rnn.weight_hh_l0")?;
             w.set(&(w.as_tensor() * gain)?)?;
         }
-        let mut opt = Sgd::new(named_vars(&model.varmap)?, SgdConfig::with_lr(lr))?;
+        let mut opt = TorchSgd::new(named_vars(&model.varmap)?, SgdConfig::with_lr(lr))?;
         let log = train(&model, &data, steps, &mut opt, clip, dev)?;
         let name = match clip {
             None => "unclipped".to_string(),
@@ -459,7 +460,7 @@ fn main() -> Result<()> {
         (&[50, 100, 200], args.steps.unwrap_or(600))
     };
     part_init(&args.out, 100, &dev)?;
-    // Subnormal floats are kept (no `rnn::core::device::flush_denormals()` as in the `rnn`
+    // Subnormal floats are kept (no `rnn::rnn_core::device::flush_denormals()` as in the `rnn`
     // binary): the gradient norms measured here go far below f32's normal range, and flushing
     // would turn them into zeros. The stuck runs at T = 200 are slower for it.
     part_table(&args.out, lens, steps, 100, &dev)?;

@@ -145,7 +145,7 @@ impl Workload {
                 let rnn = Rnn::new(&cfg, vb)?.with_implementation(imp);
                 // Inference keeps no autograd graph, as PyTorch's `inference_mode`.
                 let rnn = if train { rnn } else { rnn.detached() };
-                Box::new(move |xs| Ok(rnn.forward(xs, None)?.0))
+                Box::new(move |xs| Ok(rnn.forward_with_state(xs, None)?.0))
             }
             BenchImpl::CandleNn => candle_nn_forward(spec, vb)?,
         };

@@ -6,9 +6,27 @@ pub mod bench_devices;
 pub mod cli;
 pub mod run;
 pub mod tasks;
-pub use rnn_core as core;
+pub use rnn_core;
+pub use rnn_models;
 pub use rnn_models as models;
+pub use rnn_train;
 pub use rnn_train as train;
+
+/// The Rust examples of `docs/FROM_PYTORCH.md`, run by `cargo test --doc` so that the guide
+/// cannot drift from the API. Exists only while doctests are collected.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/FROM_PYTORCH.md")]
+pub struct FromPytorchGuide;
+
+/// The former name of [`rnn_core`] in this crate, which shadowed Rust's own `core` crate
+/// wherever `rnn::*` was glob-imported.
+#[deprecated(
+    since = "0.2.0",
+    note = "use `rnn::rnn_core` (or the `rnn-core` crate): `core` shadows Rust's `core`"
+)]
+pub mod core {
+    pub use rnn_core::*;
+}
 
 /// The names most programs need.
 pub mod prelude {

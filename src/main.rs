@@ -47,7 +47,7 @@ fn main() {
     tune_allocator();
     quiet_broken_pipe();
     if std::env::var_os("RNN_KEEP_DENORMALS").is_none() {
-        rnn::core::device::flush_denormals();
+        rnn::rnn_core::device::flush_denormals();
     }
     std::process::exit(rnn::cli::main_entry(std::env::args_os()));
 }

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use candle_core::{DType, Device, Tensor};
-use rnn::core::init::seeded_var_builder;
-use rnn::core::{Mode, Rnn, RnnConfig, RnnState};
+use rnn::rnn_core::init::seeded_var_builder;
+use rnn::rnn_core::{Mode, Rnn, RnnConfig, RnnState};
 
 /// How a case produces its error.
 enum Run {
@@ -120,6 +120,15 @@ fn memory_refusal() -> anyhow::Result<()> {
 }
 
 // ---- generated data -------------------------------------------------------------------------
+
+/// `rnn prepare word-lm` of a small corpus into `<dir>/c.tokens`; its bytes.
+fn token_file(dir: &Path) -> Vec<u8> {
+    let data = write(dir, "corpus.txt", corpus(40));
+    let out = dir.join("c.tokens");
+    let (data, out) = (data.display().to_string(), out.display().to_string());
+    rnn::cli::run(["rnn", "prepare", "word-lm", "--data", &data, "--out", &out]).unwrap();
+    std::fs::read(&out).unwrap()
+}
 
 /// Lines of plain English-like text.
 fn corpus(lines: usize) -> String {
@@ -368,6 +377,21 @@ cases! {
     text_is_directory: "`--data` names a directory",
         cli(nothing, &["train", "word-lm", "--data", "<tmp>", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
         => "--data: <tmp>: Is a directory (os error 21)";
+    token_file_truncated: "`c.tokens` (made by `rnn prepare`) cut at byte 400, inside its ids",
+        cli(|d| { let b = token_file(d); write(d, "c.tokens", &b[..400]); }, &["train", "word-lm", "--data", "<tmp>/c.tokens", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
+        => "<tmp>/c.tokens: truncated: 400 bytes, but its 280 ids of 2 bytes end at byte 688; prepare the file again";
+    token_file_bit_flip: "`c.tokens`: one bit of its ids flipped",
+        cli(|d| { let mut b = token_file(d); b[140] ^= 4; write(d, "c.tokens", b); }, &["train", "word-lm", "--data", "<tmp>/c.tokens", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
+        => "<tmp>/c.tokens: ids checksum mismatch (stored 98eef929a0591b05, computed d23a0029a80e4841): the file is corrupt; prepare it again";
+    token_file_with_split: "`--split` differs from the one `c.tokens` was prepared with",
+        cli(|d| { token_file(d); }, &["train", "word-lm", "--data", "<tmp>/c.tokens", "--split", "0.2", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
+        => "--split 0.2: <tmp>/c.tokens was prepared with --split 0.1; the data options are fixed by `rnn prepare` (prepare the corpus again to change them)";
+    prepare_subword: "`rnn prepare --level subword`",
+        cli(|d| { write(d, "ok.txt", corpus(40)); }, &["prepare", "word-lm", "--data", "<tmp>/ok.txt", "--level", "subword", "--out", "<tmp>/o.tokens"])
+        => "--level subword: rnn prepare makes char and word token files only (byte-level BPE is trained on the whole text in memory); train on --data TEXT for subwords";
+    prepare_missing: "`rnn prepare --data` names a file that does not exist",
+        cli(nothing, &["prepare", "char-lm", "--data", "<tmp>/nope.txt", "--out", "<tmp>/o.tokens"])
+        => "--data <tmp>/nope.txt: no such file";
     labels_no_text: "`labels.txt` line 3 has a label and no text",
         cli(|d| { write(d, "labels.txt", "1 a fine film\n0 dull\n1\n"); }, &["train", "classify", "--data", "<tmp>/labels.txt", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
         => "<tmp>/labels.txt:3: expected `label<space or tab>text`, found no separator";
@@ -494,19 +518,19 @@ cases! {
 
     // -- wrong shapes through the library --
     shape_input_rank: "`Rnn::forward` on a 4-D input",
-        lib("lstm(3→4).forward(zeros [2, 5, 3, 1], None)", |_| { lstm().forward(&zeros(&[2, 5, 3, 1]), None)?; Ok(()) })
+        lib("lstm(3→4).forward(zeros [2, 5, 3, 1], None)", |_| { lstm().forward_with_state(&zeros(&[2, 5, 3, 1]), None)?; Ok(()) })
         => "Rnn::forward: xs must be (batch, seq_len, input_size) or unbatched (seq_len, input_size), got rank 4 shape [2, 5, 3, 1]";
     shape_feature_size: "`Rnn::forward` with 7 features per step, the layer takes 3",
-        lib("lstm(3→4).forward(zeros [2, 5, 7], None)", |_| { lstm().forward(&zeros(&[2, 5, 7]), None)?; Ok(()) })
+        lib("lstm(3→4).forward(zeros [2, 5, 7], None)", |_| { lstm().forward_with_state(&zeros(&[2, 5, 7]), None)?; Ok(()) })
         => "Rnn::forward: xs has 7 features per step, expected input_size = 3 (xs shape [2, 5, 7])";
     shape_empty_sequence: "`Rnn::forward` on a sequence of 0 steps",
-        lib("lstm(3→4).forward(zeros [2, 0, 3], None)", |_| { lstm().forward(&zeros(&[2, 0, 3]), None)?; Ok(()) })
+        lib("lstm(3→4).forward(zeros [2, 0, 3], None)", |_| { lstm().forward_with_state(&zeros(&[2, 0, 3]), None)?; Ok(()) })
         => "Rnn::forward: xs must have at least one step and one sequence, got shape [2, 0, 3]";
     shape_state_h: "initial `h` for batch 3, input batch 2",
-        lib("lstm(3→4).forward(zeros [2, 5, 3], Some(h [1, 3, 4], c [1, 2, 4]))", |_| { let s = RnnState::new(zeros(&[1, 3, 4]), Some(zeros(&[1, 2, 4]))); lstm().forward(&zeros(&[2, 5, 3]), Some(&s))?; Ok(()) })
+        lib("lstm(3→4).forward(zeros [2, 5, 3], Some(h [1, 3, 4], c [1, 2, 4]))", |_| { let s = RnnState::new(zeros(&[1, 3, 4]), Some(zeros(&[1, 2, 4]))); lstm().forward_with_state(&zeros(&[2, 5, 3]), Some(&s))?; Ok(()) })
         => "Rnn::forward state.h: expected shape [1, 2, 4], got [1, 3, 4]";
     shape_state_c_missing: "an LSTM state without `c`",
-        lib("lstm(3→4).forward(zeros [2, 5, 3], Some(h [1, 2, 4], c None))", |_| { let s = RnnState::new(zeros(&[1, 2, 4]), None); lstm().forward(&zeros(&[2, 5, 3]), Some(&s))?; Ok(()) })
+        lib("lstm(3→4).forward(zeros [2, 5, 3], Some(h [1, 2, 4], c None))", |_| { let s = RnnState::new(zeros(&[1, 2, 4]), None); lstm().forward_with_state(&zeros(&[2, 5, 3]), Some(&s))?; Ok(()) })
         => "Rnn::forward: an LSTM state needs c, got None";
     shape_lengths_too_long: "`lengths[1] = 9` for sequences of 5 steps",
         lib("lstm(3→4).forward_t(zeros [2, 5, 3], None, Some(&[5, 9]), false)", |_| { lstm().forward_t(&zeros(&[2, 5, 3]), None, Some(&[5, 9]), false)?; Ok(()) })
@@ -518,7 +542,7 @@ cases! {
         lib("lstm(3→4).step(zeros [2, 1, 3], None)", |_| { lstm().step(&zeros(&[2, 1, 3]), None)?; Ok(()) })
         => "Rnn::step: x_t must be (batch, input_size), got shape [2, 1, 3]";
     dtype_input_mismatch: "f64 input to an f32 layer",
-        lib("lstm(3→4, f32).forward(zeros [2, 5, 3] f64, None)", |_| { let xs = zeros(&[2, 5, 3]).to_dtype(DType::F64)?; lstm().forward(&xs, None)?; Ok(()) })
+        lib("lstm(3→4, f32).forward(zeros [2, 5, 3] f64, None)", |_| { let xs = zeros(&[2, 5, 3]).to_dtype(DType::F64)?; lstm().forward_with_state(&xs, None)?; Ok(()) })
         => "Rnn::forward xs: dtype F64 does not match the dtype of the weights (F32)";
     config_dropout_layer: "`RnnConfig` with dropout 1.0",
         lib("Rnn::new(RnnConfig::new(Lstm, 3, 4).with_dropout(1.0), vb)", |_| { let varmap = candle_nn::VarMap::new(); Rnn::new(&RnnConfig::new(Mode::Lstm, 3, 4).with_dropout(1.0), seeded_var_builder(&varmap, 0, DType::F32, &Device::Cpu))?; Ok(()) })
@@ -643,7 +667,13 @@ cases! {
         => "--split must be in (0, 1), got 1";
     opt_not_for_task: "`--labels` given to `classify`, which reads no label file",
         cli(|d| { write(d, "l.txt", "pos good\n"); }, &["train", "classify", "--data", "<tmp>/l.txt", "--labels", "<tmp>/l.txt", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
-        => "--labels does not apply to `rnn train classify`, which reads --data --valid --test --split --encoding --max-len --vocab-size --embedding --pooling --bidirectional besides the training options (`rnn train classify --help` lists them)";
+        => "--labels does not apply to `rnn train classify`, which reads --data --valid --test --split --encoding --max-len --shuffle-buffer --vocab-size --embedding --pooling --bidirectional besides the training options (`rnn train classify --help` lists them)";
+    shuffle_buffer_without_files: "`--shuffle-buffer` (stream --data) without --valid and --test files",
+        cli(|d| { write(d, "l.txt", "pos good\nneg bad\n"); }, &["train", "classify", "--data", "<tmp>/l.txt", "--shuffle-buffer", "100", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
+        => "--shuffle-buffer 100 streams --data from the file, so the validation and test rows cannot be held out of it: give --valid FILE and --test FILE";
+    shuffle_buffer_other_encoding: "`--shuffle-buffer` with a non-UTF-8 --encoding",
+        cli(|d| { write(d, "l.txt", "pos good\nneg bad\n"); }, &["train", "tag", "--data", "<tmp>/l.txt", "--valid", "<tmp>/l.txt", "--test", "<tmp>/l.txt", "--encoding", "latin1", "--shuffle-buffer", "100", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
+        => "--shuffle-buffer streams --data as UTF-8; convert the file (e.g. `iconv -f latin1 -t utf-8`) or drop --shuffle-buffer";
     opt_refused_by_task: "`--valid` given to `forecast`, which splits its one series by time",
         cli(|d| { write(d, "s.csv", "t,v\n1,2\n"); }, &["train", "forecast", "--data", "<tmp>/s.csv", "--valid", "<tmp>/s.csv", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
         => "--valid: forecast splits its one --data series by time; size the test part with --split and the validation part with --valid-split";

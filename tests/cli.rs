@@ -189,15 +189,29 @@ fn binary_with_rust_backtrace(args: &[&std::ffi::OsStr]) -> (Option<i32>, String
 }
 
 /// With `RUST_BACKTRACE=1` Candle's errors would carry a 50-line backtrace inside their
-/// message; the binary still prints one line.
+/// message; the binary still prints one line. (`--cell lstn` on the command line is refused by
+/// the argument parser before the run starts; from a config file it reaches the run layer.)
 #[test]
 fn the_binary_error_is_one_line_even_with_rust_backtrace_set() {
-    let args = ["train", "adding", "--cell", "lstn", "--device", "cpu"].map(std::ffi::OsStr::new);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("run.toml");
+    std::fs::write(&config, "cell = \"lstn\"\n").unwrap();
+    let args = [
+        std::ffi::OsStr::new("train"),
+        std::ffi::OsStr::new("adding"),
+        std::ffi::OsStr::new("--config"),
+        config.as_os_str(),
+        std::ffi::OsStr::new("--device"),
+        std::ffi::OsStr::new("cpu"),
+    ];
     let (code, stderr) = binary_with_rust_backtrace(&args);
     assert_eq!(code, Some(1), "{stderr}");
     assert_eq!(
         stderr,
-        "error: --cell: unknown cell 'lstn': expected one of lstm, gru, rnn-tanh, rnn-relu"
+        format!(
+            "error: --config {}:1: --cell: unknown cell 'lstn': expected one of lstm, gru, rnn-tanh, rnn-relu",
+            config.display()
+        )
     );
 }
 

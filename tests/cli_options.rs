@@ -336,3 +336,56 @@ fn adding_reports_fresh_test_sequences_like_eval() {
     let eval = rnn_stdout(&["eval", "--checkpoint", out_s, "--device", "cpu"]);
     assert_eq!(eval.trim_end(), headline, "train: {summary}");
 }
+
+/// Enumerated options list their values in `--help`, and a wrong value is answered with them
+/// (by the argument parser, exit code 2) while aliases still work.
+#[test]
+fn enumerated_options_list_their_values() {
+    let (help, _) = common::rnn_output(&["train", "--help"]);
+    for listed in [
+        "[possible values: lstm, gru, rnn-tanh, rnn-relu]",
+        "[possible values: adamw, sgd]",
+        "[possible values: constant, step, multistep, plateau, cosine]",
+        "[possible values: f32, f64, bf16, f16]",
+        "[possible values: char, word, subword]",
+        "[possible values: last, mean, max, attention]",
+        "[possible values: none, additive, dot, general]",
+        "[possible values: next-step, direct, autoregressive]",
+    ] {
+        assert!(help.contains(listed), "--help lacks {listed}");
+    }
+    let out = std::process::Command::new(common::rnn_bin())
+        .args(["train", "adding", "--optimizer", "adagrad"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--optimizer must be adamw or sgd, got 'adagrad'")
+            && err.contains("[possible values: adamw, sgd]"),
+        "{err}"
+    );
+    // Aliases and any case are accepted, as in config files.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run").display().to_string();
+    common::rnn_output(&[
+        "train",
+        "adding",
+        "--cell",
+        "GRU",
+        "--optimizer",
+        "Adam",
+        "--schedule",
+        "StepLR",
+        "--samples",
+        "64",
+        "--seq-len",
+        "8",
+        "--hidden",
+        "8",
+        "--max-steps",
+        "2",
+        "--out",
+        &out,
+    ]);
+}

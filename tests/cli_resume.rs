@@ -345,6 +345,65 @@ fn classify_resume_at_an_epoch_end_is_bit_exact() {
     check_exact_resume(&classify_args(&data, 0), 26, 12, 4);
 }
 
+/// `--shuffle-buffer 40`: classify streams its 180 training examples from the file each epoch
+/// through a seeded shuffle buffer of 40 (12 batches of 16, the last of 4), so the resumed
+/// process reopens the file and skips the 10 batches already trained.
+#[test]
+fn classify_streamed_resume_mid_epoch_is_bit_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = sentiment_file(dir.path(), "train.txt", 180, 11);
+    let valid = sentiment_file(dir.path(), "valid.txt", 30, 12);
+    let test = sentiment_file(dir.path(), "test.txt", 30, 13);
+    let mut args = classify_args(&data, 3);
+    for (flag, value) in [
+        ("--valid", valid.to_str().unwrap()),
+        ("--test", test.to_str().unwrap()),
+        ("--shuffle-buffer", "40"),
+    ] {
+        args.extend([flag.to_string(), value.to_string()]);
+    }
+    check_exact_resume(&args, 30, 10, 5);
+}
+
+/// `--shuffle-buffer 25` for tag, with `--max-len 4` splitting the longer sentences into
+/// chunks while streaming.
+#[test]
+fn tag_streamed_resume_mid_epoch_is_bit_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str, n: usize, seed: u64| {
+        common::conll_file(dir.path(), name, n, seed)
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+    let args: Vec<String> = [
+        "tag",
+        "--data",
+        &path("train.conll", 150, 1),
+        "--valid",
+        &path("valid.conll", 20, 2),
+        "--test",
+        &path("test.conll", 20, 3),
+        "--shuffle-buffer",
+        "25",
+        "--max-len",
+        "4",
+        "--hidden",
+        "8",
+        "--embedding",
+        "8",
+        "--batch-size",
+        "16",
+        "--dropout",
+        "0.2",
+        "--patience",
+        "1000",
+    ]
+    .map(String::from)
+    .to_vec();
+    check_exact_resume(&args, 30, 10, 5);
+}
+
 /// char-lm on its generated text: windows in stream order with the LSTM state carried from one
 /// window to the next (saved in the checkpoint), dropout between the two layers.
 #[test]

@@ -40,7 +40,7 @@ fn train(mode: Mode, steps: usize, seed: u64) -> Result<(f32, f32)> {
     let ys = Tensor::from_vec(ys, (16, 8, 1), &dev)?;
     let (mut first, mut last) = (0.0, 0.0);
     for step in 0..steps {
-        let (hs, _) = rnn.forward(&xs, None)?;
+        let (hs, _) = rnn.forward_with_state(&xs, None)?;
         let loss = (head.forward(&hs)? - &ys)?.sqr()?.mean_all()?;
         opt.backward_step(&loss)?;
         let v = loss.to_scalar::<f32>()?;

@@ -12,9 +12,9 @@
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
-use rnn::core::init::seeded_var_builder;
-use rnn::core::{Mode, Rnn, RnnConfig, RnnState};
 use rnn::models::lm::{LanguageModel, LanguageModelConfig};
+use rnn::rnn_core::init::seeded_var_builder;
+use rnn::rnn_core::{Mode, Rnn, RnnConfig, RnnState};
 use rnn::train::data::LmBatches;
 use rnn::train::optim::{AdamWConfig, OptimizerConfig};
 use rnn::train::trainer::{Evaluation, StepLoss, TrainTask, Trainer, TrainerConfig};
@@ -58,7 +58,9 @@ fn stream(rnn: &Rnn, t: usize) -> i64 {
     let growth = peak_growth(|| {
         let mut state: Option<RnnState> = None;
         for start in (0..t).step_by(CHUNK) {
-            let (ys, next) = rnn.forward(&inputs(start, CHUNK), state.as_ref()).unwrap();
+            let (ys, next) = rnn
+                .forward_with_state(&inputs(start, CHUNK), state.as_ref())
+                .unwrap();
             if leak("outputs") {
                 kept.push(ys);
             }
@@ -109,7 +111,7 @@ fn final_state_does_not_hold_the_output() {
     .detached();
     let base = status_kb("VmRSS");
     let xs = Tensor::ones((batch, t, 1), DType::F32, &Device::Cpu).unwrap();
-    let (ys, state) = rnn.forward(&xs, None).unwrap();
+    let (ys, state) = rnn.forward_with_state(&xs, None).unwrap();
     drop((xs, ys));
     let held = status_kb("VmRSS") - base;
     eprintln!("kept final state holds {held} kB");

@@ -45,6 +45,18 @@ enum Command {
     Sample(SampleArgs),
     /// Run a checkpoint on an input: classify, tag, translate, forecast, complete.
     Predict(PredictArgs),
+    /// Tokenise a language-model corpus once into a token file that `rnn train char-lm|word-lm
+    /// --data FILE` reads in place.
+    ///
+    /// The token file holds the token ids (2 bytes each for vocabularies of up to 65,536 entries,
+    /// else 4), the vocabulary and a header with checksums. `rnn train char-lm|word-lm --data
+    /// FILE` reads its training windows in place from the mapped file, with the same tokens,
+    /// parts and vocabulary, and so the same metrics and weights, as training on the text with
+    /// the same options; the options that shape the data are fixed here, not at training. The
+    /// corpus is read up to five times (counting characters, locating the test part, counting
+    /// tokens, counting the vocabulary, writing), never held in memory. Byte-level BPE
+    /// (--level subword) is not supported. See docs/STREAMING.md.
+    Prepare(PrepareArgs),
     /// List the tasks and what data each expects.
     Tasks,
     /// Time a recurrent layer (train = forward + mean-square loss + backward; infer = forward).
@@ -63,6 +75,57 @@ pub struct TrainArgs {
     /// The options (see `rnn train --help`).
     #[command(flatten)]
     pub opts: Options,
+}
+
+/// `rnn prepare`.
+#[derive(clap::Args, Debug)]
+pub struct PrepareArgs {
+    /// char-lm (default --level char) or word-lm (default --level word).
+    pub task: String,
+    /// The corpus, a text file.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Validation text; default: a piece of --data as large as the test part, just before it.
+    #[arg(long)]
+    pub valid: Option<PathBuf>,
+    /// Test text; default: the last --split of --data's characters (from a line start when one
+    /// is near), kept out of the vocabulary.
+    #[arg(long)]
+    pub test: Option<PathBuf>,
+    /// Fraction of --data held out as the test part (and as the validation part without
+    /// --valid) [default: 0.1].
+    #[arg(long)]
+    pub split: Option<f64>,
+    /// Token level: char or word [default: the task's].
+    #[arg(long)]
+    pub level: Option<String>,
+    /// Word level: the vocabulary's maximum size, specials included; rarer words become `<unk>`
+    /// [default: every word of the training part].
+    #[arg(long)]
+    pub vocab_size: Option<usize>,
+    /// Character encoding of the text files (utf-8, latin1, windows-1252, utf-16le, ...)
+    /// [default: utf-8].
+    #[arg(long)]
+    pub encoding: Option<String>,
+    /// The token file to write (replaced atomically when it exists).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+impl From<&PrepareArgs> for tasks::lm::PrepareRequest {
+    fn from(args: &PrepareArgs) -> Self {
+        tasks::lm::PrepareRequest {
+            task: args.task.clone(),
+            data: args.data.clone(),
+            valid: args.valid.clone(),
+            test: args.test.clone(),
+            split: args.split,
+            level: args.level.clone(),
+            vocab_size: args.vocab_size,
+            encoding: args.encoding.clone(),
+            out: args.out.clone(),
+        }
+    }
 }
 
 /// `rnn eval`.
@@ -368,7 +431,12 @@ where
     }
     let cli = Cli::try_parse_from(args)?;
     match cli.command {
-        Command::Train(args) => train(*args, true).map(|line| println!("{line}")),
+        Command::Train(args) => train(*args, true).map(|line| {
+            // Ranks other than 0 of a data-parallel run report nothing.
+            if !line.is_empty() {
+                println!("{line}");
+            }
+        }),
         Command::Eval(args) => {
             at_least_one("--batch-size", args.batch_size)?;
             let device = select_device(&args.device)?;
@@ -392,6 +460,12 @@ where
             for line in tasks::predict(&run, &args)? {
                 println!("{line}");
             }
+            Ok(())
+        }
+        Command::Prepare(args) => {
+            let req = tasks::lm::PrepareRequest::from(&args);
+            let (_, line) = tasks::lm::prepare_file(&req, |m| eprintln!("{m}"))?;
+            println!("{line}");
             Ok(())
         }
         Command::Tasks => {
@@ -431,8 +505,61 @@ pub fn train(args: TrainArgs, verbose: bool) -> Result<String> {
     };
     let opts = args.opts.over(file);
     tasks::options(task).check(task, &opts)?;
+    let threads = opts.dp_threads.unwrap_or(1) as usize;
+    if threads > 1 {
+        return train_threads(task, opts, threads, verbose);
+    }
+    train_rank(task, opts, verbose, None)
+}
+
+/// `rnn train --dp-threads N`: N data-parallel ranks as threads of this process. Returns rank
+/// 0's summary, or the error that ended the run (the failing rank's own, not the others'
+/// "left the group").
+fn train_threads(task: TaskName, opts: Options, threads: usize, verbose: bool) -> Result<String> {
+    let group = rnn_train::collective::ThreadCollective::group(threads)?;
+    let results: Vec<Result<String>> = std::thread::scope(|s| {
+        let handles: Vec<_> = group
+            .into_iter()
+            .map(|c| {
+                let opts = opts.clone();
+                s.spawn(move || train_rank(task, opts, verbose, Some(std::sync::Arc::new(c))))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .enumerate()
+            .map(|(rank, h)| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("data-parallel rank {rank} panicked")))
+            })
+            .collect()
+    });
+    let cause = results.iter().position(|r| {
+        r.as_ref()
+            .is_err_and(|e| !format!("{e:#}").contains("left the group"))
+    });
+    let mut results = results.into_iter();
+    match cause {
+        Some(rank) => {
+            let err = results.nth(rank).and_then(|r| r.err()).expect("an error");
+            Err(err.context(format!("data-parallel rank {rank}")))
+        }
+        None => results.next().expect("at least one rank"),
+    }
+}
+
+/// One run of `rnn train`, alone (`group` `None`) or as one rank of a data-parallel group.
+fn train_rank(
+    task: TaskName,
+    opts: Options,
+    verbose: bool,
+    group: Option<std::sync::Arc<dyn rnn_train::collective::Collective>>,
+) -> Result<String> {
     let mut ctx = run::RunContext::new(task, opts)?;
     ctx.verbose = verbose;
+    if let Some(group) = group {
+        ctx.join_group(group)?;
+    }
     ctx.say(&format!(
         "task {}: device {}, dtype {:?}, output in {}",
         task.as_str(),
@@ -451,16 +578,23 @@ pub fn train(args: TrainArgs, verbose: bool) -> Result<String> {
     }
     let outcome = match tasks::train(&ctx) {
         Ok(outcome) => outcome,
+        Err(e) if e.downcast_ref::<run::RankDone>().is_some() => {
+            ctx.leave_group();
+            return Ok(String::new());
+        }
         Err(e) => {
             if let Some(dir) = ctx.remove_created_out() {
-                eprintln!(
-                    "note: removed {}, which this failed run had created",
-                    dir.display()
-                );
+                if ctx.rank() == 0 {
+                    eprintln!(
+                        "note: removed {}, which this failed run had created",
+                        dir.display()
+                    );
+                }
             }
             return Err(e);
         }
     };
+    ctx.leave_group();
     Ok(run::summary_line(&ctx, &outcome))
 }
 

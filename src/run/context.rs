@@ -2,11 +2,13 @@
 //! trainer configuration they give over a task's defaults.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 use rnn_train::checkpoint;
+use rnn_train::collective::Collective;
 use rnn_train::optim::{AdamWConfig, LrScheduleConfig, OptimizerConfig, SgdConfig};
 use rnn_train::trainer::{EarlyStopping, NonFinitePolicy, TrainerConfig, BEST_DIR, LATEST_DIR};
 
@@ -33,6 +35,25 @@ pub struct RunContext {
     /// The topmost directory that creating `out` made (`None` when `out` existed): a run that
     /// fails before its first checkpoint removes it ([`RunContext::remove_created_out`]).
     pub created_out: Option<PathBuf>,
+    /// The data-parallel group this process trains in (`None`: alone), see
+    /// [`RunContext::join_group`].
+    pub group: Option<Group>,
+}
+
+/// A data-parallel group, as the run context holds it.
+#[derive(Clone)]
+pub struct Group(pub Arc<dyn Collective>);
+
+impl std::fmt::Debug for Group {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Group({} rank {} of {})",
+            self.0.backend(),
+            self.0.rank(),
+            self.0.world_size()
+        )
+    }
 }
 
 impl RunContext {
@@ -67,7 +88,42 @@ impl RunContext {
             out,
             verbose: true,
             created_out,
+            group: None,
         })
+    }
+
+    /// Makes this run one rank of a data-parallel group. Rank 0 keeps the output directory and
+    /// the progress output; every other rank trains quietly and writes only into a private
+    /// temporary directory ([`RunContext::leave_group`] removes it), so whatever a task writes
+    /// beside the trainer (summaries, plots) comes from rank 0 alone.
+    pub fn join_group(&mut self, collective: Arc<dyn Collective>) -> Result<()> {
+        let rank = collective.rank();
+        if rank != 0 {
+            let private = std::env::temp_dir().join(format!(
+                "rnn-{}-rank{rank}-{}",
+                self.task.as_str(),
+                std::process::id()
+            ));
+            std::fs::create_dir_all(&private)
+                .with_context(|| format!("rank {rank}: cannot create {}", private.display()))?;
+            self.out = private.clone();
+            self.created_out = Some(private);
+            self.verbose = false;
+        }
+        self.group = Some(Group(collective));
+        Ok(())
+    }
+
+    /// This process's rank (0 when alone).
+    pub fn rank(&self) -> usize {
+        self.group.as_ref().map_or(0, |g| g.0.rank())
+    }
+
+    /// After a data-parallel run: removes the private directory of a rank other than 0.
+    pub fn leave_group(&self) {
+        if self.rank() != 0 {
+            let _ = std::fs::remove_dir_all(&self.out);
+        }
     }
 
     /// After a failed run: removes the output directory this run created, unless a checkpoint
@@ -168,6 +224,7 @@ pub fn trainer_config(ctx: &RunContext, d: &TrainDefaults) -> Result<TrainerConf
         },
         progress: ctx.verbose,
         host_sync_every: o.host_sync_every,
+        grad_accum: o.grad_accum.unwrap_or(1),
         ..Default::default()
     };
     let mut cfg = cfg;

@@ -92,26 +92,27 @@ pub fn fit<T: TrainTask>(
         ));
     }
     let mut trainer = Trainer::new(cfg, varmap)?.with_out_dir(&ctx.out)?;
+    if let Some(group) = &ctx.group {
+        trainer = trainer.with_collective(group.0.clone());
+    }
     if let Some(dir) = &ctx.opts.resume {
-        recover_for_resume(dir)?;
-        let dir = resolve_checkpoint(dir, false).context("--resume")?;
-        let config_path = dir.join(checkpoint::CONFIG_FILE);
-        let config: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(&config_path)
-                .with_context(|| format!("--resume: cannot read {}", config_path.display()))?,
-        )
-        .with_context(|| format!("--resume: {} is not valid JSON", config_path.display()))?;
-        let saved_task = config
-            .pointer("/model/task")
-            .and_then(|t| t.as_str())
-            .unwrap_or("?");
-        if saved_task != ctx.task.as_str() {
-            bail!(
-                "--resume {}: the checkpoint is from task `{saved_task}`, not `{}`",
-                dir.display(),
-                ctx.task.as_str()
-            );
-        }
+        // Rank 0 repairs, resolves and checks the checkpoint, then sends its files to the other
+        // ranks, which need not see rank 0's disk (several hosts without a shared filesystem).
+        let resolved = if ctx.rank() == 0 {
+            recover_for_resume(dir)?;
+            let dir = resolve_checkpoint(dir, false).context("--resume")?;
+            check_saved_task(ctx, &dir)?;
+            Some(dir)
+        } else {
+            None
+        };
+        let dir = match (&ctx.group, resolved) {
+            (Some(group), resolved) if group.0.world_size() > 1 => {
+                share_checkpoint(&*group.0, resolved.as_deref(), &ctx.out.join("resume"))?
+            }
+            (_, Some(dir)) => dir,
+            (_, None) => bail!("--resume: no rank 0 to read the checkpoint"),
+        };
         trainer.resume(&dir).with_context(|| {
             format!(
                 "--resume {}: the checkpoint does not fit this model (same task, cell, sizes and data as when it was written?)",
@@ -124,7 +125,100 @@ pub fn fit<T: TrainTask>(
             trainer.step()
         ));
     }
-    Ok(trainer.fit(task)?)
+    let report = trainer.fit(task)?;
+    if ctx.rank() != 0 {
+        // What a task does after training (test scores, summaries, files) is rank 0's work.
+        return Err(RankDone.into());
+    }
+    Ok(report)
+}
+
+/// What [`fit`] returns on a data-parallel rank other than 0 once training is over, so that the
+/// task's code after training (test scores, files) runs on rank 0 only; `rnn train` counts it as
+/// success.
+#[derive(Debug, Clone, Copy)]
+pub struct RankDone;
+
+impl std::fmt::Display for RankDone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("this data-parallel rank has finished training; rank 0 reports the results")
+    }
+}
+
+impl std::error::Error for RankDone {}
+
+/// Refuses a checkpoint written by another task.
+fn check_saved_task(ctx: &RunContext, dir: &Path) -> Result<()> {
+    let config_path = dir.join(checkpoint::CONFIG_FILE);
+    let config: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(&config_path)
+            .with_context(|| format!("--resume: cannot read {}", config_path.display()))?,
+    )
+    .with_context(|| format!("--resume: {} is not valid JSON", config_path.display()))?;
+    let saved_task = config
+        .pointer("/model/task")
+        .and_then(|t| t.as_str())
+        .unwrap_or("?");
+    if saved_task != ctx.task.as_str() {
+        bail!(
+            "--resume {}: the checkpoint is from task `{saved_task}`, not `{}`",
+            dir.display(),
+            ctx.task.as_str()
+        );
+    }
+    Ok(())
+}
+
+/// Rank 0's checkpoint `dir` on every rank: rank 0 broadcasts its files (a checkpoint is one
+/// flat directory), the others write them into `private` and return that; rank 0 returns `dir`.
+fn share_checkpoint(
+    group: &dyn rnn_train::collective::Collective,
+    dir: Option<&Path>,
+    private: &Path,
+) -> Result<std::path::PathBuf> {
+    let mut packed = Vec::new();
+    if let Some(dir) = dir {
+        let mut names: Vec<_> = std::fs::read_dir(dir)
+            .with_context(|| format!("--resume: cannot list {}", dir.display()))?
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+            .map(|e| e.file_name())
+            .collect();
+        names.sort();
+        for name in names {
+            let bytes = std::fs::read(dir.join(&name))
+                .with_context(|| format!("--resume: cannot read {}", dir.join(&name).display()))?;
+            let name = name.to_string_lossy().into_owned();
+            packed.extend_from_slice(&(name.len() as u64).to_le_bytes());
+            packed.extend_from_slice(name.as_bytes());
+            packed.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+            packed.extend_from_slice(&bytes);
+        }
+    }
+    group.broadcast_bytes(&mut packed, 0)?;
+    if let Some(dir) = dir {
+        return Ok(dir.to_path_buf());
+    }
+    std::fs::create_dir_all(private)
+        .with_context(|| format!("cannot create {}", private.display()))?;
+    let mut rest: &[u8] = &packed;
+    while !rest.is_empty() {
+        let name = String::from_utf8_lossy(take_field(&mut rest)?).into_owned();
+        let bytes = take_field(&mut rest)?;
+        std::fs::write(private.join(&name), bytes)
+            .with_context(|| format!("cannot write {}", private.join(&name).display()))?;
+    }
+    Ok(private.to_path_buf())
+}
+
+/// The next length-prefixed field of a packed checkpoint (see [`share_checkpoint`]).
+fn take_field<'a>(rest: &mut &'a [u8]) -> Result<&'a [u8]> {
+    let truncated = || anyhow::anyhow!("--resume: the checkpoint sent by rank 0 is truncated");
+    let (len, tail) = rest.split_at_checked(8).ok_or_else(truncated)?;
+    let n = u64::from_le_bytes(len.try_into().expect("8 bytes")) as usize;
+    let (field, tail) = tail.split_at_checked(n).ok_or_else(truncated)?;
+    *rest = tail;
+    Ok(field)
 }
 
 /// Copies the weights of `OUT/best` (when it exists) into `varmap`, e.g. to score a test set

@@ -139,10 +139,33 @@ pub fn max_len_notice(
     how: &str,
 ) -> Option<String> {
     let longest = cut.iter().max()?;
-    Some(format!(
-        "notice: --max-len {max_len}: {} of {total} {what} were longer (the longest {longest} tokens); {how}",
-        cut.len()
-    ))
+    Some(cut_notice(max_len, cut.len(), *longest, total, what, how))
+}
+
+/// [`max_len_notice`] from counts kept while streaming a file: `count` of `total` `what` were
+/// longer than `max_len`, the longest `longest` tokens. `None` when `count` is 0.
+pub fn max_len_notice_counts(
+    max_len: usize,
+    count: usize,
+    longest: usize,
+    total: usize,
+    what: &str,
+    how: &str,
+) -> Option<String> {
+    (count > 0).then(|| cut_notice(max_len, count, longest, total, what, how))
+}
+
+fn cut_notice(
+    max_len: usize,
+    count: usize,
+    longest: usize,
+    total: usize,
+    what: &str,
+    how: &str,
+) -> String {
+    format!(
+        "notice: --max-len {max_len}: {count} of {total} {what} were longer (the longest {longest} tokens); {how}"
+    )
 }
 
 /// What the memory of a run depends on besides its data.

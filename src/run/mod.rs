@@ -4,6 +4,7 @@
 //! see the command line.
 //!
 //! - [`options`]: the options of `rnn train` (flags and `--config` files), [`parse_dtype`];
+//!   [`choice`]: the closed value sets of its enumerated options;
 //! - [`RunContext`]: merged options, device, dtype, output directory; [`trainer_config`];
 //! - [`fit`]: checkpointed, resumable training and the summary line;
 //! - [`CheckpointRun`]: a checkpoint loaded for `eval`, `sample` or `predict`;
@@ -16,6 +17,7 @@
 //!   collective, or the refusal of a binary built without the `mpi` feature.
 
 mod checkpoint;
+pub mod choice;
 mod context;
 mod error;
 mod fit;
@@ -30,7 +32,7 @@ pub mod world;
 pub use checkpoint::{resolve_checkpoint, CheckpointRun};
 pub use context::{schedule_from_options, trainer_config, RunContext, TrainDefaults};
 pub use error::{error_line, invalid};
-pub use fit::{fit, load_best, summary_line, weights_label, TrainOutcome};
+pub use fit::{fit, load_best, summary_line, weights_label, RankDone, TrainOutcome};
 pub use options::{parse_dtype, Options};
 pub use request::{EvalRequest, PredictRequest, SampleRequest, DEFAULT_EVAL_BATCH};
 pub use task::Task;

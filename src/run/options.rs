@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Options {
     // ---- model ----
-    /// Recurrent cell: lstm, gru, rnn-tanh, rnn-relu.
-    #[arg(long)]
+    /// Recurrent cell (rnn-tanh and rnn-relu: Elman networks).
+    #[arg(long, value_parser = super::choice::cell())]
     pub cell: Option<String>,
     /// Hidden units per layer and direction.
     #[arg(long)]
@@ -47,8 +47,8 @@ pub struct Options {
     /// Learning rate.
     #[arg(long)]
     pub lr: Option<f64>,
-    /// Optimiser: adamw or sgd.
-    #[arg(long)]
+    /// Optimiser (PyTorch's AdamW or SGD, step for step).
+    #[arg(long, value_parser = super::choice::optimizer())]
     pub optimizer: Option<String>,
     /// Clip the global gradient norm to this value (0 = no clipping).
     #[arg(long)]
@@ -57,7 +57,7 @@ pub struct Options {
     /// (decay after the `--milestones` epochs), plateau (decay when validation stalls), cosine
     /// (linear warm-up over `--warmup-steps`, then a half cosine to `--min-lr` at the end of the
     /// run). Each task has its own default.
-    #[arg(long)]
+    #[arg(long, value_parser = super::choice::schedule())]
     pub schedule: Option<String>,
     /// Decay factor of the step, multistep and plateau schedules (default 0.5).
     #[arg(long)]
@@ -78,6 +78,15 @@ pub struct Options {
     /// 25 on GPUs; a NaN is still reported at its own step).
     #[arg(long)]
     pub host_sync_every: Option<u64>,
+    /// Split every batch into K micro-batches, each run forward and backward on its own, and
+    /// take one optimiser step on their combined gradients: the same step as the whole batch,
+    /// with about 1/K of the activation memory. `--batch-size` stays the batch of one step.
+    #[arg(long, value_name = "K")]
+    pub grad_accum: Option<u64>,
+    /// Train as N data-parallel ranks, threads of this process (the DDP semantics of `mpirun
+    /// -np N`, without MPI; see docs/DISTRIBUTED.md). `--batch-size` is the global batch.
+    #[arg(long, value_name = "N")]
+    pub dp_threads: Option<u64>,
     /// Evaluate every N steps (besides every epoch end).
     #[arg(long)]
     pub eval_every: Option<u64>,
@@ -93,8 +102,9 @@ pub struct Options {
     /// Device: auto, cpu, cuda, cuda:N, metal.
     #[arg(long)]
     pub device: Option<String>,
-    /// Floating-point type: f32 or f64.
-    #[arg(long)]
+    /// Floating-point type of parameters and activations (default f32). bf16 and f16 are for
+    /// GPUs: on the CPU they run the composed ops, slower than f32.
+    #[arg(long, value_parser = super::choice::dtype())]
     pub dtype: Option<String>,
     /// Output directory (checkpoint, metrics.jsonl, learning curves); default runs/TASK.
     #[arg(long)]
@@ -119,8 +129,8 @@ pub struct Options {
     pub split: Option<f64>,
 
     // ---- task-specific ----
-    /// Language models: token level, char, word or subword (BPE).
-    #[arg(long)]
+    /// Language models: token level (subword = byte-level BPE).
+    #[arg(long, value_parser = super::choice::level())]
     pub level: Option<String>,
     /// Subword vocabulary size (BPE) or maximum word vocabulary size.
     #[arg(long)]
@@ -131,11 +141,11 @@ pub struct Options {
     /// Tie the output layer of a language model to its embedding.
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub tie_weights: Option<bool>,
-    /// Classifier pooling: last, mean, max, attention.
-    #[arg(long)]
+    /// Classifier pooling of the recurrent outputs.
+    #[arg(long, value_parser = super::choice::pooling())]
     pub pooling: Option<String>,
-    /// Encoder-decoder attention: none, additive, dot, general.
-    #[arg(long)]
+    /// Encoder-decoder attention (additive = Bahdanau, general = Luong).
+    #[arg(long, value_parser = super::choice::attention())]
     pub attention: Option<String>,
     /// Beam size for decoding (1 = greedy).
     #[arg(long)]
@@ -163,8 +173,8 @@ pub struct Options {
     /// Forecasting: steps predicted ahead.
     #[arg(long)]
     pub horizon: Option<usize>,
-    /// Forecasting: next-step, direct or autoregressive.
-    #[arg(long)]
+    /// Forecasting strategy: one step ahead, all horizon steps at once, or fed back step by step.
+    #[arg(long, value_parser = super::choice::strategy())]
     pub strategy: Option<String>,
     /// Forecasting: seasonal period of the seasonal-naive baseline (default: detected).
     #[arg(long)]
@@ -183,6 +193,11 @@ pub struct Options {
     /// 28 when F = 784, else 1).
     #[arg(long)]
     pub row_len: Option<usize>,
+    /// classify and tag: stream --data from the file each epoch through a seeded shuffle buffer
+    /// of N examples (an approximate shuffle) instead of holding the training set in memory;
+    /// needs --valid and --test files.
+    #[arg(long, value_name = "N")]
+    pub shuffle_buffer: Option<usize>,
     /// Generated tasks: number of training examples.
     #[arg(long)]
     pub samples: Option<usize>,
@@ -223,6 +238,8 @@ impl Options {
             warmup_steps,
             min_lr,
             host_sync_every,
+            grad_accum,
+            dp_threads,
             eval_every,
             patience,
             skip_non_finite,
@@ -255,6 +272,7 @@ impl Options {
             labels,
             encoding,
             row_len,
+            shuffle_buffer,
             samples,
             chrono_init,
         )
@@ -360,6 +378,7 @@ impl Options {
             ("--samples", self.samples),
             ("--vocab-size", self.vocab_size),
             ("--row-len", self.row_len),
+            ("--shuffle-buffer", self.shuffle_buffer),
         ] {
             if v == Some(0) {
                 bail!("{flag} must be at least 1, got 0");
@@ -371,6 +390,8 @@ impl Options {
             ("--eval-every", self.eval_every),
             ("--decay-every", self.decay_every),
             ("--host-sync-every", self.host_sync_every),
+            ("--grad-accum", self.grad_accum),
+            ("--dp-threads", self.dp_threads),
         ] {
             if v == Some(0) {
                 bail!("{flag} must be at least 1, got 0");

@@ -10,7 +10,7 @@ use super::options::Options;
 use super::task_name::TaskName;
 
 /// Options every task reads: the recurrent core, the training loop and the run.
-pub const COMMON: [&str; 26] = [
+pub const COMMON: [&str; 28] = [
     "cell",
     "hidden",
     "layers",
@@ -28,6 +28,8 @@ pub const COMMON: [&str; 26] = [
     "warmup-steps",
     "min-lr",
     "host-sync-every",
+    "grad-accum",
+    "dp-threads",
     "eval-every",
     "patience",
     "skip-non-finite",

@@ -28,6 +28,17 @@
 //! batch is estimated ([`crate::run::memory`]); a run that would not fit in the memory available
 //! is refused, naming the longest example, `--max-len` and `--batch-size`.
 //!
+//! `--shuffle-buffer N` streams the training file instead of holding it (for files too large
+//! for memory even as token ids): a first pass reads `--data` line by line for the labels, the
+//! vocabulary and the example count; every epoch then reads it again, sequentially, through a
+//! seeded shuffle buffer of N examples ([`rnn_train::data::ShuffleBuffer`], an approximate
+//! shuffle: an example moves at most N - 1 places earlier), in batches of `--batch-size`
+//! consecutive examples (not bucketed by length). The order depends only on the seed and the
+//! epoch, so resuming re-reads the file and skips the batches already trained. It needs
+//! `--valid FILE` and `--test FILE` (no split of a streamed file) and a UTF-8 file. Without it,
+//! the examples are held as token ids and class ids, and each step builds the tensors of its
+//! batch only. See docs/STREAMING.md ("Classification and tagging").
+//!
 //! `--encoding NAME` (default utf-8; latin1, windows-1252, ...) names the files' character encoding;
 //! it is recorded in the checkpoint, so `rnn eval` reads them the same way. A header line
 //! (`label<TAB>text`) is skipped with a notice. Files of another layout are refused with the
@@ -55,29 +66,38 @@
 //! `vocab.json` holds the vocabulary. `rnn predict --input "a gripping , funny film"` prints,
 //! per input, the label, the class probabilities and, with attention pooling, each token's weight.
 
-use std::collections::BTreeSet;
-use std::path::Path;
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor, D};
 use candle_nn::VarMap;
 use rnn_models::classifier::{Input, Pooling, SequenceClassifier, SequenceClassifierConfig};
 use rnn_train::checkpoint::{self, VOCAB_FILE};
-use rnn_train::data::{excerpt, pad_batch, read_labelled_file, LabelledText, TextEncoding, Vocab};
+use rnn_train::data::{
+    excerpt, pad_batch, read_labelled_file, scan_labelled, stream_labelled, LabelledText,
+    OpenStream, StreamedBatches, TextEncoding, Vocab,
+};
 use rnn_train::metrics::{ConfusionMatrix, Metric};
-use rnn_train::trainer::{EarlyStopping, Evaluation, MainMetric, StepLoss, TrainTask};
+use rnn_train::trainer::{EarlyStopping, Evaluation, MainMetric, Part, StepLoss, TrainTask};
 use serde::{Deserialize, Serialize};
 
+use super::parts::empty_part;
 use super::valid::{
-    bucketed_batches, eval_batches, labelled_options, saved_encoding, train_defaults,
+    eval_batches, first_longest, labelled_options, saved_encoding, shuffle_buffer, train_defaults,
+    TrainBatch, TrainData,
 };
 pub use super::valid::{Parts, TestSource, ValidSource};
-use crate::run::memory::{check_memory, max_len_notice, Longest, MemoryPlan, RecurrentShape};
+use crate::run::memory::{
+    check_memory, max_len_notice_counts, Longest, MemoryPlan, RecurrentShape,
+};
 use crate::run::{
     fit, invalid, load_best, stochastic_model, task_from_functions, trainer_config, weights_label,
     CheckpointRun, EvalRequest, PredictRequest, RunContext, TaskName, TaskOptions, TrainOutcome,
 };
 
+/// Text is lowercased before lookup (see the [module docs](self)).
+const LOWERCASE: bool = true;
 /// Words must occur at least this often in the training split to get their own embedding.
 pub const MIN_FREQ: usize = 2;
 /// Default `--vocab-size`.
@@ -119,11 +139,11 @@ struct SavedConfig {
     max_len: Option<usize>,
 }
 
-/// Encoded examples: token ids (never empty) and class ids.
-#[derive(Debug, Clone, Default)]
-struct Encoded {
-    ids: Vec<Vec<u32>>,
-    classes: Vec<u32>,
+/// One encoded example: token ids (never empty) and its class id.
+#[derive(Debug, Clone, PartialEq)]
+struct Example {
+    ids: Vec<u32>,
+    class: u32,
 }
 
 /// Reads the `label text` lines of `path` in `encoding`; a skipped header line is reported
@@ -148,46 +168,57 @@ fn encode_file(
     vocab: &Vocab,
     labels: &[String],
     lowercase: bool,
-) -> Result<Encoded> {
+) -> Result<Vec<Example>> {
     let rows = read_rows(path, encoding, |_| {})?;
     encode_rows(path, &rows, vocab, labels, lowercase)
 }
 
 fn encode_rows(
     path: &Path,
-    rows: &[rnn_train::data::LabelledText],
+    rows: &[LabelledText],
     vocab: &Vocab,
     labels: &[String],
     lowercase: bool,
-) -> Result<Encoded> {
-    let mut out = Encoded::default();
-    for r in rows {
-        let Some(class) = labels.iter().position(|l| *l == r.label) else {
-            bail!(
-                "{}:{}: label '{}' does not occur in the training data (labels: {})",
-                path.display(),
-                r.line,
-                excerpt(&r.label, 60),
-                excerpt(&labels.join(", "), 120)
-            );
-        };
-        let ws = words(&r.text, lowercase);
-        out.ids.push(vocab.encode(ws.iter().map(String::as_str)));
-        out.classes.push(class as u32);
-    }
-    Ok(out)
+) -> Result<Vec<Example>> {
+    rows.iter()
+        .map(|r| encode_row(path, r, vocab, labels, lowercase))
+        .collect()
+}
+
+/// Encodes one row of `path`; a label outside `labels` is an error naming the line.
+fn encode_row(
+    path: &Path,
+    r: &LabelledText,
+    vocab: &Vocab,
+    labels: &[String],
+    lowercase: bool,
+) -> Result<Example> {
+    let Some(class) = labels.iter().position(|l| *l == r.label) else {
+        bail!(
+            "{}:{}: label '{}' does not occur in the training data (labels: {})",
+            path.display(),
+            r.line,
+            excerpt(&r.label, 60),
+            excerpt(&labels.join(", "), 120)
+        );
+    };
+    let ws = words(&r.text, lowercase);
+    Ok(Example {
+        ids: vocab.encode(ws.iter().map(String::as_str)),
+        class: class as u32,
+    })
 }
 
 /// Keeps the first `max_len` tokens of every example of `data` (`--max-len`); returns the lengths
 /// before of those it shortened.
-fn truncate(data: &mut Encoded, max_len: Option<usize>) -> Vec<usize> {
+fn truncate(data: &mut [Example], max_len: Option<usize>) -> Vec<usize> {
     let Some(n) = max_len else {
         return Vec::new();
     };
     let mut cut = Vec::new();
-    for ids in data.ids.iter_mut().filter(|ids| ids.len() > n) {
-        cut.push(ids.len());
-        ids.truncate(n);
+    for e in data.iter_mut().filter(|e| e.ids.len() > n) {
+        cut.push(e.ids.len());
+        e.ids.truncate(n);
     }
     cut
 }
@@ -210,10 +241,11 @@ struct Batch {
     classes: Vec<u32>,
 }
 
-fn make_batch(data: &Encoded, idx: &[usize], device: &Device) -> Result<Batch> {
-    let seqs: Vec<Vec<u32>> = idx.iter().map(|&i| data.ids[i].clone()).collect();
+/// The padded batch of `rows` (at least one).
+fn make_batch(rows: &[&Example], device: &Device) -> rnn_train::Result<Batch> {
+    let seqs: Vec<Vec<u32>> = rows.iter().map(|e| e.ids.clone()).collect();
     let padded = pad_batch(&seqs, 0, device)?;
-    let classes: Vec<u32> = idx.iter().map(|&i| data.classes[i]).collect();
+    let classes: Vec<u32> = rows.iter().map(|e| e.class).collect();
     Ok(Batch {
         ids: padded.ids,
         lengths: padded.lengths,
@@ -222,10 +254,16 @@ fn make_batch(data: &Encoded, idx: &[usize], device: &Device) -> Result<Batch> {
     })
 }
 
+fn lengths(data: &[Example]) -> Vec<usize> {
+    data.iter().map(|e| e.ids.len()).collect()
+}
+
 /// Evaluation batches of `data` (see [`eval_batches`]).
-fn batches(data: &Encoded, batch_size: usize, device: &Device) -> Result<Vec<Batch>> {
-    let lengths: Vec<usize> = data.ids.iter().map(Vec::len).collect();
-    eval_batches(&lengths, batch_size, |idx| make_batch(data, idx, device))
+fn batches(data: &[Example], batch_size: usize, device: &Device) -> Result<Vec<Batch>> {
+    eval_batches(&lengths(data), batch_size, |idx| {
+        let rows: Vec<&Example> = idx.iter().map(|&i| &data[i]).collect();
+        Ok(make_batch(&rows, device)?)
+    })
 }
 
 /// Scores of a classifier on a data set.
@@ -269,7 +307,7 @@ fn score(model: &SequenceClassifier, batches: &[Batch], num_classes: usize) -> R
 
 struct ClassifyTask {
     model: SequenceClassifier,
-    train: Encoded,
+    train: TrainData<Example>,
     valid: Vec<Batch>,
     batch_size: usize,
     device: Device,
@@ -278,26 +316,40 @@ struct ClassifyTask {
 }
 
 impl TrainTask for ClassifyTask {
-    type Batch = Batch;
+    type Batch = TrainBatch;
 
-    fn train_batches(&mut self, epoch: u64, seed: u64) -> rnn_train::Result<Vec<Batch>> {
-        let lengths: Vec<usize> = self.train.ids.iter().map(Vec::len).collect();
-        bucketed_batches(&lengths, self.batch_size, epoch, seed, |idx| {
-            make_batch(&self.train, idx, &self.device)
-        })
+    fn train_batches(&mut self, epoch: u64, seed: u64) -> rnn_train::Result<Vec<TrainBatch>> {
+        self.train.batches(self.batch_size, epoch, seed)
     }
 
     fn train_step(
         &mut self,
-        batch: &Batch,
+        batch: &TrainBatch,
+        carry: &mut Option<rnn_core::RnnState>,
+    ) -> rnn_train::Result<StepLoss> {
+        self.train_part(batch, Part::WHOLE, carry)
+    }
+
+    /// The part's examples padded to their own longest; the loss is their mean cross-entropy
+    /// and the units their count, so the units-weighted mean of the parts is the batch's loss
+    /// (every example weighs the same: there are no class weights).
+    fn train_part(
+        &mut self,
+        batch: &TrainBatch,
+        part: Part,
         _carry: &mut Option<rnn_core::RnnState>,
     ) -> rnn_train::Result<StepLoss> {
+        let rows = self.train.part(batch, part)?;
+        if rows.is_empty() {
+            return empty_part(&self.device);
+        }
+        let b = make_batch(&rows, &self.device)?;
         let loss = self
             .model
-            .loss(&batch.ids, Some(&batch.lengths), &batch.targets, true)?;
+            .loss(&b.ids, Some(&b.lengths), &b.targets, true)?;
         Ok(StepLoss {
             loss,
-            units: batch.classes.len() as u64,
+            units: b.classes.len() as u64,
         })
     }
 
@@ -354,15 +406,47 @@ task_from_functions!(
     Classify
 );
 
-/// Trains the task (see the [module docs](self) for the options and defaults).
-pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
+/// The data of a classify run: the training examples (held or streamed), the validation and
+/// test examples with their rows (for the lines named in messages), the labels and the
+/// vocabulary.
+struct Prepared {
+    train: TrainData<Example>,
+    /// The training lengths the memory estimate sees: every example's when held; when
+    /// streamed (batches not bucketed by length), a full batch of the longest.
+    train_lengths: Vec<usize>,
+    /// The first longest training example: its line and length as trained.
+    train_longest: (usize, usize),
+    valid: Vec<Example>,
+    valid_rows: Vec<LabelledText>,
+    test: Vec<Example>,
+    test_rows: Vec<LabelledText>,
+    valid_source: ValidSource,
+    test_source: TestSource,
+    labels: Vec<String>,
+    vocab: Vocab,
+    /// `--max-len`: how many examples were longer, and the longest of them.
+    cut: (usize, usize),
+}
+
+/// The labels of the training data, refused when fewer than two.
+fn training_labels<'a>(
+    data: &Path,
+    labels: impl IntoIterator<Item = &'a str>,
+) -> Result<Vec<String>> {
+    let labels = label_names(labels);
+    if labels.len() < 2 {
+        bail!(
+            "--data {}: the training data hold only the label '{}'; a classifier needs at least 2",
+            data.display(),
+            excerpt(&labels.join(", "), 60)
+        );
+    }
+    Ok(labels)
+}
+
+/// Reads `--data` whole, splits it and encodes every part (the default).
+fn prepare_held(ctx: &RunContext, data: &Path, encoding: TextEncoding) -> Result<Prepared> {
     let o = &ctx.opts;
-    let Some(data) = &o.data else {
-        bail!("classify needs --data FILE with `label<TAB or space>text` lines (e.g. SST-2 stsa.binary.train)");
-    };
-    let pooling = parse_pooling(o.pooling.as_deref())?;
-    let lowercase = true;
-    let encoding = o.text_encoding()?;
     let say = |line: &str| ctx.say(line);
     let rows = read_rows(data, encoding, say)?;
     let Parts {
@@ -378,41 +462,199 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
         |v: &Path| read_rows(v, encoding, say),
         "examples",
     )?;
-    let labels = label_names(train_rows.iter().map(|r| r.label.as_str()));
-    if labels.len() < 2 {
-        bail!(
-            "--data {}: the training data hold only the label '{}'; a classifier needs at least 2",
-            data.display(),
-            excerpt(&labels.join(", "), 60)
-        );
-    }
+    let labels = training_labels(data, train_rows.iter().map(|r| r.label.as_str()))?;
     let train_words: Vec<Vec<String>> = train_rows
         .iter()
-        .map(|r| words(&r.text, lowercase))
+        .map(|r| words(&r.text, LOWERCASE))
         .collect();
     let vocab = Vocab::build(
         train_words.iter().flatten().map(String::as_str),
         MIN_FREQ,
         Some(o.vocab_size.unwrap_or(DEFAULT_VOCAB_SIZE).max(4)),
     )?;
-    let mut train = encode_rows(data, &train_rows, &vocab, &labels, lowercase)?;
-    let mut valid = encode_rows(valid_source.path(), &valid_rows, &vocab, &labels, lowercase)?;
-    let mut test = encode_rows(test_source.path(), &test_rows, &vocab, &labels, lowercase)?;
+    drop(train_words);
+    let mut train = encode_rows(data, &train_rows, &vocab, &labels, LOWERCASE)?;
+    let mut valid = encode_rows(valid_source.path(), &valid_rows, &vocab, &labels, LOWERCASE)?;
+    let mut test = encode_rows(test_source.path(), &test_rows, &vocab, &labels, LOWERCASE)?;
     let mut cut = truncate(&mut train, o.max_len);
     cut.extend(truncate(&mut valid, o.max_len));
     cut.extend(truncate(&mut test, o.max_len));
-    let total = train.ids.len() + valid.ids.len() + test.ids.len();
+    let train_lengths = lengths(&train);
+    let train_longest = first_longest(
+        train_rows
+            .iter()
+            .zip(&train_lengths)
+            .map(|(r, &l)| (r.line, l)),
+    );
+    Ok(Prepared {
+        train: TrainData::Held {
+            examples: train,
+            lengths: train_lengths.clone(),
+        },
+        train_lengths,
+        train_longest,
+        valid,
+        valid_rows,
+        test,
+        test_rows,
+        valid_source,
+        test_source,
+        labels,
+        vocab,
+        cut: (cut.len(), cut.iter().copied().max().unwrap_or(0)),
+    })
+}
+
+/// Streams `--data` (`--shuffle-buffer N`): a first pass counts the examples, the labels and
+/// the words (holding one example at a time); training then reads the file once per epoch
+/// through a shuffle buffer of `capacity` examples. Validation and test come from their files.
+fn prepare_streamed(ctx: &RunContext, data: &Path, capacity: usize) -> Result<Prepared> {
+    let o = &ctx.opts;
+    let (Some(valid_path), Some(test_path)) = (&o.valid, &o.test) else {
+        bail!("--shuffle-buffer needs --valid FILE and --test FILE");
+    };
+    let mut word_counts: HashMap<String, usize> = HashMap::new();
+    let mut label_set: BTreeSet<String> = BTreeSet::new();
+    let mut longest = (0usize, 0usize);
+    let mut cut = (0usize, 0usize);
+    let scan = scan_labelled(data, |r| {
+        let ws = words(&r.text, LOWERCASE);
+        let len = match o.max_len {
+            Some(n) if ws.len() > n => {
+                cut = (cut.0 + 1, cut.1.max(ws.len()));
+                n
+            }
+            _ => ws.len(),
+        };
+        // The first pass sees the file's first example last (see scan_labelled).
+        if len > longest.1 || (len == longest.1 && r.line < longest.0) {
+            longest = (r.line, len);
+        }
+        for w in ws {
+            *word_counts.entry(w).or_default() += 1;
+        }
+        if !label_set.contains(&r.label) {
+            label_set.insert(r.label.clone());
+        }
+    })?;
+    if let Some((line, header)) = &scan.header {
+        ctx.say(&format!(
+            "notice: {}:{line}: skipped a header line `{header}` (not an example)",
+            data.display()
+        ));
+    }
+    let labels = training_labels(data, label_set.iter().map(String::as_str))?;
+    let vocab = Vocab::from_counts(
+        word_counts.iter().map(|(w, &c)| (w.as_str(), c)),
+        MIN_FREQ,
+        Some(o.vocab_size.unwrap_or(DEFAULT_VOCAB_SIZE).max(4)),
+    )?;
+    drop(word_counts);
+    let say = |line: &str| ctx.say(line);
+    let valid_rows = read_rows(valid_path, TextEncoding::UTF8, say)?;
+    let test_rows = read_rows(test_path, TextEncoding::UTF8, say)?;
+    let mut valid = encode_rows(valid_path, &valid_rows, &vocab, &labels, LOWERCASE)?;
+    let mut test = encode_rows(test_path, &test_rows, &vocab, &labels, LOWERCASE)?;
+    let mut eval_cut = truncate(&mut valid, o.max_len);
+    eval_cut.extend(truncate(&mut test, o.max_len));
+    let cut = (
+        cut.0 + eval_cut.len(),
+        eval_cut.iter().copied().fold(cut.1, usize::max),
+    );
+    let batch_size = o.batch_size.unwrap_or(32);
+    let open = example_stream(
+        data.to_path_buf(),
+        scan.header.map(|h| h.0),
+        std::rc::Rc::new(vocab.clone()),
+        std::rc::Rc::new(labels.clone()),
+        o.max_len,
+    );
+    Ok(Prepared {
+        train: TrainData::Streamed(Box::new(StreamedBatches::new(
+            open,
+            scan.examples,
+            capacity,
+            batch_size,
+        ))),
+        train_lengths: vec![longest.1; batch_size.min(scan.examples)],
+        train_longest: longest,
+        valid,
+        valid_rows,
+        test,
+        test_rows,
+        valid_source: ValidSource::File {
+            path: valid_path.clone(),
+        },
+        test_source: TestSource::File {
+            path: test_path.clone(),
+        },
+        labels,
+        vocab,
+        cut,
+    })
+}
+
+/// Opens the stream of `path`'s encoded examples (skipping the header line `header`), each
+/// cut to `max_len` tokens.
+fn example_stream(
+    path: PathBuf,
+    header: Option<usize>,
+    vocab: std::rc::Rc<Vocab>,
+    labels: std::rc::Rc<Vec<String>>,
+    max_len: Option<usize>,
+) -> OpenStream<Example> {
+    Box::new(move || {
+        let (path, vocab, labels) = (path.clone(), vocab.clone(), labels.clone());
+        let rows = stream_labelled(&path, header)?;
+        Ok(Box::new(rows.map(move |r| {
+            let mut e = encode_row(&path, &r?, &vocab, &labels, LOWERCASE).map_err(invalid)?;
+            if let Some(n) = max_len {
+                e.ids.truncate(n);
+            }
+            Ok(e)
+        })))
+    })
+}
+
+/// Trains the task (see the [module docs](self) for the options and defaults).
+pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
+    let o = &ctx.opts;
+    let Some(data) = &o.data else {
+        bail!("classify needs --data FILE with `label<TAB or space>text` lines (e.g. SST-2 stsa.binary.train)");
+    };
+    let pooling = parse_pooling(o.pooling.as_deref())?;
+    let lowercase = LOWERCASE;
+    let encoding = o.text_encoding()?;
+    let Prepared {
+        train,
+        train_lengths,
+        train_longest,
+        valid,
+        valid_rows,
+        test,
+        test_rows,
+        valid_source,
+        test_source,
+        labels,
+        vocab,
+        cut,
+    } = match shuffle_buffer(ctx)? {
+        None => prepare_held(ctx, data, encoding)?,
+        Some(n) => prepare_streamed(ctx, data, n)?,
+    };
+    let total = train.len() + valid.len() + test.len();
     if let Some(n) = o.max_len {
         let how = format!("kept their first {n} tokens");
-        if let Some(line) = max_len_notice(n, &cut, total, "examples", &how) {
+        if let Some(line) = max_len_notice_counts(n, cut.0, cut.1, total, "examples", &how) {
             ctx.say(&line);
         }
     }
     ctx.say(&format!(
-        "classify: {} training / {} validation / {} test examples{}, {} labels, vocabulary {} words, pooling {pooling}",
-        train.ids.len(),
-        valid.ids.len(),
-        test.ids.len(),
+        "classify: {} training{} / {} validation / {} test examples{}, {} labels, vocabulary {} words, pooling {pooling}",
+        train.len(),
+        if matches!(train, TrainData::Streamed(_)) { " (streamed)" } else { "" },
+        valid.len(),
+        test.len(),
         if test_source.is_held_out() { " (test held out of --data)" } else { "" },
         labels.len(),
         vocab.len()
@@ -438,7 +680,6 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
     let varmap = VarMap::new();
     let model = SequenceClassifier::new(&cfg, ctx.var_builder(&varmap))?;
     let batch_size = o.batch_size.unwrap_or(32);
-    let lengths = |e: &Encoded| e.ids.iter().map(Vec::len).collect::<Vec<_>>();
     let shape = RecurrentShape::new(
         cfg.input.output_size(),
         cfg.mode,
@@ -448,19 +689,21 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
     );
     let plan = MemoryPlan::new(ctx, &varmap, shape, batch_size, 256);
     let eval_lengths = [lengths(&valid), lengths(&test)].concat();
-    check_memory(ctx, &plan, &lengths(&train), &eval_lengths, || {
+    check_memory(ctx, &plan, &train_lengths, &eval_lengths, || {
+        let train = [(data.as_path(), train_longest.0, train_longest.1)];
         Longest::find(
-            [
-                (data.as_path(), &train_rows, &train),
-                (valid_source.path(), &valid_rows, &valid),
-                (test_source.path(), &test_rows, &test),
-            ]
-            .into_iter()
-            .flat_map(|(path, rows, enc)| {
-                rows.iter()
-                    .zip(&enc.ids)
-                    .map(move |(r, ids)| (path, r.line, ids.len()))
-            }),
+            train.into_iter().chain(
+                [
+                    (valid_source.path(), &valid_rows, &valid),
+                    (test_source.path(), &test_rows, &test),
+                ]
+                .into_iter()
+                .flat_map(|(path, rows, enc)| {
+                    rows.iter()
+                        .zip(enc)
+                        .map(move |(r, e)| (path, r.line, e.ids.len()))
+                }),
+            ),
         )
     })?;
     let mut task = ClassifyTask {
@@ -577,7 +820,7 @@ pub fn eval(run: &CheckpointRun, req: impl Into<EvalRequest>) -> Result<String> 
     };
     let mut enc = encode_rows(&path, &rows, &c.vocab, &c.labels, c.lowercase)?;
     truncate(&mut enc, c.max_len);
-    if enc.ids.is_empty() {
+    if enc.is_empty() {
         bail!("{}: no examples to evaluate", path.display());
     }
     let s = score(
@@ -700,5 +943,178 @@ mod tests {
         );
         let e = parse_pooling(Some("bogus")).unwrap_err().to_string();
         assert!(e.contains("--pooling") && e.contains("bogus"), "{e}");
+    }
+
+    use crate::tasks::parts::checks::assert_parts_sum_to_whole;
+    use rand::{Rng, SeedableRng};
+    use rnn_train::data::bucket_batches;
+
+    /// `n` examples of 1 to 12 tokens of a 20-word vocabulary, 3 classes.
+    fn examples(n: usize, seed: u64) -> Vec<Example> {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        (0..n)
+            .map(|_| Example {
+                ids: (0..rng.random_range(1..=12))
+                    .map(|_| rng.random_range(1..20))
+                    .collect(),
+                class: rng.random_range(0..3),
+            })
+            .collect()
+    }
+
+    /// A task on `train` with a bidirectional attention-pooled classifier, without dropout.
+    fn task(train: TrainData<Example>) -> (ClassifyTask, Vec<candle_core::Var>) {
+        let cfg = SequenceClassifierConfig::new(
+            Input::tokens_with_padding(20, 6, 0),
+            rnn_core::Mode::Lstm,
+            5,
+            3,
+        )
+        .with_bidirectional(true)
+        .with_pooling(Pooling::Attention);
+        let varmap = VarMap::new();
+        let vb =
+            rnn_core::init::seeded_var_builder(&varmap, 5, candle_core::DType::F32, &Device::Cpu);
+        let model = SequenceClassifier::new(&cfg, vb).unwrap();
+        let vars = varmap.all_vars();
+        let task = ClassifyTask {
+            model,
+            train,
+            valid: Vec::new(),
+            batch_size: 7,
+            device: Device::Cpu,
+            saved: SavedConfig {
+                task: "classify".into(),
+                model: cfg,
+                labels: vec!["a".into(), "b".into(), "c".into()],
+                lowercase: true,
+                valid: None,
+                test: None,
+                encoding: None,
+                max_len: None,
+            },
+            vocab_json: Vec::new(),
+        };
+        (task, vars)
+    }
+
+    #[test]
+    fn parts_of_a_batch_sum_to_the_whole_batch() {
+        let data = examples(30, 1);
+        let lengths = lengths(&data);
+        let (mut task, vars) = task(TrainData::Held {
+            examples: data,
+            lengths,
+        });
+        let batches = task.train_batches(0, 4).unwrap();
+        let batch = batches
+            .iter()
+            .find(|b| matches!(b, TrainBatch::Rows(r) if r.len() == 7))
+            .unwrap()
+            .clone();
+        assert_parts_sum_to_whole(&mut task, &batch, 7, &vars, &[2, 3, 9]);
+    }
+
+    #[test]
+    fn held_batches_are_the_seeded_length_buckets() {
+        let data = examples(100, 2);
+        let lens = lengths(&data);
+        let (mut task, _) = task(TrainData::Held {
+            examples: data.clone(),
+            lengths: lens.clone(),
+        });
+        for (epoch, seed) in [(0u64, 0u64), (1, 0), (2, 7)] {
+            // The seed derivation of the batches before they became indices.
+            let mix = seed_u64(seed).wrapping_add(epoch.wrapping_mul(0xBF58_476D_1CE4_E5B9));
+            let direct = bucket_batches(&lens, 7, mix).unwrap();
+            let got = task.train_batches(epoch, seed).unwrap();
+            assert_eq!(
+                got,
+                direct.into_iter().map(TrainBatch::Rows).collect::<Vec<_>>()
+            );
+        }
+        // A part's tensors are the padded rows of its examples, padded to their own longest.
+        let batch = task.train_batches(0, 0).unwrap().remove(0);
+        let TrainBatch::Rows(idx) = &batch else {
+            unreachable!()
+        };
+        let rows = task
+            .train
+            .part(&batch, Part { index: 1, count: 2 })
+            .unwrap();
+        let want: Vec<&Example> = idx[Part { index: 1, count: 2 }.rows(idx.len())]
+            .iter()
+            .map(|&i| &data[i])
+            .collect();
+        assert_eq!(rows, want);
+        let b = make_batch(&rows, &Device::Cpu).unwrap();
+        let seqs: Vec<Vec<u32>> = want.iter().map(|e| e.ids.clone()).collect();
+        let padded = pad_batch(&seqs, 0, &Device::Cpu).unwrap();
+        assert_eq!(
+            b.ids.to_vec2::<u32>().unwrap(),
+            padded.ids.to_vec2::<u32>().unwrap()
+        );
+        assert_eq!(b.lengths, padded.lengths);
+    }
+
+    /// `seed * GOLDEN_GAMMA` as [`rnn_core::seed::epoch_seed`] mixes it.
+    fn seed_u64(seed: u64) -> u64 {
+        seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+
+    #[test]
+    fn streamed_training_reads_the_file_in_a_bounded_buffer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("train.txt");
+        let lines: String = (0..53)
+            .map(|i| format!("{} w{} w{} x\n", i % 3, i % 7, i % 5))
+            .collect();
+        std::fs::write(&path, format!("label\ttext\n{lines}")).unwrap();
+        let scan = scan_labelled(&path, |_| {}).unwrap();
+        assert_eq!(
+            (scan.examples, scan.header.as_ref().map(|h| h.0)),
+            (53, Some(1))
+        );
+        let vocab = Vocab::build(["w1", "w1", "x", "x"], 1, None).unwrap();
+        let labels: Vec<String> = vec!["0".into(), "1".into(), "2".into()];
+        let open = example_stream(
+            path.clone(),
+            Some(1),
+            std::rc::Rc::new(vocab),
+            std::rc::Rc::new(labels),
+            Some(2),
+        );
+        let (mut task, vars) = task(TrainData::Streamed(Box::new(StreamedBatches::new(
+            open, 53, 10, 7,
+        ))));
+        let batches = task.train_batches(3, 1).unwrap();
+        assert_eq!(batches.len(), 8);
+        let mut classes = Vec::new();
+        for b in &batches {
+            let rows = task.train.part(b, Part::WHOLE).unwrap();
+            assert!(rows.iter().all(|e| e.ids.len() == 2), "--max-len 2 applied");
+            classes.extend(rows.iter().map(|e| e.class));
+        }
+        assert_eq!(classes.len(), 53);
+        // The same epoch again gives the same batches; another epoch another order.
+        let again: Vec<u32> = batches
+            .iter()
+            .flat_map(|b| {
+                let rows = task.train.part(b, Part::WHOLE).unwrap();
+                rows.iter().map(|e| e.class).collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(again, classes);
+        let TrainData::Streamed(s) = &task.train else {
+            unreachable!()
+        };
+        assert_eq!(
+            s.peak(),
+            10,
+            "the buffer held at most --shuffle-buffer examples"
+        );
+        // Parts of a streamed batch sum to it too.
+        let b = batches[2].clone();
+        assert_parts_sum_to_whole(&mut task, &b, 7, &vars, &[2, 3, 8]);
     }
 }

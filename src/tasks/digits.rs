@@ -35,13 +35,14 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use super::parts::{empty_part, part_rows};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::VarMap;
 use rnn_core::{Mode, RnnState};
 use rnn_models::classifier::{Input, Pooling, SequenceClassifier, SequenceClassifierConfig};
 use rnn_train::data::{read_feature_rows, read_mnist, seeded_shuffle, Mnist};
-use rnn_train::trainer::{EarlyStopping, Evaluation, MainMetric, StepLoss, TrainTask};
+use rnn_train::trainer::{EarlyStopping, Evaluation, MainMetric, Part, StepLoss, TrainTask};
 use serde::{Deserialize, Serialize};
 
 use crate::run::{
@@ -218,12 +219,26 @@ impl TrainTask for DigitsTask {
     fn train_step(
         &mut self,
         batch: &Self::Batch,
+        carry: &mut Option<RnnState>,
+    ) -> rnn_train::Result<StepLoss> {
+        self.train_part(batch, Part::WHOLE, carry)
+    }
+
+    /// Rows of the batch: the loss is the mean cross-entropy over the part's images, so the
+    /// units-weighted mean of the parts is the batch's loss.
+    fn train_part(
+        &mut self,
+        (xs, ys): &Self::Batch,
+        part: Part,
         _carry: &mut Option<RnnState>,
     ) -> rnn_train::Result<StepLoss> {
-        let loss = self.model.loss(&batch.0, None, &batch.1, true)?;
+        let Some((xs, ys)) = part_rows(part, xs, ys)? else {
+            return empty_part(xs.device());
+        };
+        let loss = self.model.loss(&xs, None, &ys, true)?;
         Ok(StepLoss {
             loss,
-            units: batch.0.dim(0)? as u64,
+            units: xs.dim(0)? as u64,
         })
     }
 
@@ -619,5 +634,45 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("--labels LABELS.idx1"), "{e}");
+    }
+
+    #[test]
+    fn parts_of_a_batch_sum_to_the_whole_batch() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let pixels: Vec<f32> = (0..20 * 4 * 3).map(|_| rng.random::<f32>()).collect();
+        let labels: Vec<u32> = (0..20).map(|i| i % 3).collect();
+        let x = Tensor::from_vec(pixels, (20, 4, 3), &Device::Cpu).unwrap();
+        let y = Tensor::new(labels.as_slice(), &Device::Cpu).unwrap();
+        let varmap = VarMap::new();
+        let vb = rnn_core::init::seeded_var_builder(&varmap, 3, DType::F32, &Device::Cpu);
+        let cfg = SequenceClassifierConfig::new(Input::features(3), rnn_core::Mode::Lstm, 6, 3);
+        let mut task = DigitsTask {
+            model: SequenceClassifier::new(&cfg, vb).unwrap(),
+            cfg,
+            spec: DigitsSpec {
+                images: PathBuf::new(),
+                labels: PathBuf::new(),
+                split: 0.1,
+                valid_split: 0.1,
+                rows: 4,
+                cols: 3,
+                csv_scale: None,
+            },
+            train_x: x.clone(),
+            train_y: y.clone(),
+            valid_x: x,
+            valid_y: y,
+            batch_size: 7,
+            task: "digits",
+        };
+        let batch = task.train_batches(0, 1).unwrap().remove(0);
+        crate::tasks::parts::checks::assert_parts_sum_to_whole(
+            &mut task,
+            &batch,
+            7,
+            &varmap.all_vars(),
+            &[2, 3, 9],
+        );
     }
 }

@@ -49,6 +49,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use super::parts::{empty_part, part_rows};
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
@@ -56,7 +57,7 @@ use rnn_core::{Mode, RnnState};
 use rnn_models::forecaster::{ForecastStrategy, Forecaster, ForecasterConfig};
 use rnn_train::data::{seeded_shuffle, MissingPolicy, Normalizer, Series};
 use rnn_train::metrics::{Metric, RegressionMetrics};
-use rnn_train::trainer::{EarlyStopping, Evaluation, MainMetric, StepLoss, TrainTask};
+use rnn_train::trainer::{EarlyStopping, Evaluation, MainMetric, Part, StepLoss, TrainTask};
 use serde::{Deserialize, Serialize};
 
 use crate::run::{
@@ -523,12 +524,27 @@ impl TrainTask for ForecastTask {
     fn train_step(
         &mut self,
         batch: &Self::Batch,
+        carry: &mut Option<RnnState>,
+    ) -> rnn_train::Result<StepLoss> {
+        self.train_part(batch, Part::WHOLE, carry)
+    }
+
+    /// Rows of the batch: the loss is the mean over the part's rows, which all count the same
+    /// (fixed-length windows without padding), so the units-weighted mean of the parts is the
+    /// batch's loss.
+    fn train_part(
+        &mut self,
+        (xs, ys): &Self::Batch,
+        part: Part,
         _carry: &mut Option<RnnState>,
     ) -> rnn_train::Result<StepLoss> {
-        let loss = self.model.loss(&batch.0, None, &batch.1, true)?;
+        let Some((xs, ys)) = part_rows(part, xs, ys)? else {
+            return empty_part(xs.device());
+        };
+        let loss = self.model.loss(&xs, None, &ys, true)?;
         Ok(StepLoss {
             loss,
-            units: batch.0.dim(0)? as u64,
+            units: xs.dim(0)? as u64,
         })
     }
 
@@ -866,5 +882,56 @@ mod tests {
         assert!(e.contains("--horizon 3"), "{e}");
         let e = strategy(Some("sideways"), 1).unwrap_err().to_string();
         assert!(e.contains("--strategy"), "{e}");
+    }
+
+    /// Both strategies' targets (direct: the horizon; next step: aligned with the window).
+    #[test]
+    fn parts_of_a_batch_sum_to_the_whole_batch() {
+        let rows: Vec<Vec<f64>> = (0..60)
+            .map(|t| {
+                let t = t as f64;
+                vec![10.0 + (t / 3.0).sin() * 4.0 + 0.1 * t, (t / 5.0).cos()]
+            })
+            .collect();
+        let data = SeriesData::from_rows(&rows);
+        for strategy in [ForecastStrategy::Direct, ForecastStrategy::NextStep] {
+            let cfg = ForecasterConfig::new(data.columns(), 1, 6, strategy).with_horizon(3);
+            let varmap = VarMap::new();
+            let vb = rnn_core::init::seeded_var_builder(
+                &varmap,
+                3,
+                candle_core::DType::F32,
+                &Device::Cpu,
+            );
+            let mut task = ForecastTask {
+                model: Forecaster::new(cfg.clone(), vb).unwrap(),
+                spec: ForecastSpec {
+                    data: PathBuf::new(),
+                    target: "y".into(),
+                    features: vec!["x".into()],
+                    lookback: 8,
+                    horizon: 3,
+                    split: 0.1,
+                    valid_split: 0.1,
+                    season: 1,
+                    normalizer: Normalizer::fit(&data.work).unwrap(),
+                },
+                train_origins: data.origins(40, 8, 3),
+                valid: Vec::new(),
+                data: data.clone(),
+                cfg,
+                batch_size: 7,
+                device: Device::Cpu,
+                task: "forecast",
+            };
+            let batch = task.train_batches(0, 1).unwrap().remove(0);
+            crate::tasks::parts::checks::assert_parts_sum_to_whole(
+                &mut task,
+                &batch,
+                7,
+                &varmap.all_vars(),
+                &[2, 3, 9],
+            );
+        }
     }
 }

@@ -8,6 +8,7 @@ pub mod classify;
 pub mod digits;
 pub mod forecast;
 pub mod lm;
+mod parts;
 pub mod routine;
 pub mod seq2seq;
 pub mod synthetic;

@@ -57,6 +57,7 @@
 
 use std::collections::BTreeMap;
 
+use super::parts::{empty_part, part_rows};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::VarMap;
@@ -66,7 +67,7 @@ use rand_chacha::ChaCha8Rng;
 use rnn_core::Mode;
 use rnn_models::classifier::Input;
 use rnn_models::tagger::{SequenceTagger, SequenceTaggerConfig};
-use rnn_train::trainer::{Evaluation, MainMetric, StepLoss, TrainTask};
+use rnn_train::trainer::{Evaluation, MainMetric, Part, StepLoss, TrainTask};
 use serde::{Deserialize, Serialize};
 
 use crate::run::{
@@ -498,10 +499,23 @@ impl TrainTask for RoutineTask {
     fn train_step(
         &mut self,
         batch: &Self::Batch,
+        carry: &mut Option<rnn_core::RnnState>,
+    ) -> rnn_train::Result<StepLoss> {
+        self.train_part(batch, Part::WHOLE, carry)
+    }
+
+    /// Rows (days) of the batch: the loss is the mean over the part's tagged steps, all days
+    /// having the same number, so the units-weighted mean of the parts is the batch's loss.
+    fn train_part(
+        &mut self,
+        (xs, ys): &Self::Batch,
+        part: Part,
         _carry: &mut Option<rnn_core::RnnState>,
     ) -> rnn_train::Result<StepLoss> {
-        let (xs, ys) = batch;
-        let loss = self.model.loss(xs, None, ys, true)?;
+        let Some((xs, ys)) = part_rows(part, xs, ys)? else {
+            return empty_part(xs.device());
+        };
+        let loss = self.model.loss(&xs, None, &ys, true)?;
         Ok(StepLoss {
             loss,
             units: ys.elem_count() as u64,
@@ -862,5 +876,30 @@ mod tests {
             vec![vec![0., 1., 0., 1., 0., 0.], vec![1., 0., 0., 0., 0., 1.]]
         );
         assert_eq!(ys.to_vec2::<u32>().unwrap()[0], vec![SLEEP, 2]);
+    }
+
+    #[test]
+    fn parts_of_a_batch_sum_to_the_whole_batch() {
+        let varmap = VarMap::new();
+        let vb = rnn_core::init::seeded_var_builder(&varmap, 3, DType::F32, &Device::Cpu);
+        let cfg =
+            SequenceTaggerConfig::new(Input::features(FEATURES), Mode::Gru, 6, ACTIVITIES.len());
+        let mut task = RoutineTask {
+            model: SequenceTagger::new(&cfg, vb).unwrap(),
+            train: generate(20, 3, RAIN_PROBABILITY, 1),
+            valid: generate(4, 3, RAIN_PROBABILITY, 2),
+            batch_size: 7,
+            dtype: DType::F32,
+            device: Device::Cpu,
+            config: serde_json::Value::Null,
+        };
+        let batch = task.train_batches(0, 1).unwrap().remove(0);
+        crate::tasks::parts::checks::assert_parts_sum_to_whole(
+            &mut task,
+            &batch,
+            7,
+            &varmap.all_vars(),
+            &[2, 3, 9],
+        );
     }
 }

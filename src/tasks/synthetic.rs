@@ -24,6 +24,7 @@
 //! At long gaps (`--seq-len 200`) a plain LSTM and a vanilla RNN stay at the adding baseline,
 //! while a GRU, or an LSTM with `--chrono-init` set to the sequence length, learn the task.
 
+use super::parts::{empty_part, part_rows};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::VarMap;
@@ -35,7 +36,7 @@ use rnn_models::classifier::Input;
 use rnn_models::forecaster::{ForecastStrategy, Forecaster, ForecasterConfig};
 use rnn_models::loss::masked_cross_entropy;
 use rnn_models::tagger::{SequenceTagger, SequenceTaggerConfig};
-use rnn_train::trainer::{Evaluation, MainMetric, StepLoss, TrainTask};
+use rnn_train::trainer::{Evaluation, MainMetric, Part, StepLoss, TrainTask};
 use serde::{Deserialize, Serialize};
 
 use crate::run::{
@@ -355,11 +356,25 @@ impl TrainTask for AddingTask {
 
     fn train_step(
         &mut self,
+        batch: &Self::Batch,
+        carry: &mut Option<RnnState>,
+    ) -> rnn_train::Result<StepLoss> {
+        self.train_part(batch, Part::WHOLE, carry)
+    }
+
+    /// Rows of the batch: every sequence has the same length and the loss is the mean over the
+    /// part's rows (and their steps), so the units-weighted mean of the parts is the batch's.
+    fn train_part(
+        &mut self,
         (xs, ys): &Self::Batch,
+        part: Part,
         _carry: &mut Option<RnnState>,
     ) -> rnn_train::Result<StepLoss> {
+        let Some((xs, ys)) = part_rows(part, xs, ys)? else {
+            return empty_part(xs.device());
+        };
         Ok(StepLoss {
-            loss: self.model.loss(xs, None, ys, true)?,
+            loss: self.model.loss(&xs, None, &ys, true)?,
             units: xs.dim(0)? as u64,
         })
     }
@@ -412,11 +427,25 @@ impl TrainTask for CopyTask {
 
     fn train_step(
         &mut self,
+        batch: &Self::Batch,
+        carry: &mut Option<RnnState>,
+    ) -> rnn_train::Result<StepLoss> {
+        self.train_part(batch, Part::WHOLE, carry)
+    }
+
+    /// Rows of the batch: every sequence has the same length and the loss is the mean over the
+    /// part's rows (and their steps), so the units-weighted mean of the parts is the batch's.
+    fn train_part(
+        &mut self,
         (xs, ys): &Self::Batch,
+        part: Part,
         _carry: &mut Option<RnnState>,
     ) -> rnn_train::Result<StepLoss> {
+        let Some((xs, ys)) = part_rows(part, xs, ys)? else {
+            return empty_part(xs.device());
+        };
         Ok(StepLoss {
-            loss: self.model.loss(xs, None, ys, true)?,
+            loss: self.model.loss(&xs, None, &ys, true)?,
             units: xs.dim(0)? as u64,
         })
     }
@@ -893,5 +922,53 @@ mod tests {
             let e = parse_copy_input(bad).unwrap_err().to_string();
             assert!(e.contains("--input"), "{bad}: {e}");
         }
+    }
+
+    use crate::tasks::parts::checks::assert_parts_sum_to_whole;
+
+    #[test]
+    fn parts_of_an_adding_batch_sum_to_the_whole_batch() {
+        let varmap = VarMap::new();
+        let vb = rnn_core::init::seeded_var_builder(&varmap, 3, DType::F32, &Device::Cpu);
+        let cfg = ForecasterConfig::new(2, 1, 6, ForecastStrategy::Direct);
+        let mut task = AddingTask {
+            model: Forecaster::new(cfg, vb).unwrap(),
+            train: AddingData::generate(20, 9, 1).unwrap(),
+            valid: AddingData::generate(4, 9, 2).unwrap(),
+            batch_size: 7,
+            device: Device::Cpu,
+            dtype: DType::F32,
+            meta: Meta {
+                seq_len: 9,
+                samples: 20,
+            },
+        };
+        let batch = task.train_batches(0, 1).unwrap().remove(0);
+        assert_parts_sum_to_whole(&mut task, &batch, 7, &varmap.all_vars(), &[2, 3, 9]);
+    }
+
+    #[test]
+    fn parts_of_a_copy_batch_sum_to_the_whole_batch() {
+        let varmap = VarMap::new();
+        let vb = rnn_core::init::seeded_var_builder(&varmap, 3, DType::F32, &Device::Cpu);
+        let cfg = SequenceTaggerConfig::new(
+            Input::tokens(COPY_DELIMITER as usize + 1, 4),
+            rnn_core::Mode::Lstm,
+            6,
+            COPY_SYMBOLS as usize + 1,
+        );
+        let mut task = CopyTask {
+            model: SequenceTagger::new(&cfg, vb).unwrap(),
+            train: CopyData::generate(20, 3, 1).unwrap(),
+            valid: CopyData::generate(4, 3, 2).unwrap(),
+            batch_size: 7,
+            device: Device::Cpu,
+            meta: Meta {
+                seq_len: 3,
+                samples: 20,
+            },
+        };
+        let batch = task.train_batches(0, 1).unwrap().remove(0);
+        assert_parts_sum_to_whole(&mut task, &batch, 7, &varmap.all_vars(), &[2, 3, 9]);
     }
 }

@@ -31,6 +31,16 @@
 //! batch is estimated ([`crate::run::memory`]); a run that would not fit in the memory available
 //! is refused, naming the longest sentence, `--max-len` and `--batch-size`.
 //!
+//! `--shuffle-buffer N` streams the training file instead of holding it: a first pass reads
+//! `--data` sentence by sentence for the tags, the vocabulary and the sentence count (a second
+//! checks the tag scheme's transitions when the tags form one); every epoch then reads it
+//! again through a seeded shuffle buffer of N sentences (chunks, with `--max-len`), an
+//! approximate shuffle, in batches of `--batch-size` consecutive sentences (not bucketed by
+//! length). Resuming re-reads the file and skips the batches already trained. It needs
+//! `--valid FILE` and `--test FILE` and a UTF-8 file. Without it, the sentences are held as
+//! word and tag ids, and each step builds the tensors of its batch only. See
+//! docs/STREAMING.md ("Classification and tagging").
+//!
 //! # Model and defaults
 //!
 //! Embedding (`--embedding`, 128) -> `--cell` (lstm), `--hidden` 128 per direction, `--layers`
@@ -63,7 +73,8 @@
 //! tokenisation).
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
@@ -72,18 +83,22 @@ use rnn_models::classifier::Input;
 use rnn_models::tagger::{SequenceTagger, SequenceTaggerConfig, TransitionMask};
 use rnn_train::checkpoint::{self, VOCAB_FILE};
 use rnn_train::data::{
-    chunk_sequences, decode_text, pad_batch, parse_conll, parse_conllu, read_conll, read_conllu,
-    TaggedSentence, TextEncoding, Vocab,
+    decode_text, pad_batch, parse_conll, parse_conllu, read_conll, read_conllu, stream_conll,
+    stream_conllu, OpenStream, StreamedBatches, TaggedSentence, TextEncoding, Vocab,
 };
 use rnn_train::metrics::{EntityF1, EntityReport, Metric, TagScheme};
-use rnn_train::trainer::{EarlyStopping, Evaluation, MainMetric, StepLoss, TrainTask};
+use rnn_train::trainer::{EarlyStopping, Evaluation, MainMetric, Part, StepLoss, TrainTask};
 use serde::{Deserialize, Serialize};
 
+use super::parts::empty_part;
 use super::valid::{
-    bucketed_batches, eval_batches, labelled_options, saved_encoding, train_defaults,
+    eval_batches, first_longest, labelled_options, saved_encoding, shuffle_buffer, train_defaults,
+    TrainBatch, TrainData,
 };
 pub use super::valid::{Parts, TestSource, ValidSource};
-use crate::run::memory::{check_memory, max_len_notice, Longest, MemoryPlan, RecurrentShape};
+use crate::run::memory::{
+    check_memory, max_len_notice_counts, Longest, MemoryPlan, RecurrentShape,
+};
 use crate::run::{
     fit, invalid, load_best, stochastic_model, task_from_functions, trainer_config, weights_label,
     CheckpointRun, EvalRequest, PredictRequest, RunContext, TaskName, TaskOptions, TrainOutcome,
@@ -161,13 +176,19 @@ fn is_conllu(path: &Path) -> Result<bool> {
     if path.extension().is_some_and(|e| e == "conllu") {
         return Ok(true);
     }
-    let text = std::fs::read(path)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
+    use std::io::BufRead;
+    // Only the lines up to the first token line are read (the file may be too large to hold).
+    let file = std::fs::File::open(path)
         .with_context(|| format!("{}: cannot read the file", path.display()))?;
-    Ok(text
-        .lines()
-        .find(|l| !l.trim().is_empty() && !l.starts_with('#'))
-        .is_some_and(|l| l.split('\t').count() == 10))
+    for line in std::io::BufReader::new(file).split(b'\n') {
+        let line = line.with_context(|| format!("{}: cannot read the file", path.display()))?;
+        let line = String::from_utf8_lossy(&line);
+        let line = line.strip_suffix('\r').unwrap_or(&line);
+        if !line.trim().is_empty() && !line.starts_with('#') {
+            return Ok(line.split('\t').count() == 10);
+        }
+    }
+    Ok(false)
 }
 
 /// Reads tagged sentences from a CoNLL-U or 2-column CoNLL file.
@@ -207,6 +228,32 @@ pub fn read_tagged(
             Some(text) => parse_conll(path, text.as_bytes())?,
             None => read_conll(path)?,
         })
+    }
+}
+
+/// The sentences of a CoNLL-U or 2-column CoNLL file (UTF-8) read one at a time
+/// (`--shuffle-buffer`), detected and checked as [`read_tagged`] does.
+fn stream_tagged(
+    path: &Path,
+    tag_column: Option<&str>,
+) -> Result<Box<dyn Iterator<Item = rnn_train::Result<TaggedSentence>>>> {
+    if !path.is_file() {
+        bail!("{}: no such file", path.display());
+    }
+    if is_conllu(path)? {
+        match stream_conllu(path, tag_column) {
+            Ok(s) => Ok(Box::new(s)),
+            Err(rnn_train::Error::Invalid(m)) => bail!("--tag-column: {m}"),
+            Err(e) => Err(e.into()),
+        }
+    } else {
+        if let Some(c) = tag_column {
+            bail!(
+                "--tag-column {c}: {} is read as 2-column CoNLL (token tag), which has no columns to choose; the option applies to CoNLL-U files",
+                path.display()
+            );
+        }
+        Ok(Box::new(stream_conll(path)?))
     }
 }
 
@@ -287,30 +334,43 @@ impl Decoding {
 
 /// The scheme of `tags` and whether decoding may be constrained to it: not when some training
 /// sentences break its transitions (e.g. IOB1 data), which is said on the console.
-fn choose_constraint(ctx: &RunContext, tags: &[String], train: &[TaggedSentence]) -> bool {
+/// `broken` counts the training sentences that break a scheme's transitions.
+fn choose_constraint(
+    ctx: &RunContext,
+    tags: &[String],
+    broken: impl FnOnce(TagScheme) -> Result<usize>,
+) -> Result<bool> {
     let Some(scheme) = TagScheme::detect(tags) else {
-        return false;
+        return Ok(false);
     };
-    let broken = train.iter().filter(|s| !scheme.is_valid(&s.tags)).count();
+    let broken = broken(scheme)?;
     if broken > 0 {
         ctx.say(&format!(
             "tag: the tags form a {} scheme, but {broken} training sentences break its transitions (IOB1 data?); decoding picks each token's tag on its own",
             scheme.name()
         ));
-        return false;
+        return Ok(false);
     }
     ctx.say(&format!(
         "tag: {} entity tags; decoding follows the scheme's transitions, and the headline is entity F1",
         scheme.name()
     ));
-    true
+    Ok(true)
 }
 
-/// Encoded sentences.
-#[derive(Debug, Clone, Default)]
-struct Encoded {
-    ids: Vec<Vec<u32>>,
-    tags: Vec<Vec<u32>>,
+/// One encoded sentence (or chunk of one): word ids and tag ids, as many of each, never none.
+#[derive(Debug, Clone, PartialEq)]
+struct Example {
+    ids: Vec<u32>,
+    tags: Vec<u32>,
+}
+
+/// The tag ids of `tags` (names in id order).
+fn tag_index(tags: &[String]) -> BTreeMap<String, u32> {
+    tags.iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), i as u32))
+        .collect()
 }
 
 fn encode(
@@ -318,42 +378,71 @@ fn encode(
     sentences: &[TaggedSentence],
     vocab: &Vocab,
     tags: &[String],
-) -> Result<Encoded> {
-    let index: BTreeMap<&str, u32> = tags
+) -> Result<Vec<Example>> {
+    let index = tag_index(tags);
+    sentences
         .iter()
-        .enumerate()
-        .map(|(i, t)| (t.as_str(), i as u32))
-        .collect();
-    let mut out = Encoded::default();
-    for s in sentences {
-        let mut ts = Vec::with_capacity(s.tags.len());
-        for (k, t) in s.tags.iter().enumerate() {
-            let Some(&id) = index.get(t.as_str()) else {
-                bail!(
-                    "{}: tag '{t}' of token '{}' (sentence starting at line {}) does not occur in the training data",
-                    path.display(),
-                    s.tokens[k],
-                    s.line
-                );
-            };
-            ts.push(id);
-        }
-        out.ids.push(encode_words(vocab, &s.tokens));
-        out.tags.push(ts);
+        .map(|s| encode_sentence(path, s, vocab, &index))
+        .collect()
+}
+
+/// Encodes one sentence of `path`; a tag outside `index` is an error naming the sentence's line.
+fn encode_sentence(
+    path: &Path,
+    s: &TaggedSentence,
+    vocab: &Vocab,
+    index: &BTreeMap<String, u32>,
+) -> Result<Example> {
+    let mut ts = Vec::with_capacity(s.tags.len());
+    for (k, t) in s.tags.iter().enumerate() {
+        let Some(&id) = index.get(t.as_str()) else {
+            bail!(
+                "{}: tag '{t}' of token '{}' (sentence starting at line {}) does not occur in the training data",
+                path.display(),
+                s.tokens[k],
+                s.line
+            );
+        };
+        ts.push(id);
     }
-    Ok(out)
+    Ok(Example {
+        ids: encode_words(vocab, &s.tokens),
+        tags: ts,
+    })
 }
 
 /// Splits every sentence of `data` longer than `max_len` into consecutive chunks of at most
 /// `max_len` tokens (`--max-len`); returns the lengths before of those it split.
-fn chunk(data: &mut Encoded, max_len: Option<usize>) -> Vec<usize> {
+fn chunk(data: &mut Vec<Example>, max_len: Option<usize>) -> Vec<usize> {
     let Some(n) = max_len else {
         return Vec::new();
     };
-    let cut = data.ids.iter().map(Vec::len).filter(|&l| l > n).collect();
-    data.ids = chunk_sequences(&data.ids, n);
-    data.tags = chunk_sequences(&data.tags, n);
+    let cut = data
+        .iter()
+        .map(|e| e.ids.len())
+        .filter(|&l| l > n)
+        .collect();
+    *data = std::mem::take(data)
+        .into_iter()
+        .flat_map(|e| chunks(e, n))
+        .collect();
     cut
+}
+
+/// `e` split into consecutive chunks of at most `max_len` tokens (itself when not longer).
+fn chunks(e: Example, max_len: usize) -> Vec<Example> {
+    let n = max_len.max(1);
+    if e.ids.len() <= n {
+        return vec![e];
+    }
+    e.ids
+        .chunks(n)
+        .zip(e.tags.chunks(n))
+        .map(|(ids, tags)| Example {
+            ids: ids.to_vec(),
+            tags: tags.to_vec(),
+        })
+        .collect()
 }
 
 struct Batch {
@@ -364,9 +453,10 @@ struct Batch {
     tokens: u64,
 }
 
-fn make_batch(data: &Encoded, idx: &[usize], device: &Device) -> Result<Batch> {
-    let seqs: Vec<Vec<u32>> = idx.iter().map(|&i| data.ids[i].clone()).collect();
-    let tag_rows: Vec<Vec<u32>> = idx.iter().map(|&i| data.tags[i].clone()).collect();
+/// The padded batch of `rows` (at least one).
+fn make_batch(rows: &[&Example], device: &Device) -> rnn_train::Result<Batch> {
+    let seqs: Vec<Vec<u32>> = rows.iter().map(|e| e.ids.clone()).collect();
+    let tag_rows: Vec<Vec<u32>> = rows.iter().map(|e| e.tags.clone()).collect();
     let padded = pad_batch(&seqs, 0, device)?;
     let tags = pad_batch(&tag_rows, 0, device)?;
     Ok(Batch {
@@ -378,10 +468,16 @@ fn make_batch(data: &Encoded, idx: &[usize], device: &Device) -> Result<Batch> {
     })
 }
 
+fn lengths(data: &[Example]) -> Vec<usize> {
+    data.iter().map(|e| e.ids.len()).collect()
+}
+
 /// Evaluation batches of `data` (see [`eval_batches`]).
-fn batches(data: &Encoded, batch_size: usize, device: &Device) -> Result<Vec<Batch>> {
-    let lengths: Vec<usize> = data.ids.iter().map(Vec::len).collect();
-    eval_batches(&lengths, batch_size, |idx| make_batch(data, idx, device))
+fn batches(data: &[Example], batch_size: usize, device: &Device) -> Result<Vec<Batch>> {
+    eval_batches(&lengths(data), batch_size, |idx| {
+        let rows: Vec<&Example> = idx.iter().map(|&i| &data[i]).collect();
+        Ok(make_batch(&rows, device)?)
+    })
 }
 
 /// Token accuracy, loss and (for entity tags) entity scores of a tagger on a data set.
@@ -445,7 +541,7 @@ fn score(model: &SequenceTagger, decoding: &Decoding, batches: &[Batch]) -> Resu
 struct TagTask {
     model: SequenceTagger,
     decoding: Decoding,
-    train: Encoded,
+    train: TrainData<Example>,
     valid: Vec<Batch>,
     batch_size: usize,
     device: Device,
@@ -454,26 +550,38 @@ struct TagTask {
 }
 
 impl TrainTask for TagTask {
-    type Batch = Batch;
+    type Batch = TrainBatch;
 
-    fn train_batches(&mut self, epoch: u64, seed: u64) -> rnn_train::Result<Vec<Batch>> {
-        let lengths: Vec<usize> = self.train.ids.iter().map(Vec::len).collect();
-        bucketed_batches(&lengths, self.batch_size, epoch, seed, |idx| {
-            make_batch(&self.train, idx, &self.device)
-        })
+    fn train_batches(&mut self, epoch: u64, seed: u64) -> rnn_train::Result<Vec<TrainBatch>> {
+        self.train.batches(self.batch_size, epoch, seed)
     }
 
     fn train_step(
         &mut self,
-        batch: &Batch,
+        batch: &TrainBatch,
+        carry: &mut Option<rnn_core::RnnState>,
+    ) -> rnn_train::Result<StepLoss> {
+        self.train_part(batch, Part::WHOLE, carry)
+    }
+
+    /// The part's sentences padded to their own longest; the loss is the mean cross-entropy
+    /// over their real tokens (padding masked) and the units those tokens, so the
+    /// units-weighted mean of the parts is the batch's loss.
+    fn train_part(
+        &mut self,
+        batch: &TrainBatch,
+        part: Part,
         _carry: &mut Option<rnn_core::RnnState>,
     ) -> rnn_train::Result<StepLoss> {
-        let loss = self
-            .model
-            .loss(&batch.ids, Some(&batch.lengths), &batch.tags, true)?;
+        let rows = self.train.part(batch, part)?;
+        if rows.is_empty() {
+            return empty_part(&self.device);
+        }
+        let b = make_batch(&rows, &self.device)?;
+        let loss = self.model.loss(&b.ids, Some(&b.lengths), &b.tags, true)?;
         Ok(StepLoss {
             loss,
-            units: batch.tokens,
+            units: b.tokens,
         })
     }
 
@@ -532,14 +640,63 @@ task_from_functions!(
     Tag
 );
 
-/// Trains the task (see the [module docs](self) for the options and defaults).
-pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
+/// The data of a tag run: the training sentences (held or streamed, chunked by `--max-len`), the
+/// validation and test ones, the tags, the vocabulary and the decoding constraint.
+struct Prepared {
+    train: TrainData<Example>,
+    /// Training sentences before chunking.
+    train_sentences: usize,
+    /// The training lengths the memory estimate sees: every chunk's when held; when streamed
+    /// (batches not bucketed by length), a full batch of the longest.
+    train_lengths: Vec<usize>,
+    /// The first longest training sentence: its line and length as trained.
+    train_longest: (usize, usize),
+    valid: Vec<Example>,
+    valid_s: Vec<TaggedSentence>,
+    test: Vec<Example>,
+    test_s: Vec<TaggedSentence>,
+    valid_source: ValidSource,
+    test_source: TestSource,
+    tags: Vec<String>,
+    vocab: Vocab,
+    constrained: bool,
+    /// `--max-len`: how many sentences were longer, and the longest of them.
+    cut: (usize, usize),
+}
+
+/// The tags of the training data (sorted), refused when fewer than two.
+fn training_tags(data: &Path, tags: Vec<String>) -> Result<Vec<String>> {
+    if tags.len() < 2 {
+        bail!(
+            "--data {}: the training data hold only the tag {tags:?}; a tagger needs at least 2",
+            data.display()
+        );
+    }
+    Ok(tags)
+}
+
+/// The vocabulary of the training words' counts: words seen at least [`MIN_FREQ`] times, and
+/// the signatures of the rarer ones, each counted twice per training singleton so that they
+/// enter exactly when the training data had rare words of that shape.
+fn tag_vocab(word_counts: &BTreeMap<&str, usize>, vocab_size: Option<usize>) -> Result<Vocab> {
+    let mut counts: BTreeMap<String, usize> = word_counts
+        .iter()
+        .map(|(w, &c)| (w.to_string(), c))
+        .collect();
+    for (w, _) in word_counts.iter().filter(|(_, &c)| c < MIN_FREQ) {
+        *counts.entry(signature(w)).or_default() += 2;
+    }
+    Ok(Vocab::from_counts(
+        counts.iter().map(|(w, &c)| (w.as_str(), c)),
+        MIN_FREQ,
+        Some(vocab_size.unwrap_or(DEFAULT_VOCAB_SIZE).max(4)),
+    )?)
+}
+
+/// Reads `--data` whole, splits it and encodes every part (the default).
+fn prepare_held(ctx: &RunContext, data: &Path, encoding: TextEncoding) -> Result<Prepared> {
     let o = &ctx.opts;
-    let Some(data) = &o.data else {
-        bail!("tag needs --data FILE: CoNLL-U (e.g. en_ewt-ud-train.conllu) or 2-column CoNLL (token tag)");
-    };
     let tag_column = o.tag_column.as_deref();
-    let encoding = o.text_encoding()?;
     let sentences = read_tagged(data, tag_column, encoding)?;
     let Parts {
         train: train_s,
@@ -560,43 +717,209 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
             *tag_counts.entry(t.as_str()).or_default() += 1;
         }
     }
-    let tags: Vec<String> = tag_counts.keys().map(|t| t.to_string()).collect();
-    if tags.len() < 2 {
-        bail!(
-            "--data {}: the training data hold only the tag {tags:?}; a tagger needs at least 2",
-            data.display()
-        );
-    }
-    // Signatures count once per training singleton, so they enter the vocabulary exactly when
-    // the training data had rare words of that shape.
+    let tags = training_tags(data, tag_counts.keys().map(|t| t.to_string()).collect())?;
     let mut word_counts: BTreeMap<&str, usize> = BTreeMap::new();
     for s in &train_s {
         for w in &s.tokens {
             *word_counts.entry(w.as_str()).or_default() += 1;
         }
     }
-    let signatures: Vec<String> = word_counts
-        .iter()
-        .filter(|(_, &c)| c < MIN_FREQ)
-        .map(|(w, _)| signature(w))
-        .collect();
-    let vocab = Vocab::build(
-        train_s
-            .iter()
-            .flat_map(|s| s.tokens.iter().map(String::as_str))
-            .chain(signatures.iter().flat_map(|s| [s.as_str(), s.as_str()])),
-        MIN_FREQ,
-        Some(o.vocab_size.unwrap_or(DEFAULT_VOCAB_SIZE).max(4)),
-    )?;
-    let constrained = choose_constraint(ctx, &tags, &train_s);
+    let vocab = tag_vocab(&word_counts, o.vocab_size)?;
+    drop(word_counts);
+    let constrained = choose_constraint(ctx, &tags, |scheme| {
+        Ok(train_s.iter().filter(|s| !scheme.is_valid(&s.tags)).count())
+    })?;
     let mut train = encode(data, &train_s, &vocab, &tags)?;
     let mut valid = encode(valid_source.path(), &valid_s, &vocab, &tags)?;
     let mut test = encode(test_source.path(), &test_s, &vocab, &tags)?;
+    let train_sentences = train.len();
+    let max_len = o.max_len.unwrap_or(usize::MAX);
+    let train_longest = first_longest(
+        train_s
+            .iter()
+            .map(|s| (s.line, s.tokens.len().min(max_len))),
+    );
+    let mut cut = chunk(&mut train, o.max_len);
+    cut.extend(chunk(&mut valid, o.max_len));
+    cut.extend(chunk(&mut test, o.max_len));
+    let train_lengths = lengths(&train);
+    Ok(Prepared {
+        train: TrainData::Held {
+            examples: train,
+            lengths: train_lengths.clone(),
+        },
+        train_sentences,
+        train_lengths,
+        train_longest,
+        valid,
+        valid_s,
+        test,
+        test_s,
+        valid_source,
+        test_source,
+        tags,
+        vocab,
+        constrained,
+        cut: (cut.len(), cut.iter().copied().max().unwrap_or(0)),
+    })
+}
+
+/// Streams `--data` (`--shuffle-buffer N`): a first pass counts the sentences, the tags and the
+/// words (holding one sentence at a time; a second one checks the tag scheme's transitions when
+/// the tags form one); training then reads the file once per epoch through a shuffle buffer of
+/// `capacity` sentences (chunks, with `--max-len`). Validation and test come from their files.
+fn prepare_streamed(ctx: &RunContext, data: &Path, capacity: usize) -> Result<Prepared> {
+    let o = &ctx.opts;
+    let tag_column = o.tag_column.clone();
+    let (Some(valid_path), Some(test_path)) = (&o.valid, &o.test) else {
+        bail!("--shuffle-buffer needs --valid FILE and --test FILE");
+    };
+    let max_len = o.max_len;
+    let mut tag_set: BTreeMap<String, usize> = BTreeMap::new();
+    let mut word_counts: BTreeMap<String, usize> = BTreeMap::new();
+    let (mut sentences, mut chunks_n) = (0usize, 0usize);
+    let mut longest = (0usize, 0usize);
+    let mut cut = (0usize, 0usize);
+    for s in stream_tagged(data, tag_column.as_deref())? {
+        let s = s?;
+        let len = s.tokens.len();
+        sentences += 1;
+        chunks_n += len.div_ceil(max_len.unwrap_or(usize::MAX).max(1));
+        if max_len.is_some_and(|n| len > n) {
+            cut = (cut.0 + 1, cut.1.max(len));
+        }
+        let trained = len.min(max_len.unwrap_or(usize::MAX));
+        if trained > longest.1 {
+            longest = (s.line, trained);
+        }
+        for t in s.tags {
+            *tag_set.entry(t).or_default() += 1;
+        }
+        for w in s.tokens {
+            *word_counts.entry(w).or_default() += 1;
+        }
+    }
+    if sentences == 0 {
+        bail!("{}: no sentences found", data.display());
+    }
+    let tags = training_tags(data, tag_set.into_keys().collect())?;
+    let vocab = tag_vocab(
+        &word_counts.iter().map(|(w, &c)| (w.as_str(), c)).collect(),
+        o.vocab_size,
+    )?;
+    drop(word_counts);
+    let constrained = choose_constraint(ctx, &tags, |scheme| {
+        let mut broken = 0;
+        for s in stream_tagged(data, tag_column.as_deref())? {
+            broken += usize::from(!scheme.is_valid(&s?.tags));
+        }
+        Ok(broken)
+    })?;
+    let valid_s = read_tagged(valid_path, tag_column.as_deref(), TextEncoding::UTF8)?;
+    let test_s = read_tagged(test_path, tag_column.as_deref(), TextEncoding::UTF8)?;
+    let mut valid = encode(valid_path, &valid_s, &vocab, &tags)?;
+    let mut test = encode(test_path, &test_s, &vocab, &tags)?;
+    let mut eval_cut = chunk(&mut valid, max_len);
+    eval_cut.extend(chunk(&mut test, max_len));
+    let cut = (
+        cut.0 + eval_cut.len(),
+        eval_cut.iter().copied().fold(cut.1, usize::max),
+    );
+    let batch_size = o.batch_size.unwrap_or(32);
+    let open = sentence_stream(
+        data.to_path_buf(),
+        tag_column,
+        Rc::new(vocab.clone()),
+        &tags,
+        max_len,
+    );
+    Ok(Prepared {
+        train: TrainData::Streamed(Box::new(StreamedBatches::new(
+            open, chunks_n, capacity, batch_size,
+        ))),
+        train_sentences: sentences,
+        train_lengths: vec![longest.1; batch_size.min(chunks_n)],
+        train_longest: longest,
+        valid,
+        valid_s,
+        test,
+        test_s,
+        valid_source: ValidSource::File {
+            path: valid_path.clone(),
+        },
+        test_source: TestSource::File {
+            path: test_path.clone(),
+        },
+        tags,
+        vocab,
+        constrained,
+        cut,
+    })
+}
+
+/// Opens the stream of `path`'s encoded sentences, each split into chunks of at most `max_len`
+/// tokens.
+fn sentence_stream(
+    path: PathBuf,
+    tag_column: Option<String>,
+    vocab: Rc<Vocab>,
+    tags: &[String],
+    max_len: Option<usize>,
+) -> OpenStream<Example> {
+    let index = Rc::new(tag_index(tags));
+    Box::new(move || {
+        let sentences = stream_tagged(&path, tag_column.as_deref()).map_err(invalid)?;
+        let (path, vocab, index) = (path.clone(), vocab.clone(), index.clone());
+        Ok(Box::new(sentences.flat_map(move |s| {
+            let encoded =
+                s.and_then(|s| encode_sentence(&path, &s, &vocab, &index).map_err(invalid));
+            match encoded {
+                Ok(e) => chunks(e, max_len.unwrap_or(usize::MAX))
+                    .into_iter()
+                    .map(Ok)
+                    .collect(),
+                Err(e) => vec![Err(e)],
+            }
+        })))
+    })
+}
+
+/// Trains the task (see the [module docs](self) for the options and defaults).
+pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
+    let o = &ctx.opts;
+    let Some(data) = &o.data else {
+        bail!("tag needs --data FILE: CoNLL-U (e.g. en_ewt-ud-train.conllu) or 2-column CoNLL (token tag)");
+    };
+    let encoding = o.text_encoding()?;
+    let Prepared {
+        train,
+        train_sentences,
+        train_lengths,
+        train_longest,
+        valid,
+        valid_s,
+        test,
+        test_s,
+        valid_source,
+        test_source,
+        tags,
+        vocab,
+        constrained,
+        cut,
+    } = match shuffle_buffer(ctx)? {
+        None => prepare_held(ctx, data, encoding)?,
+        Some(n) => prepare_streamed(ctx, data, n)?,
+    };
     ctx.say(&format!(
-        "tag: {} training / {} validation / {} test sentences{}, {} tags, vocabulary {} words",
-        train.ids.len(),
-        valid.ids.len(),
-        test.ids.len(),
+        "tag: {} training{} / {} validation / {} test sentences{}, {} tags, vocabulary {} words",
+        train_sentences,
+        if matches!(train, TrainData::Streamed(_)) {
+            " (streamed)"
+        } else {
+            ""
+        },
+        valid_s.len(),
+        test_s.len(),
         if test_source.is_held_out() {
             " (test held out of --data)"
         } else {
@@ -605,13 +928,10 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
         tags.len(),
         vocab.len()
     ));
-    let total = train.ids.len() + valid.ids.len() + test.ids.len();
-    let mut cut = chunk(&mut train, o.max_len);
-    cut.extend(chunk(&mut valid, o.max_len));
-    cut.extend(chunk(&mut test, o.max_len));
+    let total = train_sentences + valid_s.len() + test_s.len();
     if let Some(n) = o.max_len {
         let how = format!("split into chunks of at most {n} tokens");
-        if let Some(line) = max_len_notice(n, &cut, total, "sentences", &how) {
+        if let Some(line) = max_len_notice_counts(n, cut.0, cut.1, total, "sentences", &how) {
             ctx.say(&line);
         }
     }
@@ -632,7 +952,6 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
     let varmap = VarMap::new();
     let model = SequenceTagger::new(&cfg, ctx.var_builder(&varmap))?;
     let batch_size = o.batch_size.unwrap_or(32);
-    let lengths = |e: &Encoded| e.ids.iter().map(Vec::len).collect::<Vec<_>>();
     let shape = RecurrentShape::new(
         cfg.input.output_size(),
         cfg.mode,
@@ -642,20 +961,22 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
     );
     let plan = MemoryPlan::new(ctx, &varmap, shape, batch_size, 128);
     let eval_lengths = [lengths(&valid), lengths(&test)].concat();
-    check_memory(ctx, &plan, &lengths(&train), &eval_lengths, || {
+    check_memory(ctx, &plan, &train_lengths, &eval_lengths, || {
         let max_len = o.max_len.unwrap_or(usize::MAX);
+        let train = [(data.as_path(), train_longest.0, train_longest.1)];
         Longest::find(
-            [
-                (data.as_path(), &train_s),
-                (valid_source.path(), &valid_s),
-                (test_source.path(), &test_s),
-            ]
-            .into_iter()
-            .flat_map(|(path, sentences)| {
-                sentences
-                    .iter()
-                    .map(move |s| (path, s.line, s.tokens.len().min(max_len)))
-            }),
+            train.into_iter().chain(
+                [
+                    (valid_source.path(), &valid_s),
+                    (test_source.path(), &test_s),
+                ]
+                .into_iter()
+                .flat_map(|(path, sentences)| {
+                    sentences
+                        .iter()
+                        .map(move |s| (path, s.line, s.tokens.len().min(max_len)))
+                }),
+            ),
         )
     })?;
     let mut task = TagTask {
@@ -785,7 +1106,7 @@ pub fn eval(run: &CheckpointRun, req: impl Into<EvalRequest>) -> Result<String> 
     };
     let mut enc = encode(&path, &sentences, &t.vocab, &t.tags)?;
     chunk(&mut enc, t.max_len);
-    if enc.ids.is_empty() {
+    if enc.is_empty() {
         bail!("{}: no sentences to evaluate", path.display());
     }
     let s = score(
@@ -911,5 +1232,118 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("--tag-column") && e.contains("colour"), "{e}");
+    }
+
+    use crate::tasks::parts::checks::assert_parts_sum_to_whole;
+    use rand::{Rng, SeedableRng};
+
+    /// `n` sentences of 1 to 12 tokens of a 20-word vocabulary, 4 tags.
+    fn examples(n: usize, seed: u64) -> Vec<Example> {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        (0..n)
+            .map(|_| {
+                let len = rng.random_range(1..=12);
+                Example {
+                    ids: (0..len).map(|_| rng.random_range(1..20)).collect(),
+                    tags: (0..len).map(|_| rng.random_range(0..4)).collect(),
+                }
+            })
+            .collect()
+    }
+
+    /// A task on `train` with a bidirectional tagger, without dropout.
+    fn task(train: TrainData<Example>) -> (TagTask, Vec<candle_core::Var>) {
+        let cfg = SequenceTaggerConfig::new(
+            Input::tokens_with_padding(20, 6, 0),
+            rnn_core::Mode::Gru,
+            5,
+            4,
+        )
+        .with_bidirectional(true);
+        let varmap = VarMap::new();
+        let vb = rnn_core::init::seeded_var_builder(&varmap, 5, DType::F32, &Device::Cpu);
+        let model = SequenceTagger::new(&cfg, vb).unwrap();
+        let tags: Vec<String> = ["A", "B", "C", "D"].map(String::from).to_vec();
+        let task = TagTask {
+            model,
+            decoding: Decoding::new(&tags, false).unwrap(),
+            train,
+            valid: Vec::new(),
+            batch_size: 7,
+            device: Device::Cpu,
+            saved: SavedConfig {
+                task: "tag".into(),
+                model: cfg,
+                tags,
+                tag_column: None,
+                encoding: None,
+                valid: None,
+                test: None,
+                constrained: false,
+                max_len: None,
+            },
+            vocab_json: Vec::new(),
+        };
+        (task, varmap.all_vars())
+    }
+
+    /// Units are real tokens: the parts' token-weighted losses and gradients sum to the
+    /// batch's, padding excluded.
+    #[test]
+    fn parts_of_a_batch_sum_to_the_whole_batch() {
+        let data = examples(30, 1);
+        let lengths = lengths(&data);
+        let (mut task, vars) = task(TrainData::Held {
+            examples: data,
+            lengths,
+        });
+        let batch = task
+            .train_batches(0, 4)
+            .unwrap()
+            .into_iter()
+            .find(|b| matches!(b, TrainBatch::Rows(r) if r.len() == 7))
+            .unwrap();
+        assert_parts_sum_to_whole(&mut task, &batch, 7, &vars, &[2, 3, 9]);
+    }
+
+    #[test]
+    fn streamed_sentences_are_chunked_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("train.conll");
+        let text: String = (0..20)
+            .map(|i| {
+                let words: String = (0..=i % 6).map(|k| format!("w{k} T{}\n", k % 2)).collect();
+                format!("{words}\n")
+            })
+            .collect();
+        std::fs::write(&path, text).unwrap();
+        let vocab = Vocab::build(["w1", "w1", "w2", "w2"], 1, None).unwrap();
+        let tags: Vec<String> = vec!["T0".into(), "T1".into()];
+        // Sentences of 1 to 6 tokens in chunks of at most 4: 20 sentences, 26 chunks.
+        let open = sentence_stream(path, None, Rc::new(vocab), &tags, Some(4));
+        let (mut task, vars) = task(TrainData::Streamed(Box::new(StreamedBatches::new(
+            open, 26, 5, 7,
+        ))));
+        let batches = task.train_batches(0, 2).unwrap();
+        assert_eq!(batches.len(), 4);
+        let mut tokens = 0;
+        for b in &batches {
+            let rows = task.train.part(b, Part::WHOLE).unwrap();
+            assert!(rows
+                .iter()
+                .all(|e| e.ids.len() <= 4 && e.ids.len() == e.tags.len()));
+            tokens += rows.iter().map(|e| e.ids.len()).sum::<usize>();
+        }
+        assert_eq!(tokens, (0..20).map(|i| i % 6 + 1).sum::<usize>());
+        let TrainData::Streamed(s) = &task.train else {
+            unreachable!()
+        };
+        assert_eq!(
+            s.peak(),
+            5,
+            "the buffer held at most --shuffle-buffer chunks"
+        );
+        let b = batches[1].clone();
+        assert_parts_sum_to_whole(&mut task, &b, 7, &vars, &[2, 3, 8]);
     }
 }

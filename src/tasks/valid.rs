@@ -5,10 +5,13 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
-use rnn_train::data::{bucket_batches, length_batches, split_fraction, TextEncoding};
+use rnn_train::data::{
+    bucket_batches, length_batches, split_fraction, StreamedBatches, TextEncoding,
+};
+use rnn_train::trainer::Part;
 use serde::{Deserialize, Serialize};
 
-use crate::run::{invalid, RunContext, TaskOptions, TrainDefaults};
+use crate::run::{RunContext, TaskOptions, TrainDefaults};
 
 /// Where the validation data of a run came from, so `rnn eval` can rebuild them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -49,6 +52,7 @@ pub fn labelled_options() -> TaskOptions {
         .with("split", 0.1)
         .read("encoding")
         .read("max-len")
+        .read("shuffle-buffer")
         .with("patience", 3)
         .training(&train_defaults())
 }
@@ -262,20 +266,146 @@ impl ValidSource {
     }
 }
 
-/// Training batches of one epoch: examples of similar `lengths` bucketed together, shuffled
-/// from `(epoch, seed)`; `make` builds the batch of the examples at the given indices.
-pub fn bucketed_batches<B>(
+/// The spread of the epoch seeds of the training batches ([`rnn_core::seed::epoch_seed`]).
+const EPOCH_SPREAD: u64 = 0xBF58_476D_1CE4_E5B9;
+
+/// Training batches of one epoch: indices of examples of similar `lengths` bucketed together,
+/// shuffled from `(epoch, seed)`.
+pub fn bucketed_batches(
     lengths: &[usize],
     batch_size: usize,
     epoch: u64,
     seed: u64,
-    mut make: impl FnMut(&[usize]) -> Result<B>,
-) -> rnn_train::Result<Vec<B>> {
-    let mix = rnn_core::seed::epoch_seed(seed, epoch, 0xBF58_476D_1CE4_E5B9);
-    bucket_batches(lengths, batch_size, mix)?
-        .iter()
-        .map(|idx| make(idx).map_err(invalid))
-        .collect()
+) -> rnn_train::Result<Vec<Vec<usize>>> {
+    let mix = rnn_core::seed::epoch_seed(seed, epoch, EPOCH_SPREAD);
+    bucket_batches(lengths, batch_size, mix)
+}
+
+/// A training batch of classify and tag: which examples it holds. The tensors are built at
+/// each step, for the rows of the part being trained only ([`TrainData::part`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrainBatch {
+    /// The examples at these indices of the training set held in memory.
+    Rows(Vec<usize>),
+    /// Batch `index` of an epoch streamed from the file (`--shuffle-buffer`), whose shuffle is
+    /// seeded with `seed`.
+    Streamed {
+        /// The epoch's shuffle seed.
+        seed: u64,
+        /// The batch's place in the epoch.
+        index: usize,
+    },
+}
+
+/// The training examples of classify or tag: held in memory, compactly (token ids, labels; no
+/// tensors), or streamed from the file through a bounded shuffle buffer (`--shuffle-buffer`).
+pub enum TrainData<E> {
+    /// Every example in memory, with its length in tokens; batches are bucketed by length.
+    Held {
+        /// The examples.
+        examples: Vec<E>,
+        /// Each example's length in tokens.
+        lengths: Vec<usize>,
+    },
+    /// The file read once per epoch ([`StreamedBatches`], boxed: it holds the stream's state).
+    Streamed(Box<StreamedBatches<E>>),
+}
+
+impl<E> TrainData<E> {
+    /// How many training examples there are.
+    pub fn len(&self) -> usize {
+        match self {
+            TrainData::Held { examples, .. } => examples.len(),
+            TrainData::Streamed(s) => s.examples(),
+        }
+    }
+
+    /// The batches of epoch `epoch` (see [`TrainTask::train_batches`]): held examples in length
+    /// buckets shuffled from `(epoch, seed)` ([`bucketed_batches`]); streamed ones in the order
+    /// of a shuffle buffer seeded from `(epoch, seed)`, `batch_size` at a time.
+    ///
+    /// [`TrainTask::train_batches`]: rnn_train::trainer::TrainTask::train_batches
+    pub fn batches(
+        &self,
+        batch_size: usize,
+        epoch: u64,
+        seed: u64,
+    ) -> rnn_train::Result<Vec<TrainBatch>> {
+        match self {
+            TrainData::Held { lengths, .. } => {
+                Ok(bucketed_batches(lengths, batch_size, epoch, seed)?
+                    .into_iter()
+                    .map(TrainBatch::Rows)
+                    .collect())
+            }
+            TrainData::Streamed(s) => {
+                let mix = rnn_core::seed::epoch_seed(seed, epoch, EPOCH_SPREAD);
+                Ok((0..s.batches_per_epoch())
+                    .map(|index| TrainBatch::Streamed { seed: mix, index })
+                    .collect())
+            }
+        }
+    }
+
+    /// The examples of part `part` of `batch`, in order ([`Part::rows`]); empty for an empty
+    /// part.
+    pub fn part(&mut self, batch: &TrainBatch, part: Part) -> rnn_train::Result<Vec<&E>> {
+        match (self, batch) {
+            (TrainData::Held { examples, .. }, TrainBatch::Rows(idx)) => {
+                let mut rows = Vec::with_capacity(idx.len());
+                for &i in &idx[part.rows(idx.len())] {
+                    rows.push(examples.get(i).ok_or_else(|| {
+                        rnn_train::Error::Invalid(format!(
+                            "batch row {i} is outside the {} training examples",
+                            examples.len()
+                        ))
+                    })?);
+                }
+                Ok(rows)
+            }
+            (TrainData::Streamed(s), TrainBatch::Streamed { seed, index }) => {
+                let all = s.batch(*seed, *index)?;
+                Ok(all[part.rows(all.len())].iter().collect())
+            }
+            _ => Err(rnn_train::Error::Invalid(
+                "a batch of held examples was given to a streamed training set, or the reverse"
+                    .into(),
+            )),
+        }
+    }
+}
+
+/// The first longest of `(line, length)` items (the line of a training example and its length
+/// as trained), for the memory check's message; `(0, 0)` for none.
+pub fn first_longest(items: impl IntoIterator<Item = (usize, usize)>) -> (usize, usize) {
+    items
+        .into_iter()
+        .fold((0, 0), |best, it| if it.1 > best.1 { it } else { best })
+}
+
+/// Checks `--shuffle-buffer` against the other options of a labelled-file task: the training
+/// file is streamed, so validation and test rows cannot be a seeded split of it, and it is read
+/// as UTF-8 line by line. `None` when the option is not set.
+pub fn shuffle_buffer(ctx: &RunContext) -> Result<Option<usize>> {
+    let o = &ctx.opts;
+    let Some(n) = o.shuffle_buffer else {
+        return Ok(None);
+    };
+    if o.valid.is_none() || o.test.is_none() {
+        bail!(
+            "--shuffle-buffer {n} streams --data from the file, so the validation and test rows cannot be held out of it: give --valid FILE and --test FILE"
+        );
+    }
+    if o.split.is_some() {
+        bail!("--split: --shuffle-buffer streams --data and takes its validation and test rows from --valid and --test; drop --split");
+    }
+    if o.text_encoding()? != TextEncoding::UTF8 {
+        bail!(
+            "--shuffle-buffer streams --data as UTF-8; convert the file (e.g. `iconv -f {} -t utf-8`) or drop --shuffle-buffer",
+            o.encoding.as_deref().unwrap_or_default()
+        );
+    }
+    Ok(Some(n))
 }
 
 /// Evaluation batches of at most `batch_size` examples in order of `lengths` (less padding; the

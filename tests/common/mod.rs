@@ -87,3 +87,22 @@ pub fn rnn_output(args: &[&str]) -> (String, String) {
     );
     (stdout, stderr)
 }
+
+/// CoNLL sentences of 2 to 9 tokens (`DET NOUN VERB NOUN*`, `.`), seeded.
+#[allow(dead_code)] // not every test binary that includes this module calls it
+pub fn conll_file(dir: &Path, name: &str, n: usize, seed: u64) -> PathBuf {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut text = String::new();
+    for _ in 0..n {
+        text.push_str(["the DET\n", "a DET\n"][rng.random_range(0..2)]);
+        text.push_str(["cat NOUN\n", "dog NOUN\n", "mat NOUN\n"][rng.random_range(0..3)]);
+        for _ in 0..rng.random_range(0..6) {
+            text.push_str(["sees VERB\n", "bird NOUN\n", "old ADJ\n"][rng.random_range(0..3)]);
+        }
+        text.push_str(". PUNCT\n\n");
+    }
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}

@@ -34,7 +34,7 @@ pub enum Implementation {
 /// a PyTorch model saved with safetensors loads through `VarBuilder::from_mmaped_safetensors`.
 ///
 /// ```
-/// use candle_core::{DType, Device, Tensor};
+/// use candle_core::{DType, Device, Module, Tensor};
 /// use candle_nn::VarMap;
 /// use rnn_core::{init::seeded_var_builder, Mode, Rnn, RnnConfig};
 ///
@@ -42,9 +42,11 @@ pub enum Implementation {
 /// let varmap = VarMap::new();
 /// let lstm = Rnn::new(&cfg, seeded_var_builder(&varmap, 0, DType::F32, &Device::Cpu))?;
 /// let xs = Tensor::randn(0f32, 1.0, (4, 10, 8), &Device::Cpu)?; // (batch, seq_len, input)
-/// let (ys, state) = lstm.forward(&xs, None)?;
+/// let (ys, state) = lstm.forward_with_state(&xs, None)?; // PyTorch's `output, (h_n, c_n)`
 /// assert_eq!(ys.dims(), &[4, 10, 16]);
 /// assert_eq!(state.h.dims(), &[2, 4, 16]); // (layers * directions, batch, hidden)
+/// // As a candle `Module`: the output from a zero state.
+/// assert_eq!(lstm.forward(&xs)?.dims(), &[4, 10, 16]);
 /// # Ok::<(), candle_core::Error>(())
 /// ```
 #[derive(Debug)]
@@ -201,7 +203,11 @@ impl Rnn {
     /// - `state`: see [`RnnState`]; `h (num_layers * num_directions, batch, state_size)`
     /// - returns the output `(batch, seq_len, num_directions * state_size)` (same layout as `xs`) and
     ///   the final state, shaped as `state`
-    pub fn forward(&self, xs: &Tensor, state: Option<&RnnState>) -> Result<(Tensor, RnnState)> {
+    pub fn forward_with_state(
+        &self,
+        xs: &Tensor,
+        state: Option<&RnnState>,
+    ) -> Result<(Tensor, RnnState)> {
         self.forward_t(xs, state, None, false)
     }
 
@@ -213,7 +219,7 @@ impl Rnn {
     /// in any order. `train` turns inter-layer dropout on.
     ///
     /// # Shapes
-    /// As [`Rnn::forward`]; `lengths` has one entry per batch row (one entry for unbatched input).
+    /// As [`Rnn::forward_with_state`]; `lengths` has one entry per batch row (one entry for unbatched input).
     pub fn forward_t(
         &self,
         xs: &Tensor,
@@ -262,7 +268,7 @@ impl Rnn {
     /// One time step through every layer (unidirectional layers only), e.g. for generation.
     ///
     /// # Shapes
-    /// - `x_t`: `(batch, input_size)`; `state` as in [`Rnn::forward`] (`None` = zeros)
+    /// - `x_t`: `(batch, input_size)`; `state` as in [`Rnn::forward_with_state`] (`None` = zeros)
     /// - returns `y_t (batch, state_size)` and the new state
     pub fn step(&self, x_t: &Tensor, state: Option<&RnnState>) -> Result<(Tensor, RnnState)> {
         if self.cfg.bidirectional {
@@ -275,7 +281,7 @@ impl Rnn {
             );
         }
         let time_axis = if self.cfg.batch_first { 1 } else { 0 };
-        let (ys, state) = self.forward(&x_t.unsqueeze(time_axis)?, state)?;
+        let (ys, state) = self.forward_with_state(&x_t.unsqueeze(time_axis)?, state)?;
         Ok((ys.squeeze(time_axis)?, state))
     }
 
@@ -532,9 +538,13 @@ impl Rnn {
     }
 }
 
+/// `rnn.forward(&xs)`: the output of [`Rnn::forward_with_state`] from a zero state (eval mode).
+///
+/// Through candle's blanket `impl<M: Module> ModuleT for M`, `Rnn` is also a `ModuleT`, whose
+/// `train` flag that blanket impl ignores: inter-layer dropout in training mode needs
+/// [`Rnn::forward_t`] (candle 0.11 allows no train-aware `ModuleT` beside `Module`).
 impl Module for Rnn {
-    /// The output of [`Rnn::forward`] with a zero initial state.
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        Rnn::forward(self, xs, None).map(|(ys, _)| ys)
+        self.forward_with_state(xs, None).map(|(ys, _)| ys)
     }
 }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap, RNN};
-use rnn_core::{GruCell, LstmCell};
+use rnn_core::{CellConfig, GruCell, LstmCell};
 
 /// Input `(batch, seq, features)` from a fixed pattern.
 fn input(b: usize, t: usize, i: usize) -> Result<Tensor> {
@@ -52,7 +52,7 @@ fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
 fn lstm_cell_as_rnn_equals_candle_nn_lstm() -> Result<()> {
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-    let cell = LstmCell::new(5, 7, true, vb.pp("cell"))?;
+    let cell = LstmCell::new(&CellConfig::new(5, 7), vb.pp("cell"))?;
     let reference = candle_nn::lstm(
         5,
         7,
@@ -74,7 +74,7 @@ fn lstm_cell_as_rnn_equals_candle_nn_lstm() -> Result<()> {
 fn gru_cell_as_rnn_equals_candle_nn_gru() -> Result<()> {
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-    let cell = GruCell::new(4, 6, true, vb.pp("cell"))?;
+    let cell = GruCell::new(&CellConfig::new(4, 6), vb.pp("cell"))?;
     let reference = candle_nn::gru(
         4,
         6,
@@ -106,7 +106,7 @@ fn gru_cell_as_rnn_equals_candle_nn_gru() -> Result<()> {
 fn a_user_training_loop_with_candle_nn_adamw_learns() -> Result<()> {
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-    let cell = LstmCell::new(3, 16, true, vb.pp("cell"))?;
+    let cell = LstmCell::new(&CellConfig::new(3, 16), vb.pp("cell"))?;
     let head = candle_nn::linear(16, 1, vb.pp("head"))?;
     let xs = input(8, 10, 3)?;
     let first = xs.narrow(2, 0, 1)?;
@@ -131,5 +131,28 @@ fn a_user_training_loop_with_candle_nn_adamw_learns() -> Result<()> {
     }
     let after = loss_of(&cell)?.to_scalar::<f32>()?;
     assert!(after < 0.2 * before, "loss {before} -> {after}");
+    Ok(())
+}
+
+/// With `Module` in scope, `rnn.forward(&xs)` is the trait's method (the two-argument form is
+/// `forward_with_state`), and an `Rnn` works where any `Module` or `ModuleT` is expected.
+#[test]
+fn rnn_forward_is_module_forward() -> Result<()> {
+    use candle_nn::{Module, ModuleT};
+    let varmap = VarMap::new();
+    let vb = rnn_core::init::seeded_var_builder(&varmap, 3, DType::F32, &Device::Cpu);
+    let cfg = rnn_core::RnnConfig::new(rnn_core::Mode::Gru, 4, 6).with_num_layers(2);
+    let rnn = rnn_core::Rnn::new(&cfg, vb)?;
+    let xs = input(2, 5, 4)?;
+    let ys = rnn.forward(&xs)?;
+    let (expected, _) = rnn.forward_with_state(&xs, None)?;
+    let diff = (&ys - &expected)?.abs()?.max_all()?.to_scalar::<f32>()?;
+    assert_eq!(diff, 0.0);
+    fn through_module_t<M: ModuleT>(m: &M, xs: &Tensor) -> Result<Tensor> {
+        m.forward_t(xs, false)
+    }
+    let via_t = through_module_t(&rnn, &xs)?;
+    assert_eq!(via_t.to_vec3::<f32>()?, ys.to_vec3::<f32>()?);
+    assert_eq!(ys.dims(), &[2, 5, 6]);
     Ok(())
 }

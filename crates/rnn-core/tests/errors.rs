@@ -4,7 +4,7 @@
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use rnn_core::init::seeded_var_builder;
-use rnn_core::{GruCell, LstmCell, Mode, Rnn, RnnConfig, RnnState};
+use rnn_core::{CellConfig, GruCell, LstmCell, Mode, Rnn, RnnConfig, RnnState};
 use std::collections::HashMap;
 
 fn lstm(cfg: &RnnConfig) -> Rnn {
@@ -28,20 +28,20 @@ fn assert_err<T: std::fmt::Debug>(r: candle_core::Result<T>, needles: &[&str]) {
 fn input_rank_and_feature_size() {
     let rnn = lstm(&RnnConfig::new(Mode::Lstm, 3, 4));
     assert_err(
-        rnn.forward(&zeros(&[2, 3, 4, 5]), None),
+        rnn.forward_with_state(&zeros(&[2, 3, 4, 5]), None),
         &["rank 4", "[2, 3, 4, 5]", "(batch, seq_len, input_size)"],
     );
-    assert_err(rnn.forward(&zeros(&[5]), None), &["rank 1"]);
+    assert_err(rnn.forward_with_state(&zeros(&[5]), None), &["rank 1"]);
     assert_err(
-        rnn.forward(&zeros(&[2, 5, 7]), None),
+        rnn.forward_with_state(&zeros(&[2, 5, 7]), None),
         &["7 features", "input_size = 3"],
     );
     assert_err(
-        rnn.forward(&zeros(&[2, 0, 3]), None),
+        rnn.forward_with_state(&zeros(&[2, 0, 3]), None),
         &["at least one step", "[2, 0, 3]"],
     );
     assert_err(
-        rnn.forward(&zeros(&[0, 2, 3]), None),
+        rnn.forward_with_state(&zeros(&[0, 2, 3]), None),
         &["at least one step"],
     );
 }
@@ -53,23 +53,29 @@ fn state_shapes_are_named() {
     let xs = zeros(&[5, 6, 3]);
     let bad_h = RnnState::new(zeros(&[1, 5, 4]), Some(zeros(&[2, 5, 4])));
     assert_err(
-        rnn.forward(&xs, Some(&bad_h)),
+        rnn.forward_with_state(&xs, Some(&bad_h)),
         &["state.h", "[2, 5, 4]", "[1, 5, 4]"],
     );
     let bad_c = RnnState::new(zeros(&[2, 5, 4]), Some(zeros(&[2, 5, 3])));
     assert_err(
-        rnn.forward(&xs, Some(&bad_c)),
+        rnn.forward_with_state(&xs, Some(&bad_c)),
         &["state.c", "[2, 5, 4]", "[2, 5, 3]"],
     );
     let no_c = RnnState::new(zeros(&[2, 5, 4]), None);
-    assert_err(rnn.forward(&xs, Some(&no_c)), &["needs c"]);
+    assert_err(rnn.forward_with_state(&xs, Some(&no_c)), &["needs c"]);
     let gru = lstm(&RnnConfig::new(Mode::Gru, 3, 4));
     let extra_c = RnnState::new(zeros(&[1, 5, 4]), Some(zeros(&[1, 5, 4])));
-    assert_err(gru.forward(&xs, Some(&extra_c)), &["only for LSTM"]);
+    assert_err(
+        gru.forward_with_state(&xs, Some(&extra_c)),
+        &["only for LSTM"],
+    );
     // Projection: h is (layers, batch, proj).
     let proj = lstm(&RnnConfig::new(Mode::Lstm, 3, 4).with_proj_size(2));
     let wrong = RnnState::new(zeros(&[1, 5, 4]), Some(zeros(&[1, 5, 4])));
-    assert_err(proj.forward(&xs, Some(&wrong)), &["state.h", "[1, 5, 2]"]);
+    assert_err(
+        proj.forward_with_state(&xs, Some(&wrong)),
+        &["state.h", "[1, 5, 2]"],
+    );
 }
 
 #[test]
@@ -126,18 +132,21 @@ fn config_is_validated_at_construction() {
         ),
         &["dropout", "1.5"],
     );
-    assert_err(LstmCell::new(0, 4, true, vb), &["input_size"]);
+    assert_err(LstmCell::new(&CellConfig::new(0, 4), vb), &["input_size"]);
 }
 
 #[test]
 fn dtype_and_device_mismatch() {
     let rnn = lstm(&RnnConfig::new(Mode::Lstm, 3, 4));
     let xs64 = Tensor::zeros((2, 5, 3), DType::F64, &Device::Cpu).unwrap();
-    assert_err(rnn.forward(&xs64, None), &["xs", "F64", "F32"]);
+    assert_err(rnn.forward_with_state(&xs64, None), &["xs", "F64", "F32"]);
     let xs = zeros(&[2, 5, 3]);
     let h64 = Tensor::zeros((1, 2, 4), DType::F64, &Device::Cpu).unwrap();
     let state = RnnState::new(h64, Some(zeros(&[1, 2, 4])));
-    assert_err(rnn.forward(&xs, Some(&state)), &["state.h", "F64"]);
+    assert_err(
+        rnn.forward_with_state(&xs, Some(&state)),
+        &["state.h", "F64"],
+    );
 }
 
 #[test]
@@ -160,9 +169,7 @@ fn missing_or_misshapen_weights_name_the_tensor() {
 fn cells_check_their_inputs() {
     let vm = VarMap::new();
     let cell = GruCell::new(
-        3,
-        4,
-        true,
+        &CellConfig::new(3, 4),
         seeded_var_builder(&vm, 0, DType::F32, &Device::Cpu),
     )
     .unwrap();
@@ -177,9 +184,7 @@ fn cells_check_their_inputs() {
     );
     assert_err(cell.step(&zeros(&[1, 2, 3]), None), &["rank 3"]);
     let lstm_cell = LstmCell::new(
-        3,
-        4,
-        true,
+        &CellConfig::new(3, 4),
         seeded_var_builder(&vm, 0, DType::F32, &Device::Cpu).pp("l"),
     )
     .unwrap();

@@ -10,7 +10,9 @@ use candle_core::{DType, Device, IndexOp, Result, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use proptest::prelude::*;
 use rnn_core::init::seeded_var_builder;
-use rnn_core::{GruCell, LstmCell, Mode, Nonlinearity, Rnn, RnnCell, RnnConfig, RnnState};
+use rnn_core::{
+    CellConfig, GruCell, LstmCell, Mode, Nonlinearity, Rnn, RnnCell, RnnConfig, RnnState,
+};
 
 /// f64 everywhere: the invariants are exact up to summation order.
 const TOL: f64 = 1e-12;
@@ -77,10 +79,10 @@ proptest! {
         let dims = if batch_first { [batch, seq_len, 3] } else { [seq_len, batch, 3] };
         let xs = randn(seed + 7, &dims);
         let s0 = random_state(&rnn, batch, seed + 11);
-        let (ys, fin) = rnn.forward(&xs, Some(&s0)).unwrap();
-        let (ys1, mid) = rnn.forward(&xs.narrow(time_axis, 0, split).unwrap(), Some(&s0)).unwrap();
+        let (ys, fin) = rnn.forward_with_state(&xs, Some(&s0)).unwrap();
+        let (ys1, mid) = rnn.forward_with_state(&xs.narrow(time_axis, 0, split).unwrap(), Some(&s0)).unwrap();
         let rest = xs.narrow(time_axis, split, seq_len - split).unwrap();
-        let (ys2, fin2) = rnn.forward(&rest, Some(&mid.detach())).unwrap();
+        let (ys2, fin2) = rnn.forward_with_state(&rest, Some(&mid.detach())).unwrap();
         let joined = Tensor::cat(&[ys1, ys2], time_axis).unwrap();
         prop_assert!(max_abs_diff(&ys, &joined) < TOL);
         prop_assert!(max_abs_diff(&fin.h, &fin2.h) < TOL);
@@ -115,7 +117,7 @@ proptest! {
                 let idx = Tensor::new(&[b as u32], &Device::Cpu).unwrap();
                 s.index_select(&idx, 1).unwrap()
             });
-            let (y_b, fin_b) = rnn.forward(&x_b, s_b.as_ref()).unwrap();
+            let (y_b, fin_b) = rnn.forward_with_state(&x_b, s_b.as_ref()).unwrap();
             prop_assert!(max_abs_diff(&ys.i((b..b + 1, 0..len, ..)).unwrap(), &y_b) < TOL);
             let pad = ys.i((b, len.., ..)).unwrap();
             prop_assert_eq!(pad.abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap(), 0.0);
@@ -146,22 +148,22 @@ proptest! {
         let vb = VarBuilder::from_tensors(cell_weights, DType::F64, &Device::Cpu);
         let step: StepFn = match mode {
             Mode::Lstm => {
-                let cell = LstmCell::new(3, hidden, bias, vb).unwrap();
+                let cell = LstmCell::new(&CellConfig::new(3, hidden).with_bias(bias), vb).unwrap();
                 Box::new(move |x, s| cell.step(x, Some(s)).unwrap())
             }
             Mode::Gru => {
-                let cell = GruCell::new(3, hidden, bias, vb).unwrap();
+                let cell = GruCell::new(&CellConfig::new(3, hidden).with_bias(bias), vb).unwrap();
                 Box::new(move |x, s| cell.step(x, Some(s)).unwrap())
             }
             Mode::RnnTanh | Mode::RnnRelu => {
                 let nl = if mode == Mode::RnnTanh { Nonlinearity::Tanh } else { Nonlinearity::Relu };
-                let cell = RnnCell::new(3, hidden, nl, bias, vb).unwrap();
+                let cell = RnnCell::new(&CellConfig::new(3, hidden).with_nonlinearity(nl).with_bias(bias), vb).unwrap();
                 Box::new(move |x, s| cell.step(x, Some(s)).unwrap())
             }
         };
         let xs = randn(seed + 1, &[batch, seq_len, 3]);
         let s0 = random_state(&rnn, batch, seed + 2);
-        let (ys, fin) = rnn.forward(&xs, Some(&s0)).unwrap();
+        let (ys, fin) = rnn.forward_with_state(&xs, Some(&s0)).unwrap();
         let mut s = s0.layer(0).unwrap();
         for t in 0..seq_len {
             s = step(&xs.i((.., t, ..)).unwrap(), &s);
@@ -187,7 +189,7 @@ proptest! {
         let time_axis = if batch_first { 1 } else { 0 };
         let dims = if batch_first { [batch, seq_len, 2] } else { [seq_len, batch, 2] };
         let xs = randn(seed, &dims);
-        let (ys, fin) = rnn.forward(&xs, None).unwrap();
+        let (ys, fin) = rnn.forward_with_state(&xs, None).unwrap();
         let mut state: Option<RnnState> = None;
         for t in 0..seq_len {
             let (y_t, s) = rnn.step(&xs.narrow(time_axis, t, 1).unwrap().squeeze(time_axis).unwrap(), state.as_ref()).unwrap();
@@ -206,8 +208,8 @@ fn unbatched_input_equals_batch_of_one() -> Result<()> {
             .with_bidirectional(true);
         let (rnn, _vm) = build(&cfg, 1);
         let xs = randn(2, &[5, 3]);
-        let (ys, fin) = rnn.forward(&xs, None)?;
-        let (yb, finb) = rnn.forward(&xs.unsqueeze(0)?, None)?;
+        let (ys, fin) = rnn.forward_with_state(&xs, None)?;
+        let (yb, finb) = rnn.forward_with_state(&xs.unsqueeze(0)?, None)?;
         assert_eq!(ys.dims(), &[5, 8]);
         assert_eq!(fin.h.dims(), &[4, 4]);
         assert!(max_abs_diff(&ys, &yb.squeeze(0)?) < TOL);
@@ -224,7 +226,7 @@ fn dropout_only_in_training_and_reproducible() -> Result<()> {
     let (rnn, _vm) = build(&cfg, 4);
     let xs = randn(9, &[2, 6, 3]);
     let (eval1, _) = rnn.forward_t(&xs, None, None, false)?;
-    let (eval2, _) = rnn.forward(&xs, None)?;
+    let (eval2, _) = rnn.forward_with_state(&xs, None)?;
     assert_eq!(max_abs_diff(&eval1, &eval2), 0.0, "eval is deterministic");
     let (train1, _) = rnn.forward_t(&xs, None, None, true)?;
     let (train2, _) = rnn.forward_t(&xs, None, None, true)?;
@@ -244,7 +246,7 @@ fn dropout_only_in_training_and_reproducible() -> Result<()> {
     let single = RnnConfig::new(Mode::Gru, 3, 8).with_dropout(0.5);
     let (rnn1, _vm1) = build(&single, 4);
     let (a, _) = rnn1.forward_t(&xs, None, None, true)?;
-    let (b, _) = rnn1.forward(&xs, None)?;
+    let (b, _) = rnn1.forward_with_state(&xs, None)?;
     assert_eq!(max_abs_diff(&a, &b), 0.0);
     Ok(())
 }
@@ -255,9 +257,9 @@ fn truncated_bptt_detach_stops_gradients() -> Result<()> {
     let (rnn, vm) = build(&cfg, 5);
     let x1 = candle_core::Var::from_tensor(&randn(1, &[1, 4, 2]))?;
     let x2 = randn(2, &[1, 4, 2]);
-    let (_, s1) = rnn.forward(&x1, None)?;
-    let (y_carried, _) = rnn.forward(&x2, Some(&s1))?;
-    let (y_detached, _) = rnn.forward(&x2, Some(&s1.detach()))?;
+    let (_, s1) = rnn.forward_with_state(&x1, None)?;
+    let (y_carried, _) = rnn.forward_with_state(&x2, Some(&s1))?;
+    let (y_detached, _) = rnn.forward_with_state(&x2, Some(&s1.detach()))?;
     assert_eq!(max_abs_diff(&y_carried, &y_detached), 0.0, "same values");
     let g = y_carried.sum_all()?.backward()?;
     assert!(
@@ -280,8 +282,8 @@ fn detached_layer_computes_the_same_without_a_graph() -> Result<()> {
     let cfg = RnnConfig::new(Mode::Lstm, 3, 4).with_num_layers(2);
     let (rnn, vm) = build(&cfg, 8);
     let xs = randn(1, &[2, 5, 3]);
-    let (a, _) = rnn.forward(&xs, None)?;
-    let (b, _) = rnn.detached().forward(&xs, None)?;
+    let (a, _) = rnn.forward_with_state(&xs, None)?;
+    let (b, _) = rnn.detached().forward_with_state(&xs, None)?;
     assert_eq!(max_abs_diff(&a, &b), 0.0);
     let grads = b.sum_all()?.backward()?;
     assert!(vm.all_vars().iter().all(|v| grads.get(v).is_none()));

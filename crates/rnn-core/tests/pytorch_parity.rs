@@ -13,7 +13,8 @@ use common::{implementations, try_max_abs_diff};
 use candle_core::{DType, Device, Result, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use rnn_core::{
-    GruCell, Implementation, LstmCell, Mode, Nonlinearity, Rnn, RnnCell, RnnConfig, RnnState,
+    CellConfig, GruCell, Implementation, LstmCell, Mode, Nonlinearity, Rnn, RnnCell, RnnConfig,
+    RnnState,
 };
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -266,14 +267,25 @@ fn run_cell_case(
         c0.as_ref().map(|c| c.as_tensor().clone()),
     );
     let out = match case.mode {
-        Mode::Lstm => LstmCell::new(i, h, case.bias, vb)?.step(&x, Some(&state))?,
-        Mode::Gru => GruCell::new(i, h, case.bias, vb)?.step(&x, Some(&state))?,
-        Mode::RnnTanh => {
-            RnnCell::new(i, h, Nonlinearity::Tanh, case.bias, vb)?.step(&x, Some(&state))?
+        Mode::Lstm => LstmCell::new(&CellConfig::new(i, h).with_bias(case.bias), vb)?
+            .step(&x, Some(&state))?,
+        Mode::Gru => {
+            GruCell::new(&CellConfig::new(i, h).with_bias(case.bias), vb)?.step(&x, Some(&state))?
         }
-        Mode::RnnRelu => {
-            RnnCell::new(i, h, Nonlinearity::Relu, case.bias, vb)?.step(&x, Some(&state))?
-        }
+        Mode::RnnTanh => RnnCell::new(
+            &CellConfig::new(i, h)
+                .with_nonlinearity(Nonlinearity::Tanh)
+                .with_bias(case.bias),
+            vb,
+        )?
+        .step(&x, Some(&state))?,
+        Mode::RnnRelu => RnnCell::new(
+            &CellConfig::new(i, h)
+                .with_nonlinearity(Nonlinearity::Relu)
+                .with_bias(case.bias),
+            vb,
+        )?
+        .step(&x, Some(&state))?,
     };
     rep.compare(&label, "h'", Some(&out.h), &t["output"], tol);
     let mut loss = (&out.h * &t["lw.output"])?.sum_all()?;
@@ -347,7 +359,7 @@ fn state_dict_loads_from_mmaped_safetensors() -> Result<()> {
     let rnn = Rnn::new(&cfg, vb)?;
     let t = load(&case.name, "f64", &device);
     let state = RnnState::new(t["h0"].clone(), Some(t["c0"].clone()));
-    let (ys, fin) = rnn.forward(&t["input"], Some(&state))?;
+    let (ys, fin) = rnn.forward_with_state(&t["input"], Some(&state))?;
     assert!(try_max_abs_diff(&ys, &t["output"])? <= TOL_F64);
     assert!(try_max_abs_diff(&fin.h, &t["h_n"])? <= TOL_F64);
     assert!(try_max_abs_diff(fin.c.as_ref().unwrap(), &t["c_n"])? <= TOL_F64);

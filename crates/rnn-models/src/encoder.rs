@@ -163,7 +163,11 @@ pub struct InputEncoder {
 
 impl InputEncoder {
     /// Builds the stage for `input` (already validated) under `vb` (the model's root).
-    pub fn new(input: &Input, vb: &VarBuilder) -> Result<Self> {
+    ///
+    /// `vb` by value, as in every constructor of this workspace; `&VarBuilder`, the form before
+    /// 0.2, is still accepted.
+    pub fn new<'a>(input: &Input, vb: impl std::borrow::Borrow<VarBuilder<'a>>) -> Result<Self> {
+        let vb = vb.borrow();
         let kind = match *input {
             Input::Tokens {
                 vocab_size,

@@ -60,7 +60,7 @@ fn models_through_module_t_equal_their_own_forward() -> Result<()> {
     assert!(same(&out, &lm.forward(&xs, None, None, false)?.0));
 
     let cfg = ForecasterConfig::new(2, 1, 8, ForecastStrategy::NextStep);
-    let forecaster = Forecaster::new(cfg, vb.pp("f"))?;
+    let forecaster = Forecaster::new(&cfg, vb.pp("f"))?;
     let series = Tensor::rand(0f32, 1f32, (3, 5, 2), &Device::Cpu)?;
     assert!(same(
         &eval(&forecaster, &series)?,

@@ -112,7 +112,7 @@ fn generator(vm: &VarMap, dtype: DType, dev: &Device) -> Result<Box<dyn Fn() -> 
     cfg.hidden_size = 5;
     cfg.context_dim = 3;
     cfg.mode = Mode::Gru;
-    let model = ConditionedGenerator::new(cfg, seeded_var_builder(vm, 5, dtype, dev))?;
+    let model = ConditionedGenerator::new(&cfg, seeded_var_builder(vm, 5, dtype, dev))?;
     let context = ids(3, &[BATCH], 9, dev)?;
     let y = (ids(7, &[BATCH, STEPS], 10, dev)? + 1.0)?;
     Ok(Box::new(move || {
@@ -122,7 +122,7 @@ fn generator(vm: &VarMap, dtype: DType, dev: &Device) -> Result<Box<dyn Fn() -> 
 
 fn forecaster(vm: &VarMap, dtype: DType, dev: &Device) -> Result<Box<dyn Fn() -> Result<Tensor>>> {
     let cfg = ForecasterConfig::new(3, 2, 6, ForecastStrategy::NextStep);
-    let model = Forecaster::new(cfg, seeded_var_builder(vm, 6, dtype, dev))?;
+    let model = Forecaster::new(&cfg, seeded_var_builder(vm, 6, dtype, dev))?;
     let x = features(&[BATCH, STEPS, 3], 1, dtype, dev)?;
     let y = features(&[BATCH, STEPS, 2], 2, dtype, dev)?;
     Ok(Box::new(move || model.loss(&x, Some(&LENGTHS), &y, false)))

@@ -15,6 +15,7 @@ pub mod diagnostics;
 mod error;
 pub mod metrics;
 pub mod optim;
+#[cfg(feature = "plot")]
 pub mod plot;
 pub mod progress;
 pub mod trainer;

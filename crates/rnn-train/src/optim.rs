@@ -1,10 +1,14 @@
 //! Optimisers, learning-rate schedules, gradient clipping and non-finite detection.
 //!
-//! * [`AdamW`] and [`Sgd`] reproduce `torch.optim.AdamW` and `torch.optim.SGD` (single-tensor
+//! * [`TorchAdamW`] and [`TorchSgd`] reproduce `torch.optim.AdamW` and `torch.optim.SGD` (single-tensor
 //!   path, `foreach=False`) step for step, including PyTorch's rule that a parameter with no
-//!   gradient in a step is left alone (and, for AdamW, keeps its own step count for the bias
-//!   correction). Both implement [`Optimizer`]. Steps use tensor operations only, so they run on
-//!   any Candle device without copying to the host.
+//!   gradient in a step is left alone (and, for TorchAdamW, keeps its own step count for the bias
+//!   correction). Both implement [`StatefulOptimizer`] (named parameters, learning rate and a
+//!   resumable state) and also `candle_nn::Optimizer`, so they drop into a candle-nn training
+//!   loop (`TorchAdamW::new(varmap.all_vars(), config)` through that trait, then
+//!   `backward_step`). Steps use tensor operations only, so they run on any Candle device without
+//!   copying to the host. (Until 0.1 they were called `AdamW`, `Sgd` and `Optimizer`, names that
+//!   clash with candle-nn's; the old names remain as deprecated aliases.)
 //! * [`OptimizerState`] is an optimiser's resumable state: named tensors for a safetensors file
 //!   ([`OptimizerState::to_tensors`]) and a serde part for JSON ([`OptimizerMeta`]). Loading it
 //!   into a fresh optimiser and continuing gives bit-identical parameters to a run that never
@@ -23,18 +27,18 @@
 //!
 //! ```
 //! use candle_core::{DType, Device, Tensor, Var};
-//! use rnn_train::optim::{AdamW, AdamWConfig, Optimizer, OptimizerState};
+//! use rnn_train::optim::{AdamWConfig, OptimizerState, StatefulOptimizer, TorchAdamW};
 //!
 //! # fn main() -> rnn_train::Result<()> {
 //! let w = Var::zeros((2, 2), DType::F32, &Device::Cpu)?;
-//! let mut opt = AdamW::new(vec![("w".to_string(), w.clone())], AdamWConfig::default())?;
+//! let mut opt = TorchAdamW::new(vec![("w".to_string(), w.clone())], AdamWConfig::default())?;
 //! let loss = (w.as_tensor() - 1.0)?.sqr()?.sum_all()?;
 //! opt.step(&loss.backward()?)?;
 //!
 //! // A checkpoint stores the tensors (e.g. in safetensors) and the rest as JSON.
 //! let state = opt.state()?;
 //! let (tensors, json) = (state.to_tensors(), state.to_json()?);
-//! let mut resumed = AdamW::new(vec![("w".to_string(), w.clone())], AdamWConfig::default())?;
+//! let mut resumed = TorchAdamW::new(vec![("w".to_string(), w.clone())], AdamWConfig::default())?;
 //! resumed.load_state(&OptimizerState::from_json(&json, tensors)?)?;
 //! assert_eq!(resumed.steps(), 1);
 //! # Ok(())
@@ -57,7 +61,7 @@ mod sgd;
 #[cfg(test)]
 mod testutil;
 
-pub use adamw::{AdamW, AdamWConfig};
+pub use adamw::{AdamWConfig, TorchAdamW};
 pub use clip::{
     clip_grad_norm, clip_grad_norm_tensor, clip_grad_value, first_non_finite_grad, grad_norm,
     grad_norm_tensor, grads_are_finite, non_finite_markers,
@@ -66,7 +70,7 @@ pub use schedule::{
     Constant, CosineWarmup, LrSchedule, LrScheduleConfig, LrScheduleState, MultiStep, PlateauDecay,
     StepDecay,
 };
-pub use sgd::{Sgd, SgdConfig};
+pub use sgd::{SgdConfig, TorchSgd};
 
 /// Prefix of AdamW's first-moment tensors in [`OptimizerState::tensors`].
 pub const EXP_AVG_PREFIX: &str = "exp_avg.";
@@ -147,8 +151,64 @@ fn restore_masters(
         .collect()
 }
 
+/// The former name of [`TorchAdamW`].
+#[deprecated(
+    since = "0.2.0",
+    note = "renamed `TorchAdamW`: `AdamW` clashes with `candle_nn::AdamW`"
+)]
+pub type AdamW = TorchAdamW;
+
+/// The former name of [`TorchSgd`].
+#[deprecated(since = "0.2.0", note = "renamed `TorchSgd`, beside `candle_nn::SGD`")]
+pub type Sgd = TorchSgd;
+
+/// The former name of [`StatefulOptimizer`], implemented for every one of them.
+#[deprecated(
+    since = "0.2.0",
+    note = "renamed `StatefulOptimizer`: `Optimizer` clashes with `candle_nn::Optimizer`"
+)]
+pub trait Optimizer: StatefulOptimizer {}
+
+#[allow(deprecated)]
+impl<T: StatefulOptimizer + ?Sized> Optimizer for T {}
+
+/// `candle_nn::Optimizer` for an optimiser of this module: parameters are named `param.{i}` in
+/// the order given (the names key [`StatefulOptimizer::state`]).
+macro_rules! candle_optimizer {
+    ($ty:ident, $config:ident) => {
+        impl candle_nn::Optimizer for $ty {
+            type Config = $config;
+
+            fn new(vars: Vec<Var>, config: $config) -> candle_core::Result<Self> {
+                let named = vars
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, v)| (format!("param.{i}"), v))
+                    .collect();
+                $ty::new(named, config).map_err(|e| candle_core::Error::Msg(e.to_string()))
+            }
+
+            fn step(&mut self, grads: &GradStore) -> candle_core::Result<()> {
+                StatefulOptimizer::step(self, grads)
+                    .map_err(|e| candle_core::Error::Msg(e.to_string()))
+            }
+
+            fn learning_rate(&self) -> f64 {
+                StatefulOptimizer::lr(self)
+            }
+
+            fn set_learning_rate(&mut self, lr: f64) {
+                StatefulOptimizer::set_lr(self, lr)
+            }
+        }
+    };
+}
+
+candle_optimizer!(TorchAdamW, AdamWConfig);
+candle_optimizer!(TorchSgd, SgdConfig);
+
 /// An optimiser over named [`Var`]s.
-pub trait Optimizer {
+pub trait StatefulOptimizer {
     /// Updates every parameter that has a gradient in `grads`; parameters without one are left
     /// unchanged, as are their state tensors (PyTorch skips parameters whose `.grad` is `None`).
     ///
@@ -160,7 +220,7 @@ pub trait Optimizer {
     fn lr(&self) -> f64;
 
     /// Sets the learning rate of the next steps. A negative or non-finite value is rejected by
-    /// the next [`step`](Optimizer::step).
+    /// the next [`step`](StatefulOptimizer::step).
     fn set_lr(&mut self, lr: f64);
 
     /// A snapshot of the state (hyper-parameters, step counts, per-parameter tensors).
@@ -169,7 +229,7 @@ pub trait Optimizer {
     /// rather than writing into them, so the snapshot stays valid.
     fn state(&self) -> Result<OptimizerState>;
 
-    /// Restores a state saved by [`state`](Optimizer::state) of the same kind of optimiser over
+    /// Restores a state saved by [`state`](StatefulOptimizer::state) of the same kind of optimiser over
     /// parameters of the same names and shapes; the hyper-parameters (including the learning
     /// rate) are restored too, as PyTorch's `load_state_dict` does. Tensors are moved to each
     /// parameter's device and dtype.
@@ -181,7 +241,7 @@ pub trait Optimizer {
     fn params(&self) -> &[(String, Var)];
 
     /// Names of the parameters that have no gradient in `grads` (and that
-    /// [`step`](Optimizer::step) would therefore skip), in parameter order.
+    /// [`step`](StatefulOptimizer::step) would therefore skip), in parameter order.
     fn missing_grads(&self, grads: &GradStore) -> Vec<String> {
         self.params()
             .iter()
@@ -195,10 +255,10 @@ pub trait Optimizer {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind")]
 pub enum OptimizerConfig {
-    /// [`AdamW`].
+    /// [`TorchAdamW`].
     #[serde(rename = "adamw")]
     AdamW(AdamWConfig),
-    /// [`Sgd`].
+    /// [`TorchSgd`].
     #[serde(rename = "sgd")]
     Sgd(SgdConfig),
 }
@@ -229,10 +289,10 @@ impl OptimizerConfig {
     }
 
     /// Builds the optimiser over `params`.
-    pub fn build(&self, params: Vec<(String, Var)>) -> Result<Box<dyn Optimizer + Send>> {
+    pub fn build(&self, params: Vec<(String, Var)>) -> Result<Box<dyn StatefulOptimizer + Send>> {
         Ok(match self {
-            OptimizerConfig::AdamW(c) => Box::new(AdamW::new(params, c.clone())?),
-            OptimizerConfig::Sgd(c) => Box::new(Sgd::new(params, c.clone())?),
+            OptimizerConfig::AdamW(c) => Box::new(TorchAdamW::new(params, c.clone())?),
+            OptimizerConfig::Sgd(c) => Box::new(TorchSgd::new(params, c.clone())?),
         })
     }
 }
@@ -242,7 +302,7 @@ impl OptimizerConfig {
 pub struct OptimizerMeta {
     /// Hyper-parameters, including the learning rate at the time of the snapshot.
     pub config: OptimizerConfig,
-    /// Number of calls to [`Optimizer::step`].
+    /// Number of calls to [`StatefulOptimizer::step`].
     pub step: u64,
     /// Per parameter name, the number of steps that updated it (less than `step` if it lacked a
     /// gradient in some steps). AdamW's bias correction uses this count, as PyTorch's per-parameter
@@ -279,7 +339,7 @@ impl OptimizerState {
 
     /// Reassembles a state from its JSON part (as written by [`to_json`](Self::to_json)) and its
     /// tensors (as returned by [`to_tensors`](Self::to_tensors) or loaded from a file). The
-    /// tensors are checked against the parameters by [`Optimizer::load_state`].
+    /// tensors are checked against the parameters by [`StatefulOptimizer::load_state`].
     pub fn from_json(json: &str, tensors: HashMap<String, Tensor>) -> Result<Self> {
         let meta: OptimizerMeta = serde_json::from_str(json)
             .map_err(|e| Error::Invalid(format!("optimizer state JSON: {e}")))?;
@@ -508,9 +568,11 @@ mod tests {
     #[test]
     fn parameter_lists_are_checked() {
         let cfg = AdamWConfig::default();
-        let err = AdamW::new(vec![], cfg.clone()).unwrap_err().to_string();
+        let err = TorchAdamW::new(vec![], cfg.clone())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("empty"), "{err}");
-        let err = AdamW::new(
+        let err = TorchAdamW::new(
             vec![("a".into(), var(&[2])), ("a".into(), var(&[3]))],
             cfg.clone(),
         )
@@ -518,7 +580,7 @@ mod tests {
         .to_string();
         assert!(err.contains("\"a\" is given twice"), "{err}");
         let v = var(&[2]);
-        let err = Sgd::new(
+        let err = TorchSgd::new(
             vec![("a".into(), v.clone()), ("b".into(), v)],
             SgdConfig::default(),
         )
@@ -526,7 +588,7 @@ mod tests {
         .to_string();
         assert!(err.contains("\"a\" and \"b\" are the same tensor"), "{err}");
         let ints = Var::zeros(2, DType::U32, &Device::Cpu).unwrap();
-        let err = AdamW::new(vec![("n".into(), ints)], cfg)
+        let err = TorchAdamW::new(vec![("n".into(), ints)], cfg)
             .unwrap_err()
             .to_string();
         assert!(err.contains("\"n\" has dtype U32"), "{err}");
@@ -551,7 +613,7 @@ mod tests {
 
     #[test]
     fn state_json_value_round_trips_and_errors_are_named() {
-        let mut opt = Sgd::new(
+        let mut opt = TorchSgd::new(
             vec![("w".into(), var(&[2]))],
             SgdConfig {
                 lr: 0.0020796181086732758,
@@ -601,7 +663,7 @@ mod tests {
     /// resumes bit-identically.
     #[test]
     fn half_precision_parameters_are_updated_through_f32_master_copies() {
-        let run = |dtype: DType, opt: &dyn Fn(Vec<(String, Var)>) -> Box<dyn Optimizer>| {
+        let run = |dtype: DType, opt: &dyn Fn(Vec<(String, Var)>) -> Box<dyn StatefulOptimizer>| {
             let p = Var::from_tensor(
                 &Tensor::ones(4, DType::F32, &Device::Cpu)
                     .unwrap()
@@ -616,9 +678,9 @@ mod tests {
             }
             (p, o)
         };
-        let sgd = |params| -> Box<dyn Optimizer> {
+        let sgd = |params| -> Box<dyn StatefulOptimizer> {
             Box::new(
-                Sgd::new(
+                TorchSgd::new(
                     params,
                     SgdConfig {
                         lr: 1e-3,
@@ -629,8 +691,8 @@ mod tests {
                 .unwrap(),
             )
         };
-        let adamw = |params| -> Box<dyn Optimizer> {
-            Box::new(AdamW::new(params, AdamWConfig::with_lr(1e-3)).unwrap())
+        let adamw = |params| -> Box<dyn StatefulOptimizer> {
+            Box::new(TorchAdamW::new(params, AdamWConfig::with_lr(1e-3)).unwrap())
         };
         for (name, make) in [("sgd", &sgd as &dyn Fn(_) -> _), ("adamw", &adamw)] {
             let (p32, _) = run(DType::F32, make);

@@ -2,20 +2,29 @@
 //! stay readable), and a JSON-lines log of every evaluation.
 
 use crate::{Error, Result};
+#[cfg(feature = "progress")]
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
-use std::io::{IsTerminal, Write};
+#[cfg(feature = "progress")]
+use std::io::IsTerminal;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// A progress bar over `total` steps showing the loss and the throughput, drawn on stderr only
-/// when stderr is a terminal.
+/// when stderr is a terminal. Without the `progress` feature (no `indicatif`) nothing is drawn
+/// and [`Progress::println`] writes plain lines to stderr.
 pub struct Progress {
+    #[cfg(feature = "progress")]
     bar: ProgressBar,
+    #[cfg(feature = "progress")]
     unit: String,
+    #[cfg(feature = "progress")]
     units: std::sync::atomic::AtomicU64,
+    #[cfg(feature = "progress")]
     start: std::time::Instant,
 }
 
+#[cfg(feature = "progress")]
 impl Progress {
     /// A bar for `total` steps; `unit` names what the throughput counts (`tokens`, `samples`).
     pub fn new(total: u64, unit: &str) -> Self {
@@ -73,6 +82,33 @@ impl Progress {
     pub fn finish(&self) {
         self.bar.finish_and_clear();
     }
+}
+
+#[cfg(not(feature = "progress"))]
+impl Progress {
+    /// No bar (built without the `progress` feature).
+    pub fn new(_total: u64, _unit: &str) -> Self {
+        Self {}
+    }
+
+    /// Always false without the `progress` feature.
+    pub fn is_visible(&self) -> bool {
+        false
+    }
+
+    /// Nothing to advance without the `progress` feature.
+    pub fn step(&self, _loss: f64, _units: u64) {}
+
+    /// Writes the line to stderr.
+    pub fn println(&self, line: &str) {
+        eprintln!("{line}");
+    }
+
+    /// Nothing to move without the `progress` feature.
+    pub fn set_position(&self, _pos: u64) {}
+
+    /// Nothing to remove without the `progress` feature.
+    pub fn finish(&self) {}
 }
 
 /// Appends one JSON object per line to a file, flushed after every record so a killed run keeps
@@ -141,7 +177,7 @@ mod tests {
     #[test]
     fn progress_is_hidden_when_not_a_terminal() {
         // Test harness output is captured, so stderr is not a terminal here (as in CI logs).
-        if !std::io::stderr().is_terminal() {
+        if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
             let p = Progress::new(10, "tokens");
             assert!(!p.is_visible());
             p.step(1.0, 5);

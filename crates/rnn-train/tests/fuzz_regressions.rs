@@ -58,6 +58,7 @@ fn pairs_with_the_largest_column_index_is_an_error() {
 /// panicked ("Helper: Error(\"expected ident\", line: 53, column: 24)", decoders/mod.rs:90);
 /// now loading it is an error naming the file.
 #[test]
+#[cfg(feature = "tokenizers")]
 fn tokenizer_json_that_makes_the_tokenizers_crate_panic_is_an_error() {
     let (path, bytes) = input("tokenizer_bad_decoder.json");
     let err = rnn_train::data::SubwordTokenizer::from_bytes(&path, &bytes)

@@ -73,13 +73,38 @@ fn text_tokens(text: &str, level: Level) -> Vec<String> {
     }
 }
 
+/// How many of `n` items the last `fraction` is: rounded, at least one item on each side when
+/// `n >= 2`.
+pub(super) fn tail_len(n: usize, fraction: f64) -> usize {
+    ((n as f64 * fraction).round() as usize).clamp(1.min(n), n.saturating_sub(1).max(1.min(n)))
+}
+
 /// Splits off the last `fraction` of `items` (at least one item on each side when possible).
 fn split_tail<T>(mut items: Vec<T>, fraction: f64) -> (Vec<T>, Vec<T>) {
     let n = items.len();
-    let valid = ((n as f64 * fraction).round() as usize).clamp(1.min(n), n.saturating_sub(1));
-    let tail = items.split_off(n - valid);
+    let tail = items.split_off(n - tail_len(n, fraction));
     (items, tail)
 }
+
+/// The fraction of the tokens before the test part that the validation part takes, when the
+/// test part is the last `split` of the text: `split / (1 - split)` (as large a piece as the test
+/// part), or `split` when the validation part is a file of its own (unused then). An error when
+/// the two parts would not leave a training part.
+pub(super) fn valid_fraction(split: f64, valid_file: bool) -> Result<f64> {
+    let fraction = if valid_file {
+        split
+    } else {
+        split / (1.0 - split)
+    };
+    if fraction >= 1.0 {
+        bail!("--split {split}: too large to hold out a validation and a test part of that size each; give --split below 0.5, or --valid/--test FILE");
+    }
+    Ok(fraction)
+}
+
+/// [`split_text`] moves its cut to the start of the next line when that line starts within this
+/// many bytes (and is not the text's last character).
+pub(super) const LINE_START_REACH: usize = 200;
 
 /// Splits `text` before its last `fraction` of characters, at the start of a line when one is
 /// near (for subword tokenisation, which needs text rather than tokens).
@@ -88,7 +113,7 @@ pub(super) fn split_text(text: &str, fraction: f64) -> (String, String) {
     let (head, _) = split_tail(chars, fraction);
     let mut cut: usize = head.iter().map(|c| c.len_utf8()).sum();
     if let Some(nl) = text[cut..].find('\n') {
-        if nl < 200 && cut + nl + 1 < text.len() {
+        if nl < LINE_START_REACH && cut + nl + 1 < text.len() {
             cut += nl + 1;
         }
     }

@@ -17,7 +17,9 @@
 //! best weights; the test part, which neither the vocabulary nor model selection sees, is scored
 //! once with them (the summary's `test perplexity`, which `rnn eval --checkpoint DIR` prints
 //! again). Without `--data` a small generated text is used, so `rnn train char-lm` runs on a
-//! fresh clone.
+//! fresh clone. `--data` may also be a token file made by `rnn prepare` (docs/STREAMING.md):
+//! training then reads its windows in place from the mapped file, with the same metrics and
+//! weights as from the text; the data options are those the file was prepared with.
 //!
 //! Defaults: `char-lm` 2 x 256 LSTM, embedding 64, dropout 0.1, `--seq-len` 100, batch 32,
 //! AdamW lr 2e-3, clip 5, 10 epochs. `word-lm` is Zaremba's "small" model: 2 x 200 LSTM,
@@ -27,6 +29,7 @@
 //! (`--schedule multistep --milestones 4,5,...,12 --lr-decay 0.5`; any `--schedule` overrides it).
 
 mod codec;
+mod prepared;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -37,13 +40,14 @@ use candle_nn::VarMap;
 use rnn_core::{Mode, RnnState};
 use rnn_models::lm::{GenerateConfig, LanguageModel, LanguageModelConfig};
 use rnn_models::sampling::SamplingConfig;
-use rnn_train::data::{read_text_as, LmBatches, TextEncoding};
+use rnn_train::data::{is_token_file, read_text_as, LmBatches, TextEncoding, TokenIds, TokenPart};
 use rnn_train::metrics::{Metric, Perplexity, PerplexityReport};
 use rnn_train::optim::LrScheduleConfig;
 use rnn_train::trainer::{Evaluation, MainMetric, Part, StepLoss, TrainTask};
 
 use codec::held_out_ids;
 pub use codec::{builtin_text, prepare, Codec, Level};
+pub use prepared::{prepare_file, PrepareRequest, PreparedMeta};
 
 use crate::run::{
     self, invalid, stochastic_model, task_from_functions, CheckpointRun, EvalRequest,
@@ -179,10 +183,12 @@ impl TrainTask for LmTask {
         part: Part,
         carry: &mut Option<RnnState>,
     ) -> rnn_train::Result<StepLoss> {
-        // A part is a contiguous range of the streams (the rows of the window).
-        let w = self.train.window(*batch, &self.device)?;
-        let inputs = part.narrow(&w.inputs, 0)?;
-        let targets = part.narrow(&w.targets, 0)?;
+        // A part is a contiguous range of the streams (the rows of the window): only those
+        // streams are read.
+        let w = self
+            .train
+            .window_rows(*batch, part.rows(self.train.batch()), &self.device)?;
+        let (inputs, targets) = (w.inputs, w.targets);
         let rows = inputs.dims()[0];
         if rows == 0 {
             return Ok(StepLoss {
@@ -270,10 +276,79 @@ task_from_functions!(
     LanguageModelling, sample
 );
 
-/// Trains `char-lm` or `word-lm`.
-pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
+/// The token ids of a run and how they were made.
+struct LmData {
+    level: Level,
+    codec: Codec,
+    /// Training ids, read in place from a token file or held in memory.
+    train: TokenIds,
+    valid: Vec<u32>,
+    test: Vec<u32>,
+    /// Whether the test part was held out of `--data` (else it is `--test FILE`).
+    held_out_test: bool,
+    split: f64,
+    valid_path: Option<PathBuf>,
+    test_path: Option<PathBuf>,
+    encoding: TextEncoding,
+}
+
+/// What [`encode_texts`] gives.
+struct EncodedTexts {
+    /// The codec, built on the training part.
+    codec: Codec,
+    /// Training ids.
+    train: Vec<u32>,
+    /// Validation ids.
+    valid: Vec<u32>,
+    /// Test ids.
+    test: Vec<u32>,
+}
+
+/// The in-memory parts of a run's texts at `level`: the codec (built on the training part only)
+/// and the training, validation and test ids. Without `test_text` the last `split` of
+/// `train_text` is the test part, and without `valid_text` as large a piece just before it is
+/// the validation part; neither reaches the vocabulary. (`rnn prepare` computes the same,
+/// streaming.)
+fn encode_texts(
+    level: Level,
+    train_text: &str,
+    valid_text: Option<&str>,
+    test_text: Option<&str>,
+    split: f64,
+    vocab_size: Option<usize>,
+) -> Result<EncodedTexts> {
+    let (rest, held_out_test, valid_split) = match test_text {
+        Some(_) => (None, None, split),
+        None => {
+            let valid_split = codec::valid_fraction(split, valid_text.is_some())?;
+            let (rest, test) = codec::split_text(train_text, split);
+            (Some(rest), Some(test), valid_split)
+        }
+    };
+    let (codec, train_ids, valid_ids) = prepare(
+        level,
+        rest.as_deref().unwrap_or(train_text),
+        valid_text,
+        valid_split,
+        vocab_size,
+    )?;
+    let test_ids = match (test_text, &held_out_test) {
+        (Some(t), _) => codec.encode(t)?,
+        (None, Some(t)) => codec.encode(t)?,
+        (None, None) => Vec::new(),
+    };
+    Ok(EncodedTexts {
+        codec,
+        train: train_ids,
+        valid: valid_ids,
+        test: test_ids,
+    })
+}
+
+/// The data of a run on a text (`--data TEXT`, or the built-in text): read, split and encoded in
+/// memory.
+fn load_text(ctx: &RunContext) -> Result<LmData> {
     let o = &ctx.opts;
-    let d = defaults(ctx.task);
     let level = match &o.level {
         Some(l) => Level::parse(l)?,
         None if ctx.task == TaskName::WordLm => Level::Word,
@@ -296,38 +371,85 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
         Some(p) => Some(read_text(p).context("--valid")?),
         None => None,
     };
-    // Without --test the last --split of the text is the test part, and the validation part
-    // (without --valid) as large a piece just before it; neither reaches the vocabulary.
-    let (train_text, held_out_test, valid_split) = match (&o.test, &valid_text) {
-        (Some(_), _) => (train_text, None, split),
-        (None, v) => {
-            let (rest, test) = codec::split_text(&train_text, split);
-            let valid_split = if v.is_some() {
-                split
-            } else {
-                split / (1.0 - split)
-            };
-            if valid_split >= 1.0 {
-                bail!("--split {split}: too large to hold out a validation and a test part of that size each; give --split below 0.5, or --valid/--test FILE");
-            }
-            (rest, Some(test), valid_split)
-        }
+    let test_text = match &o.test {
+        Some(p) => Some(read_text(p).context("--test")?),
+        None => None,
     };
-    let (codec, train_ids, valid_ids) = prepare(
+    let EncodedTexts {
+        codec,
+        train: train_ids,
+        valid: valid_ids,
+        test: test_ids,
+    } = encode_texts(
         level,
         &train_text,
         valid_text.as_deref(),
-        valid_split,
+        test_text.as_deref(),
+        split,
         o.vocab_size,
     )?;
-    let test_ids = match (&o.test, &held_out_test) {
-        (Some(p), _) => codec.encode(&read_text(p).context("--test")?)?,
-        (None, Some(t)) => codec.encode(t)?,
-        (None, None) => Vec::new(),
+    let held_out_test = test_text.is_none();
+    Ok(LmData {
+        level,
+        codec,
+        train: TokenIds::from(train_ids),
+        valid: valid_ids,
+        test: test_ids,
+        held_out_test,
+        split,
+        valid_path: o.valid.clone(),
+        test_path: o.test.clone(),
+        encoding,
+    })
+}
+
+/// Trains `char-lm` or `word-lm`.
+pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
+    let o = &ctx.opts;
+    let d = defaults(ctx.task);
+    let data = match &o.data {
+        Some(p) if is_token_file(p) => {
+            let p = prepared::open_for_training(p, o)?;
+            ctx.say(&format!(
+                "{}: prepared token file {} ({} level, made from {}), read in place",
+                ctx.task.as_str(),
+                p.file.path().display(),
+                p.meta.level.as_str(),
+                p.meta.data.display()
+            ));
+            LmData {
+                level: p.meta.level,
+                train: p.file.part(TokenPart::Train),
+                valid: p.file.part(TokenPart::Valid).to_vec(),
+                test: p.file.part(TokenPart::Test).to_vec(),
+                held_out_test: p.meta.test_held_out,
+                split: p.meta.split,
+                valid_path: p.meta.valid,
+                test_path: p.meta.test,
+                encoding: match &p.meta.encoding {
+                    Some(e) => TextEncoding::from_label(e)?,
+                    None => TextEncoding::UTF8,
+                },
+                codec: p.codec,
+            }
+        }
+        _ => load_text(ctx)?,
     };
+    let LmData {
+        level,
+        codec,
+        train: train_ids,
+        valid: valid_ids,
+        test: test_ids,
+        held_out_test,
+        split,
+        valid_path,
+        test_path,
+        encoding,
+    } = data;
     let batch = o.batch_size.unwrap_or(d.batch);
     let seq_len = o.seq_len.unwrap_or(d.seq_len);
-    let train = LmBatches::new(&train_ids, batch, seq_len).with_context(|| {
+    let train = LmBatches::from_ids(train_ids.clone(), batch, seq_len).with_context(|| {
         format!(
             "{}: the training text gives {} tokens, too few for --batch-size {batch}",
             o.data
@@ -390,10 +512,10 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
         "seq_len": seq_len,
         "batch_size": batch,
         "data": path_string(&o.data),
-        "valid": path_string(&o.valid),
+        "valid": path_string(&valid_path),
         "split": split,
-        "test": path_string(&o.test),
-        "test_held_out": held_out_test.is_some(),
+        "test": path_string(&test_path),
+        "test_held_out": held_out_test,
         "encoding": (encoding != TextEncoding::UTF8).then(|| encoding.name()),
     });
     let mut task = LmTask {
@@ -432,7 +554,7 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
             "test part: {} {}s {}, {which} weights",
             r.tokens,
             level.unit(),
-            if held_out_test.is_some() {
+            if held_out_test {
                 "held out of the training text"
             } else {
                 "of --test"
@@ -478,8 +600,33 @@ fn load(run: &CheckpointRun) -> Result<Loaded> {
     })
 }
 
-/// Perplexity (and bits per token) of the checkpoint on `--data`, or on the validation data
-/// recorded in the checkpoint.
+/// The ids `rnn eval` scores in the token file `path`: its test part, else (when it holds none)
+/// its validation part. The file's vocabulary must be the checkpoint's.
+fn token_file_ids(codec: &Codec, path: &Path) -> Result<(Vec<u32>, String)> {
+    let (file, _, file_codec) = prepared::open(path)?;
+    let same = match (codec, &file_codec) {
+        (Codec::Vocab { vocab: a, .. }, Codec::Vocab { vocab: b, .. }) => a.tokens() == b.tokens(),
+        _ => false,
+    };
+    if !same {
+        bail!(
+            "{}: the token file's vocabulary is not the checkpoint's (give a text --data, or a token file prepared the way this run's was)",
+            path.display()
+        );
+    }
+    let (part, name) = if file.part(TokenPart::Test).is_empty() {
+        (TokenPart::Valid, "validation")
+    } else {
+        (TokenPart::Test, "test")
+    };
+    Ok((
+        file.part(part).to_vec(),
+        format!("{name} part of {}", path.display()),
+    ))
+}
+
+/// Perplexity (and bits per token) of the checkpoint on `--data` (a text, or the test part of a
+/// token file), or on the test data recorded in the checkpoint.
 pub fn eval(run: &CheckpointRun, req: impl Into<EvalRequest>) -> Result<String> {
     let req = req.into();
     let l = load(run)?;
@@ -492,7 +639,12 @@ pub fn eval(run: &CheckpointRun, req: impl Into<EvalRequest>) -> Result<String> 
         .transpose()?
         .unwrap_or_default();
     let read_text = |p: &Path| read_text_as(p, encoding);
+    let recorded: Option<PathBuf> = run.model_entry("data").ok().flatten();
     let (ids, source) = match &req.data {
+        Some(p) if is_token_file(p) => token_file_ids(&l.codec, p)?,
+        None if recorded.as_deref().is_some_and(is_token_file) => {
+            token_file_ids(&l.codec, recorded.as_deref().unwrap_or(Path::new("")))?
+        }
         Some(p) => (
             l.codec.encode(&read_text(p).context("--data")?)?,
             p.display().to_string(),

@@ -75,11 +75,12 @@ use rnn_models::seq2seq::{Attention, Hypothesis, Seq2Seq, Seq2SeqConfig};
 use rnn_train::data::{bucket_batches, pad_batch, PaddedBatch, TextEncoding, Vocab};
 // The date generator and the tutorial's normalisation, where they were before they moved to
 // `rnn_train::data`.
+use super::parts::empty_part;
 pub use rnn_train::data::{
     date_pairs, format_date, tutorial_keeps, tutorial_normalize, DatePairs, DATE_FORMATS,
 };
 use rnn_train::metrics::{CorpusBleu, ExactMatch, Metric};
-use rnn_train::trainer::{Evaluation, MainMetric, StepLoss, TrainTask};
+use rnn_train::trainer::{Evaluation, MainMetric, Part, StepLoss, TrainTask};
 
 use data::{encode, eval_data, training_data, Example, BOS_ID, EOS_ID, PAD_ID};
 pub use data::{Level, Setup, TaskDefaults};
@@ -205,30 +206,46 @@ struct Seq2SeqTask {
 }
 
 impl TrainTask for Seq2SeqTask {
-    type Batch = (PaddedBatch, PaddedBatch);
+    /// The indices of the batch's examples; the padded tensors are built per step, for the
+    /// rows of the part being trained only.
+    type Batch = Vec<usize>;
 
     fn train_batches(&mut self, epoch: u64, seed: u64) -> rnn_train::Result<Vec<Self::Batch>> {
         let lengths: Vec<usize> = self.train.iter().map(|e| e.src.len()).collect();
-        let order = bucket_batches(
+        bucket_batches(
             &lengths,
             self.batch_size,
             seed ^ epoch.wrapping_mul(rnn_core::seed::GOLDEN_GAMMA),
-        )?;
-        order
-            .iter()
-            .map(|idx| {
-                let chunk: Vec<Example> = idx.iter().map(|&i| self.train[i].clone()).collect();
-                pad_pair(&chunk, &self.device).map_err(invalid)
-            })
-            .collect()
+        )
     }
 
     fn train_step(
         &mut self,
         batch: &Self::Batch,
+        carry: &mut Option<RnnState>,
+    ) -> rnn_train::Result<StepLoss> {
+        self.train_part(batch, Part::WHOLE, carry)
+    }
+
+    /// The part's pairs padded to their own longest; the loss is the mean cross-entropy over
+    /// their real target tokens and the units those tokens, so the units-weighted mean of the
+    /// parts is the batch's loss. With `--teacher-forcing` below 1 each part draws its own
+    /// decoder inputs (one draw per loss call), so a split step equals the whole batch's in
+    /// distribution, not bit for bit.
+    fn train_part(
+        &mut self,
+        batch: &Self::Batch,
+        part: Part,
         _carry: &mut Option<RnnState>,
     ) -> rnn_train::Result<StepLoss> {
-        let (src, tgt) = batch;
+        let rows: Vec<Example> = batch[part.rows(batch.len())]
+            .iter()
+            .map(|&i| self.train[i].clone())
+            .collect();
+        if rows.is_empty() {
+            return empty_part(&self.device);
+        }
+        let (src, tgt) = pad_pair(&rows, &self.device).map_err(invalid)?;
         let loss = self.model.loss(
             &src.ids,
             &src.lengths,
@@ -605,5 +622,73 @@ mod tests {
         assert_eq!(parse_target_column(Some("0")).unwrap(), 0);
         let e = parse_target_column(Some("2")).unwrap_err().to_string();
         assert!(e.contains("--target"), "{e}");
+    }
+
+    /// Units are the real target tokens (end tokens included): the parts' token-weighted
+    /// losses and gradients sum to the batch's.
+    #[test]
+    fn parts_of_a_batch_sum_to_the_whole_batch() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let mut seq = |max: usize| -> Vec<u32> {
+            (0..rng.random_range(1..=max))
+                .map(|_| rng.random_range(3..12))
+                .collect()
+        };
+        let train: Vec<Example> = (0..20)
+            .map(|_| {
+                let mut tgt = seq(6);
+                tgt.push(EOS_ID);
+                Example {
+                    src: seq(8),
+                    tgt,
+                    reference: Vec::new(),
+                }
+            })
+            .collect();
+        let varmap = VarMap::new();
+        let vb =
+            rnn_core::init::seeded_var_builder(&varmap, 3, candle_core::DType::F32, &Device::Cpu);
+        let mut cfg = Seq2SeqConfig::new(12, 12);
+        (cfg.embedding_dim, cfg.hidden_size) = (4, 6);
+        (cfg.bos_id, cfg.eos_id, cfg.pad_id) = (BOS_ID, EOS_ID, PAD_ID);
+        let mut task = Seq2SeqTask {
+            task: TaskName::Seq2seq,
+            model: Seq2Seq::new(&cfg, vb).unwrap(),
+            setup: Setup {
+                level: Level::Word,
+                target_column: 1,
+                max_len: 10,
+                beam: 1,
+                data: None,
+                valid: None,
+                split: 0.1,
+                seed: 0,
+                samples: 0,
+                encoding: None,
+                test: None,
+                test_held_out: false,
+            },
+            src_vocab: Vocab::build([], 1, None).unwrap(),
+            tgt_vocab: Vocab::build([], 1, None).unwrap(),
+            train,
+            valid: Vec::new(),
+            batch_size: 7,
+            teacher_forcing: 1.0,
+            device: Device::Cpu,
+        };
+        let batch = task
+            .train_batches(0, 1)
+            .unwrap()
+            .into_iter()
+            .find(|b| b.len() == 7)
+            .unwrap();
+        crate::tasks::parts::checks::assert_parts_sum_to_whole(
+            &mut task,
+            &batch,
+            7,
+            &varmap.all_vars(),
+            &[2, 3, 9],
+        );
     }
 }

@@ -3,12 +3,14 @@
 //! [`params`], shared with the layer's composed recurrence.
 
 mod candle_rnn;
+mod config;
 mod gru;
 mod lstm;
 pub(crate) mod params;
 mod rnn;
 mod step;
 
+pub use config::CellConfig;
 pub use gru::GruCell;
 pub use lstm::LstmCell;
 pub use rnn::{Nonlinearity, RnnCell};

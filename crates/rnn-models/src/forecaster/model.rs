@@ -20,7 +20,7 @@ use super::{ForecastStrategy, ForecasterConfig, MODEL};
 ///
 /// let cfg = ForecasterConfig::new(2, 1, 16, ForecastStrategy::Autoregressive).with_target_columns(vec![0]);
 /// let varmap = VarMap::new();
-/// let model = Forecaster::new(cfg, seeded_var_builder(&varmap, 0, DType::F32, &Device::Cpu))?;
+/// let model = Forecaster::new(&cfg, seeded_var_builder(&varmap, 0, DType::F32, &Device::Cpu))?;
 /// let xs = Tensor::randn(0f32, 1.0, (4, 10, 2), &Device::Cpu)?;
 /// assert_eq!(model.forward(&xs, None, false)?.dims(), &[4, 10, 1]);
 /// assert_eq!(model.predict(&xs, Some(&[10, 7, 9, 10]), 5)?.dims(), &[4, 5, 1]);
@@ -38,7 +38,11 @@ pub struct Forecaster {
 
 impl Forecaster {
     /// Builds the model (validating `cfg`), creating or loading every parameter through `vb`.
-    pub fn new(cfg: ForecasterConfig, vb: VarBuilder) -> Result<Self> {
+    ///
+    /// `cfg` is `&ForecasterConfig` as in every constructor of this workspace; the config by
+    /// value, the form before 0.2, is still accepted.
+    pub fn new(cfg: impl std::borrow::Borrow<ForecasterConfig>, vb: VarBuilder) -> Result<Self> {
+        let cfg = cfg.borrow();
         cfg.validate()?;
         let rnn = Rnn::new(&cfg.rnn_config(), vb.pp("rnn"))?;
         let out = match cfg.strategy {
@@ -59,7 +63,7 @@ impl Forecaster {
             dropout,
             dtype: vb.dtype(),
             device: vb.device().clone(),
-            cfg,
+            cfg: cfg.clone(),
         })
     }
 

@@ -15,6 +15,7 @@ use rnn_core::init::seeded_var_builder;
 fn build(cfg: ForecasterConfig, seed: u64) -> (VarMap, Forecaster) {
     let varmap = VarMap::new();
     let vb = seeded_var_builder(&varmap, seed, DType::F32, &Device::Cpu);
+    // The config by value, the form before 0.2, still builds.
     let model = Forecaster::new(cfg, vb).unwrap();
     (varmap, model)
 }

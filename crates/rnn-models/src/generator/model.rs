@@ -44,7 +44,7 @@ enum ContextEncoder {
 /// let cfg = GeneratorConfig::new(10, ContextKind::Class { num_classes: 3 }, StopStrategy::EndToken)
 ///     .with_eos_id(1);
 /// let varmap = VarMap::new();
-/// let model = ConditionedGenerator::new(cfg, seeded_var_builder(&varmap, 0, DType::F32, &Device::Cpu))?;
+/// let model = ConditionedGenerator::new(&cfg, seeded_var_builder(&varmap, 0, DType::F32, &Device::Cpu))?;
 /// let classes = Tensor::new(&[0u32, 2], &Device::Cpu)?;
 /// let targets = Tensor::new(&[[4u32, 5, 1], [6, 1, 0]], &Device::Cpu)?; // each ends with eos = 1
 /// let loss = model.loss(&classes, &targets, Some(&[3, 2]), true)?;
@@ -71,7 +71,11 @@ pub struct ConditionedGenerator {
 
 impl ConditionedGenerator {
     /// Builds the model (validating `cfg`), creating or loading every parameter through `vb`.
-    pub fn new(cfg: GeneratorConfig, vb: VarBuilder) -> Result<Self> {
+    ///
+    /// `cfg` is `&GeneratorConfig` as in every constructor of this workspace; the config by
+    /// value, the form before 0.2, is still accepted.
+    pub fn new(cfg: impl std::borrow::Borrow<GeneratorConfig>, vb: VarBuilder) -> Result<Self> {
+        let cfg = cfg.borrow();
         cfg.validate()?;
         let vc = vb.pp("context");
         let context = match cfg.context {
@@ -129,7 +133,7 @@ impl ConditionedGenerator {
             dropout,
             dtype: vb.dtype(),
             device: vb.device().clone(),
-            cfg,
+            cfg: cfg.clone(),
         })
     }
 

@@ -39,7 +39,7 @@ fn config(
 fn build(cfg: GeneratorConfig, seed: u64) -> (VarMap, ConditionedGenerator) {
     let varmap = VarMap::new();
     let vb = seeded_var_builder(&varmap, seed, DType::F32, &Device::Cpu);
-    let model = ConditionedGenerator::new(cfg, vb).unwrap();
+    let model = ConditionedGenerator::new(&cfg, vb).unwrap();
     (varmap, model)
 }
 

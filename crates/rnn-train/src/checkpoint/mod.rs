@@ -13,6 +13,48 @@
 //!
 //! Other files (e.g. [`VOCAB_FILE`] `vocab.json`) are added through `extra_files`.
 //!
+//! # Example
+//!
+//! Save a model's parameters with its configuration, then rebuild the model from the
+//! configuration and load the parameters into it. (The [`Trainer`](crate::trainer::Trainer)
+//! writes and reads its checkpoints itself; its module documentation shows a run
+//! [resumed](crate::trainer#exact-resumption) with [`Trainer::resume`](crate::trainer::Trainer::resume).)
+//!
+//! ```
+//! use candle_core::{DType, Device};
+//! use candle_nn::VarMap;
+//! use rnn_core::{init::seeded_var_builder, Mode, Rnn, RnnConfig};
+//! use rnn_train::checkpoint::{self, varmap_tensors, TrainState};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dev = Device::Cpu;
+//! let cfg = RnnConfig::new(Mode::Gru, 4, 8).with_num_layers(2);
+//! let varmap = VarMap::new();
+//! let gru = Rnn::new(&cfg, seeded_var_builder(&varmap, 1, DType::F32, &dev))?;
+//!
+//! let dir = tempfile::tempdir()?;
+//! let path = dir.path().join("checkpoint");
+//! let mut state = TrainState::new(1, 1e-3); // seed, learning rate
+//! state.step = 100;
+//! let config = serde_json::json!({ "model": cfg });
+//! checkpoint::save(&path, &varmap_tensors(&varmap)?, &config, &state, None, &[])?;
+//!
+//! // Later: the configuration rebuilds the model (with other weights), the checkpoint fills it.
+//! let loaded = checkpoint::load(&path, &dev)?;
+//! let cfg: RnnConfig = serde_json::from_value(loaded.config["model"].clone())?;
+//! let fresh = VarMap::new();
+//! let restored = Rnn::new(&cfg, seeded_var_builder(&fresh, 2, DType::F32, &dev))?;
+//! let values = |rnn: &Rnn| -> candle_core::Result<Vec<Vec<f32>>> {
+//!     rnn.named_parameters().iter().map(|(_, t)| t.flatten_all()?.to_vec1::<f32>()).collect()
+//! };
+//! assert_ne!(values(&restored)?, values(&gru)?); // seed 2: other weights so far
+//! loaded.copy_into(&fresh)?; // checks every name, shape and dtype first
+//! assert_eq!(values(&restored)?, values(&gru)?); // the model shares the VarMap's storage
+//! assert_eq!(loaded.state.step, 100);
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Atomicity
 //!
 //! Everything is written into a fresh sibling directory `.{name}.tmp-{pid}-{nanos}-{n}`, every

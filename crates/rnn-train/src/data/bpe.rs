@@ -15,8 +15,8 @@ use super::vocab::{BOS, EOS, PAD, UNK};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokenizers::models::bpe::{BpeTrainer, BPE};
 use tokenizers::models::TrainerWrapper;
 use tokenizers::normalizers::Lowercase;
@@ -299,20 +299,7 @@ fn check_specials(tok: &Tokenizer) -> std::result::Result<(), String> {
 
 /// Writes `bytes` to a temporary file next to `path`, syncs it and renames it to `path`.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let name = path
-        .file_name()
-        .ok_or_else(|| Error::file(path, "not a file path"))?;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}-{}",
-        name.to_string_lossy(),
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
+    let tmp = super::temp_beside(path)?;
     let written = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)

@@ -1,6 +1,6 @@
 //! Tagged sentences from CoNLL-U (Universal Dependencies) and from 2-column CoNLL files.
 
-use super::{numbered_lines, read_text, text_from_bytes};
+use super::{numbered_lines, read_text, text_from_bytes, FileLines};
 use crate::{Error, Result};
 use std::path::Path;
 
@@ -61,14 +61,24 @@ fn conllu_tag_column(tag_column: Option<&str>) -> Result<usize> {
 }
 
 fn conllu_sentences(path: &Path, text: &str, col: usize) -> Result<Vec<TaggedSentence>> {
-    sentences(text, path, |line, content| {
+    sentences(text, path, conllu_token(path, col))
+}
+
+/// The `(form, tag)` of a CoNLL-U token line, `None` for a comment, a multi-word token or an
+/// empty node.
+fn conllu_token(
+    path: &Path,
+    col: usize,
+) -> impl Fn(usize, &str) -> Result<Option<(String, String)>> {
+    let path = path.to_path_buf();
+    move |line, content| {
         if content.starts_with('#') {
             return Ok(None);
         }
         let fields: Vec<&str> = content.split('\t').collect();
         if fields.len() != 10 {
             return Err(Error::parse(
-                path,
+                &path,
                 line,
                 format!("expected 10 tab-separated columns, found {}", fields.len()),
             ));
@@ -78,10 +88,10 @@ fn conllu_sentences(path: &Path, text: &str, col: usize) -> Result<Vec<TaggedSen
             return Ok(None);
         }
         if id.parse::<usize>().is_err() {
-            return Err(Error::parse(path, line, format!("bad token id '{id}'")));
+            return Err(Error::parse(&path, line, format!("bad token id '{id}'")));
         }
         Ok(Some((fields[1].to_string(), fields[col].to_string())))
-    })
+    }
 }
 
 /// Reads a 2-column CoNLL file: `token<whitespace>tag` per line, sentences separated by blank lines.
@@ -95,17 +105,42 @@ pub fn parse_conll(path: &Path, bytes: &[u8]) -> Result<Vec<TaggedSentence>> {
 }
 
 fn conll_sentences(path: &Path, text: &str) -> Result<Vec<TaggedSentence>> {
-    sentences(text, path, |line, content| {
+    sentences(text, path, conll_token(path))
+}
+
+/// The `(token, tag)` of a 2-column CoNLL line.
+fn conll_token(path: &Path) -> impl Fn(usize, &str) -> Result<Option<(String, String)>> {
+    let path = path.to_path_buf();
+    move |line, content| {
         let fields: Vec<&str> = content.split_whitespace().collect();
         if fields.len() != 2 {
             return Err(Error::parse(
-                path,
+                &path,
                 line,
                 format!("expected 2 columns (token tag), found {}", fields.len()),
             ));
         }
         Ok(Some((fields[0].to_string(), fields[1].to_string())))
-    })
+    }
+}
+
+/// The sentences of the CoNLL-U file `path` (UTF-8, as [`read_conllu`]) read line by line, one
+/// sentence at a time: for files too large to hold.
+pub fn stream_conllu(
+    path: &Path,
+    tag_column: Option<&str>,
+) -> Result<impl Iterator<Item = Result<TaggedSentence>>> {
+    let col = conllu_tag_column(tag_column)?;
+    Ok(Sentences::new(
+        FileLines::open(path)?,
+        conllu_token(path, col),
+    ))
+}
+
+/// The sentences of the 2-column CoNLL file `path` (UTF-8, as [`read_conll`]) read line by
+/// line, one sentence at a time: for files too large to hold.
+pub fn stream_conll(path: &Path) -> Result<impl Iterator<Item = Result<TaggedSentence>>> {
+    Ok(Sentences::new(FileLines::open(path)?, conll_token(path)))
 }
 
 /// Groups the token lines of `text` (the content of `path`) into sentences at blank lines;
@@ -115,41 +150,85 @@ fn sentences(
     path: &Path,
     token_line: impl Fn(usize, &str) -> Result<Option<(String, String)>>,
 ) -> Result<Vec<TaggedSentence>> {
-    let mut out = Vec::new();
-    let mut current = TaggedSentence {
-        tokens: vec![],
-        tags: vec![],
-        line: 0,
-    };
-    for (line, content) in numbered_lines(text) {
-        if content.trim().is_empty() {
-            if !current.tokens.is_empty() {
-                out.push(std::mem::replace(
-                    &mut current,
-                    TaggedSentence {
-                        tokens: vec![],
-                        tags: vec![],
-                        line: 0,
-                    },
-                ));
-            }
-            continue;
-        }
-        if let Some((token, tag)) = token_line(line, content)? {
-            if current.tokens.is_empty() {
-                current.line = line;
-            }
-            current.tokens.push(token);
-            current.tags.push(tag);
-        }
-    }
-    if !current.tokens.is_empty() {
-        out.push(current);
-    }
+    let lines = numbered_lines(text).map(Ok);
+    let out = Sentences::new(lines, token_line).collect::<Result<Vec<_>>>()?;
     if out.is_empty() {
         return Err(Error::file(path, "no sentences found"));
     }
     Ok(out)
+}
+
+/// The sentences of numbered lines, ended by blank lines (see [`sentences`]).
+struct Sentences<I, F> {
+    lines: I,
+    token_line: F,
+    current: TaggedSentence,
+}
+
+impl<I, F> Sentences<I, F> {
+    fn new(lines: I, token_line: F) -> Self {
+        Self {
+            lines,
+            token_line,
+            current: TaggedSentence {
+                tokens: vec![],
+                tags: vec![],
+                line: 0,
+            },
+        }
+    }
+
+    /// The sentence gathered so far, if it has tokens.
+    fn take(&mut self) -> Option<TaggedSentence> {
+        if self.current.tokens.is_empty() {
+            return None;
+        }
+        Some(std::mem::replace(
+            &mut self.current,
+            TaggedSentence {
+                tokens: vec![],
+                tags: vec![],
+                line: 0,
+            },
+        ))
+    }
+}
+
+impl<I, S, F> Iterator for Sentences<I, F>
+where
+    I: Iterator<Item = Result<(usize, S)>>,
+    S: AsRef<str>,
+    F: Fn(usize, &str) -> Result<Option<(String, String)>>,
+{
+    type Item = Result<TaggedSentence>;
+
+    fn next(&mut self) -> Option<Result<TaggedSentence>> {
+        loop {
+            let (line, content) = match self.lines.next() {
+                None => return self.take().map(Ok),
+                Some(Err(e)) => return Some(Err(e)),
+                Some(Ok(item)) => item,
+            };
+            let content = content.as_ref();
+            if content.trim().is_empty() {
+                match self.take() {
+                    Some(s) => return Some(Ok(s)),
+                    None => continue,
+                }
+            }
+            match (self.token_line)(line, content) {
+                Err(e) => return Some(Err(e)),
+                Ok(None) => {}
+                Ok(Some((token, tag))) => {
+                    if self.current.tokens.is_empty() {
+                        self.current.line = line;
+                    }
+                    self.current.tokens.push(token);
+                    self.current.tags.push(tag);
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -209,5 +288,25 @@ mod tests {
             err.contains("t.conll:2:") && err.contains("found 3"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn streamed_sentences_equal_the_whole_file_read() {
+        let (_d, p) = write_file("s.conllu", SAMPLE.as_bytes());
+        let whole = read_conllu(&p, Some("xpos")).unwrap();
+        let streamed: Vec<TaggedSentence> = stream_conllu(&p, Some("xpos"))
+            .unwrap()
+            .collect::<Result<_>>()
+            .unwrap();
+        assert_eq!(streamed, whole);
+        let (_d, p) = write_file(
+            "s.conll",
+            b"\n\nEU B-ORG\r\nrejects O\n\n\nPeter B-PER\nx\n",
+        );
+        let e = read_conll(&p).unwrap_err().to_string();
+        let streamed: Vec<Result<TaggedSentence>> = stream_conll(&p).unwrap().take(2).collect();
+        assert_eq!(streamed[0].as_ref().unwrap().tokens, ["EU", "rejects"]);
+        assert_eq!(streamed[1].as_ref().unwrap_err().to_string(), e);
+        assert!(e.contains("s.conll:8:"), "{e}");
     }
 }

@@ -95,6 +95,83 @@ fn utf8(path: &Path, mut bytes: Vec<u8>) -> Result<String> {
     })
 }
 
+/// Bytes read at a time by [`stream_text`].
+const STREAM_BLOCK: usize = 1 << 20;
+
+/// Reads the text file `path` in `encoding` block by block and calls `f` with the decoded text,
+/// piece by piece (pieces end anywhere, never inside a character), until the end or until `f`
+/// breaks; memory stays at a block whatever the file's size. The same text and the same errors
+/// as [`decode_text`] (byte order mark dropped; bytes not valid in the encoding are an error
+/// naming their line; an empty or whitespace-only file is an error, when read to the end).
+pub fn stream_text(
+    path: &Path,
+    encoding: TextEncoding,
+    mut f: impl FnMut(&str) -> std::ops::ControlFlow<()>,
+) -> Result<()> {
+    use std::io::Read;
+    use std::ops::ControlFlow;
+    let io = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let mut decoder = encoding.0.new_decoder_with_bom_removal();
+    let mut buf = vec![0u8; STREAM_BLOCK];
+    let mut text = String::new();
+    let (mut lines, mut consumed, mut blank) = (0usize, 0u64, true);
+    loop {
+        let n = loop {
+            match file.read(&mut buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                other => break other.map_err(io)?,
+            }
+        };
+        let last = n == 0;
+        let mut input = &buf[..n];
+        loop {
+            text.clear();
+            let room = decoder
+                .max_utf8_buffer_length_without_replacement(input.len())
+                .unwrap_or(STREAM_BLOCK * 4)
+                .max(16);
+            text.reserve(room);
+            let (result, read) =
+                decoder.decode_to_string_without_replacement(input, &mut text, last);
+            if let encoding_rs::DecoderResult::Malformed(bad, after) = result {
+                let offset = consumed + read as u64 - u64::from(bad) - u64::from(after);
+                let line = lines + text.matches('\n').count() + 1;
+                let hint = if encoding == TextEncoding::UTF8 {
+                    "; name the file's encoding with --encoding, e.g. --encoding latin1"
+                } else {
+                    ""
+                };
+                return Err(Error::parse(
+                    path,
+                    line,
+                    format!("not valid {} (byte offset {offset}){hint}", encoding.name()),
+                ));
+            }
+            consumed += read as u64;
+            input = &input[read..];
+            lines += text.bytes().filter(|&b| b == b'\n').count();
+            blank = blank && text.trim().is_empty();
+            if !text.is_empty() && f(&text) == ControlFlow::Break(()) {
+                return Ok(());
+            }
+            if matches!(result, encoding_rs::DecoderResult::InputEmpty) {
+                break;
+            }
+        }
+        if last {
+            break;
+        }
+    }
+    if blank {
+        return Err(Error::file(path, "the file is empty"));
+    }
+    Ok(())
+}
+
 fn other(path: &Path, bytes: &[u8], encoding: TextEncoding) -> Result<String> {
     let mut decoder = encoding.0.new_decoder_with_bom_removal();
     let capacity = decoder
@@ -190,5 +267,46 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("empty"), "{e}");
+    }
+
+    /// The text [`stream_text`] gives, or its error.
+    fn streamed(bytes: &[u8], encoding: TextEncoding) -> std::result::Result<String, String> {
+        let (_d, p) = super::super::testutil::write_file("s.txt", bytes);
+        let mut text = String::new();
+        stream_text(&p, encoding, |piece| {
+            text.push_str(piece);
+            std::ops::ControlFlow::Continue(())
+        })
+        .map(|()| text)
+        .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn streaming_gives_the_text_and_errors_of_decode_text() {
+        let latin1 = TextEncoding::from_label("latin1").unwrap();
+        let utf16 = TextEncoding::from_label("utf-16le").unwrap();
+        let big: String = (0..300_000).map(|i| format!("l\u{e9}ne {i}\n")).collect();
+        let mut with_bom = b"\xEF\xBB\xBF".to_vec();
+        with_bom.extend_from_slice(big.as_bytes());
+        for (bytes, enc) in [
+            (with_bom, TextEncoding::UTF8),
+            (b"1 caf\xe9\n".to_vec(), latin1),
+            (b"\xff\xfeh\x00i\x00".to_vec(), utf16),
+        ] {
+            let p = Path::new("s.txt");
+            assert_eq!(
+                streamed(&bytes, enc),
+                Ok(decode_text(p, bytes.clone(), enc).unwrap())
+            );
+        }
+        let mut bad = big.clone().into_bytes();
+        bad.extend_from_slice(b"ok\nbad \xff\n");
+        let e = streamed(&bad, TextEncoding::UTF8).unwrap_err();
+        assert!(
+            e.contains("s.txt:300002: not valid UTF-8") && e.contains("--encoding"),
+            "{e}"
+        );
+        let e = streamed(b" \n\n", TextEncoding::UTF8).unwrap_err();
+        assert!(e.contains("s.txt") && e.contains("empty"), "{e}");
     }
 }

@@ -8,7 +8,9 @@
 //! (`label<TAB>text`, or a first label that occurs nowhere else while every other label repeats)
 //! is skipped and reported in [`LabelledFile::header`].
 
-use super::{excerpt, numbered_lines, read_text_as, text_from_bytes, TextEncoding, EXCERPT_CHARS};
+use super::{
+    excerpt, numbered_lines, read_text_as, text_from_bytes, FileLines, TextEncoding, EXCERPT_CHARS,
+};
 use crate::{Error, Result};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -64,34 +66,9 @@ pub fn labelled_text(path: &Path, text: &str, labels: Option<&[&str]>) -> Result
     check_layout(path, text)?;
     let mut rows = Vec::new();
     for (line, content) in numbered_lines(text) {
-        if content.trim().is_empty() {
-            continue;
+        if let Some(row) = parse_line(path, line, content)? {
+            rows.push(row);
         }
-        let content = content.trim_start();
-        let Some(split) = content.find([' ', '\t']) else {
-            return Err(Error::parse(
-                path,
-                line,
-                "expected `label<space or tab>text`, found no separator",
-            ));
-        };
-        let (label, rest) = content.split_at(split);
-        let rest = rest.trim();
-        if rest.is_empty() {
-            return Err(Error::parse(
-                path,
-                line,
-                format!(
-                    "label '{}' has no text after it",
-                    excerpt(label, EXCERPT_CHARS)
-                ),
-            ));
-        }
-        rows.push(LabelledText {
-            label: label.to_string(),
-            text: rest.to_string(),
-            line,
-        });
     }
     let header = if is_header(&rows) {
         let first = rows.remove(0);
@@ -114,6 +91,129 @@ pub fn labelled_text(path: &Path, text: &str, labels: Option<&[&str]>) -> Result
         }
     }
     Ok(LabelledFile { rows, header })
+}
+
+/// One line of a labelled file: `None` for a blank line, else the example (an error naming the
+/// line when it has no separator or no text after its label).
+fn parse_line(path: &Path, line: usize, content: &str) -> Result<Option<LabelledText>> {
+    if content.trim().is_empty() {
+        return Ok(None);
+    }
+    let content = content.trim_start();
+    let Some(split) = content.find([' ', '\t']) else {
+        return Err(Error::parse(
+            path,
+            line,
+            "expected `label<space or tab>text`, found no separator",
+        ));
+    };
+    let (label, rest) = content.split_at(split);
+    let rest = rest.trim();
+    if rest.is_empty() {
+        return Err(Error::parse(
+            path,
+            line,
+            format!(
+                "label '{}' has no text after it",
+                excerpt(label, EXCERPT_CHARS)
+            ),
+        ));
+    }
+    Ok(Some(LabelledText {
+        label: label.to_string(),
+        text: rest.to_string(),
+        line,
+    }))
+}
+
+/// What a first pass over a labelled file too large to hold found ([`scan_labelled`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabelledScan {
+    /// How many examples the file holds (the header excluded).
+    pub examples: usize,
+    /// The skipped header line: its 1-based number and its content (shortened).
+    pub header: Option<(usize, String)>,
+}
+
+/// A first pass over the labelled file `path` (UTF-8) read line by line, holding one example at
+/// a time: checks the layout and every line as [`read_labelled_file`] does, decides on the
+/// header line by the same rules, and calls `each` on every example (the header excluded), in
+/// file order except that the first example comes last (it is held until the header rule, which
+/// counts the labels of the whole file, has decided on it).
+pub fn scan_labelled(path: &Path, mut each: impl FnMut(&LabelledText)) -> Result<LabelledScan> {
+    // The first lines wait (at most SAMPLE_LINES non-blank ones) until the layout is checked,
+    // so that a file of another layout is refused as a whole, before any line's own error.
+    let mut pending: Vec<(usize, String)> = Vec::new();
+    let mut sampled = 0usize;
+    let mut layout_checked = false;
+    let mut first: Option<LabelledText> = None;
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    let mut examples = 0usize;
+    let mut take = |line: usize, content: &str| -> Result<()> {
+        let Some(row) = parse_line(path, line, content)? else {
+            return Ok(());
+        };
+        *counts.entry(row.label.clone()).or_default() += 1;
+        examples += 1;
+        if first.is_none() {
+            first = Some(row);
+        } else {
+            each(&row);
+        }
+        Ok(())
+    };
+    let check_pending = |pending: &mut Vec<(usize, String)>,
+                         take: &mut dyn FnMut(usize, &str) -> Result<()>|
+     -> Result<()> {
+        let text: String = pending.iter().map(|(_, l)| format!("{l}\n")).collect();
+        check_layout(path, &text)?;
+        for (line, content) in pending.drain(..) {
+            take(line, &content)?;
+        }
+        Ok(())
+    };
+    for item in FileLines::open(path)? {
+        let (line, content) = item?;
+        if layout_checked {
+            take(line, &content)?;
+            continue;
+        }
+        sampled += usize::from(!content.trim().is_empty());
+        pending.push((line, content));
+        if sampled == SAMPLE_LINES {
+            check_pending(&mut pending, &mut take)?;
+            layout_checked = true;
+        }
+    }
+    if !layout_checked {
+        check_pending(&mut pending, &mut take)?;
+    }
+    let Some(first) = first else {
+        return Err(Error::file(path, "the file is empty"));
+    };
+    let header = if header_by_counts(&first, examples, &counts) {
+        examples -= 1;
+        let shown = format!("{} {}", first.label, first.text);
+        Some((first.line, excerpt(&shown, EXCERPT_CHARS)))
+    } else {
+        each(&first);
+        None
+    };
+    Ok(LabelledScan { examples, header })
+}
+
+/// The examples of the labelled file `path` (UTF-8) read line by line, one at a time, skipping
+/// blank lines and the header line that [`scan_labelled`] found (`header`, its 1-based number).
+pub fn stream_labelled(
+    path: &Path,
+    header: Option<usize>,
+) -> Result<impl Iterator<Item = Result<LabelledText>>> {
+    let path_buf = path.to_path_buf();
+    Ok(FileLines::open(path)?.filter_map(move |item| match item {
+        Err(e) => Some(Err(e)),
+        Ok((line, _)) if Some(line) == header => None,
+        Ok((line, content)) => parse_line(&path_buf, line, &content).transpose(),
+    }))
 }
 
 /// Lines looked at to recognise a file's layout.
@@ -142,6 +242,18 @@ fn is_header(rows: &[LabelledText]) -> bool {
     let Some(first) = rows.first() else {
         return false;
     };
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for r in rows {
+        *counts.entry(r.label.as_str()).or_default() += 1;
+    }
+    header_by_counts(first, rows.len(), &counts)
+}
+
+/// [`is_header`] given the first row, the number of rows and each label's count.
+fn header_by_counts<K>(first: &LabelledText, rows: usize, counts: &HashMap<K, usize>) -> bool
+where
+    K: std::borrow::Borrow<str> + std::hash::Hash + Eq,
+{
     let name = first
         .label
         .trim_matches(|c: char| !c.is_alphanumeric())
@@ -149,15 +261,11 @@ fn is_header(rows: &[LabelledText]) -> bool {
     if first.text.split_whitespace().count() > 3 || first.label.parse::<f64>().is_ok() {
         return false;
     }
-    if HEADER_LABELS.contains(&name.as_str()) && rows.len() > 1 {
+    if HEADER_LABELS.contains(&name.as_str()) && rows > 1 {
         return true;
     }
-    let mut counts: HashMap<&str, usize> = HashMap::new();
-    for r in rows {
-        *counts.entry(r.label.as_str()).or_default() += 1;
-    }
-    rows.len() >= 5
-        && counts[first.label.as_str()] == 1
+    rows >= 5
+        && counts.get(first.label.as_str()) == Some(&1)
         && counts.values().filter(|&&c| c == 1).count() == 1
 }
 
@@ -425,5 +533,46 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.len() < 300 && e.contains("bad label"), "{e}");
+    }
+
+    #[test]
+    fn scan_and_stream_agree_with_the_whole_file_reader() {
+        let long: String = (0..300)
+            .map(|i| format!("{} text {i}\r\n", i % 3))
+            .collect();
+        let cases = [
+            "label\ttext\n1\tgood film\n\n0\tbad film\n".to_string(),
+            "polarity review\npos a\nneg b\npos c\nneg d\n".to_string(),
+            "\u{feff}1 fine\n0 dull\n".to_string(),
+            long,
+        ];
+        for text in cases {
+            let (_d, p) = write_file("s.txt", text.as_bytes());
+            let whole = read_labelled_file(&p, None, TextEncoding::UTF8).unwrap();
+            let mut seen = Vec::new();
+            let scan = scan_labelled(&p, |r| seen.push(r.clone())).unwrap();
+            assert_eq!(scan.header, whole.header);
+            assert_eq!(scan.examples, whole.rows.len());
+            seen.sort_by_key(|r| r.line);
+            assert_eq!(seen, whole.rows);
+            let streamed: Vec<LabelledText> = stream_labelled(&p, scan.header.map(|h| h.0))
+                .unwrap()
+                .collect::<Result<_>>()
+                .unwrap();
+            assert_eq!(streamed, whole.rows);
+        }
+        // The same refusals and errors, naming the line.
+        let (_d, p) = write_file("c.csv", b"ham,Go until\nspam,Free entry\nham,Ok\n");
+        let e = scan_labelled(&p, |_| {}).unwrap_err().to_string();
+        assert!(
+            e.contains("c.csv:1:") && e.contains("comma-separated"),
+            "{e}"
+        );
+        let (_d, p) = write_file("b.txt", b"1 fine\n0 caf\xe9\n");
+        let e = scan_labelled(&p, |_| {}).unwrap_err().to_string();
+        assert!(e.contains("b.txt:2:") && e.contains("UTF-8"), "{e}");
+        let (_d, p) = write_file("e.txt", b"\n \n");
+        let e = scan_labelled(&p, |_| {}).unwrap_err().to_string();
+        assert!(e.contains("e.txt") && e.contains("empty"), "{e}");
     }
 }

@@ -2,6 +2,9 @@
 //! stream is cut into `batch` parallel streams, read in windows of `seq_len` steps, so each row of
 //! window k+1 continues the same row of window k and the state can be carried (truncated BPTT).
 
+use std::ops::Range;
+
+use super::TokenIds;
 use crate::{Error, Result};
 use candle_core::{Device, Tensor};
 
@@ -16,16 +19,30 @@ pub struct LmWindow {
     pub len: usize,
 }
 
-/// Windows over `batch` parallel streams of one token sequence.
+/// Windows over `batch` parallel streams of one token sequence. The ids are read in place
+/// ([`TokenIds`]: a vector, or a mapped token file), so a window costs `batch x seq_len` ids of
+/// memory whatever the size of the sequence.
 #[derive(Debug, Clone)]
 pub struct LmBatches {
-    streams: Vec<Vec<u32>>,
+    ids: TokenIds,
+    batch: usize,
+    /// Tokens per stream; stream `r` is `ids[r * per_stream..(r + 1) * per_stream]`.
+    per_stream: usize,
     seq_len: usize,
 }
+
+/// Windows between two [`TokenIds::release`] hints of a mapped sequence.
+const RELEASE_EVERY: usize = 256;
 
 impl LmBatches {
     /// Cuts `ids` into `batch` streams of equal length (the tail that does not divide is dropped).
     pub fn new(ids: &[u32], batch: usize, seq_len: usize) -> Result<Self> {
+        Self::from_ids(TokenIds::from(ids.to_vec()), batch, seq_len)
+    }
+
+    /// [`LmBatches::new`] over ids read in place (e.g. a part of a [`TokenFile`](super::TokenFile)):
+    /// nothing is copied until a window is read.
+    pub fn from_ids(ids: TokenIds, batch: usize, seq_len: usize) -> Result<Self> {
         if batch == 0 || seq_len == 0 {
             return Err(Error::Invalid(format!(
                 "language-model batching needs batch > 0 and seq_len > 0, got {batch} and {seq_len}"
@@ -38,17 +55,17 @@ impl LmBatches {
                 ids.len()
             )));
         }
-        let streams = ids
-            .chunks_exact(per_stream)
-            .take(batch)
-            .map(<[u32]>::to_vec)
-            .collect();
-        Ok(Self { streams, seq_len })
+        Ok(Self {
+            ids,
+            batch,
+            per_stream,
+            seq_len,
+        })
     }
 
     /// Number of windows per pass.
     pub fn len(&self) -> usize {
-        (self.streams[0].len() - 1).div_ceil(self.seq_len)
+        (self.per_stream - 1).div_ceil(self.seq_len)
     }
 
     /// Whether there are no windows (never, once built).
@@ -56,14 +73,26 @@ impl LmBatches {
         self.len() == 0
     }
 
+    /// Number of parallel streams (the rows of a window).
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
     /// Tokens predicted per pass (batch x (stream length - 1)).
     pub fn tokens(&self) -> usize {
-        self.streams.len() * (self.streams[0].len() - 1)
+        self.batch * (self.per_stream - 1)
     }
 
     /// Window `k` (0-based) on `device`.
     pub fn window(&self, k: usize, device: &Device) -> Result<LmWindow> {
-        let n = self.streams[0].len() - 1;
+        self.window_rows(k, 0..self.batch, device)
+    }
+
+    /// Rows `rows` of window `k` (streams `rows`, in order) on `device`: `(rows.len(), len)`
+    /// tensors equal to those rows of [`LmBatches::window`], reading only those streams (a
+    /// data-parallel part of the batch).
+    pub fn window_rows(&self, k: usize, rows: Range<usize>, device: &Device) -> Result<LmWindow> {
+        let n = self.per_stream - 1;
         let start = k * self.seq_len;
         if start >= n {
             return Err(Error::Invalid(format!(
@@ -71,17 +100,28 @@ impl LmBatches {
                 self.len()
             )));
         }
+        if rows.start > rows.end || rows.end > self.batch {
+            return Err(Error::Invalid(format!(
+                "rows {rows:?} out of range ({} streams)",
+                self.batch
+            )));
+        }
         let len = self.seq_len.min(n - start);
-        let batch = self.streams.len();
-        let mut inputs = Vec::with_capacity(batch * len);
-        let mut targets = Vec::with_capacity(batch * len);
-        for s in &self.streams {
-            inputs.extend_from_slice(&s[start..start + len]);
-            targets.extend_from_slice(&s[start + 1..start + len + 1]);
+        let count = rows.len();
+        let mut inputs = Vec::with_capacity(count * len);
+        let mut targets = Vec::with_capacity(count * len);
+        for r in rows {
+            let s = r * self.per_stream + start;
+            self.ids.extend_into(s..s + len, &mut inputs);
+            self.ids.extend_into(s + 1..s + len + 1, &mut targets);
+            if k.is_multiple_of(RELEASE_EVERY) && k > 0 {
+                // The windows behind this one are not read again this pass.
+                self.ids.release(r * self.per_stream..s);
+            }
         }
         Ok(LmWindow {
-            inputs: Tensor::from_vec(inputs, (batch, len), device)?,
-            targets: Tensor::from_vec(targets, (batch, len), device)?,
+            inputs: Tensor::from_vec(inputs, (count, len), device)?,
+            targets: Tensor::from_vec(targets, (count, len), device)?,
             len,
         })
     }
@@ -118,6 +158,47 @@ mod tests {
             w[2].targets.to_vec2::<u32>().unwrap(),
             vec![vec![9, 10], vec![20, 21]]
         );
+    }
+
+    #[test]
+    fn rows_of_a_window_and_ids_read_in_place() {
+        let ids: Vec<u32> = (0..50).collect();
+        let b = LmBatches::new(&ids, 5, 3).unwrap();
+        let shared = LmBatches::from_ids(TokenIds::from(ids.clone()), 5, 3).unwrap();
+        for k in 0..b.len() {
+            let whole = b.window(k, &Device::Cpu).unwrap();
+            let again = shared.window(k, &Device::Cpu).unwrap();
+            assert_eq!(
+                whole.inputs.to_vec2::<u32>().unwrap(),
+                again.inputs.to_vec2::<u32>().unwrap()
+            );
+            let part = b.window_rows(k, 1..3, &Device::Cpu).unwrap();
+            assert_eq!(
+                part.inputs.to_vec2::<u32>().unwrap(),
+                whole
+                    .inputs
+                    .narrow(0, 1, 2)
+                    .unwrap()
+                    .to_vec2::<u32>()
+                    .unwrap()
+            );
+            assert_eq!(
+                part.targets.to_vec2::<u32>().unwrap(),
+                whole
+                    .targets
+                    .narrow(0, 1, 2)
+                    .unwrap()
+                    .to_vec2::<u32>()
+                    .unwrap()
+            );
+        }
+        assert_eq!(b.batch(), 5);
+        assert_eq!(
+            b.window_rows(0, 2..2, &Device::Cpu).unwrap().inputs.dims(),
+            &[0, 3]
+        );
+        assert!(b.window_rows(0, 4..6, &Device::Cpu).is_err());
+        assert!(b.window(b.len(), &Device::Cpu).is_err());
     }
 
     #[test]

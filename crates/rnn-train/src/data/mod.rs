@@ -3,6 +3,7 @@
 //! wrong; and batching (padding, lengths, masks, bucketing, seeded shuffles and splits).
 
 mod batch;
+#[cfg(feature = "tokenizers")]
 mod bpe;
 mod conll;
 mod dates;
@@ -14,31 +15,42 @@ mod mnist;
 mod normalize;
 mod pairs;
 mod series;
+mod shuffle;
 mod text;
+mod token_file;
 mod vocab;
 
 pub use batch::{
     bucket_batches, chunk_sequences, largest_batch, length_batches, pad_batch, seeded_shuffle,
     split_fraction, PaddedBatch, PAD_RATIO, PAD_SLACK,
 };
+#[cfg(feature = "tokenizers")]
 pub use bpe::{BpeConfig, SubwordTokenizer};
-pub use conll::{parse_conll, parse_conllu, read_conll, read_conllu, TaggedSentence};
+pub use conll::{
+    parse_conll, parse_conllu, read_conll, read_conllu, stream_conll, stream_conllu, TaggedSentence,
+};
 pub use dates::{date_pairs, format_date, DatePairs, DATE_FORMATS};
-pub use encoding::{decode_text, TextEncoding};
+pub use encoding::{decode_text, stream_text, TextEncoding};
 pub use feature_rows::{parse_feature_rows, read_feature_rows, FeatureRows};
 pub use labelled::{
-    labelled_text, parse_labelled, read_labelled, read_labelled_file, LabelledFile, LabelledText,
+    labelled_text, parse_labelled, read_labelled, read_labelled_file, scan_labelled,
+    stream_labelled, LabelledFile, LabelledScan, LabelledText,
 };
 pub use lm::{LmBatches, LmWindow};
 pub use mnist::{parse_mnist, parse_mnist_images, read_mnist, read_mnist_images, Mnist};
 pub use normalize::{tutorial_keeps, tutorial_normalize, word_tokens};
 pub use pairs::{parse_pairs, read_pairs, SequencePair};
 pub use series::{MissingPolicy, Normalizer, Series, SeriesWindows};
-pub use text::{tokenize, Granularity};
+pub use shuffle::{OpenStream, ShuffleBuffer, StreamedBatches};
+pub use text::{tokenize, Granularity, TokenStream};
+pub use token_file::{
+    is_token_file, Fnv64, IdWidth, TokenFile, TokenFileInfo, TokenFileWriter, TokenIds, TokenPart,
+    TOKEN_FILE_HEADER_BYTES, TOKEN_FILE_MAGIC, TOKEN_FILE_VERSION,
+};
 pub use vocab::{Vocab, BOS, EOS, PAD, UNK};
 
 use crate::{Error, Result};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Reads a whole UTF-8 text file. Errors name the file, and for invalid UTF-8 the line of the first
 /// bad byte; an empty (or whitespace-only) file is an error.
@@ -62,6 +74,26 @@ pub fn text_from_bytes(path: &Path, bytes: Vec<u8>) -> Result<String> {
     decode_text(path, bytes, TextEncoding::UTF8)
 }
 
+/// A fresh temporary path in the folder of `path` (`.NAME.tmp-PID-N`), for writing a file
+/// completely before renaming it over `path`, so a reader never sees a partial file.
+pub(crate) fn temp_beside(path: &Path) -> Result<std::path::PathBuf> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let name = path
+        .file_name()
+        .ok_or_else(|| Error::file(path, "not a file path"))?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    Ok(dir.join(format!(
+        ".{}.tmp-{}-{}",
+        name.to_string_lossy(),
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )))
+}
+
 /// Longest excerpt of a line that an error message quotes, in characters.
 pub(crate) const EXCERPT_CHARS: usize = 60;
 
@@ -71,6 +103,71 @@ pub fn excerpt(s: &str, max: usize) -> String {
     match s.char_indices().nth(max.saturating_sub(1)) {
         Some((cut, _)) if s.chars().count() > max => format!("{}…", &s[..cut]),
         _ => s.to_string(),
+    }
+}
+
+/// The lines of a UTF-8 text file read one at a time (for files too large to hold), with their
+/// 1-based numbers and without the line terminator (`\n` or `\r\n`), as `str::lines` gives
+/// them for a file read whole; a UTF-8 byte order mark is dropped. Invalid UTF-8 is an
+/// error naming the line.
+pub struct FileLines {
+    path: PathBuf,
+    reader: std::io::BufReader<std::fs::File>,
+    line: usize,
+    buf: Vec<u8>,
+}
+
+impl FileLines {
+    /// Opens `path`; an error names it.
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = std::fs::File::open(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            reader: std::io::BufReader::new(file),
+            line: 0,
+            buf: Vec::new(),
+        })
+    }
+}
+
+impl Iterator for FileLines {
+    type Item = Result<(usize, String)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        use std::io::BufRead;
+        self.buf.clear();
+        match self.reader.read_until(b'\n', &mut self.buf) {
+            Ok(0) => return None,
+            Ok(_) => {}
+            Err(source) => {
+                return Some(Err(Error::Io {
+                    path: self.path.clone(),
+                    source,
+                }))
+            }
+        }
+        self.line += 1;
+        let mut bytes = self.buf.as_slice();
+        if self.line == 1 {
+            bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+        }
+        if let Some(b) = bytes.strip_suffix(b"\n") {
+            bytes = b.strip_suffix(b"\r").unwrap_or(b);
+        }
+        Some(match std::str::from_utf8(bytes) {
+            Ok(s) => Ok((self.line, s.to_string())),
+            Err(e) => Err(Error::parse(
+                &self.path,
+                self.line,
+                format!(
+                    "not valid UTF-8 (byte {} of the line); name the file's encoding with --encoding, e.g. --encoding latin1",
+                    e.valid_up_to()
+                ),
+            )),
+        })
     }
 }
 

@@ -30,6 +30,20 @@ impl Vocab {
         min_freq: usize,
         max_size: Option<usize>,
     ) -> Result<Self> {
+        let mut counts: HashMap<&str, usize> = HashMap::new();
+        for t in tokens {
+            *counts.entry(t).or_default() += 1;
+        }
+        Self::from_counts(counts, min_freq, max_size)
+    }
+
+    /// [`Vocab::build`] from token counts already made (as a streaming reader of a large corpus
+    /// makes them, one token at a time): the same rules, the same ids.
+    pub fn from_counts<S: AsRef<str>>(
+        counts: impl IntoIterator<Item = (S, usize)>,
+        min_freq: usize,
+        max_size: Option<usize>,
+    ) -> Result<Self> {
         if let Some(max) = max_size {
             if max < 4 {
                 return Err(Error::Invalid(format!(
@@ -37,19 +51,20 @@ impl Vocab {
                 )));
             }
         }
-        let mut counts: HashMap<&str, usize> = HashMap::new();
-        for t in tokens {
-            *counts.entry(t).or_default() += 1;
-        }
         let specials = [PAD, UNK, BOS, EOS];
-        let mut by_freq: Vec<(&str, usize)> = counts
+        let mut by_freq: Vec<(S, usize)> = counts
             .into_iter()
-            .filter(|(t, c)| *c >= min_freq.max(1) && !specials.contains(t))
+            .filter(|(t, c)| *c >= min_freq.max(1) && !specials.contains(&t.as_ref()))
             .collect();
-        by_freq.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        by_freq.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.as_ref().cmp(b.0.as_ref())));
         let mut list: Vec<String> = specials.iter().map(|s| s.to_string()).collect();
         let room = max_size.map_or(usize::MAX, |m| m - specials.len());
-        list.extend(by_freq.into_iter().take(room).map(|(t, _)| t.to_string()));
+        list.extend(
+            by_freq
+                .into_iter()
+                .take(room)
+                .map(|(t, _)| t.as_ref().to_string()),
+        );
         Ok(Self::from_tokens(list))
     }
 
@@ -128,6 +143,11 @@ mod tests {
         let v3 = Vocab::build(words, 1, Some(5)).unwrap();
         assert_eq!(v3.len(), 5);
         assert!(Vocab::build(["a"], 1, Some(3)).is_err());
+        let counts = [("d", 1), ("c", 1), ("b", 2), ("a", 3), ("<unk>", 9)];
+        assert_eq!(
+            Vocab::from_counts(counts, 1, None).unwrap(),
+            Vocab::build("b a c a b a d <unk>".split(' '), 1, None).unwrap()
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     check_grads, check_no_extra_tensors, check_non_negative, check_params, current_value,
     exact_f64, master_copies, restore_masters, restore_param_steps, restore_tensor, state_dtype,
-    write_param, Optimizer, OptimizerConfig, OptimizerMeta, OptimizerState, EXP_AVG_PREFIX,
+    write_param, OptimizerConfig, OptimizerMeta, OptimizerState, StatefulOptimizer, EXP_AVG_PREFIX,
     EXP_AVG_SQ_PREFIX, MASTER_PREFIX,
 };
 use crate::{Error, Result};
@@ -107,7 +107,7 @@ impl AdamWConfig {
 /// parameter are kept in f32 (see [`state_dtype`](super::state_dtype)): the update runs in f32
 /// and the parameter receives the rounded result.
 #[derive(Debug)]
-pub struct AdamW {
+pub struct TorchAdamW {
     params: Vec<(String, Var)>,
     exp_avg: Vec<Tensor>,
     exp_avg_sq: Vec<Tensor>,
@@ -117,7 +117,7 @@ pub struct AdamW {
     config: AdamWConfig,
 }
 
-impl AdamW {
+impl TorchAdamW {
     /// AdamW over the named parameters. Names must be unique; they key the saved state.
     pub fn new(params: Vec<(String, Var)>, config: AdamWConfig) -> Result<Self> {
         config.validate()?;
@@ -146,13 +146,13 @@ impl AdamW {
         &self.config
     }
 
-    /// Number of calls to [`Optimizer::step`] so far (restored by `load_state`).
+    /// Number of calls to [`StatefulOptimizer::step`] so far (restored by `load_state`).
     pub fn steps(&self) -> u64 {
         self.step
     }
 }
 
-impl Optimizer for AdamW {
+impl StatefulOptimizer for TorchAdamW {
     fn step(&mut self, grads: &GradStore) -> Result<()> {
         // Re-checked here because set_lr cannot return an error.
         self.config.validate()?;
@@ -316,7 +316,7 @@ mod tests {
             (DType::F32, 1e-6, TORCH_W_F32, TORCH_B_F32),
         ] {
             let pb = Problem::new(dtype);
-            let mut opt = AdamW::new(pb.params(), config()).unwrap();
+            let mut opt = TorchAdamW::new(pb.params(), config()).unwrap();
             pb.run(&mut opt, 0..5);
             let (got_w, got_b) = pb.values();
             assert_close(&got_w, &w, tol, &format!("w {dtype:?}"));
@@ -331,7 +331,7 @@ mod tests {
     #[test]
     fn missing_grads_names_the_skipped_parameter() {
         let pb = Problem::new(DType::F64);
-        let opt = AdamW::new(pb.params(), config()).unwrap();
+        let opt = TorchAdamW::new(pb.params(), config()).unwrap();
         assert!(opt.missing_grads(&pb.grads(0)).is_empty());
         assert_eq!(opt.missing_grads(&pb.grads(2)), ["b"]);
     }
@@ -345,11 +345,11 @@ mod tests {
                 ..config()
             };
             let straight = Problem::new(dtype);
-            let mut opt = AdamW::new(straight.params(), cfg.clone()).unwrap();
+            let mut opt = TorchAdamW::new(straight.params(), cfg.clone()).unwrap();
             straight.run(&mut opt, 0..6);
 
             let first = Problem::new(dtype);
-            let mut opt = AdamW::new(first.params(), cfg.clone()).unwrap();
+            let mut opt = TorchAdamW::new(first.params(), cfg.clone()).unwrap();
             first.run(&mut opt, 0..3);
             let state = opt.state().unwrap();
             let dir = tempfile::tempdir().unwrap();
@@ -362,7 +362,7 @@ mod tests {
             let loaded = OptimizerState::from_json(&json, tensors).unwrap();
             let second = first.restored();
             // A fresh optimiser with other hyper-parameters: load_state restores them.
-            let mut opt = AdamW::new(second.params(), AdamWConfig::default()).unwrap();
+            let mut opt = TorchAdamW::new(second.params(), AdamWConfig::default()).unwrap();
             opt.load_state(&loaded).unwrap();
             assert_eq!(opt.config(), &cfg);
             assert_eq!(opt.lr().to_bits(), cfg.lr.to_bits());
@@ -375,7 +375,7 @@ mod tests {
     #[test]
     fn state_snapshot_is_not_changed_by_later_steps() {
         let pb = Problem::new(DType::F64);
-        let mut opt = AdamW::new(pb.params(), config()).unwrap();
+        let mut opt = TorchAdamW::new(pb.params(), config()).unwrap();
         pb.run(&mut opt, 0..1);
         let state = opt.state().unwrap();
         let before = bits(&state.tensors["exp_avg.w"]);
@@ -386,12 +386,13 @@ mod tests {
     #[test]
     fn bad_states_are_rejected_by_name_and_change_nothing() {
         let pb = Problem::new(DType::F64);
-        let mut opt = AdamW::new(pb.params(), config()).unwrap();
+        let mut opt = TorchAdamW::new(pb.params(), config()).unwrap();
         pb.run(&mut opt, 0..2);
         let good = opt.state().unwrap();
-        let mut fresh = AdamW::new(pb.params(), AdamWConfig::default()).unwrap();
-        let err =
-            |s: &OptimizerState, fresh: &mut AdamW| fresh.load_state(s).unwrap_err().to_string();
+        let mut fresh = TorchAdamW::new(pb.params(), AdamWConfig::default()).unwrap();
+        let err = |s: &OptimizerState, fresh: &mut TorchAdamW| {
+            fresh.load_state(s).unwrap_err().to_string()
+        };
 
         let mut s = good.clone();
         s.tensors.insert(
@@ -446,7 +447,7 @@ mod tests {
     #[test]
     fn bad_gradients_and_learning_rates_fail_before_any_update() {
         let pb = Problem::new(DType::F64);
-        let mut opt = AdamW::new(pb.params(), config()).unwrap();
+        let mut opt = TorchAdamW::new(pb.params(), config()).unwrap();
         let before = (bits(&pb.w), bits(&pb.b));
         let mut grads = pb.grads(0);
         grads.insert(&pb.b, Tensor::zeros(2, DType::F64, &Device::Cpu).unwrap());

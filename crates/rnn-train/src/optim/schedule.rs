@@ -1,7 +1,7 @@
 //! Learning-rate schedules.
 //!
 //! A trainer asks [`LrSchedule::lr`] before each optimiser step (and passes it to
-//! [`Optimizer::set_lr`](super::Optimizer::set_lr)), calls [`LrSchedule::on_step`] after each
+//! [`StatefulOptimizer::set_lr`](super::StatefulOptimizer::set_lr)), calls [`LrSchedule::on_step`] after each
 //! optimiser step and [`LrSchedule::on_epoch_end`] after each epoch's validation. Each schedule
 //! reacts to the events it is defined on and ignores the others.
 

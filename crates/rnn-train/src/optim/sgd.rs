@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     check_grads, check_no_extra_tensors, check_non_negative, check_params, current_value,
     exact_f64, master_copies, restore_masters, restore_param_steps, restore_tensor, state_dtype,
-    write_param, Optimizer, OptimizerConfig, OptimizerMeta, OptimizerState, MASTER_PREFIX,
+    write_param, OptimizerConfig, OptimizerMeta, OptimizerState, StatefulOptimizer, MASTER_PREFIX,
     MOMENTUM_PREFIX,
 };
 use crate::{Error, Result};
@@ -90,7 +90,7 @@ impl SgdConfig {
 /// an f32 master copy of the parameter are kept in f32: the update runs in f32 and the parameter
 /// receives the rounded result.
 #[derive(Debug)]
-pub struct Sgd {
+pub struct TorchSgd {
     params: Vec<(String, Var)>,
     /// `None` until the parameter's first update, as PyTorch's lazily created buffer.
     momentum_buf: Vec<Option<Tensor>>,
@@ -101,7 +101,7 @@ pub struct Sgd {
     config: SgdConfig,
 }
 
-impl Sgd {
+impl TorchSgd {
     /// SGD over the named parameters. Names must be unique; they key the saved state.
     pub fn new(params: Vec<(String, Var)>, config: SgdConfig) -> Result<Self> {
         config.validate()?;
@@ -122,13 +122,13 @@ impl Sgd {
         &self.config
     }
 
-    /// Number of calls to [`Optimizer::step`] so far (restored by `load_state`).
+    /// Number of calls to [`StatefulOptimizer::step`] so far (restored by `load_state`).
     pub fn steps(&self) -> u64 {
         self.step
     }
 }
 
-impl Optimizer for Sgd {
+impl StatefulOptimizer for TorchSgd {
     fn step(&mut self, grads: &GradStore) -> Result<()> {
         // Re-checked here because set_lr cannot return an error.
         self.config.validate()?;
@@ -360,7 +360,7 @@ mod tests {
             for (dtype, tol, w, b) in [(DType::F64, 1e-12, w64, b64), (DType::F32, 1e-6, w32, b32)]
             {
                 let pb = Problem::new(dtype);
-                let mut opt = Sgd::new(pb.params(), config_of(name)).unwrap();
+                let mut opt = TorchSgd::new(pb.params(), config_of(name)).unwrap();
                 pb.run(&mut opt, 0..5);
                 let (got_w, got_b) = pb.values();
                 assert_close(&got_w, &w, tol, &format!("{name} w {dtype:?}"));
@@ -374,11 +374,11 @@ mod tests {
         for name in ["momentum", "nesterov", "plain"] {
             let cfg = config_of(name);
             let straight = Problem::new(DType::F32);
-            let mut opt = Sgd::new(straight.params(), cfg.clone()).unwrap();
+            let mut opt = TorchSgd::new(straight.params(), cfg.clone()).unwrap();
             straight.run(&mut opt, 0..6);
 
             let first = Problem::new(DType::F32);
-            let mut opt = Sgd::new(first.params(), cfg.clone()).unwrap();
+            let mut opt = TorchSgd::new(first.params(), cfg.clone()).unwrap();
             first.run(&mut opt, 0..3);
             let state = opt.state().unwrap();
             let has_bufs = cfg.momentum != 0.0;
@@ -386,7 +386,7 @@ mod tests {
             let json = state.to_json().unwrap();
             let loaded = OptimizerState::from_json(&json, state.to_tensors()).unwrap();
             let second = first.restored();
-            let mut opt = Sgd::new(second.params(), SgdConfig::default()).unwrap();
+            let mut opt = TorchSgd::new(second.params(), SgdConfig::default()).unwrap();
             opt.load_state(&loaded).unwrap();
             second.run(&mut opt, 3..6);
             assert_eq!(bits(&second.w), bits(&straight.w), "{name}");
@@ -397,13 +397,13 @@ mod tests {
     #[test]
     fn buffers_are_checked_on_load() {
         let pb = Problem::new(DType::F64);
-        let mut opt = Sgd::new(pb.params(), momentum(false)).unwrap();
+        let mut opt = TorchSgd::new(pb.params(), momentum(false)).unwrap();
         // Step 2 alone: w gets a buffer, b (no gradient) does not.
         pb.run(&mut opt, 2..3);
         let good = opt.state().unwrap();
         assert_eq!(good.tensors.keys().collect::<Vec<_>>(), ["momentum.w"]);
         assert_eq!(good.meta.param_steps["b"], 0);
-        let mut fresh = Sgd::new(pb.params(), SgdConfig::default()).unwrap();
+        let mut fresh = TorchSgd::new(pb.params(), SgdConfig::default()).unwrap();
 
         let mut s = good.clone();
         s.tensors.insert(

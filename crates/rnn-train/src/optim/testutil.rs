@@ -26,7 +26,7 @@ use std::ops::Range;
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
 
-use super::Optimizer;
+use super::StatefulOptimizer;
 
 /// `w` (2x3) and `b` (3) fitted by least squares to fixed `x` (4x2), `y` (4x3).
 pub struct Problem {
@@ -84,7 +84,7 @@ impl Problem {
         loss.backward().unwrap()
     }
 
-    pub fn run(&self, opt: &mut dyn Optimizer, steps: Range<usize>) {
+    pub fn run(&self, opt: &mut dyn StatefulOptimizer, steps: Range<usize>) {
         for s in steps {
             let grads = self.grads(s);
             opt.step(&grads).unwrap();

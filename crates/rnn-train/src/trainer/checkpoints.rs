@@ -9,6 +9,7 @@ use rnn_core::RnnState;
 use super::report::truncate_log;
 use super::{LoopState, TrainTask, Trainer, LATEST_DIR, METRICS_FILE};
 use crate::checkpoint::{self, TrainState};
+use crate::collective::check_agree;
 use crate::optim::OptimizerState;
 use crate::{Error, Result};
 
@@ -53,39 +54,51 @@ impl Trainer {
         self.optimizer = optimizer;
         self.schedule = schedule;
         self.optimizer.set_lr(self.schedule.lr());
-        self.carry = carry;
+        self.set_global_carry(carry)?;
         self.state = state;
         self.resumed = true;
         self.pending.clear();
         self.poisoned = None;
-        if let Some(out) = &self.out_dir {
+        if let Some(out) = self.writer_dir() {
             self.history = truncate_log(&out.join(METRICS_FILE), self.state.step)?;
         }
+        check_agree(
+            &*self.collective,
+            "the step of the checkpoint resumed from",
+            self.state.step,
+        )?;
         Ok(())
     }
 
     pub(super) fn save_latest<T: TrainTask>(&mut self, task: &T) -> Result<()> {
-        if self.out_dir.is_some() {
-            self.save_to(task, LATEST_DIR)?;
-        }
-        Ok(())
+        self.save_to(task, LATEST_DIR)
     }
 
-    /// Writes a checkpoint of the current state to `OUT/{name}`.
+    /// Writes a checkpoint of the current state to `OUT/{name}` (on rank 0; every rank of a
+    /// data-parallel group takes part, since the carried state is gathered).
     pub(super) fn save_to<T: TrainTask>(&mut self, task: &T, name: &str) -> Result<()> {
-        let Some(out) = &self.out_dir else {
+        if self.out_dir.is_none() && self.collective.world_size() == 1 {
             return Ok(());
-        };
-        let dir = out.join(name);
-        self.checkpoint(task, &dir)
+        }
+        let dir = self.out_dir.as_ref().map(|out| out.join(name));
+        self.write_checkpoint(task, dir.as_deref())
     }
 
     /// Writes a checkpoint of the current state into `dir`.
     ///
-    /// Refused after a non-finite step was found (the parameters in memory are not the ones
-    /// before the fault).
+    /// In a data-parallel group every rank must call it (the carried state is gathered) and
+    /// only rank 0 writes. Refused after a non-finite step was found (the parameters in memory
+    /// are not the ones before the fault).
     pub fn checkpoint<T: TrainTask>(&mut self, task: &T, dir: &Path) -> Result<()> {
+        self.write_checkpoint(task, Some(dir))
+    }
+
+    fn write_checkpoint<T: TrainTask>(&mut self, task: &T, dir: Option<&Path>) -> Result<()> {
         self.sync(None)?;
+        let carry = self.global_carry()?;
+        let Some(dir) = dir.filter(|_| self.collective.rank() == 0) else {
+            return Ok(());
+        };
         self.state.rng_counters = task.rng_counters();
         self.state.schedule = Some(self.schedule.state());
         let opt = self.optimizer.state()?;
@@ -101,7 +114,7 @@ impl Trainer {
         state.trainer = serde_json::to_value(&self.state)
             .map_err(|e| Error::Invalid(format!("trainer state: {e}")))?;
         let mut extra = opt.to_tensors();
-        if let Some(carry) = &self.carry {
+        if let Some(carry) = &carry {
             extra.insert(format!("{CARRY_PREFIX}h"), carry.h.clone());
             if let Some(c) = &carry.c {
                 extra.insert(format!("{CARRY_PREFIX}c"), c.clone());

@@ -64,6 +64,12 @@ pub struct TrainerConfig {
     /// (default: 1 on the CPU, 25 on accelerators; the `skip` policy always reads every step).
     /// Evaluations, checkpoints and the end of training always read first.
     pub host_sync_every: Option<u64>,
+    /// Micro-batches per optimiser step: every global batch is split into this many parts
+    /// (per data-parallel rank), each run forward and backward on its own, and their gradients
+    /// are combined as one step on the whole batch. Memory falls with it; the result is the
+    /// same. Not saved in checkpoints: a run may resume with another value.
+    #[serde(skip_serializing)]
+    pub grad_accum: u64,
 }
 
 impl Default for TrainerConfig {
@@ -84,6 +90,7 @@ impl Default for TrainerConfig {
             progress: true,
             plot: true,
             host_sync_every: None,
+            grad_accum: 1,
         }
     }
 }
@@ -116,6 +123,7 @@ impl TrainerConfig {
             ("eval_every", self.eval_every),
             ("checkpoint_every", self.checkpoint_every),
             ("host_sync_every", self.host_sync_every),
+            ("grad_accum", Some(self.grad_accum)),
         ] {
             if v == Some(0) {
                 return bad(key, "must be at least 1".into());

@@ -68,7 +68,7 @@ impl Trainer {
         if self.state.last_eval_step == Some(step) && !epoch_end {
             return Ok(false);
         }
-        let eval = task.evaluate()?;
+        let eval = self.shared_evaluation(task)?;
         let main = eval.main_metric();
         if !eval.loss.is_finite() || !main.value.is_finite() {
             return Err(Error::NonFinite {
@@ -168,7 +168,7 @@ impl Trainer {
             log.write(&record)?;
         }
         self.history.push(record);
-        if self.out_dir.is_some() {
+        if self.out_dir.is_some() || self.collective.world_size() > 1 {
             // `best/` first: a kill between the two saves then resumes from before this
             // evaluation, which redoes it and rewrites `best/` identically (the other order could
             // leave `best/` behind a log that names a newer best step).

@@ -2,7 +2,9 @@
 
 use candle_core::{DType, Tensor};
 
+use super::parallel::Combined;
 use super::{FitReport, NonFinitePolicy, PendingStep, StepCheck, TrainTask, Trainer, METRICS_FILE};
+use crate::collective::check_agree;
 use crate::optim::{clip_grad_norm_tensor, clip_grad_value, non_finite_markers};
 use crate::progress::{JsonlLog, Progress};
 use crate::{Error, Result};
@@ -18,7 +20,8 @@ impl Trainer {
         } else if self.state.step == 0 {
             task.set_seed(self.config.seed);
         }
-        let mut log = match &self.out_dir {
+        self.broadcast_parameters()?;
+        let mut log = match self.writer_dir() {
             Some(dir) => Some(JsonlLog::open(&dir.join(METRICS_FILE), self.resumed)?),
             None => None,
         };
@@ -34,7 +37,12 @@ impl Trainer {
                 )));
             }
             let n = batches.len() as u64;
-            if progress.is_none() && self.config.progress {
+            check_agree(
+                &*self.collective,
+                &format!("the number of training batches of epoch {epoch}"),
+                n,
+            )?;
+            if progress.is_none() && self.config.progress && self.collective.rank() == 0 {
                 let total = match (self.config.max_steps, self.config.epochs) {
                     (Some(s), Some(e)) => s.min(e * n),
                     (Some(s), None) => s,
@@ -46,7 +54,7 @@ impl Trainer {
                 progress = Some(p);
             }
             if self.state.batch_in_epoch == 0 {
-                self.carry = None;
+                self.reset_carries();
             }
             let start = self.state.batch_in_epoch as usize;
             for (i, batch) in batches.iter().enumerate().skip(start) {
@@ -88,7 +96,7 @@ impl Trainer {
             // End of the epoch.
             self.state.epoch += 1;
             self.state.batch_in_epoch = 0;
-            self.carry = None;
+            self.reset_carries();
             if self.evaluate(task, n, true, log.as_mut(), progress.as_ref())? {
                 break;
             }
@@ -142,14 +150,24 @@ impl Trainer {
             )));
         }
         let step = self.state.step + 1;
-        let out = task.train_step(batch, &mut self.carry)?;
-        if out.loss.elem_count() != 1 {
-            return Err(Error::Invalid(format!(
-                "the training loss must be a scalar, got shape {:?}",
-                out.loss.shape()
-            )));
-        }
-        let mut grads = out.loss.backward()?;
+        let out = if self.parts().0 == 1 {
+            let out = task.train_step(batch, &mut self.carries[0])?;
+            if out.loss.elem_count() != 1 {
+                return Err(Error::Invalid(format!(
+                    "the training loss must be a scalar, got shape {:?}",
+                    out.loss.shape()
+                )));
+            }
+            let grads = out.loss.backward()?;
+            Combined {
+                grads,
+                loss: out.loss,
+                units: out.units,
+            }
+        } else {
+            self.combined_step(task, batch)?
+        };
+        let mut grads = out.grads;
         if let Some(v) = self.config.clip_grad_value {
             clip_grad_value(&mut grads, &self.vars, v)?;
         }
@@ -193,8 +211,15 @@ impl Trainer {
         self.optimizer.step(grads)?;
         let lr = self.schedule.on_step();
         self.optimizer.set_lr(lr);
-        self.carry = self.carry.take().map(|s| s.detach());
+        for carry in &mut self.carries {
+            *carry = carry.take().map(|s| s.detach());
+        }
         Ok(())
+    }
+
+    /// Forgets the carried state (epoch start, skipped step).
+    fn reset_carries(&mut self) {
+        self.carries = vec![None; self.config.grad_accum as usize];
     }
 
     /// `[loss, norm, markers...]` as one 1-D tensor on the device (f64, f32 on Metal).
@@ -314,7 +339,7 @@ impl Trainer {
             NonFinitePolicy::Skip => {
                 self.state.step = step;
                 self.state.skipped_steps += 1;
-                self.carry = None;
+                self.reset_carries();
                 if let Some(p) = progress {
                     p.println(&format!(
                         "step {step}: {what} is not finite; step skipped ({} so far)",

@@ -4,6 +4,76 @@
 //! detached), non-finite detection, a progress bar, a JSON-lines log, learning-curve plots and
 //! atomic, exactly resumable checkpoints.
 //!
+//! # Example
+//!
+//! A GRU with a linear head learns the mean of short sequences. The task owns the model and the
+//! data; the trainer owns the loop.
+//!
+//! ```
+//! use candle_core::{DType, Device, Module, Tensor};
+//! use candle_nn::{Linear, VarMap};
+//! use rnn_core::{init::seeded_var_builder, Mode, Rnn, RnnConfig, RnnState};
+//! use rnn_train::optim::{AdamWConfig, OptimizerConfig};
+//! use rnn_train::trainer::{Evaluation, StepLoss, TrainTask, Trainer, TrainerConfig, LATEST_DIR};
+//!
+//! struct MeanTask { rnn: Rnn, head: Linear, xs: Tensor, ys: Tensor } // xs (64, 6, 1), ys (64, 1)
+//!
+//! impl MeanTask {
+//!     /// Mean squared error of the prediction from the last step's output.
+//!     fn loss(&self, xs: &Tensor, ys: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+//!         let (out, _) = self.rnn.forward_t(xs, None, None, train)?; // (batch, seq_len, hidden)
+//!         let last = out.narrow(1, out.dim(1)? - 1, 1)?.squeeze(1)?;
+//!         candle_nn::loss::mse(&self.head.forward(&last)?, ys)
+//!     }
+//! }
+//!
+//! impl TrainTask for MeanTask {
+//!     type Batch = usize; // batch b is rows 8 b .. 8 b + 8
+//!     fn train_batches(&mut self, _epoch: u64, _seed: u64) -> rnn_train::Result<Vec<usize>> {
+//!         Ok((0..6).collect()) // rows 48..64 are held out for validation
+//!     }
+//!     fn train_step(&mut self, b: &usize, _carry: &mut Option<RnnState>) -> rnn_train::Result<StepLoss> {
+//!         let (xs, ys) = (self.xs.narrow(0, 8 * b, 8)?, self.ys.narrow(0, 8 * b, 8)?);
+//!         Ok(StepLoss { loss: self.loss(&xs, &ys, true)?, units: 8 })
+//!     }
+//!     fn evaluate(&mut self) -> rnn_train::Result<Evaluation> {
+//!         let (xs, ys) = (self.xs.narrow(0, 48, 16)?, self.ys.narrow(0, 48, 16)?);
+//!         Ok(Evaluation::from_loss(self.loss(&xs, &ys, false)?.to_scalar::<f32>()? as f64))
+//!     }
+//! }
+//!
+//! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let dev = Device::Cpu;
+//!     let varmap = VarMap::new();
+//!     let vb = seeded_var_builder(&varmap, 0, DType::F32, &dev);
+//!     let rnn = Rnn::new(&RnnConfig::new(Mode::Gru, 1, 8), vb.pp("rnn"))?;
+//!     let head = candle_nn::linear(8, 1, vb.pp("head"))?;
+//!     let xs = Tensor::arange(0f32, 384., &dev)?.affine(1.7, 0.)?.sin()?.reshape((64, 6, 1))?;
+//!     let ys = xs.mean(1)?; // the target: each sequence's mean, (64, 1)
+//!     let mut task = MeanTask { rnn, head, xs, ys };
+//!     let before = task.evaluate()?.loss;
+//!
+//!     let config = TrainerConfig {
+//!         optimizer: OptimizerConfig::AdamW(AdamWConfig::with_lr(0.02)),
+//!         epochs: Some(4),
+//!         clip_grad_norm: Some(1.0),
+//!         plot: false,
+//!         ..TrainerConfig::default()
+//!     };
+//!     let out = tempfile::tempdir()?;
+//!     let mut trainer = Trainer::new(config, varmap)?.with_out_dir(out.path())?;
+//!     let report = trainer.fit(&mut task)?;
+//!
+//!     assert_eq!((report.steps, report.epochs), (24, 4)); // 6 batches an epoch
+//!     assert_eq!(report.history.len(), 4); // one evaluation at the end of every epoch
+//!     let last = report.last.as_ref().ok_or("no evaluation")?;
+//!     assert!(last.valid_loss < before / 4.0, "{before} -> {}", last.valid_loss);
+//!     println!("{}", report.summary()); // step 24, epoch 4.00: valid_loss 0.0018 (best ...)
+//!     assert!(out.path().join(LATEST_DIR).join("model.safetensors").exists());
+//!     Ok(())
+//! }
+//! ```
+//!
 //! # Output directory
 //!
 //! With [`Trainer::with_out_dir`], a run writes:
@@ -24,6 +94,99 @@
 //! run resumed from step `k` ends with the same parameters, bit for bit, and the same
 //! `metrics.jsonl` as an uninterrupted run. Nothing time-dependent goes into the log.
 //!
+//! With the `MeanTask` of the [example](self#example) (hidden here), a run stopped after 2
+//! epochs and resumed for 2 more ends with the parameters of a run of 4 epochs:
+//!
+//! ```
+//! # use candle_core::{DType, Device, Module, Tensor};
+//! # use candle_nn::{Linear, VarMap};
+//! # use rnn_core::{init::seeded_var_builder, Mode, Rnn, RnnConfig, RnnState};
+//! # use rnn_train::trainer::{Evaluation, StepLoss, TrainTask};
+//! # struct MeanTask { rnn: Rnn, head: Linear, xs: Tensor, ys: Tensor }
+//! # impl MeanTask {
+//! #     fn loss(&self, xs: &Tensor, ys: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+//! #         let (out, _) = self.rnn.forward_t(xs, None, None, train)?;
+//! #         let last = out.narrow(1, out.dim(1)? - 1, 1)?.squeeze(1)?;
+//! #         candle_nn::loss::mse(&self.head.forward(&last)?, ys)
+//! #     }
+//! # }
+//! # impl TrainTask for MeanTask {
+//! #     type Batch = usize;
+//! #     fn train_batches(&mut self, _epoch: u64, _seed: u64) -> rnn_train::Result<Vec<usize>> {
+//! #         Ok((0..6).collect())
+//! #     }
+//! #     fn train_step(&mut self, b: &usize, _carry: &mut Option<RnnState>) -> rnn_train::Result<StepLoss> {
+//! #         let (xs, ys) = (self.xs.narrow(0, 8 * b, 8)?, self.ys.narrow(0, 8 * b, 8)?);
+//! #         Ok(StepLoss { loss: self.loss(&xs, &ys, true)?, units: 8 })
+//! #     }
+//! #     fn evaluate(&mut self) -> rnn_train::Result<Evaluation> {
+//! #         let (xs, ys) = (self.xs.narrow(0, 48, 16)?, self.ys.narrow(0, 48, 16)?);
+//! #         Ok(Evaluation::from_loss(self.loss(&xs, &ys, false)?.to_scalar::<f32>()? as f64))
+//! #     }
+//! # }
+//! use rnn_train::checkpoint::varmap_tensors;
+//! use rnn_train::trainer::{Trainer, TrainerConfig, LATEST_DIR};
+//!
+//! /// A fresh model (same seed, so the same initial weights) and its task.
+//! fn build() -> candle_core::Result<(VarMap, MeanTask)> {
+//!     let (dev, varmap) = (Device::Cpu, VarMap::new());
+//!     let vb = seeded_var_builder(&varmap, 0, DType::F32, &dev);
+//!     let rnn = Rnn::new(&RnnConfig::new(Mode::Gru, 1, 8), vb.pp("rnn"))?;
+//!     let head = candle_nn::linear(8, 1, vb.pp("head"))?;
+//!     let xs = Tensor::arange(0f32, 384., &dev)?.affine(1.7, 0.)?.sin()?.reshape((64, 6, 1))?;
+//!     let ys = xs.mean(1)?;
+//!     Ok((varmap, MeanTask { rnn, head, xs, ys }))
+//! }
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = |epochs| TrainerConfig { epochs: Some(epochs), plot: false, ..Default::default() };
+//! let out = tempfile::tempdir()?;
+//! let (varmap, mut task) = build()?;
+//! Trainer::new(config(2), varmap)?.with_out_dir(out.path())?.fit(&mut task)?;
+//!
+//! // Later, in another process: rebuild, resume from the latest checkpoint, train on.
+//! let (resumed, mut task) = build()?;
+//! let mut trainer = Trainer::new(config(4), resumed.clone())?;
+//! trainer.resume(&out.path().join(LATEST_DIR))?;
+//! assert_eq!(trainer.step(), 12); // where the first run stopped
+//! assert_eq!(trainer.fit(&mut task)?.steps, 24);
+//!
+//! let (straight, mut task) = build()?;
+//! Trainer::new(config(4), straight.clone())?.fit(&mut task)?;
+//! let (a, b) = (varmap_tensors(&resumed)?, varmap_tensors(&straight)?);
+//! for (name, t) in &a {
+//!     // Bit for bit: the same f32 values.
+//!     assert_eq!(t.flatten_all()?.to_vec1::<f32>()?, b[name].flatten_all()?.to_vec1::<f32>()?, "{name}");
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Data parallelism and gradient accumulation
+//!
+//! [`Trainer::with_collective`] makes the trainer one rank of a data-parallel group (DDP
+//! semantics; backends in [`crate::collective`]), and [`TrainerConfig::grad_accum`] splits each
+//! step into micro-batches. Every rank builds the same model and task. Then:
+//!
+//! - rank 0's parameters are broadcast at the start of [`Trainer::fit`];
+//! - every global batch (what [`TrainTask::train_batches`] returns) is split into
+//!   `ranks x grad_accum` contiguous [`Part`]s; rank `r` trains parts `r * K .. r * K + K`
+//!   ([`TrainTask::train_part`]), so the batch size is the global one;
+//! - the gradients are flattened in sorted-name order, weighted by each part's units, all-reduced
+//!   once per step and divided by the global units, before clipping and the optimiser: clipping
+//!   sees the global norm, and the step is the step of the whole batch. `N` ranks equal one
+//!   process with `grad_accum = N` bit for bit (parameters, log and checkpoints, dropout
+//!   included), and one process with the whole batch up to float rounding;
+//! - only rank 0 evaluates; its result is broadcast (exact bits), so the schedule, the best
+//!   checkpoint, early stopping and the non-finite checks (on the reduced values) decide the same
+//!   on every rank;
+//! - only rank 0 writes checkpoints, `metrics.jsonl`, plots and progress. The carried recurrent
+//!   state is gathered into the checkpoint as the whole batch's, so a data-parallel checkpoint
+//!   is a single-process one, and any checkpoint resumes with any number of ranks or
+//!   micro-batches;
+//! - ranks whose epochs have different batch counts stop with an error, and a rank that fails
+//!   makes the others fail instead of waiting.
+//!
 //! # Host synchronisation
 //!
 //! Each step's loss, gradient norm and per-parameter finiteness markers stay on the device and
@@ -40,16 +203,19 @@ mod checkpoints;
 mod config;
 mod evaluation;
 mod fit;
+mod parallel;
 mod report;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use candle_core::{Tensor, Var};
 use candle_nn::VarMap;
 use rnn_core::RnnState;
 use serde::{Deserialize, Serialize};
 
-use crate::optim::{self, exact_f64, LrSchedule, LrScheduleState, Optimizer};
+use crate::collective::{Collective, Solo};
+use crate::optim::{self, exact_f64, LrSchedule, LrScheduleState, StatefulOptimizer};
 use crate::{Error, Result};
 
 pub use config::{EarlyStopping, NonFinitePolicy, TrainerConfig};
@@ -238,12 +404,15 @@ pub struct Trainer {
     varmap: VarMap,
     params: Vec<(String, Var)>,
     vars: Vec<Var>,
-    optimizer: Box<dyn Optimizer + Send>,
+    optimizer: Box<dyn StatefulOptimizer + Send>,
     schedule: Box<dyn LrSchedule + Send>,
     state: LoopState,
     out_dir: Option<PathBuf>,
     history: Vec<EvalRecord>,
-    carry: Option<RnnState>,
+    /// The carried state of each of this rank's micro-batches (`grad_accum` of them).
+    carries: Vec<Option<RnnState>>,
+    /// The data-parallel group ([`Solo`] when training in one process).
+    collective: Arc<dyn Collective>,
     resumed: bool,
     /// Steps whose statistics are still on the device (see [`PendingStep`]).
     pending: Vec<PendingStep>,
@@ -282,6 +451,7 @@ impl Trainer {
         let vars = params.iter().map(|(_, v)| v.clone()).collect();
         let optimizer = config.optimizer.build(params.clone())?;
         let schedule = config.schedule.build(config.optimizer.lr())?;
+        let accum = config.grad_accum as usize;
         Ok(Self {
             config,
             varmap,
@@ -292,7 +462,8 @@ impl Trainer {
             state: LoopState::new(),
             out_dir: None,
             history: Vec::new(),
-            carry: None,
+            carries: vec![None; accum],
+            collective: Arc::new(Solo),
             resumed: false,
             pending: Vec::new(),
             poisoned: None,
@@ -309,6 +480,28 @@ impl Trainer {
         })?;
         self.out_dir = Some(dir);
         Ok(self)
+    }
+
+    /// Trains as one rank of a data-parallel group (see the module documentation, "Data
+    /// parallelism"). Every rank builds the same model and task and calls [`Trainer::fit`];
+    /// rank 0's parameters are broadcast at the start, and only rank 0 writes into its output
+    /// directory.
+    pub fn with_collective(mut self, collective: Arc<dyn Collective>) -> Self {
+        self.collective = collective;
+        self
+    }
+
+    /// This process's rank and the group's size (`(0, 1)` without [`Trainer::with_collective`]).
+    pub fn rank_and_world(&self) -> (usize, usize) {
+        (self.collective.rank(), self.collective.world_size())
+    }
+
+    /// The output directory this rank writes into: the configured one on rank 0, none on the
+    /// other ranks.
+    fn writer_dir(&self) -> Option<&PathBuf> {
+        self.out_dir
+            .as_ref()
+            .filter(|_| self.collective.rank() == 0)
     }
 
     /// The configuration.

@@ -6,7 +6,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::{MainMetric, Trainer, CURVES_STEM};
+use super::{MainMetric, Trainer};
+#[cfg(feature = "plot")]
+use super::CURVES_STEM;
 use crate::{Error, Result};
 
 /// One line of `metrics.jsonl`: an evaluation and where training stood.
@@ -88,8 +90,15 @@ impl FitReport {
 }
 
 impl Trainer {
+    /// Without the `plot` feature (no `plotters`) there are no plots to write.
+    #[cfg(not(feature = "plot"))]
     pub(super) fn plot(&self) -> Result<()> {
-        let Some(out) = &self.out_dir else {
+        Ok(())
+    }
+
+    #[cfg(feature = "plot")]
+    pub(super) fn plot(&self) -> Result<()> {
+        let Some(out) = self.writer_dir() else {
             return Ok(());
         };
         let train: Vec<(f64, f64)> = self
