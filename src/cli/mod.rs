@@ -534,6 +534,16 @@ pub fn train(args: TrainArgs, verbose: bool) -> Result<String> {
     let opts = args.opts.over(file);
     tasks::options(task).check(task, &opts)?;
     let threads = opts.dp_threads.unwrap_or(1) as usize;
+    if let Some(group) = run::world::collective_from_env()? {
+        if threads > 1 {
+            anyhow::bail!("--dp-threads {threads} under an MPI launcher: use one or the other");
+        }
+        let result = train_rank(task, opts, verbose, Some(group.clone()));
+        if result.is_ok() {
+            run::world::all_done(group.as_ref())?;
+        }
+        return result;
+    }
     if threads > 1 {
         return train_threads(task, opts, threads, verbose);
     }

@@ -13,7 +13,9 @@
 //! - [`TaskName`] and [`Task`]: the tasks and what each can do; [`TaskOptions`]: which options
 //!   each reads, with its defaults;
 //! - [`memory`]: the peak-memory estimate of a run and the refusal when it would not fit;
-//! - [`error_line`] and [`invalid`]: errors across layers.
+//! - [`error_line`] and [`invalid`]: errors across layers;
+//! - [`world`]: data-parallel launch detection (`mpirun`, PMI, PMIx) and the process's
+//!   collective, or the refusal of a binary built without the `mpi` feature.
 
 mod checkpoint;
 pub mod choice;
@@ -27,6 +29,7 @@ mod request;
 mod task;
 mod task_name;
 pub mod task_options;
+pub mod world;
 
 pub use checkpoint::{resolve_checkpoint, CheckpointRun};
 pub use context::{schedule_from_options, trainer_config, RunContext, TrainDefaults};

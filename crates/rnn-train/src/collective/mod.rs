@@ -12,20 +12,28 @@
 //! |---|---|---|
 //! | [`ThreadCollective`] | ranks are threads of one process (tests, one machine) | always |
 //! | [`Solo`] | a single process (world size 1, every operation is the identity) | always |
-//! | MPI | ranks are processes under `mpirun` | `mpi` |
-//! | NCCL | ranks are GPUs | `nccl` |
+//! | `MpiCollective` | ranks are processes under `mpirun` (one machine or several) | `mpi` |
+//! | `NcclCollective` | ranks are GPUs, one process each | `nccl` |
 //!
 //! Every operation is a collective: every rank must call it, in the same order, with buffers
 //! of the same length and dtype. A rank that leaves the group (its handle dropped, its process
 //! gone) makes the others' pending and later calls fail with [`crate::Error::Collective`]
 //! instead of waiting forever.
 
+#[cfg(feature = "mpi")]
+mod mpi;
+#[cfg(feature = "nccl")]
+mod nccl;
 mod thread;
 
 use candle_core::{DType, Tensor};
 
 use crate::{Error, Result};
 
+#[cfg(feature = "mpi")]
+pub use self::mpi::MpiCollective;
+#[cfg(feature = "nccl")]
+pub use self::nccl::NcclCollective;
 pub use thread::ThreadCollective;
 
 /// One rank's handle on a communication group.
