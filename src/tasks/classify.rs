@@ -632,7 +632,7 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
             hf_file = crate::run::hub::labelled_file(&src, &ctx.out)?;
             &hf_file
         }
-        (None, None) => bail!("classify needs --data FILE with `label<TAB or space>text` lines (e.g. SST-2 stsa.binary.train), or --hf-dataset NAME"),
+        (None, None) => bail!("classify needs --data FILE with `label<TAB or space>text` lines (e.g. SST-2 stsa.binary.train)"),
     };
     let pooling = parse_pooling(o.pooling.as_deref())?;
     let lowercase = LOWERCASE;
