@@ -22,6 +22,7 @@ pub mod choice;
 mod context;
 mod error;
 mod fit;
+pub mod hub;
 pub mod memory;
 pub mod options;
 mod report;

@@ -199,6 +199,20 @@ pub struct Options {
     /// needs --valid and --test files.
     #[arg(long, value_name = "N")]
     pub shuffle_buffer: Option<usize>,
+    /// classify: train on a Hugging Face dataset (OWNER/NAME) instead of --data: its parquet
+    /// files from the local Hugging Face cache ($HF_HOME/hub), else from the Hub. Needs a build
+    /// with `--features hub`.
+    #[arg(long, value_name = "NAME")]
+    pub hf_dataset: Option<String>,
+    /// classify: the split of --hf-dataset to read (default train).
+    #[arg(long, value_name = "SPLIT")]
+    pub hf_split: Option<String>,
+    /// classify: the --hf-dataset column with the text (default text).
+    #[arg(long, value_name = "COL")]
+    pub text_column: Option<String>,
+    /// classify: the --hf-dataset column with the label (default label).
+    #[arg(long, value_name = "COL")]
+    pub label_column: Option<String>,
     /// Generated tasks: number of training examples.
     #[arg(long)]
     pub samples: Option<usize>,
@@ -274,6 +288,10 @@ impl Options {
             encoding,
             row_len,
             shuffle_buffer,
+            hf_dataset,
+            hf_split,
+            text_column,
+            label_column,
             samples,
             chrono_init,
         )

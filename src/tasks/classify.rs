@@ -400,6 +400,10 @@ pub fn options(_task: TaskName) -> TaskOptions {
         .with("layers", 1)
         .with("dropout", 0.5)
         .with("batch-size", 32)
+        .read("hf-dataset")
+        .with("hf-split", "train")
+        .with("text-column", "text")
+        .with("label-column", "label")
 }
 
 task_from_functions!(
@@ -620,8 +624,15 @@ fn example_stream(
 /// Trains the task (see the [module docs](self) for the options and defaults).
 pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
     let o = &ctx.opts;
-    let Some(data) = &o.data else {
-        bail!("classify needs --data FILE with `label<TAB or space>text` lines (e.g. SST-2 stsa.binary.train)");
+    let hf_file;
+    let data = match (&o.data, crate::run::hub::HfSource::from_options(ctx)) {
+        (Some(_), Some(_)) => bail!("classify reads --data FILE or --hf-dataset NAME, not both"),
+        (Some(data), None) => data,
+        (None, Some(src)) => {
+            hf_file = crate::run::hub::labelled_file(&src, &ctx.out)?;
+            &hf_file
+        }
+        (None, None) => bail!("classify needs --data FILE with `label<TAB or space>text` lines (e.g. SST-2 stsa.binary.train)"),
     };
     let pooling = parse_pooling(o.pooling.as_deref())?;
     let lowercase = LOWERCASE;
