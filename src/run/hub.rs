@@ -6,7 +6,7 @@
 //! been downloaded. A split's files are those named `SPLIT.parquet` or `SPLIT-*.parquet`, or
 //! under a folder named `SPLIT` (the Hub's `refs/convert/parquet` layout,
 //! `default/SPLIT/0000.parquet`). Only when nothing is cached is the Hub asked, through
-//! [`candle_datasets::hub::from_hub`], which fills the same cache.
+//! `candle_datasets::hub::from_hub`, which fills the same cache.
 //!
 //! The (text, label) rows become a `label<TAB>text` file in the run directory, which the rest of
 //! the task reads like any `--data` file (so `rnn eval` re-scores the same rows).
@@ -172,7 +172,7 @@ fn is_split_file(rel: &Path, split: &str) -> bool {
 }
 
 /// The split's parquet files: from the cache, else downloaded into it by
-/// [`candle_datasets::hub::from_hub`].
+/// `candle_datasets::hub::from_hub`.
 #[cfg(feature = "hub")]
 fn split_files(src: &HfSource) -> Result<Vec<PathBuf>> {
     let cache = cache_dir();
