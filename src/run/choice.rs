@@ -72,11 +72,7 @@ pub fn cell() -> Choice {
 pub fn optimizer() -> Choice {
     Choice {
         values: &["adamw", "sgd"],
-        parse: |s| match lower(s).as_str() {
-            "adamw" | "adam" => Ok("adamw"),
-            "sgd" => Ok("sgd"),
-            _ => Err(format!("--optimizer must be adamw or sgd, got '{s}'")),
-        },
+        parse: |s| super::options::parse_optimizer_name(s).map_err(|e| e.to_string()),
     }
 }
 

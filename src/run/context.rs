@@ -12,7 +12,7 @@ use rnn_train::collective::Collective;
 use rnn_train::optim::{AdamWConfig, LrScheduleConfig, OptimizerConfig, SgdConfig};
 use rnn_train::trainer::{EarlyStopping, NonFinitePolicy, TrainerConfig, BEST_DIR, LATEST_DIR};
 
-use super::options::{parse_dtype, parse_schedule_name, Options};
+use super::options::{parse_dtype, parse_optimizer_name, parse_schedule_name, Options};
 use super::task_name::TaskName;
 
 /// Everything a task's `train` needs besides its own options.
@@ -192,10 +192,9 @@ impl Default for TrainDefaults {
 pub fn trainer_config(ctx: &RunContext, d: &TrainDefaults) -> Result<TrainerConfig> {
     let o = &ctx.opts;
     let lr = o.lr.unwrap_or(d.lr);
-    let optimizer = match o.optimizer.as_deref().unwrap_or(d.optimizer) {
-        "adamw" | "adam" => OptimizerConfig::AdamW(AdamWConfig::with_lr(lr)),
-        "sgd" => OptimizerConfig::Sgd(SgdConfig::with_lr(lr)),
-        other => bail!("--optimizer must be adamw or sgd, got '{other}'"),
+    let optimizer = match parse_optimizer_name(o.optimizer.as_deref().unwrap_or(d.optimizer))? {
+        "adamw" => OptimizerConfig::AdamW(AdamWConfig::with_lr(lr)),
+        _ => OptimizerConfig::Sgd(SgdConfig::with_lr(lr)),
     };
     let clip = match o.clip {
         Some(0.0) => None,

@@ -501,6 +501,15 @@ pub fn parse_dtype(s: &str) -> Result<DType> {
     }
 }
 
+/// Checks an `--optimizer` name (any case; `adam` for `adamw`) and returns its canonical spelling.
+pub fn parse_optimizer_name(s: &str) -> Result<&'static str> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "adamw" | "adam" => Ok("adamw"),
+        "sgd" => Ok("sgd"),
+        _ => bail!("--optimizer must be adamw or sgd, got '{s}'"),
+    }
+}
+
 /// The schedules `--schedule` accepts.
 pub const SCHEDULES: [&str; 5] = ["constant", "step", "multistep", "plateau", "cosine"];
 
