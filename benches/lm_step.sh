@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# One training step of the default char-LM and word-LM, this project against its PyTorch twin
+# (benches/lm_step_torch.py), on the same host, in interleaved rounds. Usage:
+#   TORCH_PY=/path/to/venv/bin/python [ROUNDS=3] [STEPS=150] bash benches/lm_step.sh
+# Our step time is the difference between `rnn train --max-steps S1` and `--max-steps S2` runs
+# (wall clock), divided by S2 - S1: set-up, vocabulary, the final evaluation and the checkpoint
+# cancel out, so it is the mean step (batching, forward, loss, backward, clipping, optimiser).
+# Needs ../shared/data (PTB and tinyshakespeare). Prints one JSON line per task and round.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --bin rnn >&2
+RNN=${CARGO_TARGET_DIR:-target}/release/rnn
+DATA=${DATA:-../shared/data}
+STEPS=${STEPS:-150}
+S1=10
+S2=$((S1 + STEPS))
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+cpu=$(lscpu | sed -n 's/^Model name: *//p' | head -1)
+
+ours() { # task data... -> seconds for S1 and S2 steps
+  local task=$1
+  shift
+  local t
+  for s in $S1 $S2; do
+    rm -rf "$out/run"
+    t=$( { /usr/bin/time -f %e "$RNN" train "$task" "$@" --max-steps "$s" --out "$out/run" \
+      >/dev/null 2>"$out/err"; } 2>&1 || { cat "$out/err" >&2; exit 1; })
+    tail -1 <<<"$t"
+  done
+}
+
+for round in $(seq "${ROUNDS:-3}"); do
+  for task in word-lm char-lm; do
+    if [ "$task" = word-lm ]; then
+      args=(--data "$DATA/word_lm/ptb.train.txt" --valid "$DATA/word_lm/ptb.valid.txt")
+      file=$DATA/word_lm/ptb.train.txt
+    else
+      args=(--data "$DATA/char_lm/tinyshakespeare.txt")
+      file=$DATA/char_lm/tinyshakespeare.txt
+    fi
+    mapfile -t secs < <(ours "$task" "${args[@]}")
+    ms=$(python3 -c "print(round((${secs[1]} - ${secs[0]}) * 1000 / $STEPS, 2))")
+    echo "{\"impl\": \"ours\", \"task\": \"$task\", \"round\": $round, \"cpu\": \"$cpu\", \"mean_ms\": $ms, \"steps\": $STEPS}"
+    if [ -n "${TORCH_PY:-}" ]; then
+      "$TORCH_PY" benches/lm_step_torch.py "$task" "$file" --steps "$STEPS" |
+        sed "s/^{/{\"round\": $round, \"cpu\": \"$cpu\", /"
+    fi
+  done
+done
