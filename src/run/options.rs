@@ -199,12 +199,13 @@ pub struct Options {
     /// needs --valid and --test files.
     #[arg(long, value_name = "N")]
     pub shuffle_buffer: Option<usize>,
-    /// classify: train on a Hugging Face dataset (OWNER/NAME) instead of --data: its parquet
-    /// files from the local Hugging Face cache ($HF_HOME/hub), else from the Hub. Needs a build
-    /// with `--features hub`.
+    /// classify, digits: train on a Hugging Face dataset (OWNER/NAME) instead of --data: its
+    /// parquet files from the local Hugging Face cache ($HF_HOME/hub), else from the Hub. digits
+    /// reads ylecun/mnist or zalando-datasets/fashion_mnist through candle-datasets. Needs a
+    /// build with `--features hub`.
     #[arg(long, value_name = "NAME")]
     pub hf_dataset: Option<String>,
-    /// classify: the split of --hf-dataset to read (default train).
+    /// classify, digits: the split of --hf-dataset to read (default train).
     #[arg(long, value_name = "SPLIT")]
     pub hf_split: Option<String>,
     /// classify: the --hf-dataset column with the text (default text).
