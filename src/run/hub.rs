@@ -12,7 +12,8 @@
 //! The (text, label) rows become a `label<TAB>text` file in the run directory, which the rest of
 //! the task reads like any `--data` file (so `rnn eval` re-scores the same rows).
 //!
-//! `digits` reads MNIST through candle-datasets' own loader ([`mnist_idx_files`]).
+//! `digits` reads MNIST through candle-datasets' own loader ([`mnist_idx_files`]); `tag` reads
+//! token and tag list columns, like `classify` its text and label ([`conll_file`]).
 
 use std::path::{Path, PathBuf};
 
@@ -21,7 +22,9 @@ use anyhow::{bail, Result};
 use super::RunContext;
 
 mod mnist;
+mod tagged;
 pub use mnist::{mnist_idx_files, MNIST_DATASETS};
+pub use tagged::{class_names, conll_file, HfTokens};
 
 /// Where a run reads a Hugging Face dataset from: `--hf-dataset`, `--hf-split`,
 /// `--text-column` and `--label-column`.
