@@ -1,4 +1,5 @@
-//! Hugging Face datasets for `classify` (`--hf-dataset OWNER/NAME`, feature `hub`).
+//! Hugging Face datasets for `classify`, `digits` and `tag` (`--hf-dataset OWNER/NAME`, feature
+//! `hub`).
 //!
 //! The split's parquet files are looked up in the local Hugging Face cache first
 //! (`$HF_HUB_CACHE`, else `$HF_HOME/hub`, else `~/.cache/huggingface/hub`), laid out as
@@ -10,12 +11,20 @@
 //!
 //! The (text, label) rows become a `label<TAB>text` file in the run directory, which the rest of
 //! the task reads like any `--data` file (so `rnn eval` re-scores the same rows).
+//!
+//! `digits` reads MNIST through candle-datasets' own loader ([`mnist_idx_files`]); `tag` reads
+//! token and tag list columns, like `classify` its text and label ([`conll_file`]).
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 
 use super::RunContext;
+
+mod mnist;
+mod tagged;
+pub use mnist::{mnist_idx_files, MNIST_DATASETS};
+pub use tagged::{class_names, conll_file, HfTokens};
 
 /// Where a run reads a Hugging Face dataset from: `--hf-dataset`, `--hf-split`,
 /// `--text-column` and `--label-column`.
@@ -61,7 +70,7 @@ pub fn labelled_file(src: &HfSource, out: &Path) -> Result<PathBuf> {
     use anyhow::Context;
     use std::io::Write;
 
-    let files = split_files(src)?;
+    let files = split_files(&src.dataset, &src.split)?;
     let dir = out.join("hf-data");
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let path = dir.join(format!(
@@ -115,13 +124,18 @@ pub fn cache_dir() -> PathBuf {
 }
 
 /// The parquet files of `split` of `dataset` in the cache `cache`, sorted; empty when none is
-/// cached. Snapshots are tried in order: the one `refs/convert/parquet` names, the one
+/// cached. Snapshots are tried in order: the one the ref `refs/convert/parquet` names, the one
 /// `refs/main` names, then the others by name; the first with files of the split wins.
 pub fn cached_split_files(cache: &Path, dataset: &str, split: &str) -> Vec<PathBuf> {
     let repo = cache.join(format!("datasets--{}", dataset.replace('/', "--")));
     let snapshots = repo.join("snapshots");
     let mut revs: Vec<PathBuf> = Vec::new();
-    for r in ["refs/convert/parquet", "refs/main"] {
+    // The hub clients keep the ref `refs/convert/parquet` as `refs/refs/convert/parquet`.
+    for r in [
+        "refs/refs/convert/parquet",
+        "refs/convert/parquet",
+        "refs/main",
+    ] {
         if let Ok(rev) = std::fs::read_to_string(repo.join(r)) {
             revs.push(snapshots.join(rev.trim()));
         }
@@ -174,25 +188,23 @@ fn is_split_file(rel: &Path, split: &str) -> bool {
 /// The split's parquet files: from the cache, else downloaded into it by
 /// `candle_datasets::hub::from_hub`.
 #[cfg(feature = "hub")]
-fn split_files(src: &HfSource) -> Result<Vec<PathBuf>> {
+pub(crate) fn split_files(dataset: &str, split: &str) -> Result<Vec<PathBuf>> {
     let cache = cache_dir();
-    let files = cached_split_files(&cache, &src.dataset, &src.split);
+    let files = cached_split_files(&cache, dataset, split);
     if !files.is_empty() {
         return Ok(files);
     }
     let not_cached = format!(
-        "--hf-dataset {} --hf-split {}: no parquet files of the split in the Hugging Face cache {}",
-        src.dataset,
-        src.split,
+        "--hf-dataset {dataset} --hf-split {split}: no parquet files of the split in the Hugging Face cache {}",
         cache.display()
     );
     let fetched = hf_hub::HFClientSync::new()
         .map_err(candle_datasets::hub::Error::from)
-        .and_then(|api| candle_datasets::hub::from_hub(&api, src.dataset.clone()));
+        .and_then(|api| candle_datasets::hub::from_hub(&api, dataset.to_string()));
     if let Err(e) = fetched {
         bail!("{not_cached}, and the Hub could not be reached to download them (is the network unreachable?): {e}");
     }
-    let files = cached_split_files(&cache, &src.dataset, &src.split);
+    let files = cached_split_files(&cache, dataset, split);
     if files.is_empty() {
         bail!("{not_cached}, nor on the Hub (splits are files named SPLIT-*.parquet or folders named SPLIT)");
     }

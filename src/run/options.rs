@@ -199,12 +199,13 @@ pub struct Options {
     /// needs --valid and --test files.
     #[arg(long, value_name = "N")]
     pub shuffle_buffer: Option<usize>,
-    /// classify: train on a Hugging Face dataset (OWNER/NAME) instead of --data: its parquet
-    /// files from the local Hugging Face cache ($HF_HOME/hub), else from the Hub. Needs a build
-    /// with `--features hub`.
+    /// classify, digits, tag: train on a Hugging Face dataset (OWNER/NAME) instead of --data: its
+    /// parquet files from the local Hugging Face cache ($HF_HOME/hub), else from the Hub. digits
+    /// reads ylecun/mnist or zalando-datasets/fashion_mnist through candle-datasets. Needs a
+    /// build with `--features hub`.
     #[arg(long, value_name = "NAME")]
     pub hf_dataset: Option<String>,
-    /// classify: the split of --hf-dataset to read (default train).
+    /// classify, digits, tag: the split of --hf-dataset to read (default train).
     #[arg(long, value_name = "SPLIT")]
     pub hf_split: Option<String>,
     /// classify: the --hf-dataset column with the text (default text).
@@ -213,6 +214,13 @@ pub struct Options {
     /// classify: the --hf-dataset column with the label (default label).
     #[arg(long, value_name = "COL")]
     pub label_column: Option<String>,
+    /// tag: the --hf-dataset list column with each sentence's tokens (default tokens).
+    #[arg(long, value_name = "COL")]
+    pub tokens_column: Option<String>,
+    /// tag: the --hf-dataset list column with each sentence's tags, strings or class ids named
+    /// by the dataset's ClassLabel names (default ner_tags).
+    #[arg(long, value_name = "COL")]
+    pub tags_column: Option<String>,
     /// Generated tasks: number of training examples.
     #[arg(long)]
     pub samples: Option<usize>,
@@ -292,6 +300,8 @@ impl Options {
             hf_split,
             text_column,
             label_column,
+            tokens_column,
+            tags_column,
             samples,
             chrono_init,
         )

@@ -12,6 +12,11 @@
 //!   divided by the file's largest absolute value when it exceeds 1 (255 for 8-bit pixels); that
 //!   scale is recorded for `rnn eval`. A file is CSV when its name ends in `.csv` or it starts
 //!   with text; there are max(10, largest class + 1) classes.
+//! - `--hf-dataset NAME [--hf-split train|test]` (feature `hub`): MNIST (`ylecun/mnist`) or
+//!   Fashion-MNIST (`zalando-datasets/fashion_mnist`) from Hugging Face, read by candle-datasets'
+//!   loaders from the local Hugging Face cache (downloaded into it when not there); the split's
+//!   images and labels are kept as gzip IDX files under `OUT/hf-data/`, which `rnn eval` re-reads
+//!   and `rnn predict --input` takes (see [`crate::run::hub`]).
 //! - `--split F` (default 0.2): the **last** `round(F * n)` images are the **test** part, in file
 //!   order (no shuffle), so on the 10k MNIST test set the first 8,000 are for training and the
 //!   last 2,000 for testing, the split of the reference "1-NN 96.75%".
@@ -291,6 +296,8 @@ pub fn options(_task: TaskName) -> TaskOptions {
         .with("dropout", 0)
         .with("batch-size", DEFAULT_BATCH)
         .with("patience", DEFAULT_PATIENCE)
+        .read("hf-dataset")
+        .with("hf-split", "train")
         .training(&TRAIN_DEFAULTS)
         .refuse("valid", files)
         .refuse("test", files)
@@ -304,8 +311,30 @@ task_from_functions!(
 /// Trains the task.
 pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
     let o = &ctx.opts;
-    let Some(images) = &o.data else {
-        bail!("digits needs --data IMAGES.idx3[.gz] and --labels LABELS.idx1[.gz] (e.g. t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz), or --data ROWS.csv (features then label per row)");
+    let hf_files;
+    let (images, labels) = match (&o.data, &o.hf_dataset) {
+        (Some(_), Some(_)) => bail!("digits reads --data IMAGES or --hf-dataset NAME, not both"),
+        (Some(images), None) => (images, o.labels.as_deref()),
+        (None, Some(name)) => {
+            if let Some(l) = &o.labels {
+                bail!(
+                    "--labels {}: --hf-dataset {name} holds its labels",
+                    l.display()
+                );
+            }
+            if o.row_len.is_some() {
+                bail!("--row-len: --hf-dataset {name} holds 28x28 images, read as rows of pixels; --row-len folds CSV rows");
+            }
+            let split = o.hf_split.as_deref().unwrap_or("train");
+            hf_files = crate::run::hub::mnist_idx_files(name, split, &ctx.out)?;
+            ctx.say(&format!(
+                "digits: --hf-dataset {name} --hf-split {split} (through candle-datasets) kept as {} and {}",
+                hf_files.0.display(),
+                hf_files.1.display()
+            ));
+            (&hf_files.0, Some(hf_files.1.as_path()))
+        }
+        (None, None) => bail!("digits needs --data IMAGES.idx3[.gz] and --labels LABELS.idx1[.gz] (e.g. t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz), or --data ROWS.csv (features then label per row)"),
     };
     let split = o.split.unwrap_or(DEFAULT_SPLIT);
     let valid_split = o.valid_split.unwrap_or(DEFAULT_VALID_SPLIT);
@@ -315,8 +344,8 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
             images.display()
         );
     }
-    let (data, csv_scale) = load_data(images, o.labels.as_deref(), o.row_len, None, &ctx.device)?;
-    let labels = o.labels.as_ref().unwrap_or(images);
+    let (data, csv_scale) = load_data(images, labels, o.row_len, None, &ctx.device)?;
+    let labels = labels.unwrap_or(images).to_path_buf();
     let classes = match data.labels.max(0)?.to_scalar::<u32>()? as usize + 1 {
         c if c > 10 => c,
         _ => 10,
@@ -357,7 +386,7 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
     let model = SequenceClassifier::new(&cfg, ctx.var_builder(&varmap))?;
     let spec = DigitsSpec {
         images: std::fs::canonicalize(images).unwrap_or_else(|_| images.clone()),
-        labels: std::fs::canonicalize(labels).unwrap_or_else(|_| labels.clone()),
+        labels: std::fs::canonicalize(&labels).unwrap_or_else(|_| labels.clone()),
         split,
         valid_split,
         rows,

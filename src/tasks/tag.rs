@@ -14,6 +14,13 @@
 //! test sentences, which model selection never sees, are scored once with the best weights: the
 //! summary's headline, which `rnn eval --checkpoint DIR` prints again.
 //!
+//! `--hf-dataset NAME [--hf-split train] [--tokens-column tokens] [--tags-column ner_tags]`
+//! (feature `hub`) reads a Hugging Face token-classification dataset such as conll2003 instead of
+//! `--data`: two list columns per row, the tokens and their tags (strings, or class ids named by
+//! the dataset's `ClassLabel` names), from the local Hugging Face cache, else the Hub. The
+//! sentences are kept as a 2-column CoNLL file under `OUT/hf-data/`, which `rnn eval` re-reads
+//! (see [`crate::run::hub::conll_file`]).
+//!
 //! Words keep their case (capitals matter for tags such as PROPN). The vocabulary is built on the
 //! training split: words seen at least twice ([`MIN_FREQ`]), at most `--vocab-size` (default
 //! 30000). Every other word maps to an *unknown-word signature* such as `<unk-Cap-ing>` (shape:
@@ -634,6 +641,10 @@ pub fn options(_task: TaskName) -> TaskOptions {
         .with("layers", 1)
         .with("dropout", 0.33)
         .with("batch-size", 32)
+        .read("hf-dataset")
+        .with("hf-split", "train")
+        .with("tokens-column", "tokens")
+        .with("tags-column", "ner_tags")
 }
 
 task_from_functions!(
@@ -888,8 +899,18 @@ fn sentence_stream(
 /// Trains the task (see the [module docs](self) for the options and defaults).
 pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
     let o = &ctx.opts;
-    let Some(data) = &o.data else {
-        bail!("tag needs --data FILE: CoNLL-U (e.g. en_ewt-ud-train.conllu) or 2-column CoNLL (token tag)");
+    let hf_file;
+    let data = match (&o.data, crate::run::hub::HfTokens::from_options(ctx)) {
+        (Some(_), Some(_)) => bail!("tag reads --data FILE or --hf-dataset NAME, not both"),
+        (Some(data), None) => data,
+        (None, Some(src)) => {
+            if let Some(c) = &o.tag_column {
+                bail!("--tag-column {c}: the option picks a column of CoNLL-U files; --hf-dataset {} takes --tags-column", src.dataset);
+            }
+            hf_file = crate::run::hub::conll_file(&src, &ctx.out)?;
+            &hf_file
+        }
+        (None, None) => bail!("tag needs --data FILE: CoNLL-U (e.g. en_ewt-ud-train.conllu) or 2-column CoNLL (token tag)"),
     };
     let encoding = o.text_encoding()?;
     let Prepared {
