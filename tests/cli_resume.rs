@@ -32,6 +32,13 @@ use rnn::train::checkpoint;
 /// The training command: `rnn train <base...> --out OUT --max-steps STEPS [--resume OUT]`.
 fn command(base: &[String], out: &Path, steps: u64, resume: bool) -> Command {
     let mut cmd = Command::new(common::rnn_bin());
+    // Every run of one check measures each matrix kernel once and shares the choice, as runs on
+    // one host share the user's kernel cache: a kernel measured anew could differ in its last
+    // bits (`rnn_core::kernels`).
+    cmd.env(
+        "RNN_KERNEL_CACHE",
+        out.parent().unwrap().join("kernels.json"),
+    );
     cmd.arg("train")
         .args(base)
         .arg("--out")

@@ -410,7 +410,7 @@ fn bench(args: BenchArgs) -> Result<()> {
         println!("{}", serde_json::to_string(&result)?);
     } else {
         println!(
-            "{} {} B={} T={} I={} H={} layers={}{} on {} ({} threads): median {:.3} ms, min {:.3} ms over {} iterations",
+            "{} {} B={} T={} I={} H={} layers={}{} on {} ({} threads, kernel {}): median {:.3} ms, min {:.3} ms over {} iterations",
             result.implementation,
             result.mode,
             result.batch,
@@ -421,6 +421,7 @@ fn bench(args: BenchArgs) -> Result<()> {
             if result.bidirectional { " bidirectional" } else { "" },
             result.device,
             result.threads,
+            result.kernel,
             result.median_ms,
             result.min_ms,
             result.iters
