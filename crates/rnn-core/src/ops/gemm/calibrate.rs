@@ -1,6 +1,6 @@
 //! Which kernel runs a product: chosen per shape class by a short measurement on this host at
 //! the class's first use (every kernel the CPU runs, on a synthetic product of the class, for a
-//! few milliseconds), kept for the process and, when a cache file is set
+//! few milliseconds; some tens for the weight gradients' class), kept for the process and, when a cache file is set
 //! ([`set_cache_file`]), on disk for the next process. The ISA flag alone does not decide: on a
 //! host nobody tuned for, the AVX-512 kernel is not always faster than the AVX2 one or faer.
 //!
@@ -128,9 +128,9 @@ impl Class {
                 }
                 (m, k, n)
             }
-            // Past BLOCKED_MIN_M rows, a transposed `a`, at a quarter of the size where the
-            // blocked path begins.
-            Self::Blocked => (128, 512, 256),
+            // A transposed `a` at twice the size where the blocked path begins
+            // (BLOCKED_MIN_MACS), on every thread as the weight gradients run.
+            Self::Blocked => (512, 1024, 256),
         }
     }
 }
@@ -245,28 +245,39 @@ fn lock() -> std::sync::MutexGuard<'static, Table> {
 
 /// The kernel for `class`: forced on this thread, else pinned by the environment, else the
 /// one measured (or read from the cache file) for the class. The measurement runs on the
-/// calling thread, single-threaded, while other threads asking for any class wait.
+/// calling thread without holding the table (it may use rayon, whose workers may ask for other
+/// classes); two threads measuring one class at once keep the first result stored.
 pub(crate) fn kernel_for(class: Class) -> KernelIsa {
     if let Some(isa) = FORCED.get() {
         return isa;
     }
-    let mut table = lock();
     let pinned = match Setting::current() {
         Setting::Pinned(isa) => Some(isa),
         Setting::Auto => None,
     };
-    if let Some(e) = table.entries.get_mut(&class) {
-        if pinned.is_none_or(|isa| isa == e.isa) {
-            e.uses += 1;
-            return e.isa;
+    {
+        let mut table = lock();
+        if let Some(e) = table.entries.get_mut(&class) {
+            if pinned.is_none_or(|isa| isa == e.isa) {
+                e.uses += 1;
+                return e.isa;
+            }
+        }
+        if let Some(isa) = pinned {
+            table.entries.insert(class, Entry { isa, uses: 1 });
+            return isa;
         }
     }
-    let isa = pinned.unwrap_or_else(|| measure(class));
-    table.entries.insert(class, Entry { isa, uses: 1 });
-    if pinned.is_none() {
-        if let Some(file) = table.file.clone() {
-            save(&file, &table.entries);
-        }
+    let measured = measure(class);
+    let mut table = lock();
+    let entry = table.entries.entry(class).or_insert(Entry {
+        isa: measured,
+        uses: 0,
+    });
+    entry.uses += 1;
+    let isa = entry.isa;
+    if let Some(file) = table.file.clone() {
+        save(&file, &table.entries);
     }
     isa
 }
@@ -390,7 +401,9 @@ fn synthetic(len: usize, seed: u32) -> Vec<f32> {
         .collect()
 }
 
-/// Times every kernel this CPU runs on `class`'s synthetic product and returns the fastest.
+/// Times every kernel this CPU runs on `class`'s synthetic product and returns the fastest
+/// (single-threaded for the per-step products, which run inside one batch chunk's thread;
+/// on rayon's threads for the weight gradients).
 pub(super) fn measure(class: Class) -> KernelIsa {
     let isas = KernelIsa::supported();
     if isas.len() == 1 {
@@ -417,8 +430,8 @@ pub(super) fn measure(class: Class) -> KernelIsa {
             let a = MatRef::row_major(&at, k, m).t();
             let b = MatRef::row_major(&b, k, n);
             time_each(&mut seconds, |i| match isas[i] {
-                KernelIsa::Portable => faer_matmul(&mut dst, 0, n, false, a, b, false),
-                isa => blocked_f32(isa, &mut dst, 0, n, false, a, b, false),
+                KernelIsa::Portable => faer_matmul(&mut dst, 0, n, false, a, b, true),
+                isa => blocked_f32(isa, &mut dst, 0, n, false, a, b, true),
             });
         }
     }
