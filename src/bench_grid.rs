@@ -142,7 +142,7 @@ impl Point {
             + (self.seq_len * self.layers * dirs * passes) as f64 * MODEL_STEP_S
     }
 
-    /// Timed iterations per round: about [`ROUND_TARGET_S`], 3 to 20.
+    /// Timed iterations per round: about 0.4 s of them by the cost model, 3 to 20.
     pub fn iters(&self) -> usize {
         ((ROUND_TARGET_S / self.iter_s()).round() as usize).clamp(3, 20)
     }
@@ -298,6 +298,9 @@ pub struct GridReport {
     pub rounds: usize,
     /// Wall time of the run, minutes.
     pub wall_min: f64,
+    /// The host's load averages (`/proc/loadavg`: 1, 5, 15 min) at the start and the end: a
+    /// load above the threads means other work shared the cores and the times are suspect.
+    pub load_avg: [Option<String>; 2],
     /// Every row.
     pub rows: Vec<GridRow>,
     /// Per cell and mode.
@@ -343,6 +346,7 @@ pub fn run_grid(spec: &GridSpec, mut on_row: impl FnMut(&GridRow)) -> Result<Gri
         probe_torch(python).context("--pytorch")?;
     }
     let start = Instant::now();
+    let load_start = load_avg();
     let device = Device::Cpu;
     let mut rows = Vec::new();
     let (mut torch_threads, mut torch) = (None, None);
@@ -456,6 +460,7 @@ pub fn run_grid(spec: &GridSpec, mut on_row: impl FnMut(&GridRow)) -> Result<Gri
         seed: spec.seed,
         rounds: spec.rounds,
         wall_min: start.elapsed().as_secs_f64() / 60.0,
+        load_avg: [load_start, load_avg()],
         rows,
         summary,
         targets,
@@ -556,6 +561,17 @@ pub fn cpu_slug(model: &str) -> String {
     }
 }
 
+/// The first three fields of `/proc/loadavg`, where there is one.
+fn load_avg() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    Some(
+        text.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
+}
+
 /// Today's UTC date, `YYYY-MM-DD`.
 fn utc_date() -> String {
     let secs = std::time::SystemTime::now()
@@ -617,7 +633,7 @@ pub fn markdown(r: &GridReport) -> String {
         "# Grid benchmark: {}\n\n\
          {} UTC; `rnn bench --grid --grid-budget-min {} --grid-seed {} --grid-rounds {}`; rnn {}.\n\
          Ours: {} threads (Rayon), matrix kernels `RNN_KERNEL={}`, used: {}. PyTorch: {}, {} threads.\n\
-         {} rows in {:.1} min. Each row: {} interleaved rounds (ours, then PyTorch, per round), \
+         {} rows in {:.1} min; load average (1, 5, 15 min) {} at the start, {} at the end. Each row: {} interleaved rounds (ours, then PyTorch, per round), \
          times the median over rounds of each round's median; the ratio is the median of the \
          per-round ratios (below 1: ours faster). Input size = hidden size, f32, batch-first; \
          train = forward + mean-square loss + backward.\n\n",
@@ -634,6 +650,8 @@ pub fn markdown(r: &GridReport) -> String {
         r.torch_threads.map_or_else(|| "-".into(), |t| t.to_string()),
         r.rows.len(),
         r.wall_min,
+        r.load_avg[0].as_deref().unwrap_or("-"),
+        r.load_avg[1].as_deref().unwrap_or("-"),
         r.rounds,
     );
     s.push_str("## Targets (issue 28)\n\n| target | measured | status |\n|---|---:|---|\n");

@@ -277,6 +277,10 @@ fn check_exact_resume(base: &[String], n: u64, k: u64, eval_every: u64) {
         "the parameters did not change between step {k} and step {n}"
     );
 
+    // The runs shared the kernel choices through the cache file the first one wrote.
+    let kernels = std::fs::read_to_string(root.path().join("kernels.json")).unwrap();
+    assert!(kernels.contains("\"kernels\""), "{kernels}");
+
     let killed_at = train_and_kill_after(&base, &c, n, k);
     train(&base, &c, n, true);
     assert_same_run(
