@@ -301,6 +301,8 @@ pub struct GridReport {
     /// The host's load averages (`/proc/loadavg`: 1, 5, 15 min) at the start and the end: a
     /// load above the threads means other work shared the cores and the times are suspect.
     pub load_avg: [Option<String>; 2],
+    /// Rows sampled but not run: the run stops starting rows at 1.5x the budget.
+    pub skipped_rows: usize,
     /// Every row.
     pub rows: Vec<GridRow>,
     /// Per cell and mode.
@@ -350,7 +352,13 @@ pub fn run_grid(spec: &GridSpec, mut on_row: impl FnMut(&GridRow)) -> Result<Gri
     let device = Device::Cpu;
     let mut rows = Vec::new();
     let (mut torch_threads, mut torch) = (None, None);
+    let planned = points.len();
     for p in points {
+        // A host much slower than the cost model (or a loaded one) stops at 1.5x the budget
+        // rather than run on for hours; the report counts the rows left out.
+        if start.elapsed().as_secs_f64() > 1.5 * 60.0 * spec.budget_min {
+            break;
+        }
         let iters = p.iters();
         let bench = BenchSpec {
             cell: p.cell,
@@ -461,6 +469,7 @@ pub fn run_grid(spec: &GridSpec, mut on_row: impl FnMut(&GridRow)) -> Result<Gri
         rounds: spec.rounds,
         wall_min: start.elapsed().as_secs_f64() / 60.0,
         load_avg: [load_start, load_avg()],
+        skipped_rows: planned - rows.len(),
         rows,
         summary,
         targets,
@@ -633,7 +642,7 @@ pub fn markdown(r: &GridReport) -> String {
         "# Grid benchmark: {}\n\n\
          {} UTC; `rnn bench --grid --grid-budget-min {} --grid-seed {} --grid-rounds {}`; rnn {}.\n\
          Ours: {} threads (Rayon), matrix kernels `RNN_KERNEL={}`, used: {}. PyTorch: {}, {} threads.\n\
-         {} rows in {:.1} min; load average (1, 5, 15 min) {} at the start, {} at the end. Each row: {} interleaved rounds (ours, then PyTorch, per round), \
+         {} rows in {:.1} min ({} sampled rows left out at 1.5x the budget); load average (1, 5, 15 min) {} at the start, {} at the end. Each row: {} interleaved rounds (ours, then PyTorch, per round), \
          times the median over rounds of each round's median; the ratio is the median of the \
          per-round ratios (below 1: ours faster). Input size = hidden size, f32, batch-first; \
          train = forward + mean-square loss + backward.\n\n",
@@ -650,6 +659,7 @@ pub fn markdown(r: &GridReport) -> String {
         r.torch_threads.map_or_else(|| "-".into(), |t| t.to_string()),
         r.rows.len(),
         r.wall_min,
+        r.skipped_rows,
         r.load_avg[0].as_deref().unwrap_or("-"),
         r.load_avg[1].as_deref().unwrap_or("-"),
         r.rounds,

@@ -84,6 +84,7 @@ fn a_tiny_grid_writes_rows_summaries_and_targets() {
     assert_eq!(r["torch_threads"], 2);
     assert_eq!(r["kernel_setting"], "auto");
     assert_eq!(r["load_avg"].as_array().unwrap().len(), 2);
+    assert_eq!(r["skipped_rows"], 0);
     let rows = r["rows"].as_array().unwrap();
     // 0.8 min at 2 rounds x 3 s of PyTorch start-up per row (the cost model): 7 or 8 rows,
     // every one the header line announced, at least one of each cell and mode.
