@@ -97,6 +97,51 @@ pub struct BenchResult {
     pub median_ms: f64,
     /// Fastest iteration, ms.
     pub min_ms: f64,
+    /// The matrix kernels the run's products used (`avx512`, `avx2`, `portable`, several
+    /// joined by `+`), or `none` when no product went through them (composed, candle-nn,
+    /// another device): see [`rnn_core::kernels`].
+    pub kernel: String,
+    /// Each shape class the run used, with its kernel.
+    pub kernels: Vec<KernelUse>,
+}
+
+/// One shape class of matrix products a benchmark used, and its kernel.
+#[derive(Debug, Clone, Serialize)]
+pub struct KernelUse {
+    /// E.g. `rows 9-32, k 129-256, n 513-1024`.
+    pub class: String,
+    /// `avx512`, `avx2` or `portable`.
+    pub kernel: String,
+}
+
+/// The classes whose use count grew between `before` and now, with their kernels.
+pub fn kernels_used_since(before: &[rnn_core::kernels::KernelChoice]) -> Vec<KernelUse> {
+    rnn_core::kernels::choices()
+        .into_iter()
+        .filter(|c| {
+            let old = before
+                .iter()
+                .find(|b| b.class == c.class)
+                .map_or(0, |b| b.uses);
+            c.uses > old
+        })
+        .map(|c| KernelUse {
+            class: c.class,
+            kernel: c.kernel.name().into(),
+        })
+        .collect()
+}
+
+/// The distinct kernels of `uses`, joined by `+` (`none` for no use).
+pub fn kernel_summary(uses: &[KernelUse]) -> String {
+    let mut names: Vec<&str> = uses.iter().map(|u| u.kernel.as_str()).collect();
+    names.sort();
+    names.dedup();
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join("+")
+    }
 }
 
 /// A model's forward pass over a batch.
@@ -174,6 +219,7 @@ impl Workload {
 
     /// Two warm-up iterations, then `spec.iters` timed ones.
     pub fn measure(&mut self) -> Result<BenchResult> {
+        let before = rnn_core::kernels::choices();
         for _ in 0..2 {
             self.iterate()?;
         }
@@ -191,6 +237,7 @@ impl Workload {
         } else {
             (times[n / 2 - 1] + times[n / 2]) / 2.0
         };
+        let kernels = kernels_used_since(&before);
         let s = &self.spec;
         Ok(BenchResult {
             implementation: match s.implementation {
@@ -211,6 +258,8 @@ impl Workload {
             iters: n,
             median_ms: median,
             min_ms: times[0],
+            kernel: kernel_summary(&kernels),
+            kernels,
         })
     }
 }

@@ -271,14 +271,14 @@ impl Host {
 
 /// What the PyTorch script prints (the fields the table uses).
 #[derive(Debug, Clone, Deserialize)]
-struct TorchResult {
-    median_ms: f64,
-    min_ms: Option<f64>,
-    torch: Option<String>,
-    threads: Option<usize>,
-    backend: Option<String>,
-    device_name: Option<String>,
-    tf32: Option<bool>,
+pub(crate) struct TorchResult {
+    pub median_ms: f64,
+    pub min_ms: Option<f64>,
+    pub torch: Option<String>,
+    pub threads: Option<usize>,
+    pub backend: Option<String>,
+    pub device_name: Option<String>,
+    pub tf32: Option<bool>,
 }
 
 /// Runs the table, calling `on_row` as each row is done (so long tables print as they go), and
@@ -494,12 +494,17 @@ fn run_python(python: &Path, cmd: &mut Command) -> Result<String> {
 }
 
 /// Whether `python` can import PyTorch.
-fn probe_torch(python: &Path) -> Result<()> {
+pub(crate) fn probe_torch(python: &Path) -> Result<()> {
     run_python(python, Command::new(python).args(["-c", "import torch"])).map(drop)
 }
 
 /// Runs [`TORCH_SCRIPT`] under `python` on the same workload; the error says why it gave no time.
-fn run_torch(python: &Path, bench: &BenchSpec, device: &str, tf32: bool) -> Result<TorchResult> {
+pub(crate) fn run_torch(
+    python: &Path,
+    bench: &BenchSpec,
+    device: &str,
+    tf32: bool,
+) -> Result<TorchResult> {
     let mut cmd = Command::new(python);
     cmd.arg("-c").arg(TORCH_SCRIPT);
     for (flag, value) in [

@@ -6,6 +6,8 @@ pub mod bench;
 #[cfg(feature = "cli")]
 pub mod bench_devices;
 #[cfg(feature = "cli")]
+pub mod bench_grid;
+#[cfg(feature = "cli")]
 pub mod cli;
 #[cfg(feature = "cli")]
 pub mod run;

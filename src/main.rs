@@ -42,6 +42,18 @@ fn one_line_errors() {
     }
 }
 
+/// Keeps the matrix kernels measured on this host for the next run (`rnn_core::kernels`):
+/// `RNN_KERNEL_CACHE=off` keeps them in memory only, `RNN_KERNEL_CACHE=PATH` names the file,
+/// unset or empty uses the user's cache directory.
+fn kernel_cache() {
+    use rnn::rnn_core::kernels;
+    match std::env::var_os("RNN_KERNEL_CACHE") {
+        Some(v) if v == "off" => {}
+        Some(v) if !v.is_empty() => kernels::set_cache_file(Some(v.into())),
+        _ => kernels::set_cache_file(kernels::default_cache_file()),
+    }
+}
+
 fn main() {
     one_line_errors();
     tune_allocator();
@@ -49,5 +61,6 @@ fn main() {
     if std::env::var_os("RNN_KEEP_DENORMALS").is_none() {
         rnn::rnn_core::device::flush_denormals();
     }
+    kernel_cache();
     std::process::exit(rnn::cli::main_entry(std::env::args_os()));
 }

@@ -2,6 +2,8 @@
 //! missing cells are refused with a clear error.
 #![cfg(feature = "cli")]
 
+mod common;
+
 use candle_core::{DType, Device};
 use rnn::bench::{BenchImpl, BenchSpec, Workload};
 use rnn_core::Mode;
@@ -78,4 +80,109 @@ fn zero_sizes_are_refused() {
         .expect("refused")
         .to_string();
     assert!(err.contains("must all be > 0"), "{err}");
+}
+
+/// The fused run reports the kernels its products used (the composed path, which uses none,
+/// is checked in a process of its own below: uses are counted per process).
+#[test]
+fn fused_runs_report_their_kernels() {
+    let r = Workload::new(
+        &spec(Mode::Lstm, BenchImpl::Fused, true, false),
+        &Device::Cpu,
+    )
+    .unwrap()
+    .measure()
+    .unwrap();
+    assert!(!r.kernels.is_empty(), "{r:?}");
+    let supported: Vec<String> = rnn_core::kernels::supported()
+        .iter()
+        .map(|k| k.to_string())
+        .collect();
+    for k in r.kernel.split('+') {
+        assert!(supported.iter().any(|s| s == k), "{r:?}");
+    }
+}
+
+/// `RNN_KERNEL` pins the kernel of every product (each kernel this CPU runs), `rnn bench`
+/// reports it with the thread count (JSON and text), and a kernel the CPU lacks or a typo is a
+/// warning, then measurement.
+#[test]
+fn rnn_kernel_is_obeyed_and_reported_by_rnn_bench() {
+    let bench = |kernel: &str, json: bool| {
+        let mut cmd = std::process::Command::new(common::rnn_bin());
+        cmd.args([
+            "bench",
+            "--batch",
+            "8",
+            "--seq-len",
+            "4",
+            "--input-size",
+            "16",
+        ])
+        .args(["--hidden-size", "16", "--iters", "2"])
+        .env("RNN_KERNEL", kernel);
+        if json {
+            cmd.arg("--json");
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    for kernel in rnn_core::kernels::supported() {
+        let (stdout, _) = bench(kernel.name(), true);
+        let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+        assert_eq!(v["kernel"], kernel.name(), "{stdout}");
+        assert!(v["threads"].as_u64().unwrap() >= 1, "{stdout}");
+        let classes = v["kernels"].as_array().unwrap();
+        assert!(!classes.is_empty(), "{stdout}");
+        assert!(
+            classes.iter().all(|c| c["kernel"] == kernel.name()),
+            "{stdout}"
+        );
+        let (text, _) = bench(kernel.name(), false);
+        assert!(
+            text.contains(&format!("threads, kernel {kernel})")),
+            "{text}"
+        );
+    }
+    let (stdout, _) = bench("auto", true);
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_ne!(v["kernel"], "none", "{stdout}");
+    let mut cmd = std::process::Command::new(common::rnn_bin());
+    let out = cmd
+        .args([
+            "bench",
+            "--impl",
+            "composed",
+            "--batch",
+            "2",
+            "--seq-len",
+            "3",
+            "--json",
+        ])
+        .args(["--input-size", "4", "--hidden-size", "4", "--iters", "1"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["kernel"], "none", "{v}");
+    for (value, says) in [("sse9", "is not one of"), ("avx512", "cannot run")] {
+        let lacks = value == "sse9" || !rnn_core::kernels::Kernel::Avx512.runs_here();
+        if !lacks {
+            continue;
+        }
+        let (stdout, stderr) = bench(value, true);
+        assert!(
+            stderr.contains(&format!("RNN_KERNEL={value}")) && stderr.contains(says),
+            "{stderr}"
+        );
+        let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+        assert_ne!(v["kernel"], "none", "{stdout}");
+    }
 }

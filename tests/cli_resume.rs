@@ -32,6 +32,13 @@ use rnn::train::checkpoint;
 /// The training command: `rnn train <base...> --out OUT --max-steps STEPS [--resume OUT]`.
 fn command(base: &[String], out: &Path, steps: u64, resume: bool) -> Command {
     let mut cmd = Command::new(common::rnn_bin());
+    // Every run of one check measures each matrix kernel once and shares the choice, as runs on
+    // one host share the user's kernel cache: a kernel measured anew could differ in its last
+    // bits (`rnn_core::kernels`).
+    cmd.env(
+        "RNN_KERNEL_CACHE",
+        out.parent().unwrap().join("kernels.json"),
+    );
     cmd.arg("train")
         .args(base)
         .arg("--out")
@@ -269,6 +276,10 @@ fn check_exact_resume(base: &[String], n: u64, k: u64, eval_every: u64) {
         snapshot(&a.join("checkpoint")).params,
         "the parameters did not change between step {k} and step {n}"
     );
+
+    // The runs shared the kernel choices through the cache file the first one wrote.
+    let kernels = std::fs::read_to_string(root.path().join("kernels.json")).unwrap();
+    assert!(kernels.contains("\"kernels\""), "{kernels}");
 
     let killed_at = train_and_kill_after(&base, &c, n, k);
     train(&base, &c, n, true);

@@ -39,6 +39,12 @@ fn sentiment_file(dir: &Path) -> PathBuf {
 /// `rnn train classify ...` with a checkpoint at every step.
 fn command(data: &Path, out: &Path, steps: u64, resume: bool, stderr: Stdio) -> Command {
     let mut cmd = Command::new(common::rnn_bin());
+    // The reference and the killed runs share one choice of matrix kernels, as runs on one host
+    // share the user's kernel cache (`rnn_core::kernels`).
+    cmd.env(
+        "RNN_KERNEL_CACHE",
+        out.parent().unwrap().join("kernels.json"),
+    );
     cmd.arg("train").arg("classify").arg("--data").arg(data);
     cmd.args([
         "--hidden",

@@ -62,7 +62,7 @@ enum Command {
     /// List the tasks and what data each expects.
     Tasks,
     /// Time a recurrent layer (train = forward + mean-square loss + backward; infer = forward).
-    Bench(BenchArgs),
+    Bench(Box<BenchArgs>),
 }
 
 /// `rnn train`.
@@ -256,6 +256,7 @@ impl From<&PredictArgs> for PredictRequest {
 
 /// `rnn bench`.
 #[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("table").args(["devices", "grid"])))]
 pub struct BenchArgs {
     /// Cell kind: lstm, gru, rnn-tanh, rnn-relu.
     #[arg(long, default_value = "lstm")]
@@ -303,16 +304,12 @@ pub struct BenchArgs {
     /// rows hold.
     #[arg(long, value_name = "LIST", conflicts_with_all = ["device", "mode"])]
     pub devices: Option<String>,
-    /// With --devices: cells, comma-separated (default: --cell).
-    #[arg(
-        long,
-        value_name = "LIST",
-        requires = "devices",
-        conflicts_with = "cell"
-    )]
+    /// With --devices: cells, comma-separated (default: --cell); with --grid: the grid's cells
+    /// (default: lstm,gru,rnn-tanh).
+    #[arg(long, value_name = "LIST", requires = "table", conflicts_with = "cell")]
     pub cells: Option<String>,
-    /// With --devices: modes, comma-separated (default: train,infer).
-    #[arg(long, value_name = "LIST", requires = "devices")]
+    /// With --devices or --grid: modes, comma-separated (default: train,infer).
+    #[arg(long, value_name = "LIST", requires = "table")]
     pub modes: Option<String>,
     /// With --devices: shapes BxTxIxH, `;`-separated, e.g. '32x64x256x256;1x100x64x128'
     /// (default: the one of --batch, --seq-len, --input-size, --hidden-size).
@@ -323,10 +320,51 @@ pub struct BenchArgs {
         conflicts_with_all = ["batch", "seq_len", "input_size", "hidden_size"]
     )]
     pub shapes: Option<String>,
-    /// With --devices: also time each row in PyTorch with this Python (same shape, device, mode,
-    /// dtype and iterations; oneDNN on CPU, cuDNN on CUDA), and print the ratio ours / PyTorch.
-    #[arg(long, value_name = "PYTHON", requires = "devices")]
+    /// With --devices or --grid: also time each row in PyTorch with this Python (same shape,
+    /// device, mode, dtype and iterations; oneDNN on CPU, cuDNN on CUDA), and print the ratio
+    /// ours / PyTorch.
+    #[arg(long, value_name = "PYTHON", requires = "table")]
     pub pytorch: Option<PathBuf>,
+    /// Time LSTM, GRU and tanh-RNN over issue 28's grid of sizes on the CPU (hidden = input in
+    /// 128,256,512,650,1024; batch 1,8,32,64; 35,64,200 steps; 1-2 layers; 1-2 directions;
+    /// train and infer), a seeded sample that fits --grid-budget-min, each row against PyTorch
+    /// (--pytorch) in interleaved rounds; writes `<--grid-out>/<cpu-model>.md` and `.json`
+    /// with the geometric mean and worst ratio per cell and mode and the issue's targets.
+    #[arg(
+        long,
+        conflicts_with_all = [
+            "device", "mode", "devices", "shapes", "implementation", "dtype", "layers",
+            "bidirectional", "json", "batch", "seq_len", "input_size", "hidden_size", "iters",
+            "tf32", "cell",
+        ]
+    )]
+    pub grid: bool,
+    /// With --grid: minutes the sample may take (by a static cost model: same rows on every host).
+    #[arg(long, value_name = "MIN", default_value_t = 20.0, requires = "grid")]
+    pub grid_budget_min: f64,
+    /// With --grid: the seed of the sample.
+    #[arg(long, value_name = "N", default_value_t = 0, requires = "grid")]
+    pub grid_seed: u64,
+    /// With --grid: interleaved rounds per row (ours then PyTorch, each round).
+    #[arg(long, value_name = "N", default_value_t = 2, requires = "grid")]
+    pub grid_rounds: usize,
+    /// With --grid: the report's folder.
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "benches/results",
+        requires = "grid"
+    )]
+    pub grid_out: PathBuf,
+    /// With --grid: hidden sizes (= input sizes), comma-separated, instead of the issue's.
+    #[arg(long, value_name = "LIST", requires = "grid")]
+    pub grid_hidden: Option<String>,
+    /// With --grid: batch sizes, comma-separated, instead of the issue's.
+    #[arg(long, value_name = "LIST", requires = "grid")]
+    pub grid_batch: Option<String>,
+    /// With --grid: sequence lengths, comma-separated, instead of the issue's.
+    #[arg(long, value_name = "LIST", requires = "grid")]
+    pub grid_seq_len: Option<String>,
     /// With --devices: allow TF32 in f32 matrix products on CUDA, on both sides (default off,
     /// as in Candle and PyTorch).
     #[arg(long, requires = "devices")]
@@ -380,9 +418,78 @@ fn bench_table(args: &BenchArgs, devices: &str) -> Result<()> {
     failed.map_or(Ok(()), Err)
 }
 
+/// Parses a comma-separated list of sizes of at least 1 for `flag`.
+fn size_list(flag: &str, list: &str) -> Result<Vec<usize>> {
+    let sizes: Option<Vec<usize>> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<usize>().ok().filter(|&n| n > 0))
+        .collect();
+    match sizes {
+        Some(v) if !v.is_empty() => Ok(v),
+        _ => anyhow::bail!("{flag}: '{list}' is not a comma-separated list of sizes of at least 1"),
+    }
+}
+
+/// `rnn bench --grid`: rows printed as measured, then the report written.
+fn bench_grid(args: &BenchArgs) -> Result<()> {
+    use crate::bench_grid::{self as grid, GridSpec};
+    let mut spec = GridSpec::issue_28();
+    if let Some(list) = &args.cells {
+        spec.cells = crate::bench_devices::parse_cells(list)?;
+    }
+    if let Some(list) = &args.modes {
+        spec.modes = crate::bench_devices::parse_modes(list)?;
+    }
+    for (flag, list, axis) in [
+        ("--grid-hidden", &args.grid_hidden, &mut spec.hidden),
+        ("--grid-batch", &args.grid_batch, &mut spec.batch),
+        ("--grid-seq-len", &args.grid_seq_len, &mut spec.seq_len),
+    ] {
+        if let Some(list) = list {
+            *axis = size_list(flag, list)?;
+        }
+    }
+    spec.budget_min = args.grid_budget_min;
+    spec.seed = args.grid_seed;
+    spec.rounds = args.grid_rounds;
+    spec.pytorch = args.pytorch.clone();
+    spec.out = args.grid_out.clone();
+    let planned = grid::sample(&spec);
+    println!(
+        "grid: {} rows sampled (seed {}, budget {} min); {} rounds each{}",
+        planned.len(),
+        spec.seed,
+        spec.budget_min,
+        spec.rounds,
+        if spec.pytorch.is_some() {
+            ", against PyTorch"
+        } else {
+            ", no PyTorch (--pytorch PYTHON)"
+        }
+    );
+    println!("{}", grid::ROWS_HEADER);
+    let report = grid::run_grid(&spec, |row| println!("{}", grid::markdown_row(row)))?;
+    let (md, json) = grid::write_report(&report, &spec.out)?;
+    for t in &report.targets {
+        println!(
+            "target: {}: {} ({})",
+            t.target,
+            t.value.map_or_else(|| "-".into(), |v| format!("{v:.2}x")),
+            t.status
+        );
+    }
+    println!("wrote {} and {}", md.display(), json.display());
+    Ok(())
+}
+
 fn bench(args: BenchArgs) -> Result<()> {
     if let Some(devices) = &args.devices {
         return bench_table(&args, devices);
+    }
+    if args.grid {
+        return bench_grid(&args);
     }
     let cell: Mode = args.cell.parse().context("--cell")?;
     let train = match args.mode.as_str() {
@@ -410,7 +517,7 @@ fn bench(args: BenchArgs) -> Result<()> {
         println!("{}", serde_json::to_string(&result)?);
     } else {
         println!(
-            "{} {} B={} T={} I={} H={} layers={}{} on {} ({} threads): median {:.3} ms, min {:.3} ms over {} iterations",
+            "{} {} B={} T={} I={} H={} layers={}{} on {} ({} threads, kernel {}): median {:.3} ms, min {:.3} ms over {} iterations",
             result.implementation,
             result.mode,
             result.batch,
@@ -421,6 +528,7 @@ fn bench(args: BenchArgs) -> Result<()> {
             if result.bidirectional { " bidirectional" } else { "" },
             result.device,
             result.threads,
+            result.kernel,
             result.median_ms,
             result.min_ms,
             result.iters
@@ -502,7 +610,7 @@ where
             }
             Ok(())
         }
-        Command::Bench(args) => bench(args),
+        Command::Bench(args) => bench(*args),
     }
 }
 

@@ -123,6 +123,7 @@ mod config;
 pub mod device;
 pub mod dropout;
 pub mod init;
+pub mod kernels;
 mod layer;
 pub mod loss;
 mod ops;

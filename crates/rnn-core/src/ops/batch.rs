@@ -71,11 +71,12 @@ pub(crate) fn for_each_batch_chunk(batch: usize, f: impl Fn(std::ops::Range<usiz
 /// and no synchronisation, and inference keeps no gates for all steps.
 pub(crate) const PER_STEP_PROJECTION_MIN_ROWS: usize = 6;
 
-/// Whether the input projection runs per step inside each batch chunk (see
-/// [`PER_STEP_PROJECTION_MIN_ROWS`]).
-pub(crate) fn per_step_projection<T: Float>(batch: usize) -> bool {
-    gemm::PackedRhs::<T>::uses_kernel()
-        && batch / batch_chunks(batch) >= PER_STEP_PROJECTION_MIN_ROWS
+/// Whether the input projection `(input) -> (gates)` runs per step inside each batch chunk (see
+/// [`PER_STEP_PROJECTION_MIN_ROWS`]): a register kernel was chosen for its products.
+pub(crate) fn per_step_projection<T: Float>(batch: usize, input: usize, gates: usize) -> bool {
+    batch / batch_chunks(batch) >= PER_STEP_PROJECTION_MIN_ROWS
+        && gemm::PackedRhs::<T>::chosen(chunk_rows(batch), input, gates)
+            != gemm::KernelIsa::Portable
 }
 
 /// The input projection run per step inside a batch chunk: `x_t · W_ihᵀ (+ bias)`.
@@ -112,6 +113,12 @@ impl<T: Float> StepInput<'_, T> {
         );
         self.w_ih_t.matmul(dst, 0, dst_rs, self.bias.is_some(), x_t);
     }
+}
+
+/// Rows of the largest chunk [`for_each_batch_chunk`] splits `batch` rows into: the rows of
+/// each per-step product, which pick its kernel ([`gemm::PackedRhs::new`]).
+pub(crate) fn chunk_rows(batch: usize) -> usize {
+    batch.div_ceil(batch_chunks(batch))
 }
 
 /// How many chunks [`for_each_batch_chunk`] splits `batch` rows into.

@@ -2,7 +2,7 @@
 //! `h' = n + z * (h - n)`): forward over the whole sequence and its hand-written BPTT backward. The
 //! recurrence runs each chunk of the batch on its own thread (see [`for_each_batch_chunk`]).
 
-use super::batch::{for_each_batch_chunk, per_step_projection, Shared, StepInput};
+use super::batch::{chunk_rows, for_each_batch_chunk, per_step_projection, Shared, StepInput};
 use super::gemm::{matmul, MatRef, PackedRhs};
 use super::grad::{colsum_into, input_gradient};
 use super::math::Float;
@@ -40,7 +40,7 @@ pub(crate) fn forward<T: Float>(
 ) -> Option<GruSaved<T>> {
     let (hh, rows) = (p.hidden, p.rows());
     let g3 = 3 * hh;
-    let per_step = per_step_projection::<T>(p.batch);
+    let per_step = per_step_projection::<T>(p.batch, p.input, g3);
     // The input side's bias with b_hh's r and z parts folded in: the recurrent r and z products
     // accumulate straight into the input pre-activations (only n keeps W_hn h + b_hn apart).
     let bias: Option<Vec<T>> = w.b_ih.map(|b_ih| {
@@ -56,7 +56,10 @@ pub(crate) fn forward<T: Float>(
     // input projection runs before the recurrence.
     let mut gates = scratch::take(if save || !per_step { rows * g3 } else { 0 });
     let w_ih_t = if per_step {
-        Some(PackedRhs::new(MatRef::row_major(w.w_ih, g3, p.input).t()))
+        Some(PackedRhs::new(
+            MatRef::row_major(w.w_ih, g3, p.input).t(),
+            chunk_rows(p.batch),
+        ))
     } else {
         if let Some(bias) = &bias {
             for row in gates.chunks_exact_mut(g3) {
@@ -81,8 +84,14 @@ pub(crate) fn forward<T: Float>(
         bias: bias.as_deref(),
     });
     // W_hh^T packed once for the per-step products, as its r, z columns and its n columns.
-    let w_rz_t = PackedRhs::new(MatRef::row_major(&w.w_hh[..2 * hh * hh], 2 * hh, hh).t());
-    let w_n_t = PackedRhs::new(MatRef::row_major(&w.w_hh[2 * hh * hh..], hh, hh).t());
+    let w_rz_t = PackedRhs::new(
+        MatRef::row_major(&w.w_hh[..2 * hh * hh], 2 * hh, hh).t(),
+        chunk_rows(p.batch),
+    );
+    let w_n_t = PackedRhs::new(
+        MatRef::row_major(&w.w_hh[2 * hh * hh..], hh, hh).t(),
+        chunk_rows(p.batch),
+    );
     let b_hn = w.b_hh.map(|b| &b[2 * hh..]);
     let saved_len = |n: usize| if save { n } else { 0 };
     // Every row of these buffers is written by the recurrence below (scratch::take).
@@ -240,7 +249,7 @@ pub(crate) fn backward<T: Float>(
         dgh: Shared::new(&mut dgh),
         dh0: Shared::new(&mut dh0),
     };
-    let w_hh = PackedRhs::new(MatRef::row_major(w.w_hh, g3, hh));
+    let w_hh = PackedRhs::new(MatRef::row_major(w.w_hh, g3, hh), chunk_rows(p.batch));
     for_each_batch_chunk(bb, |range| {
         backward_chunk(p, range, &w_hh, s, grad_out, &bufs)
     });

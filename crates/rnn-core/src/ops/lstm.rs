@@ -2,7 +2,7 @@
 //! forward over the whole sequence and its hand-written BPTT backward. The recurrence runs each
 //! chunk of the batch on its own thread (see [`for_each_batch_chunk`]).
 
-use super::batch::{for_each_batch_chunk, per_step_projection, Shared, StepInput};
+use super::batch::{chunk_rows, for_each_batch_chunk, per_step_projection, Shared, StepInput};
 use super::gemm::{matmul, matmul_shared_lhs, MatRef, PackedRhs};
 use super::grad::{colsum_into, input_gradient};
 use super::math::Float;
@@ -62,12 +62,15 @@ pub(crate) fn forward<T: Float>(
         (Some(b_ih), Some(b_hh)) => Some(b_ih.iter().zip(b_hh).map(|(a, b)| *a + *b).collect()),
         _ => None,
     };
-    let per_step = per_step_projection::<T>(p.batch);
+    let per_step = per_step_projection::<T>(p.batch, p.input, g4);
     // Pre-activations of every step are kept only when the backward needs them or when the input
     // projection runs before the recurrence.
     let mut gates = scratch::take(if save || !per_step { rows * g4 } else { 0 });
     let w_ih_t = if per_step {
-        Some(PackedRhs::new(MatRef::row_major(w.w_ih, g4, p.input).t()))
+        Some(PackedRhs::new(
+            MatRef::row_major(w.w_ih, g4, p.input).t(),
+            chunk_rows(p.batch),
+        ))
     } else {
         if let Some(bias) = &bias {
             for row in gates.chunks_exact_mut(g4) {
@@ -93,10 +96,10 @@ pub(crate) fn forward<T: Float>(
         bias: bias.as_deref(),
     });
     // W_hh^T (and W_hr^T) packed once for the per-step products.
-    let w_hh_t = PackedRhs::new(MatRef::row_major(w.w_hh, g4, pp).t());
+    let w_hh_t = PackedRhs::new(MatRef::row_major(w.w_hh, g4, pp).t(), chunk_rows(p.batch));
     let w_hr_t = w
         .w_hr
-        .map(|w_hr| PackedRhs::new(MatRef::row_major(w_hr, pp, hh).t()));
+        .map(|w_hr| PackedRhs::new(MatRef::row_major(w_hr, pp, hh).t(), chunk_rows(p.batch)));
     let saved_len = |n: usize| if save { n } else { 0 };
     // Every row of these buffers is written by the recurrence below (scratch::take).
     let mut hprev = scratch::take(saved_len(rows * pp));
@@ -266,10 +269,10 @@ pub(crate) fn backward<T: Float>(
         dh0: Shared::new(&mut dh0),
         dc0: Shared::new(&mut dc0),
     };
-    let w_hh = PackedRhs::new(MatRef::row_major(w.w_hh, g4, pp));
+    let w_hh = PackedRhs::new(MatRef::row_major(w.w_hh, g4, pp), chunk_rows(p.batch));
     let w_hr = w
         .w_hr
-        .map(|w_hr| PackedRhs::new(MatRef::row_major(w_hr, pp, hh)));
+        .map(|w_hr| PackedRhs::new(MatRef::row_major(w_hr, pp, hh), chunk_rows(p.batch)));
     let packed = (&w_hh, w_hr.as_ref());
     for_each_batch_chunk(bb, |range| {
         backward_chunk(p, range, packed, s, grad_out, &bufs)

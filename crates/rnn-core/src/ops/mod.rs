@@ -15,7 +15,7 @@ pub(crate) mod cross_entropy;
 #[cfg(feature = "cuda")]
 mod cuda;
 mod fused;
-mod gemm;
+pub(crate) mod gemm;
 mod grad;
 mod gru;
 pub(crate) mod linear_ce;

@@ -2,7 +2,7 @@
 //! ReLU): forward over the whole sequence and its hand-written BPTT backward. The recurrence runs
 //! each chunk of the batch on its own thread (see [`for_each_batch_chunk`]).
 
-use super::batch::{for_each_batch_chunk, Shared};
+use super::batch::{chunk_rows, for_each_batch_chunk, Shared};
 use super::gemm::{matmul, matmul_shared_lhs, MatRef, PackedRhs};
 use super::grad::{colsum_into, input_gradient};
 use super::math::Float;
@@ -56,7 +56,7 @@ pub(crate) fn forward<T: Float>(
         true,
     );
     // W_hh^T packed once for the per-step products.
-    let w_hh_t = PackedRhs::new(MatRef::row_major(w.w_hh, hh, hh).t());
+    let w_hh_t = PackedRhs::new(MatRef::row_major(w.w_hh, hh, hh).t(), chunk_rows(p.batch));
     // Every row is written by the recurrence below (scratch::take).
     let mut hprev = scratch::take(if save { rows * hh } else { 0 });
     let bufs = ForwardBufs {
@@ -158,7 +158,7 @@ pub(crate) fn backward<T: Float>(
     }
     let mut dh0 = vec![T::zero(); bb * hh];
     let (dg_s, dh0_s) = (Shared::new(&mut dg), Shared::new(&mut dh0));
-    let w_hh = PackedRhs::new(MatRef::row_major(w.w_hh, hh, hh));
+    let w_hh = PackedRhs::new(MatRef::row_major(w.w_hh, hh, hh), chunk_rows(p.batch));
     for_each_batch_chunk(bb, |range| {
         backward_chunk(p, range, relu, &w_hh, s, grad_out, dg_s, dh0_s)
     });

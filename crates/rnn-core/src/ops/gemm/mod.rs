@@ -2,11 +2,12 @@
 //! need no copies: faer's matmul for most products (faster than the `gemm` crate); a
 //! cache-blocked f32 product on this module's register-blocked kernel for the large weight
 //! gradients with a transposed left side, a layout faer handles poorly ([`blocked`]); and
-//! [`PackedRhs`], the same kernel (8x32 with AVX-512, 6x16 with AVX2+FMA, chosen at run time:
-//! [`simd::KernelIsa`]) for the many small products of a recurrence with one fixed right-hand
+//! [`PackedRhs`], the same kernel (8x32 with AVX-512, 6x16 with AVX2+FMA, or the portable path:
+//! [`simd::KernelIsa`], chosen per shape class by measurement: [`calibrate`]) for the many small products of a recurrence with one fixed right-hand
 //! matrix.
 
 mod blocked;
+pub(crate) mod calibrate;
 mod matref;
 mod packed;
 mod product;
@@ -15,10 +16,13 @@ mod simd;
 pub(crate) use matref::MatRef;
 pub(crate) use packed::PackedRhs;
 pub(crate) use product::{matmul, matmul_shared_lhs};
+pub use simd::KernelIsa;
 
 #[cfg(test)]
-use {crate::ops::math::Float, blocked::*, product::SMALL_M, simd::*};
+use {crate::ops::math::Float, blocked::*, product::SMALL_M};
 
+#[cfg(test)]
+mod calibrate_tests;
 #[cfg(test)]
 mod isa_tests;
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! recurrence.
 
 use super::blocked::*;
+use super::calibrate::{kernel_for, Class};
 use super::matref::cast;
 use super::matref::MatRef;
 use super::product::matmul;
@@ -22,9 +23,10 @@ thread_local! {
 /// weights of every step), packed once into column panels for a register-blocked f32 kernel
 /// (8x32 with AVX-512, 6x16 with AVX2+FMA). faer repacks `b` on every call and is tuned for
 /// large `m`; with `m` = a batch chunk (1-32 rows) and `b` reused for every step, the packed kernel keeps the accumulators in
-/// registers and reads each panel from cache. Other dtypes or CPUs without AVX2+FMA use
-/// [`matmul`] on the original view, as does every CPU when the environment variable
-/// `RNN_PACKED_KERNEL=off` is set (for comparing the two in benchmarks): see [`KernelIsa`].
+/// registers and reads each panel from cache. Other dtypes, CPUs without AVX2+FMA, and shape
+/// classes where it measured fastest use [`matmul`] on a row-major copy: see
+/// [`super::calibrate`]. The kernel is a property of the packed object (the panels' layout
+/// depends on it), chosen when it is built.
 pub(crate) struct PackedRhs<T> {
     pub(super) k: usize,
     pub(super) n: usize,
@@ -43,9 +45,14 @@ impl<T> Drop for PackedRhs<T> {
 }
 
 impl<T: Float> PackedRhs<T> {
-    /// Whether [`PackedRhs::new`] packs for the register-blocked kernel (f32 on a CPU with one).
-    pub fn uses_kernel() -> bool {
-        Self::kernel_for(KernelIsa::detected()) != KernelIsa::Portable
+    /// The kernel [`PackedRhs::new`] packs a `(k, n)` matrix for, products of `rows` rows at a
+    /// time: the one chosen for the shape class ([`super::calibrate`]) for f32, else
+    /// `Portable` (no measurement).
+    pub fn chosen(rows: usize, k: usize, n: usize) -> KernelIsa {
+        if Self::kernel_for(KernelIsa::Avx2) == KernelIsa::Portable {
+            return KernelIsa::Portable;
+        }
+        kernel_for(Class::packed(rows, k, n))
     }
 
     /// The kernel that [`PackedRhs::with_kernel`] with `isa` runs: `isa` for f32, else
@@ -58,13 +65,13 @@ impl<T: Float> PackedRhs<T> {
         }
     }
 
-    /// Packs `b` for the fast kernel (f32 on a CPU with AVX-512 or AVX2+FMA), else copies it
-    /// row-major.
-    pub fn new(b: MatRef<T>) -> Self {
-        Self::with_kernel(b, KernelIsa::detected())
+    /// Packs `b` for the kernel chosen for products of `rows` rows ([`PackedRhs::chosen`]), or
+    /// copies it row-major for the portable path.
+    pub fn new(b: MatRef<T>, rows: usize) -> Self {
+        Self::with_kernel(b, Self::chosen(rows, b.rows, b.cols))
     }
 
-    /// [`PackedRhs::new`] for `isa`'s kernel instead of the detected one (f32; other dtypes
+    /// [`PackedRhs::new`] for `isa`'s kernel instead of the chosen one (f32; other dtypes
     /// always take the portable path). Panics if this CPU cannot run `isa`.
     pub fn with_kernel(b: MatRef<T>, isa: KernelIsa) -> Self {
         let (k, n) = (b.rows, b.cols);

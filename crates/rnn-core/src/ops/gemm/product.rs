@@ -2,6 +2,7 @@
 //! axpy path (a few rows), the cache-blocked f32 product ([`super::blocked`]) or faer.
 
 use super::blocked::*;
+use super::calibrate::{kernel_for, Class};
 use super::matref::cast;
 use super::matref::MatRef;
 use super::simd::KernelIsa;
@@ -51,12 +52,12 @@ pub(crate) fn matmul<T: Float>(
         }
         return;
     }
-    if blocked_applies(&a, &b) {
-        // SAFETY: T is f32 (checked by `blocked_applies`), so the cast of `dst` is an identity.
+    if let Some(isa) = blocked_kernel(&a, &b) {
+        // SAFETY: T is f32 (checked by `blocked_kernel`), so the cast of `dst` is an identity.
         unsafe {
             let dst = std::slice::from_raw_parts_mut(dst.as_mut_ptr() as *mut f32, dst.len());
             blocked_f32(
-                KernelIsa::detected(),
+                isa,
                 dst,
                 dst_offset,
                 dst_rs,
@@ -71,16 +72,21 @@ pub(crate) fn matmul<T: Float>(
     faer_matmul(dst, dst_offset, dst_rs, accumulate, a, b, may_thread);
 }
 
-/// Whether [`matmul`] runs `a · b` with [`blocked_f32`] (`m`, `n`, `k` > 0).
-pub(super) fn blocked_applies<T: Float>(a: &MatRef<T>, b: &MatRef<T>) -> bool {
-    let isa = KernelIsa::detected();
-    std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
-        && isa != KernelIsa::Portable
+/// The kernel with which [`matmul`] runs `a · b` on [`blocked_f32`] (`m`, `n`, `k` > 0), or
+/// `None` for faer: f32 with a transposed `a`, large enough, and a register kernel chosen for
+/// the weight gradients' class ([`super::calibrate`]; faer when `Portable` measured fastest).
+pub(super) fn blocked_kernel<T: Float>(a: &MatRef<T>, b: &MatRef<T>) -> Option<KernelIsa> {
+    let layout = std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
         && a.rs == 1
         && a.cs > 1
         && a.rows >= BLOCKED_MIN_M
-        && b.cols >= isa.nr()
-        && a.rows * a.cols * b.cols >= BLOCKED_MIN_MACS
+        && b.cols >= 32
+        && a.rows * a.cols * b.cols >= BLOCKED_MIN_MACS;
+    if !layout {
+        return None;
+    }
+    let isa = kernel_for(Class::Blocked);
+    (isa != KernelIsa::Portable && b.cols >= isa.nr()).then_some(isa)
 }
 
 /// `dst_j = a · b_j` for every part `(dst_j, dst_rs_j, b_j)` (rows contiguous, from offset 0,
@@ -92,18 +98,21 @@ pub(crate) fn matmul_shared_lhs<T: Float>(
     may_thread: bool,
 ) {
     let (m, k) = (a.rows, a.cols);
-    let merged = m > 0
-        && k > 0
-        && parts.len() > 1
-        && parts
+    let isa = if m > 0 && k > 0 && parts.len() > 1 {
+        let isas: Option<Vec<KernelIsa>> = parts
             .iter()
-            .all(|(_, _, b)| b.rows == k && blocked_applies(&a, b));
-    if !merged {
+            .map(|(_, _, b)| blocked_kernel(&a, b).filter(|_| b.rows == k))
+            .collect();
+        isas.and_then(|isas| isas.first().copied())
+    } else {
+        None
+    };
+    let Some(isa) = isa else {
         for (dst, rs, b) in parts.iter_mut() {
             matmul(dst, 0, *rs, false, a, *b, may_thread);
         }
         return;
-    }
+    };
     for (dst, rs, b) in parts.iter() {
         assert!(
             (m - 1) * rs + b.cols <= dst.len(),
@@ -113,19 +122,13 @@ pub(crate) fn matmul_shared_lhs<T: Float>(
     let mut views: Vec<Part> = parts
         .iter_mut()
         .map(|(dst, rs, b)| {
-            // SAFETY: T is f32 (checked by `blocked_applies`), so the cast is an identity.
+            // SAFETY: T is f32 (checked by `blocked_kernel`), so the cast is an identity.
             let dst =
                 unsafe { std::slice::from_raw_parts_mut(dst.as_mut_ptr() as *mut f32, dst.len()) };
             (dst, 0, *rs, cast(*b))
         })
         .collect();
-    blocked_f32_parts(
-        KernelIsa::detected(),
-        &mut views,
-        false,
-        cast(a),
-        may_thread,
-    );
+    blocked_f32_parts(isa, &mut views, false, cast(a), may_thread);
 }
 
 /// [`matmul`] through faer (any dtype); `m`, `n`, `k` > 0 and `dst` bounds checked by the caller.

@@ -1,38 +1,32 @@
 //! The register-blocked f32 micro-kernels (the only `unsafe` SIMD code of the crate): AVX-512 and
-//! AVX2+FMA on x86-64, chosen at run time ([`KernelIsa`]), and the portable fallback elsewhere.
+//! AVX2+FMA on x86-64, chosen at run time per shape class ([`KernelIsa`], [`super::calibrate`]),
+//! and the portable fallback.
 
-/// Which register-blocked f32 kernel runs [`PackedRhs`](super::PackedRhs) and [`blocked_f32`](super::blocked::blocked_f32). A process runs
-/// [`KernelIsa::detected`]; tests name each one [`KernelIsa::supported`] lists to check it
-/// against the portable path.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) enum KernelIsa {
+/// Which register-blocked f32 kernel runs a matrix product: the products of a recurrence with
+/// one fixed right-hand matrix (packed once), and the large weight gradients. Chosen per shape
+/// class by measurement on this host unless the environment variable `RNN_KERNEL` pins one (see
+/// [`crate::kernels`]); tests force each one [`KernelIsa::supported`] lists to check it against
+/// the portable path.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug, Hash)]
+pub enum KernelIsa {
     /// 8 rows x 32 columns: two 16-lane registers per row (x86_64 with AVX-512F).
     Avx512,
     /// 6 rows x 16 columns: two 8-lane registers per row, 12 accumulators of 16 registers
     /// (x86_64 with AVX2 and FMA).
     Avx2,
-    /// No register-blocked kernel: the products run on [`matmul`](super::matmul) (faer, or the axpy path for a
-    /// few rows) instead. Other architectures, x86_64 CPUs without AVX2+FMA, and any CPU with
-    /// `RNN_PACKED_KERNEL=off`.
+    /// No register-blocked kernel: the products run on faer, or the axpy path for a few rows
+    /// (other architectures, x86_64 CPUs without AVX2+FMA, `RNN_KERNEL=portable`,
+    /// `RNN_PACKED_KERNEL=off`, and wherever it measured fastest).
     Portable,
 }
 
 impl KernelIsa {
-    /// The kernel this process runs, decided once: the fastest the CPU supports, or `Portable`
-    /// when the environment variable `RNN_PACKED_KERNEL` is `off` (for comparing the two in
-    /// benchmarks; any other value is ignored).
-    pub fn detected() -> Self {
-        static ISA: std::sync::OnceLock<KernelIsa> = std::sync::OnceLock::new();
-        *ISA.get_or_init(|| Self::choose(std::env::var_os("RNN_PACKED_KERNEL").as_deref()))
-    }
-
-    /// The kernel for a value of `RNN_PACKED_KERNEL` (`None` when unset): `Portable` for `off`,
-    /// else the fastest this CPU runs.
-    pub(super) fn choose(env: Option<&std::ffi::OsStr>) -> Self {
-        if env.is_some_and(|v| v == "off") {
-            Self::Portable
-        } else {
-            Self::supported()[0]
+    /// The kernel's name: `avx512`, `avx2` or `portable` (the values of `RNN_KERNEL`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Avx512 => "avx512",
+            Self::Avx2 => "avx2",
+            Self::Portable => "portable",
         }
     }
 
@@ -83,6 +77,27 @@ impl KernelIsa {
             self != Self::Portable && self.runs_here(),
             "the {self:?} kernel does not run on this CPU"
         );
+    }
+}
+
+impl std::fmt::Display for KernelIsa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for KernelIsa {
+    type Err = String;
+    /// `avx512`, `avx2` or `portable` (ASCII case ignored).
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "avx512" => Ok(Self::Avx512),
+            "avx2" => Ok(Self::Avx2),
+            "portable" => Ok(Self::Portable),
+            other => Err(format!(
+                "'{other}' is not a kernel (expected avx512, avx2 or portable)"
+            )),
+        }
     }
 }
 

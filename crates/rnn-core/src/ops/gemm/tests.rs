@@ -313,8 +313,8 @@ fn packed_products_match_the_naive_product() {
         let bt: Vec<f64> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
         let af: Vec<f32> = a.iter().map(|&v| v as f32).collect();
         let btf: Vec<f32> = bt.iter().map(|&v| v as f32).collect();
-        let p64 = PackedRhs::new(MatRef::row_major(&bt, n, k).t());
-        let p32 = PackedRhs::new(MatRef::row_major(&btf, n, k).t());
+        let p64 = PackedRhs::new(MatRef::row_major(&bt, n, k).t(), m);
+        let p32 = PackedRhs::new(MatRef::row_major(&btf, n, k).t(), m);
         for accumulate in [false, true] {
             let init = if accumulate { 0.5 } else { 9.0 };
             let mut c64 = vec![init; 3 * m * n];

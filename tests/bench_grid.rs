@@ -1,0 +1,220 @@
+//! `rnn bench --grid` through the binary, on a tiny grid with a fake PyTorch (a shell script
+//! printing the real script's JSON line), so no PyTorch is needed: the report files, their rows,
+//! ratios, summaries and targets, and the sample's determinism.
+#![cfg(feature = "cli")]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+/// The median the fake PyTorch reports, ms.
+const FAKE_TORCH_MS: f64 = 4.0;
+
+fn fake_python(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("python");
+    let line = format!(
+        r#"{{"median_ms": {FAKE_TORCH_MS}, "min_ms": 3.5, "torch": "9.9.9-fake", "threads": 2, "backend": "fake"}}"#
+    );
+    std::fs::write(&path, format!("#!/bin/sh\necho '{line}'\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+fn grid(out: &Path, python: &Path, extra: &[&str]) -> std::process::Output {
+    let mut cmd = Command::new(common::rnn_bin());
+    cmd.args([
+        "bench",
+        "--grid",
+        "--grid-hidden",
+        "8,12",
+        "--grid-batch",
+        "1,5",
+    ])
+    .args(["--grid-seq-len", "3,4"]);
+    if !extra.contains(&"--grid-budget-min") {
+        cmd.args(["--grid-budget-min", "0.8"]);
+    }
+    cmd.arg("--pytorch")
+        .arg(python)
+        .arg("--grid-out")
+        .arg(out)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+fn report(out: &Path) -> (Value, String) {
+    let files: Vec<PathBuf> = std::fs::read_dir(out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let json = files
+        .iter()
+        .find(|p| p.extension().unwrap() == "json")
+        .unwrap();
+    let md = json.with_extension("md");
+    assert!(md.is_file(), "{files:?}");
+    let slug = rnn::bench_grid::cpu_slug(&rnn::rnn_core::kernels::cpu_model());
+    assert_eq!(json.file_stem().unwrap().to_str().unwrap(), slug);
+    (
+        serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap(),
+        std::fs::read_to_string(md).unwrap(),
+    )
+}
+
+#[test]
+fn a_tiny_grid_writes_rows_summaries_and_targets() {
+    let dir = tempfile::tempdir().unwrap();
+    let python = fake_python(dir.path());
+    let out = dir.path().join("results");
+    let run = grid(&out, &python, &[]);
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{}\n{stdout}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let (r, md) = report(&out);
+    assert_eq!(r["cpu_model"], rnn::rnn_core::kernels::cpu_model().as_str());
+    assert!(r["threads"].as_u64().unwrap() >= 1);
+    assert_eq!(r["torch_threads"], 2);
+    assert_eq!(r["kernel_setting"], "auto");
+    assert_eq!(r["load_avg"].as_array().unwrap().len(), 2);
+    assert_eq!(r["skipped_rows"], 0);
+    let rows = r["rows"].as_array().unwrap();
+    // 0.8 min at 2 rounds x 3 s of PyTorch start-up per row (the cost model): 7 or 8 rows,
+    // every one the header line announced, at least one of each cell and mode.
+    let n = rows.len();
+    assert!((6..=8).contains(&n), "{stdout}");
+    assert!(
+        stdout.starts_with(&format!("grid: {n} rows sampled")),
+        "{stdout}"
+    );
+    for row in rows {
+        let (ours, torch) = (
+            row["ours_ms"].as_f64().unwrap(),
+            row["torch_ms"].as_f64().unwrap(),
+        );
+        assert_eq!(torch, FAKE_TORCH_MS);
+        // The median of per-round ratios, each ours / 4 ms.
+        let ratio = row["ratio"].as_f64().unwrap();
+        assert!(
+            ratio > 0.0 && (ratio - ours / FAKE_TORCH_MS).abs() <= 0.5 * ours / FAKE_TORCH_MS,
+            "{row}"
+        );
+        assert_eq!(row["round_ratios"].as_array().unwrap().len(), 2, "{row}");
+        assert_eq!(row["input"], row["hidden"]);
+        assert!([8, 12].contains(&row["hidden"].as_u64().unwrap()));
+        assert!(["lstm", "gru", "rnn-tanh"].contains(&row["cell"].as_str().unwrap()));
+        assert_ne!(row["kernel"], "none", "{row}");
+        assert_eq!(row["note"], "", "{row}");
+    }
+    // Every cell x mode is summarized, its geometric mean between its best and worst row.
+    let summary = r["summary"].as_array().unwrap();
+    assert_eq!(summary.len(), 6);
+    for s in summary {
+        let of: Vec<f64> = rows
+            .iter()
+            .filter(|row| row["cell"] == s["cell"] && row["mode"] == s["mode"])
+            .map(|row| row["ratio"].as_f64().unwrap())
+            .collect();
+        assert_eq!(s["rows"].as_u64().unwrap() as usize, of.len(), "{s}");
+        assert!(!of.is_empty(), "{s}");
+        if let Some(worst) = of.iter().copied().reduce(f64::max) {
+            assert_eq!(s["worst"].as_f64().unwrap(), worst);
+            let g = s["geomean"].as_f64().unwrap();
+            let best = of.iter().copied().reduce(f64::min).unwrap();
+            assert!(best - 1e-12 <= g && g <= worst + 1e-12, "{s}");
+        }
+    }
+    let targets = r["targets"].as_array().unwrap();
+    assert_eq!(targets.len(), 4);
+    for t in targets {
+        let status = t["status"].as_str().unwrap();
+        match t["value"].as_f64() {
+            Some(v) => assert_eq!(
+                status,
+                if v <= t["bound"].as_f64().unwrap() {
+                    "met"
+                } else {
+                    "missed"
+                }
+            ),
+            None => assert_eq!(status, "no rows"),
+        }
+        assert!(md.contains(t["target"].as_str().unwrap()), "{md}");
+    }
+    assert!(
+        md.contains("## Per cell and mode") && md.contains("RNN_KERNEL=auto"),
+        "{md}"
+    );
+    let cell_lines = md
+        .lines()
+        .filter(|l| {
+            ["| lstm", "| gru", "| rnn-tanh"]
+                .iter()
+                .any(|c| l.starts_with(c))
+        })
+        .count();
+    assert_eq!(cell_lines, n + 6, "{md}");
+
+    // The same seed samples the same rows; another seed, others.
+    let keys = |r: &Value| -> Vec<String> {
+        r["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|row| {
+                format!(
+                    "{} {} {} {} {} {} {}",
+                    row["cell"],
+                    row["mode"],
+                    row["batch"],
+                    row["seq_len"],
+                    row["hidden"],
+                    row["layers"],
+                    row["bidirectional"]
+                )
+            })
+            .collect()
+    };
+    let again = dir.path().join("again");
+    assert!(grid(&again, &python, &[]).status.success());
+    assert_eq!(keys(&report(&again).0), keys(&r));
+    let other = dir.path().join("other");
+    assert!(grid(&other, &python, &["--grid-seed", "7"])
+        .status
+        .success());
+    assert_ne!(keys(&report(&other).0), keys(&r));
+}
+
+#[test]
+fn bad_grid_options_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let python = fake_python(dir.path());
+    let out = dir.path().join("results");
+    for (extra, says) in [
+        (&["--grid-budget-min", "0.001"][..], "not even one row"),
+        (&["--grid-batch", "0"][..], "--grid-batch"),
+        (&["--grid-rounds", "0"][..], "--grid-rounds"),
+        (&["--layers", "2"][..], "cannot be used with"),
+    ] {
+        let run = grid(&out, &python, extra);
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(
+            !run.status.success() && stderr.contains(says),
+            "{extra:?}: {stderr}"
+        );
+    }
+    // A Python without PyTorch is named.
+    let run = grid(&out, Path::new("/nonexistent/python"), &[]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        !run.status.success() && stderr.contains("--pytorch"),
+        "{stderr}"
+    );
+}
