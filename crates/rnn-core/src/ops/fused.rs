@@ -13,6 +13,7 @@ use super::scratch;
 use super::{gru, lstm, rnn};
 use crate::cell::params::CellParams;
 use crate::config::Mode;
+use crate::regularize::StateMasks;
 use crate::state::RnnState;
 use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor};
 use std::any::Any;
@@ -247,7 +248,11 @@ pub(crate) fn fused_direction(
     init: &RnnState,
     lengths: Option<&[usize]>,
     reverse: bool,
+    reg: &StateMasks,
 ) -> Result<(Tensor, RnnState)> {
+    if !reg.is_empty() {
+        bail!("fused recurrence: masks not supported yet");
+    }
     let (d0, d1, input) = xs.dims3()?;
     let (seq_len, batch) = if batch_first { (d1, d0) } else { (d0, d1) };
     let (hidden, state) = (cell.hidden_size, cell.state_size());
