@@ -318,8 +318,10 @@ impl Rnn {
             }
         };
         let state_masks = masks.is_some_and(RnnMasks::has_state_masks);
-        // TODO(b): recurrent dropout and zoneout inside the fused CPU op.
-        let supported = ops::recurrence_supported(&prepared.xs) && !state_masks;
+        // Recurrent dropout and zoneout run inside the fused op on the CPU only (the CUDA kernels
+        // have no masks yet): elsewhere the composed twin runs them.
+        let supported = ops::recurrence_supported(&prepared.xs)
+            && (!state_masks || prepared.xs.device().is_cpu());
         let fused = match self.implementation {
             Implementation::Auto => supported,
             Implementation::Composed => false,

@@ -8,7 +8,7 @@
 //! the device's default path and the composed twin.
 
 mod common;
-use common::try_max_abs_diff;
+use common::{implementations, try_max_abs_diff};
 
 use candle_core::{Device, Result, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
@@ -209,7 +209,7 @@ fn mask_options_match_the_pytorch_reference_fused_and_composed() {
             if dtype == "f64" && device.is_metal() {
                 continue; // Metal has no f64
             }
-            for imp in [Implementation::Auto, Implementation::Composed] {
+            for imp in implementations(&device) {
                 match run_case(case, &meta, dtype, imp, &device, &mut failures) {
                     Ok(n) => checked += n,
                     Err(e) => failures.push(format!("{}_{dtype} ({imp:?}): error {e}", case.name)),
