@@ -26,9 +26,10 @@
 use crate::cell::params::CellParams;
 use crate::check::check_shape;
 use crate::config::RnnConfig;
-use crate::{dropout, seed};
+use crate::seed;
 use candle_core::{DType, Device, Result, Shape, Tensor};
-use rand::Rng;
+use rand::RngCore;
+use rayon::prelude::*;
 
 /// Mask kinds: the `kind` of [`seed::mask_seed`]. Fixed: saved runs replay masks drawn with them.
 const KIND_INPUT: u64 = 1;
@@ -133,17 +134,19 @@ impl RnnMasks {
                 return Ok(None);
             }
             let s = seed::mask_seed(seed, kind, index);
-            dropout::mask(p, s, call, shape, dtype, device).map(Some)
+            bernoulli(p, (0.0, 1.0 / (1.0 - p)), s, call, shape, dtype, device).map(Some)
         };
         let zone = |rate: f64, kind: u64, index: usize, shape: Shape| -> Result<Option<Tensor>> {
             if rate == 0.0 {
                 return Ok(None);
             }
             if !train {
-                return Tensor::full(rate, shape, device)?.to_dtype(dtype).map(Some);
+                // The expectation: one value broadcast (a view, nothing allocated per element).
+                let one = Tensor::new(&[rate], device)?.to_dtype(dtype)?;
+                return one.reshape((1, 1, 1))?.broadcast_as(shape).map(Some);
             }
             let s = seed::mask_seed(seed, kind, index);
-            keep_mask(rate, s, call, shape, dtype, device).map(Some)
+            bernoulli(rate, (1.0, 0.0), s, call, shape, dtype, device).map(Some)
         };
         for layer in 0..cfg.num_layers {
             let shape = Shape::from((batch, cfg.layer_input_size(layer)));
@@ -269,20 +272,39 @@ impl RnnMasks {
     }
 }
 
-/// A zoneout mask of `shape`: each element 1 (keep the previous value) with probability `rate`,
-/// else 0, drawn in row-major order from [`seed::rng`]`(seed, call)`.
-fn keep_mask(
-    rate: f64,
+/// Elements per chunk of [`bernoulli`]'s parallel draw.
+const DRAW_CHUNK: usize = 1 << 14;
+
+/// A mask of `shape` whose element `i` is `hit` with probability `p`, else `miss`: word `i` of
+/// [`seed::rng`]`(seed, call)` (ChaCha8, one `u32` per element) below `p * 2^32`. Each chunk of
+/// elements seeks to its own words, so the draw runs in parallel and does not depend on how it
+/// is split.
+fn bernoulli(
+    p: f64,
+    (hit, miss): (f64, f64),
     seed: u64,
     call: u64,
     shape: Shape,
     dtype: DType,
     device: &Device,
 ) -> Result<Tensor> {
-    let mut rng = seed::rng(seed, call);
-    let values: Vec<f32> = (0..shape.elem_count())
-        .map(|_| if rng.random::<f64>() < rate { 1.0 } else { 0.0 })
-        .collect();
+    let threshold = (p * 4_294_967_296.0).min(4_294_967_295.0) as u64;
+    let (hit, miss) = (hit as f32, miss as f32);
+    let mut values = vec![0f32; shape.elem_count()];
+    values
+        .par_chunks_mut(DRAW_CHUNK)
+        .enumerate()
+        .for_each(|(chunk, out)| {
+            let mut rng = seed::rng(seed, call);
+            rng.set_word_pos((chunk * DRAW_CHUNK) as u128);
+            for v in out {
+                *v = if u64::from(rng.next_u32()) < threshold {
+                    hit
+                } else {
+                    miss
+                };
+            }
+        });
     Tensor::from_vec(values, shape, device)?.to_dtype(dtype)
 }
 
@@ -376,6 +398,33 @@ mod tests {
         let e = RnnMasks::draw(&cfg, 7, 0, 5, 2, false, DType::F32, &dev).unwrap();
         assert!(e.input.iter().all(Option::is_none) && e.output.is_none());
         assert!(flat(&e.zoneout_c[2]).iter().all(|&v| v == 0.25));
+        // The draw does not depend on how it is chunked: element i is word i of the stream.
+        let big = bernoulli(
+            0.3,
+            (1.0, 0.0),
+            5,
+            2,
+            Shape::from(3 * DRAW_CHUNK + 7),
+            DType::F32,
+            &dev,
+        )
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+        let mut rng = seed::rng(5, 2);
+        let threshold = (0.3 * 4_294_967_296.0) as u64;
+        let serial: Vec<f32> = (0..big.len())
+            .map(|_| {
+                if u64::from(rng.next_u32()) < threshold {
+                    1.0
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        assert_eq!(big, serial);
+        let ones = serial.iter().filter(|&&v| v == 1.0).count() as f64 / serial.len() as f64;
+        assert!((ones - 0.3).abs() < 0.01, "{ones}");
         // A wrong shape is named.
         let mut bad = a.clone();
         bad.recurrent[1] = Some(Tensor::zeros((2, 5), DType::F32, &dev).unwrap());

@@ -406,11 +406,21 @@ fn backward_chunk<T: Float>(
             let dcb = &mut dc[i * hh..][..hh];
             // SAFETY: row `row` belongs to this chunk.
             let dgr = unsafe { bufs.dg.slice(row * g4, g4) };
-            let zc = m.zc.map(|z| &z[row * hh..][..hh]);
+            // One value for every element (evaluation), or this row's weights.
+            let zc = m.zc.map(|z| {
+                if z.len() == 1 {
+                    z
+                } else {
+                    &z[row * hh..][..hh]
+                }
+            });
             for j in 0..hh {
                 // Zoneout on c: the share `z` of d c_t goes straight to c_{t-1}.
                 let (dc_new, dc_keep) = match zc {
-                    Some(z) => (dcb[j] - z[j] * dcb[j], z[j] * dcb[j]),
+                    Some(z) => {
+                        let zj = z[if z.len() == 1 { 0 } else { j }];
+                        (dcb[j] - zj * dcb[j], zj * dcb[j])
+                    }
                     None => (dcb[j], T::zero()),
                 };
                 let dct = dc_new + drb[j] * og[j] * (one - tc[j] * tc[j]);

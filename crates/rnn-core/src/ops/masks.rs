@@ -13,7 +13,8 @@ use std::any::Any;
 pub(crate) struct KernelMasks<'a, T> {
     /// Recurrent dropout, `(batch, state)`: multiplies `h` where it enters `W_hh`.
     pub rec: Option<&'a [T]>,
-    /// Zoneout weight of the previous `h`, `(rows, state)` in the problem's row order.
+    /// Zoneout weight of the previous `h`, `(rows, state)` in the problem's row order, or one
+    /// value for every element (evaluation's expectation).
     pub zh: Option<&'a [T]>,
     /// Zoneout weight of the previous `c`, `(rows, hidden)` (LSTM).
     pub zc: Option<&'a [T]>,
@@ -56,6 +57,11 @@ impl<T: Float> KernelMasks<'_, T> {
     #[inline]
     pub fn zone(z: Option<&[T]>, row: usize, new: &[T], old: &[T], dst: &mut [T]) {
         match z {
+            Some([m]) => {
+                for j in 0..new.len() {
+                    dst[j] = new[j] + *m * (old[j] - new[j]);
+                }
+            }
             Some(z) => {
                 let m = &z[row * new.len()..][..new.len()];
                 for j in 0..new.len() {
@@ -69,11 +75,19 @@ impl<T: Float> KernelMasks<'_, T> {
     /// [`KernelMasks::zone`] in place: `new[j] += m[j] * (old[j] - new[j])`.
     #[inline]
     pub fn zone_inplace(z: Option<&[T]>, row: usize, old: &[T], new: &mut [T]) {
-        if let Some(z) = z {
-            let m = &z[row * new.len()..][..new.len()];
-            for j in 0..new.len() {
-                new[j] += m[j] * (old[j] - new[j]);
+        match z {
+            Some([m]) => {
+                for j in 0..new.len() {
+                    new[j] += *m * (old[j] - new[j]);
+                }
             }
+            Some(z) => {
+                let m = &z[row * new.len()..][..new.len()];
+                for j in 0..new.len() {
+                    new[j] += m[j] * (old[j] - new[j]);
+                }
+            }
+            None => {}
         }
     }
 
@@ -83,6 +97,12 @@ impl<T: Float> KernelMasks<'_, T> {
     #[inline]
     pub fn unzone(z: Option<&[T]>, row: usize, d: &mut [T], keep: &mut [T]) {
         match z {
+            Some([m]) => {
+                for j in 0..d.len() {
+                    keep[j] = *m * d[j];
+                    d[j] -= keep[j];
+                }
+            }
             Some(z) => {
                 let m = &z[row * d.len()..][..d.len()];
                 for j in 0..d.len() {
@@ -125,6 +145,15 @@ pub(crate) fn own(
     fn typed<T: Float>(reg: &StateMasks, batch_first: bool) -> Result<OwnedMasks<T>> {
         let flat = |m: &Tensor| m.flatten_all()?.to_vec1::<T>();
         let steps = |m: &Tensor| {
+            // One value broadcast to every element (zero strides): kept as that one value.
+            if m.elem_count() > 1 && m.stride().iter().all(|&s| s == 0) {
+                return m
+                    .narrow(0, 0, 1)?
+                    .narrow(1, 0, 1)?
+                    .narrow(2, 0, 1)?
+                    .flatten_all()?
+                    .to_vec1::<T>();
+            }
             if batch_first {
                 flat(&m.transpose(0, 1)?.contiguous()?)
             } else {
