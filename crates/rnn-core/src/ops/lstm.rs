@@ -362,6 +362,7 @@ fn backward_chunk<T: Float>(
     let mut dr = vec![T::zero(); if proj { n * hh } else { 0 }];
     // Zoneout: the part of d h_t that goes straight to h_{t-1}.
     let mut keep_h = vec![T::zero(); if m.zh.is_some() { n * pp } else { 0 }];
+    let mut keep_c = vec![T::zero(); if m.zc.is_some() { hh } else { 0 }];
     let one = T::one();
     for t in p.backward_steps() {
         for i in 0..n {
@@ -406,29 +407,24 @@ fn backward_chunk<T: Float>(
             let dcb = &mut dc[i * hh..][..hh];
             // SAFETY: row `row` belongs to this chunk.
             let dgr = unsafe { bufs.dg.slice(row * g4, g4) };
-            // One value for every element (evaluation), or this row's weights.
-            let zc = m.zc.map(|z| {
-                if z.len() == 1 {
-                    z
-                } else {
-                    &z[row * hh..][..hh]
-                }
-            });
+            // Zoneout on c: the share `z` of d c_t goes straight to c_{t-1} (`keep_c`), the
+            // rest flows through the new cell.
+            let zoned = m.zc.is_some();
+            if zoned {
+                KernelMasks::unzone(m.zc, row, dcb, &mut keep_c);
+            }
             for j in 0..hh {
-                // Zoneout on c: the share `z` of d c_t goes straight to c_{t-1}.
-                let (dc_new, dc_keep) = match zc {
-                    Some(z) => {
-                        let zj = z[if z.len() == 1 { 0 } else { j }];
-                        (dcb[j] - zj * dcb[j], zj * dcb[j])
-                    }
-                    None => (dcb[j], T::zero()),
-                };
-                let dct = dc_new + drb[j] * og[j] * (one - tc[j] * tc[j]);
+                let dct = dcb[j] + drb[j] * og[j] * (one - tc[j] * tc[j]);
                 dgr[j] = dct * gg[j] * ig[j] * (one - ig[j]);
                 dgr[hh + j] = dct * cp[j] * fg[j] * (one - fg[j]);
                 dgr[2 * hh + j] = dct * ig[j] * (one - gg[j] * gg[j]);
                 dgr[3 * hh + j] = drb[j] * tc[j] * og[j] * (one - og[j]);
-                dcb[j] = dct * fg[j] + dc_keep;
+                dcb[j] = dct * fg[j];
+            }
+            if zoned {
+                for (d, k) in dcb.iter_mut().zip(&keep_c) {
+                    *d += *k;
+                }
             }
         }
         let (start, len) = p.span(t, b0, n, g4);
