@@ -529,6 +529,20 @@ fn mask_options_train_replay_and_keep_old_counters() {
     assert!(lm.set_rng_counters(&[0, 0]).is_err());
 
     let plain = LanguageModelConfig::new(Mode::Lstm, 13, 6, 6);
+    // A config written before the options reads with them off, and writes as it did.
+    let old = r#"{"vocab_size":13,"embedding_dim":6,"hidden_size":6}"#;
+    let read: LanguageModelConfig = serde_json::from_str(old).unwrap();
+    assert_eq!(read, plain);
+    let written = serde_json::to_string(&plain).unwrap();
+    for key in [
+        "zoneout",
+        "weight_drop",
+        "recurrent_dropout",
+        "embedding_dropout",
+        "variational",
+    ] {
+        assert!(!written.contains(key), "{written}");
+    }
     let (_, plain) = build(&plain, 3);
     assert_eq!(plain.rng_counters().len(), 2);
     let bad = cfg.clone().with_masks(crate::masks::MaskOptions {
