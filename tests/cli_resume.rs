@@ -487,3 +487,26 @@ fn char_lm_resume_with_mask_options_is_bit_exact() {
     }
     check_exact_resume(&args, 30, 10, 5);
 }
+
+/// classify (bidirectional, variable lengths) with the recurrent-layer mask options of issue 29:
+/// resumed runs draw the same masks as the uninterrupted one.
+#[test]
+fn classify_resume_with_mask_options_is_bit_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = sentiment_file(dir.path(), "sentiment.txt", 200, 11);
+    let mut args = classify_args(&data, 5);
+    args.extend(
+        [
+            "--zoneout",
+            "0.1",
+            "--recurrent-dropout",
+            "0.25",
+            "--weight-drop",
+            "0.3",
+            "--variational-dropout",
+            "0.2",
+        ]
+        .map(String::from),
+    );
+    check_exact_resume(&args, 30, 10, 5);
+}

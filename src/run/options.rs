@@ -221,7 +221,7 @@ pub struct Options {
     #[arg(long, value_name = "T_MAX")]
     pub chrono_init: Option<f64>,
 
-    // ---- mask regularisers (docs/REGULARIZATION.md; language models) ----
+    // ---- mask regularisers (docs/REGULARIZATION.md; char-lm, word-lm, classify, tag) ----
     /// Zoneout rate of the recurrent state h (and of the LSTM cell c) (Krueger et al. 2016).
     #[arg(long, value_name = "RATE")]
     pub zoneout: Option<f64>,

@@ -42,6 +42,27 @@ pub struct MaskOptions {
 }
 
 impl MaskOptions {
+    /// Whether every rate is 0.
+    pub fn is_off(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// [`MaskOptions::validate`] for a model whose input need not be token embeddings (the
+    /// classifier and the tagger): `embedding_dropout` is refused there, since those configs
+    /// have an element-wise `embedding_dropout` of their own.
+    pub fn validate_recurrent(&self, owner: &str, mode: Mode) -> Result<()> {
+        self.validate(owner, mode)?;
+        if self.embedding_dropout > 0.0 {
+            return Err(crate::common::invalid(
+                owner,
+                format!(
+                    "masks.embedding_dropout is for the language model; this model's own embedding_dropout is element-wise, got {}",
+                    self.embedding_dropout
+                ),
+            ));
+        }
+        Ok(())
+    }
     /// `cfg` with the recurrent-layer options set.
     pub fn apply(&self, cfg: RnnConfig) -> RnnConfig {
         cfg.with_input_dropout(self.variational_dropout)
