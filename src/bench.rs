@@ -37,6 +37,42 @@ impl std::str::FromStr for BenchImpl {
     }
 }
 
+/// The mask options a benchmark turns on (issue 29; `rnn_core::RnnConfig`): each rate 0 = off.
+/// They act in training only, except zoneout (its expectation in inference).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct BenchMasks {
+    /// Zoneout rate of `h` and, for an LSTM, of `c`.
+    pub zoneout: f64,
+    /// Variational dropout on `h` where it enters `W_hh`.
+    pub recurrent_dropout: f64,
+    /// DropConnect on `W_hh`.
+    pub weight_drop: f64,
+    /// Variational dropout on each layer's input and the last layer's output.
+    pub variational_dropout: f64,
+}
+
+impl BenchMasks {
+    /// Whether every rate is 0.
+    pub fn is_off(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// `cfg` with these options.
+    pub fn apply(&self, cfg: RnnConfig) -> RnnConfig {
+        let zoneout_c = if cfg.mode == Mode::Lstm {
+            self.zoneout
+        } else {
+            0.0
+        };
+        cfg.with_zoneout_h(self.zoneout)
+            .with_zoneout_c(zoneout_c)
+            .with_recurrent_dropout(self.recurrent_dropout)
+            .with_weight_drop(self.weight_drop)
+            .with_input_dropout(self.variational_dropout)
+            .with_output_dropout(self.variational_dropout)
+    }
+}
+
 /// What to time.
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchSpec {
@@ -63,6 +99,9 @@ pub struct BenchSpec {
     /// Element type.
     #[serde(skip)]
     pub dtype: DType,
+    /// Mask options (ours only; all off by default).
+    #[serde(skip_serializing_if = "BenchMasks::is_off")]
+    pub masks: BenchMasks,
 }
 
 /// Result of one benchmark, in milliseconds per iteration.
@@ -103,6 +142,9 @@ pub struct BenchResult {
     pub kernel: String,
     /// Each shape class the run used, with its kernel.
     pub kernels: Vec<KernelUse>,
+    /// Mask options timed (left out of the JSON when all are off).
+    #[serde(skip_serializing_if = "BenchMasks::is_off")]
+    pub masks: BenchMasks,
 }
 
 /// One shape class of matrix products a benchmark used, and its kernel.
@@ -172,6 +214,9 @@ impl Workload {
                 spec.dtype
             );
         }
+        if spec.implementation == BenchImpl::CandleNn && !spec.masks.is_off() {
+            bail!("bench: the mask options (--zoneout, --recurrent-dropout, --weight-drop, --variational-dropout) are this project's; use --impl fused or composed");
+        }
         let xs = Tensor::randn(0f32, 1.0, (spec.batch, spec.seq_len, spec.input), device)?
             .to_dtype(spec.dtype)?;
         let varmap = VarMap::new();
@@ -184,13 +229,17 @@ impl Workload {
                 } else {
                     Implementation::Composed
                 };
-                let cfg = RnnConfig::new(spec.cell, spec.input, spec.hidden)
-                    .with_num_layers(spec.layers)
-                    .with_bidirectional(spec.bidirectional);
+                let cfg = spec.masks.apply(
+                    RnnConfig::new(spec.cell, spec.input, spec.hidden)
+                        .with_num_layers(spec.layers)
+                        .with_bidirectional(spec.bidirectional),
+                );
+                cfg.validate().context("bench")?;
                 let rnn = Rnn::new(&cfg, vb)?.with_implementation(imp);
                 // Inference keeps no autograd graph, as PyTorch's `inference_mode`.
                 let rnn = if train { rnn } else { rnn.detached() };
-                Box::new(move |xs| Ok(rnn.forward_with_state(xs, None)?.0))
+                // In training the mask options draw their masks (none drawn when all are off).
+                Box::new(move |xs| Ok(rnn.forward_t(xs, None, None, train)?.0))
             }
             BenchImpl::CandleNn => candle_nn_forward(spec, vb)?,
         };
@@ -260,6 +309,7 @@ impl Workload {
             min_ms: times[0],
             kernel: kernel_summary(&kernels),
             kernels,
+            masks: s.masks,
         })
     }
 }

@@ -20,7 +20,7 @@ use rand_chacha::ChaCha8Rng;
 use rnn_core::Mode;
 use serde::Serialize;
 
-use crate::bench::{BenchImpl, BenchSpec, Workload};
+use crate::bench::{BenchImpl, BenchMasks, BenchSpec, Workload};
 use crate::bench_devices::{probe_torch, run_torch};
 use crate::run::error_line;
 
@@ -372,6 +372,7 @@ pub fn run_grid(spec: &GridSpec, mut on_row: impl FnMut(&GridRow)) -> Result<Gri
             implementation: BenchImpl::Fused,
             iters,
             dtype: DType::F32,
+            masks: BenchMasks::default(),
         };
         let (mut ours, mut theirs, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
         let mut notes = Vec::new();

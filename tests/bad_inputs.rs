@@ -648,6 +648,12 @@ cases! {
     opt_dropout_one: "`--dropout 1`",
         cli(nothing, &["train", "adding", "--dropout", "1", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
         => "--dropout must be in [0, 1), got 1";
+    opt_weight_drop_one: "`--weight-drop 1` (a mask option out of range)",
+        cli(nothing, &["train", "char-lm", "--weight-drop", "1", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
+        => "--weight-drop must be in [0, 1), got 1";
+    opt_zoneout_not_read: "`--zoneout` on a task without the mask options",
+        cli(nothing, &["train", "adding", "--zoneout", "0.1", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
+        => "--zoneout does not apply to `rnn train adding`, which reads --seq-len --samples --bidirectional besides the training options (`rnn train adding --help` lists them)";
     opt_chrono_init_too_small: "`--chrono-init 1` (a time scale below 2 steps)",
         cli(nothing, &["train", "adding", "--chrono-init", "1", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
         => "--chrono-init must be a number of steps >= 2, got 1";
@@ -668,7 +674,7 @@ cases! {
         => "--split must be in (0, 1), got 1";
     opt_not_for_task: "`--labels` given to `classify`, which reads no label file",
         cli(|d| { write(d, "l.txt", "pos good\n"); }, &["train", "classify", "--data", "<tmp>/l.txt", "--labels", "<tmp>/l.txt", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
-        => "--labels does not apply to `rnn train classify`, which reads --data --valid --test --split --encoding --max-len --shuffle-buffer --vocab-size --embedding --pooling --bidirectional --hf-dataset --hf-split --text-column --label-column besides the training options (`rnn train classify --help` lists them)";
+        => "--labels does not apply to `rnn train classify`, which reads --data --valid --test --split --encoding --max-len --shuffle-buffer --vocab-size --embedding --pooling --bidirectional --zoneout --recurrent-dropout --weight-drop --variational-dropout --hf-dataset --hf-split --text-column --label-column besides the training options (`rnn train classify --help` lists them)";
     shuffle_buffer_without_files: "`--shuffle-buffer` (stream --data) without --valid and --test files",
         cli(|d| { write(d, "l.txt", "pos good\nneg bad\n"); }, &["train", "classify", "--data", "<tmp>/l.txt", "--shuffle-buffer", "100", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
         => "--shuffle-buffer 100 streams --data from the file, so the validation and test rows cannot be held out of it: give --valid FILE and --test FILE";

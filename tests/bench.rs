@@ -21,6 +21,7 @@ fn spec(cell: Mode, implementation: BenchImpl, train: bool, bidirectional: bool)
         implementation,
         iters: 3,
         dtype: DType::F32,
+        masks: Default::default(),
     }
 }
 

@@ -47,7 +47,7 @@ fn options_a_task_does_not_read_are_refused() {
         e.starts_with(
             "--labels does not apply to `rnn train classify`, which reads --data --valid --test"
         ) && e.contains("`rnn train classify --help`")
-            && e.len() <= 360,
+            && e.len() <= 440,
         "{e}"
     );
     let e = err(&[

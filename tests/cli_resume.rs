@@ -452,3 +452,72 @@ fn char_lm_args(seed: u64, dropout: &str) -> Vec<String> {
     .chain(["--dropout".to_string(), dropout.to_string()])
     .collect()
 }
+
+/// char-lm with every mask option of issue 29 (zoneout, recurrent, weight, embedding and
+/// variational dropout, on top of `--dropout`): the masks come from the seed and the call
+/// counters saved in the checkpoint, so the resumed runs draw the same ones. The options are
+/// recorded in the checkpoint's model config.
+#[test]
+fn char_lm_resume_with_mask_options_is_bit_exact() {
+    let mut args = char_lm_args(3, "0.1");
+    args.extend(
+        [
+            "--zoneout",
+            "0.1",
+            "--recurrent-dropout",
+            "0.25",
+            "--weight-drop",
+            "0.3",
+            "--embedding-dropout",
+            "0.1",
+            "--variational-dropout",
+            "0.2",
+        ]
+        .map(String::from),
+    );
+    let root = tempfile::tempdir().unwrap();
+    let out = root.path().join("run");
+    let mut quick = args.clone();
+    quick.extend(["--device", "cpu"].map(String::from));
+    train(&quick, &out, 2, false);
+    let config: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("checkpoint").join("config.json")).unwrap(),
+    )
+    .unwrap();
+    // config.json holds the task config under "model", and the task config the model config.
+    let model = &config["model"]["model"];
+    for (key, value) in [
+        ("zoneout_h", 0.1),
+        ("zoneout_c", 0.1),
+        ("recurrent_dropout", 0.25),
+        ("weight_drop", 0.3),
+        ("embedding_dropout", 0.1),
+        ("variational_dropout", 0.2),
+    ] {
+        assert_eq!(model[key].as_f64(), Some(value), "{key} in {model}");
+    }
+    check_exact_resume(&args, 30, 10, 5);
+}
+
+/// classify (bidirectional, variable lengths) with the recurrent-layer mask options of issue 29:
+/// resumed runs draw the same masks as the uninterrupted one.
+#[test]
+fn classify_resume_with_mask_options_is_bit_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = sentiment_file(dir.path(), "sentiment.txt", 200, 11);
+    let mut args = classify_args(&data, 5);
+    args.extend(
+        [
+            "--zoneout",
+            "0.1",
+            "--recurrent-dropout",
+            "0.25",
+            "--weight-drop",
+            "0.3",
+            "--variational-dropout",
+            "0.2",
+        ]
+        .map(String::from),
+    );
+    check_exact_resume(&args, 30, 10, 5);
+}

@@ -297,6 +297,18 @@ pub struct BenchArgs {
     /// Print one JSON line instead of text (with --devices: one JSON line per row).
     #[arg(long)]
     pub json: bool,
+    /// Zoneout rate of h (and of the LSTM cell c): times the option's cost over the plain cell.
+    #[arg(long, default_value_t = 0.0, value_name = "RATE")]
+    pub zoneout: f64,
+    /// Recurrent (variational) dropout on h before W_hh.
+    #[arg(long, default_value_t = 0.0, value_name = "P")]
+    pub recurrent_dropout: f64,
+    /// DropConnect on W_hh.
+    #[arg(long, default_value_t = 0.0, value_name = "P")]
+    pub weight_drop: f64,
+    /// Variational dropout on each layer's input and the last layer's output.
+    #[arg(long, default_value_t = 0.0, value_name = "P")]
+    pub variational_dropout: f64,
     /// Time a table instead of one layer: every device of this comma-separated list (cpu, cuda,
     /// cuda:N, metal, metal:N, auto; `all` = every device kind of this build) × --cells ×
     /// --modes × --shapes, printed as Markdown (or --json lines). A device this build or machine
@@ -511,13 +523,19 @@ fn bench(args: BenchArgs) -> Result<()> {
         implementation: args.implementation.parse::<BenchImpl>()?,
         iters: args.iters,
         dtype,
+        masks: crate::bench::BenchMasks {
+            zoneout: args.zoneout,
+            recurrent_dropout: args.recurrent_dropout,
+            weight_drop: args.weight_drop,
+            variational_dropout: args.variational_dropout,
+        },
     };
     let result = Workload::new(&spec, &device)?.measure()?;
     if args.json {
         println!("{}", serde_json::to_string(&result)?);
     } else {
         println!(
-            "{} {} B={} T={} I={} H={} layers={}{} on {} ({} threads, kernel {}): median {:.3} ms, min {:.3} ms over {} iterations",
+            "{} {} B={} T={} I={} H={} layers={}{}{} on {} ({} threads, kernel {}): median {:.3} ms, min {:.3} ms over {} iterations",
             result.implementation,
             result.mode,
             result.batch,
@@ -526,6 +544,7 @@ fn bench(args: BenchArgs) -> Result<()> {
             result.hidden,
             result.layers,
             if result.bidirectional { " bidirectional" } else { "" },
+            mask_label(&result.masks),
             result.device,
             result.threads,
             result.kernel,
@@ -535,6 +554,20 @@ fn bench(args: BenchArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// ` zoneout=Z recurrent-dropout=P ...` for the mask options that are on (empty when none).
+fn mask_label(m: &crate::bench::BenchMasks) -> String {
+    [
+        ("zoneout", m.zoneout),
+        ("recurrent-dropout", m.recurrent_dropout),
+        ("weight-drop", m.weight_drop),
+        ("variational-dropout", m.variational_dropout),
+    ]
+    .iter()
+    .filter(|(_, v)| *v > 0.0)
+    .map(|(k, v)| format!(" {k}={v}"))
+    .collect()
 }
 
 /// Parses `args` (starting with the program name) and runs the subcommand. Output goes to

@@ -228,6 +228,25 @@ pub struct Options {
     /// (Tallec & Ollivier 2018); fresh runs only.
     #[arg(long, value_name = "T_MAX")]
     pub chrono_init: Option<f64>,
+
+    // ---- mask regularisers (docs/REGULARIZATION.md; char-lm, word-lm, classify, tag) ----
+    /// Zoneout rate of the recurrent state h (and of the LSTM cell c) (Krueger et al. 2016).
+    #[arg(long, value_name = "RATE")]
+    pub zoneout: Option<f64>,
+    /// Variational dropout on h where it enters W_hh, one mask per sequence (Keras'
+    /// recurrent_dropout).
+    #[arg(long, value_name = "P")]
+    pub recurrent_dropout: Option<f64>,
+    /// DropConnect on W_hh, one mask per step of training (AWD-LSTM's WeightDrop).
+    #[arg(long, value_name = "P")]
+    pub weight_drop: Option<f64>,
+    /// Drop whole words of the embedding matrix (Merity et al. 2017).
+    #[arg(long, value_name = "P")]
+    pub embedding_dropout: Option<f64>,
+    /// Variational dropout on every recurrent layer's input and on the last layer's output, one
+    /// mask per sequence (Gal & Ghahramani 2016).
+    #[arg(long, value_name = "P")]
+    pub variational_dropout: Option<f64>,
 }
 
 macro_rules! merge_fields {
@@ -304,7 +323,31 @@ impl Options {
             tags_column,
             samples,
             chrono_init,
+            zoneout,
+            recurrent_dropout,
+            weight_drop,
+            embedding_dropout,
+            variational_dropout,
         )
+    }
+
+    /// The mask regularisers set by `--zoneout`, `--recurrent-dropout`, `--weight-drop`,
+    /// `--embedding-dropout` and `--variational-dropout` (each 0 when not given); `--zoneout`
+    /// sets the rate of h and, for an LSTM, of c.
+    pub fn mask_options(&self, mode: rnn_core::Mode) -> rnn_models::masks::MaskOptions {
+        let zoneout = self.zoneout.unwrap_or(0.0);
+        rnn_models::masks::MaskOptions {
+            variational_dropout: self.variational_dropout.unwrap_or(0.0),
+            recurrent_dropout: self.recurrent_dropout.unwrap_or(0.0),
+            zoneout_h: zoneout,
+            zoneout_c: if mode == rnn_core::Mode::Lstm {
+                zoneout
+            } else {
+                0.0
+            },
+            weight_drop: self.weight_drop.unwrap_or(0.0),
+            embedding_dropout: self.embedding_dropout.unwrap_or(0.0),
+        }
     }
 
     /// Reads a config file: TOML (`.toml`) or JSON (anything else that starts with `{`).
@@ -426,9 +469,18 @@ impl Options {
                 bail!("{flag} must be at least 1, got 0");
             }
         }
-        if let Some(p) = self.dropout {
-            if !(0.0..1.0).contains(&p) {
-                bail!("--dropout must be in [0, 1), got {p}");
+        for (flag, p) in [
+            ("--dropout", self.dropout),
+            ("--zoneout", self.zoneout),
+            ("--recurrent-dropout", self.recurrent_dropout),
+            ("--weight-drop", self.weight_drop),
+            ("--embedding-dropout", self.embedding_dropout),
+            ("--variational-dropout", self.variational_dropout),
+        ] {
+            if let Some(p) = p {
+                if !(0.0..1.0).contains(&p) {
+                    bail!("{flag} must be in [0, 1), got {p}");
+                }
             }
         }
         if let Some(t) = self.chrono_init {

@@ -640,6 +640,10 @@ pub fn options(_task: TaskName) -> TaskOptions {
         .with("hidden", 128)
         .with("layers", 1)
         .with("dropout", 0.33)
+        .with("zoneout", 0)
+        .with("recurrent-dropout", 0)
+        .with("weight-drop", 0)
+        .with("variational-dropout", 0)
         .with("batch-size", 32)
         .read("hf-dataset")
         .with("hf-split", "train")
@@ -960,14 +964,16 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
 
     let dropout = o.dropout.unwrap_or(0.33);
     let layers = o.layers.unwrap_or(1);
+    let mode = ctx.cell(rnn_core::Mode::Lstm)?;
     let cfg = SequenceTaggerConfig::new(
         Input::tokens_with_padding(vocab.len(), o.embedding.unwrap_or(128), 0),
-        ctx.cell(rnn_core::Mode::Lstm)?,
+        mode,
         o.hidden.unwrap_or(128),
         tags.len(),
     )
     .with_num_layers(layers)
     .with_bidirectional(o.bidirectional.unwrap_or(true))
+    .with_masks(o.mask_options(mode))
     .with_embedding_dropout(dropout)
     .with_output_dropout(dropout)
     .with_rnn_dropout(if layers > 1 { dropout } else { 0.0 });

@@ -116,6 +116,37 @@ pub struct RnnConfig {
     /// LSTM only: project `h` to this size with `weight_hr_l{k}` (Sak et al. 2014). 0 = none.
     #[serde(default)]
     pub proj_size: usize,
+
+    // Regularisation by masks (docs/REGULARIZATION.md). Every rate defaults to 0 (off), is left
+    // out of the serialised config while 0, and leaves the layer exactly as without it when 0.
+    /// Variational ("locked") dropout on the input of every layer: one mask per sequence and layer,
+    /// shared by all steps (Gal & Ghahramani 2016). Training only. Default 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub input_dropout: f64,
+    /// Variational dropout on the last layer's output: one mask per sequence, shared by all steps.
+    /// Training only. Default 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub output_dropout: f64,
+    /// Variational dropout on the recurrent state where it enters `W_hh` (Keras'
+    /// `recurrent_dropout`): one mask per sequence and layer-direction; the carried state itself
+    /// is not masked. Training only. Default 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub recurrent_dropout: f64,
+    /// Zoneout on `h` (Krueger et al. 2016): in training each unit keeps its previous value with
+    /// this probability at each step; in evaluation `h_t = z h_{t-1} + (1 - z) h~_t`. Default 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub zoneout_h: f64,
+    /// Zoneout on the LSTM cell `c`, with a rate of its own (LSTM only). Default 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub zoneout_c: f64,
+    /// Weight dropout (DropConnect) on `W_hh` (Merity et al. 2017's WeightDrop): one mask per
+    /// training forward, scaled by `1 / (1 - p)`. Default 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub weight_drop: f64,
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 impl RnnConfig {
@@ -131,6 +162,12 @@ impl RnnConfig {
             dropout: 0.0,
             bidirectional: false,
             proj_size: 0,
+            input_dropout: 0.0,
+            output_dropout: 0.0,
+            recurrent_dropout: 0.0,
+            zoneout_h: 0.0,
+            zoneout_c: 0.0,
+            weight_drop: 0.0,
         }
     }
 
@@ -168,6 +205,52 @@ impl RnnConfig {
     pub fn with_proj_size(mut self, proj_size: usize) -> Self {
         self.proj_size = proj_size;
         self
+    }
+
+    /// Sets `input_dropout` (variational dropout on every layer's input, probability in [0, 1)).
+    pub fn with_input_dropout(mut self, p: f64) -> Self {
+        self.input_dropout = p;
+        self
+    }
+
+    /// Sets `output_dropout` (variational dropout on the last layer's output, in [0, 1)).
+    pub fn with_output_dropout(mut self, p: f64) -> Self {
+        self.output_dropout = p;
+        self
+    }
+
+    /// Sets `recurrent_dropout` (variational dropout on `h` before `W_hh`, in [0, 1)).
+    pub fn with_recurrent_dropout(mut self, p: f64) -> Self {
+        self.recurrent_dropout = p;
+        self
+    }
+
+    /// Sets `zoneout_h` (zoneout rate of `h`, in [0, 1)).
+    pub fn with_zoneout_h(mut self, rate: f64) -> Self {
+        self.zoneout_h = rate;
+        self
+    }
+
+    /// Sets `zoneout_c` (zoneout rate of the LSTM cell `c`, in [0, 1)).
+    pub fn with_zoneout_c(mut self, rate: f64) -> Self {
+        self.zoneout_c = rate;
+        self
+    }
+
+    /// Sets `weight_drop` (DropConnect on `W_hh`, in [0, 1)).
+    pub fn with_weight_drop(mut self, p: f64) -> Self {
+        self.weight_drop = p;
+        self
+    }
+
+    /// Whether any mask option (input, output or recurrent dropout, zoneout, weight drop) is on.
+    pub fn has_masks(&self) -> bool {
+        self.input_dropout > 0.0
+            || self.output_dropout > 0.0
+            || self.recurrent_dropout > 0.0
+            || self.zoneout_h > 0.0
+            || self.zoneout_c > 0.0
+            || self.weight_drop > 0.0
     }
 
     /// 2 when bidirectional, else 1.
@@ -215,6 +298,25 @@ impl RnnConfig {
         }
         if !(0.0..1.0).contains(&self.dropout) {
             bail!("RnnConfig: dropout must be in [0, 1), got {}", self.dropout);
+        }
+        for (name, rate) in [
+            ("input_dropout", self.input_dropout),
+            ("output_dropout", self.output_dropout),
+            ("recurrent_dropout", self.recurrent_dropout),
+            ("zoneout_h", self.zoneout_h),
+            ("zoneout_c", self.zoneout_c),
+            ("weight_drop", self.weight_drop),
+        ] {
+            if !(0.0..1.0).contains(&rate) {
+                bail!("RnnConfig: {name} must be in [0, 1), got {rate}");
+            }
+        }
+        if self.zoneout_c > 0.0 && self.mode != Mode::Lstm {
+            bail!(
+                "RnnConfig: zoneout_c is for the LSTM cell state only, got zoneout_c={} with mode {}; use zoneout_h",
+                self.zoneout_c,
+                self.mode
+            );
         }
         if self.proj_size > 0 {
             if self.mode != Mode::Lstm {
@@ -266,6 +368,19 @@ mod tests {
             ),
             (RnnConfig::new(Mode::Gru, 0, 4), "input_size"),
             (RnnConfig::new(Mode::Gru, 3, 0), "hidden_size"),
+            (ok.clone().with_input_dropout(1.0), "input_dropout"),
+            (ok.clone().with_output_dropout(-0.5), "output_dropout"),
+            (
+                ok.clone().with_recurrent_dropout(f64::NAN),
+                "recurrent_dropout",
+            ),
+            (ok.clone().with_zoneout_h(1.0), "zoneout_h"),
+            (ok.clone().with_zoneout_c(2.0), "zoneout_c"),
+            (ok.clone().with_weight_drop(1.0), "weight_drop"),
+            (
+                RnnConfig::new(Mode::Gru, 3, 4).with_zoneout_c(0.1),
+                "LSTM cell state only",
+            ),
         ];
         for (cfg, needle) in cases {
             let err = cfg.validate().unwrap_err().to_string();
@@ -280,6 +395,15 @@ mod tests {
         assert_eq!(cfg, RnnConfig::new(Mode::Gru, 3, 5));
         let back: RnnConfig = serde_json::from_str(&serde_json::to_string(&cfg).unwrap()).unwrap();
         assert_eq!(back, cfg);
+        // Mask options left at 0 are not written, so configs without them read and write as before.
+        assert!(!serde_json::to_string(&cfg).unwrap().contains("zoneout"));
+        let masked = cfg.with_zoneout_h(0.1).with_weight_drop(0.5);
+        let text = serde_json::to_string(&masked).unwrap();
+        assert!(
+            text.contains("\"zoneout_h\":0.1") && text.contains("weight_drop"),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<RnnConfig>(&text).unwrap(), masked);
     }
 
     #[test]

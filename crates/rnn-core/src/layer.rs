@@ -6,6 +6,7 @@ use crate::check::{check_lengths, check_same_dtype_device, check_shape};
 use crate::config::{Mode, RnnConfig};
 use crate::ops;
 use crate::recurrence::{self, StepMasks};
+use crate::regularize::{self, RnnMasks};
 use crate::state::RnnState;
 use crate::{dropout, seed};
 use candle_core::{bail, Module, Result, Tensor, D};
@@ -227,6 +228,75 @@ impl Rnn {
         lengths: Option<&[usize]>,
         train: bool,
     ) -> Result<(Tensor, RnnState)> {
+        self.forward_checked(xs, state, lengths, train, None)
+    }
+
+    /// [`Rnn::forward_t`] with the caller's masks for the mask options (see [`RnnMasks`]) instead
+    /// of masks drawn from the layer's seed: for tests against references that use the same
+    /// masks, and for callers that share masks between layers. `train` still turns inter-layer
+    /// `dropout` on; the mask rates of the config are not used (a `None` mask is off).
+    ///
+    /// # Shapes
+    /// As [`Rnn::forward_t`]; the masks as documented on [`RnnMasks`] (zoneout masks time-major).
+    pub fn forward_with_masks(
+        &self,
+        xs: &Tensor,
+        state: Option<&RnnState>,
+        lengths: Option<&[usize]>,
+        train: bool,
+        masks: &RnnMasks,
+    ) -> Result<(Tensor, RnnState)> {
+        self.forward_checked(xs, state, lengths, train, Some(masks))
+    }
+
+    /// The masks [`Rnn::forward_t`] uses for a forward over `seq_len` steps of `batch` sequences:
+    /// in training drawn from the dropout seed on the next call of the counter (which this
+    /// advances), in evaluation the zoneout expectations. `None` when no mask option applies.
+    pub fn draw_masks(
+        &self,
+        seq_len: usize,
+        batch: usize,
+        train: bool,
+    ) -> Result<Option<RnnMasks>> {
+        let cfg = &self.cfg;
+        let applies = if train {
+            cfg.has_masks()
+        } else {
+            cfg.zoneout_h > 0.0 || cfg.zoneout_c > 0.0
+        };
+        if !applies {
+            return Ok(None);
+        }
+        // One counter step per training forward; evaluation draws nothing random.
+        let call = if train {
+            self.dropout_calls.fetch_add(1, Ordering::Relaxed)
+        } else {
+            0
+        };
+        let w = &self.cells[0].weight_ih;
+        RnnMasks::draw(
+            cfg,
+            self.dropout_seed,
+            call,
+            seq_len,
+            batch,
+            train,
+            w.dtype(),
+            w.device(),
+        )
+        .map(Some)
+    }
+
+    /// The shared body of [`Rnn::forward_t`] (`masks` = `None`: drawn) and
+    /// [`Rnn::forward_with_masks`].
+    fn forward_checked(
+        &self,
+        xs: &Tensor,
+        state: Option<&RnnState>,
+        lengths: Option<&[usize]>,
+        train: bool,
+        masks: Option<&RnnMasks>,
+    ) -> Result<(Tensor, RnnState)> {
         let prepared = self.prepare_input(xs)?;
         let (batch, seq_len) = (prepared.batch, prepared.seq_len);
         let state = match state {
@@ -236,13 +306,29 @@ impl Rnn {
         if let Some(lengths) = lengths {
             check_lengths(lengths, batch, seq_len)?;
         }
+        let drawn;
+        let masks = match masks {
+            Some(m) => {
+                m.check(&self.cfg, seq_len, batch, &prepared.xs)?;
+                Some(m).filter(|m| !m.is_empty())
+            }
+            None => {
+                drawn = self.draw_masks(seq_len, batch, train)?;
+                drawn.as_ref()
+            }
+        };
+        let state_masks = masks.is_some_and(RnnMasks::has_state_masks);
+        // Recurrent dropout and zoneout run inside the fused op on the CPU only (the CUDA kernels
+        // have no masks yet): elsewhere the composed twin runs them.
+        let supported = ops::recurrence_supported(&prepared.xs)
+            && (!state_masks || prepared.xs.device().is_cpu());
         let fused = match self.implementation {
-            Implementation::Auto => ops::recurrence_supported(&prepared.xs),
+            Implementation::Auto => supported,
             Implementation::Composed => false,
             Implementation::Fused => {
-                if !ops::recurrence_supported(&prepared.xs) {
+                if !supported {
                     bail!(
-                        "Rnn: the fused implementation runs in f32 or f64 on the CPU (and on CUDA in a build with the `cuda` feature), got {:?} on {:?}; use Implementation::Auto or Composed",
+                        "Rnn: the fused implementation runs in f32 or f64 on the CPU (and on CUDA in a build with the `cuda` feature, without recurrent dropout or zoneout), got {:?} on {:?}; use Implementation::Auto or Composed",
                         prepared.xs.dtype(),
                         prepared.xs.device().location()
                     );
@@ -251,9 +337,9 @@ impl Rnn {
             }
         };
         let (ys, final_state) = if fused {
-            self.run_fused(&prepared, state.as_ref(), lengths, train)?
+            self.run_fused(&prepared, state.as_ref(), lengths, train, masks)?
         } else {
-            self.run_composed(&prepared, state.as_ref(), lengths, train)?
+            self.run_composed(&prepared, state.as_ref(), lengths, train, masks)?
         };
         if prepared.unbatched {
             let state = RnnState::new(
@@ -394,6 +480,7 @@ impl Rnn {
         state: Option<&RnnState>,
         lengths: Option<&[usize]>,
         train: bool,
+        masks: Option<&RnnMasks>,
     ) -> Result<(Tensor, RnnState)> {
         let dirs = self.cfg.num_directions();
         // With a graph the kernels run time-major: each step's rows of the activations they save
@@ -410,19 +497,28 @@ impl Rnn {
         } else {
             prepared.xs.clone()
         };
+        let layout_batch_first = prepared.batch_first && !transpose;
         let mut finals = Vec::with_capacity(self.cells.len());
         for layer in 0..self.cfg.num_layers {
+            if let Some(m) = masks.and_then(|m| m.input[layer].as_ref()) {
+                input = regularize::mask_sequence(&input, m, layout_batch_first)?;
+            }
             let mut outputs = Vec::with_capacity(dirs);
             for direction in 0..dirs {
                 let idx = layer * dirs + direction;
                 let init = self.initial_state(state, idx, prepared.batch, &input)?;
-                let (ys, fin) = ops::fused_direction(
+                let cell = regularize::drop_weights(
                     &self.cells[idx],
+                    masks.and_then(|m| m.weight_hh[idx].as_ref()),
+                )?;
+                let (ys, fin) = ops::fused_direction(
+                    &cell,
                     &input,
-                    prepared.batch_first && !transpose,
+                    layout_batch_first,
                     &init,
                     lengths,
                     direction == 1,
+                    &masks.map(|m| m.state(idx)).unwrap_or_default(),
                 )?;
                 outputs.push(ys);
                 finals.push(fin);
@@ -443,6 +539,9 @@ impl Rnn {
             }
             input = layer_out;
         }
+        if let Some(m) = masks.and_then(|m| m.output.as_ref()) {
+            input = regularize::mask_sequence(&input, m, layout_batch_first)?;
+        }
         // Contiguous, so downstream ops (reductions, heads) do not walk a strided view.
         let ys = if transpose {
             input.transpose(0, 1)?.contiguous()?
@@ -459,6 +558,7 @@ impl Rnn {
         state: Option<&RnnState>,
         lengths: Option<&[usize]>,
         train: bool,
+        masks: Option<&RnnMasks>,
     ) -> Result<(Tensor, RnnState)> {
         let xs_tm = if prepared.batch_first {
             prepared.xs.transpose(0, 1)?.contiguous()?
@@ -468,6 +568,7 @@ impl Rnn {
         let mut inputs = (0..prepared.seq_len)
             .map(|t| xs_tm.get(t))
             .collect::<Result<Vec<_>>>()?;
+        let reg = masks;
         let masks = match lengths {
             Some(lengths) => StepMasks::new(lengths, prepared.seq_len, xs_tm.device())?,
             None => StepMasks::full(prepared.seq_len),
@@ -475,16 +576,24 @@ impl Rnn {
         let dirs = self.cfg.num_directions();
         let mut finals = Vec::with_capacity(self.cells.len());
         for layer in 0..self.cfg.num_layers {
+            if let Some(m) = reg.and_then(|m| m.input[layer].as_ref()) {
+                inputs = inputs.iter().map(|x| x * m).collect::<Result<Vec<_>>>()?;
+            }
             let mut outputs: Vec<Vec<Tensor>> = Vec::with_capacity(dirs);
             for direction in 0..dirs {
                 let idx = layer * dirs + direction;
                 let init = self.initial_state(state, idx, prepared.batch, &inputs[0])?;
-                let (outs, fin) = recurrence::run_direction(
+                let cell = regularize::drop_weights(
                     &self.cells[idx],
+                    reg.and_then(|m| m.weight_hh[idx].as_ref()),
+                )?;
+                let (outs, fin) = recurrence::run_direction(
+                    &cell,
                     &inputs,
                     &init,
                     &masks,
                     direction == 1,
+                    &reg.map(|m| m.state(idx)).unwrap_or_default(),
                 )?;
                 outputs.push(outs);
                 finals.push(fin);
@@ -508,6 +617,9 @@ impl Rnn {
                     .collect::<Result<Vec<_>>>()?;
             }
             inputs = layer_out;
+        }
+        if let Some(m) = reg.and_then(|m| m.output.as_ref()) {
+            inputs = inputs.iter().map(|y| y * m).collect::<Result<Vec<_>>>()?;
         }
         let time_axis = if prepared.batch_first { 1 } else { 0 };
         Ok((

@@ -129,6 +129,7 @@ pub mod loss;
 mod ops;
 pub mod output;
 mod recurrence;
+mod regularize;
 pub mod seed;
 mod state;
 pub mod testing;
@@ -136,6 +137,7 @@ pub mod testing;
 pub use cell::{CellConfig, GruCell, LstmCell, Nonlinearity, RnnCell};
 pub use config::{Mode, RnnConfig};
 pub use layer::{Implementation, Rnn};
+pub use regularize::RnnMasks;
 pub use state::RnnState;
 
 /// Frees the buffers the fused CPU ops keep for reuse between steps.

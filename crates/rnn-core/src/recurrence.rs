@@ -2,6 +2,7 @@
 //! ops (device-generic, autograd through Candle). It is the reference twin of the fused ops.
 
 use crate::cell::params::CellParams;
+use crate::regularize::{masked_step, StateMasks};
 use crate::state::RnnState;
 use candle_core::{Device, Result, Tensor};
 
@@ -63,7 +64,8 @@ fn select(mask: &Tensor, on_valid: &Tensor, on_padded: &Tensor) -> Result<Tensor
 
 /// Runs `cell` over the time-major `inputs` (each `(batch, input)`) from `init` (`h (batch, state)`,
 /// `c (batch, hidden)`), forward or reversed. Steps past a sequence's length leave its state as it
-/// was and output zeros, so a reversed pass starts at each sequence's own last step.
+/// was and output zeros, so a reversed pass starts at each sequence's own last step. `reg` holds
+/// the recurrent-dropout and zoneout masks (`crate::regularize`), empty for the plain cell.
 /// Returns the output of every step (in time order) and the final state.
 pub(crate) fn run_direction(
     cell: &CellParams,
@@ -71,6 +73,7 @@ pub(crate) fn run_direction(
     init: &RnnState,
     masks: &StepMasks,
     reverse: bool,
+    reg: &StateMasks,
 ) -> Result<(Vec<Tensor>, RnnState)> {
     let seq_len = inputs.len();
     let mut h = init.h.clone();
@@ -84,7 +87,11 @@ pub(crate) fn run_direction(
         .transpose()?;
     for step in 0..seq_len {
         let t = if reverse { seq_len - 1 - step } else { step };
-        let (h_new, c_new) = cell.step(&inputs[t], &h, c.as_ref())?;
+        let (h_new, c_new) = if reg.is_empty() {
+            cell.step(&inputs[t], &h, c.as_ref())?
+        } else {
+            masked_step(cell, reg, t, &inputs[t], &h, c.as_ref())?
+        };
         match (masks.get(t), &zeros) {
             (Some(mask), Some(zeros)) => {
                 outputs[t] = Some(select(mask, &h_new, zeros)?);

@@ -55,6 +55,14 @@ pub fn layer_seed(seed: u64, layer: usize) -> u64 {
     seed ^ (layer as u64).rotate_left(32)
 }
 
+/// The seed of mask kind `kind` (see `crate::regularize`) for index `index` (a layer or a
+/// layer-direction) of an [`crate::Rnn`] with dropout seed `seed`:
+/// `derive_seed(seed, (kind << 32) | index)`. Draw `k` is [`rng`]`(mask_seed(..), k)` with `k` the
+/// layer's dropout call counter.
+pub fn mask_seed(seed: u64, kind: u64, index: usize) -> u64 {
+    derive_seed(seed, (kind << 32) | index as u64)
+}
+
 /// The stream of a named random source (FNV-1a of the name), e.g. one parameter of
 /// [`crate::init::seeded_var_builder`].
 pub fn name_stream(name: &str) -> u64 {
@@ -108,6 +116,7 @@ mod tests {
         assert_eq!(derive_seed(0, 0), mix64(GOLDEN_GAMMA));
         assert_eq!(layer_seed(5, 1), 5 ^ (1 << 32));
         assert_eq!(name_stream(""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(mask_seed(5, 2, 3), derive_seed(5, (2 << 32) | 3));
         // The batch orders of the tasks' runs before the formula moved here.
         assert_eq!(epoch_seed(7, 3, EPOCH_SPREAD), 0x5384_5412_7b09_6496);
         assert_eq!(

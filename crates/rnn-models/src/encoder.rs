@@ -321,7 +321,8 @@ impl InputEncoder {
 
 /// The `with_*` setters of the [`SequenceEncoder`] fields and `rnn_config`, for a config struct
 /// with the fields `input`, `mode`, `hidden_size`, `num_layers`, `bidirectional`, `rnn_dropout`,
-/// `proj_size`, `embedding_dropout` and `output_dropout` (the classifier's and the tagger's).
+/// `proj_size`, `embedding_dropout`, `output_dropout` and `masks` (the classifier's and the
+/// tagger's).
 macro_rules! sequence_encoder_config_methods {
     () => {
         /// Sets `num_layers`.
@@ -360,13 +361,22 @@ macro_rules! sequence_encoder_config_methods {
             self
         }
 
-        /// The recurrent layer's configuration (batch-first, `input_size` from [`Input::output_size`]).
+        /// Sets the recurrent layer's mask regularisers (`masks`; no embedding dropout here).
+        pub fn with_masks(mut self, masks: $crate::masks::MaskOptions) -> Self {
+            self.masks = masks;
+            self
+        }
+
+        /// The recurrent layer's configuration (batch-first, `input_size` from
+        /// [`Input::output_size`], the mask options of `masks`).
         pub fn rnn_config(&self) -> RnnConfig {
-            RnnConfig::new(self.mode, self.input.output_size(), self.hidden_size)
-                .with_num_layers(self.num_layers)
-                .with_bidirectional(self.bidirectional)
-                .with_dropout(self.rnn_dropout)
-                .with_proj_size(self.proj_size)
+            self.masks.apply(
+                RnnConfig::new(self.mode, self.input.output_size(), self.hidden_size)
+                    .with_num_layers(self.num_layers)
+                    .with_bidirectional(self.bidirectional)
+                    .with_dropout(self.rnn_dropout)
+                    .with_proj_size(self.proj_size),
+            )
         }
     };
 }

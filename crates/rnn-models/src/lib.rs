@@ -26,6 +26,7 @@ pub mod forecaster;
 pub mod generator;
 pub mod lm;
 pub mod loss;
+pub mod masks;
 pub mod sampling;
 pub mod seq2seq;
 mod sources;

@@ -268,6 +268,11 @@ pub fn options(task: TaskName) -> TaskOptions {
         .with("hidden", d.hidden)
         .with("layers", d.layers)
         .with("dropout", d.dropout)
+        .with("zoneout", 0)
+        .with("recurrent-dropout", 0)
+        .with("weight-drop", 0)
+        .with("embedding-dropout", 0)
+        .with("variational-dropout", 0)
         .with("batch-size", d.batch)
         .training(&d.train)
 }
@@ -483,14 +488,15 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
     if tie && embedding != hidden {
         bail!("--tie-weights needs --embedding equal to --hidden, got --embedding {embedding} and --hidden {hidden}");
     }
-    let model_cfg =
-        LanguageModelConfig::new(ctx.cell(Mode::Lstm)?, codec.vocab_size(), embedding, hidden)
-            .with_num_layers(o.layers.unwrap_or(d.layers))
-            .with_dropout(o.dropout.unwrap_or(d.dropout))
-            .with_tie_weights(tie)
-            .with_init_range(Some(0.1))
-            .with_pad_id(Some(0))
-            .with_eos_id((level == Level::Word).then_some(3));
+    let mode = ctx.cell(Mode::Lstm)?;
+    let model_cfg = LanguageModelConfig::new(mode, codec.vocab_size(), embedding, hidden)
+        .with_masks(o.mask_options(mode))
+        .with_num_layers(o.layers.unwrap_or(d.layers))
+        .with_dropout(o.dropout.unwrap_or(d.dropout))
+        .with_tie_weights(tie)
+        .with_init_range(Some(0.1))
+        .with_pad_id(Some(0))
+        .with_eos_id((level == Level::Word).then_some(3));
     let varmap = VarMap::new();
     let model = LanguageModel::new(&model_cfg, ctx.var_builder(&varmap))?;
 

@@ -131,8 +131,20 @@ impl CellParams {
         h: &Tensor,
         c: Option<&Tensor>,
     ) -> Result<(Tensor, Option<Tensor>)> {
+        self.step_from(x_t, h, h, c)
+    }
+
+    /// [`CellParams::step`] with `h_rec` as the state that enters `W_hh` (recurrent dropout masks
+    /// it) and `h` as the state the GRU update interpolates from.
+    pub fn step_from(
+        &self,
+        x_t: &Tensor,
+        h_rec: &Tensor,
+        h: &Tensor,
+        c: Option<&Tensor>,
+    ) -> Result<(Tensor, Option<Tensor>)> {
         let gi = self.input_gates(x_t)?;
-        let gh = affine(h, &self.weight_hh, self.bias_hh.as_ref())?;
+        let gh = affine(h_rec, &self.weight_hh, self.bias_hh.as_ref())?;
         let hidden = self.hidden_size;
         match self.mode {
             Mode::Lstm => {

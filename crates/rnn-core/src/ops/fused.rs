@@ -10,9 +10,10 @@ use super::math::Float;
 use super::problem::{ParamSizes, Problem, Weights};
 use super::recurrence::FusedRecurrence;
 use super::scratch;
-use super::{gru, lstm, rnn};
+use super::{gru, lstm, masks, rnn};
 use crate::cell::params::CellParams;
 use crate::config::Mode;
+use crate::regularize::StateMasks;
 use crate::state::RnnState;
 use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor};
 use std::any::Any;
@@ -37,14 +38,17 @@ impl FusedRecurrence {
         let p = &self.problem;
         // Every row of every step and the final state are written by the forward.
         let mut out = scratch::take(self.out_len());
+        let m = self.kernel_masks::<T>();
         let saved: Option<Box<dyn Any + Send + Sync>> = match self.mode {
             Mode::Lstm => {
-                lstm::forward(p, xs, h0, c0, w, &mut out, self.save).map(|s| Box::new(s) as _)
+                lstm::forward(p, xs, h0, c0, w, &m, &mut out, self.save).map(|s| Box::new(s) as _)
             }
-            Mode::Gru => gru::forward(p, xs, h0, w, &mut out, self.save).map(|s| Box::new(s) as _),
+            Mode::Gru => {
+                gru::forward(p, xs, h0, w, &m, &mut out, self.save).map(|s| Box::new(s) as _)
+            }
             Mode::RnnTanh | Mode::RnnRelu => {
                 let relu = self.mode == Mode::RnnRelu;
-                rnn::forward(p, relu, xs, h0, w, &mut out, self.save).map(|s| Box::new(s) as _)
+                rnn::forward(p, relu, xs, h0, w, &m, &mut out, self.save).map(|s| Box::new(s) as _)
             }
         };
         if let Ok(mut slot) = self.saved.lock() {
@@ -70,13 +74,14 @@ impl FusedRecurrence {
         let Some(saved) = slot.as_ref() else {
             bail!("fused recurrence: backward called but the forward saved no activations")
         };
+        let m = self.kernel_masks::<T>();
         let mut dparams = Vec::with_capacity(self.sizes.total());
         let (dx, dstate) = match self.mode {
             Mode::Lstm => {
                 let Some(s) = saved.downcast_ref::<lstm::LstmSaved<T>>() else {
                     bail!("fused recurrence: saved activations have the wrong type")
                 };
-                let g = lstm::backward(p, xs, &w, s, grad_out);
+                let g = lstm::backward(p, xs, &w, &m, s, grad_out);
                 append(&mut dparams, g.dw_ih);
                 append(&mut dparams, g.dw_hh);
                 if w.b_ih.is_some() {
@@ -92,7 +97,7 @@ impl FusedRecurrence {
                 let Some(s) = saved.downcast_ref::<gru::GruSaved<T>>() else {
                     bail!("fused recurrence: saved activations have the wrong type")
                 };
-                let g = gru::backward(p, xs, &w, s, grad_out);
+                let g = gru::backward(p, xs, &w, &m, s, grad_out);
                 append(&mut dparams, g.dw_ih);
                 append(&mut dparams, g.dw_hh);
                 if w.b_ih.is_some() {
@@ -106,7 +111,7 @@ impl FusedRecurrence {
                     bail!("fused recurrence: saved activations have the wrong type")
                 };
                 let relu = self.mode == Mode::RnnRelu;
-                let g = rnn::backward(p, relu, xs, &w, s, grad_out);
+                let g = rnn::backward(p, relu, xs, &w, &m, s, grad_out);
                 append(&mut dparams, g.dw_ih);
                 append(&mut dparams, g.dw_hh);
                 if w.b_ih.is_some() {
@@ -247,6 +252,7 @@ pub(crate) fn fused_direction(
     init: &RnnState,
     lengths: Option<&[usize]>,
     reverse: bool,
+    reg: &StateMasks,
 ) -> Result<(Tensor, RnnState)> {
     let (d0, d1, input) = xs.dims3()?;
     let (seq_len, batch) = if batch_first { (d1, d0) } else { (d0, d1) };
@@ -296,6 +302,11 @@ pub(crate) fn fused_direction(
         },
         saved: Mutex::new(None),
         save,
+        masks: None,
+    };
+    let op = FusedRecurrence {
+        masks: masks::own(reg, &op.problem, xs.dtype())?,
+        ..op
     };
     let out = if save {
         let params = Tensor::cat(&pieces, 0)?;

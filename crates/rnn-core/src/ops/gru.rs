@@ -5,6 +5,7 @@
 use super::batch::{chunk_rows, for_each_batch_chunk, per_step_projection, Shared, StepInput};
 use super::gemm::{matmul, MatRef, PackedRhs};
 use super::grad::{colsum_into, input_gradient};
+use super::masks::KernelMasks;
 use super::math::Float;
 use super::problem::{Problem, Weights};
 use super::scratch;
@@ -35,6 +36,7 @@ pub(crate) fn forward<T: Float>(
     x: &[T],
     h0: &[T],
     w: &Weights<T>,
+    m: &KernelMasks<T>,
     out: &mut [T],
     save: bool,
 ) -> Option<GruSaved<T>> {
@@ -110,6 +112,7 @@ pub(crate) fn forward<T: Float>(
             h0,
             (input.as_ref(), &w_rz_t, &w_n_t),
             b_hn,
+            m,
             &bufs,
             save,
         )
@@ -130,12 +133,14 @@ impl<T: Float> Drop for GruSaved<T> {
 }
 
 /// The forward recurrence of batch rows `range`.
+#[allow(clippy::too_many_arguments)]
 fn forward_chunk<T: Float>(
     p: &Problem,
     range: Range<usize>,
     h0: &[T],
     (input, w_rz_t, w_n_t): (Option<&StepInput<T>>, &PackedRhs<T>, &PackedRhs<T>),
     b_hn: Option<&[T]>,
+    m: &KernelMasks<T>,
     bufs: &ForwardBufs<T>,
     save: bool,
 ) {
@@ -146,6 +151,8 @@ fn forward_chunk<T: Float>(
     // This step's W_hn h + b_hn.
     let mut ghn = vec![T::zero(); n * hh];
     let mut h_new = vec![T::zero(); n * hh];
+    // h as it enters W_hh under recurrent dropout (the update interpolates from h itself).
+    let mut h_rec = vec![T::zero(); if m.rec.is_some() { n * hh } else { 0 }];
     // This step's input pre-activations when they are not kept for all steps.
     let mut scratch = vec![T::zero(); if bufs.gates.is_empty() { n * g3 } else { 0 }];
     for t in p.forward_steps() {
@@ -164,7 +171,7 @@ fn forward_chunk<T: Float>(
                 row.copy_from_slice(b_hn);
             }
         }
-        let h_m = MatRef::row_major(&h, n, hh);
+        let h_m = MatRef::row_major(m.recurrent_input(&h, b0, hh, &mut h_rec), n, hh);
         // r, z: onto the input pre-activations (bias included there).
         w_rz_t.matmul(gs, 0, rs, true, h_m);
         w_n_t.matmul(&mut ghn, 0, hh, b_hn.is_some(), h_m);
@@ -194,11 +201,13 @@ fn forward_chunk<T: Float>(
             }
         }
         for i in 0..n {
+            let row = p.row(t, b0 + i);
             // SAFETY: row belongs to this chunk.
-            let y = unsafe { bufs.out.slice(p.row(t, b0 + i) * hh, hh) };
+            let y = unsafe { bufs.out.slice(row * hh, hh) };
             if p.valid(t, b0 + i) {
-                y.copy_from_slice(&h_new[i * hh..][..hh]);
-                h[i * hh..][..hh].copy_from_slice(y);
+                let hb = &mut h[i * hh..][..hh];
+                KernelMasks::zone(m.zh, row, &h_new[i * hh..][..hh], hb, y);
+                hb.copy_from_slice(y);
             } else {
                 y.fill(T::zero());
             }
@@ -231,6 +240,7 @@ pub(crate) fn backward<T: Float>(
     p: &Problem,
     x: &[T],
     w: &Weights<T>,
+    m: &KernelMasks<T>,
     s: &GruSaved<T>,
     grad_out: &[T],
 ) -> GruGrads<T> {
@@ -251,7 +261,7 @@ pub(crate) fn backward<T: Float>(
     };
     let w_hh = PackedRhs::new(MatRef::row_major(w.w_hh, g3, hh), chunk_rows(p.batch));
     for_each_batch_chunk(bb, |range| {
-        backward_chunk(p, range, &w_hh, s, grad_out, &bufs)
+        backward_chunk(p, range, &w_hh, m, s, grad_out, &bufs)
     });
     let dgi_m = MatRef::row_major(&dgi, rows, g3);
     let dgh_m = MatRef::row_major(&dgh, rows, g3);
@@ -261,8 +271,24 @@ pub(crate) fn backward<T: Float>(
     let x_m = MatRef::row_major(x, rows, p.input);
     matmul(&mut dw_ih, 0, p.input, false, dgi_m.t(), x_m, true);
     let mut dw_hh = scratch::take(g3 * hh);
-    let hprev = MatRef::row_major(&s.hprev, rows, hh);
+    // dW_hh reads h as it entered W_hh: masked under recurrent dropout.
+    let mut h_rec = scratch::take(if m.rec.is_some() { rows * hh } else { 0 });
+    if let Some(r) = m.rec {
+        for row in 0..rows {
+            let b = if p.batch_first {
+                row / p.seq_len
+            } else {
+                row % p.batch
+            };
+            let (src, mask) = (&s.hprev[row * hh..][..hh], &r[b * hh..][..hh]);
+            for ((o, a), k) in h_rec[row * hh..][..hh].iter_mut().zip(src).zip(mask) {
+                *o = *a * *k;
+            }
+        }
+    }
+    let hprev = MatRef::row_major(if m.rec.is_some() { &h_rec } else { &s.hprev }, rows, hh);
     matmul(&mut dw_hh, 0, hh, false, dgh_m.t(), hprev, true);
+    scratch::give(h_rec);
     let mut db_ih = vec![T::zero(); g3];
     colsum_into(&dgi, g3, &mut db_ih);
     let mut db_hh = vec![T::zero(); g3];
@@ -284,6 +310,7 @@ fn backward_chunk<T: Float>(
     p: &Problem,
     range: Range<usize>,
     w_hh: &PackedRhs<T>,
+    m: &KernelMasks<T>,
     s: &GruSaved<T>,
     grad_out: &[T],
     bufs: &BackwardBufs<T>,
@@ -294,6 +321,10 @@ fn backward_chunk<T: Float>(
     let dy = &grad_out[..rows * hh];
     let mut dh = grad_out[rows * hh + b0 * hh..][..n * hh].to_vec();
     let mut dh_rec = vec![T::zero(); n * hh];
+    // Zoneout: the part of d h_t that goes straight to h_{t-1}.
+    let mut keep = vec![T::zero(); if m.zh.is_some() { hh } else { 0 }];
+    // W_hh^T dG_h of one step, before the recurrent-dropout mask.
+    let mut dh_w = vec![T::zero(); if m.rec.is_some() { n * hh } else { 0 }];
     let one = T::one();
     for t in p.backward_steps() {
         for i in 0..n {
@@ -306,6 +337,9 @@ fn backward_chunk<T: Float>(
             let dhb = &mut dh[i * hh..][..hh];
             for (d, g) in dhb.iter_mut().zip(&dy[row * hh..][..hh]) {
                 *d += *g;
+            }
+            if m.zh.is_some() {
+                KernelMasks::unzone(m.zh, row, dhb, &mut keep);
             }
             let gr = &s.gates[row * g3..][..g3];
             let (rg, zg, ng) = (&gr[..hh], &gr[hh..2 * hh], &gr[2 * hh..]);
@@ -326,13 +360,28 @@ fn backward_chunk<T: Float>(
                 gh[2 * hh + j] = dan * rg[j];
                 dhr[j] = d * zg[j];
             }
+            if m.zh.is_some() {
+                for (d, k) in dhr.iter_mut().zip(&keep) {
+                    *d += *k;
+                }
+            }
         }
         let (start, len) = p.span(t, b0, n, g3);
         // SAFETY: this chunk's rows of step t, read while no row slice is live. Rows of sequences
         // past their length are zero, so those rows keep dh (copied into dh_rec above).
         let dgh_span = unsafe { bufs.dgh.slice(start, len) };
         let dgh_t = MatRef::strided(dgh_span, 0, n, g3, p.step_rs(g3), 1);
-        w_hh.matmul(&mut dh_rec, 0, hh, true, dgh_t);
+        match m.rec {
+            Some(r) => {
+                // Rows past a sequence's length have dG_h = 0, so they add nothing.
+                w_hh.matmul(&mut dh_w, 0, hh, false, dgh_t);
+                let r = &r[b0 * hh..][..n * hh];
+                for ((d, g), k) in dh_rec.iter_mut().zip(&dh_w).zip(r) {
+                    *d += *g * *k;
+                }
+            }
+            None => w_hh.matmul(&mut dh_rec, 0, hh, true, dgh_t),
+        }
         std::mem::swap(&mut dh, &mut dh_rec);
     }
     // SAFETY: this chunk's rows of the initial-state gradient.

@@ -5,6 +5,7 @@
 use super::batch::{chunk_rows, for_each_batch_chunk, per_step_projection, Shared, StepInput};
 use super::gemm::{matmul, matmul_shared_lhs, MatRef, PackedRhs};
 use super::grad::{colsum_into, input_gradient};
+use super::masks::KernelMasks;
 use super::math::Float;
 use super::problem::{Problem, Weights};
 use super::scratch;
@@ -15,7 +16,7 @@ use std::ops::Range;
 pub(crate) struct LstmSaved<T: Float> {
     /// Activated gates i, f, g, o: `(rows, 4 * hidden)`.
     gates: Vec<T>,
-    /// State `h` before each step: `(rows, state)`.
+    /// State `h` before each step as it entered `W_hh` (after recurrent dropout): `(rows, state)`.
     hprev: Vec<T>,
     /// Cell `c` before each step: `(rows, hidden)`.
     cprev: Vec<T>,
@@ -47,12 +48,14 @@ struct ForwardBufs<T> {
 
 /// Runs the sequence; writes `[ys (rows, state) | h_n (batch, state) | c_n (batch, hidden)]` into
 /// `out` and returns the saved activations when `save`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn forward<T: Float>(
     p: &Problem,
     x: &[T],
     h0: &[T],
     c0: &[T],
     w: &Weights<T>,
+    m: &KernelMasks<T>,
     out: &mut [T],
     save: bool,
 ) -> Option<LstmSaved<T>> {
@@ -114,7 +117,7 @@ pub(crate) fn forward<T: Float>(
     };
     let weights = (input.as_ref(), &w_hh_t, w_hr_t.as_ref());
     for_each_batch_chunk(p.batch, |range| {
-        forward_chunk(p, range, h0, c0, weights, &bufs, save)
+        forward_chunk(p, range, h0, c0, weights, m, &bufs, save)
     });
     if !save {
         scratch::give(gates);
@@ -129,12 +132,14 @@ pub(crate) fn forward<T: Float>(
 }
 
 /// The forward recurrence of batch rows `range`.
+#[allow(clippy::too_many_arguments)]
 fn forward_chunk<T: Float>(
     p: &Problem,
     range: Range<usize>,
     h0: &[T],
     c0: &[T],
     (input, w_hh_t, w_hr_t): (Option<&StepInput<T>>, &PackedRhs<T>, Option<&PackedRhs<T>>),
+    m: &KernelMasks<T>,
     bufs: &ForwardBufs<T>,
     save: bool,
 ) {
@@ -147,6 +152,8 @@ fn forward_chunk<T: Float>(
     let mut tc = vec![T::zero(); n * hh];
     let mut r = vec![T::zero(); n * hh];
     let mut h_proj = vec![T::zero(); if w_hr_t.is_some() { n * pp } else { 0 }];
+    // h as it enters W_hh under recurrent dropout.
+    let mut h_rec = vec![T::zero(); if m.rec.is_some() { n * pp } else { 0 }];
     // This step's gates when they are not kept for all steps.
     let mut scratch = vec![T::zero(); if bufs.gates.is_empty() { n * g4 } else { 0 }];
     for t in p.forward_steps() {
@@ -160,7 +167,8 @@ fn forward_chunk<T: Float>(
         if let Some(input) = input {
             input.project(p, t, b0, n, gs, rs);
         }
-        w_hh_t.matmul(gs, 0, rs, true, MatRef::row_major(&h, n, pp));
+        let hr = m.recurrent_input(&h, b0, pp, &mut h_rec);
+        w_hh_t.matmul(gs, 0, rs, true, MatRef::row_major(hr, n, pp));
         for i in 0..n {
             let row = p.row(t, b0 + i);
             let gr = &mut gs[i * rs..][..g4];
@@ -186,7 +194,7 @@ fn forward_chunk<T: Float>(
                 unsafe {
                     bufs.hprev
                         .slice(row * pp, pp)
-                        .copy_from_slice(&h[i * pp..][..pp]);
+                        .copy_from_slice(&hr[i * pp..][..pp]);
                     bufs.cprev.slice(row * hh, hh).copy_from_slice(cb);
                     bufs.tanhc.slice(row * hh, hh).copy_from_slice(tcb);
                 }
@@ -204,9 +212,13 @@ fn forward_chunk<T: Float>(
             // SAFETY: row `row` belongs to this chunk.
             let y = unsafe { bufs.out.slice(row * pp, pp) };
             if p.valid(t, b0 + i) {
-                y.copy_from_slice(&h_new[i * pp..][..pp]);
-                h[i * pp..][..pp].copy_from_slice(y);
-                c[i * hh..][..hh].copy_from_slice(&c_new[i * hh..][..hh]);
+                let hb = &mut h[i * pp..][..pp];
+                KernelMasks::zone(m.zh, row, &h_new[i * pp..][..pp], hb, y);
+                hb.copy_from_slice(y);
+                let cb = &mut c[i * hh..][..hh];
+                let cn = &mut c_new[i * hh..][..hh];
+                KernelMasks::zone_inplace(m.zc, row, cb, cn);
+                cb.copy_from_slice(cn);
             } else {
                 y.fill(T::zero());
             }
@@ -248,6 +260,7 @@ pub(crate) fn backward<T: Float>(
     p: &Problem,
     x: &[T],
     w: &Weights<T>,
+    m: &KernelMasks<T>,
     s: &LstmSaved<T>,
     grad_out: &[T],
 ) -> LstmGrads<T> {
@@ -275,7 +288,7 @@ pub(crate) fn backward<T: Float>(
         .map(|w_hr| PackedRhs::new(MatRef::row_major(w_hr, pp, hh), chunk_rows(p.batch)));
     let packed = (&w_hh, w_hr.as_ref());
     for_each_batch_chunk(bb, |range| {
-        backward_chunk(p, range, packed, s, grad_out, &bufs)
+        backward_chunk(p, range, packed, m, s, grad_out, &bufs)
     });
     let dg_m = MatRef::row_major(&dg, rows, g4);
     let dx = input_gradient(p, dg_m, w.w_ih, g4);
@@ -336,6 +349,7 @@ fn backward_chunk<T: Float>(
     p: &Problem,
     range: Range<usize>,
     (w_hh, w_hr): (&PackedRhs<T>, Option<&PackedRhs<T>>),
+    m: &KernelMasks<T>,
     s: &LstmSaved<T>,
     grad_out: &[T],
     bufs: &BackwardBufs<T>,
@@ -349,6 +363,9 @@ fn backward_chunk<T: Float>(
     let mut dh_rec = vec![T::zero(); n * pp];
     let proj = w_hr.is_some();
     let mut dr = vec![T::zero(); if proj { n * hh } else { 0 }];
+    // Zoneout: the part of d h_t that goes straight to h_{t-1}.
+    let mut keep_h = vec![T::zero(); if m.zh.is_some() { n * pp } else { 0 }];
+    let mut keep_c = vec![T::zero(); if m.zc.is_some() { hh } else { 0 }];
     let one = T::one();
     for t in p.backward_steps() {
         for i in 0..n {
@@ -356,6 +373,14 @@ fn backward_chunk<T: Float>(
                 let row = p.row(t, b0 + i);
                 for (d, g) in dh[i * pp..][..pp].iter_mut().zip(&dy[row * pp..][..pp]) {
                     *d += *g;
+                }
+                if m.zh.is_some() {
+                    KernelMasks::unzone(
+                        m.zh,
+                        row,
+                        &mut dh[i * pp..][..pp],
+                        &mut keep_h[i * pp..][..pp],
+                    );
                 }
                 if proj {
                     // SAFETY: row `row` belongs to this chunk.
@@ -385,6 +410,12 @@ fn backward_chunk<T: Float>(
             let dcb = &mut dc[i * hh..][..hh];
             // SAFETY: row `row` belongs to this chunk.
             let dgr = unsafe { bufs.dg.slice(row * g4, g4) };
+            // Zoneout on c: the share `z` of d c_t goes straight to c_{t-1} (`keep_c`), the
+            // rest flows through the new cell.
+            let zoned = m.zc.is_some();
+            if zoned {
+                KernelMasks::unzone(m.zc, row, dcb, &mut keep_c);
+            }
             for j in 0..hh {
                 let dct = dcb[j] + drb[j] * og[j] * (one - tc[j] * tc[j]);
                 dgr[j] = dct * gg[j] * ig[j] * (one - ig[j]);
@@ -392,6 +423,11 @@ fn backward_chunk<T: Float>(
                 dgr[2 * hh + j] = dct * ig[j] * (one - gg[j] * gg[j]);
                 dgr[3 * hh + j] = drb[j] * tc[j] * og[j] * (one - og[j]);
                 dcb[j] = dct * fg[j];
+            }
+            if zoned {
+                for (d, k) in dcb.iter_mut().zip(&keep_c) {
+                    *d += *k;
+                }
             }
         }
         let (start, len) = p.span(t, b0, n, g4);
@@ -401,7 +437,22 @@ fn backward_chunk<T: Float>(
         w_hh.matmul(&mut dh_rec, 0, pp, false, dg_t);
         for i in 0..n {
             if p.valid(t, b0 + i) {
-                dh[i * pp..][..pp].copy_from_slice(&dh_rec[i * pp..][..pp]);
+                let dhb = &mut dh[i * pp..][..pp];
+                let dhr = &dh_rec[i * pp..][..pp];
+                match m.rec {
+                    Some(r) => {
+                        let r = &r[(b0 + i) * pp..][..pp];
+                        for j in 0..pp {
+                            dhb[j] = dhr[j] * r[j];
+                        }
+                    }
+                    None => dhb.copy_from_slice(dhr),
+                }
+                if m.zh.is_some() {
+                    for (d, k) in dhb.iter_mut().zip(&keep_h[i * pp..][..pp]) {
+                        *d += *k;
+                    }
+                }
             }
         }
     }

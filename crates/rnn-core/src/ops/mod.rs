@@ -20,6 +20,7 @@ mod grad;
 mod gru;
 pub(crate) mod linear_ce;
 mod lstm;
+mod masks;
 pub(crate) mod math;
 // The CUDA op's launch plan: used by the CUDA build, and run on the CPU by the tests.
 #[cfg(any(test, feature = "cuda"))]

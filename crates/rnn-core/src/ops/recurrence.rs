@@ -16,9 +16,19 @@ pub(crate) struct FusedRecurrence {
     /// Activations saved by the forward for the backward (typed `LstmSaved<T>` etc.).
     pub(crate) saved: Mutex<Option<Box<dyn Any + Send + Sync>>>,
     pub(crate) save: bool,
+    /// Recurrent-dropout and zoneout masks (`masks::OwnedMasks<T>`), `None` for the plain cell.
+    pub(crate) masks: Option<Box<dyn Any + Send + Sync>>,
 }
 
 impl FusedRecurrence {
+    /// The kernels' view of the masks (none when the op has none or of another dtype).
+    pub(crate) fn kernel_masks<T: super::math::Float>(&self) -> super::masks::KernelMasks<'_, T> {
+        self.masks
+            .as_ref()
+            .and_then(|m| m.downcast_ref::<super::masks::OwnedMasks<T>>())
+            .map_or_else(super::masks::KernelMasks::none, |m| m.view())
+    }
+
     pub(crate) fn out_len(&self) -> usize {
         let p = &self.problem;
         let c = if self.mode == Mode::Lstm {

@@ -5,6 +5,7 @@
 use super::batch::{chunk_rows, for_each_batch_chunk, Shared};
 use super::gemm::{matmul, matmul_shared_lhs, MatRef, PackedRhs};
 use super::grad::{colsum_into, input_gradient};
+use super::masks::KernelMasks;
 use super::math::Float;
 use super::problem::{Problem, Weights};
 use super::scratch;
@@ -15,7 +16,7 @@ pub(crate) struct RnnSaved<T: Float> {
     /// `h'` of every row (before masking): `(rows, hidden)`; the activation's derivative comes
     /// from it (`1 - h'^2` for tanh, `h' > 0` for ReLU).
     act: Vec<T>,
-    /// State before each step: `(rows, hidden)`.
+    /// State before each step as it entered `W_hh` (after recurrent dropout): `(rows, hidden)`.
     hprev: Vec<T>,
 }
 
@@ -27,12 +28,14 @@ struct ForwardBufs<T> {
 }
 
 /// Runs the sequence; writes `[ys (rows, hidden) | h_n (batch, hidden)]` into `out`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn forward<T: Float>(
     p: &Problem,
     relu: bool,
     x: &[T],
     h0: &[T],
     w: &Weights<T>,
+    m: &KernelMasks<T>,
     out: &mut [T],
     save: bool,
 ) -> Option<RnnSaved<T>> {
@@ -65,7 +68,7 @@ pub(crate) fn forward<T: Float>(
         hprev: Shared::new(&mut hprev),
     };
     for_each_batch_chunk(p.batch, |range| {
-        forward_chunk(p, range, relu, h0, &w_hh_t, &bufs, save)
+        forward_chunk(p, range, relu, h0, &w_hh_t, m, &bufs, save)
     });
     if !save {
         scratch::give(act);
@@ -82,23 +85,28 @@ impl<T: Float> Drop for RnnSaved<T> {
 }
 
 /// The forward recurrence of batch rows `range`.
+#[allow(clippy::too_many_arguments)]
 fn forward_chunk<T: Float>(
     p: &Problem,
     range: Range<usize>,
     relu: bool,
     h0: &[T],
     w_hh_t: &PackedRhs<T>,
+    m: &KernelMasks<T>,
     bufs: &ForwardBufs<T>,
     save: bool,
 ) {
     let (hh, rows) = (p.hidden, p.rows());
     let (b0, n) = (range.start, range.len());
     let mut h = h0[b0 * hh..][..n * hh].to_vec();
+    // h as it enters W_hh under recurrent dropout.
+    let mut h_rec = vec![T::zero(); if m.rec.is_some() { n * hh } else { 0 }];
     for t in p.forward_steps() {
         let (start, len) = p.span(t, b0, n, hh);
         // SAFETY: this chunk's rows of step t; one range live at a time.
         let span = unsafe { bufs.act.slice(start, len) };
-        w_hh_t.matmul(span, 0, p.step_rs(hh), true, MatRef::row_major(&h, n, hh));
+        let hr = m.recurrent_input(&h, b0, hh, &mut h_rec);
+        w_hh_t.matmul(span, 0, p.step_rs(hh), true, MatRef::row_major(hr, n, hh));
         for i in 0..n {
             let row = p.row(t, b0 + i);
             // SAFETY: row `row` belongs to this chunk.
@@ -113,14 +121,16 @@ fn forward_chunk<T: Float>(
             // SAFETY: row `row` belongs to this chunk.
             unsafe {
                 if save {
+                    let hr = if m.rec.is_some() { &h_rec } else { &h };
                     bufs.hprev
                         .slice(row * hh, hh)
-                        .copy_from_slice(&h[i * hh..][..hh]);
+                        .copy_from_slice(&hr[i * hh..][..hh]);
                 }
                 let y = bufs.out.slice(row * hh, hh);
                 if p.valid(t, b0 + i) {
-                    y.copy_from_slice(a);
-                    h[i * hh..][..hh].copy_from_slice(a);
+                    let hb = &mut h[i * hh..][..hh];
+                    KernelMasks::zone(m.zh, row, a, hb, y);
+                    hb.copy_from_slice(y);
                 } else {
                     y.fill(T::zero());
                 }
@@ -147,6 +157,7 @@ pub(crate) fn backward<T: Float>(
     relu: bool,
     x: &[T],
     w: &Weights<T>,
+    m: &KernelMasks<T>,
     s: &RnnSaved<T>,
     grad_out: &[T],
 ) -> RnnGrads<T> {
@@ -160,7 +171,7 @@ pub(crate) fn backward<T: Float>(
     let (dg_s, dh0_s) = (Shared::new(&mut dg), Shared::new(&mut dh0));
     let w_hh = PackedRhs::new(MatRef::row_major(w.w_hh, hh, hh), chunk_rows(p.batch));
     for_each_batch_chunk(bb, |range| {
-        backward_chunk(p, range, relu, &w_hh, s, grad_out, dg_s, dh0_s)
+        backward_chunk(p, range, relu, (&w_hh, m), s, grad_out, dg_s, dh0_s)
     });
     let dg_m = MatRef::row_major(&dg, rows, hh);
     let dx = input_gradient(p, dg_m, w.w_ih, hh);
@@ -193,7 +204,7 @@ fn backward_chunk<T: Float>(
     p: &Problem,
     range: Range<usize>,
     relu: bool,
-    w_hh: &PackedRhs<T>,
+    (w_hh, m): (&PackedRhs<T>, &KernelMasks<T>),
     s: &RnnSaved<T>,
     grad_out: &[T],
     dg: Shared<T>,
@@ -204,6 +215,8 @@ fn backward_chunk<T: Float>(
     let dy = &grad_out[..rows * hh];
     let mut dh = grad_out[rows * hh + b0 * hh..][..n * hh].to_vec();
     let mut dh_rec = vec![T::zero(); n * hh];
+    // Zoneout: the part of d h_t that goes straight to h_{t-1}.
+    let mut keep = vec![T::zero(); if m.zh.is_some() { n * hh } else { 0 }];
     let one = T::one();
     for t in p.backward_steps() {
         for i in 0..n {
@@ -213,11 +226,17 @@ fn backward_chunk<T: Float>(
             let row = p.row(t, b0 + i);
             let a = &s.act[row * hh..][..hh];
             let dyr = &dy[row * hh..][..hh];
-            let dhb = &dh[i * hh..][..hh];
+            let dhb = &mut dh[i * hh..][..hh];
+            for (d, g) in dhb.iter_mut().zip(dyr) {
+                *d += *g;
+            }
+            if m.zh.is_some() {
+                KernelMasks::unzone(m.zh, row, dhb, &mut keep[i * hh..][..hh]);
+            }
             // SAFETY: row `row` belongs to this chunk.
             let dgr = unsafe { dg.slice(row * hh, hh) };
             for j in 0..hh {
-                let d = dhb[j] + dyr[j];
+                let d = dhb[j];
                 dgr[j] = if relu {
                     if a[j] > T::zero() {
                         d
@@ -236,7 +255,22 @@ fn backward_chunk<T: Float>(
         w_hh.matmul(&mut dh_rec, 0, hh, false, dg_t);
         for i in 0..n {
             if p.valid(t, b0 + i) {
-                dh[i * hh..][..hh].copy_from_slice(&dh_rec[i * hh..][..hh]);
+                let dhb = &mut dh[i * hh..][..hh];
+                let dhr = &dh_rec[i * hh..][..hh];
+                match m.rec {
+                    Some(r) => {
+                        let r = &r[(b0 + i) * hh..][..hh];
+                        for j in 0..hh {
+                            dhb[j] = dhr[j] * r[j];
+                        }
+                    }
+                    None => dhb.copy_from_slice(dhr),
+                }
+                if m.zh.is_some() {
+                    for (d, k) in dhb.iter_mut().zip(&keep[i * hh..][..hh]) {
+                        *d += *k;
+                    }
+                }
             }
         }
     }

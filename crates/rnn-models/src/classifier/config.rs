@@ -51,6 +51,11 @@ pub struct SequenceClassifierConfig {
     /// Dropout on the pooled vector before the head, training only.
     #[serde(default)]
     pub output_dropout: f64,
+    /// Mask regularisers of the recurrent layer (variational, recurrent and weight dropout,
+    /// zoneout; docs/REGULARIZATION.md), off by default and left out of the JSON while off.
+    /// Nested under `masks`: `embedding_dropout` above is this model's element-wise one.
+    #[serde(default, skip_serializing_if = "crate::masks::MaskOptions::is_off")]
+    pub masks: crate::masks::MaskOptions,
 }
 
 impl SequenceClassifierConfig {
@@ -71,6 +76,7 @@ impl SequenceClassifierConfig {
             num_classes,
             embedding_dropout: 0.0,
             output_dropout: 0.0,
+            masks: crate::masks::MaskOptions::default(),
         }
     }
 
@@ -120,6 +126,7 @@ impl SequenceClassifierConfig {
         }
         check_dropout(CONFIG, "embedding_dropout", self.embedding_dropout)?;
         check_dropout(CONFIG, "output_dropout", self.output_dropout)?;
+        self.masks.validate_recurrent(CONFIG, self.mode)?;
         Ok(())
     }
 }

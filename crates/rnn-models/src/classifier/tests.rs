@@ -567,3 +567,38 @@ fn config_validation_serde_and_pooling_parse() {
         "{err}"
     );
 }
+
+/// The recurrent-layer mask options: nested under `masks` in the JSON (the classifier has an
+/// element-wise `embedding_dropout` of its own), absent while off, reach the recurrent layer, and
+/// draw with the recurrent layer's counter; whole-word embedding dropout is refused here.
+#[test]
+fn mask_options_nest_reach_the_layer_and_refuse_embedding_dropout() {
+    let masks = crate::masks::MaskOptions {
+        recurrent_dropout: 0.3,
+        zoneout_h: 0.1,
+        weight_drop: 0.2,
+        variational_dropout: 0.1,
+        ..Default::default()
+    };
+    let plain = SequenceClassifierConfig::new(Input::tokens(20, 4), Mode::Gru, 5, 3);
+    assert!(!serde_json::to_string(&plain).unwrap().contains("masks"));
+    let cfg = plain.clone().with_masks(masks);
+    let json = serde_json::to_value(&cfg).unwrap();
+    assert_eq!(json["masks"]["weight_drop"], 0.2);
+    assert_eq!(
+        serde_json::from_value::<SequenceClassifierConfig>(json).unwrap(),
+        cfg
+    );
+    let rnn = cfg.rnn_config();
+    assert_eq!(
+        (rnn.recurrent_dropout, rnn.zoneout_h, rnn.weight_drop),
+        (0.3, 0.1, 0.2)
+    );
+    assert_eq!((rnn.input_dropout, rnn.output_dropout), (0.1, 0.1));
+    let bad = plain.with_masks(crate::masks::MaskOptions {
+        embedding_dropout: 0.1,
+        ..masks
+    });
+    let e = bad.validate().unwrap_err().to_string();
+    assert!(e.contains("masks.embedding_dropout"), "{e}");
+}

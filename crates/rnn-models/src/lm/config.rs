@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::common::invalid;
 use crate::config_checks::check_dropout;
+use crate::masks::MaskOptions;
 use crate::sampling::SamplingConfig;
 
 /// Configuration of a [`LanguageModel`](super::LanguageModel). Serde defaults: `mode` LSTM, `num_layers` 1, `dropout`
@@ -50,6 +51,11 @@ pub struct LanguageModelConfig {
     /// End-of-sequence id: [`LanguageModel::generate`](super::LanguageModel::generate) can stop when it draws it.
     #[serde(default)]
     pub eos_id: Option<u32>,
+    /// Mask regularisers: variational, recurrent and weight dropout and zoneout in the recurrent
+    /// layer, embedding dropout on the words (AWD-LSTM's set). All off by default; flattened
+    /// into this config's JSON and left out while off.
+    #[serde(flatten)]
+    pub masks: MaskOptions,
 }
 
 impl LanguageModelConfig {
@@ -67,7 +73,14 @@ impl LanguageModelConfig {
             pad_id: None,
             bos_id: None,
             eos_id: None,
+            masks: MaskOptions::default(),
         }
+    }
+
+    /// Sets the mask regularisers.
+    pub fn with_masks(mut self, masks: MaskOptions) -> Self {
+        self.masks = masks;
+        self
     }
 
     /// Sets `num_layers`.
@@ -112,11 +125,14 @@ impl LanguageModelConfig {
         self
     }
 
-    /// The recurrent layer's configuration: unidirectional, batch-first, `dropout` between layers.
+    /// The recurrent layer's configuration: unidirectional, batch-first, `dropout` between
+    /// layers, the recurrent-layer options of `masks`.
     pub fn rnn_config(&self) -> RnnConfig {
-        RnnConfig::new(self.mode, self.embedding_dim, self.hidden_size)
-            .with_num_layers(self.num_layers)
-            .with_dropout(self.dropout)
+        self.masks.apply(
+            RnnConfig::new(self.mode, self.embedding_dim, self.hidden_size)
+                .with_num_layers(self.num_layers)
+                .with_dropout(self.dropout),
+        )
     }
 
     /// Checks every field; the error names the field and the value at fault.
@@ -135,6 +151,7 @@ impl LanguageModelConfig {
             return bad("num_layers must be >= 1, got 0".into());
         }
         check_dropout("LanguageModelConfig", "dropout", self.dropout)?;
+        self.masks.validate("LanguageModelConfig", self.mode)?;
         let out = self.rnn_config().output_size();
         if self.tie_weights && self.embedding_dim != out {
             return bad(format!(

@@ -10,6 +10,7 @@ use crate::common::{
     check_ids, check_lengths, invalid, length_mask, value_checks_on, SeededDropout, Stochastic,
 };
 use crate::loss::{linear_cross_entropy_sum_with, NllSum};
+use crate::masks::EmbeddingDropout;
 use crate::sampling::Sampler;
 use crate::sources;
 
@@ -24,6 +25,8 @@ pub struct LanguageModel {
     /// Weight `(V, H)` (the embedding tensor itself when tied) and bias `(V,)`.
     decoder: Linear,
     dropout: SeededDropout,
+    /// Whole-word dropout on the embedding matrix (`masks.embedding_dropout`).
+    embedding_dropout: EmbeddingDropout,
     /// How [`LanguageModel::loss`] computes the decoder and its cross-entropy.
     loss_implementation: Implementation,
 }
@@ -73,6 +76,7 @@ impl LanguageModel {
             rnn,
             decoder: Linear::new(weight, Some(bias)),
             dropout: SeededDropout::new(cfg.dropout, 0)?,
+            embedding_dropout: EmbeddingDropout::new(cfg.masks.embedding_dropout, 0)?,
             loss_implementation: Implementation::Auto,
         })
     }
@@ -121,6 +125,7 @@ impl LanguageModel {
             rnn: self.rnn.detached(),
             decoder: Linear::new(self.decoder.weight().detach(), bias),
             dropout: self.dropout.clone(),
+            embedding_dropout: self.embedding_dropout.clone(),
             loss_implementation: self.loss_implementation,
         }
     }
@@ -224,7 +229,8 @@ impl LanguageModel {
             self.check_state(state, b)?;
         }
         let emb = self
-            .embedding
+            .embedding_dropout
+            .forward(&self.embedding, train)?
             .index_select(&ids.flatten_all()?, 0)?
             .reshape((b, t, self.cfg.embedding_dim))?;
         let emb = self.dropout.forward(&emb, train)?;
@@ -537,6 +543,9 @@ impl LanguageModel {
     }
 }
 
+/// The stream of [`rnn_core::seed::derive_seed`] that seeds the embedding dropout.
+const EMBEDDING_DROPOUT_STREAM: u64 = 7;
+
 impl Stochastic for LanguageModel {
     /// Seeds the embedding/output dropout with `seed` and the inter-layer dropout with a seed
     /// derived from it.
@@ -545,14 +554,27 @@ impl Stochastic for LanguageModel {
         self.rnn = self
             .rnn
             .set_dropout_seed(seed ^ rnn_core::seed::GOLDEN_GAMMA);
+        self.embedding_dropout
+            .set_seed(rnn_core::seed::derive_seed(seed, EMBEDDING_DROPOUT_STREAM));
     }
 
-    /// `[embedding/output dropout calls, inter-layer dropout calls]`.
+    /// `[embedding/output dropout calls, recurrent-layer dropout and mask calls]`, then the
+    /// embedding-dropout calls when `embedding_dropout > 0` (so checkpoints of models without it
+    /// keep two counters).
     fn rng_counters(&self) -> Vec<u64> {
-        sources::counters(&self.dropout, &self.rnn)
+        let mut out = sources::counters(&self.dropout, &self.rnn);
+        if self.embedding_dropout.p() > 0.0 {
+            out.push(self.embedding_dropout.calls());
+        }
+        out
     }
 
     fn set_rng_counters(&self, counters: &[u64]) -> Result<()> {
+        if self.embedding_dropout.p() > 0.0 {
+            rnn_core::seed::check_counters(MODEL, counters, 3)?;
+            self.embedding_dropout.set_calls(counters[2]);
+            return sources::set_counters(MODEL, &self.dropout, &self.rnn, &counters[..2]);
+        }
         sources::set_counters(MODEL, &self.dropout, &self.rnn, counters)
     }
 }

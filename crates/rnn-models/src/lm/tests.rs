@@ -1,7 +1,7 @@
 //! Tests of [`LanguageModel`](super::LanguageModel).
 
 use super::*;
-use crate::test_util::max_abs_diff;
+use crate::test_util::{max_abs_diff, scalar};
 use candle_core::{DType, Result, Tensor};
 use rnn_core::{Implementation, Mode, RnnState};
 
@@ -473,4 +473,85 @@ fn config_serde_defaults() {
     assert_eq!(back, cfg);
     let g: GenerateConfig = serde_json::from_str("{}").unwrap();
     assert_eq!(g, GenerateConfig::default());
+}
+
+/// AWD-LSTM's set (variational, recurrent, weight and embedding dropout, zoneout): every
+/// parameter gets a gradient, training forwards draw fresh masks, restoring the counters replays
+/// them, evaluation is deterministic, and a model without the options keeps two counters.
+#[test]
+fn mask_options_train_replay_and_keep_old_counters() {
+    let masks = crate::masks::MaskOptions {
+        variational_dropout: 0.3,
+        recurrent_dropout: 0.25,
+        zoneout_h: 0.1,
+        zoneout_c: 0.2,
+        weight_drop: 0.5,
+        embedding_dropout: 0.2,
+    };
+    let cfg = LanguageModelConfig::new(Mode::Lstm, 13, 6, 6)
+        .with_num_layers(2)
+        .with_tie_weights(true)
+        .with_masks(masks);
+    let json = serde_json::to_value(&cfg).unwrap();
+    assert_eq!(json["weight_drop"], 0.5);
+    let back: LanguageModelConfig = serde_json::from_value(json).unwrap();
+    assert_eq!(back, cfg);
+    let (varmap, mut lm) = build(&cfg, 3);
+    lm.set_seed(11);
+    let x = ids(&[&[1, 2, 3, 4], &[5, 6, 7, 8]]);
+    let y = ids(&[&[2, 3, 4, 5], &[6, 7, 8, 9]]);
+    let loss = |train| {
+        lm.loss(&x, &y, None, None, train)
+            .unwrap()
+            .0
+            .mean()
+            .unwrap()
+    };
+    let l1 = loss(true);
+    let grads = l1.backward().unwrap();
+    for (name, var) in varmap.data().lock().unwrap().iter() {
+        assert!(
+            grads.get(var.as_tensor()).is_some(),
+            "no gradient for {name}"
+        );
+    }
+    let counters = lm.rng_counters();
+    assert_eq!(counters.len(), 3);
+    assert_eq!(
+        counters[1], 1,
+        "one mask draw per training forward: {counters:?}"
+    );
+    let l2 = loss(true);
+    assert_ne!(scalar(&l1), scalar(&l2));
+    lm.set_rng_counters(&counters).unwrap();
+    assert_eq!(scalar(&loss(true)), scalar(&l2));
+    assert_eq!(scalar(&loss(false)), scalar(&loss(false)));
+    assert!(lm.set_rng_counters(&[0, 0]).is_err());
+
+    let plain = LanguageModelConfig::new(Mode::Lstm, 13, 6, 6);
+    // A config written before the options reads with them off, and writes as it did.
+    let old = r#"{"vocab_size":13,"embedding_dim":6,"hidden_size":6}"#;
+    let read: LanguageModelConfig = serde_json::from_str(old).unwrap();
+    assert_eq!(read, plain);
+    let written = serde_json::to_string(&plain).unwrap();
+    for key in [
+        "zoneout",
+        "weight_drop",
+        "recurrent_dropout",
+        "embedding_dropout",
+        "variational",
+    ] {
+        assert!(!written.contains(key), "{written}");
+    }
+    let (_, plain) = build(&plain, 3);
+    assert_eq!(plain.rng_counters().len(), 2);
+    let bad = cfg.clone().with_masks(crate::masks::MaskOptions {
+        embedding_dropout: 1.0,
+        ..masks
+    });
+    assert!(err_of(LanguageModel::new(
+        &bad,
+        seeded_var_builder(&VarMap::new(), 0, DType::F32, &DEV)
+    ))
+    .contains("embedding_dropout"));
 }

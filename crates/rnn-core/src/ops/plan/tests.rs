@@ -175,6 +175,7 @@ fn compare_tampered<T: HostKernels>(
         sizes,
         saved: Mutex::new(None),
         save: true,
+        masks: None,
     };
     let want_out = op.forward_typed(&xs, &state0, &params);
     let (want_dx, want_dstate, want_dparams) = op
