@@ -96,7 +96,7 @@ impl Rnn {
                 } else {
                     format!("_l{layer}_reverse")
                 };
-                cells.push(CellParams::load(
+                let mut cell = CellParams::load(
                     cfg.mode,
                     cfg.layer_input_size(layer),
                     cfg.hidden_size,
@@ -104,7 +104,11 @@ impl Rnn {
                     cfg.bias,
                     &suffix,
                     &vb,
-                )?);
+                )?;
+                if cfg.layer_norm {
+                    cell = cell.with_layer_norm(&suffix, &vb)?;
+                }
+                cells.push(cell);
             }
         }
         Ok(Self {
@@ -236,11 +240,23 @@ impl Rnn {
         if let Some(lengths) = lengths {
             check_lengths(lengths, batch, seq_len)?;
         }
+        let supported = if self.cfg.layer_norm {
+            ops::layer_norm_recurrence_supported(&prepared.xs)
+        } else {
+            ops::recurrence_supported(&prepared.xs)
+        };
         let fused = match self.implementation {
-            Implementation::Auto => ops::recurrence_supported(&prepared.xs),
+            Implementation::Auto => supported,
             Implementation::Composed => false,
             Implementation::Fused => {
-                if !ops::recurrence_supported(&prepared.xs) {
+                if self.cfg.layer_norm && !supported {
+                    bail!(
+                        "Rnn: the fused layer-normalised recurrence runs in f32 or f64 on the CPU, got {:?} on {:?}; use Implementation::Auto or Composed",
+                        prepared.xs.dtype(),
+                        prepared.xs.device().location()
+                    );
+                }
+                if !supported {
                     bail!(
                         "Rnn: the fused implementation runs in f32 or f64 on the CPU (and on CUDA in a build with the `cuda` feature), got {:?} on {:?}; use Implementation::Auto or Composed",
                         prepared.xs.dtype(),

@@ -18,6 +18,7 @@ mod fused;
 mod gemm;
 mod grad;
 mod gru;
+mod layer_norm;
 pub(crate) mod linear_ce;
 mod lstm;
 pub(crate) mod math;
@@ -31,3 +32,4 @@ pub(crate) mod scratch;
 
 pub(crate) use cpu::supports;
 pub(crate) use fused::{fused_direction, recurrence_supported};
+pub(crate) use layer_norm::layer_norm_recurrence_supported;
