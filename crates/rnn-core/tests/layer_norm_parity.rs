@@ -80,7 +80,7 @@ fn tolerance(dtype_name: &str) -> f64 {
 /// The implementations checked on `device`: the fused op and its twin on the CPU.
 fn implementations(device: &Device) -> [Implementation; 2] {
     if device.is_cpu() {
-        [Implementation::Auto, Implementation::Composed]
+        [Implementation::Fused, Implementation::Composed]
     } else {
         [Implementation::Auto, Implementation::Composed]
     }

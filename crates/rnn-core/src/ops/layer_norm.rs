@@ -1,8 +1,429 @@
-//! The fused layer-normalised LSTM and GRU recurrences (see [`crate::RnnConfig::layer_norm`]).
+//! The fused layer-normalised LSTM and GRU recurrences (see [`crate::RnnConfig::layer_norm`] for
+//! the formulas): [`FusedLayerNormRecurrence`], a Candle `CustomOp3` running one layer-direction's
+//! whole sequence on the CPU (kernels in `lstm_ln` and `gru_ln`), [`fused_direction`], which runs
+//! it for a cell, and the per-row normalisation and its backward that the kernels share.
+//!
+//! The input part `LN_x(W_ih x)` is computed for all steps at once before the recurrence (one
+//! GEMM and one pass of row normalisations); the recurrent part `LN_h(W_hh h)` and, for LSTM,
+//! `LN_c(c)` run inside each step. The composed twin is `CellParams::step`; tests hold the two
+//! equal.
 
-use candle_core::Tensor;
+use super::cpu::{cpu_fwd3, grads_like, with_cpu_slice, FlatGrads, TypedForward3};
+use super::grad::append;
+use super::math::Float;
+use super::problem::{ParamSizes, Problem, Weights};
+use super::scratch;
+use super::{gru_ln, lstm_ln};
+use crate::cell::layer_norm::LAYER_NORM_EPS;
+use crate::cell::params::CellParams;
+use crate::config::Mode;
+use crate::state::RnnState;
+use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+use std::any::Any;
+use std::sync::Mutex;
 
-/// Whether the fused layer-normalised recurrence can run `xs`: not yet (the composed twin runs).
-pub(crate) fn layer_norm_recurrence_supported(_xs: &Tensor) -> bool {
-    false
+/// Whether the fused layer-normalised recurrence can run `xs`: f32 or f64 on the CPU.
+pub(crate) fn layer_norm_recurrence_supported(xs: &Tensor) -> bool {
+    super::cpu::supports(xs)
+}
+
+/// Views of the packed parameters `[w_ih | w_hh | b_ih | b_hh | x_w | x_b | h_w | h_b | c_w | c_b]`
+/// (biases optional, `c_*` LSTM only).
+pub(crate) struct LnWeights<'a, T> {
+    pub base: Weights<'a, T>,
+    pub x_w: &'a [T],
+    pub x_b: &'a [T],
+    pub h_w: &'a [T],
+    pub h_b: &'a [T],
+    pub c_w: &'a [T],
+    pub c_b: &'a [T],
+}
+
+/// The op: as `FusedRecurrence` (same arguments and result layout, no projection), with the
+/// layer norms' gains and biases packed after the weights and biases.
+pub(crate) struct FusedLayerNormRecurrence {
+    pub(crate) mode: Mode,
+    pub(crate) problem: Problem,
+    pub(crate) sizes: ParamSizes,
+    /// Activations saved by the forward for the backward (`LstmLnSaved<T>` or `GruLnSaved<T>`).
+    pub(crate) saved: Mutex<Option<Box<dyn Any + Send + Sync>>>,
+    pub(crate) save: bool,
+}
+
+impl FusedLayerNormRecurrence {
+    fn gates(&self) -> usize {
+        self.mode.gate_count() * self.problem.hidden
+    }
+
+    fn cell_norm(&self) -> usize {
+        if self.mode == Mode::Lstm {
+            self.problem.hidden
+        } else {
+            0
+        }
+    }
+
+    /// Length of the packed parameters.
+    fn params_len(&self) -> usize {
+        self.sizes.total() + 4 * self.gates() + 2 * self.cell_norm()
+    }
+
+    fn out_len(&self) -> usize {
+        let p = &self.problem;
+        p.rows() * p.hidden + p.batch * p.hidden + p.batch * self.cell_norm()
+    }
+
+    fn split<'a, T>(&self, flat: &'a [T]) -> LnWeights<'a, T> {
+        let (base, rest) = flat.split_at(self.sizes.total());
+        let g = self.gates();
+        let (x_w, rest) = rest.split_at(g);
+        let (x_b, rest) = rest.split_at(g);
+        let (h_w, rest) = rest.split_at(g);
+        let (h_b, rest) = rest.split_at(g);
+        let (c_w, c_b) = rest.split_at(self.cell_norm());
+        LnWeights {
+            base: self.sizes.split(base),
+            x_w,
+            x_b,
+            h_w,
+            h_b,
+            c_w,
+            c_b,
+        }
+    }
+
+    fn forward_typed<T: Float>(&self, xs: &[T], state0: &[T], params: &[T]) -> Vec<T> {
+        let p = &self.problem;
+        let (h0, c0) = state0.split_at(p.batch * p.hidden);
+        let w = self.split(params);
+        let mut out = scratch::take(self.out_len());
+        let saved: Option<Box<dyn Any + Send + Sync>> = match self.mode {
+            Mode::Lstm => {
+                lstm_ln::forward(p, xs, h0, c0, &w, &mut out, self.save).map(|s| Box::new(s) as _)
+            }
+            _ => gru_ln::forward(p, xs, h0, &w, &mut out, self.save).map(|s| Box::new(s) as _),
+        };
+        if let Ok(mut slot) = self.saved.lock() {
+            *slot = saved;
+        }
+        out
+    }
+
+    fn backward_typed<T: Float>(
+        &self,
+        xs: &[T],
+        params: &[T],
+        grad_out: &[T],
+    ) -> Result<FlatGrads<T>> {
+        let p = &self.problem;
+        let w = self.split(params);
+        let slot = match self.saved.lock() {
+            Ok(slot) => slot,
+            Err(_) => bail!("fused layer-norm recurrence: saved activations lock poisoned"),
+        };
+        let Some(saved) = slot.as_ref() else {
+            bail!(
+                "fused layer-norm recurrence: backward called but the forward saved no activations"
+            )
+        };
+        let mut dparams = Vec::with_capacity(self.params_len());
+        let (dx, dstate) = match self.mode {
+            Mode::Lstm => {
+                let Some(s) = saved.downcast_ref::<lstm_ln::LstmLnSaved<T>>() else {
+                    bail!("fused layer-norm recurrence: saved activations have the wrong type")
+                };
+                let g = lstm_ln::backward(p, xs, &w, s, grad_out);
+                append(&mut dparams, g.dw_ih);
+                append(&mut dparams, g.dw_hh);
+                if w.base.b_ih.is_some() {
+                    dparams.extend_from_slice(&g.db);
+                    dparams.extend_from_slice(&g.db);
+                }
+                dparams.extend(g.dnorm);
+                let mut dstate = g.dh0;
+                dstate.extend(g.dc0);
+                (g.dx, dstate)
+            }
+            _ => {
+                let Some(s) = saved.downcast_ref::<gru_ln::GruLnSaved<T>>() else {
+                    bail!("fused layer-norm recurrence: saved activations have the wrong type")
+                };
+                let g = gru_ln::backward(p, xs, &w, s, grad_out);
+                append(&mut dparams, g.dw_ih);
+                append(&mut dparams, g.dw_hh);
+                if w.base.b_ih.is_some() {
+                    dparams.extend(g.db_ih);
+                    dparams.extend(g.db_hh);
+                }
+                dparams.extend(g.dnorm);
+                (g.dx, g.dh0)
+            }
+        };
+        debug_assert_eq!(dparams.len(), self.params_len());
+        Ok((dx, dstate, dparams))
+    }
+}
+
+impl TypedForward3 for FusedLayerNormRecurrence {
+    fn forward<T: Float>(&self, xs: &[T], state0: &[T], params: &[T]) -> Result<Vec<T>> {
+        Ok(self.forward_typed(xs, state0, params))
+    }
+}
+
+impl CustomOp3 for FusedLayerNormRecurrence {
+    fn name(&self) -> &'static str {
+        "fused-layer-norm-recurrence"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let out = cpu_fwd3(
+            self,
+            "fused layer-norm recurrence",
+            (s1, l1),
+            (s2, l2),
+            (s3, l3),
+        )?;
+        Ok((out, Shape::from(self.out_len())))
+    }
+
+    fn bwd(
+        &self,
+        xs: &Tensor,
+        state0: &Tensor,
+        params: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        fn run<T: Float>(
+            op: &FusedLayerNormRecurrence,
+            xs: &Tensor,
+            params: &Tensor,
+            grad_res: &Tensor,
+        ) -> Result<FlatGrads<T>> {
+            with_cpu_slice::<T, _>(xs, |x| {
+                with_cpu_slice::<T, _>(params, |w| {
+                    with_cpu_slice::<T, _>(grad_res, |g| op.backward_typed(x, w, g))
+                })
+            })
+        }
+        let like = [xs, state0, params];
+        let (dx, ds, dp) = match xs.dtype() {
+            DType::F32 => grads_like(run::<f32>(self, xs, params, grad_res)?, like)?,
+            DType::F64 => grads_like(run::<f64>(self, xs, params, grad_res)?, like)?,
+            dt => bail!("fused layer-norm recurrence: f32 or f64 only, got {dt:?}"),
+        };
+        Ok((dx, Some(ds).filter(|_| state0.track_op()), Some(dp)))
+    }
+}
+
+/// Runs the layer-normalised `cell` over the whole sequence `xs` with the fused op.
+///
+/// # Shapes
+/// As [`super::fused_direction`]: `xs` `(batch, seq_len, input)` if `batch_first`, else
+/// `(seq_len, batch, input)`; `init` `h (batch, hidden)`, `c (batch, hidden)` for LSTM.
+pub(crate) fn fused_direction(
+    cell: &CellParams,
+    xs: &Tensor,
+    batch_first: bool,
+    init: &RnnState,
+    lengths: Option<&[usize]>,
+    reverse: bool,
+) -> Result<(Tensor, RnnState)> {
+    let Some(ln) = &cell.layer_norm else {
+        bail!("fused layer-norm recurrence: the cell is not layer-normalised")
+    };
+    if cell.weight_hr.is_some() || !matches!(cell.mode, Mode::Lstm | Mode::Gru) {
+        bail!("fused layer-norm recurrence: LSTM or GRU without projection only");
+    }
+    let (d0, d1, input) = xs.dims3()?;
+    let (seq_len, batch) = if batch_first { (d1, d0) } else { (d0, d1) };
+    let hidden = cell.hidden_size;
+    let mut pieces = vec![cell.weight_ih.flatten_all()?, cell.weight_hh.flatten_all()?];
+    let bias = match (&cell.bias_ih, &cell.bias_hh) {
+        (Some(b_ih), Some(b_hh)) => {
+            pieces.push(b_ih.clone());
+            pieces.push(b_hh.clone());
+            b_ih.elem_count()
+        }
+        _ => 0,
+    };
+    pieces.extend(ln.named().into_iter().map(|(_, t)| t.clone()));
+    let mut state_pieces = vec![init.h.flatten_all()?];
+    if let Some(c) = &init.c {
+        state_pieces.push(c.flatten_all()?);
+    }
+    let xs = xs.contiguous()?;
+    let save = xs.track_op()
+        || state_pieces.iter().any(Tensor::track_op)
+        || pieces.iter().any(Tensor::track_op);
+    let op = FusedLayerNormRecurrence {
+        mode: cell.mode,
+        problem: Problem {
+            seq_len,
+            batch,
+            input,
+            hidden,
+            state: hidden,
+            batch_first,
+            reverse,
+            lengths: lengths.map(<[usize]>::to_vec),
+            input_grad: xs.track_op(),
+        },
+        sizes: ParamSizes {
+            w_ih: cell.weight_ih.elem_count(),
+            w_hh: cell.weight_hh.elem_count(),
+            bias,
+            w_hr: 0,
+        },
+        saved: Mutex::new(None),
+        save,
+    };
+    let params = Tensor::cat(&pieces, 0)?;
+    let state0 = Tensor::cat(&state_pieces, 0)?;
+    let out = if save {
+        xs.apply_op3(&state0, &params, op)?
+    } else {
+        xs.apply_op3_no_bwd(&state0, &params, &op)?
+    };
+    let rows = seq_len * batch;
+    let ys = out.narrow(0, 0, rows * hidden)?.reshape((d0, d1, hidden))?;
+    // Copied out, so that a carried state does not keep the whole output buffer alive.
+    let h = out
+        .narrow(0, rows * hidden, batch * hidden)?
+        .reshape((batch, hidden))?
+        .force_contiguous()?;
+    let c = if cell.mode.has_cell_state() {
+        Some(
+            out.narrow(0, (rows + batch) * hidden, batch * hidden)?
+                .reshape((batch, hidden))?
+                .force_contiguous()?,
+        )
+    } else {
+        None
+    };
+    Ok((ys, RnnState::new(h, c)))
+}
+
+/// Normalises `v` in place to `(v - mean(v)) * rstd` and returns `rstd = 1 / sqrt(var(v) + eps)`
+/// (biased variance).
+#[inline]
+#[allow(clippy::assign_op_pattern)] // `Float` has no `MulAssign`
+pub(super) fn normalize<T: Float>(v: &mut [T]) -> T {
+    let n = T::from(v.len()).unwrap_or_else(T::one);
+    let mean = v.iter().copied().sum::<T>() / n;
+    let mut var = T::zero();
+    for x in v.iter_mut() {
+        *x -= mean;
+        var += *x * *x;
+    }
+    let eps = T::from(LAYER_NORM_EPS).unwrap_or_else(T::zero);
+    let rstd = (var / n + eps).sqrt().recip();
+    for x in v.iter_mut() {
+        *x = *x * rstd;
+    }
+    rstd
+}
+
+/// Normalises every `width`-wide row of `buf` in place, writing each row's `rstd`.
+pub(super) fn normalize_rows<T: Float>(buf: &mut [T], width: usize, rstd: &mut [T]) {
+    buf.par_chunks_mut(width)
+        .zip(rstd.par_iter_mut())
+        .with_min_len(64)
+        .for_each(|(row, r)| *r = normalize(row));
+}
+
+/// The backward of `y = xhat * w + b` with `xhat = normalize(v)`, in place: `d` holds `dL/dy` on
+/// entry and `dL/dv = rstd * (g - mean(g) - xhat * mean(g * xhat))`, `g = dy * w`, on return.
+#[inline]
+pub(super) fn normalize_backward<T: Float>(d: &mut [T], xhat: &[T], rstd: T, w: &[T]) {
+    let n = T::from(d.len()).unwrap_or_else(T::one);
+    let (mut s1, mut s2) = (T::zero(), T::zero());
+    for j in 0..d.len() {
+        let g = d[j] * w[j];
+        s1 += g;
+        s2 += g * xhat[j];
+    }
+    let (m1, m2) = (s1 / n, s2 / n);
+    for j in 0..d.len() {
+        d[j] = rstd * (d[j] * w[j] - m1 - xhat[j] * m2);
+    }
+}
+
+/// [`normalize_backward`] on every `width`-wide row of `d`.
+pub(super) fn normalize_backward_rows<T: Float>(
+    d: &mut [T],
+    xhat: &[T],
+    rstd: &[T],
+    w: &[T],
+    width: usize,
+) {
+    d.par_chunks_mut(width)
+        .zip(xhat.par_chunks(width))
+        .zip(rstd.par_iter())
+        .with_min_len(64)
+        .for_each(|((d, x), r)| normalize_backward(d, x, *r, w));
+}
+
+/// The gradients of an LN's gain and bias from `dy (rows, width)` and `xhat (rows, width)`:
+/// `[sum_rows dy * xhat | sum_rows dy]`, appended to `out`.
+pub(super) fn affine_grads<T: Float>(dy: &[T], xhat: &[T], width: usize, out: &mut Vec<T>) {
+    let mut dw = vec![T::zero(); width];
+    let mut db = vec![T::zero(); width];
+    for (d, x) in dy.chunks_exact(width).zip(xhat.chunks_exact(width)) {
+        for j in 0..width {
+            dw[j] += d[j] * x[j];
+            db[j] += d[j];
+        }
+    }
+    out.extend(dw);
+    out.extend(db);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The normalisation and its backward against finite differences of
+    /// `L = sum(c * (normalize(v) * w))`.
+    #[test]
+    fn normalize_backward_matches_finite_differences() {
+        let v = [0.3f64, -1.2, 2.5, 0.7, -0.4];
+        let w = [1.1f64, 0.9, -0.5, 2.0, 1.3];
+        let c = [0.2f64, -0.7, 1.5, 0.4, -1.1];
+        let loss = |v: &[f64]| {
+            let mut x = v.to_vec();
+            normalize(&mut x);
+            x.iter()
+                .zip(&w)
+                .zip(&c)
+                .map(|((x, w), c)| x * w * c)
+                .sum::<f64>()
+        };
+        let mut xhat = v.to_vec();
+        let rstd = normalize(&mut xhat);
+        let mean = xhat.iter().sum::<f64>() / 5.0;
+        let var = xhat.iter().map(|x| x * x).sum::<f64>() / 5.0;
+        assert!(
+            mean.abs() < 1e-12 && (var - 1.0).abs() < 1e-4,
+            "{mean} {var}"
+        );
+        let mut d = c.to_vec();
+        normalize_backward(&mut d, &xhat, rstd, &w);
+        for i in 0..5 {
+            let (mut up, mut down) = (v.to_vec(), v.to_vec());
+            up[i] += 1e-6;
+            down[i] -= 1e-6;
+            let numeric = (loss(&up) - loss(&down)) / 2e-6;
+            assert!((numeric - d[i]).abs() < 1e-7, "{i}: {numeric} vs {}", d[i]);
+        }
+    }
 }

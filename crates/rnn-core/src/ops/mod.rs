@@ -18,9 +18,11 @@ mod fused;
 mod gemm;
 mod grad;
 mod gru;
+mod gru_ln;
 mod layer_norm;
 pub(crate) mod linear_ce;
 mod lstm;
+mod lstm_ln;
 pub(crate) mod math;
 // The CUDA op's launch plan: used by the CUDA build, and run on the CPU by the tests.
 #[cfg(any(test, feature = "cuda"))]
