@@ -50,6 +50,11 @@ pub struct LanguageModelConfig {
     /// End-of-sequence id: [`LanguageModel::generate`](super::LanguageModel::generate) can stop when it draws it.
     #[serde(default)]
     pub eos_id: Option<u32>,
+    /// Layer-normalised LSTM/GRU layers (`RnnConfig::layer_norm`: LN of the gate
+    /// pre-activations' input and recurrent parts and of the LSTM cell state, with parameters
+    /// `rnn.layernorm_*`). Default false, so configs saved without the field load unchanged.
+    #[serde(default)]
+    pub layer_norm: bool,
 }
 
 impl LanguageModelConfig {
@@ -67,7 +72,14 @@ impl LanguageModelConfig {
             pad_id: None,
             bos_id: None,
             eos_id: None,
+            layer_norm: false,
         }
+    }
+
+    /// Sets `layer_norm`.
+    pub fn with_layer_norm(mut self, layer_norm: bool) -> Self {
+        self.layer_norm = layer_norm;
+        self
     }
 
     /// Sets `num_layers`.
@@ -112,11 +124,13 @@ impl LanguageModelConfig {
         self
     }
 
-    /// The recurrent layer's configuration: unidirectional, batch-first, `dropout` between layers.
+    /// The recurrent layer's configuration: unidirectional, batch-first, `dropout` between layers,
+    /// layer-normalised when `layer_norm`.
     pub fn rnn_config(&self) -> RnnConfig {
         RnnConfig::new(self.mode, self.embedding_dim, self.hidden_size)
             .with_num_layers(self.num_layers)
             .with_dropout(self.dropout)
+            .with_layer_norm(self.layer_norm)
     }
 
     /// Checks every field; the error names the field and the value at fault.
