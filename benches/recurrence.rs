@@ -30,6 +30,7 @@ fn bench_layers(c: &mut Criterion) {
                         implementation,
                         iters: 1,
                         dtype: DType::F32,
+                        layer_norm: false,
                     };
                     let name = format!(
                         "{cell}/{}/B{batch}_T{seq_len}_I{input}_H{hidden}/{implementation:?}",

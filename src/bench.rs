@@ -63,6 +63,8 @@ pub struct BenchSpec {
     /// Element type.
     #[serde(skip)]
     pub dtype: DType,
+    /// Layer-normalised LSTM/GRU (`RnnConfig::layer_norm`; fused or composed only).
+    pub layer_norm: bool,
 }
 
 /// Result of one benchmark, in milliseconds per iteration.
@@ -91,6 +93,8 @@ pub struct BenchResult {
     pub layers: usize,
     /// Bidirectional.
     pub bidirectional: bool,
+    /// Layer-normalised cells.
+    pub layer_norm: bool,
     /// Timed iterations.
     pub iters: usize,
     /// Median ms per iteration.
@@ -127,6 +131,9 @@ impl Workload {
                 spec.dtype
             );
         }
+        if spec.layer_norm && spec.implementation == BenchImpl::CandleNn {
+            bail!("--layer-norm times this project's layer-normalised cells: use --impl fused or composed, not candle-nn");
+        }
         let xs = Tensor::randn(0f32, 1.0, (spec.batch, spec.seq_len, spec.input), device)?
             .to_dtype(spec.dtype)?;
         let varmap = VarMap::new();
@@ -141,7 +148,8 @@ impl Workload {
                 };
                 let cfg = RnnConfig::new(spec.cell, spec.input, spec.hidden)
                     .with_num_layers(spec.layers)
-                    .with_bidirectional(spec.bidirectional);
+                    .with_bidirectional(spec.bidirectional)
+                    .with_layer_norm(spec.layer_norm);
                 let rnn = Rnn::new(&cfg, vb)?.with_implementation(imp);
                 // Inference keeps no autograd graph, as PyTorch's `inference_mode`.
                 let rnn = if train { rnn } else { rnn.detached() };
@@ -208,6 +216,7 @@ impl Workload {
             hidden: s.hidden,
             layers: s.layers,
             bidirectional: s.bidirectional,
+            layer_norm: s.layer_norm,
             iters: n,
             median_ms: median,
             min_ms: times[0],

@@ -408,6 +408,7 @@ fn measure_row(
         implementation: spec.implementation,
         iters: spec.iters,
         dtype: spec.dtype,
+        layer_norm: false,
     };
     let mut notes = Vec::new();
     match Workload::new(&bench, device).and_then(|mut w| w.measure()) {

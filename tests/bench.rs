@@ -19,6 +19,7 @@ fn spec(cell: Mode, implementation: BenchImpl, train: bool, bidirectional: bool)
         implementation,
         iters: 3,
         dtype: DType::F32,
+        layer_norm: false,
     }
 }
 
@@ -78,4 +79,29 @@ fn zero_sizes_are_refused() {
         .expect("refused")
         .to_string();
     assert!(err.contains("must all be > 0"), "{err}");
+}
+
+#[test]
+fn layer_norm_runs_fused_and_composed_and_candle_nn_refuses_it() {
+    for implementation in [BenchImpl::Fused, BenchImpl::Composed] {
+        for cell in [Mode::Lstm, Mode::Gru] {
+            for train in [false, true] {
+                let mut s = spec(cell, implementation, train, true);
+                s.layer_norm = true;
+                let r = Workload::new(&s, &Device::Cpu).unwrap().measure().unwrap();
+                assert!(r.layer_norm);
+                assert!(r.min_ms > 0.0 && r.min_ms <= r.median_ms, "{r:?}");
+            }
+        }
+    }
+    let mut s = spec(Mode::Lstm, BenchImpl::CandleNn, true, false);
+    s.layer_norm = true;
+    let err = Workload::new(&s, &Device::Cpu)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        err.contains("--layer-norm") && err.contains("candle-nn"),
+        "{err}"
+    );
 }

@@ -116,11 +116,13 @@ pub struct RnnConfig {
     /// LSTM only: project `h` to this size with `weight_hr_l{k}` (Sak et al. 2014). 0 = none.
     #[serde(default)]
     pub proj_size: usize,
-    /// LSTM and GRU only: layer normalisation (Ba et al. 2016, as haste's `LayerNormLSTM` and
-    /// TF-Addons' `LayerNormLSTMCell`). With `LN(v) = (v - mean(v)) / sqrt(var(v) + 1e-5) * w + b`
-    /// over the feature axis (biased variance, as `torch.nn.functional.layer_norm`), one step is
+    /// LSTM and GRU only: layer normalisation ([Ba et al. 2016](https://arxiv.org/abs/1607.06450),
+    /// as haste's `LayerNormLSTM` and TF-Addons' `LayerNormLSTMCell`). With
+    /// `LN(v) = (v - mean(v)) / sqrt(var(v) + 1e-5) * w + b` over the feature axis (biased
+    /// variance, as `torch.nn.functional.layer_norm`), one step is
     /// - LSTM: `a = LN_x(W_ih x) + LN_h(W_hh h) + b_ih + b_hh` split into i, f, g, o as usual,
-    ///   `c' = f * c + i * g`, `h' = o * tanh(LN_c(c'))` (the carried state is the un-normalised `c'`);
+    ///   `c' = f * c + i * g`, `h' = o * tanh(LN_c(c'))` (the carried state is the
+    ///   un-normalised `c'`);
     /// - GRU: `gx = LN_x(W_ih x) + b_ih`, `gh = LN_h(W_hh h) + b_hh` over all 3 gate blocks, then
     ///   PyTorch's `r = σ(gx_r + gh_r)`, `z = σ(gx_z + gh_z)`, `n = tanh(gx_n + r * gh_n)`,
     ///   `h' = (1 - z) * n + z * h`.
@@ -129,8 +131,12 @@ pub struct RnnConfig {
     /// `layernorm_x_weight_l{k}`, `layernorm_x_bias_l{k}`, `layernorm_h_weight_l{k}`,
     /// `layernorm_h_bias_l{k}` (`G * hidden_size` each) and, LSTM only, `layernorm_c_weight_l{k}`,
     /// `layernorm_c_bias_l{k}` (`hidden_size`), with `_reverse` for the backward direction.
-    /// Not with `proj_size`. Default false: PyTorch's cells, weight names and behaviour; configs
-    /// and checkpoints written without the field load with it off.
+    /// (haste's input and recurrent norms have a gain only; the biases here are redundant with
+    /// `b_ih + b_hh` but keep every norm a plain `torch.nn.LayerNorm`.) The fused CPU op
+    /// normalises the input part of all steps before the recurrence, and the recurrent part and
+    /// the cell state inside each step. Not with `proj_size`. Default false: PyTorch's cells,
+    /// weight names and behaviour; configs and checkpoints written without the field load with
+    /// it off.
     #[serde(default)]
     pub layer_norm: bool,
 }
