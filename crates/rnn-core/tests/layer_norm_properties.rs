@@ -149,6 +149,18 @@ proptest! {
             let d = max_abs_diff(x, y);
             prop_assert!(d <= 1e-10 * scale(y), "f64 {}: fused vs composed differ by {:e}", name, d);
         }
+        // Inference (nothing tracked): the fused op runs on views of the parameters.
+        let untracked = rnn.detached().with_implementation(Implementation::Fused);
+        let state = s0.as_ref().map(|(h, c)| {
+            RnnState::new(h.as_tensor().detach(), c.as_ref().map(|c| c.as_tensor().detach()))
+        });
+        let (ys, fin) = untracked.forward_t(&xs.as_tensor().detach(), state.as_ref(), lengths, false).unwrap();
+        let mut outs = vec![ys, fin.h];
+        outs.extend(fin.c);
+        for (out, (name, want)) in outs.iter().zip(&composed) {
+            let d = max_abs_diff(out, want);
+            prop_assert!(d <= 1e-10 * scale(want), "untracked {}: differs by {:e}", name, d);
+        }
         if f32 {
             // The same problem in f32 (8 or more features): the fused op's error against the
             // f64 answer is within a small multiple of the composed twin's, plus 1e-4 relative.

@@ -6,9 +6,9 @@
 
 use super::batch::{for_each_batch_chunk, Shared};
 use super::gemm::{matmul, MatRef, PackedRhs};
-use super::grad::{colsum_into, input_gradient};
+use super::grad::input_gradient;
 use super::layer_norm::{
-    affine_grads, normalize, normalize_backward, normalize_backward_rows, normalize_rows, LnWeights,
+    column_sums, normalize, normalize_backward, normalize_backward_rows, normalize_rows, LnWeights,
 };
 use super::math::Float;
 use super::problem::Problem;
@@ -265,13 +265,14 @@ pub(crate) fn backward<T: Float>(
     for_each_batch_chunk(bb, |range| {
         backward_chunk(p, range, &w_hh, w.h_w, s, grad_out, &bufs)
     });
-    let mut db_ih = vec![T::zero(); g3];
-    colsum_into(&dgi, g3, &mut db_ih);
-    let mut db_hh = vec![T::zero(); g3];
-    colsum_into(&dgh, g3, &mut db_hh);
+    // x_b and b_ih receive the column sums of dL/dgx; h_b and b_hh those of dL/dgh.
+    let (db_ih, mut dwx) = column_sums(&dgi, &[&s.xhat_x], g3);
+    let (db_hh, mut dwh) = column_sums(&dgh, &[&s.xhat_h], g3);
     let mut dnorm = Vec::with_capacity(4 * g3);
-    affine_grads(&dgi, &s.xhat_x, g3, &mut dnorm);
-    affine_grads(&dgh, &s.xhat_h, g3, &mut dnorm);
+    dnorm.append(&mut dwx[0]);
+    dnorm.extend_from_slice(&db_ih);
+    dnorm.append(&mut dwh[0]);
+    dnorm.extend_from_slice(&db_hh);
     // dL/d(W_ih x), through LN_x, in place of dL/dgx.
     normalize_backward_rows(&mut dgi, &s.xhat_x, &s.rstd_x, w.x_w, g3);
     let dgx = MatRef::row_major(&dgi, rows, g3);

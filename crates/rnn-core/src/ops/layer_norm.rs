@@ -8,7 +8,7 @@
 //! `LN_c(c)` run inside each step. The composed twin is `CellParams::step`; tests hold the two
 //! equal.
 
-use super::cpu::{cpu_fwd3, grads_like, with_cpu_slice, FlatGrads, TypedForward3};
+use super::cpu::{cpu_fwd3, cpu_slice, grads_like, with_cpu_slice, FlatGrads, TypedForward3};
 use super::grad::append;
 use super::math::Float;
 use super::problem::{ParamSizes, Problem, Weights};
@@ -18,7 +18,7 @@ use crate::cell::layer_norm::LAYER_NORM_EPS;
 use crate::cell::params::CellParams;
 use crate::config::Mode;
 use crate::state::RnnState;
-use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 use std::any::Any;
 use std::sync::Mutex;
@@ -96,7 +96,13 @@ impl FusedLayerNormRecurrence {
     fn forward_typed<T: Float>(&self, xs: &[T], state0: &[T], params: &[T]) -> Vec<T> {
         let p = &self.problem;
         let (h0, c0) = state0.split_at(p.batch * p.hidden);
-        let w = self.split(params);
+        self.forward_parts(xs, h0, c0, &self.split(params))
+    }
+
+    /// The forward from separate views of the initial state (`c0` empty unless LSTM) and the
+    /// parameters.
+    fn forward_parts<T: Float>(&self, xs: &[T], h0: &[T], c0: &[T], w: &LnWeights<T>) -> Vec<T> {
+        let p = &self.problem;
         let mut out = scratch::take(self.out_len());
         let saved: Option<Box<dyn Any + Send + Sync>> = match self.mode {
             Mode::Lstm => {
@@ -287,12 +293,26 @@ pub(crate) fn fused_direction(
         saved: Mutex::new(None),
         save,
     };
-    let params = Tensor::cat(&pieces, 0)?;
-    let state0 = Tensor::cat(&state_pieces, 0)?;
     let out = if save {
+        let params = Tensor::cat(&pieces, 0)?;
+        let state0 = Tensor::cat(&state_pieces, 0)?;
         xs.apply_op3(&state0, &params, op)?
     } else {
-        xs.apply_op3_no_bwd(&state0, &params, &op)?
+        // Nothing to differentiate: run on views of the tensors as they are, without copying the
+        // parameters and the state into the op's packed arguments.
+        let out_len = op.out_len();
+        let mut args = vec![xs.clone()];
+        args.extend(state_pieces);
+        args.extend(pieces);
+        match xs.dtype() {
+            DType::F32 => {
+                Tensor::from_vec(run_untracked::<f32>(&op, &args)?, out_len, xs.device())?
+            }
+            DType::F64 => {
+                Tensor::from_vec(run_untracked::<f64>(&op, &args)?, out_len, xs.device())?
+            }
+            dt => bail!("fused layer-norm recurrence: f32 or f64 only, got {dt:?}"),
+        }
     };
     let rows = seq_len * batch;
     let ys = out.narrow(0, 0, rows * hidden)?.reshape((d0, d1, hidden))?;
@@ -311,6 +331,52 @@ pub(crate) fn fused_direction(
         None
     };
     Ok((ys, RnnState::new(h, c)))
+}
+
+/// The op's forward with no autograd graph, on `args = [xs, h0, (c0,) w_ih, w_hh, (b_ih, b_hh,)
+/// x_w, x_b, h_w, h_b, (c_w, c_b)]` read in place (each made contiguous first).
+fn run_untracked<T: Float>(op: &FusedLayerNormRecurrence, args: &[Tensor]) -> Result<Vec<T>> {
+    let args = args
+        .iter()
+        .map(Tensor::contiguous)
+        .collect::<Result<Vec<_>>>()?;
+    let guards: Vec<_> = args.iter().map(Tensor::storage_and_layout).collect();
+    let mut slices = Vec::with_capacity(guards.len());
+    for (storage, layout) in &guards {
+        match &**storage {
+            Storage::Cpu(cpu) => slices.push(cpu_slice::<T>(cpu, layout)?),
+            _ => bail!("fused layer-norm recurrence: tensor is not on the CPU"),
+        }
+    }
+    let lstm = op.mode == Mode::Lstm;
+    let (x, h0) = (slices[0], slices[1]);
+    let (c0, rest): (&[T], &[&[T]]) = if lstm {
+        (slices[2], &slices[3..])
+    } else {
+        (&[], &slices[2..])
+    };
+    let (b_ih, b_hh, norms) = if op.sizes.bias > 0 {
+        (Some(rest[2]), Some(rest[3]), &rest[4..])
+    } else {
+        (None, None, &rest[2..])
+    };
+    let empty: &[T] = &[];
+    let w = LnWeights {
+        base: Weights {
+            w_ih: rest[0],
+            w_hh: rest[1],
+            b_ih,
+            b_hh,
+            w_hr: None,
+        },
+        x_w: norms[0],
+        x_b: norms[1],
+        h_w: norms[2],
+        h_b: norms[3],
+        c_w: norms.get(4).copied().unwrap_or(empty),
+        c_b: norms.get(5).copied().unwrap_or(empty),
+    };
+    Ok(op.forward_parts(x, h0, c0, &w))
 }
 
 /// Normalises `v` in place to `(v - mean(v)) * rstd` and returns `rstd = 1 / sqrt(var(v) + eps)`
@@ -373,19 +439,46 @@ pub(super) fn normalize_backward_rows<T: Float>(
         .for_each(|((d, x), r)| normalize_backward(d, x, *r, w));
 }
 
-/// The gradients of an LN's gain and bias from `dy (rows, width)` and `xhat (rows, width)`:
-/// `[sum_rows dy * xhat | sum_rows dy]`, appended to `out`.
-pub(super) fn affine_grads<T: Float>(dy: &[T], xhat: &[T], width: usize, out: &mut Vec<T>) {
-    let mut dw = vec![T::zero(); width];
-    let mut db = vec![T::zero(); width];
-    for (d, x) in dy.chunks_exact(width).zip(xhat.chunks_exact(width)) {
-        for j in 0..width {
-            dw[j] += d[j] * x[j];
-            db[j] += d[j];
+/// Column sums of a row-major `(rows, width)` buffer `dy`, and of `dy * xhat` for each buffer
+/// of `xhats` (same shape): `(sum_rows dy, [sum_rows dy * xhat])`, in parallel over column
+/// blocks (one pass over `dy`). These are the gradients of the LN biases and gains (and of the
+/// cell's biases, which enter the same sum).
+pub(super) fn column_sums<T: Float>(
+    dy: &[T],
+    xhats: &[&[T]],
+    width: usize,
+) -> (Vec<T>, Vec<Vec<T>>) {
+    const BLOCK: usize = 64;
+    let blocks: Vec<(Vec<T>, Vec<Vec<T>>)> = (0..width.div_ceil(BLOCK))
+        .into_par_iter()
+        .map(|blk| {
+            let (j0, j1) = (blk * BLOCK, ((blk + 1) * BLOCK).min(width));
+            let mut db = vec![T::zero(); j1 - j0];
+            let mut dws = vec![vec![T::zero(); j1 - j0]; xhats.len()];
+            for (r, row) in dy.chunks_exact(width).enumerate() {
+                let d = &row[j0..j1];
+                for (o, v) in db.iter_mut().zip(d) {
+                    *o += *v;
+                }
+                for (dw, xhat) in dws.iter_mut().zip(xhats) {
+                    let x = &xhat[r * width + j0..r * width + j1];
+                    for ((o, v), x) in dw.iter_mut().zip(d).zip(x) {
+                        *o += *v * *x;
+                    }
+                }
+            }
+            (db, dws)
+        })
+        .collect();
+    let mut db = Vec::with_capacity(width);
+    let mut dws = vec![Vec::with_capacity(width); xhats.len()];
+    for (b, ws) in blocks {
+        db.extend(b);
+        for (dw, w) in dws.iter_mut().zip(ws) {
+            dw.extend(w);
         }
     }
-    out.extend(dw);
-    out.extend(db);
+    (db, dws)
 }
 
 #[cfg(test)]

@@ -5,9 +5,9 @@
 
 use super::batch::{for_each_batch_chunk, Shared};
 use super::gemm::{matmul, MatRef, PackedRhs};
-use super::grad::{colsum_into, input_gradient};
+use super::grad::input_gradient;
 use super::layer_norm::{
-    affine_grads, normalize, normalize_backward, normalize_backward_rows, normalize_rows, LnWeights,
+    column_sums, normalize, normalize_backward, normalize_backward_rows, normalize_rows, LnWeights,
 };
 use super::math::Float;
 use super::problem::Problem;
@@ -313,12 +313,16 @@ pub(crate) fn backward<T: Float>(
     for_each_batch_chunk(bb, |range| {
         backward_chunk(p, range, &w_hh, w, s, grad_out, &bufs)
     });
-    let mut db = vec![T::zero(); g4];
-    colsum_into(&da, g4, &mut db);
+    // The LN biases and b_ih, b_hh all receive the column sums of dL/da.
+    let (db, mut dws) = column_sums(&da, &[&s.xhat_x, &s.xhat_h], g4);
+    let (dc_b, mut dc_w) = column_sums(&dlnc, &[&s.chat], hh);
     let mut dnorm = Vec::with_capacity(4 * g4 + 2 * hh);
-    affine_grads(&da, &s.xhat_x, g4, &mut dnorm);
-    affine_grads(&da, &s.xhat_h, g4, &mut dnorm);
-    affine_grads(&dlnc, &s.chat, hh, &mut dnorm);
+    dnorm.extend_from_slice(&dws[0]);
+    dnorm.extend_from_slice(&db);
+    dnorm.append(&mut dws[1]);
+    dnorm.extend_from_slice(&db);
+    dnorm.append(&mut dc_w[0]);
+    dnorm.extend(dc_b);
     // dL/d(W_ih x), through LN_x, in place of dL/da.
     normalize_backward_rows(&mut da, &s.xhat_x, &s.rstd_x, w.x_w, g4);
     let dgx = MatRef::row_major(&da, rows, g4);
