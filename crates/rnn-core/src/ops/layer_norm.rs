@@ -379,20 +379,39 @@ fn run_untracked<T: Float>(op: &FusedLayerNormRecurrence, args: &[Tensor]) -> Re
     Ok(op.forward_parts(x, h0, c0, &w))
 }
 
+/// Lanes of the sums below: independent partial sums, so the compiler can vectorise them.
+const LANES: usize = 8;
+
+/// `sum_j f(j)` over `0..n` in [`LANES`] partial sums.
+#[inline(always)]
+fn lane_sum<T: Float>(n: usize, f: impl Fn(usize) -> T) -> T {
+    let mut acc = [T::zero(); LANES];
+    let full = n / LANES * LANES;
+    for j0 in (0..full).step_by(LANES) {
+        for (k, a) in acc.iter_mut().enumerate() {
+            *a += f(j0 + k);
+        }
+    }
+    let mut total = T::zero();
+    for j in full..n {
+        total += f(j);
+    }
+    acc.iter().fold(total, |s, a| s + *a)
+}
+
 /// Normalises `v` in place to `(v - mean(v)) * rstd` and returns `rstd = 1 / sqrt(var(v) + eps)`
 /// (biased variance).
 #[inline]
 #[allow(clippy::assign_op_pattern)] // `Float` has no `MulAssign`
 pub(super) fn normalize<T: Float>(v: &mut [T]) -> T {
     let n = T::from(v.len()).unwrap_or_else(T::one);
-    let mean = v.iter().copied().sum::<T>() / n;
-    let mut var = T::zero();
+    let mean = lane_sum(v.len(), |j| v[j]) / n;
     for x in v.iter_mut() {
         *x -= mean;
-        var += *x * *x;
     }
+    let var = lane_sum(v.len(), |j| v[j] * v[j]) / n;
     let eps = T::from(LAYER_NORM_EPS).unwrap_or_else(T::zero);
-    let rstd = (var / n + eps).sqrt().recip();
+    let rstd = (var + eps).sqrt().recip();
     for x in v.iter_mut() {
         *x = *x * rstd;
     }
@@ -412,13 +431,9 @@ pub(super) fn normalize_rows<T: Float>(buf: &mut [T], width: usize, rstd: &mut [
 #[inline]
 pub(super) fn normalize_backward<T: Float>(d: &mut [T], xhat: &[T], rstd: T, w: &[T]) {
     let n = T::from(d.len()).unwrap_or_else(T::one);
-    let (mut s1, mut s2) = (T::zero(), T::zero());
-    for j in 0..d.len() {
-        let g = d[j] * w[j];
-        s1 += g;
-        s2 += g * xhat[j];
-    }
-    let (m1, m2) = (s1 / n, s2 / n);
+    let (d_ro, xhat, w) = (&*d, &xhat[..d.len()], &w[..d.len()]);
+    let m1 = lane_sum(d_ro.len(), |j| d_ro[j] * w[j]) / n;
+    let m2 = lane_sum(d_ro.len(), |j| d_ro[j] * w[j] * xhat[j]) / n;
     for j in 0..d.len() {
         d[j] = rstd * (d[j] * w[j] - m1 - xhat[j] * m2);
     }
