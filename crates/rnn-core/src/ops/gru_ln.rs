@@ -167,12 +167,25 @@ fn forward_chunk<T: Float>(
             let rstd_h = normalize(ghr);
             let xr = &xhat_x[row * g3..][..g3];
             // r, z pre-activations: both parts; n: the input part, and gh_n apart.
-            for j in 0..2 * hh {
-                a[j] = xr[j] * w.x_w[j] + w.x_bias[j] + ghr[j] * w.h_w[j] + w.h_bias[j];
+            let (xr_rz, xr_n) = xr.split_at(2 * hh);
+            let (gh_rz, gh_n) = ghr.split_at(2 * hh);
+            let (a_rz, a_n) = a.split_at_mut(2 * hh);
+            let (xw_rz, xw_n) = w.x_w.split_at(2 * hh);
+            let (xb_rz, xb_n) = w.x_bias.split_at(2 * hh);
+            let (hw_rz, hw_n) = w.h_w.split_at(2 * hh);
+            let (hb_rz, hb_n) = w.h_bias.split_at(2 * hh);
+            for ((a, (x, xw)), ((xb, g), (hw, hb))) in a_rz
+                .iter_mut()
+                .zip(xr_rz.iter().zip(xw_rz))
+                .zip(xb_rz.iter().zip(gh_rz).zip(hw_rz.iter().zip(hb_rz)))
+            {
+                *a = *x * *xw + *xb + *g * *hw + *hb;
             }
-            for j in 2 * hh..g3 {
-                a[j] = xr[j] * w.x_w[j] + w.x_bias[j];
-                ghn[j - 2 * hh] = ghr[j] * w.h_w[j] + w.h_bias[j];
+            for ((a, (x, xw)), xb) in a_n.iter_mut().zip(xr_n.iter().zip(xw_n)).zip(xb_n) {
+                *a = *x * *xw + *xb;
+            }
+            for ((n, g), (hw, hb)) in ghn.iter_mut().zip(gh_n).zip(hw_n.iter().zip(hb_n)) {
+                *n = *g * *hw + *hb;
             }
             T::sigmoid_inplace(&mut a[..2 * hh]);
             let (rz, ng) = a.split_at_mut(2 * hh);

@@ -106,9 +106,9 @@ impl FusedLayerNormRecurrence {
         let mut out = scratch::take(self.out_len());
         let saved: Option<Box<dyn Any + Send + Sync>> = match self.mode {
             Mode::Lstm => {
-                lstm_ln::forward(p, xs, h0, c0, &w, &mut out, self.save).map(|s| Box::new(s) as _)
+                lstm_ln::forward(p, xs, h0, c0, w, &mut out, self.save).map(|s| Box::new(s) as _)
             }
-            _ => gru_ln::forward(p, xs, h0, &w, &mut out, self.save).map(|s| Box::new(s) as _),
+            _ => gru_ln::forward(p, xs, h0, w, &mut out, self.save).map(|s| Box::new(s) as _),
         };
         if let Ok(mut slot) = self.saved.lock() {
             *slot = saved;
@@ -382,21 +382,28 @@ fn run_untracked<T: Float>(op: &FusedLayerNormRecurrence, args: &[Tensor]) -> Re
 /// Lanes of the sums below: independent partial sums, so the compiler can vectorise them.
 const LANES: usize = 8;
 
-/// `sum_j f(j)` over `0..n` in [`LANES`] partial sums.
+/// `sum_j a[j] * b[j] * c[j]` (with `b`, `c` `None` read as ones) in [`LANES`] partial sums.
 #[inline(always)]
-fn lane_sum<T: Float>(n: usize, f: impl Fn(usize) -> T) -> T {
+fn lane_sum<T: Float>(a: &[T], b: Option<&[T]>, c: Option<&[T]>) -> T {
+    let n = a.len();
+    let ones = [T::one(); LANES];
     let mut acc = [T::zero(); LANES];
     let full = n / LANES * LANES;
-    for j0 in (0..full).step_by(LANES) {
-        for (k, a) in acc.iter_mut().enumerate() {
-            *a += f(j0 + k);
+    let term = |j: usize| a[j] * b.map_or(T::one(), |b| b[j]) * c.map_or(T::one(), |c| c[j]);
+    let (a_c, b_c, c_c) = (
+        a[..full].chunks_exact(LANES),
+        b.map(|b| &b[..full]),
+        c.map(|c| &c[..full]),
+    );
+    for (i, ac) in a_c.enumerate() {
+        let bc = b_c.map_or(&ones[..], |b| &b[i * LANES..][..LANES]);
+        let cc = c_c.map_or(&ones[..], |c| &c[i * LANES..][..LANES]);
+        for ((s, x), (y, z)) in acc.iter_mut().zip(ac).zip(bc.iter().zip(cc)) {
+            *s += *x * *y * *z;
         }
     }
-    let mut total = T::zero();
-    for j in full..n {
-        total += f(j);
-    }
-    acc.iter().fold(total, |s, a| s + *a)
+    let tail = (full..n).fold(T::zero(), |s, j| s + term(j));
+    acc.iter().fold(tail, |s, a| s + *a)
 }
 
 /// Normalises `v` in place to `(v - mean(v)) * rstd` and returns `rstd = 1 / sqrt(var(v) + eps)`
@@ -405,11 +412,11 @@ fn lane_sum<T: Float>(n: usize, f: impl Fn(usize) -> T) -> T {
 #[allow(clippy::assign_op_pattern)] // `Float` has no `MulAssign`
 pub(super) fn normalize<T: Float>(v: &mut [T]) -> T {
     let n = T::from(v.len()).unwrap_or_else(T::one);
-    let mean = lane_sum(v.len(), |j| v[j]) / n;
+    let mean = lane_sum(v, None, None) / n;
     for x in v.iter_mut() {
         *x -= mean;
     }
-    let var = lane_sum(v.len(), |j| v[j] * v[j]) / n;
+    let var = lane_sum(v, Some(v), None) / n;
     let eps = T::from(LAYER_NORM_EPS).unwrap_or_else(T::zero);
     let rstd = (var + eps).sqrt().recip();
     for x in v.iter_mut() {
@@ -420,22 +427,32 @@ pub(super) fn normalize<T: Float>(v: &mut [T]) -> T {
 
 /// Normalises every `width`-wide row of `buf` in place, writing each row's `rstd`.
 pub(super) fn normalize_rows<T: Float>(buf: &mut [T], width: usize, rstd: &mut [T]) {
+    if buf.len() < PARALLEL_MIN_ELEMS {
+        for (row, r) in buf.chunks_exact_mut(width).zip(rstd.iter_mut()) {
+            *r = normalize(row);
+        }
+        return;
+    }
     buf.par_chunks_mut(width)
         .zip(rstd.par_iter_mut())
         .with_min_len(64)
         .for_each(|(row, r)| *r = normalize(row));
 }
 
+/// Fewest elements for which the passes over all rows run on several threads: below, waking
+/// the pool costs more than it saves.
+const PARALLEL_MIN_ELEMS: usize = 1 << 18;
+
 /// The backward of `y = xhat * w + b` with `xhat = normalize(v)`, in place: `d` holds `dL/dy` on
 /// entry and `dL/dv = rstd * (g - mean(g) - xhat * mean(g * xhat))`, `g = dy * w`, on return.
 #[inline]
 pub(super) fn normalize_backward<T: Float>(d: &mut [T], xhat: &[T], rstd: T, w: &[T]) {
     let n = T::from(d.len()).unwrap_or_else(T::one);
-    let (d_ro, xhat, w) = (&*d, &xhat[..d.len()], &w[..d.len()]);
-    let m1 = lane_sum(d_ro.len(), |j| d_ro[j] * w[j]) / n;
-    let m2 = lane_sum(d_ro.len(), |j| d_ro[j] * w[j] * xhat[j]) / n;
-    for j in 0..d.len() {
-        d[j] = rstd * (d[j] * w[j] - m1 - xhat[j] * m2);
+    let (xhat, w) = (&xhat[..d.len()], &w[..d.len()]);
+    let m1 = lane_sum(d, Some(w), None) / n;
+    let m2 = lane_sum(d, Some(w), Some(xhat)) / n;
+    for ((d, x), w) in d.iter_mut().zip(xhat).zip(w) {
+        *d = rstd * (*d * *w - m1 - *x * m2);
     }
 }
 
@@ -447,6 +464,16 @@ pub(super) fn normalize_backward_rows<T: Float>(
     w: &[T],
     width: usize,
 ) {
+    if d.len() < PARALLEL_MIN_ELEMS {
+        for ((d, x), r) in d
+            .chunks_exact_mut(width)
+            .zip(xhat.chunks_exact(width))
+            .zip(rstd)
+        {
+            normalize_backward(d, x, *r, w);
+        }
+        return;
+    }
     d.par_chunks_mut(width)
         .zip(xhat.par_chunks(width))
         .zip(rstd.par_iter())
@@ -464,27 +491,30 @@ pub(super) fn column_sums<T: Float>(
     width: usize,
 ) -> (Vec<T>, Vec<Vec<T>>) {
     const BLOCK: usize = 64;
-    let blocks: Vec<(Vec<T>, Vec<Vec<T>>)> = (0..width.div_ceil(BLOCK))
-        .into_par_iter()
-        .map(|blk| {
-            let (j0, j1) = (blk * BLOCK, ((blk + 1) * BLOCK).min(width));
-            let mut db = vec![T::zero(); j1 - j0];
-            let mut dws = vec![vec![T::zero(); j1 - j0]; xhats.len()];
-            for (r, row) in dy.chunks_exact(width).enumerate() {
-                let d = &row[j0..j1];
-                for (o, v) in db.iter_mut().zip(d) {
-                    *o += *v;
-                }
-                for (dw, xhat) in dws.iter_mut().zip(xhats) {
-                    let x = &xhat[r * width + j0..r * width + j1];
-                    for ((o, v), x) in dw.iter_mut().zip(d).zip(x) {
-                        *o += *v * *x;
-                    }
+    let block = |blk: usize| {
+        let (j0, j1) = (blk * BLOCK, ((blk + 1) * BLOCK).min(width));
+        let mut db = vec![T::zero(); j1 - j0];
+        let mut dws = vec![vec![T::zero(); j1 - j0]; xhats.len()];
+        for (r, row) in dy.chunks_exact(width).enumerate() {
+            let d = &row[j0..j1];
+            for (o, v) in db.iter_mut().zip(d) {
+                *o += *v;
+            }
+            for (dw, xhat) in dws.iter_mut().zip(xhats) {
+                let x = &xhat[r * width + j0..r * width + j1];
+                for ((o, v), x) in dw.iter_mut().zip(d).zip(x) {
+                    *o += *v * *x;
                 }
             }
-            (db, dws)
-        })
-        .collect();
+        }
+        (db, dws)
+    };
+    let n_blocks = width.div_ceil(BLOCK);
+    let blocks: Vec<(Vec<T>, Vec<Vec<T>>)> = if dy.len() < PARALLEL_MIN_ELEMS {
+        (0..n_blocks).map(block).collect()
+    } else {
+        (0..n_blocks).into_par_iter().map(block).collect()
+    };
     let mut db = Vec::with_capacity(width);
     let mut dws = vec![Vec::with_capacity(width); xhats.len()];
     for (b, ws) in blocks {

@@ -191,8 +191,14 @@ fn forward_chunk<T: Float>(
             let ghr = &mut gh[i * g4..][..g4];
             let rstd_h = normalize(ghr);
             let xr = &xhat_x[row * g4..][..g4];
-            for j in 0..g4 {
-                a[j] = xr[j] * w.x_w[j] + ghr[j] * w.h_w[j] + w.bias[j];
+            for ((((a, x), xw), (g, hw)), b) in a
+                .iter_mut()
+                .zip(xr)
+                .zip(w.x_w)
+                .zip(ghr.iter().zip(w.h_w))
+                .zip(&w.bias)
+            {
+                *a = *x * *xw + *g * *hw + *b;
             }
             T::sigmoid_inplace(&mut a[..2 * hh]);
             T::tanh_inplace(&mut a[2 * hh..3 * hh]);
@@ -202,14 +208,14 @@ fn forward_chunk<T: Float>(
             let gg = &rest[..hh];
             let cb = &c[i * hh..][..hh];
             let cn = &mut c_new[i * hh..][..hh];
-            for j in 0..hh {
-                cn[j] = fg[j] * cb[j] + ig[j] * gg[j];
+            for (((cn, f), c), (i, g)) in cn.iter_mut().zip(fg).zip(cb).zip(ig.iter().zip(gg)) {
+                *cn = *f * *c + *i * *g;
             }
             chat.copy_from_slice(cn);
             let rstd_c = normalize(&mut chat);
             let hn = &mut h_new[i * hh..][..hh];
-            for j in 0..hh {
-                hn[j] = chat[j] * w.c_w[j] + w.c_b[j];
+            for ((hn, x), (cw, cb)) in hn.iter_mut().zip(&chat).zip(w.c_w.iter().zip(w.c_b)) {
+                *hn = *x * *cw + *cb;
             }
             T::tanh_inplace(hn);
             if save {
@@ -228,8 +234,8 @@ fn forward_chunk<T: Float>(
                 }
             }
             let og = &a[3 * hh..];
-            for j in 0..hh {
-                hn[j] = og[j] * hn[j];
+            for (hn, o) in hn.iter_mut().zip(og) {
+                *hn = *o * *hn;
             }
         }
         for i in 0..n {
