@@ -1,6 +1,7 @@
 //! `--layer-norm` end to end: `rnn train char-lm --layer-norm` trains a layer-normalised LSTM for
 //! a few steps, saves the option and the `rnn.layernorm_*` parameters in its checkpoint, and
-//! `rnn eval` rebuilds the same model from it; tasks that build no such layer refuse the flag.
+//! `rnn eval` rebuilds the same model from it; so does the adding task (the forecaster's
+//! layer); tasks that build no such layer refuse the flag.
 #![cfg(feature = "cli")]
 
 use std::path::Path;
@@ -148,9 +149,11 @@ fn layer_norm_is_refused_where_it_does_not_apply() {
         "{:#}",
         run(&[
             "train",
-            "adding",
+            "copy",
             "--device",
             "cpu",
+            "--out",
+            &out,
             "--max-steps",
             "1",
             "--layer-norm"
@@ -158,4 +161,58 @@ fn layer_norm_is_refused_where_it_does_not_apply() {
         .unwrap_err()
     );
     assert!(err.contains("layer-norm"), "{err}");
+}
+
+/// Whether any value under `v` is an object with `"layer_norm": true`.
+fn has_layer_norm(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::Object(m) => {
+            m.get("layer_norm") == Some(&serde_json::Value::Bool(true))
+                || m.values().any(has_layer_norm)
+        }
+        serde_json::Value::Array(a) => a.iter().any(has_layer_norm),
+        _ => false,
+    }
+}
+
+#[test]
+fn adding_with_layer_norm_trains_saves_and_evaluates() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let out_s = s(&out);
+    run(&[
+        "train",
+        "adding",
+        "--device",
+        "cpu",
+        "--out",
+        &out_s,
+        "--samples",
+        "64",
+        "--seq-len",
+        "8",
+        "--hidden",
+        "8",
+        "--batch-size",
+        "16",
+        "--max-steps",
+        "3",
+        "--layer-norm",
+    ])
+    .unwrap();
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("checkpoint/config.json")).unwrap())
+            .unwrap();
+    assert!(has_layer_norm(&config), "{config}");
+    let weights = candle_core::safetensors::load(
+        out.join("checkpoint/model.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let names: Vec<&String> = weights
+        .keys()
+        .filter(|k| k.contains("layernorm_"))
+        .collect();
+    assert_eq!(names.len(), 6, "{:?}", weights.keys());
+    run(&["eval", "--checkpoint", &out_s, "--device", "cpu"]).unwrap();
 }
