@@ -6,10 +6,14 @@
 set -euo pipefail
 BIN=${BIN:-target/release/rnn}
 ROUNDS=${ROUNDS:-5}
-ITERS=${ITERS:-10}
+# Timed iterations per run: short runs overstate the small shape's cost (a 10-iteration median
+# read 1.4x where 2000 iterations read 1.05x on the same machine).
+ITERS_LARGE=${ITERS_LARGE:-20}
+ITERS_SMALL=${ITERS_SMALL:-300}
 median() { python3 -c 'import json,sys; print(json.load(sys.stdin)["median_ms"])'; }
 for shape in "32 64 256 256" "1 100 64 128"; do
   set -- $shape
+  if [ "$1" -ge 8 ]; then ITERS=$ITERS_LARGE; else ITERS=$ITERS_SMALL; fi
   for cell in lstm gru; do
     for mode in train infer; do
       for r in $(seq "$ROUNDS"); do
