@@ -134,7 +134,9 @@ pub struct RnnConfig {
     /// (haste's input and recurrent norms have a gain only; the biases here are redundant with
     /// `b_ih + b_hh` but keep every norm a plain `torch.nn.LayerNorm`.) The fused CPU op
     /// normalises the input part of all steps before the recurrence, and the recurrent part and
-    /// the cell state inside each step. Not with `proj_size`. Default false: PyTorch's cells,
+    /// the cell state inside each step; for the backward it keeps about twice the plain cell's
+    /// activations per step (LSTM: 16 values per hidden unit against 7; GRU: 11 against 5).
+    /// Not with `proj_size`. Default false: PyTorch's cells,
     /// weight names and behaviour; configs and checkpoints written without the field load with
     /// it off.
     #[serde(default)]
