@@ -31,6 +31,7 @@ fn bench_layers(c: &mut Criterion) {
                         iters: 1,
                         dtype: DType::F32,
                         masks: Default::default(),
+                        layer_norm: false,
                     };
                     let name = format!(
                         "{cell}/{}/B{batch}_T{seq_len}_I{input}_H{hidden}/{implementation:?}",

@@ -102,6 +102,8 @@ pub struct BenchSpec {
     /// Mask options (ours only; all off by default).
     #[serde(skip_serializing_if = "BenchMasks::is_off")]
     pub masks: BenchMasks,
+    /// Layer-normalised LSTM/GRU (`RnnConfig::layer_norm`; fused or composed only).
+    pub layer_norm: bool,
 }
 
 /// Result of one benchmark, in milliseconds per iteration.
@@ -130,6 +132,8 @@ pub struct BenchResult {
     pub layers: usize,
     /// Bidirectional.
     pub bidirectional: bool,
+    /// Layer-normalised cells.
+    pub layer_norm: bool,
     /// Timed iterations.
     pub iters: usize,
     /// Median ms per iteration.
@@ -217,6 +221,9 @@ impl Workload {
         if spec.implementation == BenchImpl::CandleNn && !spec.masks.is_off() {
             bail!("bench: the mask options (--zoneout, --recurrent-dropout, --weight-drop, --variational-dropout) are this project's; use --impl fused or composed");
         }
+        if spec.layer_norm && spec.implementation == BenchImpl::CandleNn {
+            bail!("--layer-norm times this project's layer-normalised cells: use --impl fused or composed, not candle-nn");
+        }
         let xs = Tensor::randn(0f32, 1.0, (spec.batch, spec.seq_len, spec.input), device)?
             .to_dtype(spec.dtype)?;
         let varmap = VarMap::new();
@@ -232,7 +239,8 @@ impl Workload {
                 let cfg = spec.masks.apply(
                     RnnConfig::new(spec.cell, spec.input, spec.hidden)
                         .with_num_layers(spec.layers)
-                        .with_bidirectional(spec.bidirectional),
+                        .with_bidirectional(spec.bidirectional)
+                        .with_layer_norm(spec.layer_norm),
                 );
                 cfg.validate().context("bench")?;
                 let rnn = Rnn::new(&cfg, vb)?.with_implementation(imp);
@@ -304,6 +312,7 @@ impl Workload {
             hidden: s.hidden,
             layers: s.layers,
             bidirectional: s.bidirectional,
+            layer_norm: s.layer_norm,
             iters: n,
             median_ms: median,
             min_ms: times[0],

@@ -409,6 +409,7 @@ fn measure_row(
         iters: spec.iters,
         dtype: spec.dtype,
         masks: Default::default(),
+        layer_norm: false,
     };
     let mut notes = Vec::new();
     match Workload::new(&bench, device).and_then(|mut w| w.measure()) {

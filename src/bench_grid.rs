@@ -373,6 +373,7 @@ pub fn run_grid(spec: &GridSpec, mut on_row: impl FnMut(&GridRow)) -> Result<Gri
             iters,
             dtype: DType::F32,
             masks: BenchMasks::default(),
+            layer_norm: false,
         };
         let (mut ours, mut theirs, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
         let mut notes = Vec::new();

@@ -22,6 +22,7 @@ fn spec(cell: Mode, implementation: BenchImpl, train: bool, bidirectional: bool)
         iters: 3,
         dtype: DType::F32,
         masks: Default::default(),
+        layer_norm: false,
     }
 }
 
@@ -186,4 +187,29 @@ fn rnn_kernel_is_obeyed_and_reported_by_rnn_bench() {
         let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
         assert_ne!(v["kernel"], "none", "{stdout}");
     }
+}
+
+#[test]
+fn layer_norm_runs_fused_and_composed_and_candle_nn_refuses_it() {
+    for implementation in [BenchImpl::Fused, BenchImpl::Composed] {
+        for cell in [Mode::Lstm, Mode::Gru] {
+            for train in [false, true] {
+                let mut s = spec(cell, implementation, train, true);
+                s.layer_norm = true;
+                let r = Workload::new(&s, &Device::Cpu).unwrap().measure().unwrap();
+                assert!(r.layer_norm);
+                assert!(r.min_ms > 0.0 && r.min_ms <= r.median_ms, "{r:?}");
+            }
+        }
+    }
+    let mut s = spec(Mode::Lstm, BenchImpl::CandleNn, true, false);
+    s.layer_norm = true;
+    let err = Workload::new(&s, &Device::Cpu)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        err.contains("--layer-norm") && err.contains("candle-nn"),
+        "{err}"
+    );
 }

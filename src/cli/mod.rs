@@ -279,6 +279,10 @@ pub struct BenchArgs {
     /// Two directions per layer.
     #[arg(long)]
     pub bidirectional: bool,
+    /// Time the layer-normalised LSTM/GRU (`RnnConfig::layer_norm`); compare with the same
+    /// command without it for its cost over the plain cell. Not with --devices.
+    #[arg(long, conflicts_with = "devices")]
+    pub layer_norm: bool,
     /// train or infer.
     #[arg(long, default_value = "train")]
     pub mode: String,
@@ -529,14 +533,16 @@ fn bench(args: BenchArgs) -> Result<()> {
             weight_drop: args.weight_drop,
             variational_dropout: args.variational_dropout,
         },
+        layer_norm: args.layer_norm,
     };
     let result = Workload::new(&spec, &device)?.measure()?;
     if args.json {
         println!("{}", serde_json::to_string(&result)?);
     } else {
         println!(
-            "{} {} B={} T={} I={} H={} layers={}{}{} on {} ({} threads, kernel {}): median {:.3} ms, min {:.3} ms over {} iterations",
+            "{}{} {} B={} T={} I={} H={} layers={}{}{} on {} ({} threads, kernel {}): median {:.3} ms, min {:.3} ms over {} iterations",
             result.implementation,
+            if result.layer_norm { " layer-norm" } else { "" },
             result.mode,
             result.batch,
             result.seq_len,

@@ -30,6 +30,10 @@ pub struct Options {
     /// Dropout probability (between layers and on embeddings/outputs).
     #[arg(long)]
     pub dropout: Option<f64>,
+    /// Layer-normalised LSTM/GRU (Ba et al. 2016): LN of the gate pre-activations' input and
+    /// recurrent parts and of the LSTM cell state (char-lm, word-lm, forecast, adding).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub layer_norm: Option<bool>,
     /// Token embedding size.
     #[arg(long)]
     pub embedding: Option<usize>,
@@ -266,6 +270,7 @@ impl Options {
             layers,
             bidirectional,
             dropout,
+            layer_norm,
             embedding,
             epochs,
             max_steps,

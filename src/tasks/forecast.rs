@@ -100,6 +100,7 @@ pub fn options(_task: TaskName) -> TaskOptions {
         .with("hidden", DEFAULT_HIDDEN)
         .with("layers", 1)
         .with("dropout", 0)
+        .with("layer-norm", false)
         .with("batch-size", DEFAULT_BATCH)
         .with("patience", DEFAULT_PATIENCE)
         .training(&TRAIN_DEFAULTS)
@@ -692,6 +693,7 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
     .with_mode(ctx.cell(Mode::Lstm)?)
     .with_num_layers(o.layers.unwrap_or(1))
     .with_dropout(o.dropout.unwrap_or(0.0))
+    .with_layer_norm(o.layer_norm.unwrap_or(false))
     .with_horizon(horizon);
     if strategy == ForecastStrategy::Autoregressive {
         cfg = cfg.with_target_columns(vec![0]);

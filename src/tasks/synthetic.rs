@@ -543,7 +543,11 @@ pub fn options(task: TaskName) -> TaskOptions {
         )
         .with("samples", DEFAULT_SAMPLES)
         .with("bidirectional", false);
-    let o = if adding { o } else { o.with("embedding", 16) };
+    let o = if adding {
+        o.with("layer-norm", false)
+    } else {
+        o.with("embedding", 16)
+    };
     o.with("cell", "lstm")
         .with("hidden", default_hidden(adding))
         .with("layers", 1)
@@ -607,7 +611,8 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
         let model_cfg = ForecasterConfig::new(2, 1, hidden, ForecastStrategy::Direct)
             .with_mode(mode)
             .with_num_layers(layers)
-            .with_dropout(dropout);
+            .with_dropout(dropout)
+            .with_layer_norm(o.layer_norm.unwrap_or(false));
         let model = Forecaster::new(model_cfg, vb).context("building the adding model")?;
         let mut task = AddingTask {
             model,

@@ -97,7 +97,7 @@ impl Rnn {
                 } else {
                     format!("_l{layer}_reverse")
                 };
-                cells.push(CellParams::load(
+                let mut cell = CellParams::load(
                     cfg.mode,
                     cfg.layer_input_size(layer),
                     cfg.hidden_size,
@@ -105,7 +105,11 @@ impl Rnn {
                     cfg.bias,
                     &suffix,
                     &vb,
-                )?);
+                )?;
+                if cfg.layer_norm {
+                    cell = cell.with_layer_norm(&suffix, &vb)?;
+                }
+                cells.push(cell);
             }
         }
         Ok(Self {
@@ -320,12 +324,25 @@ impl Rnn {
         let state_masks = masks.is_some_and(RnnMasks::has_state_masks);
         // Recurrent dropout and zoneout run inside the fused op on the CPU only (the CUDA kernels
         // have no masks yet): elsewhere the composed twin runs them.
-        let supported = ops::recurrence_supported(&prepared.xs)
-            && (!state_masks || prepared.xs.device().is_cpu());
+        // The fused layer-normalised op has no recurrent dropout or zoneout: the composed twin
+        // runs those together.
+        let supported = if self.cfg.layer_norm {
+            ops::layer_norm_recurrence_supported(&prepared.xs) && !state_masks
+        } else {
+            ops::recurrence_supported(&prepared.xs)
+                && (!state_masks || prepared.xs.device().is_cpu())
+        };
         let fused = match self.implementation {
             Implementation::Auto => supported,
             Implementation::Composed => false,
             Implementation::Fused => {
+                if self.cfg.layer_norm && !supported {
+                    bail!(
+                        "Rnn: the fused layer-normalised recurrence runs in f32 or f64 on the CPU, without recurrent dropout or zoneout, got {:?} on {:?}; use Implementation::Auto or Composed",
+                        prepared.xs.dtype(),
+                        prepared.xs.device().location()
+                    );
+                }
                 if !supported {
                     bail!(
                         "Rnn: the fused implementation runs in f32 or f64 on the CPU (and on CUDA in a build with the `cuda` feature, without recurrent dropout or zoneout), got {:?} on {:?}; use Implementation::Auto or Composed",

@@ -9,7 +9,7 @@
 use candle_core::{DType, Device, Result, Tensor, Var};
 use candle_nn::{Init, VarMap};
 use rnn_core::init::seeded_var_builder;
-use rnn_core::{Mode, Rnn, RnnConfig, RnnState};
+use rnn_core::{Implementation, Mode, Rnn, RnnConfig, RnnState};
 
 const EPS: f64 = 1e-6;
 /// |autograd - numeric| <= TOL * max(1, |numeric|).
@@ -30,12 +30,28 @@ fn randn(vm: &VarMap, name: &str, dims: &[usize], dev: &Device) -> Var {
 }
 
 fn check_mode(mode: Mode, proj: usize, dev: &Device) -> Result<usize> {
-    let cfg = RnnConfig::new(mode, 2, 3)
-        .with_num_layers(2)
-        .with_bidirectional(true)
-        .with_proj_size(proj);
+    check_config(
+        RnnConfig::new(mode, 2, 3)
+            .with_num_layers(2)
+            .with_bidirectional(true)
+            .with_proj_size(proj),
+        Implementation::Auto,
+        dev,
+    )
+}
+
+fn check_config(cfg: RnnConfig, imp: Implementation, dev: &Device) -> Result<usize> {
+    let mode = cfg.mode;
     let params = VarMap::new();
-    let rnn = Rnn::new(&cfg, seeded_var_builder(&params, 1, DType::F64, dev))?;
+    let rnn =
+        Rnn::new(&cfg, seeded_var_builder(&params, 1, DType::F64, dev))?.with_implementation(imp);
+    // Layer-norm gains and biases away from their init (1 and 0), so that every term counts.
+    for (name, var) in params.data().lock().unwrap().iter() {
+        if name.starts_with("layernorm_") {
+            let noise = (var.as_tensor().randn_like(0.0, 0.3))?;
+            var.set(&(var.as_tensor() + noise)?)?;
+        }
+    }
     let data = VarMap::new();
     let lengths = [2usize, 3];
     let x = randn(&data, "x", &[2, 3, 2], dev);
@@ -120,5 +136,32 @@ fn autograd_matches_finite_differences_for_every_mode() -> Result<()> {
         assert!(n > 100, "{mode}: checked {n} entries");
     }
     check_mode(Mode::Lstm, 2, &dev)?;
+    Ok(())
+}
+
+#[test]
+fn layer_norm_autograd_matches_finite_differences_fused_and_composed() -> Result<()> {
+    let Some(dev) = rnn_core::testing::device() else {
+        return Ok(());
+    };
+    if dev.is_metal() {
+        eprintln!("skipped: Metal has no f64");
+        return Ok(());
+    }
+    let imps = if dev.is_cpu() {
+        vec![Implementation::Fused, Implementation::Composed]
+    } else {
+        vec![Implementation::Auto, Implementation::Composed]
+    };
+    for mode in [Mode::Lstm, Mode::Gru] {
+        for &imp in &imps {
+            let cfg = RnnConfig::new(mode, 2, 3)
+                .with_num_layers(2)
+                .with_bidirectional(true)
+                .with_layer_norm(true);
+            let n = check_config(cfg, imp, &dev)?;
+            assert!(n > 100, "{mode} {imp:?}: checked {n} entries");
+        }
+    }
     Ok(())
 }

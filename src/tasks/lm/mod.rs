@@ -273,6 +273,7 @@ pub fn options(task: TaskName) -> TaskOptions {
         .with("weight-drop", 0)
         .with("embedding-dropout", 0)
         .with("variational-dropout", 0)
+        .with("layer-norm", false)
         .with("batch-size", d.batch)
         .training(&d.train)
 }
@@ -494,6 +495,7 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
         .with_num_layers(o.layers.unwrap_or(d.layers))
         .with_dropout(o.dropout.unwrap_or(d.dropout))
         .with_tie_weights(tie)
+        .with_layer_norm(o.layer_norm.unwrap_or(false))
         .with_init_range(Some(0.1))
         .with_pad_id(Some(0))
         .with_eos_id((level == Level::Word).then_some(3));

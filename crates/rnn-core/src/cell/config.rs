@@ -36,6 +36,10 @@ pub struct CellConfig {
     pub bias: bool,
     /// The activation of an `RnnCell` (default tanh); LSTM and GRU cells ignore it.
     pub nonlinearity: Nonlinearity,
+    /// LSTM and GRU cells only: layer normalisation with the `layernorm_*` parameters, as
+    /// [`crate::RnnConfig::layer_norm`] describes (default false; `RnnCell::new` refuses it).
+    #[serde(default)]
+    pub layer_norm: bool,
 }
 
 impl CellConfig {
@@ -46,6 +50,7 @@ impl CellConfig {
             hidden_size,
             bias: true,
             nonlinearity: Nonlinearity::Tanh,
+            layer_norm: false,
         }
     }
 
@@ -58,6 +63,12 @@ impl CellConfig {
     /// The activation of an `RnnCell`.
     pub fn with_nonlinearity(mut self, nonlinearity: Nonlinearity) -> Self {
         self.nonlinearity = nonlinearity;
+        self
+    }
+
+    /// With or without layer normalisation (LSTM and GRU cells).
+    pub fn with_layer_norm(mut self, layer_norm: bool) -> Self {
+        self.layer_norm = layer_norm;
         self
     }
 }

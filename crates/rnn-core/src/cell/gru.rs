@@ -8,7 +8,8 @@ use crate::state::RnnState;
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
-/// A single Gru cell; weights `weight_ih`, `weight_hh`, `bias_ih`, `bias_hh` under `vb`.
+/// A single Gru cell; weights `weight_ih`, `weight_hh`, `bias_ih`, `bias_hh` under `vb` (and
+/// `layernorm_{x,h}_{weight,bias}` with [`CellConfig::with_layer_norm`]).
 ///
 /// One step computes, as `torch.nn.GRUCell`,
 /// `r = sigmoid(W_ir x + b_ir + W_hr h + b_hr)`, `z = sigmoid(W_iz x + b_iz + W_hz h + b_hz)`,
@@ -55,6 +56,11 @@ impl GruCell {
             );
         }
         let params = CellParams::load(Mode::Gru, input_size, hidden_size, 0, cfg.bias, "", &vb)?;
+        let params = if cfg.layer_norm {
+            params.with_layer_norm("", &vb)?
+        } else {
+            params
+        };
         Ok(Self { params })
     }
 

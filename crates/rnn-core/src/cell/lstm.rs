@@ -8,7 +8,8 @@ use crate::state::RnnState;
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
-/// A single Lstm cell; weights `weight_ih`, `weight_hh`, `bias_ih`, `bias_hh` under `vb`.
+/// A single Lstm cell; weights `weight_ih`, `weight_hh`, `bias_ih`, `bias_hh` under `vb` (and
+/// `layernorm_{x,h,c}_{weight,bias}` with [`CellConfig::with_layer_norm`]).
 ///
 /// Stepping a cell through a sequence gives what the one-layer [`crate::Rnn`] gives on the whole
 /// sequence, with the same weights: the cell's names are the layer's without the `_l0` suffix.
@@ -67,6 +68,11 @@ impl LstmCell {
             );
         }
         let params = CellParams::load(Mode::Lstm, input_size, hidden_size, 0, cfg.bias, "", &vb)?;
+        let params = if cfg.layer_norm {
+            params.with_layer_norm("", &vb)?
+        } else {
+            params
+        };
         Ok(Self { params })
     }
 

@@ -5,6 +5,7 @@
 mod candle_rnn;
 mod config;
 mod gru;
+pub(crate) mod layer_norm;
 mod lstm;
 pub(crate) mod params;
 mod rnn;

@@ -2,6 +2,7 @@
 //! Candle ops. Cells and the layer's composed recurrence both step through [`CellParams::step`], so
 //! the gate equations exist once.
 
+use super::layer_norm::LayerNormParams;
 use crate::config::Mode;
 use candle_core::{Result, Tensor, D};
 use candle_nn::{ops::sigmoid, Init, VarBuilder};
@@ -18,6 +19,8 @@ pub(crate) struct CellParams {
     pub weight_hr: Option<Tensor>,
     pub input_size: usize,
     pub hidden_size: usize,
+    /// The `layernorm_*` parameters when the cell is layer-normalised.
+    pub layer_norm: Option<LayerNormParams>,
 }
 
 /// PyTorch's default for every recurrent parameter: U(-1/sqrt(hidden), 1/sqrt(hidden)).
@@ -72,7 +75,20 @@ impl CellParams {
             weight_hr,
             input_size,
             hidden_size,
+            layer_norm: None,
         })
+    }
+
+    /// The same cell, layer-normalised: loads (or creates) its `layernorm_*{suffix}` parameters
+    /// (see [`crate::RnnConfig::layer_norm`]).
+    pub fn with_layer_norm(mut self, suffix: &str, vb: &VarBuilder) -> Result<Self> {
+        self.layer_norm = Some(LayerNormParams::load(
+            self.mode,
+            self.hidden_size,
+            suffix,
+            vb,
+        )?);
+        Ok(self)
     }
 
     /// The same weights cut from the autograd graph.
@@ -83,6 +99,7 @@ impl CellParams {
             bias_ih: self.bias_ih.as_ref().map(Tensor::detach),
             bias_hh: self.bias_hh.as_ref().map(Tensor::detach),
             weight_hr: self.weight_hr.as_ref().map(Tensor::detach),
+            layer_norm: self.layer_norm.as_ref().map(LayerNormParams::detached),
             ..self.clone()
         }
     }
@@ -115,12 +132,41 @@ impl CellParams {
         if let Some(w) = &self.weight_hr {
             out.push(("weight_hr", w));
         }
+        if let Some(ln) = &self.layer_norm {
+            out.extend(ln.named());
+        }
         out
     }
 
-    /// `x_t W_ih^T + b_ih`: `(batch, input)` -> `(batch, G*hidden)`.
+    /// `x_t W_ih^T + b_ih` (`LN_x(x_t W_ih^T) + b_ih` when layer-normalised):
+    /// `(batch, input)` -> `(batch, G*hidden)`.
     pub fn input_gates(&self, x_t: &Tensor) -> Result<Tensor> {
-        affine(x_t, &self.weight_ih, self.bias_ih.as_ref())
+        match &self.layer_norm {
+            None => affine(x_t, &self.weight_ih, self.bias_ih.as_ref()),
+            Some(ln) => add_bias(
+                ln.x.apply(&x_t.matmul(&self.weight_ih.t()?)?)?,
+                self.bias_ih.as_ref(),
+            ),
+        }
+    }
+
+    /// `h W_hh^T + b_hh` (`LN_h(h W_hh^T) + b_hh` when layer-normalised).
+    fn hidden_gates(&self, h: &Tensor) -> Result<Tensor> {
+        match &self.layer_norm {
+            None => affine(h, &self.weight_hh, self.bias_hh.as_ref()),
+            Some(ln) => add_bias(
+                ln.h.apply(&h.matmul(&self.weight_hh.t()?)?)?,
+                self.bias_hh.as_ref(),
+            ),
+        }
+    }
+
+    /// `tanh(c)` of the LSTM output (`tanh(LN_c(c))` when layer-normalised).
+    fn cell_output(&self, c: &Tensor) -> Result<Tensor> {
+        match self.layer_norm.as_ref().and_then(|ln| ln.c.as_ref()) {
+            None => c.tanh(),
+            Some(ln_c) => ln_c.apply(c)?.tanh(),
+        }
     }
 
     /// One step from `x_t (batch, input)`, `h (batch, state)` and, for LSTM, `c (batch, hidden)`;
@@ -144,7 +190,7 @@ impl CellParams {
         c: Option<&Tensor>,
     ) -> Result<(Tensor, Option<Tensor>)> {
         let gi = self.input_gates(x_t)?;
-        let gh = affine(h_rec, &self.weight_hh, self.bias_hh.as_ref())?;
+        let gh = self.hidden_gates(h_rec)?;
         let hidden = self.hidden_size;
         match self.mode {
             Mode::Lstm => {
@@ -158,7 +204,7 @@ impl CellParams {
                     None => candle_core::bail!("LSTM step needs a cell state c"),
                 };
                 let c_new = ((f * c)? + (i * g)?)?;
-                let h_full = (o * c_new.tanh()?)?;
+                let h_full = (o * self.cell_output(&c_new)?)?;
                 let h_new = match &self.weight_hr {
                     Some(w_hr) => h_full.matmul(&w_hr.t()?)?,
                     None => h_full,
@@ -188,7 +234,11 @@ impl CellParams {
 
 /// `xs W^T + b` for a 2-D `xs`.
 fn affine(xs: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
-    let ys = xs.matmul(&w.t()?)?;
+    add_bias(xs.matmul(&w.t()?)?, b)
+}
+
+/// `ys + b`, broadcast over rows.
+fn add_bias(ys: Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     match b {
         Some(b) => ys.broadcast_add(b),
         None => Ok(ys),

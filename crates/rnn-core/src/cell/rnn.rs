@@ -62,6 +62,9 @@ impl RnnCell {
                 "RnnCell::new: input_size and hidden_size must be > 0, got {input_size} and {hidden_size}"
             );
         }
+        if cfg.layer_norm {
+            candle_core::bail!("RnnCell::new: layer_norm is supported for LSTM and GRU cells only");
+        }
         let mode = match cfg.nonlinearity {
             Nonlinearity::Tanh => Mode::RnnTanh,
             Nonlinearity::Relu => Mode::RnnRelu,

@@ -254,6 +254,9 @@ pub(crate) fn fused_direction(
     reverse: bool,
     reg: &StateMasks,
 ) -> Result<(Tensor, RnnState)> {
+    if cell.layer_norm.is_some() {
+        return super::layer_norm::fused_direction(cell, xs, batch_first, init, lengths, reverse);
+    }
     let (d0, d1, input) = xs.dims3()?;
     let (seq_len, batch) = if batch_first { (d1, d0) } else { (d0, d1) };
     let (hidden, state) = (cell.hidden_size, cell.state_size());

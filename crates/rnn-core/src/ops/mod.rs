@@ -18,8 +18,11 @@ mod fused;
 pub(crate) mod gemm;
 mod grad;
 mod gru;
+mod gru_ln;
+mod layer_norm;
 pub(crate) mod linear_ce;
 mod lstm;
+mod lstm_ln;
 mod masks;
 pub(crate) mod math;
 // The CUDA op's launch plan: used by the CUDA build, and run on the CPU by the tests.
@@ -32,3 +35,4 @@ pub(crate) mod scratch;
 
 pub(crate) use cpu::supports;
 pub(crate) use fused::{fused_direction, recurrence_supported};
+pub(crate) use layer_norm::layer_norm_recurrence_supported;

@@ -121,6 +121,10 @@ pub struct ForecasterConfig {
     /// Activation of the head's hidden layers. Default tanh.
     #[serde(default)]
     pub head_activation: Activation,
+    /// Layer-normalised LSTM/GRU layers (`RnnConfig::layer_norm`, parameters `rnn.layernorm_*`).
+    /// Default false, so configs saved without the field load unchanged.
+    #[serde(default)]
+    pub layer_norm: bool,
 }
 
 impl ForecasterConfig {
@@ -143,7 +147,14 @@ impl ForecasterConfig {
             target_columns: Vec::new(),
             head_hidden: Vec::new(),
             head_activation: Activation::Tanh,
+            layer_norm: false,
         }
+    }
+
+    /// Sets `layer_norm`.
+    pub fn with_layer_norm(mut self, layer_norm: bool) -> Self {
+        self.layer_norm = layer_norm;
+        self
     }
 
     /// Sets `num_layers`.
@@ -183,11 +194,12 @@ impl ForecasterConfig {
         self
     }
 
-    /// The recurrent layer's configuration.
+    /// The recurrent layer's configuration (layer-normalised when `layer_norm`).
     pub fn rnn_config(&self) -> RnnConfig {
         RnnConfig::new(self.mode, self.input_size, self.hidden_size)
             .with_num_layers(self.num_layers)
             .with_dropout(self.dropout)
+            .with_layer_norm(self.layer_norm)
     }
 
     /// Checks every field; the error names the field and the value at fault.

@@ -442,3 +442,26 @@ fn errors_name_the_argument() {
         &["`targets`", "(batch, horizon, target_size)"],
     );
 }
+
+#[test]
+fn layer_norm_config_reaches_the_rnn_and_old_configs_load_without_it() {
+    let old: ForecasterConfig =
+        serde_json::from_str(r#"{"input_size":2,"target_size":1,"hidden_size":4}"#).unwrap();
+    assert!(!old.layer_norm && !old.rnn_config().layer_norm);
+    let cfg = ForecasterConfig::new(2, 1, 4, ForecastStrategy::Direct)
+        .with_mode(Mode::Gru)
+        .with_layer_norm(true);
+    let back: ForecasterConfig =
+        serde_json::from_str(&serde_json::to_string(&cfg).unwrap()).unwrap();
+    assert_eq!(back, cfg);
+    let (varmap, _model) = build(cfg, 1);
+    let names: Vec<String> = varmap.data().lock().unwrap().keys().cloned().collect();
+    assert!(
+        names.contains(&"rnn.layernorm_h_weight_l0".to_string()),
+        "{names:?}"
+    );
+    assert!(
+        !names.iter().any(|n| n.contains("layernorm_c")),
+        "{names:?}"
+    );
+}

@@ -56,6 +56,11 @@ pub struct LanguageModelConfig {
     /// into this config's JSON and left out while off.
     #[serde(flatten)]
     pub masks: MaskOptions,
+    /// Layer-normalised LSTM/GRU layers (`RnnConfig::layer_norm`: LN of the gate
+    /// pre-activations' input and recurrent parts and of the LSTM cell state, with parameters
+    /// `rnn.layernorm_*`). Default false, so configs saved without the field load unchanged.
+    #[serde(default)]
+    pub layer_norm: bool,
 }
 
 impl LanguageModelConfig {
@@ -74,12 +79,19 @@ impl LanguageModelConfig {
             bos_id: None,
             eos_id: None,
             masks: MaskOptions::default(),
+            layer_norm: false,
         }
     }
 
     /// Sets the mask regularisers.
     pub fn with_masks(mut self, masks: MaskOptions) -> Self {
         self.masks = masks;
+        self
+    }
+
+    /// Sets `layer_norm`.
+    pub fn with_layer_norm(mut self, layer_norm: bool) -> Self {
+        self.layer_norm = layer_norm;
         self
     }
 
@@ -131,7 +143,8 @@ impl LanguageModelConfig {
         self.masks.apply(
             RnnConfig::new(self.mode, self.embedding_dim, self.hidden_size)
                 .with_num_layers(self.num_layers)
-                .with_dropout(self.dropout),
+                .with_dropout(self.dropout)
+                .with_layer_norm(self.layer_norm),
         )
     }
 

@@ -555,3 +555,30 @@ fn mask_options_train_replay_and_keep_old_counters() {
     ))
     .contains("embedding_dropout"));
 }
+
+#[test]
+fn layer_norm_config_reaches_the_rnn_and_old_configs_load_without_it() {
+    // A config saved before the field existed: layer norm off.
+    let old: LanguageModelConfig = serde_json::from_str(
+        r#"{"vocab_size":7,"embedding_dim":4,"hidden_size":5,"num_layers":1,"mode":"gru"}"#,
+    )
+    .unwrap();
+    assert!(!old.layer_norm);
+    assert!(!old.rnn_config().layer_norm);
+    let cfg = LanguageModelConfig::new(Mode::Lstm, 7, 4, 5).with_layer_norm(true);
+    let back: LanguageModelConfig =
+        serde_json::from_str(&serde_json::to_string(&cfg).unwrap()).unwrap();
+    assert_eq!(back, cfg);
+    let (varmap, lm) = build(&cfg, 3);
+    assert!(lm.rnn().config().layer_norm);
+    let data = varmap.data().lock().unwrap();
+    assert!(
+        data.contains_key("rnn.layernorm_c_weight_l0"),
+        "{:?}",
+        data.keys()
+    );
+    drop(data);
+    // And the model runs with it.
+    let (logits, _) = lm.forward(&ids(&[&[1, 2, 3]]), None, None, true).unwrap();
+    assert_eq!(logits.dims(), &[1, 3, 7]);
+}

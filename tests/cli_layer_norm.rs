@@ -1,0 +1,218 @@
+//! `--layer-norm` end to end: `rnn train char-lm --layer-norm` trains a layer-normalised LSTM for
+//! a few steps, saves the option and the `rnn.layernorm_*` parameters in its checkpoint, and
+//! `rnn eval` rebuilds the same model from it; so does the adding task (the forecaster's
+//! layer); tasks that build no such layer refuse the flag.
+#![cfg(feature = "cli")]
+
+use std::path::Path;
+
+fn run(args: &[&str]) -> anyhow::Result<()> {
+    let mut all = vec!["rnn"];
+    all.extend_from_slice(args);
+    rnn::cli::run(all)
+}
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+fn corpus() -> String {
+    (0..200)
+        .map(|i| format!("the cat {} the dog {} .\n", ["sees", "likes"][i % 2], i % 7))
+        .collect()
+}
+
+#[test]
+fn char_lm_with_layer_norm_trains_saves_and_evaluates() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("train.txt");
+    std::fs::write(&data, corpus()).unwrap();
+    let out = dir.path().join("run");
+    let train = |out: &Path, extra: &[&str]| {
+        let (data, out) = (s(&data), s(out));
+        let mut args = vec![
+            "train",
+            "char-lm",
+            "--data",
+            &data,
+            "--out",
+            &out,
+            "--device",
+            "cpu",
+            "--hidden",
+            "16",
+            "--embedding",
+            "8",
+            "--seq-len",
+            "10",
+            "--batch-size",
+            "4",
+            "--max-steps",
+            "6",
+            "--eval-every",
+            "3",
+            "--lr",
+            "0.01",
+        ];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    train(&out, &["--layer-norm"]).unwrap();
+
+    // The option is in the checkpoint's model config, and its parameters in the weights.
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("checkpoint/config.json")).unwrap())
+            .unwrap();
+    // The task's config (under `model`) holds the language model's config (under `model`).
+    let model = &config["model"]["model"];
+    assert_eq!(
+        model["layer_norm"],
+        serde_json::Value::Bool(true),
+        "{model}"
+    );
+    let weights = candle_core::safetensors::load(
+        out.join("checkpoint/model.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    for name in [
+        "rnn.layernorm_x_weight_l0",
+        "rnn.layernorm_x_bias_l0",
+        "rnn.layernorm_h_weight_l0",
+        "rnn.layernorm_h_bias_l0",
+        "rnn.layernorm_c_weight_l0",
+        "rnn.layernorm_c_bias_l0",
+    ] {
+        let t = weights
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} missing"));
+        assert_eq!(
+            t.dims(),
+            if name.contains("_c_") {
+                &[16][..]
+            } else {
+                &[64][..]
+            }
+        );
+    }
+    // Trained: the gains moved off their initial 1.
+    let gain = weights["rnn.layernorm_h_weight_l0"]
+        .to_vec1::<f32>()
+        .unwrap();
+    assert!(gain.iter().any(|g| (g - 1.0).abs() > 1e-6), "{gain:?}");
+
+    // eval rebuilds the model from the checkpoint's config and weights.
+    run(&["eval", "--checkpoint", &s(&out), "--device", "cpu"]).unwrap();
+
+    // Off: no layernorm parameter, and the saved config says so.
+    let plain = dir.path().join("plain");
+    train(&plain, &[]).unwrap();
+    let weights = candle_core::safetensors::load(
+        plain.join("checkpoint/model.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    assert!(
+        weights.keys().all(|k| !k.contains("layernorm")),
+        "{:?}",
+        weights.keys()
+    );
+}
+
+#[test]
+fn layer_norm_is_refused_where_it_does_not_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("train.txt");
+    std::fs::write(&data, corpus()).unwrap();
+    let out = s(&dir.path().join("run"));
+    let data = s(&data);
+    let base = [
+        "train",
+        "char-lm",
+        "--data",
+        &data,
+        "--out",
+        &out,
+        "--device",
+        "cpu",
+        "--max-steps",
+        "1",
+    ];
+    let mut args = base.to_vec();
+    args.extend_from_slice(&["--layer-norm", "--cell", "rnn-tanh"]);
+    let err = format!("{:#}", run(&args).unwrap_err());
+    assert!(
+        err.contains("layer_norm") && err.contains("LSTM and GRU"),
+        "{err}"
+    );
+    let err = format!(
+        "{:#}",
+        run(&[
+            "train",
+            "copy",
+            "--device",
+            "cpu",
+            "--out",
+            &out,
+            "--max-steps",
+            "1",
+            "--layer-norm"
+        ])
+        .unwrap_err()
+    );
+    assert!(err.contains("layer-norm"), "{err}");
+}
+
+/// Whether any value under `v` is an object with `"layer_norm": true`.
+fn has_layer_norm(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::Object(m) => {
+            m.get("layer_norm") == Some(&serde_json::Value::Bool(true))
+                || m.values().any(has_layer_norm)
+        }
+        serde_json::Value::Array(a) => a.iter().any(has_layer_norm),
+        _ => false,
+    }
+}
+
+#[test]
+fn adding_with_layer_norm_trains_saves_and_evaluates() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let out_s = s(&out);
+    run(&[
+        "train",
+        "adding",
+        "--device",
+        "cpu",
+        "--out",
+        &out_s,
+        "--samples",
+        "64",
+        "--seq-len",
+        "8",
+        "--hidden",
+        "8",
+        "--batch-size",
+        "16",
+        "--max-steps",
+        "3",
+        "--layer-norm",
+    ])
+    .unwrap();
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("checkpoint/config.json")).unwrap())
+            .unwrap();
+    assert!(has_layer_norm(&config), "{config}");
+    let weights = candle_core::safetensors::load(
+        out.join("checkpoint/model.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let names: Vec<&String> = weights
+        .keys()
+        .filter(|k| k.contains("layernorm_"))
+        .collect();
+    assert_eq!(names.len(), 6, "{:?}", weights.keys());
+    run(&["eval", "--checkpoint", &out_s, "--device", "cpu"]).unwrap();
+}
