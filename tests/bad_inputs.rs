@@ -653,7 +653,7 @@ cases! {
         => "--weight-drop must be in [0, 1), got 1";
     opt_zoneout_not_read: "`--zoneout` on a task without the mask options",
         cli(nothing, &["train", "adding", "--zoneout", "0.1", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
-        => "--zoneout does not apply to `rnn train adding`, which reads --seq-len --samples --bidirectional besides the training options (`rnn train adding --help` lists them)";
+        => "--zoneout does not apply to `rnn train adding`, which reads --seq-len --samples --bidirectional --layer-norm besides the training options (`rnn train adding --help` lists them)";
     opt_chrono_init_too_small: "`--chrono-init 1` (a time scale below 2 steps)",
         cli(nothing, &["train", "adding", "--chrono-init", "1", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
         => "--chrono-init must be a number of steps >= 2, got 1";
