@@ -21,12 +21,11 @@ cpu=$(lscpu | sed -n 's/^Model name: *//p' | head -1)
 ours() { # task data... -> seconds for S1 and S2 steps
   local task=$1
   shift
-  local t
   for s in $S1 $S2; do
     rm -rf "$out/run"
-    t=$( { /usr/bin/time -f %e "$RNN" train "$task" "$@" --max-steps "$s" --out "$out/run" \
-      >/dev/null 2>"$out/err"; } 2>&1 || { cat "$out/err" >&2; exit 1; })
-    tail -1 <<<"$t"
+    /usr/bin/time -f %e -o "$out/time" "$RNN" train "$task" "$@" --max-steps "$s" \
+      --out "$out/run" >/dev/null 2>"$out/err" || { cat "$out/err" >&2; exit 1; }
+    tail -1 "$out/time"
   done
 }
 
