@@ -3,7 +3,8 @@
 use std::collections::{BTreeMap, HashSet};
 
 use candle_core::backprop::GradStore;
-use candle_core::{Tensor, Var};
+use candle_core::{CpuStorage, InplaceOp2, Layout, Tensor, Var};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -86,7 +87,9 @@ impl SgdConfig {
 /// p += -lr * d
 /// ```
 ///
-/// Each step reads no value back to the host. For bf16/f16 parameters the momentum buffer and
+/// Each step reads no value back to the host. Without momentum, an f32/f64 parameter on the CPU
+/// is updated in one pass over its own storage (as PyTorch's in-place `add_`), with the same
+/// roundings as the composed ops, which every other case runs. For bf16/f16 parameters the momentum buffer and
 /// an f32 master copy of the parameter are kept in f32: the update runs in f32 and the parameter
 /// receives the rounded result.
 #[derive(Debug)]
@@ -99,6 +102,10 @@ pub struct TorchSgd {
     param_steps: Vec<u64>,
     step: u64,
     config: SgdConfig,
+    /// From this step on, every update takes the composed path (tests of the in-place twin).
+    composed_from: Option<u64>,
+    /// Parameter updates done in place so far.
+    in_place_updates: u64,
 }
 
 impl TorchSgd {
@@ -114,6 +121,8 @@ impl TorchSgd {
             params,
             step: 0,
             config,
+            composed_from: None,
+            in_place_updates: 0,
         })
     }
 
@@ -125,6 +134,97 @@ impl TorchSgd {
     /// Number of calls to [`StatefulOptimizer::step`] so far (restored by `load_state`).
     pub fn steps(&self) -> u64 {
         self.step
+    }
+}
+
+/// Elements per parallel task of the in-place update.
+const UPDATE_CHUNK: usize = 1 << 15;
+
+/// `p += -lr * (g + weight_decay * p)` in the storage of `var`, with the composed path's
+/// arithmetic (the same roundings in the same order, so the two agree bitwise). Returns false,
+/// changing nothing, where it does not apply: a master copy, a device other than the CPU, a
+/// dtype other than f32/f64, non-contiguous layouts, or a gradient sharing the parameter's
+/// storage (Candle refuses the aliased in-place op before it writes anything).
+fn update_in_place(
+    var: &Var,
+    master: &Option<Tensor>,
+    grad: &Tensor,
+    lr: f64,
+    weight_decay: f64,
+) -> Result<bool> {
+    let p = var.as_tensor();
+    if master.is_some()
+        || !p.device().is_cpu()
+        || grad.dtype() != p.dtype()
+        || grad.dims() != p.dims()
+        || !p.is_contiguous()
+        || !grad.is_contiguous()
+    {
+        return Ok(false);
+    }
+    let op = SgdStep { lr, weight_decay };
+    Ok(p.inplace_op2(grad, &op).is_ok())
+}
+
+/// The in-place update of [`update_in_place`].
+struct SgdStep {
+    lr: f64,
+    weight_decay: f64,
+}
+
+impl SgdStep {
+    fn run<T>(&self, p: &mut [T], g: &[T], lr: T, weight_decay: T, zero: T)
+    where
+        T: Copy + Send + Sync + std::ops::Add<Output = T> + std::ops::Mul<Output = T> + PartialEq,
+    {
+        let decay = self.weight_decay != 0.0;
+        p.par_chunks_mut(UPDATE_CHUNK)
+            .zip(g.par_chunks(UPDATE_CHUNK))
+            .for_each(|(p, g)| {
+                for (p, &g) in p.iter_mut().zip(g) {
+                    // The composed path: d = g + affine(p, wd, 0); p = p + affine(d, -lr, 0).
+                    // The `+ zero`s keep the signs of zeros equal to Candle's affine.
+                    let d = if decay {
+                        g + (*p * weight_decay + zero)
+                    } else {
+                        g
+                    };
+                    *p = *p + (d * lr + zero);
+                }
+            });
+    }
+}
+
+impl InplaceOp2 for SgdStep {
+    fn name(&self) -> &'static str {
+        "sgd-step"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<()> {
+        let (Some((a0, a1)), Some((b0, b1))) = (l1.contiguous_offsets(), l2.contiguous_offsets())
+        else {
+            candle_core::bail!("sgd-step: contiguous layouts only");
+        };
+        match (s1, s2) {
+            (CpuStorage::F32(p), CpuStorage::F32(g)) => self.run(
+                &mut p[a0..a1],
+                &g[b0..b1],
+                -self.lr as f32,
+                self.weight_decay as f32,
+                0.0,
+            ),
+            (CpuStorage::F64(p), CpuStorage::F64(g)) => {
+                self.run(&mut p[a0..a1], &g[b0..b1], -self.lr, self.weight_decay, 0.0)
+            }
+            _ => candle_core::bail!("sgd-step: f32 or f64 only"),
+        }
+        Ok(())
     }
 }
 
@@ -148,6 +248,14 @@ impl StatefulOptimizer for TorchSgd {
                 // unchanged (it would share the parameter's storage).
                 self.param_steps[i] += 1;
                 continue;
+            }
+            if momentum == 0.0 && self.composed_from.is_none_or(|n| self.step < n) {
+                // One pass over the parameter's own storage, as PyTorch's in-place `add_`.
+                if update_in_place(var, &self.master[i], grad, lr, weight_decay)? {
+                    self.in_place_updates += 1;
+                    self.param_steps[i] += 1;
+                    continue;
+                }
             }
             // Detached so that no momentum buffer keeps an autograd graph alive across steps.
             let p = current_value(var, &self.master[i]);
@@ -443,6 +551,69 @@ mod tests {
             fresh.state().unwrap().tensors["momentum.w"].dtype(),
             DType::F64
         );
+    }
+
+    /// The in-place update (plain SGD, with and without weight decay) equals the composed one
+    /// bitwise, over several parallel chunks and on zeros of both signs.
+    #[test]
+    fn in_place_update_equals_the_composed_twin() {
+        let n = 3 * UPDATE_CHUNK + 17;
+        let value = |i: usize, salt: usize| -> f64 {
+            match (i * 7 + salt) % 11 {
+                0 => 0.0,
+                1 => -0.0,
+                k => ((i * 2654435761 + salt) % 1000) as f64 / 997.0 - 0.5 + k as f64 * 1e-3,
+            }
+        };
+        for dtype in [DType::F32, DType::F64] {
+            for weight_decay in [0.0, 0.01] {
+                let p0: Vec<f64> = (0..n).map(|i| value(i, 1)).collect();
+                let coef: Vec<f64> = (0..n).map(|i| value(i, 5)).collect();
+                let coef = Tensor::from_vec(coef, n, &Device::Cpu)
+                    .unwrap()
+                    .to_dtype(dtype)
+                    .unwrap();
+                let make = || {
+                    let t = Tensor::from_vec(p0.clone(), n, &Device::Cpu).unwrap();
+                    Var::from_tensor(&t.to_dtype(dtype).unwrap()).unwrap()
+                };
+                let (a, b) = (make(), make());
+                let cfg = SgdConfig {
+                    lr: 0.3,
+                    weight_decay,
+                    ..SgdConfig::default()
+                };
+                let mut composed =
+                    TorchSgd::new(vec![("p".into(), a.clone())], cfg.clone()).unwrap();
+                composed.composed_from = Some(0);
+                let mut in_place = TorchSgd::new(vec![("p".into(), b.clone())], cfg).unwrap();
+                for _ in 0..3 {
+                    for (opt, var) in [(&mut composed, &a), (&mut in_place, &b)] {
+                        // d(sum(p * coef * p))/dp = 2 * coef * p: a gradient that follows p.
+                        let loss = (var.as_tensor().sqr().unwrap() * &coef)
+                            .unwrap()
+                            .sum_all()
+                            .unwrap();
+                        opt.step(&loss.backward().unwrap()).unwrap();
+                    }
+                }
+                assert_eq!(
+                    (composed.in_place_updates, in_place.in_place_updates),
+                    (0, 3)
+                );
+                let (va, vb) = (bits(a.as_tensor()), bits(b.as_tensor()));
+                assert_eq!(va.len(), n);
+                let differ = va.iter().zip(&vb).filter(|(x, y)| x != y).count();
+                assert_eq!(
+                    differ, 0,
+                    "{dtype:?} weight decay {weight_decay}: {differ} values differ"
+                );
+                assert_ne!(bits(a.as_tensor()), {
+                    let t = Tensor::from_vec(p0.clone(), n, &Device::Cpu).unwrap();
+                    bits(&t.to_dtype(dtype).unwrap())
+                });
+            }
+        }
     }
 
     #[test]
