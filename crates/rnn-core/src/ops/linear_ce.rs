@@ -13,6 +13,7 @@ use super::cpu::{cpu_fwd3, grads_like, with_cpu_slice, TypedForward3};
 use super::gemm::{matmul, MatRef};
 use super::grad::colsum_into;
 use super::math::Float;
+use super::scratch;
 use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::any::Any;
@@ -62,14 +63,13 @@ impl LinearCrossEntropy {
         {
             bail!("cross-entropy: target id {t} at position {i} is not a class (there are {v})");
         }
-        for row in z.chunks_exact_mut(v) {
-            row.copy_from_slice(b);
-        }
+        // The bias is added in the pass below, which reads every row anyway (no separate pass
+        // writing the bias into all N rows first).
         matmul(
             z,
             0,
             v,
-            true,
+            false,
             MatRef::row_major(x, n, h),
             MatRef::row_major(w, v, h).t(),
             true,
@@ -82,9 +82,10 @@ impl LinearCrossEntropy {
             .zip(self.targets.par_chunks(ROWS_PER_TASK))
             .for_each(|(((rows, sums), nll), targets)| {
                 for (((row, sum), nll), &t) in rows.chunks_mut(v).zip(sums).zip(nll).zip(targets) {
-                    let target = row[t as usize];
                     let (mut max, mut nan) = (T::neg_infinity(), false);
-                    for &z in row.iter() {
+                    for (z, &b) in row.iter_mut().zip(b) {
+                        *z = *z + b;
+                        let z = *z;
                         nan |= z.is_nan();
                         if z > max {
                             max = z;
@@ -98,6 +99,7 @@ impl LinearCrossEntropy {
                         *nll = T::nan();
                         continue;
                     }
+                    let target = row[t as usize];
                     let s = T::exp_shifted_inplace(row, max);
                     *sum = s;
                     *nll = max + s.ln() - target;
@@ -107,7 +109,8 @@ impl LinearCrossEntropy {
     }
 
     fn forward_typed<T: Float>(&self, x: &[T], w: &[T], b: &[T]) -> Result<Vec<T>> {
-        let mut z = vec![T::zero(); self.targets.len() * b.len()];
+        // Every element is written by the product (recycled: the backward returns it).
+        let mut z = scratch::take(self.targets.len() * b.len());
         let (sums, nll) = self.logits_to_exps(x, w, b, &mut z)?;
         if let Ok(mut slot) = self.saved.lock() {
             *slot = Some(Box::new(Saved { exps: z, sums }));
@@ -133,7 +136,7 @@ impl LinearCrossEntropy {
         let (mut d, sums) = match saved.and_then(|s| s.downcast::<Saved<T>>().ok()) {
             Some(s) => (s.exps, s.sums),
             None => {
-                let mut z = vec![T::zero(); n * v];
+                let mut z = scratch::take(n * v);
                 let (sums, _) = self.logits_to_exps(x, w, b, &mut z)?;
                 (z, sums)
             }
@@ -175,6 +178,7 @@ impl LinearCrossEntropy {
         );
         let mut db = vec![T::zero(); v];
         colsum_into(&d, v, &mut db);
+        scratch::give(d);
         Ok((dx, dw, db))
     }
 }
