@@ -1,7 +1,7 @@
 //! `rnn bench --grid`: LSTM, GRU and tanh-RNN layers over a grid of the sizes users train
 //! (hidden 128-1024, batch 1-64, 35-200 steps, one or two layers, one or two directions,
 //! training and inference), sampled to fit a time budget, each row timed against PyTorch in
-//! interleaved rounds; the report (`<out>/<cpu-model>.md` and `.json`) holds every row, the
+//! interleaved rounds; the report (`<out>/<cpu-model>-<isa>.md` and `.json`) holds every row, the
 //! geometric mean and worst ratio per cell and mode, and issue 28's targets, met or missed.
 //!
 //! The sample is deterministic: the rows of each cell x mode are shuffled with `--grid-seed`
@@ -271,13 +271,21 @@ pub struct Target {
     pub status: String,
 }
 
-/// The whole report, as written to `<cpu-model>.json`.
+/// The whole report, as written to `<cpu-model>-<isa>.json`.
 #[derive(Debug, Clone, Serialize)]
 pub struct GridReport {
     /// UTC date of the run.
     pub date: String,
     /// CPU model.
     pub cpu_model: String,
+    /// The widest matrix kernel this CPU runs (`avx512`, `avx2` or `portable`): with the model
+    /// it names the report's file, since one model string can cover several CPU generations
+    /// (`AMD EPYC` for Zen 3 without AVX-512 and Zen 4 with it).
+    #[serde(default)]
+    pub cpu_isa: String,
+    /// Vendor, family, model and stepping from `/proc/cpuinfo`, where there is one.
+    #[serde(default)]
+    pub cpu_id: Option<String>,
     /// Our CPU threads (Rayon).
     pub threads: usize,
     /// PyTorch's threads, as it reports them.
@@ -456,6 +464,8 @@ pub fn run_grid(spec: &GridSpec, mut on_row: impl FnMut(&GridRow)) -> Result<Gri
     Ok(GridReport {
         date: utc_date(),
         cpu_model: rnn_core::kernels::cpu_model(),
+        cpu_isa: host_isa(),
+        cpu_id: cpu_id(),
         threads: rayon::current_num_threads(),
         torch_threads,
         torch,
@@ -572,6 +582,37 @@ pub fn cpu_slug(model: &str) -> String {
     }
 }
 
+/// The report's file name: [`cpu_slug`] of the model, then the widest kernel the CPU runs
+/// (`amd-epyc-avx512`).
+pub fn report_slug(cpu_model: &str, isa: &str) -> String {
+    format!("{}-{}", cpu_slug(cpu_model), cpu_slug(isa))
+}
+
+/// The widest matrix kernel this CPU runs.
+pub fn host_isa() -> String {
+    rnn_core::kernels::supported()
+        .first()
+        .map_or_else(|| "portable".into(), |k| k.name().to_string())
+}
+
+/// `AuthenticAMD family 25 model 17 stepping 1` from `/proc/cpuinfo`'s first processor.
+fn cpu_id() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let field = |name: &str| {
+        text.lines()
+            .find(|l| l.split(':').next().is_some_and(|k| k.trim() == name))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+    };
+    Some(format!(
+        "{} family {} model {} stepping {}",
+        field("vendor_id")?,
+        field("cpu family")?,
+        field("model")?,
+        field("stepping").unwrap_or_else(|| "-".into())
+    ))
+}
+
 /// The first three fields of `/proc/loadavg`, where there is one.
 fn load_avg() -> Option<String> {
     let text = std::fs::read_to_string("/proc/loadavg").ok()?;
@@ -641,19 +682,23 @@ pub const ROWS_HEADER: &str = "| cell | mode | BxTxIxH | layers | dirs | ours ms
 /// The report as Markdown.
 pub fn markdown(r: &GridReport) -> String {
     let mut s = format!(
-        "# Grid benchmark: {}\n\n\
+        "# Grid benchmark: {} ({})\n\n\
          {} UTC; `rnn bench --grid --grid-budget-min {} --grid-seed {} --grid-rounds {}`; rnn {}.\n\
+         CPU: {}; widest kernel it runs: {}.\n\
          Ours: {} threads (Rayon), matrix kernels `RNN_KERNEL={}`, used: {}. PyTorch: {}, {} threads.\n\
          {} rows in {:.1} min ({} sampled rows left out at 1.5x the budget); load average (1, 5, 15 min) {} at the start, {} at the end. Each row: {} interleaved rounds (ours, then PyTorch, per round), \
          times the median over rounds of each round's median; the ratio is the median of the \
          per-round ratios (below 1: ours faster). Input size = hidden size, f32, batch-first; \
          train = forward + mean-square loss + backward.\n\n",
         r.cpu_model,
+        r.cpu_isa,
         r.date,
         r.budget_min,
         r.seed,
         r.rounds,
         r.rnn_version,
+        r.cpu_id.as_deref().unwrap_or("no /proc/cpuinfo"),
+        r.cpu_isa,
         r.threads,
         r.kernel_setting,
         r.kernels_used,
@@ -699,11 +744,11 @@ pub fn markdown(r: &GridReport) -> String {
     s
 }
 
-/// Writes `<dir>/<cpu-slug>.md` and `.json`; returns both paths.
+/// Writes `<dir>/<cpu-slug>-<isa>.md` and `.json`; returns both paths.
 pub fn write_report(r: &GridReport, dir: &Path) -> Result<(PathBuf, PathBuf)> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("--grid-out: cannot create {}", dir.display()))?;
-    let slug = cpu_slug(&r.cpu_model);
+    let slug = report_slug(&r.cpu_model, &r.cpu_isa);
     let md = dir.join(format!("{slug}.md"));
     let json = dir.join(format!("{slug}.json"));
     std::fs::write(&md, markdown(r))
@@ -792,6 +837,8 @@ mod tests {
             "amd-epyc-7b13-64-core-processor"
         );
         assert_eq!(cpu_slug("()"), "unknown-cpu");
+        assert_eq!(report_slug("AMD EPYC", "avx512"), "amd-epyc-avx512");
+        assert!(["avx512", "avx2", "portable"].contains(&host_isa().as_str()));
         let d = utc_date();
         assert!(
             d.len() == 10 && d.as_bytes()[4] == b'-' && d.starts_with("20"),

@@ -58,7 +58,10 @@ fn report(out: &Path) -> (Value, String) {
         .unwrap();
     let md = json.with_extension("md");
     assert!(md.is_file(), "{files:?}");
-    let slug = rnn::bench_grid::cpu_slug(&rnn::rnn_core::kernels::cpu_model());
+    let slug = rnn::bench_grid::report_slug(
+        &rnn::rnn_core::kernels::cpu_model(),
+        &rnn::bench_grid::host_isa(),
+    );
     assert_eq!(json.file_stem().unwrap().to_str().unwrap(), slug);
     (
         serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap(),

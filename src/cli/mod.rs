@@ -344,7 +344,7 @@ pub struct BenchArgs {
     /// Time LSTM, GRU and tanh-RNN over issue 28's grid of sizes on the CPU (hidden = input in
     /// 128,256,512,650,1024; batch 1,8,32,64; 35,64,200 steps; 1-2 layers; 1-2 directions;
     /// train and infer), a seeded sample that fits --grid-budget-min, each row against PyTorch
-    /// (--pytorch) in interleaved rounds; writes `<--grid-out>/<cpu-model>.md` and `.json`
+    /// (--pytorch) in interleaved rounds; writes `<--grid-out>/<cpu-model>-<isa>.md` and `.json`
     /// with the geometric mean and worst ratio per cell and mode and the issue's targets.
     #[arg(
         long,
