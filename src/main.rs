@@ -42,6 +42,18 @@ fn one_line_errors() {
     }
 }
 
+/// Runs Candle's element-wise CPU ops on the calling thread unless `CANDLE_NUM_THREADS` says
+/// otherwise. Candle 0.11 runs them on a pool of its own, beside Rayon's, whose workers spin
+/// between ops: with this project's fused ops and products already on every core through
+/// Rayon, the two pools fight for the cores, and a training step of the default char-LM and
+/// word-LM took 10-20% longer (benches/README.md, "End to end").
+fn inline_candle_elementwise() {
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        // Called in main before any other thread exists (Candle reads it at its first op).
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
+}
+
 /// Keeps the matrix kernels measured on this host for the next run (`rnn_core::kernels`):
 /// `RNN_KERNEL_CACHE=off` keeps them in memory only, `RNN_KERNEL_CACHE=PATH` names the file,
 /// unset or empty uses the user's cache directory.
@@ -56,6 +68,7 @@ fn kernel_cache() {
 
 fn main() {
     one_line_errors();
+    inline_candle_elementwise();
     tune_allocator();
     quiet_broken_pipe();
     if std::env::var_os("RNN_KEEP_DENORMALS").is_none() {
