@@ -84,7 +84,7 @@ impl LinearCrossEntropy {
                 for (((row, sum), nll), &t) in rows.chunks_mut(v).zip(sums).zip(nll).zip(targets) {
                     let (mut max, mut nan) = (T::neg_infinity(), false);
                     for (z, &b) in row.iter_mut().zip(b) {
-                        *z = *z + b;
+                        *z += b;
                         let z = *z;
                         nan |= z.is_nan();
                         if z > max {
