@@ -89,9 +89,9 @@ impl SgdConfig {
 ///
 /// Each step reads no value back to the host. Without momentum, an f32/f64 parameter on the CPU
 /// is updated in one pass over its own storage (as PyTorch's in-place `add_`), with the same
-/// roundings as the composed ops, which every other case runs. For bf16/f16 parameters the momentum buffer and
-/// an f32 master copy of the parameter are kept in f32: the update runs in f32 and the parameter
-/// receives the rounded result.
+/// roundings as the composed ops, which every other case runs. For bf16/f16 parameters the
+/// momentum buffer and an f32 master copy of the parameter are kept in f32: the update runs in
+/// f32 and the parameter receives the rounded result.
 #[derive(Debug)]
 pub struct TorchSgd {
     params: Vec<(String, Var)>,
@@ -102,8 +102,8 @@ pub struct TorchSgd {
     param_steps: Vec<u64>,
     step: u64,
     config: SgdConfig,
-    /// From this step on, every update takes the composed path (tests of the in-place twin).
-    composed_from: Option<u64>,
+    /// Every update takes the composed path (tests of the in-place twin).
+    composed_only: bool,
     /// Parameter updates done in place so far.
     in_place_updates: u64,
 }
@@ -121,7 +121,7 @@ impl TorchSgd {
             params,
             step: 0,
             config,
-            composed_from: None,
+            composed_only: false,
             in_place_updates: 0,
         })
     }
@@ -249,7 +249,7 @@ impl StatefulOptimizer for TorchSgd {
                 self.param_steps[i] += 1;
                 continue;
             }
-            if momentum == 0.0 && self.composed_from.is_none_or(|n| self.step < n) {
+            if momentum == 0.0 && !self.composed_only {
                 // One pass over the parameter's own storage, as PyTorch's in-place `add_`.
                 if update_in_place(var, &self.master[i], grad, lr, weight_decay)? {
                     self.in_place_updates += 1;
@@ -585,7 +585,7 @@ mod tests {
                 };
                 let mut composed =
                     TorchSgd::new(vec![("p".into(), a.clone())], cfg.clone()).unwrap();
-                composed.composed_from = Some(0);
+                composed.composed_only = true;
                 let mut in_place = TorchSgd::new(vec![("p".into(), b.clone())], cfg).unwrap();
                 for _ in 0..3 {
                     for (opt, var) in [(&mut composed, &a), (&mut in_place, &b)] {
