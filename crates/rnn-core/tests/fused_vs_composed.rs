@@ -7,7 +7,7 @@
 //! reference and that device's default path and its composed twin are held equal to it.
 
 mod common;
-use common::{implementations, max_abs_diff};
+use common::{implementations, max_abs_diff, scale};
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{Init, VarMap};
@@ -174,7 +174,7 @@ fn assert_same(case: &Case) -> Result<(), TestCaseError> {
         let other = run(case, imp, &device);
         prop_assert_eq!(fused.len(), other.len());
         for ((name, f), (_, c)) in fused.iter().zip(&other) {
-            let d = max_abs_diff(f, c);
+            let (d, tol) = (max_abs_diff(f, c), tol * scale(c));
             prop_assert!(
                 d <= tol,
                 "{} ({:?} on {:?}): max abs diff {:e} > {:e} ({:?})",

@@ -5,7 +5,7 @@
 //! the one-layer layer.
 
 mod common;
-use common::max_abs_diff;
+use common::{max_abs_diff, scale};
 
 use candle_core::{DType, Device, Result, Tensor, Var};
 use candle_nn::VarMap;
@@ -93,16 +93,6 @@ fn run(
 
 /// One cell step, whatever the cell kind.
 type StepFn = Box<dyn Fn(&Tensor, &RnnState) -> RnnState>;
-
-/// `max(1, max |t|)`: tolerances are relative beyond 1.
-fn scale(t: &Tensor) -> f64 {
-    t.abs()
-        .and_then(|t| t.to_dtype(DType::F64))
-        .and_then(|t| t.max_all())
-        .and_then(|t| t.to_scalar::<f64>())
-        .unwrap()
-        .max(1.0)
-}
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, .. ProptestConfig::default() })]

@@ -19,6 +19,18 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
     try_max_abs_diff(a, b).unwrap()
 }
 
+/// The largest magnitude in `t`, at least 1: the scale of a relative tolerance, so that sums
+/// of large terms (ReLU cells, inverted-dropout scaling) are held to the same relative error as
+/// small ones.
+pub fn scale(t: &Tensor) -> f64 {
+    t.abs()
+        .and_then(|t| t.to_dtype(DType::F64))
+        .and_then(|t| t.max_all())
+        .and_then(|t| t.to_scalar::<f64>())
+        .unwrap()
+        .max(1.0)
+}
+
 /// The implementations a test checks on `device`: the fused op and its composed twin on the CPU
 /// and on CUDA (in a build with the `cuda` feature); elsewhere the device's default path (`Auto`)
 /// and the composed twin.
