@@ -101,3 +101,12 @@ pub fn with_kernel<R>(kernel: Kernel, f: impl FnOnce() -> R) -> candle_core::Res
     }
     Ok(calibrate::with_forced(kernel, f))
 }
+
+/// Runs `f` with every fused CPU recurrence this thread starts using the given [`UnitSplit`].
+pub use crate::ops::units::with_unit_split;
+/// Whether a fused CPU recurrence splits its hidden units across threads (batches too small to
+/// split by rows, such as batch-1 inference): `RNN_UNIT_SPLIT=auto|on|off`, or
+/// [`with_unit_split`].
+pub use crate::ops::units::UnitSplit;
+/// The smallest hidden size [`UnitSplit::Auto`] splits.
+pub use crate::ops::units::AUTO_MIN_HIDDEN as UNIT_SPLIT_MIN_HIDDEN;

@@ -13,6 +13,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{Init, VarMap};
 use proptest::prelude::*;
 use rnn_core::init::seeded_var_builder;
+use rnn_core::kernels::{with_unit_split, UnitSplit};
 use rnn_core::{Implementation, Mode, Rnn, RnnConfig, RnnState};
 
 struct Case {
@@ -191,7 +192,7 @@ fn assert_same(case: &Case) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 40, failure_persistence: None, .. ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, .. ProptestConfig::default() })]
 
     #[test]
     fn fused_equals_composed(
@@ -210,6 +211,7 @@ proptest! {
         with_state in any::<bool>(),
         dropout in prop::sample::select(vec![0.0, 0.3]),
         f32_dtype in any::<bool>(),
+        split_units in any::<bool>(),
         seed in 0u64..10_000,
     ) {
         let proj = if mode == Mode::Lstm && proj < hidden { proj } else { 0 };
@@ -224,7 +226,10 @@ proptest! {
             .with_proj_size(proj)
             .with_dropout(dropout);
         let dtype = if f32_dtype { DType::F32 } else { DType::F64 };
-        assert_same(&Case { cfg, batch, seq_len, lengths, with_state, train: dropout > 0.0, dtype, seed })?;
+        let case = Case { cfg, batch, seq_len, lengths, with_state, train: dropout > 0.0, dtype, seed };
+        // Half the cases split the hidden units across threads wherever the fused op can.
+        let split = if split_units { UnitSplit::On } else { UnitSplit::Off };
+        with_unit_split(split, || assert_same(&case))?;
     }
 }
 
@@ -246,6 +251,37 @@ fn fused_equals_composed_on_a_larger_f32_case() {
             seed: 3,
         };
         assert_same(&case).unwrap();
+    }
+}
+
+/// Batch-1 and batch-3 runs with the hidden units split across threads (as batch-1 inference
+/// runs at large hidden sizes), in f32 on every matrix kernel this CPU has, with variable lengths
+/// and both directions: equal to the composed twin.
+#[test]
+fn fused_equals_composed_with_the_hidden_units_split_across_threads() {
+    for kernel in rnn_core::kernels::supported() {
+        for mode in Mode::ALL {
+            for (batch, lengths) in [(1, None), (3, Some(vec![30, 9, 1]))] {
+                let cfg = RnnConfig::new(mode, 24, 40)
+                    .with_num_layers(2)
+                    .with_bidirectional(true);
+                let case = Case {
+                    cfg,
+                    batch,
+                    seq_len: 30,
+                    lengths,
+                    with_state: true,
+                    train: false,
+                    dtype: DType::F32,
+                    seed: 5,
+                };
+                rnn_core::kernels::with_kernel(kernel, || {
+                    with_unit_split(UnitSplit::On, || assert_same(&case))
+                })
+                .unwrap()
+                .unwrap_or_else(|e| panic!("{kernel} kernel, {mode:?}, batch {batch}: {e}"));
+            }
+        }
     }
 }
 

@@ -12,6 +12,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
 use proptest::prelude::*;
 use rnn_core::init::seeded_var_builder;
+use rnn_core::kernels::{with_unit_split, UnitSplit};
 use rnn_core::{Implementation, Mode, Rnn, RnnConfig, RnnState};
 
 /// f64, relative to the larger of 1 and the largest magnitude: the two differ only in
@@ -185,15 +186,6 @@ fn check(case: Case) -> Result<(), TestCaseError> {
             .map(|b| 1 + (b * 7 + seed as usize) % seq_len)
             .collect()
     });
-    let fused = run(
-        &rnn,
-        &vm,
-        Implementation::Fused,
-        &xs,
-        &state,
-        lengths.as_deref(),
-        &masks,
-    );
     let composed = run(
         &rnn,
         &vm,
@@ -203,16 +195,31 @@ fn check(case: Case) -> Result<(), TestCaseError> {
         lengths.as_deref(),
         &masks,
     );
-    prop_assert_eq!(fused.len(), composed.len());
-    for ((name, f), (_, c)) in fused.iter().zip(&composed) {
-        let d = max_abs_diff(f, c);
-        prop_assert!(
-            d < TOL * scale(c),
-            "{}: fused vs composed differ by {:e} ({:?})",
-            name,
-            d,
-            cfg
-        );
+    // The fused op as chosen, and with the hidden units split across threads wherever it can.
+    for split in [UnitSplit::Off, UnitSplit::On] {
+        let fused = with_unit_split(split, || {
+            run(
+                &rnn,
+                &vm,
+                Implementation::Fused,
+                &xs,
+                &state,
+                lengths.as_deref(),
+                &masks,
+            )
+        });
+        prop_assert_eq!(fused.len(), composed.len());
+        for ((name, f), (_, c)) in fused.iter().zip(&composed) {
+            let d = max_abs_diff(f, c);
+            prop_assert!(
+                d < TOL * scale(c),
+                "{} ({:?}): fused vs composed differ by {:e} ({:?})",
+                name,
+                split,
+                d,
+                cfg
+            );
+        }
     }
     Ok(())
 }

@@ -9,6 +9,8 @@ use super::masks::KernelMasks;
 use super::math::Float;
 use super::problem::{Problem, Weights};
 use super::scratch;
+use super::units;
+use rayon::prelude::*;
 use std::ops::Range;
 
 /// Activations the backward pass needs, each with one row per (step, batch) in the problem's row
@@ -65,7 +67,8 @@ pub(crate) fn forward<T: Float>(
         (Some(b_ih), Some(b_hh)) => Some(b_ih.iter().zip(b_hh).map(|(a, b)| *a + *b).collect()),
         _ => None,
     };
-    let per_step = per_step_projection::<T>(p.batch, p.input, g4);
+    let split = units::slices(p, w.w_hr.is_some(), m);
+    let per_step = split.is_none() && per_step_projection::<T>(p.batch, p.input, g4);
     // Pre-activations of every step are kept only when the backward needs them or when the input
     // projection runs before the recurrence.
     let mut gates = scratch::take(if save || !per_step { rows * g4 } else { 0 });
@@ -98,11 +101,6 @@ pub(crate) fn forward<T: Float>(
         w_ih_t,
         bias: bias.as_deref(),
     });
-    // W_hh^T (and W_hr^T) packed once for the per-step products.
-    let w_hh_t = PackedRhs::new(MatRef::row_major(w.w_hh, g4, pp).t(), chunk_rows(p.batch));
-    let w_hr_t = w
-        .w_hr
-        .map(|w_hr| PackedRhs::new(MatRef::row_major(w_hr, pp, hh).t(), chunk_rows(p.batch)));
     let saved_len = |n: usize| if save { n } else { 0 };
     // Every row of these buffers is written by the recurrence below (scratch::take).
     let mut hprev = scratch::take(saved_len(rows * pp));
@@ -115,10 +113,19 @@ pub(crate) fn forward<T: Float>(
         cprev: Shared::new(&mut cprev),
         tanhc: Shared::new(&mut tanhc),
     };
-    let weights = (input.as_ref(), &w_hh_t, w_hr_t.as_ref());
-    for_each_batch_chunk(p.batch, |range| {
-        forward_chunk(p, range, h0, c0, weights, m, &bufs, save)
-    });
+    if let Some(slices) = split {
+        forward_split(p, h0, c0, w.w_hh, m, &slices, &bufs, save);
+    } else {
+        // W_hh^T (and W_hr^T) packed once for the per-step products.
+        let w_hh_t = PackedRhs::new(MatRef::row_major(w.w_hh, g4, pp).t(), chunk_rows(p.batch));
+        let w_hr_t = w
+            .w_hr
+            .map(|w_hr| PackedRhs::new(MatRef::row_major(w_hr, pp, hh).t(), chunk_rows(p.batch)));
+        let weights = (input.as_ref(), &w_hh_t, w_hr_t.as_ref());
+        for_each_batch_chunk(p.batch, |range| {
+            forward_chunk(p, range, h0, c0, weights, m, &bufs, save)
+        });
+    }
     if !save {
         scratch::give(gates);
         return None;
@@ -232,6 +239,156 @@ fn forward_chunk<T: Float>(
         bufs.out
             .slice(rows * pp + p.batch * pp + b0 * hh, n * hh)
             .copy_from_slice(&c);
+    }
+}
+
+/// One thread's part of [`forward_split`]: its hidden units, the rows of `W_hh` feeding their
+/// gates (packed, transposed) and their state.
+struct UnitSlice<T: Float> {
+    units: Range<usize>,
+    /// `(state, 4 * units)`: gate blocks i, f, g, o of this slice's units.
+    w_t: PackedRhs<T>,
+    /// This slice's units of `c`, `(batch, units)`.
+    c: Vec<T>,
+    /// This step's gates of the slice's units, `(batch, 4 * units)`.
+    g: Vec<T>,
+    /// `h` as it enters `W_hh` under recurrent dropout, `(batch, state)`.
+    h_rec: Vec<T>,
+}
+
+/// The forward recurrence with the hidden units split across threads ([`units`]): each step,
+/// every slice computes its units' gates from the whole previous `h` and writes its units of
+/// the new `h` into the other of two buffers. The input projection of every step is already in
+/// `bufs.gates`.
+#[allow(clippy::too_many_arguments)]
+fn forward_split<T: Float>(
+    p: &Problem,
+    h0: &[T],
+    c0: &[T],
+    w_hh: &[T],
+    m: &KernelMasks<T>,
+    slices: &[Range<usize>],
+    bufs: &ForwardBufs<T>,
+    save: bool,
+) {
+    let (bb, hh, rows) = (p.batch, p.hidden, p.rows());
+    let mut parts: Vec<UnitSlice<T>> = slices
+        .iter()
+        .map(|u| {
+            let nu = u.len();
+            let w = units::gather_gate_rows(w_hh, 4, hh, hh, u);
+            let mut c = Vec::with_capacity(bb * nu);
+            for i in 0..bb {
+                c.extend_from_slice(&c0[i * hh + u.start..][..nu]);
+            }
+            UnitSlice {
+                units: u.clone(),
+                w_t: PackedRhs::new(MatRef::row_major(&w, 4 * nu, hh).t(), bb),
+                c,
+                g: vec![T::zero(); bb * 4 * nu],
+                h_rec: vec![T::zero(); if m.rec.is_some() { bb * hh } else { 0 }],
+            }
+        })
+        .collect();
+    let mut h_bufs = [h0.to_vec(), vec![T::zero(); bb * hh]];
+    let mut cur = 0;
+    for t in p.forward_steps() {
+        let [a, b] = &mut h_bufs;
+        let (h, h_next) = if cur == 0 { (&*a, b) } else { (&*b, a) };
+        let h_next = Shared::new(h_next);
+        parts
+            .par_iter_mut()
+            .for_each(|s| split_step(p, t, h, h_next, s, m, bufs, save));
+        cur = 1 - cur;
+    }
+    let h = &h_bufs[cur];
+    // SAFETY: the threads are done; the final state's rows of `out`.
+    unsafe {
+        bufs.out.slice(rows * hh, bb * hh).copy_from_slice(h);
+        for s in &parts {
+            let nu = s.units.len();
+            for i in 0..bb {
+                bufs.out
+                    .slice(rows * hh + bb * hh + i * hh + s.units.start, nu)
+                    .copy_from_slice(&s.c[i * nu..][..nu]);
+            }
+        }
+    }
+}
+
+/// Step `t` of one unit slice: reads all of `h`, writes the slice's units of `h_next`, of the
+/// output and of the saved buffers.
+#[allow(clippy::too_many_arguments)]
+fn split_step<T: Float>(
+    p: &Problem,
+    t: usize,
+    h: &[T],
+    h_next: Shared<T>,
+    s: &mut UnitSlice<T>,
+    m: &KernelMasks<T>,
+    bufs: &ForwardBufs<T>,
+    save: bool,
+) {
+    let (hh, g4, u0, nu) = (p.hidden, 4 * p.hidden, s.units.start, s.units.len());
+    let hr = m.recurrent_input(h, 0, hh, &mut s.h_rec);
+    // SAFETY (every `slice` below): this slice's units of rows of step `t`; no other thread
+    // touches those columns, and `h_next` is not read until every slice is done.
+    for i in 0..p.batch {
+        let row = p.row(t, i);
+        for k in 0..4 {
+            let pre = unsafe { bufs.gates.slice(row * g4 + k * hh + u0, nu) };
+            s.g[(i * 4 + k) * nu..][..nu].copy_from_slice(pre);
+        }
+    }
+    s.w_t.matmul(
+        &mut s.g,
+        0,
+        4 * nu,
+        true,
+        MatRef::row_major(hr, p.batch, hh),
+    );
+    for i in 0..p.batch {
+        let row = p.row(t, i);
+        let gr = &mut s.g[i * 4 * nu..][..4 * nu];
+        T::sigmoid_inplace(&mut gr[..2 * nu]);
+        T::tanh_inplace(&mut gr[2 * nu..3 * nu]);
+        T::sigmoid_inplace(&mut gr[3 * nu..]);
+        let (ig, rest) = gr.split_at(nu);
+        let (fg, rest) = rest.split_at(nu);
+        let (gg, og) = rest.split_at(nu);
+        let c = &mut s.c[i * nu..][..nu];
+        let valid = p.valid(t, i);
+        let y = unsafe { bufs.out.slice(row * hh + u0, nu) };
+        let hn = unsafe { h_next.slice(i * hh + u0, nu) };
+        if save {
+            for (k, gk) in [ig, fg, gg, og].into_iter().enumerate() {
+                unsafe { bufs.gates.slice(row * g4 + k * hh + u0, nu) }.copy_from_slice(gk);
+            }
+            unsafe {
+                bufs.hprev
+                    .slice(row * hh + u0, nu)
+                    .copy_from_slice(&hr[i * hh + u0..][..nu]);
+                bufs.cprev.slice(row * hh + u0, nu).copy_from_slice(c);
+            }
+        }
+        // c_new into `y` first (it becomes h below), tanh(c_new) into `hn`.
+        for j in 0..nu {
+            y[j] = fg[j] * c[j] + ig[j] * gg[j];
+        }
+        T::tanh_into(y, hn);
+        if save {
+            unsafe { bufs.tanhc.slice(row * hh + u0, nu).copy_from_slice(hn) };
+        }
+        if valid {
+            c.copy_from_slice(y);
+            for j in 0..nu {
+                hn[j] *= og[j];
+            }
+            y.copy_from_slice(hn);
+        } else {
+            y.fill(T::zero());
+            hn.copy_from_slice(&h[i * hh + u0..][..nu]);
+        }
     }
 }
 

@@ -32,6 +32,7 @@ pub(crate) mod problem;
 mod recurrence;
 mod rnn;
 pub(crate) mod scratch;
+pub(crate) mod units;
 
 pub(crate) use cpu::supports;
 pub(crate) use fused::{fused_direction, recurrence_supported};
