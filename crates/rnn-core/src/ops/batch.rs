@@ -32,6 +32,15 @@ impl<T> Shared<T> {
         self.len == 0
     }
 
+    /// `buf[start .. start + len]`, to read.
+    ///
+    /// # Safety
+    /// No thread may write the range while the returned slice lives.
+    pub unsafe fn get(&self, start: usize, len: usize) -> &[T] {
+        assert!(start + len <= self.len, "shared buffer range out of bounds");
+        std::slice::from_raw_parts(self.ptr.add(start), len)
+    }
+
     /// `buf[start .. start + len]`.
     ///
     /// # Safety

@@ -10,7 +10,6 @@ use super::math::Float;
 use super::problem::{Problem, Weights};
 use super::scratch;
 use super::units;
-use rayon::prelude::*;
 use std::ops::Range;
 
 /// Activations the backward pass needs, each with one row per (step, batch) in the problem's row
@@ -291,17 +290,17 @@ fn forward_split<T: Float>(
         })
         .collect();
     let mut h_bufs = [h0.to_vec(), vec![T::zero(); bb * hh]];
-    let mut cur = 0;
-    for t in p.forward_steps() {
+    let steps: Vec<usize> = p.forward_steps().collect();
+    {
         let [a, b] = &mut h_bufs;
-        let (h, h_next) = if cur == 0 { (&*a, b) } else { (&*b, a) };
-        let h_next = Shared::new(h_next);
-        parts
-            .par_iter_mut()
-            .for_each(|s| split_step(p, t, h, h_next, s, m, bufs, save));
-        cur = 1 - cur;
+        let h_bufs = [Shared::new(a), Shared::new(b)];
+        units::run_steps(&mut parts, steps.len(), |k, s| {
+            // SAFETY: step k reads buffer k % 2, which no slice writes during step k.
+            let h = unsafe { h_bufs[k % 2].get(0, bb * hh) };
+            split_step(p, steps[k], h, h_bufs[(k + 1) % 2], s, m, bufs, save)
+        });
     }
-    let h = &h_bufs[cur];
+    let h = &h_bufs[steps.len() % 2];
     // SAFETY: the threads are done; the final state's rows of `out`.
     unsafe {
         bufs.out.slice(rows * hh, bb * hh).copy_from_slice(h);

@@ -3,8 +3,8 @@
 //! thread leaves the other cores idle while it streams the whole matrix every step. Here each
 //! thread owns a slice of the hidden units: the rows of `W_hh` that feed its units' gates (packed
 //! once), its units' cell state, and their gate math, which needs no other unit. Threads meet
-//! once per step, to read the whole new `h` (double-buffered, so one fork-join per step
-//! suffices).
+//! once per step, to read the whole new `h` (double-buffered, so one meeting per step
+//! suffices); [`run_steps`] is that meeting, a spin on two atomics instead of a fork-join.
 //!
 //! Which runs are split: see [`slices`]. `RNN_UNIT_SPLIT=auto|on|off` (default `auto`), and
 //! [`with_unit_split`] for tests and comparisons.
@@ -15,13 +15,15 @@ use super::math::Float;
 use super::problem::Problem;
 use std::cell::Cell;
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 /// Whether a run splits its hidden units across threads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UnitSplit {
-    /// Split when the batch is too small to split, the host has several threads and the hidden
-    /// size is at least [`AUTO_MIN_HIDDEN`] (below that the per-step fork-join costs about what
-    /// the split saves).
+    /// Split when the batch is too small to split, the host has several threads, the hidden
+    /// size is at least [`AUTO_MIN_HIDDEN`] and the sequence is long enough
+    /// ([`AUTO_MIN_WORK`]): below those the split's fixed cost (handing the loop to the pool,
+    /// about 60 us on a 2-core Zen 4) and its per-step meeting cost about what it saves.
     Auto,
     /// Split every run the split path supports (tests: small shapes, even on one thread).
     On,
@@ -31,6 +33,11 @@ pub enum UnitSplit {
 
 /// Smallest hidden size [`UnitSplit::Auto`] splits.
 pub const AUTO_MIN_HIDDEN: usize = 256;
+
+/// Smallest `seq_len * hidden²` [`UnitSplit::Auto`] splits: 64 steps at hidden 256, 16 at 512,
+/// 4 at 1024 (measured on a 2-core Zen 4, benches/README.md: at hidden 256 the split saves a few
+/// microseconds per step, at 512 about half the step).
+pub const AUTO_MIN_WORK: usize = 1 << 22;
 
 /// Units per slice are a multiple of this under [`UnitSplit::Auto`], so that each thread's gate
 /// block fills whole register panels.
@@ -84,7 +91,11 @@ pub(crate) fn slices<T: Float>(
         UnitSplit::Off => return None,
         UnitSplit::On => threads.max(2).min(p.hidden),
         UnitSplit::Auto => {
-            if threads < 2 || batch_chunks(p.batch) > 1 || p.hidden < AUTO_MIN_HIDDEN {
+            if threads < 2
+                || batch_chunks(p.batch) > 1
+                || p.hidden < AUTO_MIN_HIDDEN
+                || p.seq_len * p.hidden * p.hidden < AUTO_MIN_WORK
+            {
                 return None;
             }
             threads.min(p.hidden / (AUTO_MIN_HIDDEN / 2))
@@ -122,6 +133,109 @@ pub(crate) fn gather_gate_rows<T: Copy>(
         out.extend_from_slice(&w[(g * hidden + units.start) * cols..][..units.len() * cols]);
     }
     out
+}
+
+/// The parts of [`run_steps`], handed to whichever thread claims one.
+struct Parts<S>(*mut S);
+
+// SAFETY: a part is reached only through a claim of `run_steps`'s ticket, which gives it to one
+// thread per step, and steps are ordered by the coordinator's wait.
+unsafe impl<S: Send> Send for Parts<S> {}
+unsafe impl<S: Send> Sync for Parts<S> {}
+
+impl<S> Parts<S> {
+    /// Part `j` (a method, so that closures capture the whole `Parts`, not its raw pointer).
+    fn at(&self, j: usize) -> *mut S {
+        self.0.wrapping_add(j)
+    }
+}
+
+/// Claims in a step's ticket: the low 32 bits count claims, the high bits hold the step + 1 (0:
+/// no step published yet).
+const CLAIMS: u64 = 0xffff_ffff;
+
+/// Runs `step(k, part)` for every step `k` in `0..steps` and every part, all parts of step `k`
+/// before any of step `k + 1`, spread over the pool's threads. The calling thread (or the pool
+/// worker it hands the loop to) coordinates: it publishes each step in a ticket, claims parts
+/// itself and spins until every part of the step is done. Helpers, one per other thread of the
+/// pool, spin on the ticket and claim parts too. A helper that never starts (a busy pool) only
+/// means the coordinator runs more parts itself: no thread ever waits for a particular one, so
+/// this cannot deadlock, even with several of these runs in one pool at once. A panic in any
+/// part ends every thread's loop and is raised again.
+pub(crate) fn run_steps<S: Send>(
+    parts: &mut [S],
+    steps: usize,
+    step: impl Fn(usize, &mut S) + Sync,
+) {
+    let n = parts.len();
+    let helpers = rayon::current_num_threads().min(n).saturating_sub(1);
+    if helpers == 0 {
+        for k in 0..steps {
+            for part in parts.iter_mut() {
+                step(k, part);
+            }
+        }
+        return;
+    }
+    let parts = Parts(parts.as_mut_ptr());
+    let ticket = AtomicU64::new(0);
+    let done = AtomicUsize::new(0);
+    // Set when the coordinator leaves (normally or unwinding) or a part panicked.
+    let finished = AtomicBool::new(false);
+    let poisoned = AtomicBool::new(false);
+    /// Sets its flag when dropped, or only when dropped while unwinding (`only_on_panic`).
+    struct Flag<'a>(&'a AtomicBool, bool);
+    impl Drop for Flag<'_> {
+        fn drop(&mut self) {
+            if !self.1 || std::thread::panicking() {
+                self.0.store(true, Ordering::Release);
+            }
+        }
+    }
+    // Claims and runs parts of step `k1 - 1` until none is left.
+    let work = |k1: u64| loop {
+        let cur = ticket.load(Ordering::Acquire);
+        if cur >> 32 != k1 || cur & CLAIMS >= n as u64 {
+            return;
+        }
+        if ticket
+            .compare_exchange_weak(cur, cur + 1, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            let _poison = Flag(&poisoned, true);
+            // SAFETY: the claim is this part's only one in this step (see `Parts`).
+            step((k1 - 1) as usize, unsafe {
+                &mut *parts.at((cur & CLAIMS) as usize)
+            });
+            done.fetch_add(1, Ordering::Release);
+        }
+    };
+    rayon::scope(|s| {
+        for _ in 0..helpers {
+            s.spawn(|_| loop {
+                let cur = ticket.load(Ordering::Acquire);
+                if cur >> 32 != 0 && cur & CLAIMS < n as u64 {
+                    work(cur >> 32);
+                } else if finished.load(Ordering::Acquire) || poisoned.load(Ordering::Acquire) {
+                    return;
+                } else {
+                    std::hint::spin_loop();
+                }
+            });
+        }
+        let _finished = Flag(&finished, false);
+        for k in 0..steps as u64 {
+            done.store(0, Ordering::Relaxed);
+            ticket.store((k + 1) << 32, Ordering::Release);
+            work(k + 1);
+            while done.load(Ordering::Acquire) < n {
+                if poisoned.load(Ordering::Acquire) {
+                    panic!("a unit slice of the fused recurrence panicked");
+                }
+                std::hint::spin_loop();
+            }
+        }
+    });
 }
 
 #[cfg(test)]
@@ -178,6 +292,88 @@ mod tests {
         assert!(
             with_unit_split(UnitSplit::Auto, || slices(&problem(64, 512), false, &none)).is_none()
         );
+    }
+
+    /// Every part runs every step once, in step order, whatever thread claims it.
+    #[test]
+    fn run_steps_runs_each_part_once_per_step_in_order() {
+        for threads in [1, 2, 4] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let mut parts: Vec<Vec<usize>> = vec![Vec::new(); 5];
+            pool.install(|| run_steps(&mut parts, 300, |k, log| log.push(k)));
+            for log in &parts {
+                assert_eq!(*log, (0..300).collect::<Vec<_>>(), "{threads} threads");
+            }
+        }
+    }
+
+    /// Two runs at once in a two-thread pool (helpers of one may never start): both finish.
+    #[test]
+    fn concurrent_runs_in_one_small_pool_finish() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let (a, b) = pool.install(|| {
+            rayon::join(
+                || {
+                    let mut parts = vec![0u64; 3];
+                    run_steps(&mut parts, 2000, |k, s| *s += k as u64);
+                    parts
+                },
+                || {
+                    let mut parts = vec![0u64; 2];
+                    run_steps(&mut parts, 1000, |_, s| *s += 1);
+                    parts
+                },
+            )
+        });
+        assert_eq!(a, vec![1999 * 2000 / 2; 3]);
+        assert_eq!(b, vec![1000; 2]);
+    }
+
+    /// A part that panics ends the run with a panic (the part's own, or the coordinator's
+    /// "panicked" when it notices first) instead of leaving the other threads spinning.
+    #[test]
+    #[should_panic]
+    fn a_panicking_part_ends_the_run() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let mut parts = vec![0usize; 4];
+        pool.install(|| {
+            run_steps(&mut parts, 10, |k, s| {
+                *s += 1;
+                if k == 5 && *s == 6 {
+                    panic!("boom");
+                }
+            })
+        });
+    }
+
+    #[test]
+    fn auto_splits_long_enough_runs_at_large_hidden_sizes() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let none = KernelMasks::<f32>::none();
+        let auto = |batch, seq_len, hidden| {
+            let p = Problem {
+                seq_len,
+                ..problem(batch, hidden)
+            };
+            pool.install(|| with_unit_split(UnitSplit::Auto, || slices(&p, false, &none)))
+        };
+        assert_eq!(auto(1, 35, 512), Some(vec![0..256, 256..512]));
+        assert_eq!(auto(3, 200, 650).map(|s| s.len()), Some(2));
+        assert_eq!(auto(1, 35, 256), None, "too short at hidden 256");
+        assert_eq!(auto(1, 64, 256).map(|s| s.len()), Some(2));
+        assert_eq!(auto(8, 200, 512), None, "a batch of 8 splits by rows");
     }
 
     #[test]

@@ -264,36 +264,62 @@ pub(in crate::ops::gemm) mod kernel {
             });
         }
 
-        /// The register block for `rows` rows.
+        /// The register block for `rows` rows. Blocks of 1-3 rows keep 4, 2 or 2 sets of
+        /// accumulators (steps of k alternate between them), so that at least 8 independent FMA
+        /// chains hide the FMA latency: a batch-1 step (a matrix-vector product) with one set
+        /// would wait on the latency of each FMA instead of streaming its panels.
         #[inline(always)]
         unsafe fn dispatch(rows: usize, args: Args) {
             match rows {
-                8 => block::<8>(args),
-                7 => block::<7>(args),
-                6 => block::<6>(args),
-                5 => block::<5>(args),
-                4 => block::<4>(args),
-                3 => block::<3>(args),
-                2 => block::<2>(args),
-                _ => block::<1>(args),
+                8 => block::<8, 1>(args),
+                7 => block::<7, 1>(args),
+                6 => block::<6, 1>(args),
+                5 => block::<5, 1>(args),
+                4 => block::<4, 1>(args),
+                3 => block::<3, 2>(args),
+                2 => block::<2, 2>(args),
+                _ => block::<1, 4>(args),
             }
         }
 
-        /// `M` rows x up to `NR` columns of `c [+]= a · panel`.
+        /// `M` rows x up to `NR` columns of `c [+]= a · panel`, with `U` sets of accumulators
+        /// (step `p` of k adds into set `p % U`, the sets summed at the end).
         #[inline]
         #[target_feature(enable = "avx512f")]
-        unsafe fn block<const M: usize>(
+        unsafe fn block<const M: usize, const U: usize>(
             (k, a, a_rs, a_cs, panel, c, c_rs, accumulate, cols): Args,
         ) {
-            let mut acc0 = [_mm512_setzero_ps(); M];
-            let mut acc1 = [_mm512_setzero_ps(); M];
-            for p in 0..k {
-                let b0 = _mm512_loadu_ps(panel.add(p * NR));
-                let b1 = _mm512_loadu_ps(panel.add(p * NR + 16));
+            let mut sets0 = [[_mm512_setzero_ps(); M]; U];
+            let mut sets1 = [[_mm512_setzero_ps(); M]; U];
+            // Step `q` of k into accumulator set `set`.
+            macro_rules! step {
+                ($q:expr, $set:expr) => {{
+                    let (q, acc0, acc1) = ($q, &mut sets0[$set], &mut sets1[$set]);
+                    let b0 = _mm512_loadu_ps(panel.add(q * NR));
+                    let b1 = _mm512_loadu_ps(panel.add(q * NR + 16));
+                    for i in 0..M {
+                        let av = _mm512_set1_ps(*a.add(i * a_rs + q * a_cs));
+                        acc0[i] = _mm512_fmadd_ps(av, b0, acc0[i]);
+                        acc1[i] = _mm512_fmadd_ps(av, b1, acc1[i]);
+                    }
+                }};
+            }
+            let mut p = 0;
+            while p + U <= k {
+                for s in 0..U {
+                    step!(p + s, s);
+                }
+                p += U;
+            }
+            while p < k {
+                step!(p, 0);
+                p += 1;
+            }
+            let (mut acc0, mut acc1) = (sets0[0], sets1[0]);
+            for s in 1..U {
                 for i in 0..M {
-                    let av = _mm512_set1_ps(*a.add(i * a_rs + p * a_cs));
-                    acc0[i] = _mm512_fmadd_ps(av, b0, acc0[i]);
-                    acc1[i] = _mm512_fmadd_ps(av, b1, acc1[i]);
+                    acc0[i] = _mm512_add_ps(acc0[i], sets0[s][i]);
+                    acc1[i] = _mm512_add_ps(acc1[i], sets1[s][i]);
                 }
             }
             let mask = |w: usize| -> __mmask16 {
