@@ -9,6 +9,7 @@ use super::masks::KernelMasks;
 use super::math::Float;
 use super::problem::{Problem, Weights};
 use super::scratch;
+use super::units;
 use std::ops::Range;
 
 /// Activations the backward pass needs, one row per (step, batch) in the problem's row order.
@@ -42,7 +43,8 @@ pub(crate) fn forward<T: Float>(
 ) -> Option<GruSaved<T>> {
     let (hh, rows) = (p.hidden, p.rows());
     let g3 = 3 * hh;
-    let per_step = per_step_projection::<T>(p.batch, p.input, g3);
+    let split = units::slices(p, false, m);
+    let per_step = split.is_none() && per_step_projection::<T>(p.batch, p.input, g3);
     // The input side's bias with b_hh's r and z parts folded in: the recurrent r and z products
     // accumulate straight into the input pre-activations (only n keeps W_hn h + b_hn apart).
     let bias: Option<Vec<T>> = w.b_ih.map(|b_ih| {
@@ -85,15 +87,6 @@ pub(crate) fn forward<T: Float>(
         w_ih_t,
         bias: bias.as_deref(),
     });
-    // W_hh^T packed once for the per-step products, as its r, z columns and its n columns.
-    let w_rz_t = PackedRhs::new(
-        MatRef::row_major(&w.w_hh[..2 * hh * hh], 2 * hh, hh).t(),
-        chunk_rows(p.batch),
-    );
-    let w_n_t = PackedRhs::new(
-        MatRef::row_major(&w.w_hh[2 * hh * hh..], hh, hh).t(),
-        chunk_rows(p.batch),
-    );
     let b_hn = w.b_hh.map(|b| &b[2 * hh..]);
     let saved_len = |n: usize| if save { n } else { 0 };
     // Every row of these buffers is written by the recurrence below (scratch::take).
@@ -105,18 +98,31 @@ pub(crate) fn forward<T: Float>(
         ghn: Shared::new(&mut ghn),
         hprev: Shared::new(&mut hprev),
     };
-    for_each_batch_chunk(p.batch, |range| {
-        forward_chunk(
-            p,
-            range,
-            h0,
-            (input.as_ref(), &w_rz_t, &w_n_t),
-            b_hn,
-            m,
-            &bufs,
-            save,
-        )
-    });
+    if let Some(slices) = split {
+        forward_split(p, h0, w.w_hh, b_hn, m, &slices, &bufs, save);
+    } else {
+        // W_hh^T packed once for the per-step products, as its r, z columns and its n columns.
+        let w_rz_t = PackedRhs::new(
+            MatRef::row_major(&w.w_hh[..2 * hh * hh], 2 * hh, hh).t(),
+            chunk_rows(p.batch),
+        );
+        let w_n_t = PackedRhs::new(
+            MatRef::row_major(&w.w_hh[2 * hh * hh..], hh, hh).t(),
+            chunk_rows(p.batch),
+        );
+        for_each_batch_chunk(p.batch, |range| {
+            forward_chunk(
+                p,
+                range,
+                h0,
+                (input.as_ref(), &w_rz_t, &w_n_t),
+                b_hn,
+                m,
+                &bufs,
+                save,
+            )
+        });
+    }
     if !save {
         scratch::give(gates);
         return None;
@@ -215,6 +221,133 @@ fn forward_chunk<T: Float>(
     }
     // SAFETY: this chunk's rows of the final state.
     unsafe { bufs.out.slice(rows * hh + b0 * hh, n * hh) }.copy_from_slice(&h);
+}
+
+/// One thread's part of [`forward_split`]: its hidden units, the rows of `W_hh` feeding their
+/// gates (packed, transposed) and this step's gates.
+struct UnitSlice<T: Float> {
+    units: Range<usize>,
+    /// `(hidden, 3 * units)`: gate blocks r, z, n of this slice's units.
+    w_t: PackedRhs<T>,
+    /// This step's r, z pre-activations and `W_hn h + b_hn` of the slice's units,
+    /// `(batch, 3 * units)`.
+    g: Vec<T>,
+    /// `h` as it enters `W_hh` under recurrent dropout, `(batch, hidden)`.
+    h_rec: Vec<T>,
+}
+
+/// The forward recurrence with the hidden units split across threads ([`units`], as the LSTM's
+/// `forward_split`). The input projection of every step is already in `bufs.gates`.
+#[allow(clippy::too_many_arguments)]
+fn forward_split<T: Float>(
+    p: &Problem,
+    h0: &[T],
+    w_hh: &[T],
+    b_hn: Option<&[T]>,
+    m: &KernelMasks<T>,
+    slices: &[Range<usize>],
+    bufs: &ForwardBufs<T>,
+    save: bool,
+) {
+    let (bb, hh, rows) = (p.batch, p.hidden, p.rows());
+    let mut parts: Vec<UnitSlice<T>> = slices
+        .iter()
+        .map(|u| {
+            let nu = u.len();
+            let w = units::gather_gate_rows(w_hh, 3, hh, hh, u);
+            UnitSlice {
+                units: u.clone(),
+                w_t: PackedRhs::new(MatRef::row_major(&w, 3 * nu, hh).t(), bb),
+                g: vec![T::zero(); bb * 3 * nu],
+                h_rec: vec![T::zero(); if m.rec.is_some() { bb * hh } else { 0 }],
+            }
+        })
+        .collect();
+    let mut h_bufs = [h0.to_vec(), vec![T::zero(); bb * hh]];
+    let steps: Vec<usize> = p.forward_steps().collect();
+    {
+        let [a, b] = &mut h_bufs;
+        let h_bufs = [Shared::new(a), Shared::new(b)];
+        units::run_steps(&mut parts, steps.len(), |k, s| {
+            // SAFETY: step k reads buffer k % 2, which no slice writes during step k.
+            let h = unsafe { h_bufs[k % 2].get(0, bb * hh) };
+            split_step(p, steps[k], h, h_bufs[(k + 1) % 2], b_hn, s, m, bufs, save)
+        });
+    }
+    // SAFETY: the threads are done; the final state's rows of `out`.
+    unsafe { bufs.out.slice(rows * hh, bb * hh) }.copy_from_slice(&h_bufs[steps.len() % 2]);
+}
+
+/// Step `t` of one unit slice: reads all of `h`, writes the slice's units of `h_next`, of the
+/// output and of the saved buffers.
+#[allow(clippy::too_many_arguments)]
+fn split_step<T: Float>(
+    p: &Problem,
+    t: usize,
+    h: &[T],
+    h_next: Shared<T>,
+    b_hn: Option<&[T]>,
+    s: &mut UnitSlice<T>,
+    m: &KernelMasks<T>,
+    bufs: &ForwardBufs<T>,
+    save: bool,
+) {
+    let (hh, g3, u0, nu) = (p.hidden, 3 * p.hidden, s.units.start, s.units.len());
+    let hr = m.recurrent_input(h, 0, hh, &mut s.h_rec);
+    // SAFETY (every `slice` below): this slice's units of rows of step `t`; no other thread
+    // touches those columns, and `h_next` is not read until every slice is done.
+    for i in 0..p.batch {
+        let row = p.row(t, i);
+        let g = &mut s.g[i * 3 * nu..][..3 * nu];
+        for k in 0..2 {
+            g[k * nu..][..nu]
+                .copy_from_slice(unsafe { bufs.gates.slice(row * g3 + k * hh + u0, nu) });
+        }
+        match b_hn {
+            Some(b) => g[2 * nu..].copy_from_slice(&b[u0..][..nu]),
+            None => g[2 * nu..].fill(T::zero()),
+        }
+    }
+    s.w_t.matmul(
+        &mut s.g,
+        0,
+        3 * nu,
+        true,
+        MatRef::row_major(hr, p.batch, hh),
+    );
+    for i in 0..p.batch {
+        let row = p.row(t, i);
+        let g = &mut s.g[i * 3 * nu..][..3 * nu];
+        T::sigmoid_inplace(&mut g[..2 * nu]);
+        let (rz, ghn) = g.split_at(2 * nu);
+        let (rg, zg) = rz.split_at(nu);
+        let ng = unsafe { bufs.gates.slice(row * g3 + 2 * hh + u0, nu) };
+        for j in 0..nu {
+            ng[j] += rg[j] * ghn[j];
+        }
+        T::tanh_inplace(ng);
+        let hb = &h[i * hh + u0..][..nu];
+        let hn = unsafe { h_next.slice(i * hh + u0, nu) };
+        for j in 0..nu {
+            hn[j] = ng[j] + zg[j] * (hb[j] - ng[j]);
+        }
+        if save {
+            for (k, gk) in [rg, zg].into_iter().enumerate() {
+                unsafe { bufs.gates.slice(row * g3 + k * hh + u0, nu) }.copy_from_slice(gk);
+            }
+            unsafe {
+                bufs.ghn.slice(row * hh + u0, nu).copy_from_slice(ghn);
+                bufs.hprev.slice(row * hh + u0, nu).copy_from_slice(hb);
+            }
+        }
+        let y = unsafe { bufs.out.slice(row * hh + u0, nu) };
+        if p.valid(t, i) {
+            y.copy_from_slice(hn);
+        } else {
+            y.fill(T::zero());
+            hn.copy_from_slice(hb);
+        }
+    }
 }
 
 /// Gradients of the GRU recurrence.
