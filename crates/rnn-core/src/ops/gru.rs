@@ -3,7 +3,7 @@
 //! recurrence runs each chunk of the batch on its own thread (see [`for_each_batch_chunk`]).
 
 use super::batch::{chunk_rows, for_each_batch_chunk, per_step_projection, Shared, StepInput};
-use super::gemm::{matmul, MatRef, PackedRhs};
+use super::gemm::{matmul, MatRef, PackedRhs, RowsRhs};
 use super::grad::{colsum_into, input_gradient};
 use super::masks::KernelMasks;
 use super::math::Float;
@@ -225,10 +225,10 @@ fn forward_chunk<T: Float>(
 
 /// One thread's part of [`forward_split`]: its hidden units, the rows of `W_hh` feeding their
 /// gates (packed, transposed) and this step's gates.
-struct UnitSlice<T: Float> {
+struct UnitSlice<'a, T: Float> {
     units: Range<usize>,
-    /// `(hidden, 3 * units)`: gate blocks r, z, n of this slice's units.
-    w_t: PackedRhs<T>,
+    /// The rows of `W_hh` of gate blocks r, z, n of this slice's units, read in place.
+    w: RowsRhs<'a, T>,
     /// This step's r, z pre-activations and `W_hn h + b_hn` of the slice's units,
     /// `(batch, 3 * units)`.
     g: Vec<T>,
@@ -250,14 +250,13 @@ fn forward_split<T: Float>(
     save: bool,
 ) {
     let (bb, hh, rows) = (p.batch, p.hidden, p.rows());
-    let mut parts: Vec<UnitSlice<T>> = slices
+    let mut parts: Vec<UnitSlice<'_, T>> = slices
         .iter()
         .map(|u| {
             let nu = u.len();
-            let w = units::gather_gate_rows(w_hh, 3, hh, hh, u);
             UnitSlice {
                 units: u.clone(),
-                w_t: PackedRhs::new(MatRef::row_major(&w, 3 * nu, hh).t(), bb),
+                w: RowsRhs::new(w_hh, hh, units::gate_rows(3, hh, u), bb),
                 g: vec![T::zero(); bb * 3 * nu],
                 h_rec: vec![T::zero(); if m.rec.is_some() { bb * hh } else { 0 }],
             }
@@ -287,7 +286,7 @@ fn split_step<T: Float>(
     h: &[T],
     h_next: Shared<T>,
     b_hn: Option<&[T]>,
-    s: &mut UnitSlice<T>,
+    s: &mut UnitSlice<'_, T>,
     m: &KernelMasks<T>,
     bufs: &ForwardBufs<T>,
     save: bool,
@@ -308,13 +307,7 @@ fn split_step<T: Float>(
             None => g[2 * nu..].fill(T::zero()),
         }
     }
-    s.w_t.matmul(
-        &mut s.g,
-        0,
-        3 * nu,
-        true,
-        MatRef::row_major(hr, p.batch, hh),
-    );
+    s.w.matmul(&mut s.g, 3 * nu, true, (hr, p.batch, hh));
     for i in 0..p.batch {
         let row = p.row(t, i);
         let g = &mut s.g[i * 3 * nu..][..3 * nu];

@@ -3,7 +3,7 @@
 //! chunk of the batch on its own thread (see [`for_each_batch_chunk`]).
 
 use super::batch::{chunk_rows, for_each_batch_chunk, per_step_projection, Shared, StepInput};
-use super::gemm::{matmul, matmul_shared_lhs, MatRef, PackedRhs};
+use super::gemm::{matmul, matmul_shared_lhs, MatRef, PackedRhs, RowsRhs};
 use super::grad::{colsum_into, input_gradient};
 use super::masks::KernelMasks;
 use super::math::Float;
@@ -243,10 +243,10 @@ fn forward_chunk<T: Float>(
 
 /// One thread's part of [`forward_split`]: its hidden units, the rows of `W_hh` feeding their
 /// gates (packed, transposed) and their state.
-struct UnitSlice<T: Float> {
+struct UnitSlice<'a, T: Float> {
     units: Range<usize>,
-    /// `(state, 4 * units)`: gate blocks i, f, g, o of this slice's units.
-    w_t: PackedRhs<T>,
+    /// The rows of `W_hh` of gate blocks i, f, g, o of this slice's units, read in place.
+    w: RowsRhs<'a, T>,
     /// This slice's units of `c`, `(batch, units)`.
     c: Vec<T>,
     /// This step's gates of the slice's units, `(batch, 4 * units)`.
@@ -271,18 +271,17 @@ fn forward_split<T: Float>(
     save: bool,
 ) {
     let (bb, hh, rows) = (p.batch, p.hidden, p.rows());
-    let mut parts: Vec<UnitSlice<T>> = slices
+    let mut parts: Vec<UnitSlice<'_, T>> = slices
         .iter()
         .map(|u| {
             let nu = u.len();
-            let w = units::gather_gate_rows(w_hh, 4, hh, hh, u);
             let mut c = Vec::with_capacity(bb * nu);
             for i in 0..bb {
                 c.extend_from_slice(&c0[i * hh + u.start..][..nu]);
             }
             UnitSlice {
                 units: u.clone(),
-                w_t: PackedRhs::new(MatRef::row_major(&w, 4 * nu, hh).t(), bb),
+                w: RowsRhs::new(w_hh, hh, units::gate_rows(4, hh, u), bb),
                 c,
                 g: vec![T::zero(); bb * 4 * nu],
                 h_rec: vec![T::zero(); if m.rec.is_some() { bb * hh } else { 0 }],
@@ -323,7 +322,7 @@ fn split_step<T: Float>(
     t: usize,
     h: &[T],
     h_next: Shared<T>,
-    s: &mut UnitSlice<T>,
+    s: &mut UnitSlice<'_, T>,
     m: &KernelMasks<T>,
     bufs: &ForwardBufs<T>,
     save: bool,
@@ -339,13 +338,7 @@ fn split_step<T: Float>(
             s.g[(i * 4 + k) * nu..][..nu].copy_from_slice(pre);
         }
     }
-    s.w_t.matmul(
-        &mut s.g,
-        0,
-        4 * nu,
-        true,
-        MatRef::row_major(hr, p.batch, hh),
-    );
+    s.w.matmul(&mut s.g, 4 * nu, true, (hr, p.batch, hh));
     for i in 0..p.batch {
         let row = p.row(t, i);
         let gr = &mut s.g[i * 4 * nu..][..4 * nu];

@@ -119,20 +119,12 @@ pub(crate) fn slices<T: Float>(
     Some((0..count).map(|j| bound(j)..bound(j + 1)).collect())
 }
 
-/// The rows of a gate-blocked matrix `w` (`gates` blocks of `hidden` rows, `cols` columns each)
-/// that belong to `units`: block by block, `(gates * units.len(), cols)` row-major.
-pub(crate) fn gather_gate_rows<T: Copy>(
-    w: &[T],
-    gates: usize,
-    hidden: usize,
-    cols: usize,
-    units: &Range<usize>,
-) -> Vec<T> {
-    let mut out = Vec::with_capacity(gates * units.len() * cols);
-    for g in 0..gates {
-        out.extend_from_slice(&w[(g * hidden + units.start) * cols..][..units.len() * cols]);
-    }
-    out
+/// The rows of a gate-blocked matrix (`gates` blocks of `hidden` rows) that belong to `units`,
+/// block by block.
+pub(crate) fn gate_rows(gates: usize, hidden: usize, units: &Range<usize>) -> Vec<Range<usize>> {
+    (0..gates)
+        .map(|g| g * hidden + units.start..g * hidden + units.end)
+        .collect()
 }
 
 /// The parts of [`run_steps`], handed to whichever thread claims one.
@@ -377,14 +369,7 @@ mod tests {
     }
 
     #[test]
-    fn gathered_rows_are_each_gates_rows_of_the_slice() {
-        let (gates, hidden, cols) = (3, 5, 2);
-        let w: Vec<usize> = (0..gates * hidden * cols).collect();
-        let got = gather_gate_rows(&w, gates, hidden, cols, &(1..3));
-        let want: Vec<usize> = [1, 2, 6, 7, 11, 12]
-            .iter()
-            .flat_map(|&r| [r * cols, r * cols + 1])
-            .collect();
-        assert_eq!(got, want);
+    fn gate_rows_are_each_gates_rows_of_the_slice() {
+        assert_eq!(gate_rows(3, 5, &(1..3)), vec![1..3, 6..8, 11..13]);
     }
 }

@@ -16,6 +16,7 @@ use super::blocked::blocked_f32;
 use super::matref::MatRef;
 use super::packed::PackedRhs;
 use super::product::faer_matmul;
+use super::rowdot::RowsRhs;
 use super::simd::KernelIsa;
 use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
@@ -57,6 +58,9 @@ pub(crate) enum Class {
     Packed { rows: u8, inner: u8, cols: u8 },
     /// The cache-blocked product of the weight gradients (against faer for `Portable`).
     Blocked,
+    /// A product with the rows of a weight matrix read in place ([`super::rowdot::RowsRhs`]):
+    /// bucket indices as in `Packed`.
+    RowDot { rows: u8, inner: u8, cols: u8 },
 }
 
 fn bucket(bounds: &[usize], v: usize) -> u8 {
@@ -86,14 +90,25 @@ impl Class {
         }
     }
 
+    /// The class of `a (rows, k) · wᵀ` with `n` rows of `w` read in place.
+    pub fn rowdot(rows: usize, k: usize, n: usize) -> Self {
+        let Self::Packed { rows, inner, cols } = Self::packed(rows, k, n) else {
+            unreachable!()
+        };
+        Self::RowDot { rows, inner, cols }
+    }
+
     /// Every class, for reading labels back.
     fn all() -> impl Iterator<Item = Self> {
-        let packed = (0..ROWS.len() as u8).flat_map(|rows| {
-            (0..INNER.len() as u8).flat_map(move |inner| {
-                (0..COLS.len() as u8).map(move |cols| Self::Packed { rows, inner, cols })
-            })
+        let buckets = (0..ROWS.len() as u8).flat_map(|rows| {
+            (0..INNER.len() as u8)
+                .flat_map(move |inner| (0..COLS.len() as u8).map(move |cols| (rows, inner, cols)))
         });
-        packed.chain(std::iter::once(Self::Blocked))
+        let packed = buckets
+            .clone()
+            .map(|(rows, inner, cols)| Self::Packed { rows, inner, cols });
+        let rowdot = buckets.map(|(rows, inner, cols)| Self::RowDot { rows, inner, cols });
+        packed.chain(std::iter::once(Self::Blocked)).chain(rowdot)
     }
 
     /// A readable name, also the class's key in the cache file.
@@ -106,6 +121,12 @@ impl Class {
                 range_label(&COLS, cols)
             ),
             Self::Blocked => "weight gradients".into(),
+            Self::RowDot { rows, inner, cols } => format!(
+                "row-dot rows {}, k {}, n {}",
+                range_label(&ROWS, rows),
+                range_label(&INNER, inner),
+                range_label(&COLS, cols)
+            ),
         }
     }
 
@@ -116,7 +137,7 @@ impl Class {
     /// `(m, k, n)` of the product measured for the class.
     fn problem(self) -> (usize, usize, usize) {
         match self {
-            Self::Packed { rows, inner, cols } => {
+            Self::Packed { rows, inner, cols } | Self::RowDot { rows, inner, cols } => {
                 let mut m = representative(&ROWS, rows as usize);
                 let k = representative(&INNER, inner as usize);
                 let mut n = representative(&COLS, cols as usize);
@@ -422,6 +443,17 @@ pub(super) fn measure(class: Class) -> KernelIsa {
                 .map(|&isa| PackedRhs::with_kernel(MatRef::row_major(&b, k, n), isa))
                 .collect();
             time_each(&mut seconds, |i| packed[i].matmul(&mut dst, 0, n, false, a));
+        }
+        Class::RowDot { .. } => {
+            let a = synthetic(m * k, 1);
+            let w = synthetic(n * k, 2);
+            let rhs: Vec<RowsRhs<f32>> = isas
+                .iter()
+                .map(|&isa| RowsRhs::with_kernel(&w, k, vec![0..n], isa))
+                .collect();
+            time_each(&mut seconds, |i| {
+                rhs[i].matmul(&mut dst, n, false, (&a, m, k))
+            });
         }
         Class::Blocked => {
             // `a` transposed (columns contiguous), as `xᵀ` in `xᵀ · dG`.

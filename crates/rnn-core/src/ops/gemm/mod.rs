@@ -11,11 +11,13 @@ pub(crate) mod calibrate;
 mod matref;
 mod packed;
 mod product;
+mod rowdot;
 mod simd;
 
 pub(crate) use matref::MatRef;
 pub(crate) use packed::PackedRhs;
 pub(crate) use product::{matmul, matmul_shared_lhs};
+pub(crate) use rowdot::RowsRhs;
 pub use simd::KernelIsa;
 
 #[cfg(test)]
