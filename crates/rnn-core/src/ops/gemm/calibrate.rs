@@ -449,7 +449,7 @@ pub(super) fn measure(class: Class) -> KernelIsa {
             let w = synthetic(n * k, 2);
             let rhs: Vec<RowsRhs<f32>> = isas
                 .iter()
-                .map(|&isa| RowsRhs::with_kernel(&w, k, vec![0..n], isa))
+                .map(|&isa| RowsRhs::with_kernel(&w, k, std::iter::once(0..n).collect(), isa))
                 .collect();
             time_each(&mut seconds, |i| {
                 rhs[i].matmul(&mut dst, n, false, (&a, m, k))

@@ -134,6 +134,7 @@ fn portable<T: Float>(
 }
 
 #[cfg(target_arch = "x86_64")]
+#[allow(clippy::needless_range_loop)] // index loops over register arrays read clearer
 pub(super) mod kernel {
     use super::KernelIsa;
     use std::arch::x86_64::*;
