@@ -431,14 +431,18 @@ pub(crate) fn backward<T: Float>(
         dh0: Shared::new(&mut dh0),
         dc0: Shared::new(&mut dc0),
     };
-    let w_hh = PackedRhs::new(MatRef::row_major(w.w_hh, g4, pp), chunk_rows(p.batch));
-    let w_hr = w
-        .w_hr
-        .map(|w_hr| PackedRhs::new(MatRef::row_major(w_hr, pp, hh), chunk_rows(p.batch)));
-    let packed = (&w_hh, w_hr.as_ref());
-    for_each_batch_chunk(bb, |range| {
-        backward_chunk(p, range, packed, m, s, grad_out, &bufs)
-    });
+    if let Some(slices) = units::slices(p, proj, m) {
+        backward_split(p, w.w_hh, m, s, grad_out, &slices, &bufs);
+    } else {
+        let w_hh = PackedRhs::new(MatRef::row_major(w.w_hh, g4, pp), chunk_rows(p.batch));
+        let w_hr = w
+            .w_hr
+            .map(|w_hr| PackedRhs::new(MatRef::row_major(w_hr, pp, hh), chunk_rows(p.batch)));
+        let packed = (&w_hh, w_hr.as_ref());
+        for_each_batch_chunk(bb, |range| {
+            backward_chunk(p, range, packed, m, s, grad_out, &bufs)
+        });
+    }
     let dg_m = MatRef::row_major(&dg, rows, g4);
     let dx = input_gradient(p, dg_m, w.w_ih, g4);
     // Overwritten by the products (not accumulated into).
@@ -490,6 +494,153 @@ pub(crate) fn backward<T: Float>(
         dw_hh,
         db,
         dw_hr,
+    }
+}
+
+/// One thread's part of [`backward_split`]: its hidden units, the columns of `W_hh` that give
+/// their share of `dh_{t-1}` (packed), and their gradients.
+struct BackSlice<T: Float> {
+    units: Range<usize>,
+    /// `W_hh[:, units]`, `(4 * hidden, units)`.
+    w_cols: PackedRhs<T>,
+    /// d h and d c of the slice's units, `(batch, units)`.
+    dh: Vec<T>,
+    dc: Vec<T>,
+    /// `dG · W_hh[:, units]` of this step, `(batch, units)`.
+    dh_rec: Vec<T>,
+}
+
+/// The backward recurrence with the hidden units split across threads ([`units`]), two
+/// meetings per step: first each slice turns its units' `dh`, `dc` into their columns of `dG`
+/// (all four gate blocks); then, with every column of `dG` written, each slice computes its
+/// units' `dh_{t-1} = dG · W_hh[:, units]`.
+fn backward_split<T: Float>(
+    p: &Problem,
+    w_hh: &[T],
+    m: &KernelMasks<T>,
+    s: &LstmSaved<T>,
+    grad_out: &[T],
+    slices: &[Range<usize>],
+    bufs: &BackwardBufs<T>,
+) {
+    let (bb, hh, rows) = (p.batch, p.hidden, p.rows());
+    let g4 = 4 * hh;
+    let mut parts: Vec<BackSlice<T>> = slices
+        .iter()
+        .map(|u| {
+            let nu = u.len();
+            let grad = |off: usize| {
+                let mut v = Vec::with_capacity(bb * nu);
+                for i in 0..bb {
+                    v.extend_from_slice(&grad_out[off + i * hh + u.start..][..nu]);
+                }
+                v
+            };
+            BackSlice {
+                units: u.clone(),
+                w_cols: PackedRhs::new(MatRef::strided(w_hh, u.start, g4, nu, hh, 1), bb),
+                dh: grad(rows * hh),
+                dc: grad(rows * hh + bb * hh),
+                dh_rec: vec![T::zero(); bb * nu],
+            }
+        })
+        .collect();
+    let steps: Vec<usize> = p.backward_steps().collect();
+    units::run_steps(&mut parts, 2 * steps.len(), |k, part| {
+        let t = steps[k / 2];
+        if k % 2 == 0 {
+            back_gates(p, t, part, s, &grad_out[..rows * hh], bufs);
+        } else {
+            back_state(p, t, part, m, bufs);
+        }
+    });
+    for part in &parts {
+        let (u0, nu) = (part.units.start, part.units.len());
+        for i in 0..bb {
+            // SAFETY: the threads are done; this slice's units of the initial-state gradients.
+            unsafe {
+                bufs.dh0
+                    .slice(i * hh + u0, nu)
+                    .copy_from_slice(&part.dh[i * nu..][..nu]);
+                bufs.dc0
+                    .slice(i * hh + u0, nu)
+                    .copy_from_slice(&part.dc[i * nu..][..nu]);
+            }
+        }
+    }
+}
+
+/// First half of backward step `t` for one unit slice: `dh += dy_t`, then the slice's columns
+/// of `dG_t` and `dc_{t-1}`.
+fn back_gates<T: Float>(
+    p: &Problem,
+    t: usize,
+    part: &mut BackSlice<T>,
+    s: &LstmSaved<T>,
+    dy: &[T],
+    bufs: &BackwardBufs<T>,
+) {
+    let (hh, g4, u0, nu) = (p.hidden, 4 * p.hidden, part.units.start, part.units.len());
+    let one = T::one();
+    for i in 0..p.batch {
+        if !p.valid(t, i) {
+            continue;
+        }
+        let row = p.row(t, i);
+        let dh = &mut part.dh[i * nu..][..nu];
+        for (d, g) in dh.iter_mut().zip(&dy[row * hh + u0..][..nu]) {
+            *d += *g;
+        }
+        let gr = &s.gates[row * g4..][..g4];
+        let at = |k: usize| &gr[k * hh + u0..][..nu];
+        let (ig, fg, gg, og) = (at(0), at(1), at(2), at(3));
+        let tc = &s.tanhc[row * hh + u0..][..nu];
+        let cp = &s.cprev[row * hh + u0..][..nu];
+        let dc = &mut part.dc[i * nu..][..nu];
+        // SAFETY: this slice's units of row `row`; no other thread touches them in this half.
+        let dg = |k: usize| unsafe { bufs.dg.slice(row * g4 + k * hh + u0, nu) };
+        let (di, df, dgg, d_o) = (dg(0), dg(1), dg(2), dg(3));
+        for j in 0..nu {
+            let dct = dc[j] + dh[j] * og[j] * (one - tc[j] * tc[j]);
+            di[j] = dct * gg[j] * ig[j] * (one - ig[j]);
+            df[j] = dct * cp[j] * fg[j] * (one - fg[j]);
+            dgg[j] = dct * ig[j] * (one - gg[j] * gg[j]);
+            d_o[j] = dh[j] * tc[j] * og[j] * (one - og[j]);
+            dc[j] = dct * fg[j];
+        }
+    }
+}
+
+/// Second half of backward step `t` for one unit slice: its units of
+/// `dh_{t-1} = (dG_t · W_hh) * mask`, reading every column of `dG_t`.
+fn back_state<T: Float>(
+    p: &Problem,
+    t: usize,
+    part: &mut BackSlice<T>,
+    m: &KernelMasks<T>,
+    bufs: &BackwardBufs<T>,
+) {
+    let (hh, g4, u0, nu) = (p.hidden, 4 * p.hidden, part.units.start, part.units.len());
+    let (start, len) = p.span(t, 0, p.batch, g4);
+    // SAFETY: step t's rows of dG, complete (the first half is done) and written by no one now.
+    let dg_span = unsafe { bufs.dg.get(start, len) };
+    let dg_t = MatRef::strided(dg_span, 0, p.batch, g4, p.step_rs(g4), 1);
+    part.w_cols.matmul(&mut part.dh_rec, 0, nu, false, dg_t);
+    for i in 0..p.batch {
+        if !p.valid(t, i) {
+            continue;
+        }
+        let dh = &mut part.dh[i * nu..][..nu];
+        let dhr = &part.dh_rec[i * nu..][..nu];
+        match m.rec {
+            Some(r) => {
+                let r = &r[i * hh + u0..][..nu];
+                for j in 0..nu {
+                    dh[j] = dhr[j] * r[j];
+                }
+            }
+            None => dh.copy_from_slice(dhr),
+        }
     }
 }
 
