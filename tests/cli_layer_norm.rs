@@ -1,7 +1,7 @@
 //! `--layer-norm` end to end: `rnn train char-lm --layer-norm` trains a layer-normalised LSTM for
 //! a few steps, saves the option and the `rnn.layernorm_*` parameters in its checkpoint, and
-//! `rnn eval` rebuilds the same model from it; so does the adding task (the forecaster's
-//! layer); tasks that build no such layer refuse the flag.
+//! `rnn eval` rebuilds the same model from it; so do the adding task (the forecaster's
+//! layer), classify and tag; tasks that build no such layer refuse the flag.
 #![cfg(feature = "cli")]
 
 use std::path::Path;
@@ -215,4 +215,84 @@ fn adding_with_layer_norm_trains_saves_and_evaluates() {
         .collect();
     assert_eq!(names.len(), 6, "{:?}", weights.keys());
     run(&["eval", "--checkpoint", &out_s, "--device", "cpu"]).unwrap();
+}
+
+/// `classify` and `tag` take `--layer-norm` too: the option reaches the checkpoint's model
+/// config and weights (a bidirectional layer: both directions' parameters), and `eval` rebuilds
+/// the model from it.
+#[test]
+fn classify_and_tag_with_layer_norm_train_save_and_evaluate() {
+    let dir = tempfile::tempdir().unwrap();
+    let sentiment: String = (0..40)
+        .map(|i| ["1\ta great funny film\n", "0\ta dull boring film\n"][i % 2])
+        .collect();
+    let mut conllu = String::new();
+    for sent in 0..12 {
+        conllu.push_str(&format!("# sent_id = {sent}\n"));
+        for (i, (w, t)) in [
+            ("the", "DET"),
+            ("cat", "NOUN"),
+            ("sat", "VERB"),
+            (".", "PUNCT"),
+        ]
+        .iter()
+        .enumerate()
+        {
+            conllu.push_str(&format!("{}\t{w}\t{w}\t{t}\t_\t_\t0\tdep\t_\t_\n", i + 1));
+        }
+        conllu.push('\n');
+    }
+    for (task, file, text) in [
+        ("classify", "train.txt", sentiment),
+        ("tag", "train.conllu", conllu),
+    ] {
+        let data = dir.path().join(file);
+        std::fs::write(&data, text).unwrap();
+        let out = dir.path().join(task);
+        let (data, out_s) = (s(&data), s(&out));
+        run(&[
+            "train",
+            task,
+            "--data",
+            &data,
+            "--out",
+            &out_s,
+            "--device",
+            "cpu",
+            "--hidden",
+            "8",
+            "--embedding",
+            "8",
+            "--batch-size",
+            "4",
+            "--max-steps",
+            "3",
+            "--layer-norm",
+            "--cell",
+            "gru",
+        ])
+        .unwrap_or_else(|e| panic!("{task}: {e:#}"));
+        let config: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(out.join("checkpoint/config.json")).unwrap(),
+        )
+        .unwrap();
+        assert!(has_layer_norm(&config), "{task}: {config}");
+        let weights = candle_core::safetensors::load(
+            out.join("checkpoint/model.safetensors"),
+            &candle_core::Device::Cpu,
+        )
+        .unwrap();
+        // GRU: x and h gains and biases, no cell-state ones, per direction.
+        let names: Vec<&String> = weights
+            .keys()
+            .filter(|k| k.contains("layernorm_"))
+            .collect();
+        assert_eq!(names.len(), 8, "{task}: {:?}", weights.keys());
+        assert!(
+            names.iter().any(|k| k.ends_with("_reverse")),
+            "{task}: {names:?}"
+        );
+        run(&["eval", "--checkpoint", &out_s, "--device", "cpu"])
+            .unwrap_or_else(|e| panic!("{task} eval: {e:#}"));
+    }
 }

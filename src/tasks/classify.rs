@@ -399,6 +399,7 @@ pub fn options(_task: TaskName) -> TaskOptions {
         .with("hidden", 128)
         .with("layers", 1)
         .with("dropout", 0.5)
+        .with("layer-norm", false)
         .with("zoneout", 0)
         .with("recurrent-dropout", 0)
         .with("weight-drop", 0)
@@ -688,6 +689,7 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
     .with_bidirectional(o.bidirectional.unwrap_or(true))
     .with_pooling(pooling)
     .with_masks(o.mask_options(mode))
+    .with_layer_norm(o.layer_norm.unwrap_or(false))
     .with_embedding_dropout(dropout)
     .with_output_dropout(dropout)
     .with_rnn_dropout(if o.layers.unwrap_or(1) > 1 {

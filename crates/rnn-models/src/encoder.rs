@@ -367,15 +367,22 @@ macro_rules! sequence_encoder_config_methods {
             self
         }
 
+        /// Sets `layer_norm` (layer-normalised LSTM/GRU layers).
+        pub fn with_layer_norm(mut self, layer_norm: bool) -> Self {
+            self.layer_norm = layer_norm;
+            self
+        }
+
         /// The recurrent layer's configuration (batch-first, `input_size` from
-        /// [`Input::output_size`], the mask options of `masks`).
+        /// [`Input::output_size`], the mask options of `masks`, `layer_norm`).
         pub fn rnn_config(&self) -> RnnConfig {
             self.masks.apply(
                 RnnConfig::new(self.mode, self.input.output_size(), self.hidden_size)
                     .with_num_layers(self.num_layers)
                     .with_bidirectional(self.bidirectional)
                     .with_dropout(self.rnn_dropout)
-                    .with_proj_size(self.proj_size),
+                    .with_proj_size(self.proj_size)
+                    .with_layer_norm(self.layer_norm),
             )
         }
     };

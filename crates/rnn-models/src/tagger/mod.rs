@@ -81,6 +81,12 @@ pub struct SequenceTaggerConfig {
     /// Nested under `masks`: `embedding_dropout` above is this model's element-wise one.
     #[serde(default, skip_serializing_if = "crate::masks::MaskOptions::is_off")]
     pub masks: crate::masks::MaskOptions,
+    /// Layer-normalised LSTM/GRU layers (`RnnConfig::layer_norm`: LN of the gate
+    /// pre-activations' input and recurrent parts and of the LSTM cell state, with parameters
+    /// `rnn.layernorm_*`). Default false, left out of the JSON while off, so configs saved
+    /// without the field load unchanged.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub layer_norm: bool,
 }
 
 impl SequenceTaggerConfig {
@@ -98,6 +104,7 @@ impl SequenceTaggerConfig {
             embedding_dropout: 0.0,
             output_dropout: 0.0,
             masks: crate::masks::MaskOptions::default(),
+            layer_norm: false,
         }
     }
 
