@@ -22,8 +22,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 pub enum UnitSplit {
     /// Split when the batch is too small to split, the host has several threads, the hidden
     /// size is at least [`AUTO_MIN_HIDDEN`] and the sequence is long enough
-    /// ([`AUTO_MIN_WORK`]): below those the split's fixed cost (handing the loop to the pool,
-    /// about 60 us on a 2-core Zen 4) and its per-step meeting cost about what it saves.
+    /// ([`AUTO_MIN_WORK`]): below those the split's fixed cost (handing the loop to the pool)
+    /// and its per-step meeting cost more than it saves.
     Auto,
     /// Split every run the split path supports (tests: small shapes, even on one thread).
     On,
@@ -32,12 +32,12 @@ pub enum UnitSplit {
 }
 
 /// Smallest hidden size [`UnitSplit::Auto`] splits.
-pub const AUTO_MIN_HIDDEN: usize = 256;
+pub const AUTO_MIN_HIDDEN: usize = 128;
 
-/// Smallest `seq_len * hidden²` [`UnitSplit::Auto`] splits: 64 steps at hidden 256, 16 at 512,
-/// 4 at 1024 (measured on a 2-core Zen 4, benches/README.md: at hidden 256 the split saves a few
-/// microseconds per step, at 512 about half the step).
-pub const AUTO_MIN_WORK: usize = 1 << 22;
+/// Smallest `seq_len * hidden²` [`UnitSplit::Auto`] splits: 8 steps at hidden 128, 2 at 256
+/// (measured on a 2-core Zen 4, benches/README.md: at hidden 64 the split costs up to 1.3x, from
+/// 128 on it saves 10-40%, at 512 about half the step).
+pub const AUTO_MIN_WORK: usize = 1 << 17;
 
 /// Units per slice are a multiple of this under [`UnitSplit::Auto`], so that each thread's gate
 /// block fills whole register panels.
@@ -363,8 +363,9 @@ mod tests {
         };
         assert_eq!(auto(1, 35, 512), Some(vec![0..256, 256..512]));
         assert_eq!(auto(3, 200, 650).map(|s| s.len()), Some(2));
-        assert_eq!(auto(1, 35, 256), None, "too short at hidden 256");
-        assert_eq!(auto(1, 64, 256).map(|s| s.len()), Some(2));
+        assert_eq!(auto(1, 35, 128).map(|s| s.len()), Some(2));
+        assert_eq!(auto(1, 200, 64), None, "hidden 64 is too small");
+        assert_eq!(auto(1, 5, 128), None, "5 steps at hidden 128 are too short");
         assert_eq!(auto(8, 200, 512), None, "a batch of 8 splits by rows");
     }
 
