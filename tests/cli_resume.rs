@@ -499,8 +499,9 @@ fn char_lm_resume_with_mask_options_is_bit_exact() {
     check_exact_resume(&args, 30, 10, 5);
 }
 
-/// classify (bidirectional, variable lengths) with the recurrent-layer mask options of issue 29:
-/// resumed runs draw the same masks as the uninterrupted one.
+/// classify (bidirectional, variable lengths) with the mask options of issue 29, whole-word
+/// embedding dropout included: resumed runs draw the same masks as the uninterrupted one (the
+/// word dropout's counter is the checkpoint's fourth).
 #[test]
 fn classify_resume_with_mask_options_is_bit_exact() {
     let dir = tempfile::tempdir().unwrap();
@@ -515,6 +516,8 @@ fn classify_resume_with_mask_options_is_bit_exact() {
             "--weight-drop",
             "0.3",
             "--variational-dropout",
+            "0.2",
+            "--embedding-dropout",
             "0.2",
         ]
         .map(String::from),

@@ -403,6 +403,7 @@ pub fn options(_task: TaskName) -> TaskOptions {
         .with("zoneout", 0)
         .with("recurrent-dropout", 0)
         .with("weight-drop", 0)
+        .with("embedding-dropout", 0)
         .with("variational-dropout", 0)
         .with("batch-size", 32)
         .read("hf-dataset")

@@ -110,3 +110,5 @@ pub use crate::ops::units::with_unit_split;
 pub use crate::ops::units::UnitSplit;
 /// The smallest hidden size [`UnitSplit::Auto`] splits.
 pub use crate::ops::units::AUTO_MIN_HIDDEN as UNIT_SPLIT_MIN_HIDDEN;
+/// The smallest `seq_len * hidden²` [`UnitSplit::Auto`] splits.
+pub use crate::ops::units::AUTO_MIN_WORK as UNIT_SPLIT_MIN_WORK;

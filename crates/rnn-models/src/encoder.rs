@@ -11,6 +11,8 @@ use candle_nn::{Embedding, Linear, Module, VarBuilder};
 use rnn_core::{Rnn, RnnConfig, RnnState};
 use serde::{Deserialize, Serialize};
 
+use crate::masks::EmbeddingDropout;
+
 use crate::common::{
     check_counters, check_ids, check_lengths, derive_seed, invalid, length_mask, value_checks_on,
     SeededDropout, Stochastic,
@@ -48,6 +50,11 @@ pub enum Input {
 }
 
 impl Input {
+    /// Whether the input is token ids (looked up in an embedding table).
+    pub fn is_tokens(&self) -> bool {
+        matches!(self, Input::Tokens { .. })
+    }
+
     /// Token input without a padding id.
     pub fn tokens(vocab_size: usize, embedding_dim: usize) -> Self {
         Input::Tokens {
@@ -396,8 +403,12 @@ pub(crate) use sequence_encoder_config_methods;
 pub struct SequenceEncoder {
     /// The owning model's name, the start of every error message.
     model: &'static str,
+    /// The vocabulary size of a token input.
+    vocab: Option<usize>,
     pub(crate) input: InputEncoder,
     embedding_dropout: SeededDropout,
+    /// Whole-word dropout of token inputs (`masks.embedding_dropout`).
+    word_dropout: EmbeddingDropout,
     pub(crate) rnn: Rnn,
     output_dropout: SeededDropout,
 }
@@ -412,14 +423,24 @@ impl SequenceEncoder {
         rnn: &RnnConfig,
         embedding_dropout: f64,
         output_dropout: f64,
+        word_dropout: f64,
         vb: &VarBuilder,
     ) -> Result<Self> {
+        let vocab = match input {
+            Input::Tokens { vocab_size, .. } => Some(*vocab_size),
+            Input::Features { .. } => None,
+        };
+        if word_dropout > 0.0 && vocab.is_none() {
+            candle_core::bail!("{model}: whole-word dropout needs a token input");
+        }
         let input = InputEncoder::new(input, vb)?;
         let rnn = Rnn::new(rnn, vb.pp("rnn"))?;
         let mut encoder = Self {
             model,
+            vocab,
             input,
             embedding_dropout: SeededDropout::new(embedding_dropout, 0)?,
+            word_dropout: EmbeddingDropout::new(word_dropout, 0)?,
             rnn,
             output_dropout: SeededDropout::new(output_dropout, 0)?,
         };
@@ -454,8 +475,18 @@ impl SequenceEncoder {
         lengths: Option<&[usize]>,
         train: bool,
     ) -> Result<(Tensor, RnnState)> {
-        self.check(input, lengths)?;
-        let xs = self.input.forward(self.model, input, lengths)?;
+        let (b, t) = self.check(input, lengths)?;
+        let mut xs = self.input.forward(self.model, input, lengths)?;
+        if let Some(vocab) = self.vocab {
+            if let Some(scale) =
+                self.word_dropout
+                    .word_scale(vocab, xs.dtype(), xs.device(), train)?
+            {
+                // Each id's row of the scale: whole words dropped, the same in every position.
+                let ids = input.flatten_all()?;
+                xs = xs.broadcast_mul(&scale.index_select(&ids, 0)?.reshape((b, t, 1))?)?;
+            }
+        }
         let xs = self.embedding_dropout.forward(&xs, train)?;
         self.rnn.forward_t(&xs, None, lengths, train)
     }
@@ -468,27 +499,38 @@ impl SequenceEncoder {
 
 impl Stochastic for SequenceEncoder {
     /// Seeds, in this order: the recurrent layer's inter-layer dropout, the embedding dropout,
-    /// the output dropout (each from its own derived seed).
+    /// the output dropout, the whole-word dropout (each from its own derived seed).
     fn set_seed(&mut self, seed: u64) {
         self.rnn = self.rnn.set_dropout_seed(derive_seed(seed, 0));
         self.embedding_dropout.set_seed(derive_seed(seed, 1));
         self.output_dropout.set_seed(derive_seed(seed, 2));
+        self.word_dropout.set_seed(derive_seed(seed, 3));
     }
 
-    /// `[rnn, embedding dropout, output dropout]`.
+    /// `[rnn, embedding dropout, output dropout]`, then the whole-word dropout's when it is on
+    /// (so checkpoints without it keep their three counters).
     fn rng_counters(&self) -> Vec<u64> {
-        vec![
+        let mut counters = vec![
             self.rnn.dropout_calls(),
             self.embedding_dropout.calls(),
             self.output_dropout.calls(),
-        ]
+        ];
+        if self.word_dropout.p() > 0.0 {
+            counters.push(self.word_dropout.calls());
+        }
+        counters
     }
 
+    /// Three counters (the whole-word dropout's then restarts at 0) or four.
     fn set_rng_counters(&self, counters: &[u64]) -> Result<()> {
-        check_counters(self.model, counters, 3)?;
+        if counters.len() != 4 {
+            check_counters(self.model, counters, 3)?;
+        }
         self.rnn.set_dropout_calls(counters[0]);
         self.embedding_dropout.set_calls(counters[1]);
         self.output_dropout.set_calls(counters[2]);
+        self.word_dropout
+            .set_calls(counters.get(3).copied().unwrap_or(0));
         Ok(())
     }
 }

@@ -48,21 +48,22 @@ impl MaskOptions {
     }
 
     /// [`MaskOptions::validate`] for a model whose input need not be token embeddings (the
-    /// classifier and the tagger): `embedding_dropout` is refused there, since those configs
-    /// have an element-wise `embedding_dropout` of their own.
-    pub fn validate_recurrent(&self, owner: &str, mode: Mode) -> Result<()> {
+    /// classifier and the tagger, `tokens` telling whether it is): `embedding_dropout`, which
+    /// drops whole words, needs a token input.
+    pub fn validate_recurrent(&self, owner: &str, mode: Mode, tokens: bool) -> Result<()> {
         self.validate(owner, mode)?;
-        if self.embedding_dropout > 0.0 {
+        if self.embedding_dropout > 0.0 && !tokens {
             return Err(crate::common::invalid(
                 owner,
                 format!(
-                    "masks.embedding_dropout is for the language model; this model's own embedding_dropout is element-wise, got {}",
+                    "masks.embedding_dropout drops whole words and needs a token input (this model reads numeric features), got {}",
                     self.embedding_dropout
                 ),
             ));
         }
         Ok(())
     }
+
     /// `cfg` with the recurrent-layer options set.
     pub fn apply(&self, cfg: RnnConfig) -> RnnConfig {
         cfg.with_input_dropout(self.variational_dropout)
@@ -132,6 +133,23 @@ impl EmbeddingDropout {
     /// Restores the mask counter.
     pub fn set_calls(&self, calls: u64) {
         self.dropout.set_calls(calls)
+    }
+
+    /// The scale of each word when `train` and `p > 0`: `(vocab, 1)` of 0 or `1 / (1 - p)`
+    /// (one draw), else `None`. Multiplying the looked-up embeddings of ids by their rows of it
+    /// equals looking them up in the matrix [`EmbeddingDropout::forward`] returns.
+    pub fn word_scale(
+        &self,
+        vocab: usize,
+        dtype: DType,
+        device: &candle_core::Device,
+        train: bool,
+    ) -> Result<Option<Tensor>> {
+        if !train || self.p() == 0.0 {
+            return Ok(None);
+        }
+        let ones = Tensor::ones((vocab, 1), DType::F32, device)?.to_dtype(dtype)?;
+        self.dropout.forward(&ones, true).map(Some)
     }
 
     /// The embedding matrix `weight (V, E)` with whole rows dropped when `train` and `p > 0`,

@@ -133,7 +133,8 @@ impl SequenceClassifierConfig {
         }
         check_dropout(CONFIG, "embedding_dropout", self.embedding_dropout)?;
         check_dropout(CONFIG, "output_dropout", self.output_dropout)?;
-        self.masks.validate_recurrent(CONFIG, self.mode)?;
+        self.masks
+            .validate_recurrent(CONFIG, self.mode, self.input.is_tokens())?;
         Ok(())
     }
 }

@@ -70,6 +70,7 @@ impl SequenceClassifier {
             &rnn_cfg,
             cfg.embedding_dropout,
             cfg.output_dropout,
+            cfg.masks.embedding_dropout,
             &vb,
         )?;
         let pooled = rnn_cfg.output_size();
@@ -189,7 +190,8 @@ impl Stochastic for SequenceClassifier {
         self.encoder.set_seed(seed);
     }
 
-    /// `[rnn, embedding dropout, output dropout]`.
+    /// `[rnn, embedding dropout, output dropout]`, then the word dropout's with
+    /// `masks.embedding_dropout` on.
     fn rng_counters(&self) -> Vec<u64> {
         self.encoder.rng_counters()
     }

@@ -570,9 +570,10 @@ fn config_validation_serde_and_pooling_parse() {
 
 /// The recurrent-layer mask options: nested under `masks` in the JSON (the classifier has an
 /// element-wise `embedding_dropout` of its own), absent while off, reach the recurrent layer, and
-/// draw with the recurrent layer's counter; whole-word embedding dropout is refused here.
+/// draw with the recurrent layer's counter; whole-word embedding dropout is refused for a
+/// feature input.
 #[test]
-fn mask_options_nest_reach_the_layer_and_refuse_embedding_dropout() {
+fn mask_options_nest_reach_the_layer_and_refuse_embedding_dropout_on_features() {
     let masks = crate::masks::MaskOptions {
         recurrent_dropout: 0.3,
         zoneout_h: 0.1,
@@ -595,10 +596,94 @@ fn mask_options_nest_reach_the_layer_and_refuse_embedding_dropout() {
         (0.3, 0.1, 0.2)
     );
     assert_eq!((rnn.input_dropout, rnn.output_dropout), (0.1, 0.1));
-    let bad = plain.with_masks(crate::masks::MaskOptions {
+    let words = crate::masks::MaskOptions {
         embedding_dropout: 0.1,
         ..masks
-    });
+    };
+    plain.clone().with_masks(words).validate().unwrap();
+    let bad = SequenceClassifierConfig::new(Input::features(4), Mode::Gru, 5, 3).with_masks(words);
     let e = bad.validate().unwrap_err().to_string();
     assert!(e.contains("masks.embedding_dropout"), "{e}");
+}
+
+/// `masks.embedding_dropout` drops whole words: a training forward equals the plain model's
+/// forward with the embedding matrix's rows scaled by the same draw (Merity et al.'s
+/// formulation), its counter is the fourth (three stay three without it), and a feature input
+/// refuses it.
+#[test]
+fn whole_word_dropout_equals_dropping_embedding_rows() {
+    use crate::common::derive_seed;
+    use crate::masks::{EmbeddingDropout, MaskOptions};
+    let vocab = 20;
+    let plain = SequenceClassifierConfig::new(Input::tokens(vocab, 5), Mode::Lstm, 6, 3);
+    let masks = MaskOptions {
+        embedding_dropout: 0.5,
+        ..MaskOptions::default()
+    };
+    let dropped = plain.clone().with_masks(masks);
+    let (_, model) = build(&dropped, 4);
+    let (varmap, reference) = build(&plain, 4);
+    assert_eq!(reference.rng_counters().len(), 3);
+    assert_eq!(model.rng_counters(), vec![0, 0, 0, 0]);
+    let ids = Tensor::new(&[[1u32, 2, 1, 3, 1], [4, 4, 5, 19, 0]], &Device::Cpu).unwrap();
+    let got = model.forward(&ids, None, true).unwrap();
+    assert_eq!(model.rng_counters(), vec![0, 0, 0, 1]);
+
+    // The same draw: a fresh model's word dropout is seeded with derive_seed(0, 3).
+    let scale = EmbeddingDropout::new(0.5, derive_seed(0, 3))
+        .unwrap()
+        .word_scale(vocab, DType::F32, &Device::Cpu, true)
+        .unwrap()
+        .unwrap();
+    let s: Vec<f32> = scale.flatten_all().unwrap().to_vec1().unwrap();
+    assert!(
+        s.iter().any(|&v| v == 0.0) && s.iter().any(|&v| v == 2.0),
+        "{s:?}"
+    );
+    {
+        let data = varmap.data().lock().unwrap();
+        let w = &data["embedding.weight"];
+        w.set(&w.as_tensor().broadcast_mul(&scale).unwrap())
+            .unwrap();
+    }
+    let want = reference.forward(&ids, None, true).unwrap();
+    let d = (got - want)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(d < 1e-6, "{d}");
+    // Evaluation draws nothing and drops nothing.
+    let (_, fresh) = build(&dropped, 4);
+    let (_, fresh_plain) = build(&plain, 4);
+    let e = (fresh.forward(&ids, None, false).unwrap()
+        - fresh_plain.forward(&ids, None, false).unwrap())
+    .unwrap()
+    .abs()
+    .unwrap()
+    .max_all()
+    .unwrap()
+    .to_scalar::<f32>()
+    .unwrap();
+    assert_eq!(e, 0.0);
+    assert_eq!(fresh.rng_counters(), vec![0, 0, 0, 0]);
+    // Old checkpoints' three counters load (the word counter restarts), four restore it.
+    model.set_rng_counters(&[0, 0, 0]).unwrap();
+    assert_eq!(model.rng_counters()[3], 0);
+    model.set_rng_counters(&[0, 0, 0, 7]).unwrap();
+    assert_eq!(model.rng_counters()[3], 7);
+    assert!(model.set_rng_counters(&[0, 0]).is_err());
+    // Numeric features have no words to drop.
+    let err = SequenceClassifierConfig::new(Input::features(4), Mode::Lstm, 6, 3)
+        .with_masks(masks)
+        .validate()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("embedding_dropout") && err.contains("token"),
+        "{err}"
+    );
 }

@@ -124,7 +124,8 @@ impl SequenceTaggerConfig {
         }
         check_dropout(CONFIG, "embedding_dropout", self.embedding_dropout)?;
         check_dropout(CONFIG, "output_dropout", self.output_dropout)?;
-        self.masks.validate_recurrent(CONFIG, self.mode)?;
+        self.masks
+            .validate_recurrent(CONFIG, self.mode, self.input.is_tokens())?;
         Ok(())
     }
 }
@@ -150,6 +151,7 @@ impl SequenceTagger {
             &rnn_cfg,
             cfg.embedding_dropout,
             cfg.output_dropout,
+            cfg.masks.embedding_dropout,
             &vb,
         )?;
         let output = candle_nn::linear(rnn_cfg.output_size(), cfg.num_tags, vb.pp("output"))?;
@@ -324,7 +326,8 @@ impl Stochastic for SequenceTagger {
         self.encoder.set_seed(seed);
     }
 
-    /// `[rnn, embedding dropout, output dropout]`.
+    /// `[rnn, embedding dropout, output dropout]`, then the word dropout's with
+    /// `masks.embedding_dropout` on.
     fn rng_counters(&self) -> Vec<u64> {
         self.encoder.rng_counters()
     }
