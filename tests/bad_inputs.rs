@@ -674,7 +674,7 @@ cases! {
         => "--split must be in (0, 1), got 1";
     opt_not_for_task: "`--labels` given to `classify`, which reads no label file",
         cli(|d| { write(d, "l.txt", "pos good\n"); }, &["train", "classify", "--data", "<tmp>/l.txt", "--labels", "<tmp>/l.txt", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
-        => "--labels does not apply to `rnn train classify`, which reads --data --valid --test --split --encoding --max-len --shuffle-buffer --vocab-size --embedding --pooling --bidirectional --zoneout --recurrent-dropout --weight-drop --variational-dropout --hf-dataset --hf-split --text-column --label-column besides the training options (`rnn train classify --help` lists them)";
+        => "--labels does not apply to `rnn train classify`, which reads --data --valid --test --split --encoding --max-len --shuffle-buffer --vocab-size --embedding --pooling --bidirectional --layer-norm --zoneout --recurrent-dropout --weight-drop --embedding-dropout --variational-dropout --hf-dataset --hf-split --text-column --label-column besides the training options (`rnn train classify --help` lists them)";
     shuffle_buffer_without_files: "`--shuffle-buffer` (stream --data) without --valid and --test files",
         cli(|d| { write(d, "l.txt", "pos good\nneg bad\n"); }, &["train", "classify", "--data", "<tmp>/l.txt", "--shuffle-buffer", "100", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
         => "--shuffle-buffer 100 streams --data from the file, so the validation and test rows cannot be held out of it: give --valid FILE and --test FILE";
