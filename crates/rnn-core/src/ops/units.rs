@@ -1,8 +1,9 @@
 //! Splitting the hidden units across threads, for batches too small to split
 //! ([`super::batch`]): at batch 1 each step is a matrix-vector product with `W_hh`, and one
 //! thread leaves the other cores idle while it streams the whole matrix every step. Here each
-//! thread owns a slice of the hidden units: the rows of `W_hh` that feed its units' gates (packed
-//! once), its units' cell state, and their gate math, which needs no other unit. Threads meet
+//! thread owns a slice of the hidden units: the rows of `W_hh` that feed its units' gates (read in
+//! place by the row-dot kernels), its units' cell state, and their gate math, which needs no
+//! other unit. Threads meet
 //! once per step, to read the whole new `h` (double-buffered, so one meeting per step
 //! suffices); [`run_steps`] is that meeting, a spin on two atomics instead of a fork-join.
 //!
@@ -39,8 +40,8 @@ pub const AUTO_MIN_HIDDEN: usize = 128;
 /// 128 on it saves 10-40%, at 512 about half the step).
 pub const AUTO_MIN_WORK: usize = 1 << 17;
 
-/// Units per slice are a multiple of this under [`UnitSplit::Auto`], so that each thread's gate
-/// block fills whole register panels.
+/// Slice boundaries are multiples of this when the hidden size allows, so that each slice's
+/// rows start on whole vector blocks.
 const UNIT_ALIGN: usize = 8;
 
 thread_local! {
