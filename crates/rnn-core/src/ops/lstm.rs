@@ -288,21 +288,12 @@ fn forward_split<T: Float>(
             }
         })
         .collect();
-    let mut h_bufs = [h0.to_vec(), vec![T::zero(); bb * hh]];
-    let steps: Vec<usize> = p.forward_steps().collect();
-    {
-        let [a, b] = &mut h_bufs;
-        let h_bufs = [Shared::new(a), Shared::new(b)];
-        units::run_steps(&mut parts, steps.len(), |k, s| {
-            // SAFETY: step k reads buffer k % 2, which no slice writes during step k.
-            let h = unsafe { h_bufs[k % 2].get(0, bb * hh) };
-            split_step(p, steps[k], h, h_bufs[(k + 1) % 2], s, m, bufs, save)
-        });
-    }
-    let h = &h_bufs[steps.len() % 2];
+    let h = units::run_forward(p, h0, &mut parts, |t, h, h_next, s| {
+        split_step(p, t, h, h_next, s, m, bufs, save)
+    });
     // SAFETY: the threads are done; the final state's rows of `out`.
     unsafe {
-        bufs.out.slice(rows * hh, bb * hh).copy_from_slice(h);
+        bufs.out.slice(rows * hh, bb * hh).copy_from_slice(&h);
         for s in &parts {
             let nu = s.units.len();
             for i in 0..bb {

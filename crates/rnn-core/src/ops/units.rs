@@ -10,7 +10,7 @@
 //! Which runs are split: see [`slices`]. `RNN_UNIT_SPLIT=auto|on|off` (default `auto`), and
 //! [`with_unit_split`] for tests and comparisons.
 
-use super::batch::batch_chunks;
+use super::batch::{batch_chunks, Shared};
 use super::masks::KernelMasks;
 use super::math::Float;
 use super::problem::Problem;
@@ -126,6 +126,35 @@ pub(crate) fn gate_rows(gates: usize, hidden: usize, units: &Range<usize>) -> Ve
     (0..gates)
         .map(|g| g * hidden + units.start..g * hidden + units.end)
         .collect()
+}
+
+/// The forward steps of `p` over `parts` ([`run_steps`]) with `h` double-buffered:
+/// `step(t, h, h_next, part)` reads all of step `t`'s incoming `h` (`(batch, hidden)`) and
+/// writes its part of the outgoing one into `h_next`. Returns the final `h`.
+pub(crate) fn run_forward<T: Float, S: Send>(
+    p: &Problem,
+    h0: &[T],
+    parts: &mut [S],
+    step: impl Fn(usize, &[T], Shared<T>, &mut S) + Sync,
+) -> Vec<T> {
+    let len = p.batch * p.hidden;
+    let mut h_bufs = [h0[..len].to_vec(), vec![T::zero(); len]];
+    let steps: Vec<usize> = p.forward_steps().collect();
+    {
+        let [a, b] = &mut h_bufs;
+        let h_bufs = [Shared::new(a), Shared::new(b)];
+        run_steps(parts, steps.len(), |k, part| {
+            // SAFETY: step k reads buffer k % 2, which no part writes during step k.
+            let h = unsafe { h_bufs[k % 2].get(0, len) };
+            step(steps[k], h, h_bufs[(k + 1) % 2], part)
+        });
+    }
+    let [a, b] = h_bufs;
+    if steps.len().is_multiple_of(2) {
+        a
+    } else {
+        b
+    }
 }
 
 /// The parts of [`run_steps`], handed to whichever thread claims one.

@@ -643,28 +643,20 @@ fn whole_word_dropout_equals_dropping_embedding_rows() {
         w.set(&w.as_tensor().broadcast_mul(&scale).unwrap())
             .unwrap();
     }
-    let want = reference.forward(&ids, None, true).unwrap();
-    let d = (got - want)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let max_diff = |a: Tensor, b: Tensor| -> f32 {
+        (a - b)
+            .and_then(|d| d.abs()?.max_all()?.to_scalar::<f32>())
+            .unwrap()
+    };
+    let d = max_diff(got, reference.forward(&ids, None, true).unwrap());
     assert!(d < 1e-6, "{d}");
     // Evaluation draws nothing and drops nothing.
     let (_, fresh) = build(&dropped, 4);
     let (_, fresh_plain) = build(&plain, 4);
-    let e = (fresh.forward(&ids, None, false).unwrap()
-        - fresh_plain.forward(&ids, None, false).unwrap())
-    .unwrap()
-    .abs()
-    .unwrap()
-    .max_all()
-    .unwrap()
-    .to_scalar::<f32>()
-    .unwrap();
+    let e = max_diff(
+        fresh.forward(&ids, None, false).unwrap(),
+        fresh_plain.forward(&ids, None, false).unwrap(),
+    );
     assert_eq!(e, 0.0);
     assert_eq!(fresh.rng_counters(), vec![0, 0, 0, 0]);
     // Old checkpoints' three counters load (the word counter restarts), four restore it.

@@ -281,6 +281,7 @@ pub(super) mod kernel {
 
     mod avx2 {
         use super::*;
+        use crate::ops::gemm::simd::kernel::lanes;
 
         #[target_feature(enable = "avx2,fma")]
         pub unsafe fn run(
@@ -304,14 +305,6 @@ pub(super) mod kernel {
                     _ => block::<1, 1, 4>(args),
                 }
             });
-        }
-
-        /// Lane mask of the first `w` (at most 8) lanes, for maskload.
-        #[inline]
-        #[target_feature(enable = "avx2")]
-        unsafe fn lanes(w: usize) -> __m256i {
-            let idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-            _mm256_cmpgt_epi32(_mm256_set1_epi32(w.min(8) as i32), idx)
         }
 
         /// Sum of the eight lanes.

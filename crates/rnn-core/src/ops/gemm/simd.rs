@@ -110,6 +110,14 @@ pub(in crate::ops::gemm) mod kernel {
     /// AVX-512, 16 KiB with AVX2) stays in L1 while the row blocks of `a` pass over it.
     pub const KC: usize = 256;
 
+    /// Lane mask of the first `w` (at most 8) lanes, for AVX2's maskload/maskstore.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub(in crate::ops::gemm) unsafe fn lanes(w: usize) -> __m256i {
+        let idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(w.min(8) as i32), idx)
+    }
+
     /// `c (m, n) [+]= a · b` with `isa`'s kernel over `kc` steps of the inner dimension, with `a`
     /// packed in micro-panels of `mr` rows (element (i, p) at
     /// `a[(i / mr) * kc * mr + p * mr + i % mr]`) and `panels` starting at the block's first
@@ -397,14 +405,6 @@ pub(in crate::ops::gemm) mod kernel {
                 2 => block::<2, 2, PACKED>(args),
                 _ => block::<1, 4, PACKED>(args),
             }
-        }
-
-        /// Lane mask of the first `w` (at most 8) lanes, for maskload/maskstore.
-        #[inline]
-        #[target_feature(enable = "avx2")]
-        unsafe fn lanes(w: usize) -> __m256i {
-            let idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-            _mm256_cmpgt_epi32(_mm256_set1_epi32(w.min(8) as i32), idx)
         }
 
         /// `M` rows x up to `NR` columns of `c [+]= a · panel`, with `U` sets of accumulators
