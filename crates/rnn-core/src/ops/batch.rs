@@ -32,6 +32,12 @@ impl<T> Shared<T> {
         self.len == 0
     }
 
+    /// A raw pointer to `buf[start]`, for kernels that write strided parts of the buffer.
+    pub fn ptr_at(&self, start: usize) -> *mut T {
+        assert!(start <= self.len, "shared buffer offset out of bounds");
+        self.ptr.wrapping_add(start)
+    }
+
     /// `buf[start .. start + len]`, to read.
     ///
     /// # Safety

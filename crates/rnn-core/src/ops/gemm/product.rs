@@ -132,6 +132,9 @@ pub(crate) fn matmul_shared_lhs<T: Float>(
 }
 
 /// [`matmul`] through faer (any dtype); `m`, `n`, `k` > 0 and `dst` bounds checked by the caller.
+/// A parallel product of narrow outputs (`n <= ROW_SPLIT_MAX_COLS`) with enough rows runs as row
+/// blocks on Rayon's threads, each a single-threaded faer product: faer's own parallel GEMM
+/// spent much of such products in its workers' barriers (benches/README.md).
 pub(super) fn faer_matmul<T: Float>(
     dst: &mut [T],
     dst_offset: usize,
@@ -144,45 +147,88 @@ pub(super) fn faer_matmul<T: Float>(
     let (m, k, n) = (a.rows, a.cols, b.cols);
     let macs = m * n * k;
     let parallel = may_thread && macs >= PARALLEL_MIN_MACS && (n >= 512 || macs >= 1 << 25);
-    let par = if parallel && rayon::current_num_threads() > 1 {
-        faer::Par::rayon(rayon::current_num_threads())
+    let threads = rayon::current_num_threads();
+    // SAFETY (both calls): `dst` covers the product's rows from `dst_offset` (checked by the
+    // caller) and is borrowed exclusively; the row blocks are disjoint.
+    if parallel && threads > 1 && n <= ROW_SPLIT_MAX_COLS && m >= ROW_SPLIT_MIN_ROWS * threads {
+        let dst = crate::ops::batch::Shared::new(dst);
+        rayon::scope(|s| {
+            for c in 0..threads {
+                let (r0, r1) = (c * m / threads, (c + 1) * m / threads);
+                s.spawn(move |_| {
+                    let a_c = MatRef::strided(a.data, a.offset + r0 * a.rs, r1 - r0, k, a.rs, a.cs);
+                    let d = dst.ptr_at(dst_offset + r0 * dst_rs);
+                    unsafe { faer_matmul_raw(d, dst_rs, accumulate, a_c, b, faer::Par::Seq) };
+                });
+            }
+        });
+        return;
+    }
+    let par = if parallel && threads > 1 {
+        faer::Par::rayon(threads)
     } else {
         faer::Par::Seq
     };
-    // SAFETY: every index touched is inside the slices: checked by the assert above for `dst`
-    // and by `MatRef::strided`'s bounds (debug) for `a` and `b`, whose views are built by this
-    // crate's kernels from the shapes they allocate. `dst` does not alias `a` or `b` (it is a
-    // distinct `&mut` borrow).
     unsafe {
-        let dst = faer::MatMut::from_raw_parts_mut(
+        faer_matmul_raw(
             dst.as_mut_ptr().add(dst_offset),
-            m,
-            n,
-            dst_rs as isize,
-            1,
-        );
-        let lhs = faer::MatRef::from_raw_parts(
-            a.data.as_ptr().add(a.offset),
-            m,
-            k,
-            a.rs as isize,
-            a.cs as isize,
-        );
-        let rhs = faer::MatRef::from_raw_parts(
-            b.data.as_ptr().add(b.offset),
-            k,
-            n,
-            b.rs as isize,
-            b.cs as isize,
-        );
-        let accum = if accumulate {
-            faer::Accum::Add
-        } else {
-            faer::Accum::Replace
-        };
-        faer::linalg::matmul::matmul(dst, accum, lhs, rhs, T::one(), par);
-    }
+            dst_rs,
+            accumulate,
+            a,
+            b,
+            par,
+        )
+    };
 }
+
+/// `dst (m, n) [+]= a · b` through faer with `par`.
+///
+/// # Safety
+/// `dst` points at `m` rows of `n` values, `dst_rs` apart, that nothing else reads or writes
+/// meanwhile; `a` and `b` lie inside their slices (`MatRef::strided`'s bounds, checked in debug
+/// builds, for views this crate's kernels build from the shapes they allocate).
+unsafe fn faer_matmul_raw<T: Float>(
+    dst: *mut T,
+    dst_rs: usize,
+    accumulate: bool,
+    a: MatRef<T>,
+    b: MatRef<T>,
+    par: faer::Par,
+) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    if m == 0 {
+        return;
+    }
+    let dst = faer::MatMut::from_raw_parts_mut(dst, m, n, dst_rs as isize, 1);
+    let lhs = faer::MatRef::from_raw_parts(
+        a.data.as_ptr().add(a.offset),
+        m,
+        k,
+        a.rs as isize,
+        a.cs as isize,
+    );
+    let rhs = faer::MatRef::from_raw_parts(
+        b.data.as_ptr().add(b.offset),
+        k,
+        n,
+        b.rs as isize,
+        b.cs as isize,
+    );
+    let accum = if accumulate {
+        faer::Accum::Add
+    } else {
+        faer::Accum::Replace
+    };
+    faer::linalg::matmul::matmul(dst, accum, lhs, rhs, T::one(), par);
+}
+
+/// Fewest rows of `a` per thread for which a parallel faer product of at most
+/// [`ROW_SPLIT_MAX_COLS`] columns runs as row blocks on Rayon's threads.
+const ROW_SPLIT_MIN_ROWS: usize = 64;
+
+/// Widest output [`faer_matmul`] splits by rows: each block repacks all of `b`, which wider
+/// products (a decoder's vocabulary) would pay for once per thread.
+const ROW_SPLIT_MAX_COLS: usize = 512;
 
 /// Products with at most this many rows in `a` take the axpy path.
 pub(super) const SMALL_M: usize = 4;

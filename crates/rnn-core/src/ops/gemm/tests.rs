@@ -342,3 +342,43 @@ fn packed_products_match_the_naive_product() {
         }
     }
 }
+
+/// A parallel product narrow enough to run as row blocks on Rayon's threads (3 threads, so the
+/// blocks are uneven), into strided destination rows with accumulation: equal to the plain
+/// product, and the padding between rows untouched.
+#[test]
+fn row_blocked_parallel_products_equal_the_plain_product() {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(3)
+        .build()
+        .unwrap();
+    let (m, k, n) = (401, 300, 290);
+    assert!(m * k * n >= 1 << 25, "large enough to run in parallel");
+    let a: Vec<f64> = (0..m * k).map(|i| (i as f64 * 0.37).sin()).collect();
+    let b: Vec<f64> = (0..k * n).map(|i| (i as f64 * 0.11).cos()).collect();
+    let want = naive(&a, &b, m, k, n);
+    let rs = n + 5;
+    let mut big = vec![2.0; n + m * rs];
+    pool.install(|| {
+        matmul(
+            &mut big,
+            n,
+            rs,
+            true,
+            MatRef::row_major(&a, m, k),
+            MatRef::row_major(&b, k, n),
+            true,
+        )
+    });
+    for i in 0..m {
+        for j in 0..rs {
+            let got = big[n + i * rs + j];
+            if j < n {
+                assert!((got - 2.0 - want[i * n + j]).abs() < 1e-9, "({i}, {j})");
+            } else {
+                assert_eq!(got, 2.0, "padding ({i}, {j})");
+            }
+        }
+    }
+    assert!(big[..n].iter().all(|&v| v == 2.0));
+}
