@@ -3,13 +3,13 @@
 //! recurrence runs each chunk of the batch on its own thread (see [`for_each_batch_chunk`]).
 
 use super::batch::{chunk_rows, for_each_batch_chunk, per_step_projection, Shared, StepInput};
-use super::gemm::{matmul, MatRef, PackedRhs, RowsRhs};
+use super::gemm::{matmul, MatRef, PackedRhs};
 use super::grad::{colsum_into, input_gradient};
 use super::masks::KernelMasks;
 use super::math::Float;
 use super::problem::{Problem, Weights};
 use super::scratch;
-use super::units;
+use super::units::{self, GateSlice};
 use std::ops::Range;
 
 /// Activations the backward pass needs, one row per (step, batch) in the problem's row order.
@@ -223,19 +223,6 @@ fn forward_chunk<T: Float>(
     unsafe { bufs.out.slice(rows * hh + b0 * hh, n * hh) }.copy_from_slice(&h);
 }
 
-/// One thread's part of [`forward_split`]: its hidden units, the rows of `W_hh` feeding their
-/// gates (packed, transposed) and this step's gates.
-struct UnitSlice<'a, T: Float> {
-    units: Range<usize>,
-    /// The rows of `W_hh` of gate blocks r, z, n of this slice's units, read in place.
-    w: RowsRhs<'a, T>,
-    /// This step's r, z pre-activations and `W_hn h + b_hn` of the slice's units,
-    /// `(batch, 3 * units)`.
-    g: Vec<T>,
-    /// `h` as it enters `W_hh` under recurrent dropout, `(batch, hidden)`.
-    h_rec: Vec<T>,
-}
-
 /// The forward recurrence with the hidden units split across threads ([`units`], as the LSTM's
 /// `forward_split`). The input projection of every step is already in `bufs.gates`.
 #[allow(clippy::too_many_arguments)]
@@ -250,17 +237,10 @@ fn forward_split<T: Float>(
     save: bool,
 ) {
     let (bb, hh, rows) = (p.batch, p.hidden, p.rows());
-    let mut parts: Vec<UnitSlice<'_, T>> = slices
+    // Gate blocks r, z, n; `g` holds r, z pre-activations and `W_hn h + b_hn`.
+    let mut parts: Vec<GateSlice<'_, T>> = slices
         .iter()
-        .map(|u| {
-            let nu = u.len();
-            UnitSlice {
-                units: u.clone(),
-                w: RowsRhs::new(w_hh, hh, units::gate_rows(3, hh, u), bb),
-                g: vec![T::zero(); bb * 3 * nu],
-                h_rec: vec![T::zero(); if m.rec.is_some() { bb * hh } else { 0 }],
-            }
-        })
+        .map(|u| GateSlice::new(p, w_hh, 3, u, m))
         .collect();
     let h = units::run_forward(p, h0, &mut parts, |t, h, h_next, s| {
         split_step(p, t, h, h_next, b_hn, s, m, bufs, save)
@@ -278,7 +258,7 @@ fn split_step<T: Float>(
     h: &[T],
     h_next: Shared<T>,
     b_hn: Option<&[T]>,
-    s: &mut UnitSlice<'_, T>,
+    s: &mut GateSlice<'_, T>,
     m: &KernelMasks<T>,
     bufs: &ForwardBufs<T>,
     save: bool,

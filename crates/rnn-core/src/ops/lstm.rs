@@ -3,13 +3,13 @@
 //! chunk of the batch on its own thread (see [`for_each_batch_chunk`]).
 
 use super::batch::{chunk_rows, for_each_batch_chunk, per_step_projection, Shared, StepInput};
-use super::gemm::{matmul, matmul_shared_lhs, MatRef, PackedRhs, RowsRhs};
+use super::gemm::{matmul, matmul_shared_lhs, MatRef, PackedRhs};
 use super::grad::{colsum_into, input_gradient};
 use super::masks::KernelMasks;
 use super::math::Float;
 use super::problem::{Problem, Weights};
 use super::scratch;
-use super::units;
+use super::units::{self, GateSlice};
 use std::ops::Range;
 
 /// Activations the backward pass needs, each with one row per (step, batch) in the problem's row
@@ -241,18 +241,11 @@ fn forward_chunk<T: Float>(
     }
 }
 
-/// One thread's part of [`forward_split`]: its hidden units, the rows of `W_hh` feeding their
-/// gates (packed, transposed) and their state.
+/// One thread's part of [`forward_split`]: its gate blocks i, f, g, o ([`GateSlice`]) and its
+/// units of `c`, `(batch, units)`.
 struct UnitSlice<'a, T: Float> {
-    units: Range<usize>,
-    /// The rows of `W_hh` of gate blocks i, f, g, o of this slice's units, read in place.
-    w: RowsRhs<'a, T>,
-    /// This slice's units of `c`, `(batch, units)`.
+    s: GateSlice<'a, T>,
     c: Vec<T>,
-    /// This step's gates of the slice's units, `(batch, 4 * units)`.
-    g: Vec<T>,
-    /// `h` as it enters `W_hh` under recurrent dropout, `(batch, state)`.
-    h_rec: Vec<T>,
 }
 
 /// The forward recurrence with the hidden units split across threads ([`units`]): each step,
@@ -280,11 +273,8 @@ fn forward_split<T: Float>(
                 c.extend_from_slice(&c0[i * hh + u.start..][..nu]);
             }
             UnitSlice {
-                units: u.clone(),
-                w: RowsRhs::new(w_hh, hh, units::gate_rows(4, hh, u), bb),
+                s: GateSlice::new(p, w_hh, 4, u, m),
                 c,
-                g: vec![T::zero(); bb * 4 * nu],
-                h_rec: vec![T::zero(); if m.rec.is_some() { bb * hh } else { 0 }],
             }
         })
         .collect();
@@ -295,10 +285,10 @@ fn forward_split<T: Float>(
     unsafe {
         bufs.out.slice(rows * hh, bb * hh).copy_from_slice(&h);
         for s in &parts {
-            let nu = s.units.len();
+            let (u0, nu) = (s.s.units.start, s.s.units.len());
             for i in 0..bb {
                 bufs.out
-                    .slice(rows * hh + bb * hh + i * hh + s.units.start, nu)
+                    .slice(rows * hh + bb * hh + i * hh + u0, nu)
                     .copy_from_slice(&s.c[i * nu..][..nu]);
             }
         }
@@ -313,11 +303,12 @@ fn split_step<T: Float>(
     t: usize,
     h: &[T],
     h_next: Shared<T>,
-    s: &mut UnitSlice<'_, T>,
+    part: &mut UnitSlice<'_, T>,
     m: &KernelMasks<T>,
     bufs: &ForwardBufs<T>,
     save: bool,
 ) {
+    let (s, cs) = (&mut part.s, &mut part.c);
     let (hh, g4, u0, nu) = (p.hidden, 4 * p.hidden, s.units.start, s.units.len());
     let hr = m.recurrent_input(h, 0, hh, &mut s.h_rec);
     // SAFETY (every `slice` below): this slice's units of rows of step `t`; no other thread
@@ -339,7 +330,7 @@ fn split_step<T: Float>(
         let (ig, rest) = gr.split_at(nu);
         let (fg, rest) = rest.split_at(nu);
         let (gg, og) = rest.split_at(nu);
-        let c = &mut s.c[i * nu..][..nu];
+        let c = &mut cs[i * nu..][..nu];
         let valid = p.valid(t, i);
         let y = unsafe { bufs.out.slice(row * hh + u0, nu) };
         let hn = unsafe { h_next.slice(i * hh + u0, nu) };

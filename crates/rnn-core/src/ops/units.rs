@@ -11,6 +11,7 @@
 //! [`with_unit_split`] for tests and comparisons.
 
 use super::batch::{batch_chunks, Shared};
+use super::gemm::RowsRhs;
 use super::masks::KernelMasks;
 use super::math::Float;
 use super::problem::Problem;
@@ -126,6 +127,37 @@ pub(crate) fn gate_rows(gates: usize, hidden: usize, units: &Range<usize>) -> Ve
     (0..gates)
         .map(|g| g * hidden + units.start..g * hidden + units.end)
         .collect()
+}
+
+/// What every unit slice of a split forward holds: its units, the rows of `W_hh` feeding their
+/// `gates` gate blocks (read in place), this step's pre-activations of those gates
+/// (`(batch, gates * units)`), and `h` as it enters `W_hh` under recurrent dropout
+/// (`(batch, hidden)`; empty without it).
+pub(crate) struct GateSlice<'a, T: Float> {
+    pub units: Range<usize>,
+    pub w: RowsRhs<'a, T>,
+    pub g: Vec<T>,
+    pub h_rec: Vec<T>,
+}
+
+impl<'a, T: Float> GateSlice<'a, T> {
+    /// The slice `units` of a problem `p` whose `W_hh` (`gates` blocks of `hidden` rows) is
+    /// `w_hh`.
+    pub fn new(
+        p: &Problem,
+        w_hh: &'a [T],
+        gates: usize,
+        units: &Range<usize>,
+        m: &KernelMasks<T>,
+    ) -> Self {
+        let (bb, hh) = (p.batch, p.hidden);
+        Self {
+            units: units.clone(),
+            w: RowsRhs::new(w_hh, hh, gate_rows(gates, hh, units), bb),
+            g: vec![T::zero(); bb * gates * units.len()],
+            h_rec: vec![T::zero(); if m.rec.is_some() { bb * hh } else { 0 }],
+        }
+    }
 }
 
 /// The forward steps of `p` over `parts` ([`run_steps`]) with `h` double-buffered:
