@@ -20,8 +20,9 @@
 //! ```
 //!
 //! Input and output masks multiply the layer's input and output (one mask shared by every step);
-//! the weight mask multiplies `W_hh` once per forward. All of these are elementwise ops outside
-//! the recurrence on both implementations; `r`, `m_h` and `m_c` run inside the fused CPU op.
+//! the weight mask multiplies `W_hh` once per forward. These are elementwise products outside the
+//! recurrence (the sequence masks a fused parallel op on the CPU, `broadcast_mul` in the composed
+//! twin); `r`, `m_h` and `m_c` run inside the fused CPU op.
 
 use crate::cell::params::CellParams;
 use crate::check::check_shape;
@@ -328,13 +329,10 @@ pub(crate) fn drop_weights(cell: &CellParams, mask: Option<&Tensor>) -> Result<C
 }
 
 /// `x * mask` with `mask (batch, features)` shared by every step of `x`, which is time-major
-/// `(seq_len, batch, features)` or, with `batch_first`, `(batch, seq_len, features)`.
+/// `(seq_len, batch, features)` or, with `batch_first`, `(batch, seq_len, features)`: a fused
+/// parallel product on the CPU, `broadcast_mul` elsewhere.
 pub(crate) fn mask_sequence(x: &Tensor, mask: &Tensor, batch_first: bool) -> Result<Tensor> {
-    if batch_first {
-        x.broadcast_mul(&mask.unsqueeze(1)?)
-    } else {
-        x.broadcast_mul(mask)
-    }
+    crate::ops::sequence_mask::mask_sequence(x, mask, batch_first)
 }
 
 /// One composed step of `cell` at time `t` with the in-loop masks: recurrent dropout on the `h`

@@ -32,6 +32,7 @@ pub(crate) mod problem;
 mod recurrence;
 mod rnn;
 pub(crate) mod scratch;
+pub(crate) mod sequence_mask;
 pub(crate) mod units;
 
 pub(crate) use cpu::supports;
