@@ -296,3 +296,91 @@ fn classify_and_tag_with_layer_norm_train_save_and_evaluate() {
             .unwrap_or_else(|e| panic!("{task} eval: {e:#}"));
     }
 }
+
+/// `seq2seq` (and `dates`, the same encoder-decoder task on generated data) take `--layer-norm`:
+/// both the encoder's and the decoder's layers are layer-normalised in the checkpoint, `eval`
+/// rebuilds the model, and a plain cell with the flag is refused.
+#[test]
+fn seq2seq_with_layer_norm_trains_saves_and_evaluates() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("pairs.tsv");
+    let pairs: String = (0..60)
+        .map(|i| format!("w{} w{}\tv{} v{}\n", i % 5, i % 3, i % 3, i % 5))
+        .collect();
+    std::fs::write(&data, pairs).unwrap();
+    let data = s(&data);
+    for (task, cell) in [("seq2seq", "lstm"), ("dates", "gru")] {
+        let out = dir.path().join(task);
+        let out_s = s(&out);
+        let mut args = vec![
+            "train",
+            task,
+            "--out",
+            &out_s,
+            "--device",
+            "cpu",
+            "--hidden",
+            "8",
+            "--embedding",
+            "8",
+            "--batch-size",
+            "8",
+            "--max-steps",
+            "3",
+            "--cell",
+            cell,
+            "--layer-norm",
+        ];
+        if task == "seq2seq" {
+            args.extend_from_slice(&["--data", &data, "--target", "0"]);
+        } else {
+            args.extend_from_slice(&["--samples", "64"]);
+        }
+        run(&args).unwrap_or_else(|e| panic!("{task}: {e:#}"));
+        let config: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(out.join("checkpoint/config.json")).unwrap(),
+        )
+        .unwrap();
+        assert!(has_layer_norm(&config), "{task}: {config}");
+        let weights = candle_core::safetensors::load(
+            out.join("checkpoint/model.safetensors"),
+            &candle_core::Device::Cpu,
+        )
+        .unwrap();
+        for side in ["encoder.rnn.", "decoder.rnn."] {
+            assert!(
+                weights
+                    .keys()
+                    .any(|k| k.starts_with(side) && k.contains("layernorm_h_weight")),
+                "{task} {side}: {:?}",
+                weights.keys()
+            );
+        }
+        run(&["eval", "--checkpoint", &out_s, "--device", "cpu"])
+            .unwrap_or_else(|e| panic!("{task} eval: {e:#}"));
+    }
+    let out = s(&dir.path().join("tanh"));
+    let err = format!(
+        "{:#}",
+        run(&[
+            "train",
+            "seq2seq",
+            "--data",
+            &data,
+            "--out",
+            &out,
+            "--device",
+            "cpu",
+            "--max-steps",
+            "1",
+            "--cell",
+            "rnn-tanh",
+            "--layer-norm",
+        ])
+        .unwrap_err()
+    );
+    assert!(
+        err.contains("layer_norm") && err.contains("LSTM and GRU"),
+        "{err}"
+    );
+}

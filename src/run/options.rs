@@ -32,7 +32,7 @@ pub struct Options {
     pub dropout: Option<f64>,
     /// Layer-normalised LSTM/GRU (Ba et al. 2016): LN of the gate pre-activations' input and
     /// recurrent parts and of the LSTM cell state (char-lm, word-lm, forecast, adding, classify,
-    /// tag).
+    /// tag, seq2seq, dates).
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub layer_norm: Option<bool>,
     /// Token embedding size.

@@ -358,6 +358,7 @@ pub fn options(task: TaskName) -> TaskOptions {
         .with("hidden", d.hidden)
         .with("layers", 1)
         .with("dropout", d.dropout)
+        .with("layer-norm", false)
         .with("batch-size", d.batch_size)
         .training(&d.train)
 }
@@ -463,6 +464,7 @@ pub fn train(ctx: &RunContext) -> Result<TrainOutcome> {
         eos_id: EOS_ID,
         pad_id: PAD_ID,
         input_feeding: false,
+        layer_norm: o.layer_norm.unwrap_or(false),
     };
     let varmap = VarMap::new();
     let model = Seq2Seq::new(&cfg, ctx.var_builder(&varmap)).map_err(|e| {

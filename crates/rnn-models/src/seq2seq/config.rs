@@ -129,6 +129,12 @@ pub struct Seq2SeqConfig {
     /// attention). Default false.
     #[serde(default)]
     pub input_feeding: bool,
+    /// Layer-normalised encoder and decoder layers (`RnnConfig::layer_norm`: LN of the gate
+    /// pre-activations' input and recurrent parts and of the LSTM cell state, with parameters
+    /// `encoder.rnn.layernorm_*` and `decoder.rnn.layernorm_*`); LSTM and GRU only. Default
+    /// false, left out of the JSON while off, so configs saved without the field load unchanged.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub layer_norm: bool,
 }
 
 impl Seq2SeqConfig {
@@ -150,6 +156,7 @@ impl Seq2SeqConfig {
             eos_id: default_eos(),
             pad_id: 0,
             input_feeding: false,
+            layer_norm: false,
         }
     }
 
@@ -209,6 +216,15 @@ impl Seq2SeqConfig {
                     "attention 'dot' needs queries (hidden_size = {}) and keys of the same size, but a bidirectional encoder gives keys of size {}; use 'general' or 'additive'",
                     self.hidden_size,
                     self.memory_size()
+                ),
+            ));
+        }
+        if self.layer_norm && !matches!(self.mode, Mode::Lstm | Mode::Gru) {
+            return Err(invalid(
+                what,
+                format!(
+                    "layer_norm is supported for LSTM and GRU only, got mode {}",
+                    self.mode
                 ),
             ));
         }

@@ -120,7 +120,8 @@ impl Seq2Seq {
         let encoder_cfg = RnnConfig::new(cfg.mode, e, h)
             .with_num_layers(cfg.encoder_layers)
             .with_bidirectional(cfg.bidirectional_encoder)
-            .with_dropout(cfg.dropout);
+            .with_dropout(cfg.dropout)
+            .with_layer_norm(cfg.layer_norm);
         let encoder = Rnn::new(&encoder_cfg, enc_vb.pp("rnn"))?;
         let (bridge_h, bridge_c) = if cfg.bidirectional_encoder {
             let bh = candle_nn::linear(2 * h, h, vb.pp("bridge").pp("h"))?;
@@ -137,7 +138,8 @@ impl Seq2Seq {
         let dec_input = if cfg.input_feeding { e + h } else { e };
         let decoder_cfg = RnnConfig::new(cfg.mode, dec_input, h)
             .with_num_layers(cfg.decoder_layers)
-            .with_dropout(cfg.dropout);
+            .with_dropout(cfg.dropout)
+            .with_layer_norm(cfg.layer_norm);
         let decoder = Rnn::new(&decoder_cfg, dec_vb.pp("rnn"))?;
         let att_vb = vb.pp("attention");
         let (att_query, att_key, att_v) = match cfg.attention {

@@ -146,6 +146,13 @@ fn attention_parses_and_config_validates() {
             },
             "input_feeding",
         ),
+        (
+            Seq2SeqConfig {
+                layer_norm: true,
+                ..small(Mode::RnnTanh, Attention::General, false)
+            },
+            "layer_norm",
+        ),
     ];
     for (cfg, needle) in cases {
         let err = cfg.validate().unwrap_err().to_string();
@@ -193,6 +200,14 @@ fn shapes_and_gradients_for_every_variant() {
         dropout: 0.2,
         ..small(Mode::Gru, Attention::General, true)
     });
+    for mode in [Mode::Lstm, Mode::Gru] {
+        cfgs.push(Seq2SeqConfig {
+            decoder_layers: 2,
+            input_feeding: true,
+            layer_norm: true,
+            ..small(mode, Attention::Additive, true)
+        });
+    }
     for cfg in cfgs {
         let label = format!("{cfg:?}");
         let (varmap, model) = build(&cfg, 3);
@@ -263,6 +278,31 @@ fn parameter_names() {
     let data = varmap.data().lock().unwrap();
     assert_eq!(data.get("attention.key.weight").unwrap().dims(), [8, 8]);
     assert!(!data.keys().any(|k| k.starts_with("bridge")));
+    assert!(!data.keys().any(|k| k.contains("layernorm")));
+    drop(data);
+    // Layer norm: PyTorch-style names per layer and direction on both sides (LSTM: x, h and c).
+    let cfg = Seq2SeqConfig {
+        layer_norm: true,
+        ..small(Mode::Lstm, Attention::General, true)
+    };
+    let (varmap, _) = build(&cfg, 0);
+    let data = varmap.data().lock().unwrap();
+    for (name, dims) in [
+        ("encoder.rnn.layernorm_x_weight_l0", [32]),
+        ("encoder.rnn.layernorm_h_bias_l0_reverse", [32]),
+        ("encoder.rnn.layernorm_c_weight_l0_reverse", [8]),
+        ("decoder.rnn.layernorm_x_bias_l0", [32]),
+        ("decoder.rnn.layernorm_c_bias_l0", [8]),
+    ] {
+        let t = data.get(name).unwrap_or_else(|| panic!("missing {name}"));
+        assert_eq!(t.dims(), dims, "{name}");
+    }
+    assert_eq!(
+        data.keys().filter(|k| k.contains("layernorm")).count(),
+        3 * 6,
+        "{:?}",
+        data.keys()
+    );
 }
 
 /// The whole-sequence fast path equals the step-by-step decoder.
@@ -277,6 +317,15 @@ fn fast_path_equals_step_by_step() {
         },
         small(Mode::RnnRelu, Attention::Dot, false),
         small(Mode::Lstm, Attention::None, true),
+        Seq2SeqConfig {
+            layer_norm: true,
+            ..small(Mode::Lstm, Attention::General, true)
+        },
+        Seq2SeqConfig {
+            decoder_layers: 2,
+            layer_norm: true,
+            ..small(Mode::Gru, Attention::Dot, false)
+        },
     ] {
         let (_, model) = build(&cfg, 5);
         let tgt_in = model.shift_right(&tgt).unwrap();
@@ -812,4 +861,23 @@ fn learns_to_reverse_step_by_step() {
         ..Seq2SeqConfig::new(11, 11)
     };
     train_reverse(&cfg, 0.8, "lstm/additive/input-feeding");
+}
+
+/// `layer_norm` is left out of the saved config while off, so configs saved before it existed
+/// and configs saved without it read the same, and it round-trips when on.
+#[test]
+fn layer_norm_config_round_trips_and_old_configs_load() {
+    let plain = small(Mode::Gru, Attention::General, false);
+    let json = serde_json::to_value(&plain).unwrap();
+    assert!(json.get("layer_norm").is_none(), "{json}");
+    let back: Seq2SeqConfig = serde_json::from_value(json).unwrap();
+    assert!(!back.layer_norm);
+    let on = Seq2SeqConfig {
+        layer_norm: true,
+        ..plain
+    };
+    let json = serde_json::to_value(&on).unwrap();
+    assert_eq!(json["layer_norm"], serde_json::Value::Bool(true));
+    let back: Seq2SeqConfig = serde_json::from_value(json).unwrap();
+    assert!(back.layer_norm);
 }
