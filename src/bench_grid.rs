@@ -47,6 +47,11 @@ pub struct GridSpec {
     pub seed: u64,
     /// Interleaved rounds per row (ours, PyTorch, ours, PyTorch, ...).
     pub rounds: usize,
+    /// Rounds a row may take in all: a row whose per-round ratios disagree by more than
+    /// `spread` gets further rounds, one at a time, up to this many (see [`wants_more_rounds`]).
+    pub max_rounds: usize,
+    /// The largest ratio of one row's per-round ratios (max / min) taken as agreement.
+    pub spread: f64,
     /// A Python with PyTorch (no PyTorch column without it).
     pub pytorch: Option<PathBuf>,
     /// Folder of the report.
@@ -56,7 +61,8 @@ pub struct GridSpec {
 impl GridSpec {
     /// The grid of issue 28: H in {128, 256, 512, 650, 1024} (I = H), B in {1, 8, 32, 64}, T in
     /// {35, 64, 200}, one and two layers, one and two directions, LSTM, GRU and tanh-RNN,
-    /// training and inference; 20 minutes, seed 0, two rounds, `benches/results`.
+    /// training and inference; 20 minutes, seed 0, two rounds (up to five where they disagree by
+    /// more than 1.25x), `benches/results`.
     pub fn issue_28() -> Self {
         Self {
             cells: vec![Mode::Lstm, Mode::Gru, Mode::RnnTanh],
@@ -69,6 +75,8 @@ impl GridSpec {
             budget_min: 20.0,
             seed: 0,
             rounds: 2,
+            max_rounds: 5,
+            spread: 1.25,
             pytorch: None,
             out: PathBuf::from("benches/results"),
         }
@@ -235,6 +243,8 @@ pub struct GridRow {
     pub ratio: Option<f64>,
     /// Each round's ratio.
     pub round_ratios: Vec<f64>,
+    /// Rounds run: `rounds`, or more where they disagreed.
+    pub rounds: usize,
     /// The kernels our products used.
     pub kernel: String,
     /// Errors, if any.
@@ -304,6 +314,10 @@ pub struct GridReport {
     pub seed: u64,
     /// Interleaved rounds per row.
     pub rounds: usize,
+    /// Rounds a row could take where its rounds disagreed.
+    pub max_rounds: usize,
+    /// Their disagreement that called for more: max / min of the per-round ratios.
+    pub spread: f64,
     /// Wall time of the run, minutes.
     pub wall_min: f64,
     /// The host's load averages (`/proc/loadavg`: 1, 5, 15 min) at the start and the end: a
@@ -317,6 +331,17 @@ pub struct GridReport {
     pub summary: Vec<Summary>,
     /// Issue 28's targets.
     pub targets: Vec<Target>,
+}
+
+/// Whether a row whose rounds so far gave `ratios` (ours / PyTorch) needs another round: when
+/// the largest is more than `spread` times the smallest. The rule looks at the spread only, not
+/// at which side is faster, so an outlier round either way gets outvoted by the median of more
+/// rounds rather than halving a two-round mean.
+pub fn wants_more_rounds(ratios: &[f64], spread: f64) -> bool {
+    let (lo, hi) = ratios
+        .iter()
+        .fold((f64::INFINITY, 0f64), |(lo, hi), &r| (lo.min(r), hi.max(r)));
+    ratios.len() >= 2 && lo > 0.0 && hi / lo > spread
 }
 
 fn median(v: &mut [f64]) -> Option<f64> {
@@ -341,6 +366,9 @@ fn geomean(v: &[f64]) -> Option<f64> {
 pub fn run_grid(spec: &GridSpec, mut on_row: impl FnMut(&GridRow)) -> Result<GridReport> {
     if spec.rounds == 0 {
         bail!("--grid-rounds must be at least 1");
+    }
+    if !(spec.spread.is_finite() && spec.spread >= 1.0) {
+        bail!("--grid-spread must be a ratio >= 1, got {}", spec.spread);
     }
     if spec.budget_min.is_nan() || spec.budget_min <= 0.0 {
         bail!("--grid-budget-min must be above 0, got {}", spec.budget_min);
@@ -393,7 +421,11 @@ pub fn run_grid(spec: &GridSpec, mut on_row: impl FnMut(&GridRow)) -> Result<Gri
                 None
             }
         };
-        for _ in 0..spec.rounds {
+        let mut round = 0;
+        while round < spec.rounds
+            || (round < spec.max_rounds && wants_more_rounds(&ratios, spec.spread))
+        {
+            round += 1;
             let o = workload.as_mut().and_then(|w| match w.measure() {
                 Ok(r) => {
                     kernel = r.kernel.clone();
@@ -446,6 +478,7 @@ pub fn run_grid(spec: &GridSpec, mut on_row: impl FnMut(&GridRow)) -> Result<Gri
             torch_ms: median(&mut theirs),
             ratio: median(&mut ratios.clone()),
             round_ratios: ratios,
+            rounds: round,
             kernel,
             note: notes.join("; "),
         };
@@ -479,6 +512,8 @@ pub fn run_grid(spec: &GridSpec, mut on_row: impl FnMut(&GridRow)) -> Result<Gri
         budget_min: spec.budget_min,
         seed: spec.seed,
         rounds: spec.rounds,
+        max_rounds: spec.max_rounds.max(spec.rounds),
+        spread: spec.spread,
         wall_min: start.elapsed().as_secs_f64() / 60.0,
         load_avg: [load_start, load_avg()],
         skipped_rows: planned - rows.len(),
@@ -683,10 +718,11 @@ pub const ROWS_HEADER: &str = "| cell | mode | BxTxIxH | layers | dirs | ours ms
 pub fn markdown(r: &GridReport) -> String {
     let mut s = format!(
         "# Grid benchmark: {} ({})\n\n\
-         {} UTC; `rnn bench --grid --grid-budget-min {} --grid-seed {} --grid-rounds {}`; rnn {}.\n\
+         {} UTC; `rnn bench --grid --grid-budget-min {} --grid-seed {} --grid-rounds {} --grid-max-rounds {} --grid-spread {}`; rnn {}.\n\
          CPU: {}; widest kernel it runs: {}.\n\
          Ours: {} threads (Rayon), matrix kernels `RNN_KERNEL={}`, used: {}. PyTorch: {}, {} threads.\n\
          {} rows in {:.1} min ({} sampled rows left out at 1.5x the budget); load average (1, 5, 15 min) {} at the start, {} at the end. Each row: {} interleaved rounds (ours, then PyTorch, per round), \
+         one more at a time up to {} while its per-round ratios differ by more than {}x (max / min), \
          times the median over rounds of each round's median; the ratio is the median of the \
          per-round ratios (below 1: ours faster). Input size = hidden size, f32, batch-first; \
          train = forward + mean-square loss + backward.\n\n",
@@ -696,6 +732,8 @@ pub fn markdown(r: &GridReport) -> String {
         r.budget_min,
         r.seed,
         r.rounds,
+        r.max_rounds,
+        r.spread,
         r.rnn_version,
         r.cpu_id.as_deref().unwrap_or("no /proc/cpuinfo"),
         r.cpu_isa,
@@ -710,6 +748,8 @@ pub fn markdown(r: &GridReport) -> String {
         r.load_avg[0].as_deref().unwrap_or("-"),
         r.load_avg[1].as_deref().unwrap_or("-"),
         r.rounds,
+        r.max_rounds,
+        r.spread,
     );
     s.push_str("## Targets (issue 28)\n\n| target | measured | status |\n|---|---:|---|\n");
     for t in &r.targets {
@@ -800,6 +840,21 @@ mod tests {
     }
 
     #[test]
+    fn rounds_that_disagree_ask_for_more_either_way() {
+        assert!(!wants_more_rounds(&[], 1.25));
+        assert!(!wants_more_rounds(&[3.0], 1.25));
+        assert!(!wants_more_rounds(&[1.0, 1.2], 1.25));
+        assert!(!wants_more_rounds(&[1.2, 1.0, 1.1], 1.25));
+        // An outlier round above or below asks for more, whichever side it favours.
+        assert!(wants_more_rounds(&[0.8, 1.51], 1.25));
+        assert!(wants_more_rounds(&[1.51, 0.8], 1.25));
+        assert!(wants_more_rounds(&[0.9, 0.6], 1.25));
+        assert!(!wants_more_rounds(&[0.9, 0.6], 2.0));
+        // A zero ratio (a timer at its resolution) does not loop.
+        assert!(!wants_more_rounds(&[0.0, 1.0], 1.25));
+    }
+
+    #[test]
     fn flops_count_layers_directions_and_the_backward() {
         let p = Point {
             cell: Mode::Lstm,
@@ -861,6 +916,7 @@ mod tests {
             torch_ms: Some(1.0),
             ratio: Some(ratio),
             round_ratios: vec![ratio],
+            rounds: 1,
             kernel: "avx2".into(),
             note: String::new(),
         };

@@ -109,7 +109,25 @@ fn a_tiny_grid_writes_rows_summaries_and_targets() {
             ratio > 0.0 && (ratio - ours / FAKE_TORCH_MS).abs() <= 0.5 * ours / FAKE_TORCH_MS,
             "{row}"
         );
-        assert_eq!(row["round_ratios"].as_array().unwrap().len(), 2, "{row}");
+        // Two rounds, and more (up to five) while the rounds' ratios differ by over 1.25x.
+        let k = row["rounds"].as_u64().unwrap() as usize;
+        let rr: Vec<f64> = row["round_ratios"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert!((2..=5).contains(&k) && rr.len() == k, "{row}");
+        let spread = |v: &[f64]| {
+            v.iter().copied().reduce(f64::max).unwrap()
+                / v.iter().copied().reduce(f64::min).unwrap()
+        };
+        if k < 5 {
+            assert!(spread(&rr) <= 1.25, "stopped while they disagree: {row}");
+        }
+        if k > 2 {
+            assert!(spread(&rr[..k - 1]) > 1.25, "a round too many: {row}");
+        }
         assert_eq!(row["input"], row["hidden"]);
         assert!([8, 12].contains(&row["hidden"].as_u64().unwrap()));
         assert!(["lstm", "gru", "rnn-tanh"].contains(&row["cell"].as_str().unwrap()));
@@ -188,6 +206,16 @@ fn a_tiny_grid_writes_rows_summaries_and_targets() {
     let again = dir.path().join("again");
     assert!(grid(&again, &python, &[]).status.success());
     assert_eq!(keys(&report(&again).0), keys(&r));
+    // A spread nobody reaches: two rounds for every row.
+    let two = dir.path().join("two");
+    assert!(grid(&two, &python, &["--grid-spread", "1e9"])
+        .status
+        .success());
+    let (r2, md2) = report(&two);
+    for row in r2["rows"].as_array().unwrap() {
+        assert_eq!(row["rounds"], 2, "{row}");
+    }
+    assert!(md2.contains("--grid-spread 1000000000"), "{md2}");
     let other = dir.path().join("other");
     assert!(grid(&other, &python, &["--grid-seed", "7"])
         .status
@@ -204,6 +232,7 @@ fn bad_grid_options_are_clear_errors() {
         (&["--grid-budget-min", "0.001"][..], "not even one row"),
         (&["--grid-batch", "0"][..], "--grid-batch"),
         (&["--grid-rounds", "0"][..], "--grid-rounds"),
+        (&["--grid-spread", "0.5"][..], "--grid-spread"),
         (&["--layers", "2"][..], "cannot be used with"),
     ] {
         let run = grid(&out, &python, extra);

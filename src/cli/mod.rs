@@ -364,6 +364,13 @@ pub struct BenchArgs {
     /// With --grid: interleaved rounds per row (ours then PyTorch, each round).
     #[arg(long, value_name = "N", default_value_t = 2, requires = "grid")]
     pub grid_rounds: usize,
+    /// With --grid: rounds a row may take in all; a row whose per-round ratios (ours / PyTorch)
+    /// differ by more than --grid-spread gets further rounds, one at a time, up to this many.
+    #[arg(long, value_name = "N", default_value_t = 5, requires = "grid")]
+    pub grid_max_rounds: usize,
+    /// With --grid: the per-round ratios' spread (max / min) above which a row gets another round.
+    #[arg(long, value_name = "RATIO", default_value_t = 1.25, requires = "grid")]
+    pub grid_spread: f64,
     /// With --grid: the report's folder.
     #[arg(
         long,
@@ -470,15 +477,19 @@ fn bench_grid(args: &BenchArgs) -> Result<()> {
     spec.budget_min = args.grid_budget_min;
     spec.seed = args.grid_seed;
     spec.rounds = args.grid_rounds;
+    spec.max_rounds = args.grid_max_rounds;
+    spec.spread = args.grid_spread;
     spec.pytorch = args.pytorch.clone();
     spec.out = args.grid_out.clone();
     let planned = grid::sample(&spec);
     println!(
-        "grid: {} rows sampled (seed {}, budget {} min); {} rounds each{}",
+        "grid: {} rows sampled (seed {}, budget {} min); {} rounds each, up to {} where they differ by more than {}x{}",
         planned.len(),
         spec.seed,
         spec.budget_min,
         spec.rounds,
+        spec.max_rounds.max(spec.rounds),
+        spec.spread,
         if spec.pytorch.is_some() {
             ", against PyTorch"
         } else {
