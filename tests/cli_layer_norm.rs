@@ -16,6 +16,24 @@ fn s(p: &Path) -> String {
     p.display().to_string()
 }
 
+/// The model config and the weights of the checkpoint in run directory `out`.
+fn saved(
+    out: &Path,
+) -> (
+    serde_json::Value,
+    std::collections::HashMap<String, candle_core::Tensor>,
+) {
+    let config =
+        serde_json::from_str(&std::fs::read_to_string(out.join("checkpoint/config.json")).unwrap())
+            .unwrap();
+    let weights = candle_core::safetensors::load(
+        out.join("checkpoint/model.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    (config, weights)
+}
+
 fn corpus() -> String {
     (0..200)
         .map(|i| format!("the cat {} the dog {} .\n", ["sees", "likes"][i % 2], i % 7))
@@ -60,9 +78,7 @@ fn char_lm_with_layer_norm_trains_saves_and_evaluates() {
     train(&out, &["--layer-norm"]).unwrap();
 
     // The option is in the checkpoint's model config, and its parameters in the weights.
-    let config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("checkpoint/config.json")).unwrap())
-            .unwrap();
+    let (config, weights) = saved(&out);
     // The task's config (under `model`) holds the language model's config (under `model`).
     let model = &config["model"]["model"];
     assert_eq!(
@@ -70,11 +86,6 @@ fn char_lm_with_layer_norm_trains_saves_and_evaluates() {
         serde_json::Value::Bool(true),
         "{model}"
     );
-    let weights = candle_core::safetensors::load(
-        out.join("checkpoint/model.safetensors"),
-        &candle_core::Device::Cpu,
-    )
-    .unwrap();
     for name in [
         "rnn.layernorm_x_weight_l0",
         "rnn.layernorm_x_bias_l0",
@@ -107,11 +118,7 @@ fn char_lm_with_layer_norm_trains_saves_and_evaluates() {
     // Off: no layernorm parameter, and the saved config says so.
     let plain = dir.path().join("plain");
     train(&plain, &[]).unwrap();
-    let weights = candle_core::safetensors::load(
-        plain.join("checkpoint/model.safetensors"),
-        &candle_core::Device::Cpu,
-    )
-    .unwrap();
+    let (_, weights) = saved(&plain);
     assert!(
         weights.keys().all(|k| !k.contains("layernorm")),
         "{:?}",
@@ -200,15 +207,8 @@ fn adding_with_layer_norm_trains_saves_and_evaluates() {
         "--layer-norm",
     ])
     .unwrap();
-    let config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("checkpoint/config.json")).unwrap())
-            .unwrap();
+    let (config, weights) = saved(&out);
     assert!(has_layer_norm(&config), "{config}");
-    let weights = candle_core::safetensors::load(
-        out.join("checkpoint/model.safetensors"),
-        &candle_core::Device::Cpu,
-    )
-    .unwrap();
     let names: Vec<&String> = weights
         .keys()
         .filter(|k| k.contains("layernorm_"))
@@ -272,16 +272,8 @@ fn classify_and_tag_with_layer_norm_train_save_and_evaluate() {
             "gru",
         ])
         .unwrap_or_else(|e| panic!("{task}: {e:#}"));
-        let config: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(out.join("checkpoint/config.json")).unwrap(),
-        )
-        .unwrap();
+        let (config, weights) = saved(&out);
         assert!(has_layer_norm(&config), "{task}: {config}");
-        let weights = candle_core::safetensors::load(
-            out.join("checkpoint/model.safetensors"),
-            &candle_core::Device::Cpu,
-        )
-        .unwrap();
         // GRU: x and h gains and biases, no cell-state ones, per direction.
         let names: Vec<&String> = weights
             .keys()
@@ -337,16 +329,8 @@ fn seq2seq_with_layer_norm_trains_saves_and_evaluates() {
             args.extend_from_slice(&["--samples", "64"]);
         }
         run(&args).unwrap_or_else(|e| panic!("{task}: {e:#}"));
-        let config: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(out.join("checkpoint/config.json")).unwrap(),
-        )
-        .unwrap();
+        let (config, weights) = saved(&out);
         assert!(has_layer_norm(&config), "{task}: {config}");
-        let weights = candle_core::safetensors::load(
-            out.join("checkpoint/model.safetensors"),
-            &candle_core::Device::Cpu,
-        )
-        .unwrap();
         for side in ["encoder.rnn.", "decoder.rnn."] {
             assert!(
                 weights
