@@ -9,7 +9,9 @@ Embedded in the `rnn` binary (`rnn bench --devices ... --pytorch PYTHON` runs it
 
 A train iteration = zero_grad, forward over the whole batch, (y*y).mean().backward();
 an infer iteration = forward under inference_mode and float(y.sum()) (as
-torch_rnn_bench.py and `rnn bench`). Two warm-up iterations, then the median of --iters.
+torch_rnn_bench.py and `rnn bench`). Warm-up iterations (at least two, and at least
+--warmup-s seconds of them, at most --warmup-max), then the median of --iters; `rnn bench` passes
+its own warm-up rule, so both sides warm up alike.
 Prints one JSON line: median_ms, min_ms, torch (version), threads, device, device_name,
 backend (which kernels run the layer), tf32 (in effect on CUDA; null elsewhere).
 """
@@ -28,6 +30,8 @@ p.add_argument("--input", type=int, required=True)
 p.add_argument("--hidden", type=int, required=True)
 p.add_argument("--layers", type=int, default=1)
 p.add_argument("--bidirectional", action="store_true")
+p.add_argument("--warmup-s", type=float, default=0.0)
+p.add_argument("--warmup-max", type=int, default=10000)
 p.add_argument("--mode", required=True, choices=["train", "infer"])
 p.add_argument("--iters", type=int, default=20)
 p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
@@ -106,9 +110,11 @@ elif dev.type == "mps":
 else:
     backend, device_name = cpu_backend(), "cpu"
 
-for _ in range(2):
+warm, n = time.perf_counter(), 0
+while n < 2 or (time.perf_counter() - warm < args.warmup_s and n < args.warmup_max):
     step()
-sync()
+    sync()
+    n += 1
 times = []
 for _ in range(max(args.iters, 1)):
     sync()

@@ -94,7 +94,7 @@ pub struct BenchSpec {
     pub train: bool,
     /// Implementation timed.
     pub implementation: BenchImpl,
-    /// Timed iterations (after 2 warm-up iterations).
+    /// Timed iterations (after the warm-up: at least 2 iterations and [`WARMUP_MIN_S`]).
     pub iters: usize,
     /// Element type.
     #[serde(skip)]
@@ -193,6 +193,15 @@ pub fn kernel_summary(uses: &[KernelUse]) -> String {
 /// A model's forward pass over a batch.
 type ForwardFn = Box<dyn Fn(&Tensor) -> Result<Tensor>>;
 
+/// Seconds of warm-up before the timed iterations, on both sides of a comparison (PyTorch's
+/// script gets the same): small workloads on a 2-core VM ran up to 1.8x slower over about their
+/// first hundred iterations (or after a pause) than later, so a count of two warm-ups timed that
+/// transient instead of the steady state (benches/README.md).
+pub const WARMUP_MIN_S: f64 = 0.25;
+
+/// The most warm-up iterations, whatever their time.
+pub const WARMUP_MAX_ITERS: usize = 10_000;
+
 /// A prepared workload: model, input, and one iteration to run repeatedly.
 pub struct Workload {
     run: Box<dyn FnMut() -> Result<()>>,
@@ -274,11 +283,16 @@ impl Workload {
         (self.run)()
     }
 
-    /// Two warm-up iterations, then `spec.iters` timed ones.
+    /// Warm-up iterations (at least two, and at least [`WARMUP_MIN_S`] of them), then
+    /// `spec.iters` timed ones.
     pub fn measure(&mut self) -> Result<BenchResult> {
         let before = rnn_core::kernels::choices();
-        for _ in 0..2 {
+        let warm = Instant::now();
+        let mut n = 0;
+        while n < 2 || (warm.elapsed().as_secs_f64() < WARMUP_MIN_S && n < WARMUP_MAX_ITERS) {
             self.iterate()?;
+            self.device.synchronize()?;
+            n += 1;
         }
         let mut times = Vec::with_capacity(self.spec.iters);
         for _ in 0..self.spec.iters.max(1) {

@@ -163,7 +163,7 @@ pub struct TableSpec {
     pub implementation: BenchImpl,
     /// Element type.
     pub dtype: DType,
-    /// Timed iterations (after 2 warm-ups), on both sides.
+    /// Timed iterations (after the same warm-up rule), on both sides.
     pub iters: usize,
     /// A Python with PyTorch: time the same row in PyTorch too.
     pub pytorch: Option<PathBuf>,
@@ -211,7 +211,7 @@ pub struct Row {
     pub implementation: BenchImpl,
     /// Element type: `f32`, `f64`, `bf16`, `f16`.
     pub dtype: String,
-    /// Timed iterations (after 2 warm-ups).
+    /// Timed iterations (after the warm-up).
     pub iters: usize,
     /// Our median.
     pub ours_median_ms: Option<f64>,
@@ -518,6 +518,8 @@ pub(crate) fn run_torch(
         ("--layers", bench.layers.to_string()),
         ("--mode", if bench.train { "train" } else { "infer" }.into()),
         ("--iters", bench.iters.to_string()),
+        ("--warmup-s", crate::bench::WARMUP_MIN_S.to_string()),
+        ("--warmup-max", crate::bench::WARMUP_MAX_ITERS.to_string()),
         ("--device", torch_device(device)),
         ("--dtype", bench.dtype.as_str().to_string()),
         ("--tf32", on_off(tf32).to_string()),
@@ -543,7 +545,7 @@ pub fn markdown_header(spec: &TableSpec, host: &Host) -> String {
     };
     let layers = if spec.layers == 1 { "layer" } else { "layers" };
     let mut s = format!(
-        "host: {}, {} threads (Rayon)\nrnn {}: impl {}, {}, {} {layers}, {dirs}; median of {} iterations after 2 warm-ups; TF32 (CUDA only): {}",
+        "host: {}, {} threads (Rayon)\nrnn {}: impl {}, {}, {} {layers}, {dirs}; median of {} iterations after at least 2 warm-ups and 0.25 s of them; TF32 (CUDA only): {}",
         host.cpu_model,
         host.threads,
         env!("CARGO_PKG_VERSION"),

@@ -318,6 +318,8 @@ pub struct GridReport {
     pub max_rounds: usize,
     /// Their disagreement that called for more: max / min of the per-round ratios.
     pub spread: f64,
+    /// Seconds of warm-up iterations before each side's timed ones, in every round.
+    pub warmup_s: f64,
     /// Wall time of the run, minutes.
     pub wall_min: f64,
     /// The host's load averages (`/proc/loadavg`: 1, 5, 15 min) at the start and the end: a
@@ -514,6 +516,7 @@ pub fn run_grid(spec: &GridSpec, mut on_row: impl FnMut(&GridRow)) -> Result<Gri
         rounds: spec.rounds,
         max_rounds: spec.max_rounds.max(spec.rounds),
         spread: spec.spread,
+        warmup_s: crate::bench::WARMUP_MIN_S,
         wall_min: start.elapsed().as_secs_f64() / 60.0,
         load_avg: [load_start, load_avg()],
         skipped_rows: planned - rows.len(),
@@ -722,7 +725,8 @@ pub fn markdown(r: &GridReport) -> String {
          CPU: {}; widest kernel it runs: {}.\n\
          Ours: {} threads (Rayon), matrix kernels `RNN_KERNEL={}`, used: {}. PyTorch: {}, {} threads.\n\
          {} rows in {:.1} min ({} sampled rows left out at 1.5x the budget); load average (1, 5, 15 min) {} at the start, {} at the end. Each row: {} interleaved rounds (ours, then PyTorch, per round), \
-         one more at a time up to {} while its per-round ratios differ by more than {}x (max / min), \
+         one more at a time up to {} while its per-round ratios differ by more than {}x (max / min); \
+         each side warms up for at least {} s (and two iterations) before its timed iterations; \
          times the median over rounds of each round's median; the ratio is the median of the \
          per-round ratios (below 1: ours faster). Input size = hidden size, f32, batch-first; \
          train = forward + mean-square loss + backward.\n\n",
@@ -750,6 +754,7 @@ pub fn markdown(r: &GridReport) -> String {
         r.rounds,
         r.max_rounds,
         r.spread,
+        r.warmup_s,
     );
     s.push_str("## Targets (issue 28)\n\n| target | measured | status |\n|---|---:|---|\n");
     for t in &r.targets {

@@ -289,7 +289,7 @@ pub struct BenchArgs {
     /// auto, cpu, cuda[:N] or metal.
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// Timed iterations (after 2 warm-up iterations).
+    /// Timed iterations (after the warm-up: at least 2 iterations and 0.25 s).
     #[arg(long, default_value_t = 20)]
     pub iters: usize,
     /// fused, composed or candle-nn.
