@@ -211,6 +211,7 @@ pub fn trainer_config(ctx: &RunContext, d: &TrainDefaults) -> Result<TrainerConf
         },
         max_steps: o.max_steps,
         eval_every: o.eval_every.or(d.eval_every),
+        checkpoint_every: o.checkpoint_every,
         early_stopping: o.patience.map(|patience| EarlyStopping {
             patience,
             min_delta: 0.0,

@@ -95,6 +95,10 @@ pub struct Options {
     /// Evaluate every N steps (besides every epoch end).
     #[arg(long)]
     pub eval_every: Option<u64>,
+    /// Also save the checkpoint every N steps (it is saved at every evaluation anyway), so that a
+    /// killed run resumes from there without paying for an evaluation.
+    #[arg(long, value_name = "N")]
+    pub checkpoint_every: Option<u64>,
     /// Stop when the main metric has not improved for N evaluations.
     #[arg(long)]
     pub patience: Option<u64>,
@@ -289,6 +293,7 @@ impl Options {
             grad_accum,
             dp_threads,
             eval_every,
+            checkpoint_every,
             patience,
             skip_non_finite,
             seed,
@@ -466,6 +471,7 @@ impl Options {
             ("--epochs", self.epochs),
             ("--max-steps", self.max_steps),
             ("--eval-every", self.eval_every),
+            ("--checkpoint-every", self.checkpoint_every),
             ("--decay-every", self.decay_every),
             ("--host-sync-every", self.host_sync_every),
             ("--grad-accum", self.grad_accum),

@@ -10,7 +10,7 @@ use super::options::Options;
 use super::task_name::TaskName;
 
 /// Options every task reads: the recurrent core, the training loop and the run.
-pub const COMMON: [&str; 28] = [
+pub const COMMON: [&str; 29] = [
     "cell",
     "hidden",
     "layers",
@@ -31,6 +31,7 @@ pub const COMMON: [&str; 28] = [
     "grad-accum",
     "dp-threads",
     "eval-every",
+    "checkpoint-every",
     "patience",
     "skip-non-finite",
     "seed",
