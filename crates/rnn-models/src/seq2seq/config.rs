@@ -4,7 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use candle_core::Result;
-use rnn_core::Mode;
+use rnn_core::{Mode, RnnConfig};
 use serde::{Deserialize, Serialize};
 
 use super::MODEL;
@@ -219,21 +219,38 @@ impl Seq2SeqConfig {
                 ),
             ));
         }
-        if self.layer_norm && !matches!(self.mode, Mode::Lstm | Mode::Gru) {
-            return Err(invalid(
-                what,
-                format!(
-                    "layer_norm is supported for LSTM and GRU only, got mode {}",
-                    self.mode
-                ),
-            ));
-        }
         if self.input_feeding && self.attention == Attention::None {
             return Err(invalid(
                 what,
                 "input_feeding feeds the previous attentional hidden and needs attention; attention is 'none'",
             ));
         }
-        Ok(())
+        self.encoder_rnn_config()
+            .validate()
+            .and_then(|()| self.decoder_rnn_config().validate())
+            .map_err(|e| invalid(what, e))
+    }
+
+    /// The encoder's recurrent layers: embeddings in, `hidden_size` per direction.
+    pub fn encoder_rnn_config(&self) -> RnnConfig {
+        RnnConfig::new(self.mode, self.embedding_dim, self.hidden_size)
+            .with_num_layers(self.encoder_layers)
+            .with_bidirectional(self.bidirectional_encoder)
+            .with_dropout(self.dropout)
+            .with_layer_norm(self.layer_norm)
+    }
+
+    /// The decoder's recurrent layers: embeddings (and, with input feeding, the previous
+    /// attentional hidden) in, `hidden_size` out.
+    pub fn decoder_rnn_config(&self) -> RnnConfig {
+        let input = if self.input_feeding {
+            self.embedding_dim + self.hidden_size
+        } else {
+            self.embedding_dim
+        };
+        RnnConfig::new(self.mode, input, self.hidden_size)
+            .with_num_layers(self.decoder_layers)
+            .with_dropout(self.dropout)
+            .with_layer_norm(self.layer_norm)
     }
 }

@@ -6,7 +6,7 @@ use candle_core::{DType, Result, Tensor, D};
 use candle_nn::{Embedding, Linear, Module, VarBuilder};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rnn_core::{Rnn, RnnConfig, RnnState};
+use rnn_core::{Rnn, RnnState};
 
 use super::{Attention, Seq2SeqConfig, MODEL};
 use crate::common::{
@@ -117,12 +117,7 @@ impl Seq2Seq {
         let enc_vb = vb.pp("encoder");
         let dec_vb = vb.pp("decoder");
         let src_embedding = candle_nn::embedding(cfg.src_vocab, e, enc_vb.pp("embedding"))?;
-        let encoder_cfg = RnnConfig::new(cfg.mode, e, h)
-            .with_num_layers(cfg.encoder_layers)
-            .with_bidirectional(cfg.bidirectional_encoder)
-            .with_dropout(cfg.dropout)
-            .with_layer_norm(cfg.layer_norm);
-        let encoder = Rnn::new(&encoder_cfg, enc_vb.pp("rnn"))?;
+        let encoder = Rnn::new(&cfg.encoder_rnn_config(), enc_vb.pp("rnn"))?;
         let (bridge_h, bridge_c) = if cfg.bidirectional_encoder {
             let bh = candle_nn::linear(2 * h, h, vb.pp("bridge").pp("h"))?;
             let bc = if cfg.mode.has_cell_state() {
@@ -135,12 +130,7 @@ impl Seq2Seq {
             (None, None)
         };
         let tgt_embedding = candle_nn::embedding(cfg.tgt_vocab, e, dec_vb.pp("embedding"))?;
-        let dec_input = if cfg.input_feeding { e + h } else { e };
-        let decoder_cfg = RnnConfig::new(cfg.mode, dec_input, h)
-            .with_num_layers(cfg.decoder_layers)
-            .with_dropout(cfg.dropout)
-            .with_layer_norm(cfg.layer_norm);
-        let decoder = Rnn::new(&decoder_cfg, dec_vb.pp("rnn"))?;
+        let decoder = Rnn::new(&cfg.decoder_rnn_config(), dec_vb.pp("rnn"))?;
         let att_vb = vb.pp("attention");
         let (att_query, att_key, att_v) = match cfg.attention {
             Attention::None | Attention::Dot => (None, None, None),
