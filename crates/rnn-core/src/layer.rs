@@ -518,7 +518,7 @@ impl Rnn {
         let mut finals = Vec::with_capacity(self.cells.len());
         for layer in 0..self.cfg.num_layers {
             if let Some(m) = masks.and_then(|m| m.input[layer].as_ref()) {
-                input = regularize::mask_sequence(&input, m, layout_batch_first)?;
+                input = ops::sequence_mask::mask_sequence(&input, m, layout_batch_first)?;
             }
             let mut outputs = Vec::with_capacity(dirs);
             for direction in 0..dirs {
@@ -557,7 +557,7 @@ impl Rnn {
             input = layer_out;
         }
         if let Some(m) = masks.and_then(|m| m.output.as_ref()) {
-            input = regularize::mask_sequence(&input, m, layout_batch_first)?;
+            input = ops::sequence_mask::mask_sequence(&input, m, layout_batch_first)?;
         }
         // Contiguous, so downstream ops (reductions, heads) do not walk a strided view.
         let ys = if transpose {

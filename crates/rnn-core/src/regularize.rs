@@ -328,13 +328,6 @@ pub(crate) fn drop_weights(cell: &CellParams, mask: Option<&Tensor>) -> Result<C
     Ok(out)
 }
 
-/// `x * mask` with `mask (batch, features)` shared by every step of `x`, which is time-major
-/// `(seq_len, batch, features)` or, with `batch_first`, `(batch, seq_len, features)`: a fused
-/// parallel product on the CPU, `broadcast_mul` elsewhere.
-pub(crate) fn mask_sequence(x: &Tensor, mask: &Tensor, batch_first: bool) -> Result<Tensor> {
-    crate::ops::sequence_mask::mask_sequence(x, mask, batch_first)
-}
-
 /// One composed step of `cell` at time `t` with the in-loop masks: recurrent dropout on the `h`
 /// that enters `W_hh`, then zoneout of the new `h` and `c` towards the previous ones.
 pub(crate) fn masked_step(
