@@ -34,6 +34,19 @@ fn saved(
     (config, weights)
 }
 
+/// The weights of the run in `out` after checking that its saved config turns layer norm on and
+/// that `rnn eval` rebuilds the model from the checkpoint; `what` labels the failures.
+fn layer_normalised_weights(
+    what: &str,
+    out: &Path,
+) -> std::collections::HashMap<String, candle_core::Tensor> {
+    let (config, weights) = saved(out);
+    assert!(has_layer_norm(&config), "{what}: {config}");
+    run(&["eval", "--checkpoint", &s(out), "--device", "cpu"])
+        .unwrap_or_else(|e| panic!("{what} eval: {e:#}"));
+    weights
+}
+
 fn corpus() -> String {
     (0..200)
         .map(|i| format!("the cat {} the dog {} .\n", ["sees", "likes"][i % 2], i % 7))
@@ -207,14 +220,12 @@ fn adding_with_layer_norm_trains_saves_and_evaluates() {
         "--layer-norm",
     ])
     .unwrap();
-    let (config, weights) = saved(&out);
-    assert!(has_layer_norm(&config), "{config}");
+    let weights = layer_normalised_weights("adding", &out);
     let names: Vec<&String> = weights
         .keys()
         .filter(|k| k.contains("layernorm_"))
         .collect();
     assert_eq!(names.len(), 6, "{:?}", weights.keys());
-    run(&["eval", "--checkpoint", &out_s, "--device", "cpu"]).unwrap();
 }
 
 /// `classify` and `tag` take `--layer-norm` too: the option reaches the checkpoint's model
@@ -272,8 +283,7 @@ fn classify_and_tag_with_layer_norm_train_save_and_evaluate() {
             "gru",
         ])
         .unwrap_or_else(|e| panic!("{task}: {e:#}"));
-        let (config, weights) = saved(&out);
-        assert!(has_layer_norm(&config), "{task}: {config}");
+        let weights = layer_normalised_weights(task, &out);
         // GRU: x and h gains and biases, no cell-state ones, per direction.
         let names: Vec<&String> = weights
             .keys()
@@ -284,8 +294,6 @@ fn classify_and_tag_with_layer_norm_train_save_and_evaluate() {
             names.iter().any(|k| k.ends_with("_reverse")),
             "{task}: {names:?}"
         );
-        run(&["eval", "--checkpoint", &out_s, "--device", "cpu"])
-            .unwrap_or_else(|e| panic!("{task} eval: {e:#}"));
     }
 }
 
@@ -329,8 +337,7 @@ fn seq2seq_with_layer_norm_trains_saves_and_evaluates() {
             args.extend_from_slice(&["--samples", "64"]);
         }
         run(&args).unwrap_or_else(|e| panic!("{task}: {e:#}"));
-        let (config, weights) = saved(&out);
-        assert!(has_layer_norm(&config), "{task}: {config}");
+        let weights = layer_normalised_weights(task, &out);
         for side in ["encoder.rnn.", "decoder.rnn."] {
             assert!(
                 weights
@@ -340,8 +347,6 @@ fn seq2seq_with_layer_norm_trains_saves_and_evaluates() {
                 weights.keys()
             );
         }
-        run(&["eval", "--checkpoint", &out_s, "--device", "cpu"])
-            .unwrap_or_else(|e| panic!("{task} eval: {e:#}"));
     }
     let out = s(&dir.path().join("tanh"));
     let err = format!(
