@@ -81,6 +81,11 @@ impl GridSpec {
             out: PathBuf::from("benches/results"),
         }
     }
+
+    /// The most rounds a row takes: `max_rounds`, never fewer than `rounds`.
+    pub fn round_cap(&self) -> usize {
+        self.max_rounds.max(self.rounds)
+    }
 }
 
 /// One configuration of the grid.
@@ -425,7 +430,7 @@ pub fn run_grid(spec: &GridSpec, mut on_row: impl FnMut(&GridRow)) -> Result<Gri
         };
         let mut round = 0;
         while round < spec.rounds
-            || (round < spec.max_rounds && wants_more_rounds(&ratios, spec.spread))
+            || (round < spec.round_cap() && wants_more_rounds(&ratios, spec.spread))
         {
             round += 1;
             let o = workload.as_mut().and_then(|w| match w.measure() {
@@ -514,7 +519,7 @@ pub fn run_grid(spec: &GridSpec, mut on_row: impl FnMut(&GridRow)) -> Result<Gri
         budget_min: spec.budget_min,
         seed: spec.seed,
         rounds: spec.rounds,
-        max_rounds: spec.max_rounds.max(spec.rounds),
+        max_rounds: spec.round_cap(),
         spread: spec.spread,
         warmup_s: crate::bench::WARMUP_MIN_S,
         wall_min: start.elapsed().as_secs_f64() / 60.0,

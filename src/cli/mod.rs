@@ -488,7 +488,7 @@ fn bench_grid(args: &BenchArgs) -> Result<()> {
         spec.seed,
         spec.budget_min,
         spec.rounds,
-        spec.max_rounds.max(spec.rounds),
+        spec.round_cap(),
         spec.spread,
         if spec.pytorch.is_some() {
             ", against PyTorch"
