@@ -29,6 +29,7 @@ fn bench_layers(c: &mut Criterion) {
                         train,
                         implementation,
                         iters: 1,
+                        min_time_s: 0.0,
                         dtype: DType::F32,
                         masks: Default::default(),
                         layer_norm: false,

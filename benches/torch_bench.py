@@ -10,8 +10,9 @@ Embedded in the `rnn` binary (`rnn bench --devices ... --pytorch PYTHON` runs it
 A train iteration = zero_grad, forward over the whole batch, (y*y).mean().backward();
 an infer iteration = forward under inference_mode and float(y.sum()) (as
 torch_rnn_bench.py and `rnn bench`). Warm-up iterations (at least two, and at least
---warmup-s seconds of them, at most --warmup-max), then the median of --iters; `rnn bench` passes
-its own warm-up rule, so both sides warm up alike.
+--warmup-s seconds of them, at most --warmup-max), then the median of --iters timed ones, more
+while they took less than --min-time-s in all (at most --max-iters); `rnn bench` passes its own
+rules, so both sides warm up and time alike.
 Prints one JSON line: median_ms, min_ms, torch (version), threads, device, device_name,
 backend (which kernels run the layer), tf32 (in effect on CUDA; null elsewhere).
 """
@@ -34,6 +35,10 @@ p.add_argument("--warmup-s", type=float, default=0.0)
 p.add_argument("--warmup-max", type=int, default=10000)
 p.add_argument("--mode", required=True, choices=["train", "infer"])
 p.add_argument("--iters", type=int, default=20)
+p.add_argument("--min-time-s", type=float, default=0.0,
+               help="time more than --iters iterations while they took less than this in all")
+p.add_argument("--max-iters", type=int, default=100000,
+               help="the most timed iterations --min-time-s adds")
 p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
 p.add_argument("--dtype", default="f32", choices=["f32", "f64", "bf16", "f16"])
 p.add_argument("--tf32", default="off", choices=["on", "off"],
@@ -116,7 +121,10 @@ while n < 2 or (time.perf_counter() - warm < args.warmup_s and n < args.warmup_m
     sync()
     n += 1
 times = []
-for _ in range(max(args.iters, 1)):
+timed = time.perf_counter()
+while len(times) < max(args.iters, 1) or (
+    time.perf_counter() - timed < args.min_time_s and len(times) < args.max_iters
+):
     sync()
     t0 = time.perf_counter()
     step()

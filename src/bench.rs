@@ -96,6 +96,10 @@ pub struct BenchSpec {
     pub implementation: BenchImpl,
     /// Timed iterations (after the warm-up: at least 2 iterations and [`WARMUP_MIN_S`]).
     pub iters: usize,
+    /// Seconds the timed iterations take at least: more than `iters` of them where these take
+    /// less (at most [`TIMED_MAX_ITERS`]); 0: exactly `iters`.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub min_time_s: f64,
     /// Element type.
     #[serde(skip)]
     pub dtype: DType,
@@ -202,6 +206,13 @@ pub const WARMUP_MIN_S: f64 = 0.25;
 /// The most warm-up iterations, whatever their time.
 pub const WARMUP_MAX_ITERS: usize = 10_000;
 
+/// The most timed iterations that [`BenchSpec::min_time_s`] adds, whatever their time.
+pub const TIMED_MAX_ITERS: usize = 100_000;
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
+}
+
 /// A prepared workload: model, input, and one iteration to run repeatedly.
 pub struct Workload {
     run: Box<dyn FnMut() -> Result<()>>,
@@ -284,7 +295,7 @@ impl Workload {
     }
 
     /// Warm-up iterations (at least two, and at least [`WARMUP_MIN_S`] of them), then
-    /// `spec.iters` timed ones.
+    /// `spec.iters` timed ones, more while they took less than `spec.min_time_s` in all.
     pub fn measure(&mut self) -> Result<BenchResult> {
         let before = rnn_core::kernels::choices();
         let warm = Instant::now();
@@ -295,7 +306,11 @@ impl Workload {
             n += 1;
         }
         let mut times = Vec::with_capacity(self.spec.iters);
-        for _ in 0..self.spec.iters.max(1) {
+        let timed = Instant::now();
+        while times.len() < self.spec.iters.max(1)
+            || (timed.elapsed().as_secs_f64() < self.spec.min_time_s
+                && times.len() < TIMED_MAX_ITERS)
+        {
             let t0 = Instant::now();
             self.iterate()?;
             self.device.synchronize()?;

@@ -165,6 +165,8 @@ pub struct TableSpec {
     pub dtype: DType,
     /// Timed iterations (after the same warm-up rule), on both sides.
     pub iters: usize,
+    /// Seconds the timed iterations take at least ([`BenchSpec::min_time_s`]), both sides.
+    pub min_time_s: f64,
     /// A Python with PyTorch: time the same row in PyTorch too.
     pub pytorch: Option<PathBuf>,
     /// Allow TF32 in f32 matrix products on CUDA, on both sides (Candle's reduced-precision
@@ -407,6 +409,7 @@ fn measure_row(
         train,
         implementation: spec.implementation,
         iters: spec.iters,
+        min_time_s: spec.min_time_s,
         dtype: spec.dtype,
         masks: Default::default(),
         layer_norm: false,
@@ -518,6 +521,8 @@ pub(crate) fn run_torch(
         ("--layers", bench.layers.to_string()),
         ("--mode", if bench.train { "train" } else { "infer" }.into()),
         ("--iters", bench.iters.to_string()),
+        ("--min-time-s", bench.min_time_s.to_string()),
+        ("--max-iters", crate::bench::TIMED_MAX_ITERS.to_string()),
         ("--warmup-s", crate::bench::WARMUP_MIN_S.to_string()),
         ("--warmup-max", crate::bench::WARMUP_MAX_ITERS.to_string()),
         ("--device", torch_device(device)),
@@ -545,7 +550,7 @@ pub fn markdown_header(spec: &TableSpec, host: &Host) -> String {
     };
     let layers = if spec.layers == 1 { "layer" } else { "layers" };
     let mut s = format!(
-        "host: {}, {} threads (Rayon)\nrnn {}: impl {}, {}, {} {layers}, {dirs}; median of {} iterations after at least 2 warm-ups and 0.25 s of them; TF32 (CUDA only): {}",
+        "host: {}, {} threads (Rayon)\nrnn {}: impl {}, {}, {} {layers}, {dirs}; median of {} iterations{} after at least 2 warm-ups and 0.25 s of them; TF32 (CUDA only): {}",
         host.cpu_model,
         host.threads,
         env!("CARGO_PKG_VERSION"),
@@ -553,6 +558,11 @@ pub fn markdown_header(spec: &TableSpec, host: &Host) -> String {
         spec.dtype.as_str(),
         spec.layers,
         spec.iters,
+        if spec.min_time_s > 0.0 {
+            format!(" (more while they take less than {} s)", spec.min_time_s)
+        } else {
+            String::new()
+        },
         on_off(spec.tf32),
     );
     if let Some(p) = &spec.pytorch {
@@ -708,6 +718,7 @@ mod tests {
             implementation: BenchImpl::Fused,
             dtype: DType::F32,
             iters: 1,
+            min_time_s: 0.0,
             pytorch: None,
             tf32: false,
         };

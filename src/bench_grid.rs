@@ -52,6 +52,8 @@ pub struct GridSpec {
     pub max_rounds: usize,
     /// The largest ratio of one row's per-round ratios (max / min) taken as agreement.
     pub spread: f64,
+    /// Seconds each side's timed iterations take at least in a round ([`BenchSpec::min_time_s`]).
+    pub min_time_s: f64,
     /// A Python with PyTorch (no PyTorch column without it).
     pub pytorch: Option<PathBuf>,
     /// Folder of the report.
@@ -77,6 +79,7 @@ impl GridSpec {
             rounds: 2,
             max_rounds: 5,
             spread: 1.25,
+            min_time_s: GRID_MIN_TIME_S,
             pytorch: None,
             out: PathBuf::from("benches/results"),
         }
@@ -121,8 +124,13 @@ const TORCH_START_S: f64 = 3.0;
 const MODEL_FLOPS: f64 = 40e9;
 /// Per-step latency in the cost model, seconds (small shapes are latency bound).
 const MODEL_STEP_S: f64 = 8e-6;
-/// Wall time the timed iterations of one side of one round aim at, seconds.
+/// Wall time the timed iterations of one side of one round aim at by the cost model, seconds.
 const ROUND_TARGET_S: f64 = 0.4;
+/// Seconds each side's timed iterations take at least in a round, by the clock: the cost model's
+/// 40 GFLOP/s is about a quarter of what both sides reach on a 2-core Zen 4, so its iteration
+/// counts alone timed 0.01-0.1 s on small rows (a batch-1 row: 20 iterations of 0.4 ms), too
+/// short to outvote the noise of a shared host.
+pub const GRID_MIN_TIME_S: f64 = 0.4;
 
 impl Point {
     /// Multiply-add FLOPs of one iteration (forward, and twice that again for the backward).
@@ -325,6 +333,8 @@ pub struct GridReport {
     pub spread: f64,
     /// Seconds of warm-up iterations before each side's timed ones, in every round.
     pub warmup_s: f64,
+    /// Seconds each side's timed iterations took at least, in every round.
+    pub min_time_s: f64,
     /// Wall time of the run, minutes.
     pub wall_min: f64,
     /// The host's load averages (`/proc/loadavg`: 1, 5, 15 min) at the start and the end: a
@@ -414,6 +424,7 @@ pub fn run_grid(spec: &GridSpec, mut on_row: impl FnMut(&GridRow)) -> Result<Gri
             train: p.train,
             implementation: BenchImpl::Fused,
             iters,
+            min_time_s: spec.min_time_s,
             dtype: DType::F32,
             masks: BenchMasks::default(),
             layer_norm: false,
@@ -522,6 +533,7 @@ pub fn run_grid(spec: &GridSpec, mut on_row: impl FnMut(&GridRow)) -> Result<Gri
         max_rounds: spec.round_cap(),
         spread: spec.spread,
         warmup_s: crate::bench::WARMUP_MIN_S,
+        min_time_s: spec.min_time_s,
         wall_min: start.elapsed().as_secs_f64() / 60.0,
         load_avg: [load_start, load_avg()],
         skipped_rows: planned - rows.len(),
@@ -731,7 +743,8 @@ pub fn markdown(r: &GridReport) -> String {
          Ours: {} threads (Rayon), matrix kernels `RNN_KERNEL={}`, used: {}. PyTorch: {}, {} threads.\n\
          {} rows in {:.1} min ({} sampled rows left out at 1.5x the budget); load average (1, 5, 15 min) {} at the start, {} at the end. Each row: {} interleaved rounds (ours, then PyTorch, per round), \
          one more at a time up to {} while its per-round ratios differ by more than {}x (max / min); \
-         each side warms up for at least {} s (and two iterations) before its timed iterations; \
+         each side warms up for at least {} s (and two iterations) before its timed iterations, \
+         which take at least {} s (and the row's iteration count); \
          times the median over rounds of each round's median; the ratio is the median of the \
          per-round ratios (below 1: ours faster). Input size = hidden size, f32, batch-first; \
          train = forward + mean-square loss + backward.\n\n",
@@ -760,6 +773,7 @@ pub fn markdown(r: &GridReport) -> String {
         r.max_rounds,
         r.spread,
         r.warmup_s,
+        r.min_time_s,
     );
     s.push_str("## Targets (issue 28)\n\n| target | measured | status |\n|---|---:|---|\n");
     for t in &r.targets {

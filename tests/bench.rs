@@ -20,6 +20,7 @@ fn spec(cell: Mode, implementation: BenchImpl, train: bool, bidirectional: bool)
         train,
         implementation,
         iters: 3,
+        min_time_s: 0.0,
         dtype: DType::F32,
         masks: Default::default(),
         layer_norm: false,
@@ -212,4 +213,20 @@ fn layer_norm_runs_fused_and_composed_and_candle_nn_refuses_it() {
         err.contains("--layer-norm") && err.contains("candle-nn"),
         "{err}"
     );
+}
+
+#[test]
+fn min_time_adds_timed_iterations_until_it_has_passed() {
+    let mut s = spec(Mode::Lstm, BenchImpl::Fused, false, false);
+    s.iters = 2;
+    s.min_time_s = 0.3;
+    let start = std::time::Instant::now();
+    let r = Workload::new(&s, &Device::Cpu).unwrap().measure().unwrap();
+    // At least 0.25 s of warm-up and 0.3 s of timed iterations, each far shorter than that.
+    assert!(start.elapsed().as_secs_f64() >= 0.55);
+    assert!(r.iters > 2, "{r:?}");
+    // Without it, exactly `iters`.
+    s.min_time_s = 0.0;
+    let r = Workload::new(&s, &Device::Cpu).unwrap().measure().unwrap();
+    assert_eq!(r.iters, 2);
 }

@@ -307,6 +307,12 @@ fn single_run_and_flag_errors() {
     let r = json_rows(&stdout);
     assert_eq!(r.len(), 1);
     assert_eq!(r[0]["impl"], "rnn-fused");
+    assert_eq!(r[0]["iters"], 2);
+    // --min-time-s times more than --iters where these take less (a 2x3x4x5 iteration takes
+    // microseconds).
+    let (stdout, _) = bench(&["--json", "--min-time-s", "0.05"]);
+    let r = json_rows(&stdout);
+    assert!(r[0]["iters"].as_u64().unwrap() > 2, "{}", r[0]);
 
     let err = |args: &[&str]| {
         let mut all = vec!["rnn", "bench"];
@@ -325,6 +331,12 @@ fn single_run_and_flag_errors() {
     assert!(e.contains("'fast'"), "{e}");
     let e = err(&["--devices", "cpu", "--cells", "lstn"]);
     assert!(e.contains("lstn"), "{e}");
+    for bad in ["-1", "inf"] {
+        let e = err(&["--min-time-s", bad]);
+        assert!(e.contains("--min-time-s"), "{bad}: {e}");
+        let e = err(&["--devices", "cpu", "--min-time-s", bad]);
+        assert!(e.contains("--min-time-s"), "{bad}: {e}");
+    }
 }
 
 /// The embedded PyTorch script is valid Python, and its argument parsing (which needs no
@@ -351,6 +363,10 @@ fn the_embedded_script_parses() {
         "--bidirectional",
         "--mode",
         "--iters",
+        "--warmup-s",
+        "--warmup-max",
+        "--min-time-s",
+        "--max-iters",
         "--device",
         "--dtype",
         "--tf32",

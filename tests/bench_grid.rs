@@ -13,18 +13,34 @@ use serde_json::Value;
 /// The median the fake PyTorch reports, ms.
 const FAKE_TORCH_MS: f64 = 4.0;
 
+/// A fake PyTorch that appends its arguments after the script (`-c SCRIPT`) to `dir/args`, one
+/// run per line.
 fn fake_python(dir: &Path) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
     let path = dir.join("python");
     let line = format!(
         r#"{{"median_ms": {FAKE_TORCH_MS}, "min_ms": 3.5, "torch": "9.9.9-fake", "threads": 2, "backend": "fake"}}"#
     );
-    std::fs::write(&path, format!("#!/bin/sh\necho '{line}'\n")).unwrap();
+    let args = dir.join("args");
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = -c ] && shift 2 && echo \"$@\" >> '{}'\necho '{line}'\n",
+            args.display()
+        ),
+    )
+    .unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     path
 }
 
 fn grid(out: &Path, python: &Path, extra: &[&str]) -> std::process::Output {
+    grid_timed(out, python, extra, true)
+}
+
+/// [`grid`]; `short`: timed rounds of 0.01 s a side instead of the default (unless `extra`
+/// sets `--min-time-s`).
+fn grid_timed(out: &Path, python: &Path, extra: &[&str], short: bool) -> std::process::Output {
     let mut cmd = Command::new(common::rnn_bin());
     cmd.args([
         "bench",
@@ -37,6 +53,9 @@ fn grid(out: &Path, python: &Path, extra: &[&str]) -> std::process::Output {
     .args(["--grid-seq-len", "3,4"]);
     if !extra.contains(&"--grid-budget-min") {
         cmd.args(["--grid-budget-min", "0.8"]);
+    }
+    if short && !extra.contains(&"--min-time-s") {
+        cmd.args(["--min-time-s", "0.01"]);
     }
     cmd.arg("--pytorch")
         .arg(python)
@@ -88,6 +107,7 @@ fn a_tiny_grid_writes_rows_summaries_and_targets() {
     assert_eq!(r["kernel_setting"], "auto");
     assert_eq!(r["load_avg"].as_array().unwrap().len(), 2);
     assert_eq!(r["skipped_rows"], 0);
+    assert_eq!(r["min_time_s"], 0.01);
     let rows = r["rows"].as_array().unwrap();
     // 0.8 min at 2 rounds x 3 s of PyTorch start-up per row (the cost model): 7 or 8 rows,
     // every one the header line announced, at least one of each cell and mode.
@@ -224,6 +244,48 @@ fn a_tiny_grid_writes_rows_summaries_and_targets() {
 }
 
 #[test]
+fn both_sides_time_at_least_0_4_s_a_round_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let python = fake_python(dir.path());
+    let out = dir.path().join("results");
+    let run = grid_timed(
+        &out,
+        &python,
+        &["--grid-budget-min", "0.12", "--grid-spread", "1e9"],
+        false,
+    );
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{}\n{stdout}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let (r, md) = report(&out);
+    assert_eq!(r["min_time_s"], 0.4);
+    assert!(md.contains("which take at least 0.4 s"), "{md}");
+    let rows = r["rows"].as_array().unwrap();
+    assert!(!rows.is_empty());
+    // Every round of ours warmed up for 0.25 s and timed for 0.4 s (these tiny rows' 3-20
+    // iterations alone take milliseconds), so the run cannot have been shorter.
+    let rounds: f64 = rows.iter().map(|r| r["rounds"].as_f64().unwrap()).sum();
+    let wall_s = r["wall_min"].as_f64().unwrap() * 60.0;
+    assert!(
+        wall_s >= rounds * (0.25 + 0.4),
+        "{wall_s} s for {rounds} rounds"
+    );
+    // PyTorch's script is asked for the same floor, in every run (probe excluded).
+    let args = std::fs::read_to_string(dir.path().join("args")).unwrap();
+    let timed: Vec<&str> = args.lines().filter(|l| l.contains("--cell")).collect();
+    assert_eq!(timed.len(), 2 * rows.len(), "{args}");
+    for l in timed {
+        assert!(
+            l.contains("--min-time-s 0.4 ") && l.contains("--max-iters "),
+            "{l}"
+        );
+    }
+}
+
+#[test]
 fn bad_grid_options_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let python = fake_python(dir.path());
@@ -233,6 +295,8 @@ fn bad_grid_options_are_clear_errors() {
         (&["--grid-batch", "0"][..], "--grid-batch"),
         (&["--grid-rounds", "0"][..], "--grid-rounds"),
         (&["--grid-spread", "0.5"][..], "--grid-spread"),
+        (&["--min-time-s", "-1"][..], "--min-time-s"),
+        (&["--min-time-s", "NaN"][..], "--min-time-s"),
         (&["--layers", "2"][..], "cannot be used with"),
     ] {
         let run = grid(&out, &python, extra);

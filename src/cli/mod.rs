@@ -292,6 +292,10 @@ pub struct BenchArgs {
     /// Timed iterations (after the warm-up: at least 2 iterations and 0.25 s).
     #[arg(long, default_value_t = 20)]
     pub iters: usize,
+    /// Seconds the timed iterations take at least, on both sides of a comparison: more than
+    /// --iters of them where these take less (default 0: exactly --iters; with --grid 0.4).
+    #[arg(long, value_name = "S", allow_negative_numbers = true)]
+    pub min_time_s: Option<f64>,
     /// fused, composed or candle-nn.
     #[arg(long = "impl", default_value = "fused")]
     pub implementation: String,
@@ -420,6 +424,7 @@ fn bench_table(args: &BenchArgs, devices: &str) -> Result<()> {
         implementation: args.implementation.parse::<BenchImpl>()?,
         dtype: run::parse_dtype(&args.dtype)?,
         iters: args.iters,
+        min_time_s: min_time_s(args.min_time_s, 0.0)?,
         pytorch: args.pytorch.clone(),
         tf32: args.tf32,
     };
@@ -455,6 +460,15 @@ fn size_list(flag: &str, list: &str) -> Result<Vec<usize>> {
     }
 }
 
+/// `--min-time-s`, or `default` when it is not given: a finite number of seconds, at least 0.
+fn min_time_s(given: Option<f64>, default: f64) -> Result<f64> {
+    match given {
+        None => Ok(default),
+        Some(s) if s.is_finite() && s >= 0.0 => Ok(s),
+        Some(s) => anyhow::bail!("--min-time-s must be a number of seconds >= 0, got {s}"),
+    }
+}
+
 /// `rnn bench --grid`: rows printed as measured, then the report written.
 fn bench_grid(args: &BenchArgs) -> Result<()> {
     use crate::bench_grid::{self as grid, GridSpec};
@@ -479,6 +493,7 @@ fn bench_grid(args: &BenchArgs) -> Result<()> {
     spec.rounds = args.grid_rounds;
     spec.max_rounds = args.grid_max_rounds;
     spec.spread = args.grid_spread;
+    spec.min_time_s = min_time_s(args.min_time_s, spec.min_time_s)?;
     spec.pytorch = args.pytorch.clone();
     spec.out = args.grid_out.clone();
     let planned = grid::sample(&spec);
@@ -537,6 +552,7 @@ fn bench(args: BenchArgs) -> Result<()> {
         train,
         implementation: args.implementation.parse::<BenchImpl>()?,
         iters: args.iters,
+        min_time_s: min_time_s(args.min_time_s, 0.0)?,
         dtype,
         masks: crate::bench::BenchMasks {
             zoneout: args.zoneout,
