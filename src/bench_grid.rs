@@ -256,8 +256,11 @@ pub struct GridRow {
     pub ratio: Option<f64>,
     /// Each round's ratio.
     pub round_ratios: Vec<f64>,
-    /// Rounds run: `rounds`, or more where they disagreed.
+    /// Rounds run: `rounds`, or more where they disagreed (`late_rounds` included).
     pub rounds: usize,
+    /// Of them, the rounds run at the end of the grid, for a row whose first `max_rounds` still
+    /// disagreed (the last `late_rounds` of `round_ratios`).
+    pub late_rounds: usize,
     /// The kernels our products used.
     pub kernel: String,
     /// Errors, if any.
@@ -404,7 +407,8 @@ pub fn run_grid(spec: &GridSpec, mut on_row: impl FnMut(&GridRow)) -> Result<Gri
     let load_start = load_avg();
     let device = Device::Cpu;
     let mut rows = Vec::new();
-    let (mut torch_threads, mut torch) = (None, None);
+    let mut late = Vec::new();
+    let mut torch_info = TorchInfo::default();
     let planned = points.len();
     for p in points {
         // A host much slower than the cost model (or a loaded one) stops at 1.5x the budget
@@ -412,97 +416,27 @@ pub fn run_grid(spec: &GridSpec, mut on_row: impl FnMut(&GridRow)) -> Result<Gri
         if start.elapsed().as_secs_f64() > 1.5 * 60.0 * spec.budget_min {
             break;
         }
-        let iters = p.iters();
-        let bench = BenchSpec {
-            cell: p.cell,
-            batch: p.batch,
-            seq_len: p.seq_len,
-            input: p.input,
-            hidden: p.hidden,
-            layers: p.layers,
-            bidirectional: p.bidirectional,
-            train: p.train,
-            implementation: BenchImpl::Fused,
-            iters,
-            min_time_s: spec.min_time_s,
-            dtype: DType::F32,
-            masks: BenchMasks::default(),
-            layer_norm: false,
-        };
-        let (mut ours, mut theirs, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-        let mut notes = Vec::new();
-        let mut kernel = String::from("none");
-        let mut workload = match Workload::new(&bench, &device) {
-            Ok(w) => Some(w),
-            Err(e) => {
-                notes.push(format!("error: {}", error_line(&e)));
-                None
-            }
-        };
-        let mut round = 0;
-        while round < spec.rounds
-            || (round < spec.round_cap() && wants_more_rounds(&ratios, spec.spread))
-        {
-            round += 1;
-            let o = workload.as_mut().and_then(|w| match w.measure() {
-                Ok(r) => {
-                    kernel = r.kernel.clone();
-                    Some(r.median_ms)
-                }
-                Err(e) => {
-                    notes.push(format!("error: {}", error_line(&e)));
-                    None
-                }
-            });
-            let t = match &spec.pytorch {
-                Some(python) => match run_torch(python, &bench, "cpu", false) {
-                    Ok(t) => {
-                        torch_threads = torch_threads.or(t.threads);
-                        if torch.is_none() {
-                            torch = Some(format!(
-                                "{} ({})",
-                                t.torch.clone().unwrap_or_default(),
-                                t.backend.clone().unwrap_or_default()
-                            ));
-                        }
-                        Some(t.median_ms)
-                    }
-                    Err(e) => {
-                        notes.push(format!("PyTorch: {}", error_line(&e)));
-                        None
-                    }
-                },
-                None => None,
-            };
-            if let Some(o) = o {
-                ours.push(o);
-            }
-            if let Some(t) = t {
-                theirs.push(t);
-            }
-            if let (Some(o), Some(t)) = (o, t.filter(|t| *t > 0.0)) {
-                ratios.push(o / t);
-            }
-            if o.is_none() {
-                break;
-            }
-        }
-        notes.dedup();
-        let row = GridRow {
-            point: p,
-            mode: if p.train { "train" } else { "infer" }.into(),
-            iters,
-            ours_ms: median(&mut ours),
-            torch_ms: median(&mut theirs),
-            ratio: median(&mut ratios.clone()),
-            round_ratios: ratios,
-            rounds: round,
-            kernel,
-            note: notes.join("; "),
-        };
+        let mut run = RowRun::new(p, spec);
+        run.rounds(spec, &device, &mut torch_info, false);
+        let row = run.row();
         on_row(&row);
         rows.push(row);
+        if run.unsettled(spec) {
+            late.push((rows.len() - 1, run));
+        }
     }
+    // Rows whose rounds still disagree at the cap are measured again once the rest is done, when
+    // a disturbance of a few minutes has likely passed; their ratio is the median of all rounds.
+    for (i, mut run) in late {
+        run.rounds(spec, &device, &mut torch_info, true);
+        let row = run.row();
+        on_row(&row);
+        rows[i] = row;
+    }
+    let TorchInfo {
+        threads: torch_threads,
+        version: torch,
+    } = torch_info;
     let mut kernels: Vec<&str> = rows
         .iter()
         .flat_map(|r| r.kernel.split('+'))
@@ -541,6 +475,165 @@ pub fn run_grid(spec: &GridSpec, mut on_row: impl FnMut(&GridRow)) -> Result<Gri
         summary,
         targets,
     })
+}
+
+/// PyTorch's threads and version (with its backend), from its first run.
+#[derive(Default)]
+struct TorchInfo {
+    threads: Option<usize>,
+    version: Option<String>,
+}
+
+/// One row's rounds so far.
+struct RowRun {
+    point: Point,
+    bench: BenchSpec,
+    ours: Vec<f64>,
+    theirs: Vec<f64>,
+    ratios: Vec<f64>,
+    /// Rounds run in the first pass (the rest ran at the end of the grid).
+    early: usize,
+    rounds: usize,
+    notes: Vec<String>,
+    kernel: String,
+    failed: bool,
+}
+
+impl RowRun {
+    fn new(point: Point, spec: &GridSpec) -> Self {
+        let p = point;
+        Self {
+            point,
+            bench: BenchSpec {
+                cell: p.cell,
+                batch: p.batch,
+                seq_len: p.seq_len,
+                input: p.input,
+                hidden: p.hidden,
+                layers: p.layers,
+                bidirectional: p.bidirectional,
+                train: p.train,
+                implementation: BenchImpl::Fused,
+                iters: p.iters(),
+                min_time_s: spec.min_time_s,
+                dtype: DType::F32,
+                masks: BenchMasks::default(),
+                layer_norm: false,
+            },
+            ours: Vec::new(),
+            theirs: Vec::new(),
+            ratios: Vec::new(),
+            early: 0,
+            rounds: 0,
+            notes: Vec::new(),
+            kernel: String::from("none"),
+            failed: false,
+        }
+    }
+
+    /// Whether the first pass ended at the cap with its rounds still disagreeing.
+    fn unsettled(&self, spec: &GridSpec) -> bool {
+        !self.failed
+            && spec.round_cap() > spec.rounds
+            && self.rounds == spec.round_cap()
+            && wants_more_rounds(&self.ratios, spec.spread)
+    }
+
+    /// One pass: `spec.rounds` interleaved rounds, then one more at a time while this pass's
+    /// ratios disagree, up to `spec.round_cap()` in the pass. The workload lives for the pass.
+    fn rounds(&mut self, spec: &GridSpec, device: &Device, torch: &mut TorchInfo, late: bool) {
+        let mut workload = match Workload::new(&self.bench, device) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                self.notes.push(format!("error: {}", error_line(&e)));
+                self.failed = true;
+                None
+            }
+        };
+        let first = self.ratios.len();
+        let mut round = 0;
+        while round < spec.rounds
+            || (round < spec.round_cap() && wants_more_rounds(&self.ratios[first..], spec.spread))
+        {
+            round += 1;
+            let o = workload.as_mut().and_then(|w| match w.measure() {
+                Ok(r) => {
+                    self.kernel = r.kernel.clone();
+                    Some(r.median_ms)
+                }
+                Err(e) => {
+                    self.notes.push(format!("error: {}", error_line(&e)));
+                    None
+                }
+            });
+            let t = match &spec.pytorch {
+                Some(python) => match run_torch(python, &self.bench, "cpu", false) {
+                    Ok(t) => {
+                        torch.threads = torch.threads.or(t.threads);
+                        if torch.version.is_none() {
+                            torch.version = Some(format!(
+                                "{} ({})",
+                                t.torch.clone().unwrap_or_default(),
+                                t.backend.clone().unwrap_or_default()
+                            ));
+                        }
+                        Some(t.median_ms)
+                    }
+                    Err(e) => {
+                        self.notes.push(format!("PyTorch: {}", error_line(&e)));
+                        None
+                    }
+                },
+                None => None,
+            };
+            if let Some(o) = o {
+                self.ours.push(o);
+            }
+            if let Some(t) = t {
+                self.theirs.push(t);
+            }
+            if let (Some(o), Some(t)) = (o, t.filter(|t| *t > 0.0)) {
+                self.ratios.push(o / t);
+            }
+            if o.is_none() {
+                self.failed = true;
+                break;
+            }
+        }
+        self.rounds += round;
+        if !late {
+            self.early = self.rounds;
+        } else if wants_more_rounds(&self.ratios[first..], spec.spread) {
+            self.notes.push(format!(
+                "unsettled: the last {} rounds still differ by more than {}x",
+                self.rounds - self.early,
+                spec.spread
+            ));
+        }
+    }
+
+    fn row(&self) -> GridRow {
+        let mut notes = self.notes.clone();
+        notes.dedup();
+        let late_rounds = self.rounds - self.early;
+        if late_rounds > 0 {
+            notes.insert(0, format!("{late_rounds} rounds at the end of the run"));
+        }
+        let p = self.point;
+        GridRow {
+            point: p,
+            mode: if p.train { "train" } else { "infer" }.into(),
+            iters: self.bench.iters,
+            ours_ms: median(&mut self.ours.clone()),
+            torch_ms: median(&mut self.theirs.clone()),
+            ratio: median(&mut self.ratios.clone()),
+            round_ratios: self.ratios.clone(),
+            rounds: self.rounds,
+            late_rounds,
+            kernel: self.kernel.clone(),
+            note: notes.join("; "),
+        }
+    }
 }
 
 fn describe(p: &Point) -> String {
@@ -742,10 +835,12 @@ pub fn markdown(r: &GridReport) -> String {
          CPU: {}; widest kernel it runs: {}.\n\
          Ours: {} threads (Rayon), matrix kernels `RNN_KERNEL={}`, used: {}. PyTorch: {}, {} threads.\n\
          {} rows in {:.1} min ({} sampled rows left out at 1.5x the budget); load average (1, 5, 15 min) {} at the start, {} at the end. Each row: {} interleaved rounds (ours, then PyTorch, per round), \
-         one more at a time up to {} while its per-round ratios differ by more than {}x (max / min); \
+         one more at a time up to {} while its per-round ratios differ by more than {}x (max / min), \
+         and a row still differing at that cap gets as many rounds again by the same rule at the end \
+         of the run (its note says so); \
          each side warms up for at least {} s (and two iterations) before its timed iterations, \
          which take at least {} s (and the row's iteration count); \
-         times the median over rounds of each round's median; the ratio is the median of the \
+         times the median over rounds of each round's median; the ratio is the median of all its \
          per-round ratios (below 1: ours faster). Input size = hidden size, f32, batch-first; \
          train = forward + mean-square loss + backward.\n\n",
         r.cpu_model,
@@ -941,6 +1036,7 @@ mod tests {
             ratio: Some(ratio),
             round_ratios: vec![ratio],
             rounds: 1,
+            late_rounds: 0,
             kernel: "avx2".into(),
             note: String::new(),
         };

@@ -368,8 +368,9 @@ pub struct BenchArgs {
     /// With --grid: interleaved rounds per row (ours then PyTorch, each round).
     #[arg(long, value_name = "N", default_value_t = 2, requires = "grid")]
     pub grid_rounds: usize,
-    /// With --grid: rounds a row may take in all; a row whose per-round ratios (ours / PyTorch)
-    /// differ by more than --grid-spread gets further rounds, one at a time, up to this many.
+    /// With --grid: rounds a row may take in a pass; a row whose per-round ratios (ours / PyTorch)
+    /// differ by more than --grid-spread gets further rounds, one at a time, up to this many, and
+    /// if they still differ, a second pass by the same rule at the end of the run.
     #[arg(long, value_name = "N", default_value_t = 5, requires = "grid")]
     pub grid_max_rounds: usize,
     /// With --grid: the per-round ratios' spread (max / min) above which a row gets another round.
