@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Everything issue 28 asks of a CPU host, in one command, for a host nobody has measured yet
+# (an Intel Xeon, an AVX2-only AMD): the FMA peak, the shape grid against PyTorch with the
+# kernels chosen by measurement, the grid again with every product pinned to each further kernel
+# this CPU runs and PyTorch held to AVX2 as well, the end-to-end LM steps, and the kernel tests
+# that force every ISA path. Usage:
+#   TORCH_PY=/path/to/venv/bin/python bash benches/host_survey.sh [OUT]
+# OUT defaults to benches/results/survey-<cpu-model>-<date>; it receives survey.md (host, commands,
+# every target per run), the grids' reports and logs, lm_step.jsonl and the tests' log.
+# About 35 minutes on 2 cores (two or three grids of about 10 minutes, the LM steps about 6).
+# Run it on a quiet host: anything else running shows up in every number (each grid report
+# records the load average). GRID_ARGS (extra `rnn bench --grid` flags), ROUNDS and STEPS (of
+# benches/lm_step.sh) shrink it for a trial run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+: "${TORCH_PY:?set TORCH_PY to a Python with PyTorch (see ../shared/reference/README.md)}"
+cpu=$(lscpu | sed -n 's/^Model name: *//p' | head -1)
+slug=$(printf '%s' "$cpu" | tr 'A-Z' 'a-z' | tr -cs 'a-z0-9' '-' | sed 's/^-//; s/-$//')
+out=${1:-benches/results/survey-$slug-$(date -u +%Y%m%d)}
+mkdir -p "$out"
+cargo build --release --bin rnn >&2
+RNN=${CARGO_TARGET_DIR:-target}/release/rnn
+md=$out/survey.md
+flags=$(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx2|fma|avx512f|avx512_bf16|avx512vl)$' | sort | tr '\n' ' ')
+{
+  echo "# Host survey: $cpu"
+  echo
+  echo "$(date -u '+%Y-%m-%d %H:%M') UTC; commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)."
+  echo "CPU: $(grep -m3 -E '^(vendor_id|cpu family|model)\s' /proc/cpuinfo | sed 's/.*: //' | paste -sd' ')," \
+    "$(nproc) threads; flags of interest: $flags"
+  echo "PyTorch: $("$TORCH_PY" -c 'import torch; print(torch.__version__, torch.get_num_threads(), "threads")')"
+  echo
+} >"$md"
+
+# The FMA peak: the ceiling for every GFLOP/s rate of the grids.
+if command -v gcc >/dev/null; then
+  gcc -O2 -mavx2 -mfma -pthread -o "$out/fma_peak" benches/fma_peak.c
+  {
+    echo "## FMA peak (benches/fma_peak.c, 256-bit FMAs)"
+    echo
+    for t in 1 "$(nproc)"; do echo "- $("$out/fma_peak" "$t")"; done
+    echo
+  } >>"$md"
+  rm -f "$out/fma_peak"
+fi
+
+# Every kernel this CPU runs, each against the portable path (issue 28, item 4).
+cargo test --release -p rnn-core --lib gemm >"$out/kernel-tests.log" 2>&1 &&
+  echo "Kernel tests (every ISA path against the portable one): passed, $(grep -c '\.\.\. ok' "$out/kernel-tests.log") tests (kernel-tests.log)." >>"$md" ||
+  echo "Kernel tests: FAILED (kernel-tests.log)." >>"$md"
+echo >>"$md"
+
+grid() { # name, then environment assignments for the run
+  local name=$1
+  shift
+  mkdir -p "$out/$name"
+  # shellcheck disable=SC2086 # GRID_ARGS is a list of flags
+  env "$@" "$RNN" bench --grid --pytorch "$TORCH_PY" --grid-out "$out/$name" ${GRID_ARGS:-} \
+    >"$out/$name.log" 2>&1
+  {
+    echo "## Grid: $name (${*:-RNN_KERNEL=auto})"
+    echo
+    grep '^target:' "$out/$name.log" | sed 's/^target: /- /'
+    grep -m1 'rows in' "$out/$name"/*.md | sed 's/ (.*//; s/^/- /'
+    echo
+  } >>"$md"
+}
+
+grid auto
+if grep -q avx512f <<<"$flags"; then
+  # An AVX-512 host stands in for the AVX2 host class with both sides held to AVX2 (oneDNN's
+  # verbose log then reads `isa:Intel AVX2`).
+  grid both-avx2 RNN_KERNEL=avx2 RNN_KERNEL_CACHE=off ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2
+fi
+
+ROUNDS=${ROUNDS:-3}
+STEPS=${STEPS:-150}
+TORCH_PY=$TORCH_PY ROUNDS=$ROUNDS STEPS=$STEPS bash benches/lm_step.sh >"$out/lm_step.jsonl"
+{
+  echo "## One training step of the default LMs (benches/lm_step.sh, ROUNDS=$ROUNDS STEPS=$STEPS), mean ms"
+  echo
+  python3 - "$out/lm_step.jsonl" <<'EOF'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+for task in ("word-lm", "char-lm"):
+    ours = [r["mean_ms"] for r in rows if r.get("task") == task and r.get("impl") == "ours"]
+    torch = [r["mean_ms"] for r in rows if r.get("task") == task and r.get("impl") != "ours"]
+    pairs = ", ".join(f"{o:.1f} / {t:.1f} ({o / t:.2f}x)" for o, t in zip(ours, torch))
+    print(f"- {task}, ours / PyTorch per round: {pairs}")
+EOF
+  echo
+} >>"$md"
+echo "wrote $md" >&2
+cat "$md"
