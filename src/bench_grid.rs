@@ -127,9 +127,8 @@ const MODEL_STEP_S: f64 = 8e-6;
 /// Wall time the timed iterations of one side of one round aim at by the cost model, seconds.
 const ROUND_TARGET_S: f64 = 0.4;
 /// Seconds each side's timed iterations take at least in a round, by the clock: the cost model's
-/// 40 GFLOP/s is about a quarter of what both sides reach on a 2-core Zen 4, so its iteration
-/// counts alone timed 0.01-0.1 s on small rows (a batch-1 row: 20 iterations of 0.4 ms), too
-/// short to outvote the noise of a shared host.
+/// throughput is a low guess, so its iteration counts alone can time a few milliseconds on small
+/// rows, too short to outvote the noise of a shared host (benches/README.md, "The shape grid").
 pub const GRID_MIN_TIME_S: f64 = 0.4;
 
 impl Point {
@@ -428,6 +427,9 @@ pub fn run_grid(spec: &GridSpec, mut on_row: impl FnMut(&GridRow)) -> Result<Gri
     // Rows whose rounds still disagree at the cap are measured again once the rest is done, when
     // a disturbance of a few minutes has likely passed; their ratio is the median of all rounds.
     for (i, mut run) in late {
+        if start.elapsed().as_secs_f64() > 1.5 * 60.0 * spec.budget_min {
+            break;
+        }
         run.rounds(spec, &device, &mut torch_info, true);
         let row = run.row();
         on_row(&row);
