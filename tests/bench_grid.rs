@@ -13,25 +13,34 @@ use serde_json::Value;
 /// The median the fake PyTorch reports, ms.
 const FAKE_TORCH_MS: f64 = 4.0;
 
-/// A fake PyTorch that appends its arguments after the script (`-c SCRIPT`) to `dir/args`, one
-/// run per line.
-fn fake_python(dir: &Path) -> PathBuf {
+/// An executable shell script `dir/python` with `body`.
+fn script(dir: &Path, body: &str) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
     let path = dir.join("python");
-    let line = format!(
-        r#"{{"median_ms": {FAKE_TORCH_MS}, "min_ms": 3.5, "torch": "9.9.9-fake", "threads": 2, "backend": "fake"}}"#
-    );
-    let args = dir.join("args");
-    std::fs::write(
-        &path,
-        format!(
-            "#!/bin/sh\n[ \"$1\" = -c ] && shift 2 && echo \"$@\" >> '{}'\necho '{line}'\n",
-            args.display()
-        ),
-    )
-    .unwrap();
+    std::fs::write(&path, format!("#!/bin/sh\n{body}")).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     path
+}
+
+/// The JSON line of the fake PyTorch, reporting a median of `ms`.
+fn torch_line(ms: f64) -> String {
+    format!(
+        r#"{{"median_ms": {ms}, "min_ms": 1.0, "torch": "9.9.9-fake", "threads": 2, "backend": "fake"}}"#
+    )
+}
+
+/// A fake PyTorch reporting [`FAKE_TORCH_MS`] that appends its arguments after the script
+/// (`-c SCRIPT`) to `dir/args`, one run per line.
+fn fake_python(dir: &Path) -> PathBuf {
+    let args = dir.join("args");
+    script(
+        dir,
+        &format!(
+            "[ \"$1\" = -c ] && shift 2 && echo \"$@\" >> '{}'\necho '{}'\n",
+            args.display(),
+            torch_line(FAKE_TORCH_MS)
+        ),
+    )
 }
 
 fn grid(out: &Path, python: &Path, extra: &[&str]) -> std::process::Output {
@@ -66,6 +75,29 @@ fn grid_timed(out: &Path, python: &Path, extra: &[&str], short: bool) -> std::pr
         .unwrap()
 }
 
+/// [`grid_timed`], which must succeed: the report (as [`report`]) and the standard output.
+fn grid_ok(out: &Path, python: &Path, extra: &[&str], short: bool) -> (Value, String, String) {
+    let run = grid_timed(out, python, extra, short);
+    let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
+    assert!(
+        run.status.success(),
+        "{}\n{stdout}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let (r, md) = report(out);
+    (r, md, stdout)
+}
+
+/// A row's per-round ratios.
+fn round_ratios(row: &Value) -> Vec<f64> {
+    row["round_ratios"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect()
+}
+
 fn report(out: &Path) -> (Value, String) {
     let files: Vec<PathBuf> = std::fs::read_dir(out)
         .unwrap()
@@ -93,14 +125,7 @@ fn a_tiny_grid_writes_rows_summaries_and_targets() {
     let dir = tempfile::tempdir().unwrap();
     let python = fake_python(dir.path());
     let out = dir.path().join("results");
-    let run = grid(&out, &python, &[]);
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "{}\n{stdout}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let (r, md) = report(&out);
+    let (r, md, stdout) = grid_ok(&out, &python, &[], true);
     assert_eq!(r["cpu_model"], rnn::rnn_core::kernels::cpu_model().as_str());
     assert!(r["threads"].as_u64().unwrap() >= 1);
     assert_eq!(r["torch_threads"], 2);
@@ -133,12 +158,7 @@ fn a_tiny_grid_writes_rows_summaries_and_targets() {
         // the five still differ, a second pass by the same rule at the end of the run.
         let all = row["rounds"].as_u64().unwrap() as usize;
         let late = row["late_rounds"].as_u64().unwrap() as usize;
-        let rr: Vec<f64> = row["round_ratios"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap())
-            .collect();
+        let rr = round_ratios(row);
         assert_eq!(rr.len(), all, "{row}");
         let spread = |v: &[f64]| {
             v.iter().copied().reduce(f64::max).unwrap()
@@ -281,19 +301,12 @@ fn both_sides_time_at_least_0_4_s_a_round_by_default() {
     let dir = tempfile::tempdir().unwrap();
     let python = fake_python(dir.path());
     let out = dir.path().join("results");
-    let run = grid_timed(
+    let (r, md, _) = grid_ok(
         &out,
         &python,
         &["--grid-budget-min", "0.12", "--grid-spread", "1e9"],
         false,
     );
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "{}\n{stdout}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let (r, md) = report(&out);
     assert_eq!(r["min_time_s"], 0.4);
     assert!(md.contains("which take at least 0.4 s"), "{md}");
     let rows = r["rows"].as_array().unwrap();
@@ -323,34 +336,20 @@ fn both_sides_time_at_least_0_4_s_a_round_by_default() {
 /// so every pair of rounds differs by about 10x.
 #[test]
 fn unsettled_rows_get_a_second_pass_at_the_end() {
-    use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
-    let python = dir.path().join("python");
     let count = dir.path().join("count");
-    let line = |ms: f64| {
-        format!(r#"{{"median_ms": {ms}, "min_ms": 1.0, "torch": "9.9.9-fake", "threads": 2}}"#)
-    };
-    std::fs::write(
-        &python,
-        format!(
-            "#!/bin/sh\nn=$(cat '{c}' 2>/dev/null || echo 0); echo $((n + 1)) > '{c}'\n\
+    let python = script(
+        dir.path(),
+        &format!(
+            "n=$(cat '{c}' 2>/dev/null || echo 0); echo $((n + 1)) > '{c}'\n\
              if [ $((n % 2)) = 0 ]; then echo '{}'; else echo '{}'; fi\n",
-            line(4.0),
-            line(40.0),
+            torch_line(4.0),
+            torch_line(40.0),
             c = count.display()
         ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&python, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let out = dir.path().join("results");
-    let run = grid(&out, &python, &["--grid-budget-min", "0.12"]);
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "{}\n{stdout}",
-        String::from_utf8_lossy(&run.stderr)
     );
-    let (r, md) = report(&out);
+    let out = dir.path().join("results");
+    let (r, md, stdout) = grid_ok(&out, &python, &["--grid-budget-min", "0.12"], true);
     let rows = r["rows"].as_array().unwrap();
     assert!(!rows.is_empty());
     for row in rows {
@@ -363,12 +362,7 @@ fn unsettled_rows_get_a_second_pass_at_the_end() {
             "{row}"
         );
         // The ratio is the median of all ten rounds.
-        let mut rr: Vec<f64> = row["round_ratios"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap())
-            .collect();
+        let mut rr = round_ratios(row);
         assert_eq!(rr.len(), 10);
         rr.sort_by(f64::total_cmp);
         let want = (rr[4] + rr[5]) / 2.0;
