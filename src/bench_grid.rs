@@ -253,6 +253,10 @@ pub struct GridRow {
     pub torch_ms: Option<f64>,
     /// The median over rounds of ours / PyTorch per round (below 1: ours faster).
     pub ratio: Option<f64>,
+    /// The rate of our median time, GFLOP/s of the products ([`Point::flops`]).
+    pub ours_gflops: Option<f64>,
+    /// PyTorch's, likewise.
+    pub torch_gflops: Option<f64>,
     /// Each round's ratio.
     pub round_ratios: Vec<f64>,
     /// Rounds run: `rounds`, or more where they disagreed (`late_rounds` included).
@@ -622,12 +626,19 @@ impl RowRun {
             notes.insert(0, format!("{late_rounds} rounds at the end of the run"));
         }
         let p = self.point;
+        let (ours_ms, torch_ms) = (
+            median(&mut self.ours.clone()),
+            median(&mut self.theirs.clone()),
+        );
+        let gflops = |ms: Option<f64>| ms.filter(|ms| *ms > 0.0).map(|ms| p.flops() / ms / 1e6);
         GridRow {
             point: p,
             mode: if p.train { "train" } else { "infer" }.into(),
             iters: self.bench.iters,
-            ours_ms: median(&mut self.ours.clone()),
-            torch_ms: median(&mut self.theirs.clone()),
+            ours_ms,
+            torch_ms,
+            ours_gflops: gflops(ours_ms),
+            torch_gflops: gflops(torch_ms),
             ratio: median(&mut self.ratios.clone()),
             round_ratios: self.ratios.clone(),
             rounds: self.rounds,
@@ -804,7 +815,7 @@ fn x(v: Option<f64>) -> String {
 pub fn markdown_row(r: &GridRow) -> String {
     let p = &r.point;
     format!(
-        "| {} | {} | {}x{}x{}x{} | {} | {} | {} | {} | {} | {} | {} | {} |",
+        "| {} | {} | {}x{}x{}x{} | {} | {} | {} | {} | {} | {} | {} / {} | {} | {} |",
         p.cell.as_str(),
         r.mode,
         p.batch,
@@ -821,13 +832,20 @@ pub fn markdown_row(r: &GridRow) -> String {
             .map(|v| format!("{v:.2}"))
             .collect::<Vec<_>>()
             .join(", "),
+        rate(r.ours_gflops),
+        rate(r.torch_gflops),
         r.kernel,
         r.note.replace('|', "\\|").replace(['\n', '\r'], " ")
     )
 }
 
+/// A GFLOP/s rate for the rows' table, `-` when unknown.
+fn rate(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".into(), |v| format!("{v:.0}"))
+}
+
 /// The header of the rows' table.
-pub const ROWS_HEADER: &str = "| cell | mode | BxTxIxH | layers | dirs | ours ms | PyTorch ms | ours / PyTorch | per round | kernel | note |\n|---|---|---|---:|---|---:|---:|---:|---|---|---|";
+pub const ROWS_HEADER: &str = "| cell | mode | BxTxIxH | layers | dirs | ours ms | PyTorch ms | ours / PyTorch | per round | GFLOP/s ours / PyTorch | kernel | note |\n|---|---|---|---:|---|---:|---:|---:|---|---:|---|---|";
 
 /// The report as Markdown.
 pub fn markdown(r: &GridReport) -> String {
@@ -1036,6 +1054,8 @@ mod tests {
             ours_ms: Some(ratio),
             torch_ms: Some(1.0),
             ratio: Some(ratio),
+            ours_gflops: None,
+            torch_gflops: None,
             round_ratios: vec![ratio],
             rounds: 1,
             late_rounds: 0,

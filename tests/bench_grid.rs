@@ -148,6 +148,15 @@ fn a_tiny_grid_writes_rows_summaries_and_targets() {
             row["torch_ms"].as_f64().unwrap(),
         );
         assert_eq!(torch, FAKE_TORCH_MS);
+        // Both rates are the row's FLOPs over each side's time: the same FLOPs.
+        let (og, tg) = (
+            row["ours_gflops"].as_f64().unwrap(),
+            row["torch_gflops"].as_f64().unwrap(),
+        );
+        assert!(
+            og > 0.0 && ((og * ours) / (tg * torch) - 1.0).abs() < 1e-9,
+            "{row}"
+        );
         // The median of per-round ratios, each ours / 4 ms.
         let ratio = row["ratio"].as_f64().unwrap();
         assert!(
