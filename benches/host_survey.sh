@@ -6,11 +6,12 @@
 # that force every ISA path. Usage:
 #   TORCH_PY=/path/to/venv/bin/python bash benches/host_survey.sh [OUT]
 # OUT defaults to benches/results/survey-<cpu-model>-<date>; it receives survey.md (host, commands,
-# every target per run), the grids' reports and logs, lm_step.jsonl and the tests' log.
+# every target per run, the profiles' top symbols), the grids' reports and logs, perf-*.txt,
+# lm_step.jsonl and the tests' log.
 # About 35 minutes on 2 cores (two or three grids of about 10 minutes, the LM steps about 6).
 # Run it on a quiet host: anything else running shows up in every number (each grid report
 # records the load average). GRID_ARGS (extra `rnn bench --grid` flags), ROUNDS and STEPS (of
-# benches/lm_step.sh) shrink it for a trial run.
+# benches/lm_step.sh), PROFILE_ITERS and PROFILE_STEPS shrink it for a trial run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${TORCH_PY:?set TORCH_PY to a Python with PyTorch (see ../shared/reference/README.md)}"
@@ -71,6 +72,34 @@ if grep -q avx512f <<<"$flags"; then
   # An AVX-512 host stands in for the AVX2 host class with both sides held to AVX2 (oneDNN's
   # verbose log then reads `isa:Intel AVX2`).
   grid both-avx2 RNN_KERNEL=avx2 RNN_KERNEL_CACHE=off ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2
+fi
+
+# Where the time goes (issue 28, item 6): the hottest symbols of the issue's headline LSTM case
+# and of the default word-LM's training, if perf is installed.
+if command -v perf >/dev/null; then
+  DATA=${DATA:-../shared/data}
+  profile() { # name, then the rnn command line
+    local name=$1
+    shift
+    perf record -q -F 999 -g -o "$out/perf.data" "$RNN" "$@" >/dev/null 2>&1 &&
+      perf report -i "$out/perf.data" --no-children --percent-limit 1.5 --stdio 2>/dev/null |
+      grep -E '^ +[0-9.]+%' >"$out/perf-$name.txt" || true
+    rm -f "$out/perf.data"
+    {
+      echo "### Profile: $name (perf-$name.txt; self time, symbols over 1.5%)"
+      echo
+      head -12 "$out/perf-$name.txt" | sed 's/^ */    /'
+      echo
+    } >>"$md"
+  }
+  profile lstm-32x64x256x256-train bench --cell lstm --batch 32 --seq-len 64 --input-size 256 \
+    --hidden-size 256 --mode train --iters "${PROFILE_ITERS:-100}"
+  if [ -f "$DATA/word_lm/ptb.train.txt" ]; then
+    rm -rf "$out/wordlm-run"
+    profile word-lm-train train word-lm --data "$DATA/word_lm/ptb.train.txt" \
+      --max-steps "${PROFILE_STEPS:-200}" --out "$out/wordlm-run"
+    rm -rf "$out/wordlm-run"
+  fi
 fi
 
 ROUNDS=${ROUNDS:-3}
