@@ -17,7 +17,7 @@ use rnn_train::metrics::masked_cross_entropy;
 use rnn_train::optim::{AdamWConfig, LrScheduleConfig, OptimizerConfig, SgdConfig};
 use rnn_train::trainer::{
     EarlyStopping, EvalRecord, Evaluation, MainMetric, NonFinitePolicy, StepLoss, TrainTask,
-    Trainer, TrainerConfig,
+    Trainer, TrainerConfig, WeightAverage,
 };
 use rnn_train::Error;
 
@@ -568,6 +568,158 @@ fn early_stopping_and_plateau_decay_follow_the_validation_loss() {
     assert_eq!(best, vec![true, true, false, false, false]);
 }
 
+/// The weights after `steps` steps of `cfg` from the init of seed 4 (runs are deterministic).
+fn weights_after(cfg: &TrainerConfig, steps: u64) -> Vec<(String, Vec<f32>)> {
+    let map = VarMap::new();
+    let mut task = LmTask::new(&map, 4);
+    let mut cfg = cfg.clone();
+    cfg.max_steps = Some(steps);
+    cfg.average = None;
+    Trainer::new(cfg, map.clone())
+        .unwrap()
+        .fit(&mut task)
+        .unwrap();
+    params(&map)
+}
+
+/// A trainer's weight average, sorted by name like [`params`].
+fn average_of(trainer: &Trainer) -> Vec<(String, Vec<f32>)> {
+    let mut v: Vec<_> = trainer
+        .weight_average()
+        .unwrap()
+        .into_iter()
+        .map(|(k, t)| (k, t.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+fn assert_close(a: &[(String, Vec<f32>)], b: &[(String, Vec<f64>)], tol: f64) {
+    assert_eq!(a.len(), b.len());
+    for ((na, va), (nb, vb)) in a.iter().zip(b) {
+        assert_eq!(na, nb);
+        for (x, y) in va.iter().zip(vb) {
+            assert!((*x as f64 - y).abs() <= tol, "{na}: {x} vs {y}");
+        }
+    }
+}
+
+#[test]
+fn weight_average_is_the_mean_or_ema_of_every_steps_weights_and_is_what_is_evaluated() {
+    let steps = 6;
+    let mut cfg = config(steps);
+    cfg.eval_every = None;
+    let after: Vec<_> = (1..=steps).map(|k| weights_after(&cfg, k)).collect();
+    for ema_decay in [None, Some(0.7)] {
+        let out = tempfile::tempdir().unwrap();
+        let map = VarMap::new();
+        let mut task = LmTask::new(&map, 4);
+        let mut avg_cfg = cfg.clone();
+        avg_cfg.average = Some(WeightAverage {
+            start_epoch: 0,
+            ema_decay,
+        });
+        let mut trainer = Trainer::new(avg_cfg, map.clone())
+            .unwrap()
+            .with_out_dir(out.path())
+            .unwrap();
+        let report = trainer.fit(&mut task).unwrap();
+        // Training ran on the last weights, which are back in place after the evaluations.
+        assert_eq!(params(&map), after[steps as usize - 1]);
+        // The reference, in f64 on the host: the mean of the six steps' weights, or the EMA
+        // started at the first step's weights.
+        let want: Vec<(String, Vec<f64>)> = (0..after[0].len())
+            .map(|i| {
+                let name = after[0][i].0.clone();
+                let n = after[0][i].1.len();
+                let mut acc: Vec<f64> = after[0][i].1.iter().map(|&x| x as f64).collect();
+                for (k, w) in after.iter().enumerate().skip(1) {
+                    for (j, a) in acc.iter_mut().enumerate().take(n) {
+                        let x = w[i].1[j] as f64;
+                        *a = match ema_decay {
+                            None => *a + (x - *a) / (k + 1) as f64,
+                            Some(d) => d * *a + (1.0 - d) * x,
+                        };
+                    }
+                }
+                (name, acc)
+            })
+            .collect();
+        let avg = average_of(&trainer);
+        assert_close(&avg, &want, 1e-5);
+        // It differs from the last weights (or the test would show nothing).
+        assert_ne!(avg, params(&map));
+        // The evaluation at the last step scored the average, and `best/` holds it.
+        let mut scored = VarMap::new();
+        let mut scored_task = LmTask::new(&scored, 4);
+        for (name, t) in trainer.weight_average().unwrap() {
+            scored.set_one(&name, t).unwrap();
+        }
+        let want_loss = scored_task.evaluate().unwrap().loss;
+        assert_eq!(report.last.as_ref().unwrap().valid_loss, want_loss);
+        scored = VarMap::new();
+        let _ = LmTask::new(&scored, 9);
+        scored
+            .load(out.path().join("best/model.safetensors"))
+            .unwrap();
+        assert_eq!(params(&scored), avg);
+    }
+}
+
+#[test]
+fn resume_with_a_weight_average_is_bit_identical() {
+    let mut cfg = config(30);
+    cfg.average = Some(WeightAverage {
+        start_epoch: 0,
+        ema_decay: None,
+    });
+    let straight_dir = tempfile::tempdir().unwrap();
+    let straight_map = VarMap::new();
+    let mut task = LmTask::new(&straight_map, 5);
+    let mut straight = Trainer::new(cfg.clone(), straight_map.clone())
+        .unwrap()
+        .with_out_dir(straight_dir.path())
+        .unwrap();
+    straight.fit(&mut task).unwrap();
+
+    let resumed_dir = tempfile::tempdir().unwrap();
+    let first_map = VarMap::new();
+    let mut first_task = LmTask::new(&first_map, 5);
+    let mut first_cfg = cfg.clone();
+    first_cfg.max_steps = Some(20);
+    Trainer::new(first_cfg, first_map)
+        .unwrap()
+        .with_out_dir(resumed_dir.path())
+        .unwrap()
+        .fit(&mut first_task)
+        .unwrap();
+    let ck = checkpoint::load(&resumed_dir.path().join("checkpoint"), &Device::Cpu).unwrap();
+    let extra = ck.extra_tensors.unwrap();
+    assert!(
+        extra.keys().any(|k| k.starts_with("trainer.average.")),
+        "{:?}",
+        extra.keys()
+    );
+    assert_eq!(ck.state.trainer["average_count"], 20);
+
+    let second_map = VarMap::new();
+    let mut second_task = LmTask::new(&second_map, 99);
+    let mut resumed = Trainer::new(cfg, second_map.clone())
+        .unwrap()
+        .with_out_dir(resumed_dir.path())
+        .unwrap();
+    resumed
+        .resume(&resumed_dir.path().join("checkpoint"))
+        .unwrap();
+    resumed.fit(&mut second_task).unwrap();
+    assert_eq!(params(&straight_map), params(&second_map));
+    assert_eq!(average_of(&straight), average_of(&resumed));
+    assert_eq!(
+        std::fs::read_to_string(straight_dir.path().join("metrics.jsonl")).unwrap(),
+        std::fs::read_to_string(resumed_dir.path().join("metrics.jsonl")).unwrap()
+    );
+}
+
 #[test]
 fn config_errors_name_the_key() {
     let (map, _) = scripted(&[1.0]);
@@ -593,6 +745,27 @@ fn config_errors_name_the_key() {
                 ..Default::default()
             },
             "eval_every",
+        ),
+        (
+            TrainerConfig {
+                average: Some(WeightAverage {
+                    start_epoch: 0,
+                    ema_decay: Some(1.0),
+                }),
+                ..Default::default()
+            },
+            "average.ema_decay",
+        ),
+        (
+            TrainerConfig {
+                epochs: Some(3),
+                average: Some(WeightAverage {
+                    start_epoch: 3,
+                    ema_decay: None,
+                }),
+                ..Default::default()
+            },
+            "average.start_epoch",
         ),
     ] {
         let err = Trainer::new(cfg, map.clone()).err().unwrap().to_string();

@@ -19,7 +19,7 @@ const CARRY_PREFIX: &str = "trainer.carry.";
 impl Trainer {
     /// Restores everything from the checkpoint in `dir` (usually `OUT/checkpoint`): parameters
     /// (validated by name, shape and dtype against the VarMap), optimiser, schedule, the loop's
-    /// position, random-number counters and carried state. The configuration given to
+    /// position, random-number counters, carried state and weight average. The configuration given to
     /// [`Trainer::new`] stays in force (so a resumed run may extend `epochs`), except the
     /// optimiser's hyper-parameters, which come back from the checkpoint as in PyTorch.
     ///
@@ -42,6 +42,7 @@ impl Trainer {
         })?;
         let mut extra = loaded.extra_tensors.clone().unwrap_or_default();
         let carry = take_carry(&mut extra)?;
+        let average = self.take_average(&mut extra, state.average_count)?;
         let opt_state = OptimizerState::from_json_value(loaded.state.optimizer.clone(), extra)?;
         // Check everything that can fail before changing anything.
         let mut optimizer = self.config.optimizer.build(self.params.clone())?;
@@ -55,6 +56,7 @@ impl Trainer {
         self.schedule = schedule;
         self.optimizer.set_lr(self.schedule.lr());
         self.set_global_carry(carry)?;
+        self.average = average;
         self.state = state;
         self.resumed = true;
         self.pending.clear();
@@ -120,6 +122,7 @@ impl Trainer {
                 extra.insert(format!("{CARRY_PREFIX}c"), c.clone());
             }
         }
+        extra.extend(self.average_tensors());
         let config = serde_json::json!({
             "model": task.checkpoint_config(),
             "trainer": self.config,

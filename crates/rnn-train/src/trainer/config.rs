@@ -28,6 +28,24 @@ pub struct EarlyStopping {
     pub min_delta: f64,
 }
 
+/// An average of the weights over training steps, evaluated and saved as the `best/` model in
+/// place of the last weights: the uniform average of stochastic weight averaging and of
+/// AWD-LSTM's averaged SGD (PyTorch's `torch.optim.swa_utils.AveragedModel`), or an exponential
+/// moving average (`AveragedModel` with `get_ema_multi_avg_fn(decay)`). The training itself
+/// always runs on the last weights; the average is kept beside them and saved in checkpoints, so
+/// a resumed run continues it exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightAverage {
+    /// Averaging starts with the first step after this many epochs (0: from the first step).
+    pub start_epoch: u64,
+    /// `None`: the uniform mean of the weights after every step since the start; `Some(d)`: an
+    /// exponential moving average, `avg = d * avg + (1 - d) * w` (started at the first weights
+    /// averaged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ema_decay: Option<f64>,
+}
+
 /// The training configuration (JSON / TOML with these keys; every key optional).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -70,6 +88,9 @@ pub struct TrainerConfig {
     /// same. Not saved in checkpoints: a run may resume with another value.
     #[serde(skip_serializing)]
     pub grad_accum: u64,
+    /// Evaluate and keep as `best/` an average of the weights over steps ([`WeightAverage`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub average: Option<WeightAverage>,
 }
 
 impl Default for TrainerConfig {
@@ -91,6 +112,7 @@ impl Default for TrainerConfig {
             plot: true,
             host_sync_every: None,
             grad_accum: 1,
+            average: None,
         }
     }
 }
@@ -127,6 +149,22 @@ impl TrainerConfig {
         ] {
             if v == Some(0) {
                 return bad(key, "must be at least 1".into());
+            }
+        }
+        if let Some(d) = self.average.and_then(|a| a.ema_decay) {
+            if !(d.is_finite() && d > 0.0 && d < 1.0) {
+                return bad("average.ema_decay", format!("must be in (0, 1), got {d}"));
+            }
+        }
+        if let (Some(a), Some(epochs)) = (self.average, self.epochs) {
+            if a.start_epoch >= epochs && self.max_steps.is_none() {
+                return bad(
+                    "average.start_epoch",
+                    format!(
+                        "{} is not before the last epoch ({epochs}): nothing would be averaged",
+                        a.start_epoch
+                    ),
+                );
             }
         }
         if let Some(es) = &self.early_stopping {

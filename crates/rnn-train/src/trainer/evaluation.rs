@@ -68,7 +68,8 @@ impl Trainer {
         if self.state.last_eval_step == Some(step) && !epoch_end {
             return Ok(false);
         }
-        let eval = self.shared_evaluation(task)?;
+        // With a weight average, the average is what is evaluated (and kept as `best/`).
+        let eval = self.with_average(|t| t.shared_evaluation(task))?;
         let main = eval.main_metric();
         if !eval.loss.is_finite() || !main.value.is_finite() {
             return Err(Error::NonFinite {
@@ -173,7 +174,7 @@ impl Trainer {
             // evaluation, which redoes it and rewrites `best/` identically (the other order could
             // leave `best/` behind a log that names a newer best step).
             if improved && self.config.save_best {
-                self.save_to(task, BEST_DIR)?;
+                self.with_average(|t| t.save_to(task, BEST_DIR))?;
             }
             self.save_latest(task)?;
             if self.config.plot {

@@ -206,9 +206,11 @@ impl Trainer {
         Ok(())
     }
 
-    /// The optimiser step, the schedule's per-step update and the carried state's detachment.
+    /// The optimiser step, the weight average, the schedule's per-step update and the carried
+    /// state's detachment.
     fn update(&mut self, grads: &candle_core::backprop::GradStore) -> Result<()> {
         self.optimizer.step(grads)?;
+        self.update_average()?;
         let lr = self.schedule.on_step();
         self.optimizer.set_lr(lr);
         for carry in &mut self.carries {

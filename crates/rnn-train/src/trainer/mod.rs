@@ -199,6 +199,7 @@
 //! one on disk predates the fault). The `skip` policy decides before each update, so it reads
 //! every step.
 
+mod average;
 mod checkpoints;
 mod config;
 mod evaluation;
@@ -218,7 +219,7 @@ use crate::collective::{Collective, Solo};
 use crate::optim::{self, exact_f64, LrSchedule, LrScheduleState, StatefulOptimizer};
 use crate::{Error, Result};
 
-pub use config::{EarlyStopping, NonFinitePolicy, TrainerConfig};
+pub use config::{EarlyStopping, NonFinitePolicy, TrainerConfig, WeightAverage};
 pub use evaluation::{Evaluation, MainMetric};
 pub use report::{EvalRecord, FitReport};
 
@@ -375,6 +376,9 @@ struct LoopState {
     schedule: Option<LrScheduleState>,
     stopped_early: bool,
     last_eval_step: Option<u64>,
+    /// Steps in the weight average so far (see [`WeightAverage`]).
+    #[serde(default)]
+    average_count: u64,
 }
 
 impl LoopState {
@@ -394,6 +398,7 @@ impl LoopState {
             schedule: None,
             stopped_early: false,
             last_eval_step: None,
+            average_count: 0,
         }
     }
 }
@@ -421,6 +426,8 @@ pub struct Trainer {
     poisoned: Option<u64>,
     /// When this process started training (for the elapsed time on progress lines only).
     started: std::time::Instant,
+    /// The weight average, one tensor per parameter in `vars`' order, once it has started.
+    average: Option<Vec<Tensor>>,
 }
 
 /// A step whose loss and checks have not been read back yet: `stats` holds, on the device,
@@ -468,6 +475,7 @@ impl Trainer {
             pending: Vec::new(),
             poisoned: None,
             started: std::time::Instant::now(),
+            average: None,
         })
     }
 
