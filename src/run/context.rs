@@ -10,7 +10,9 @@ use candle_nn::{VarBuilder, VarMap};
 use rnn_train::checkpoint;
 use rnn_train::collective::Collective;
 use rnn_train::optim::{AdamWConfig, LrScheduleConfig, OptimizerConfig, SgdConfig};
-use rnn_train::trainer::{EarlyStopping, NonFinitePolicy, TrainerConfig, BEST_DIR, LATEST_DIR};
+use rnn_train::trainer::{
+    EarlyStopping, NonFinitePolicy, TrainerConfig, WeightAverage, BEST_DIR, LATEST_DIR,
+};
 
 use super::options::{parse_dtype, parse_optimizer_name, parse_schedule_name, Options};
 use super::task_name::TaskName;
@@ -212,6 +214,10 @@ pub fn trainer_config(ctx: &RunContext, d: &TrainDefaults) -> Result<TrainerConf
         max_steps: o.max_steps,
         eval_every: o.eval_every.or(d.eval_every),
         checkpoint_every: o.checkpoint_every,
+        average: o.average_from_epoch.map(|start_epoch| WeightAverage {
+            start_epoch,
+            ema_decay: o.average_ema,
+        }),
         early_stopping: o.patience.map(|patience| EarlyStopping {
             patience,
             min_delta: 0.0,
@@ -227,6 +233,14 @@ pub fn trainer_config(ctx: &RunContext, d: &TrainDefaults) -> Result<TrainerConf
         grad_accum: o.grad_accum.unwrap_or(1),
         ..Default::default()
     };
+    if let (Some(a), Some(epochs), None) = (cfg.average, cfg.epochs, cfg.max_steps) {
+        if a.start_epoch >= epochs {
+            bail!(
+                "--average-from-epoch {} is not before the last epoch (--epochs {epochs}): nothing would be averaged",
+                a.start_epoch
+            );
+        }
+    }
     let mut cfg = cfg;
     if let Some(name) = &o.schedule {
         cfg.schedule = schedule_from_options(o, name)?;

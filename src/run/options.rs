@@ -99,6 +99,16 @@ pub struct Options {
     /// killed run resumes from there without paying for an evaluation.
     #[arg(long, value_name = "N")]
     pub checkpoint_every: Option<u64>,
+    /// Average the weights over every step after epoch E (0: from the first step), as
+    /// stochastic weight averaging and AWD-LSTM's averaged SGD do: evaluations score the
+    /// average, `best/` keeps it (so the test result is the average's), training goes on with
+    /// the last weights. The uniform mean, or an exponential moving average with --average-ema.
+    #[arg(long, value_name = "E")]
+    pub average_from_epoch: Option<u64>,
+    /// With --average-from-epoch: an exponential moving average with this decay in (0, 1)
+    /// (`avg = d * avg + (1 - d) * w` after every step) instead of the uniform mean.
+    #[arg(long, value_name = "DECAY")]
+    pub average_ema: Option<f64>,
     /// Stop when the main metric has not improved for N evaluations.
     #[arg(long)]
     pub patience: Option<u64>,
@@ -294,6 +304,8 @@ impl Options {
             dp_threads,
             eval_every,
             checkpoint_every,
+            average_from_epoch,
+            average_ema,
             patience,
             skip_non_finite,
             seed,
@@ -493,6 +505,16 @@ impl Options {
                 if !(0.0..1.0).contains(&p) {
                     bail!("{flag} must be in [0, 1), got {p}");
                 }
+            }
+        }
+        if let Some(d) = self.average_ema {
+            if self.average_from_epoch.is_none() {
+                bail!(
+                    "--average-ema needs --average-from-epoch (the epoch the average starts after)"
+                );
+            }
+            if !(d.is_finite() && d > 0.0 && d < 1.0) {
+                bail!("--average-ema must be a decay in (0, 1), got {d}");
             }
         }
         if let Some(t) = self.chrono_init {

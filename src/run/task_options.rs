@@ -10,7 +10,7 @@ use super::options::Options;
 use super::task_name::TaskName;
 
 /// Options every task reads: the recurrent core, the training loop and the run.
-pub const COMMON: [&str; 29] = [
+pub const COMMON: [&str; 31] = [
     "cell",
     "hidden",
     "layers",
@@ -32,6 +32,8 @@ pub const COMMON: [&str; 29] = [
     "dp-threads",
     "eval-every",
     "checkpoint-every",
+    "average-from-epoch",
+    "average-ema",
     "patience",
     "skip-non-finite",
     "seed",

@@ -33,7 +33,9 @@ pub struct EarlyStopping {
 /// AWD-LSTM's averaged SGD (PyTorch's `torch.optim.swa_utils.AveragedModel`), or an exponential
 /// moving average (`AveragedModel` with `get_ema_multi_avg_fn(decay)`). The training itself
 /// always runs on the last weights; the average is kept beside them and saved in checkpoints, so
-/// a resumed run continues it exactly.
+/// a resumed run continues it exactly. It costs one more copy of the parameters on their device
+/// (two during an evaluation, which keeps the last weights aside) and an element-wise pass over
+/// them after every step.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WeightAverage {
