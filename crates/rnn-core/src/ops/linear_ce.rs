@@ -82,15 +82,7 @@ impl LinearCrossEntropy {
             .zip(self.targets.par_chunks(ROWS_PER_TASK))
             .for_each(|(((rows, sums), nll), targets)| {
                 for (((row, sum), nll), &t) in rows.chunks_mut(v).zip(sums).zip(nll).zip(targets) {
-                    let (mut max, mut nan) = (T::neg_infinity(), false);
-                    for (z, &b) in row.iter_mut().zip(b) {
-                        *z += b;
-                        let z = *z;
-                        nan |= z.is_nan();
-                        if z > max {
-                            max = z;
-                        }
-                    }
+                    let (max, nan) = T::add_bias_max(row, b);
                     if nan || !max.is_finite() {
                         // Infinite or NaN logits: report a non-finite loss (as the composed
                         // form does), which the trainer catches; the gradient is NaN too.

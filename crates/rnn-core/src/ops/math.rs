@@ -34,6 +34,23 @@ pub(crate) trait Float:
     fn exp_shifted_inplace(xs: &mut [Self], shift: Self) -> Self;
     /// `xs[i] *= alpha`.
     fn scale_inplace(xs: &mut [Self], alpha: Self);
+    /// `xs[i] += bias[i]` (over the shorter of the two); returns the largest new value (negative
+    /// infinity if none is above it; NaNs are passed over) and whether any new value is NaN.
+    fn add_bias_max(xs: &mut [Self], bias: &[Self]) -> (Self, bool);
+}
+
+/// The scalar body of [`Float::add_bias_max`] (f64, and the tail of the f32 lanes).
+#[inline(always)]
+fn add_bias_max_scalar<T: num_traits::Float>(xs: &mut [T], bias: &[T]) -> (T, bool) {
+    let (mut max, mut nan) = (T::neg_infinity(), false);
+    for (x, &b) in xs.iter_mut().zip(bias) {
+        *x = *x + b;
+        nan |= x.is_nan();
+        if *x > max {
+            max = *x;
+        }
+    }
+    (max, nan)
 }
 
 #[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma", "aarch64+neon"))]
@@ -127,6 +144,30 @@ fn exp_shifted_f32(xs: &mut [f32], shift: f32) -> f32 {
 }
 
 #[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma", "aarch64+neon"))]
+fn add_bias_max_f32(xs: &mut [f32], bias: &[f32]) -> (f32, bool) {
+    // Sixteen running maxima and NaN flags: one running maximum is a chain of compares that does
+    // not vectorise (the order of a floating-point reduction is kept), sixteen independent ones
+    // do. The maximum of the lanes is the same number whatever the order (NaNs never win).
+    let n = xs.len().min(bias.len());
+    let (xs, bias) = (&mut xs[..n], &bias[..n]);
+    let mut max = [f32::NEG_INFINITY; 16];
+    let mut nan = [false; 16];
+    let mut chunks = xs.chunks_exact_mut(16);
+    let mut bchunks = bias.chunks_exact(16);
+    for (chunk, b) in (&mut chunks).zip(&mut bchunks) {
+        for i in 0..16 {
+            let z = chunk[i] + b[i];
+            chunk[i] = z;
+            nan[i] |= z.is_nan();
+            max[i] = if z > max[i] { z } else { max[i] };
+        }
+    }
+    let (tail_max, tail_nan) = add_bias_max_scalar(chunks.into_remainder(), bchunks.remainder());
+    let lanes = max.iter().fold(tail_max, |m, &x| if x > m { x } else { m });
+    (lanes, tail_nan || nan.iter().any(|&f| f))
+}
+
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma", "aarch64+neon"))]
 fn scale_f32(xs: &mut [f32], alpha: f32) {
     for x in xs.iter_mut() {
         *x *= alpha;
@@ -151,6 +192,9 @@ impl Float for f32 {
     }
     fn scale_inplace(xs: &mut [Self], alpha: Self) {
         scale_f32(xs, alpha)
+    }
+    fn add_bias_max(xs: &mut [Self], bias: &[Self]) -> (Self, bool) {
+        add_bias_max_f32(xs, bias)
     }
 }
 
@@ -185,6 +229,9 @@ impl Float for f64 {
         for x in xs.iter_mut() {
             *x *= alpha;
         }
+    }
+    fn add_bias_max(xs: &mut [Self], bias: &[Self]) -> (Self, bool) {
+        add_bias_max_scalar(xs, bias)
     }
 }
 
@@ -308,6 +355,18 @@ mod tests {
                 same(sum, want),
                 "exp_shifted sum, len {len}: {sum}, want {want}"
             );
+            // add_bias_max: the sums, their maximum (any order gives the same number) and the
+            // NaN flag, against the scalar body.
+            let mut z = xs.clone();
+            let (max, nan) = add_bias_max_f32(&mut z, &ys);
+            check("add_bias_max", &z, &|i| black_box(xs[i]) + black_box(ys[i]));
+            let mut zs = xs.clone();
+            let (want_max, want_nan) = add_bias_max_scalar(&mut zs, &ys);
+            assert!(
+                max == want_max && nan == want_nan,
+                "add_bias_max, len {len}: ({max}, {nan}), want ({want_max}, {want_nan})"
+            );
+            assert_eq!(nan, zs.iter().any(|x| x.is_nan()), "len {len}");
             // f64 axpy is multiversioned too.
             let x64: Vec<f64> = finite.iter().map(|&v| v as f64 * 1.1).collect();
             let y64: Vec<f64> = ys.iter().map(|&v| v as f64 / 3.0).collect();
