@@ -714,6 +714,18 @@ fn resume_with_a_weight_average_is_bit_identical() {
     resumed.fit(&mut second_task).unwrap();
     assert_eq!(params(&straight_map), params(&second_map));
     assert_eq!(average_of(&straight), average_of(&resumed));
+
+    // Resumed without averaging, the checkpoint's average is dropped: evaluations score the
+    // weights again.
+    let third_map = VarMap::new();
+    let mut third_task = LmTask::new(&third_map, 99);
+    let mut plain = config(30);
+    plain.max_steps = Some(20);
+    let mut trainer = Trainer::new(plain, third_map.clone()).unwrap();
+    trainer
+        .resume(&resumed_dir.path().join("checkpoint"))
+        .unwrap();
+    assert!(trainer.weight_average().is_none());
     assert_eq!(
         std::fs::read_to_string(straight_dir.path().join("metrics.jsonl")).unwrap(),
         std::fs::read_to_string(resumed_dir.path().join("metrics.jsonl")).unwrap()

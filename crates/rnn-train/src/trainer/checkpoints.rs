@@ -56,7 +56,8 @@ impl Trainer {
         self.schedule = schedule;
         self.optimizer.set_lr(self.schedule.lr());
         self.set_global_carry(carry)?;
-        self.average = average;
+        // A run resumed without averaging drops the checkpoint's average.
+        self.average = average.filter(|_| self.config.average.is_some());
         self.state = state;
         self.resumed = true;
         self.pending.clear();
