@@ -236,13 +236,83 @@ fn language_model_learns_with_truncated_bptt() {
     );
 }
 
-#[test]
-fn resume_is_bit_identical_including_the_log() {
-    // Straight: 30 steps (one epoch is 50 windows, so the checkpoint at 20 is mid-epoch and
-    // carries the recurrent state).
+/// A run of `cfg` straight through, and the same run stopped after `stop` steps and resumed from
+/// its checkpoint by a fresh trainer over a model of another init (everything must come from
+/// the checkpoint).
+struct ResumePair {
+    straight: Trainer,
+    straight_map: VarMap,
+    straight_dir: tempfile::TempDir,
+    resumed: Trainer,
+    resumed_map: VarMap,
+    resumed_dir: tempfile::TempDir,
+    /// The checkpoint the resumed run started from.
+    stopped: checkpoint::LoadedCheckpoint,
+    /// The resumed run's report.
+    report: rnn_train::trainer::FitReport,
+}
+
+fn straight_and_resumed(cfg: &TrainerConfig, stop: u64) -> ResumePair {
     let straight_dir = tempfile::tempdir().unwrap();
     let straight_map = VarMap::new();
     let mut task = LmTask::new(&straight_map, 5);
+    let mut straight = Trainer::new(cfg.clone(), straight_map.clone())
+        .unwrap()
+        .with_out_dir(straight_dir.path())
+        .unwrap();
+    straight.fit(&mut task).unwrap();
+
+    let resumed_dir = tempfile::tempdir().unwrap();
+    let first_map = VarMap::new();
+    let mut first_task = LmTask::new(&first_map, 5);
+    let mut first_cfg = cfg.clone();
+    first_cfg.max_steps = Some(stop);
+    Trainer::new(first_cfg, first_map)
+        .unwrap()
+        .with_out_dir(resumed_dir.path())
+        .unwrap()
+        .fit(&mut first_task)
+        .unwrap();
+    let stopped = checkpoint::load(&resumed_dir.path().join("checkpoint"), &Device::Cpu).unwrap();
+
+    let resumed_map = VarMap::new();
+    let mut second_task = LmTask::new(&resumed_map, 99);
+    let mut resumed = Trainer::new(cfg.clone(), resumed_map.clone())
+        .unwrap()
+        .with_out_dir(resumed_dir.path())
+        .unwrap();
+    resumed
+        .resume(&resumed_dir.path().join("checkpoint"))
+        .unwrap();
+    assert_eq!(resumed.step(), stop);
+    let report = resumed.fit(&mut second_task).unwrap();
+    ResumePair {
+        straight,
+        straight_map,
+        straight_dir,
+        resumed,
+        resumed_map,
+        resumed_dir,
+        stopped,
+        report,
+    }
+}
+
+impl ResumePair {
+    /// The two runs' weights and logs are the same bit for bit.
+    fn assert_identical(&self) {
+        assert_eq!(params(&self.straight_map), params(&self.resumed_map));
+        assert_eq!(
+            std::fs::read_to_string(self.straight_dir.path().join("metrics.jsonl")).unwrap(),
+            std::fs::read_to_string(self.resumed_dir.path().join("metrics.jsonl")).unwrap()
+        );
+    }
+}
+
+#[test]
+fn resume_is_bit_identical_including_the_log() {
+    // 30 steps; one epoch is 50 windows, so the checkpoint at 20 is mid-epoch and carries the
+    // recurrent state.
     let mut cfg = config(30);
     cfg.optimizer = OptimizerConfig::Sgd(SgdConfig {
         lr: 0.5,
@@ -254,48 +324,12 @@ fn resume_is_bit_identical_including_the_log() {
         total_steps: 30,
         min_lr: 0.01,
     };
-    Trainer::new(cfg.clone(), straight_map.clone())
-        .unwrap()
-        .with_out_dir(straight_dir.path())
-        .unwrap()
-        .fit(&mut task)
-        .unwrap();
-
-    // Interrupted: 20 steps, then a fresh process-like start from the checkpoint.
-    let resumed_dir = tempfile::tempdir().unwrap();
-    let first_map = VarMap::new();
-    let mut first_task = LmTask::new(&first_map, 5);
-    let mut first_cfg = cfg.clone();
-    first_cfg.max_steps = Some(20);
-    Trainer::new(first_cfg, first_map)
-        .unwrap()
-        .with_out_dir(resumed_dir.path())
-        .unwrap()
-        .fit(&mut first_task)
-        .unwrap();
-    let ck = checkpoint::load(&resumed_dir.path().join("checkpoint"), &Device::Cpu).unwrap();
-    assert!(ck.extra_tensors.unwrap().contains_key("trainer.carry.h"));
-
-    let second_map = VarMap::new();
-    // Different init seed: everything must come from the checkpoint.
-    let mut second_task = LmTask::new(&second_map, 99);
-    let mut trainer = Trainer::new(cfg, second_map.clone())
-        .unwrap()
-        .with_out_dir(resumed_dir.path())
-        .unwrap();
-    trainer
-        .resume(&resumed_dir.path().join("checkpoint"))
-        .unwrap();
-    assert_eq!(trainer.step(), 20);
-    let report = trainer.fit(&mut second_task).unwrap();
-    assert_eq!(report.steps, 30);
-    assert_eq!(report.history.len(), 3);
-
-    assert_eq!(params(&straight_map), params(&second_map));
-    assert_eq!(
-        std::fs::read_to_string(straight_dir.path().join("metrics.jsonl")).unwrap(),
-        std::fs::read_to_string(resumed_dir.path().join("metrics.jsonl")).unwrap()
-    );
+    let pair = straight_and_resumed(&cfg, 20);
+    let extra = pair.stopped.extra_tensors.as_ref().unwrap();
+    assert!(extra.contains_key("trainer.carry.h"));
+    assert_eq!(pair.report.steps, 30);
+    assert_eq!(pair.report.history.len(), 3);
+    pair.assert_identical();
 }
 
 #[test]
@@ -673,63 +707,28 @@ fn resume_with_a_weight_average_is_bit_identical() {
         start_epoch: 0,
         ema_decay: None,
     });
-    let straight_dir = tempfile::tempdir().unwrap();
-    let straight_map = VarMap::new();
-    let mut task = LmTask::new(&straight_map, 5);
-    let mut straight = Trainer::new(cfg.clone(), straight_map.clone())
-        .unwrap()
-        .with_out_dir(straight_dir.path())
-        .unwrap();
-    straight.fit(&mut task).unwrap();
-
-    let resumed_dir = tempfile::tempdir().unwrap();
-    let first_map = VarMap::new();
-    let mut first_task = LmTask::new(&first_map, 5);
-    let mut first_cfg = cfg.clone();
-    first_cfg.max_steps = Some(20);
-    Trainer::new(first_cfg, first_map)
-        .unwrap()
-        .with_out_dir(resumed_dir.path())
-        .unwrap()
-        .fit(&mut first_task)
-        .unwrap();
-    let ck = checkpoint::load(&resumed_dir.path().join("checkpoint"), &Device::Cpu).unwrap();
-    let extra = ck.extra_tensors.unwrap();
+    let pair = straight_and_resumed(&cfg, 20);
+    let extra = pair.stopped.extra_tensors.as_ref().unwrap();
     assert!(
         extra.keys().any(|k| k.starts_with("trainer.average.")),
         "{:?}",
         extra.keys()
     );
-    assert_eq!(ck.state.trainer["average_count"], 20);
-
-    let second_map = VarMap::new();
-    let mut second_task = LmTask::new(&second_map, 99);
-    let mut resumed = Trainer::new(cfg, second_map.clone())
-        .unwrap()
-        .with_out_dir(resumed_dir.path())
-        .unwrap();
-    resumed
-        .resume(&resumed_dir.path().join("checkpoint"))
-        .unwrap();
-    resumed.fit(&mut second_task).unwrap();
-    assert_eq!(params(&straight_map), params(&second_map));
-    assert_eq!(average_of(&straight), average_of(&resumed));
+    assert_eq!(pair.stopped.state.trainer["average_count"], 20);
+    pair.assert_identical();
+    assert_eq!(average_of(&pair.straight), average_of(&pair.resumed));
 
     // Resumed without averaging, the checkpoint's average is dropped: evaluations score the
     // weights again.
     let third_map = VarMap::new();
-    let mut third_task = LmTask::new(&third_map, 99);
+    let _ = LmTask::new(&third_map, 99);
     let mut plain = config(30);
     plain.max_steps = Some(20);
     let mut trainer = Trainer::new(plain, third_map.clone()).unwrap();
     trainer
-        .resume(&resumed_dir.path().join("checkpoint"))
+        .resume(&pair.resumed_dir.path().join("checkpoint"))
         .unwrap();
     assert!(trainer.weight_average().is_none());
-    assert_eq!(
-        std::fs::read_to_string(straight_dir.path().join("metrics.jsonl")).unwrap(),
-        std::fs::read_to_string(resumed_dir.path().join("metrics.jsonl")).unwrap()
-    );
 }
 
 #[test]
