@@ -103,6 +103,10 @@ fn bad_average_options_name_the_flag() {
             "--average-ema must be a decay in (0, 1)",
         ),
         (
+            &["--average-from-epoch", "0", "--average-ema", "-0.5"][..],
+            "--average-ema must be a decay in (0, 1)",
+        ),
+        (
             &["--epochs", "2", "--average-from-epoch", "2"][..],
             "--average-from-epoch 2 is not before the last epoch (--epochs 2)",
         ),

@@ -107,7 +107,7 @@ pub struct Options {
     pub average_from_epoch: Option<u64>,
     /// With --average-from-epoch: an exponential moving average with this decay in (0, 1)
     /// (`avg = d * avg + (1 - d) * w` after every step) instead of the uniform mean.
-    #[arg(long, value_name = "DECAY")]
+    #[arg(long, value_name = "DECAY", allow_negative_numbers = true)]
     pub average_ema: Option<f64>,
     /// Stop when the main metric has not improved for N evaluations.
     #[arg(long)]

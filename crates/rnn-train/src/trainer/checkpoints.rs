@@ -19,8 +19,8 @@ const CARRY_PREFIX: &str = "trainer.carry.";
 impl Trainer {
     /// Restores everything from the checkpoint in `dir` (usually `OUT/checkpoint`): parameters
     /// (validated by name, shape and dtype against the VarMap), optimiser, schedule, the loop's
-    /// position, random-number counters, carried state and weight average. The configuration given to
-    /// [`Trainer::new`] stays in force (so a resumed run may extend `epochs`), except the
+    /// position, random-number counters, carried state and weight average. The configuration
+    /// given to [`Trainer::new`] stays in force (so a resumed run may extend `epochs`), except the
     /// optimiser's hyper-parameters, which come back from the checkpoint as in PyTorch.
     ///
     /// With an output directory set, `metrics.jsonl` there is cut back to the checkpoint's step
