@@ -524,3 +524,15 @@ fn classify_resume_with_mask_options_is_bit_exact() {
     );
     check_exact_resume(&args, 30, 10, 5);
 }
+
+/// classify with a weight average from the first step: the average (in the checkpoint's tensor
+/// file, compared with the optimiser's tensors) and `best/` (the average's weights) come out the
+/// same after a resume, mid-epoch and after a SIGKILL.
+#[test]
+fn classify_resume_with_a_weight_average_is_bit_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = sentiment_file(dir.path(), "sentiment.txt", 200, 11);
+    let mut args = classify_args(&data, 0);
+    args.extend(["--average-from-epoch", "0"].map(String::from));
+    check_exact_resume(&args, 30, 10, 5);
+}
