@@ -621,6 +621,7 @@ fn average_of(trainer: &Trainer) -> Vec<(String, Vec<f32>)> {
     let mut v: Vec<_> = trainer
         .weight_average()
         .unwrap()
+        .unwrap()
         .into_iter()
         .map(|(k, t)| (k, t.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
         .collect();
@@ -686,7 +687,7 @@ fn weight_average_is_the_mean_or_ema_of_every_steps_weights_and_is_what_is_evalu
         // The evaluation at the last step scored the average, and `best/` holds it.
         let mut scored = VarMap::new();
         let mut scored_task = LmTask::new(&scored, 4);
-        for (name, t) in trainer.weight_average().unwrap() {
+        for (name, t) in trainer.weight_average().unwrap().unwrap() {
             scored.set_one(&name, t).unwrap();
         }
         let want_loss = scored_task.evaluate().unwrap().loss;
@@ -728,7 +729,7 @@ fn resume_with_a_weight_average_is_bit_identical() {
     trainer
         .resume(&pair.resumed_dir.path().join("checkpoint"))
         .unwrap();
-    assert!(trainer.weight_average().is_none());
+    assert!(trainer.weight_average().unwrap().is_none());
 }
 
 #[test]

@@ -3,7 +3,8 @@
 
 use std::collections::HashMap;
 
-use candle_core::Tensor;
+use candle_core::{CpuStorage, InplaceOp2, Layout, Tensor};
+use rayon::prelude::*;
 
 use super::{Trainer, WeightAverage};
 use crate::{Error, Result};
@@ -19,6 +20,102 @@ pub(super) fn updated(avg: &Tensor, w: &Tensor, count: u64, decay: Option<f64>) 
         None => (avg + ((w - avg)? / count as f64)?)?,
         Some(d) => ((avg * d)? + (w * (1.0 - d))?)?,
     })
+}
+
+/// Elements per parallel task of the in-place update.
+const CHUNK: usize = 1 << 15;
+
+/// [`updated`] in the storage of `avg`, one parallel pass, with the composed form's arithmetic
+/// (Candle's `t / c` and `t * d` are `affine(1 / c, 0)` and `affine(d, 0)`: the same roundings
+/// in the same order, so the two agree bitwise). Returns false, changing nothing, where it does
+/// not apply: a device other than the CPU, a dtype other than f32/f64, non-contiguous layouts.
+fn update_in_place(avg: &Tensor, w: &Tensor, count: u64, decay: Option<f64>) -> Result<bool> {
+    if !avg.device().is_cpu()
+        || avg.dtype() != w.dtype()
+        || avg.dims() != w.dims()
+        || !avg.is_contiguous()
+        || !w.is_contiguous()
+    {
+        return Ok(false);
+    }
+    let op = match decay {
+        None => AverageStep::Uniform {
+            inv: 1.0 / count as f64,
+        },
+        Some(d) => AverageStep::Ema { d, e: 1.0 - d },
+    };
+    Ok(avg.inplace_op2(w, &op).is_ok())
+}
+
+/// One step of the average, in place.
+enum AverageStep {
+    /// `a + ((w - a) * inv + 0)`.
+    Uniform { inv: f64 },
+    /// `(a * d + 0) + (w * e + 0)`.
+    Ema { d: f64, e: f64 },
+}
+
+impl AverageStep {
+    fn run<T>(&self, a: &mut [T], w: &[T], of: impl Fn(f64) -> T + Sync)
+    where
+        T: Copy
+            + Send
+            + Sync
+            + std::ops::Add<Output = T>
+            + std::ops::Sub<Output = T>
+            + std::ops::Mul<Output = T>,
+    {
+        let zero = of(0.0);
+        match *self {
+            Self::Uniform { inv } => {
+                let inv = of(inv);
+                a.par_chunks_mut(CHUNK)
+                    .zip(w.par_chunks(CHUNK))
+                    .for_each(|(a, w)| {
+                        for (a, &w) in a.iter_mut().zip(w) {
+                            *a = *a + ((w - *a) * inv + zero);
+                        }
+                    });
+            }
+            Self::Ema { d, e } => {
+                let (d, e) = (of(d), of(e));
+                a.par_chunks_mut(CHUNK)
+                    .zip(w.par_chunks(CHUNK))
+                    .for_each(|(a, w)| {
+                        for (a, &w) in a.iter_mut().zip(w) {
+                            *a = (*a * d + zero) + (w * e + zero);
+                        }
+                    });
+            }
+        }
+    }
+}
+
+impl InplaceOp2 for AverageStep {
+    fn name(&self) -> &'static str {
+        "weight-average-step"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<()> {
+        let (Some((a0, a1)), Some((b0, b1))) = (l1.contiguous_offsets(), l2.contiguous_offsets())
+        else {
+            candle_core::bail!("weight-average-step: contiguous layouts only");
+        };
+        match (s1, s2) {
+            (CpuStorage::F32(a), CpuStorage::F32(w)) => {
+                self.run(&mut a[a0..a1], &w[b0..b1], |x| x as f32)
+            }
+            (CpuStorage::F64(a), CpuStorage::F64(w)) => self.run(&mut a[a0..a1], &w[b0..b1], |x| x),
+            _ => candle_core::bail!("weight-average-step: f32 or f64 only"),
+        }
+        Ok(())
+    }
 }
 
 impl Trainer {
@@ -39,9 +136,17 @@ impl Trainer {
         let count = self.state.average_count;
         self.average = Some(match self.average.take() {
             Some(avg) if count > 1 => avg
-                .iter()
+                .into_iter()
                 .zip(&self.vars)
-                .map(|(a, v)| updated(a, v.as_tensor(), count, ema_decay))
+                .map(|(a, v)| {
+                    // The average's tensors are this trainer's own (deep copies), so updating
+                    // their storage in place changes nothing anybody else holds.
+                    if update_in_place(&a, v.as_tensor(), count, ema_decay)? {
+                        Ok(a)
+                    } else {
+                        updated(&a, v.as_tensor(), count, ema_decay)
+                    }
+                })
                 .collect::<Result<_>>()?,
             _ => self
                 .vars
@@ -73,24 +178,29 @@ impl Trainer {
         out
     }
 
-    /// The current weight average by parameter name, if it has started.
-    pub fn weight_average(&self) -> Option<HashMap<String, Tensor>> {
-        let avg = self.average.as_ref()?;
-        Some(
+    /// A copy of the current weight average by parameter name, if it has started.
+    pub fn weight_average(&self) -> Result<Option<HashMap<String, Tensor>>> {
+        let Some(avg) = self.average.as_ref() else {
+            return Ok(None);
+        };
+        Ok(Some(
             self.params
                 .iter()
                 .zip(avg)
-                .map(|((name, _), a)| (name.clone(), a.clone()))
-                .collect(),
-        )
+                .map(|((name, _), a)| Ok((name.clone(), a.copy()?)))
+                .collect::<Result<_>>()?,
+        ))
     }
 
-    /// The average's tensors for a checkpoint's tensor file.
+    /// The average's tensors for a checkpoint's tensor file (written before the next update).
     pub(super) fn average_tensors(&self) -> Vec<(String, Tensor)> {
-        self.weight_average()
-            .into_iter()
-            .flatten()
-            .map(|(name, t)| (format!("{AVERAGE_PREFIX}{name}"), t))
+        let Some(avg) = self.average.as_ref() else {
+            return Vec::new();
+        };
+        self.params
+            .iter()
+            .zip(avg)
+            .map(|((name, _), a)| (format!("{AVERAGE_PREFIX}{name}"), a.clone()))
             .collect()
     }
 
@@ -125,5 +235,64 @@ impl Trainer {
             }
         }
         Ok((count > 0).then_some(found))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+
+    /// The in-place update equals the composed one bit for bit (f32 and f64, uniform and EMA,
+    /// over several parallel chunks), and leaves a tensor on which it does not apply unchanged.
+    #[test]
+    fn in_place_update_equals_the_composed_one_bitwise() {
+        let n = 3 * CHUNK + 17;
+        let dev = Device::Cpu;
+        for dtype in [DType::F32, DType::F64] {
+            let a0 = Tensor::randn(0f64, 1.0, n, &dev)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap();
+            let w = Tensor::randn(0.5f64, 2.0, n, &dev)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap();
+            for (count, decay) in [(2, None), (7, None), (3, Some(0.9)), (5, Some(0.999))] {
+                let composed = updated(&a0, &w, count, decay).unwrap();
+                let a = a0.copy().unwrap();
+                assert!(update_in_place(&a, &w, count, decay).unwrap());
+                let bits = |t: &Tensor| -> Vec<u64> {
+                    match dtype {
+                        DType::F32 => t
+                            .to_vec1::<f32>()
+                            .unwrap()
+                            .iter()
+                            .map(|x| x.to_bits() as u64)
+                            .collect(),
+                        _ => t
+                            .to_vec1::<f64>()
+                            .unwrap()
+                            .iter()
+                            .map(|x| x.to_bits())
+                            .collect(),
+                    }
+                };
+                assert_eq!(bits(&a), bits(&composed), "{dtype:?} {count} {decay:?}");
+                assert_ne!(bits(&a), bits(&a0));
+            }
+        }
+        // A strided view: not applied, nothing changed.
+        let m = Tensor::arange(0f32, 12.0, &dev)
+            .unwrap()
+            .reshape((3, 4))
+            .unwrap();
+        let t = m.t().unwrap();
+        let w = Tensor::ones((4, 3), DType::F32, &dev).unwrap();
+        assert!(!update_in_place(&t, &w, 2, None).unwrap());
+        assert_eq!(
+            m.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            (0..12).map(|x| x as f32).collect::<Vec<_>>()
+        );
     }
 }
