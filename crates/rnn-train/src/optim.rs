@@ -56,6 +56,7 @@ use crate::{Error, Result};
 mod adamw;
 mod clip;
 pub(crate) mod exact_f64;
+pub(crate) mod inplace;
 mod schedule;
 mod sgd;
 #[cfg(test)]

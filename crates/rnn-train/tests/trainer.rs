@@ -163,21 +163,20 @@ fn config(steps: u64) -> TrainerConfig {
     }
 }
 
-fn params(varmap: &VarMap) -> Vec<(String, Vec<f32>)> {
-    let mut v: Vec<_> = varmap
-        .data()
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.clone(),
-                v.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-            )
-        })
+/// Named tensors as (name, values), sorted by name.
+fn sorted_values<'a>(
+    tensors: impl Iterator<Item = (String, &'a Tensor)>,
+) -> Vec<(String, Vec<f32>)> {
+    let mut v: Vec<_> = tensors
+        .map(|(k, t)| (k, t.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
         .collect();
     v.sort_by(|a, b| a.0.cmp(&b.0));
     v
+}
+
+fn params(varmap: &VarMap) -> Vec<(String, Vec<f32>)> {
+    let data = varmap.data().lock().unwrap();
+    sorted_values(data.iter().map(|(k, v)| (k.clone(), v.as_tensor())))
 }
 
 fn read_log(dir: &Path) -> Vec<EvalRecord> {
@@ -618,15 +617,8 @@ fn weights_after(cfg: &TrainerConfig, steps: u64) -> Vec<(String, Vec<f32>)> {
 
 /// A trainer's weight average, sorted by name like [`params`].
 fn average_of(trainer: &Trainer) -> Vec<(String, Vec<f32>)> {
-    let mut v: Vec<_> = trainer
-        .weight_average()
-        .unwrap()
-        .unwrap()
-        .into_iter()
-        .map(|(k, t)| (k, t.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
-        .collect();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
-    v
+    let avg = trainer.weight_average().unwrap().unwrap();
+    sorted_values(avg.iter().map(|(k, t)| (k.clone(), t)))
 }
 
 fn assert_close(a: &[(String, Vec<f32>)], b: &[(String, Vec<f64>)], tol: f64) {

@@ -207,24 +207,13 @@ impl InplaceOp2 for SgdStep {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<()> {
-        let (Some((a0, a1)), Some((b0, b1))) = (l1.contiguous_offsets(), l2.contiguous_offsets())
-        else {
-            candle_core::bail!("sgd-step: contiguous layouts only");
-        };
-        match (s1, s2) {
-            (CpuStorage::F32(p), CpuStorage::F32(g)) => self.run(
-                &mut p[a0..a1],
-                &g[b0..b1],
-                -self.lr as f32,
-                self.weight_decay as f32,
-                0.0,
-            ),
-            (CpuStorage::F64(p), CpuStorage::F64(g)) => {
-                self.run(&mut p[a0..a1], &g[b0..b1], -self.lr, self.weight_decay, 0.0)
-            }
-            _ => candle_core::bail!("sgd-step: f32 or f64 only"),
-        }
-        Ok(())
+        super::inplace::on_contiguous(
+            "sgd-step",
+            (s1, l1),
+            (s2, l2),
+            |p, g| self.run(p, g, -self.lr as f32, self.weight_decay as f32, 0.0),
+            |p, g| self.run(p, g, -self.lr, self.weight_decay, 0.0),
+        )
     }
 }
 

@@ -103,18 +103,13 @@ impl InplaceOp2 for AverageStep {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<()> {
-        let (Some((a0, a1)), Some((b0, b1))) = (l1.contiguous_offsets(), l2.contiguous_offsets())
-        else {
-            candle_core::bail!("weight-average-step: contiguous layouts only");
-        };
-        match (s1, s2) {
-            (CpuStorage::F32(a), CpuStorage::F32(w)) => {
-                self.run(&mut a[a0..a1], &w[b0..b1], |x| x as f32)
-            }
-            (CpuStorage::F64(a), CpuStorage::F64(w)) => self.run(&mut a[a0..a1], &w[b0..b1], |x| x),
-            _ => candle_core::bail!("weight-average-step: f32 or f64 only"),
-        }
-        Ok(())
+        crate::optim::inplace::on_contiguous(
+            "weight-average-step",
+            (s1, l1),
+            (s2, l2),
+            |a, w| self.run(a, w, |x| x as f32),
+            |a, w| self.run(a, w, |x| x),
+        )
     }
 }
 
