@@ -3,9 +3,10 @@
 use std::collections::{BTreeMap, HashSet};
 
 use candle_core::backprop::GradStore;
-use candle_core::{Tensor, Var};
+use candle_core::{CpuStorage, DType, InplaceOp2, InplaceOp3, Layout, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
+use super::inplace::{on_contiguous, on_contiguous3, par_zip, par_zip3, Elem};
 use super::{
     check_grads, check_no_extra_tensors, check_non_negative, check_params, current_value,
     exact_f64, master_copies, restore_masters, restore_param_steps, restore_tensor, state_dtype,
@@ -106,6 +107,12 @@ impl AdamWConfig {
 /// value back to the host. For bf16/f16 parameters the moments and an f32 master copy of the
 /// parameter are kept in f32 (see [`state_dtype`](super::state_dtype)): the update runs in f32
 /// and the parameter receives the rounded result.
+///
+/// On the CPU, f32/f64 parameters without a master copy are updated in place, as PyTorch's
+/// single-tensor AdamW: three parallel passes (the two moments, then the parameter) instead of
+/// a dozen composed tensor ops, with the same roundings in the same order, so the result is
+/// bitwise the composed update's. The moments are then the optimiser's own storage: `state`
+/// hands out copies and `load_state` takes copies.
 #[derive(Debug)]
 pub struct TorchAdamW {
     params: Vec<(String, Var)>,
@@ -115,6 +122,10 @@ pub struct TorchAdamW {
     param_steps: Vec<u64>,
     step: u64,
     config: AdamWConfig,
+    /// Every update takes the composed path (tests of the in-place twin).
+    composed_only: bool,
+    /// Parameter updates done in place so far.
+    in_place_updates: u64,
 }
 
 impl TorchAdamW {
@@ -138,6 +149,8 @@ impl TorchAdamW {
             exp_avg_sq,
             step: 0,
             config,
+            composed_only: false,
+            in_place_updates: 0,
         })
     }
 
@@ -149,6 +162,173 @@ impl TorchAdamW {
     /// Number of calls to [`StatefulOptimizer::step`] so far (restored by `load_state`).
     pub fn steps(&self) -> u64 {
         self.step
+    }
+}
+
+/// One step's constants, from the hyper-parameters and the parameter's step count (in f64, and
+/// converted to the element type where the composed path's `affine` converts them).
+struct AdamConsts {
+    one_minus_beta1: f64,
+    beta2: f64,
+    one_minus_beta2: f64,
+    /// `1 - lr * weight_decay`, when there is weight decay.
+    decay: Option<f64>,
+    inv_bias_correction2_sqrt: f64,
+    eps: f64,
+    neg_step_size: f64,
+}
+
+impl TorchAdamW {
+    /// The update of parameter `i` in place: the moments in their own storage, then the
+    /// parameter in its (the composed path's arithmetic, so the two agree bitwise). Returns
+    /// false, changing nothing, where it does not apply: a master copy, a device other than the
+    /// CPU, a dtype other than f32/f64, or non-contiguous layouts.
+    fn update_in_place(&self, i: usize, grad: &Tensor, c: &AdamConsts) -> Result<bool> {
+        let p = self.params[i].1.as_tensor();
+        let (m, v) = (&self.exp_avg[i], &self.exp_avg_sq[i]);
+        let same = |t: &Tensor| t.dtype() == p.dtype() && t.dims() == p.dims() && t.is_contiguous();
+        if self.master[i].is_some()
+            || !p.device().is_cpu()
+            || !matches!(p.dtype(), DType::F32 | DType::F64)
+            || !p.is_contiguous()
+            || ![grad, m, v].into_iter().all(same)
+        {
+            return Ok(false);
+        }
+        // The moments are the optimiser's own (fresh zeros, composed results or copies), so
+        // only the gradient could share storage with one; Candle refuses that before writing.
+        if m.inplace_op2(grad, &FirstMoment(c)).is_err() {
+            return Ok(false);
+        }
+        let who = &self.params[i].0;
+        let failed = |e: candle_core::Error| {
+            Error::Invalid(format!(
+                "{WHO}: the in-place update of {who:?} failed after its first moment: {e}"
+            ))
+        };
+        v.inplace_op2(grad, &SecondMoment(c)).map_err(failed)?;
+        p.inplace_op3(m, v, &ParamStep(c)).map_err(failed)?;
+        Ok(true)
+    }
+}
+
+/// `m = affine(g - m, 1 - beta1, 0) + m`, in the storage of `m`.
+struct FirstMoment<'a>(&'a AdamConsts);
+
+impl FirstMoment<'_> {
+    fn run<T: Elem>(&self, m: &mut [T], g: &[T]) {
+        let (c, zero) = (T::of(self.0.one_minus_beta1), T::of(0.0));
+        par_zip(m, g, |m, g| *m = ((g - *m) * c + zero) + *m);
+    }
+}
+
+impl InplaceOp2 for FirstMoment<'_> {
+    fn name(&self) -> &'static str {
+        "adamw-exp-avg"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<()> {
+        let op = self.name();
+        on_contiguous(
+            op,
+            (s1, l1),
+            (s2, l2),
+            |m, g| self.run(m, g),
+            |m, g| self.run(m, g),
+        )
+    }
+}
+
+/// `v = affine(v, beta2, 0) + affine(g, 1 - beta2, 0) * g`, in the storage of `v`.
+struct SecondMoment<'a>(&'a AdamConsts);
+
+impl SecondMoment<'_> {
+    fn run<T: Elem>(&self, v: &mut [T], g: &[T]) {
+        let (b2, c2, zero) = (
+            T::of(self.0.beta2),
+            T::of(self.0.one_minus_beta2),
+            T::of(0.0),
+        );
+        par_zip(v, g, |v, g| *v = (*v * b2 + zero) + ((g * c2 + zero) * g));
+    }
+}
+
+impl InplaceOp2 for SecondMoment<'_> {
+    fn name(&self) -> &'static str {
+        "adamw-exp-avg-sq"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<()> {
+        let op = self.name();
+        on_contiguous(
+            op,
+            (s1, l1),
+            (s2, l2),
+            |v, g| self.run(v, g),
+            |v, g| self.run(v, g),
+        )
+    }
+}
+
+/// `p = affine(p, 1 - lr * wd, 0)` (with weight decay), then
+/// `p = p + affine(m / affine(sqrt(v), 1 / sqrt(bc2), eps), -step_size, 0)`, in the storage of `p`.
+struct ParamStep<'a>(&'a AdamConsts);
+
+impl ParamStep<'_> {
+    fn run<T: Elem>(&self, p: &mut [T], m: &[T], v: &[T]) {
+        let c = self.0;
+        let zero = T::of(0.0);
+        let decay = c.decay.map(T::of);
+        let (inv_bc2, eps, neg_step) = (
+            T::of(c.inv_bias_correction2_sqrt),
+            T::of(c.eps),
+            T::of(c.neg_step_size),
+        );
+        par_zip3(p, m, v, |p, m, v| {
+            let q = match decay {
+                Some(d) => *p * d + zero,
+                None => *p,
+            };
+            let denom = v.sqrt() * inv_bc2 + eps;
+            *p = q + ((m / denom) * neg_step + zero);
+        });
+    }
+}
+
+impl InplaceOp3 for ParamStep<'_> {
+    fn name(&self) -> &'static str {
+        "adamw-param"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<()> {
+        on_contiguous3(
+            self.name(),
+            (s1, l1),
+            (s2, l2),
+            (s3, l3),
+            |p, m, v| self.run(p, m, v),
+            |p, m, v| self.run(p, m, v),
+        )
     }
 }
 
@@ -174,24 +354,38 @@ impl StatefulOptimizer for TorchAdamW {
                 self.param_steps[i] += 1;
                 continue;
             }
-            // Detached so that no state tensor keeps an autograd graph alive across steps.
-            let dtype = state_dtype(var.dtype());
-            let grad = grad.detach().to_dtype(dtype)?;
-            let mut p = current_value(var, &self.master[i]);
             let t = (self.param_steps[i] + 1) as f64;
-            if weight_decay != 0.0 {
-                p = p.affine(1.0 - lr * weight_decay, 0.0)?;
-            }
-            let m = &self.exp_avg[i];
-            let m = ((&grad - m)?.affine(1.0 - beta1, 0.0)? + m)?;
-            let v = (self.exp_avg_sq[i].affine(beta2, 0.0)?
-                + (grad.affine(1.0 - beta2, 0.0)? * &grad)?)?;
             // Python's float `**`, as PyTorch computes the corrections on the host in f64.
             let bias_correction1 = 1.0 - beta1.powf(t);
             let bias_correction2_sqrt = (1.0 - beta2.powf(t)).powf(0.5);
             let step_size = lr / bias_correction1;
-            let denom = v.sqrt()?.affine(1.0 / bias_correction2_sqrt, eps)?;
-            let p = (p + m.div(&denom)?.affine(-step_size, 0.0)?)?;
+            let consts = AdamConsts {
+                one_minus_beta1: 1.0 - beta1,
+                beta2,
+                one_minus_beta2: 1.0 - beta2,
+                decay: (weight_decay != 0.0).then_some(1.0 - lr * weight_decay),
+                inv_bias_correction2_sqrt: 1.0 / bias_correction2_sqrt,
+                eps,
+                neg_step_size: -step_size,
+            };
+            if !self.composed_only && self.update_in_place(i, grad, &consts)? {
+                self.in_place_updates += 1;
+                self.param_steps[i] += 1;
+                continue;
+            }
+            // Detached so that no state tensor keeps an autograd graph alive across steps.
+            let dtype = state_dtype(var.dtype());
+            let grad = grad.detach().to_dtype(dtype)?;
+            let mut p = current_value(var, &self.master[i]);
+            if let Some(decay) = consts.decay {
+                p = p.affine(decay, 0.0)?;
+            }
+            let m = &self.exp_avg[i];
+            let m = ((&grad - m)?.affine(consts.one_minus_beta1, 0.0)? + m)?;
+            let v = (self.exp_avg_sq[i].affine(beta2, 0.0)?
+                + (grad.affine(consts.one_minus_beta2, 0.0)? * &grad)?)?;
+            let denom = v.sqrt()?.affine(consts.inv_bias_correction2_sqrt, eps)?;
+            let p = (p + m.div(&denom)?.affine(consts.neg_step_size, 0.0)?)?;
             write_param(var, &mut self.master[i], p)?;
             self.exp_avg[i] = m;
             self.exp_avg_sq[i] = v;
@@ -213,10 +407,11 @@ impl StatefulOptimizer for TorchAdamW {
         let mut tensors = BTreeMap::new();
         let mut param_steps = BTreeMap::new();
         for (i, (name, _)) in self.params.iter().enumerate() {
-            tensors.insert(format!("{EXP_AVG_PREFIX}{name}"), self.exp_avg[i].clone());
+            // Copies: the in-place update writes the moments' storage.
+            tensors.insert(format!("{EXP_AVG_PREFIX}{name}"), self.exp_avg[i].copy()?);
             tensors.insert(
                 format!("{EXP_AVG_SQ_PREFIX}{name}"),
-                self.exp_avg_sq[i].clone(),
+                self.exp_avg_sq[i].copy()?,
             );
             if let Some(master) = &self.master[i] {
                 tensors.insert(format!("{MASTER_PREFIX}{name}"), master.clone());
@@ -250,8 +445,9 @@ impl StatefulOptimizer for TorchAdamW {
                 format!("{EXP_AVG_PREFIX}{name}"),
                 format!("{EXP_AVG_SQ_PREFIX}{name}"),
             );
-            exp_avg.push(restore_tensor(WHO, state, &k1, name, var)?);
-            exp_avg_sq.push(restore_tensor(WHO, state, &k2, name, var)?);
+            // Copies: the in-place update must not write into the caller's state.
+            exp_avg.push(restore_tensor(WHO, state, &k1, name, var)?.copy()?);
+            exp_avg_sq.push(restore_tensor(WHO, state, &k2, name, var)?.copy()?);
             expected.insert(k1);
             expected.insert(k2);
         }
@@ -273,7 +469,7 @@ impl StatefulOptimizer for TorchAdamW {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testutil::{assert_close, bits, Problem};
+    use super::super::testutil::{assert_close, bits, Problem, Twin};
     use super::*;
     use candle_core::{DType, Device};
 
@@ -381,6 +577,62 @@ mod tests {
         let before = bits(&state.tensors["exp_avg.w"]);
         pb.run(&mut opt, 1..2);
         assert_eq!(bits(&state.tensors["exp_avg.w"]), before);
+    }
+
+    /// The in-place update equals the composed one bitwise (with and without weight decay, f32
+    /// and f64, over several parallel chunks and on zeros of both signs), and its moments too.
+    #[test]
+    fn in_place_update_equals_the_composed_twin() {
+        for dtype in [DType::F32, DType::F64] {
+            for weight_decay in [0.0, 0.1] {
+                let twin = Twin::new(dtype);
+                let cfg = AdamWConfig {
+                    weight_decay,
+                    ..config()
+                };
+                let mut composed =
+                    TorchAdamW::new(vec![("p".into(), twin.a.clone())], cfg.clone()).unwrap();
+                composed.composed_only = true;
+                let mut in_place =
+                    TorchAdamW::new(vec![("p".into(), twin.b.clone())], cfg).unwrap();
+                for _ in 0..3 {
+                    twin.step(&mut composed, &twin.a);
+                    twin.step(&mut in_place, &twin.b);
+                }
+                assert_eq!(
+                    (composed.in_place_updates, in_place.in_place_updates),
+                    (0, 3)
+                );
+                let what = format!("{dtype:?} weight decay {weight_decay}");
+                twin.assert_equal_and_moved(&what);
+                let (sc, si) = (composed.state().unwrap(), in_place.state().unwrap());
+                for key in ["exp_avg.p", "exp_avg_sq.p"] {
+                    assert_eq!(
+                        bits(&sc.tensors[key]),
+                        bits(&si.tensors[key]),
+                        "{what} {key}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// The moments are updated in their own storage, so neither a state handed out nor one
+    /// loaded may share it.
+    #[test]
+    fn loaded_state_is_not_changed_by_later_steps() {
+        let pb = Problem::new(DType::F32);
+        let mut opt = TorchAdamW::new(pb.params(), config()).unwrap();
+        pb.run(&mut opt, 0..2);
+        let state = opt.state().unwrap();
+        let before: Vec<_> = state.tensors.values().map(bits).collect();
+        let mut other = TorchAdamW::new(pb.params(), config()).unwrap();
+        other.load_state(&state).unwrap();
+        pb.run(&mut other, 2..4);
+        // w twice, b once (it gets no gradient in the third step).
+        assert_eq!(other.in_place_updates, 3);
+        let after: Vec<_> = state.tensors.values().map(bits).collect();
+        assert_eq!(after, before);
     }
 
     #[test]

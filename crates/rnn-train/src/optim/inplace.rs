@@ -1,7 +1,77 @@
-//! The storage plumbing shared by the in-place element-wise updates (the SGD step, the weight
-//! average's step): Candle's `InplaceOp2` hands over raw storages and layouts.
+//! The storage plumbing shared by the in-place element-wise updates (the SGD and AdamW steps,
+//! the weight average's step): Candle's `InplaceOp2`/`InplaceOp3` hand over raw storages and
+//! layouts; the updates run over them in parallel chunks.
+
+use std::ops::{Add, Div, Mul, Sub};
 
 use candle_core::{CpuStorage, Layout};
+use rayon::prelude::*;
+
+/// Elements per parallel task of an in-place update.
+pub(crate) const CHUNK: usize = 1 << 15;
+
+/// The element types the in-place updates run on (f32, f64), with the operations they use: each
+/// one rounds as Candle's CPU op of the same name, so an update written with them equals its
+/// composed twin bitwise when it does the same operations in the same order.
+pub(crate) trait Elem:
+    Copy
+    + Send
+    + Sync
+    + Add<Output = Self>
+    + Sub<Output = Self>
+    + Mul<Output = Self>
+    + Div<Output = Self>
+{
+    /// The value Candle's `affine` and scalar ops convert an f64 constant to (`T::from_f64`).
+    fn of(x: f64) -> Self;
+    /// Candle's `sqrt` (without the `mkl`/`accelerate` features, as this workspace builds it).
+    fn sqrt(self) -> Self;
+}
+
+impl Elem for f32 {
+    fn of(x: f64) -> Self {
+        x as f32
+    }
+    fn sqrt(self) -> Self {
+        f32::sqrt(self)
+    }
+}
+
+impl Elem for f64 {
+    fn of(x: f64) -> Self {
+        x
+    }
+    fn sqrt(self) -> Self {
+        f64::sqrt(self)
+    }
+}
+
+/// `f(&mut a[i], b[i])` for every `i`, in parallel chunks.
+pub(crate) fn par_zip<T: Elem>(a: &mut [T], b: &[T], f: impl Fn(&mut T, T) + Sync) {
+    a.par_chunks_mut(CHUNK)
+        .zip(b.par_chunks(CHUNK))
+        .for_each(|(a, b)| {
+            for (a, &b) in a.iter_mut().zip(b) {
+                f(a, b);
+            }
+        });
+}
+
+/// `f(&mut a[i], b[i], c[i])` for every `i`, in parallel chunks.
+pub(crate) fn par_zip3<T: Elem>(a: &mut [T], b: &[T], c: &[T], f: impl Fn(&mut T, T, T) + Sync) {
+    a.par_chunks_mut(CHUNK)
+        .zip(b.par_chunks(CHUNK).zip(c.par_chunks(CHUNK)))
+        .for_each(|(a, (b, c))| {
+            for ((a, &b), &c) in a.iter_mut().zip(b).zip(c) {
+                f(a, b, c);
+            }
+        });
+}
+
+fn offsets(op: &str, l: &Layout) -> candle_core::Result<(usize, usize)> {
+    l.contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg(format!("{op}: contiguous layouts only")))
+}
 
 /// Runs `f32` or `f64` on the two storages' elements as contiguous slices (the first written in
 /// place); an error naming `op` for non-contiguous layouts or other dtypes.
@@ -12,13 +82,38 @@ pub(crate) fn on_contiguous(
     f32: impl FnOnce(&mut [f32], &[f32]),
     f64: impl FnOnce(&mut [f64], &[f64]),
 ) -> candle_core::Result<()> {
-    let (Some((a0, a1)), Some((b0, b1))) = (l1.contiguous_offsets(), l2.contiguous_offsets())
-    else {
-        candle_core::bail!("{op}: contiguous layouts only");
-    };
+    let ((a0, a1), (b0, b1)) = (offsets(op, l1)?, offsets(op, l2)?);
+    if a1 - a0 != b1 - b0 {
+        candle_core::bail!("{op}: operands of different sizes");
+    }
     match (s1, s2) {
         (CpuStorage::F32(a), CpuStorage::F32(b)) => f32(&mut a[a0..a1], &b[b0..b1]),
         (CpuStorage::F64(a), CpuStorage::F64(b)) => f64(&mut a[a0..a1], &b[b0..b1]),
+        _ => candle_core::bail!("{op}: f32 or f64 only"),
+    }
+    Ok(())
+}
+
+/// [`on_contiguous`] with two read-only operands.
+pub(crate) fn on_contiguous3(
+    op: &str,
+    (s1, l1): (&mut CpuStorage, &Layout),
+    (s2, l2): (&CpuStorage, &Layout),
+    (s3, l3): (&CpuStorage, &Layout),
+    f32: impl FnOnce(&mut [f32], &[f32], &[f32]),
+    f64: impl FnOnce(&mut [f64], &[f64], &[f64]),
+) -> candle_core::Result<()> {
+    let ((a0, a1), (b0, b1), (c0, c1)) = (offsets(op, l1)?, offsets(op, l2)?, offsets(op, l3)?);
+    if a1 - a0 != b1 - b0 || a1 - a0 != c1 - c0 {
+        candle_core::bail!("{op}: operands of different sizes");
+    }
+    match (s1, s2, s3) {
+        (CpuStorage::F32(a), CpuStorage::F32(b), CpuStorage::F32(c)) => {
+            f32(&mut a[a0..a1], &b[b0..b1], &c[c0..c1])
+        }
+        (CpuStorage::F64(a), CpuStorage::F64(b), CpuStorage::F64(c)) => {
+            f64(&mut a[a0..a1], &b[b0..b1], &c[c0..c1])
+        }
         _ => candle_core::bail!("{op}: f32 or f64 only"),
     }
     Ok(())

@@ -4,9 +4,9 @@ use std::collections::{BTreeMap, HashSet};
 
 use candle_core::backprop::GradStore;
 use candle_core::{CpuStorage, InplaceOp2, Layout, Tensor, Var};
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::inplace::{par_zip, Elem};
 use super::{
     check_grads, check_no_extra_tensors, check_non_negative, check_params, current_value,
     exact_f64, master_copies, restore_masters, restore_param_steps, restore_tensor, state_dtype,
@@ -137,9 +137,6 @@ impl TorchSgd {
     }
 }
 
-/// Elements per parallel task of the in-place update.
-const UPDATE_CHUNK: usize = 1 << 15;
-
 /// `p += -lr * (g + weight_decay * p)` in the storage of `var`, with the composed path's
 /// arithmetic (the same roundings in the same order, so the two agree bitwise). Returns false,
 /// changing nothing, where it does not apply: a master copy, a device other than the CPU, a
@@ -173,25 +170,19 @@ struct SgdStep {
 }
 
 impl SgdStep {
-    fn run<T>(&self, p: &mut [T], g: &[T], lr: T, weight_decay: T, zero: T)
-    where
-        T: Copy + Send + Sync + std::ops::Add<Output = T> + std::ops::Mul<Output = T> + PartialEq,
-    {
+    fn run<T: Elem>(&self, p: &mut [T], g: &[T]) {
+        let (lr, weight_decay, zero) = (T::of(-self.lr), T::of(self.weight_decay), T::of(0.0));
         let decay = self.weight_decay != 0.0;
-        p.par_chunks_mut(UPDATE_CHUNK)
-            .zip(g.par_chunks(UPDATE_CHUNK))
-            .for_each(|(p, g)| {
-                for (p, &g) in p.iter_mut().zip(g) {
-                    // The composed path: d = g + affine(p, wd, 0); p = p + affine(d, -lr, 0).
-                    // The `+ zero`s keep the signs of zeros equal to Candle's affine.
-                    let d = if decay {
-                        g + (*p * weight_decay + zero)
-                    } else {
-                        g
-                    };
-                    *p = *p + (d * lr + zero);
-                }
-            });
+        par_zip(p, g, |p, g| {
+            // The composed path: d = g + affine(p, wd, 0); p = p + affine(d, -lr, 0).
+            // The `+ zero`s keep the signs of zeros equal to Candle's affine.
+            let d = if decay {
+                g + (*p * weight_decay + zero)
+            } else {
+                g
+            };
+            *p = *p + (d * lr + zero);
+        });
     }
 }
 
@@ -211,8 +202,8 @@ impl InplaceOp2 for SgdStep {
             "sgd-step",
             (s1, l1),
             (s2, l2),
-            |p, g| self.run(p, g, -self.lr as f32, self.weight_decay as f32, 0.0),
-            |p, g| self.run(p, g, -self.lr, self.weight_decay, 0.0),
+            |p, g| self.run(p, g),
+            |p, g| self.run(p, g),
         )
     }
 }
@@ -342,7 +333,7 @@ impl StatefulOptimizer for TorchSgd {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testutil::{assert_close, bits, Problem};
+    use super::super::testutil::{assert_close, bits, Problem, Twin};
     use super::*;
     use candle_core::{DType, Device};
 
@@ -546,61 +537,27 @@ mod tests {
     /// bitwise, over several parallel chunks and on zeros of both signs.
     #[test]
     fn in_place_update_equals_the_composed_twin() {
-        let n = 3 * UPDATE_CHUNK + 17;
-        let value = |i: usize, salt: usize| -> f64 {
-            match (i * 7 + salt) % 11 {
-                0 => 0.0,
-                1 => -0.0,
-                k => ((i * 2654435761 + salt) % 1000) as f64 / 997.0 - 0.5 + k as f64 * 1e-3,
-            }
-        };
         for dtype in [DType::F32, DType::F64] {
             for weight_decay in [0.0, 0.01] {
-                let p0: Vec<f64> = (0..n).map(|i| value(i, 1)).collect();
-                let coef: Vec<f64> = (0..n).map(|i| value(i, 5)).collect();
-                let coef = Tensor::from_vec(coef, n, &Device::Cpu)
-                    .unwrap()
-                    .to_dtype(dtype)
-                    .unwrap();
-                let make = || {
-                    let t = Tensor::from_vec(p0.clone(), n, &Device::Cpu).unwrap();
-                    Var::from_tensor(&t.to_dtype(dtype).unwrap()).unwrap()
-                };
-                let (a, b) = (make(), make());
+                let twin = Twin::new(dtype);
                 let cfg = SgdConfig {
                     lr: 0.3,
                     weight_decay,
                     ..SgdConfig::default()
                 };
                 let mut composed =
-                    TorchSgd::new(vec![("p".into(), a.clone())], cfg.clone()).unwrap();
+                    TorchSgd::new(vec![("p".into(), twin.a.clone())], cfg.clone()).unwrap();
                 composed.composed_only = true;
-                let mut in_place = TorchSgd::new(vec![("p".into(), b.clone())], cfg).unwrap();
+                let mut in_place = TorchSgd::new(vec![("p".into(), twin.b.clone())], cfg).unwrap();
                 for _ in 0..3 {
-                    for (opt, var) in [(&mut composed, &a), (&mut in_place, &b)] {
-                        // d(sum(p * coef * p))/dp = 2 * coef * p: a gradient that follows p.
-                        let loss = (var.as_tensor().sqr().unwrap() * &coef)
-                            .unwrap()
-                            .sum_all()
-                            .unwrap();
-                        opt.step(&loss.backward().unwrap()).unwrap();
-                    }
+                    twin.step(&mut composed, &twin.a);
+                    twin.step(&mut in_place, &twin.b);
                 }
                 assert_eq!(
                     (composed.in_place_updates, in_place.in_place_updates),
                     (0, 3)
                 );
-                let (va, vb) = (bits(a.as_tensor()), bits(b.as_tensor()));
-                assert_eq!(va.len(), n);
-                let differ = va.iter().zip(&vb).filter(|(x, y)| x != y).count();
-                assert_eq!(
-                    differ, 0,
-                    "{dtype:?} weight decay {weight_decay}: {differ} values differ"
-                );
-                assert_ne!(bits(a.as_tensor()), {
-                    let t = Tensor::from_vec(p0.clone(), n, &Device::Cpu).unwrap();
-                    bits(&t.to_dtype(dtype).unwrap())
-                });
+                twin.assert_equal_and_moved(&format!("{dtype:?} weight decay {weight_decay}"));
             }
         }
     }

@@ -120,3 +120,59 @@ pub fn assert_close(actual: &[f64], expected: &[f64], tol: f64, what: &str) {
         );
     }
 }
+
+/// One parameter of several parallel chunks of values (zeros of both signs among them) twice,
+/// for holding an in-place update equal to its composed twin: each optimiser steps its own copy
+/// with the gradient of `sum(coef * p * p)`, which follows the parameter.
+pub struct Twin {
+    pub a: Var,
+    pub b: Var,
+    start: Vec<u64>,
+    coef: Tensor,
+}
+
+impl Twin {
+    pub fn new(dtype: DType) -> Self {
+        let n = 3 * super::inplace::CHUNK + 17;
+        let value = |i: usize, salt: usize| -> f64 {
+            match (i * 7 + salt) % 11 {
+                0 => 0.0,
+                1 => -0.0,
+                k => ((i * 2654435761 + salt) % 1000) as f64 / 997.0 - 0.5 + k as f64 * 1e-3,
+            }
+        };
+        let tensor = |salt: usize| {
+            let v: Vec<f64> = (0..n).map(|i| value(i, salt)).collect();
+            Tensor::from_vec(v, n, &Device::Cpu)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap()
+        };
+        let p0 = tensor(1);
+        Self {
+            a: Var::from_tensor(&p0).unwrap(),
+            b: Var::from_tensor(&p0).unwrap(),
+            start: bits(&p0),
+            coef: tensor(5),
+        }
+    }
+
+    /// One step of `opt` on `var` (`a` or `b`).
+    pub fn step(&self, opt: &mut dyn StatefulOptimizer, var: &Var) {
+        let loss = (var.as_tensor().sqr().unwrap() * &self.coef)
+            .unwrap()
+            .sum_all()
+            .unwrap();
+        opt.step(&loss.backward().unwrap()).unwrap();
+    }
+
+    /// `a` and `b` are equal bitwise, and they moved.
+    #[track_caller]
+    pub fn assert_equal_and_moved(&self, what: &str) {
+        let (va, vb) = (bits(self.a.as_tensor()), bits(self.b.as_tensor()));
+        assert_eq!(va.len(), self.start.len());
+        let differ = va.iter().zip(&vb).filter(|(x, y)| x != y).count();
+        assert_eq!(differ, 0, "{what}: {differ} values differ");
+        assert_ne!(va, self.start, "{what}: nothing moved");
+    }
+}

@@ -4,9 +4,9 @@
 use std::collections::HashMap;
 
 use candle_core::{CpuStorage, InplaceOp2, Layout, Tensor};
-use rayon::prelude::*;
 
 use super::{Trainer, WeightAverage};
+use crate::optim::inplace::{par_zip, Elem};
 use crate::{Error, Result};
 
 /// Prefix of the average's tensors in a checkpoint's tensor file (then the parameter's name).
@@ -21,9 +21,6 @@ pub(super) fn updated(avg: &Tensor, w: &Tensor, count: u64, decay: Option<f64>) 
         Some(d) => ((avg * d)? + (w * (1.0 - d))?)?,
     })
 }
-
-/// Elements per parallel task of the in-place update.
-const CHUNK: usize = 1 << 15;
 
 /// [`updated`] in the storage of `avg`, one parallel pass, with the composed form's arithmetic
 /// (Candle's `t / c` and `t * d` are `affine(1 / c, 0)` and `affine(d, 0)`: the same roundings
@@ -56,36 +53,16 @@ enum AverageStep {
 }
 
 impl AverageStep {
-    fn run<T>(&self, a: &mut [T], w: &[T], of: impl Fn(f64) -> T + Sync)
-    where
-        T: Copy
-            + Send
-            + Sync
-            + std::ops::Add<Output = T>
-            + std::ops::Sub<Output = T>
-            + std::ops::Mul<Output = T>,
-    {
-        let zero = of(0.0);
+    fn run<T: Elem>(&self, a: &mut [T], w: &[T]) {
+        let zero = T::of(0.0);
         match *self {
             Self::Uniform { inv } => {
-                let inv = of(inv);
-                a.par_chunks_mut(CHUNK)
-                    .zip(w.par_chunks(CHUNK))
-                    .for_each(|(a, w)| {
-                        for (a, &w) in a.iter_mut().zip(w) {
-                            *a = *a + ((w - *a) * inv + zero);
-                        }
-                    });
+                let inv = T::of(inv);
+                par_zip(a, w, |a, w| *a = *a + ((w - *a) * inv + zero));
             }
             Self::Ema { d, e } => {
-                let (d, e) = (of(d), of(e));
-                a.par_chunks_mut(CHUNK)
-                    .zip(w.par_chunks(CHUNK))
-                    .for_each(|(a, w)| {
-                        for (a, &w) in a.iter_mut().zip(w) {
-                            *a = (*a * d + zero) + (w * e + zero);
-                        }
-                    });
+                let (d, e) = (T::of(d), T::of(e));
+                par_zip(a, w, |a, w| *a = (*a * d + zero) + (w * e + zero));
             }
         }
     }
@@ -107,8 +84,8 @@ impl InplaceOp2 for AverageStep {
             "weight-average-step",
             (s1, l1),
             (s2, l2),
-            |a, w| self.run(a, w, |x| x as f32),
-            |a, w| self.run(a, w, |x| x),
+            |a, w| self.run(a, w),
+            |a, w| self.run(a, w),
         )
     }
 }
@@ -242,7 +219,7 @@ mod tests {
     /// over several parallel chunks), and leaves a tensor on which it does not apply unchanged.
     #[test]
     fn in_place_update_equals_the_composed_one_bitwise() {
-        let n = 3 * CHUNK + 17;
+        let n = 3 * crate::optim::inplace::CHUNK + 17;
         let dev = Device::Cpu;
         for dtype in [DType::F32, DType::F64] {
             let a0 = Tensor::randn(0f64, 1.0, n, &dev)
