@@ -122,8 +122,8 @@ pub struct TorchAdamW {
     param_steps: Vec<u64>,
     step: u64,
     config: AdamWConfig,
-    /// Every update takes the composed path (tests of the in-place twin).
-    composed_only: bool,
+    /// Whether updates may run in place (see [`Self::set_in_place`]).
+    in_place: bool,
     /// Parameter updates done in place so far.
     in_place_updates: u64,
 }
@@ -149,7 +149,7 @@ impl TorchAdamW {
             exp_avg_sq,
             step: 0,
             config,
-            composed_only: false,
+            in_place: true,
             in_place_updates: 0,
         })
     }
@@ -157,6 +157,14 @@ impl TorchAdamW {
     /// The hyper-parameters.
     pub fn config(&self) -> &AdamWConfig {
         &self.config
+    }
+
+    /// Whether CPU updates of f32/f64 parameters without a master copy run in place, in three
+    /// parallel passes over the moments' and the parameter's storage (the default, as PyTorch's
+    /// `foreach`/`fused` implementations), or always as composed Candle tensor ops (the
+    /// reference path the in-place one is tested against; the two agree bitwise).
+    pub fn set_in_place(&mut self, in_place: bool) {
+        self.in_place = in_place;
     }
 
     /// Number of calls to [`StatefulOptimizer::step`] so far (restored by `load_state`).
@@ -368,7 +376,7 @@ impl StatefulOptimizer for TorchAdamW {
                 eps,
                 neg_step_size: -step_size,
             };
-            if !self.composed_only && self.update_in_place(i, grad, &consts)? {
+            if self.in_place && self.update_in_place(i, grad, &consts)? {
                 self.in_place_updates += 1;
                 self.param_steps[i] += 1;
                 continue;
@@ -592,7 +600,7 @@ mod tests {
                 };
                 let mut composed =
                     TorchAdamW::new(vec![("p".into(), twin.a.clone())], cfg.clone()).unwrap();
-                composed.composed_only = true;
+                composed.set_in_place(false);
                 let mut in_place =
                     TorchAdamW::new(vec![("p".into(), twin.b.clone())], cfg).unwrap();
                 for _ in 0..3 {

@@ -102,8 +102,8 @@ pub struct TorchSgd {
     param_steps: Vec<u64>,
     step: u64,
     config: SgdConfig,
-    /// Every update takes the composed path (tests of the in-place twin).
-    composed_only: bool,
+    /// Whether updates may run in place (see [`Self::set_in_place`]).
+    in_place: bool,
     /// Parameter updates done in place so far.
     in_place_updates: u64,
 }
@@ -121,7 +121,7 @@ impl TorchSgd {
             params,
             step: 0,
             config,
-            composed_only: false,
+            in_place: true,
             in_place_updates: 0,
         })
     }
@@ -129,6 +129,14 @@ impl TorchSgd {
     /// The hyper-parameters.
     pub fn config(&self) -> &SgdConfig {
         &self.config
+    }
+
+    /// Whether CPU updates of plain SGD (no momentum) run in place, in one parallel pass over
+    /// the parameter's storage (the default, as PyTorch's `foreach`/`fused` implementations), or
+    /// always as composed Candle tensor ops (the reference path the in-place one is tested
+    /// against; the two agree bitwise).
+    pub fn set_in_place(&mut self, in_place: bool) {
+        self.in_place = in_place;
     }
 
     /// Number of calls to [`StatefulOptimizer::step`] so far (restored by `load_state`).
@@ -229,7 +237,7 @@ impl StatefulOptimizer for TorchSgd {
                 self.param_steps[i] += 1;
                 continue;
             }
-            if momentum == 0.0 && !self.composed_only {
+            if momentum == 0.0 && self.in_place {
                 // One pass over the parameter's own storage, as PyTorch's in-place `add_`.
                 if update_in_place(var, &self.master[i], grad, lr, weight_decay)? {
                     self.in_place_updates += 1;
@@ -547,7 +555,7 @@ mod tests {
                 };
                 let mut composed =
                     TorchSgd::new(vec![("p".into(), twin.a.clone())], cfg.clone()).unwrap();
-                composed.composed_only = true;
+                composed.set_in_place(false);
                 let mut in_place = TorchSgd::new(vec![("p".into(), twin.b.clone())], cfg).unwrap();
                 for _ in 0..3 {
                     twin.step(&mut composed, &twin.a);
