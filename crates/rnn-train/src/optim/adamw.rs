@@ -3,10 +3,10 @@
 use std::collections::{BTreeMap, HashSet};
 
 use candle_core::backprop::GradStore;
-use candle_core::{CpuStorage, DType, InplaceOp2, InplaceOp3, Layout, Tensor, Var};
+use candle_core::{DType, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
-use super::inplace::{on_contiguous, on_contiguous3, par_zip, par_zip3, Elem};
+use super::inplace::{par_zip, par_zip3, Elem, InPlace, Update2, Update3};
 use super::{
     check_grads, check_no_extra_tensors, check_non_negative, check_params, current_value,
     exact_f64, master_copies, restore_masters, restore_param_steps, restore_tensor, state_dtype,
@@ -205,7 +205,7 @@ impl TorchAdamW {
         }
         // The moments are the optimiser's own (fresh zeros, composed results or copies), so
         // only the gradient could share storage with one; Candle refuses that before writing.
-        if m.inplace_op2(grad, &FirstMoment(c)).is_err() {
+        if m.inplace_op2(grad, &InPlace(FirstMoment(c))).is_err() {
             return Ok(false);
         }
         let who = &self.params[i].0;
@@ -214,8 +214,10 @@ impl TorchAdamW {
                 "{WHO}: the in-place update of {who:?} failed after its first moment: {e}"
             ))
         };
-        v.inplace_op2(grad, &SecondMoment(c)).map_err(failed)?;
-        p.inplace_op3(m, v, &ParamStep(c)).map_err(failed)?;
+        v.inplace_op2(grad, &InPlace(SecondMoment(c)))
+            .map_err(failed)?;
+        p.inplace_op3(m, v, &InPlace(ParamStep(c)))
+            .map_err(failed)?;
         Ok(true)
     }
 }
@@ -223,40 +225,21 @@ impl TorchAdamW {
 /// `m = affine(g - m, 1 - beta1, 0) + m`, in the storage of `m`.
 struct FirstMoment<'a>(&'a AdamConsts);
 
-impl FirstMoment<'_> {
+impl Update2 for FirstMoment<'_> {
+    const NAME: &'static str = "adamw-exp-avg";
+
     fn run<T: Elem>(&self, m: &mut [T], g: &[T]) {
         let (c, zero) = (T::of(self.0.one_minus_beta1), T::of(0.0));
         par_zip(m, g, |m, g| *m = ((g - *m) * c + zero) + *m);
     }
 }
 
-impl InplaceOp2 for FirstMoment<'_> {
-    fn name(&self) -> &'static str {
-        "adamw-exp-avg"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &mut CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<()> {
-        let op = self.name();
-        on_contiguous(
-            op,
-            (s1, l1),
-            (s2, l2),
-            |m, g| self.run(m, g),
-            |m, g| self.run(m, g),
-        )
-    }
-}
-
 /// `v = affine(v, beta2, 0) + affine(g, 1 - beta2, 0) * g`, in the storage of `v`.
 struct SecondMoment<'a>(&'a AdamConsts);
 
-impl SecondMoment<'_> {
+impl Update2 for SecondMoment<'_> {
+    const NAME: &'static str = "adamw-exp-avg-sq";
+
     fn run<T: Elem>(&self, v: &mut [T], g: &[T]) {
         let (b2, c2, zero) = (
             T::of(self.0.beta2),
@@ -267,34 +250,13 @@ impl SecondMoment<'_> {
     }
 }
 
-impl InplaceOp2 for SecondMoment<'_> {
-    fn name(&self) -> &'static str {
-        "adamw-exp-avg-sq"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &mut CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<()> {
-        let op = self.name();
-        on_contiguous(
-            op,
-            (s1, l1),
-            (s2, l2),
-            |v, g| self.run(v, g),
-            |v, g| self.run(v, g),
-        )
-    }
-}
-
 /// `p = affine(p, 1 - lr * wd, 0)` (with weight decay), then
 /// `p = p + affine(m / affine(sqrt(v), 1 / sqrt(bc2), eps), -step_size, 0)`, in the storage of `p`.
 struct ParamStep<'a>(&'a AdamConsts);
 
-impl ParamStep<'_> {
+impl Update3 for ParamStep<'_> {
+    const NAME: &'static str = "adamw-param";
+
     fn run<T: Elem>(&self, p: &mut [T], m: &[T], v: &[T]) {
         let c = self.0;
         let zero = T::of(0.0);
@@ -312,31 +274,6 @@ impl ParamStep<'_> {
             let denom = v.sqrt() * inv_bc2 + eps;
             *p = q + ((m / denom) * neg_step + zero);
         });
-    }
-}
-
-impl InplaceOp3 for ParamStep<'_> {
-    fn name(&self) -> &'static str {
-        "adamw-param"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &mut CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> candle_core::Result<()> {
-        on_contiguous3(
-            self.name(),
-            (s1, l1),
-            (s2, l2),
-            (s3, l3),
-            |p, m, v| self.run(p, m, v),
-            |p, m, v| self.run(p, m, v),
-        )
     }
 }
 

@@ -1,10 +1,11 @@
 //! The storage plumbing shared by the in-place element-wise updates (the SGD and AdamW steps,
-//! the weight average's step): Candle's `InplaceOp2`/`InplaceOp3` hand over raw storages and
-//! layouts; the updates run over them in parallel chunks.
+//! the weight average's step): an update says what it does to contiguous f32/f64 slices
+//! ([`Update2`], [`Update3`]); [`InPlace`] makes it Candle's `InplaceOp2`/`InplaceOp3`, which hand
+//! over the raw storages and layouts; the loops run in parallel chunks ([`par_zip`]).
 
 use std::ops::{Add, Div, Mul, Sub};
 
-use candle_core::{CpuStorage, Layout};
+use candle_core::{CpuStorage, InplaceOp2, InplaceOp3, Layout};
 use rayon::prelude::*;
 
 /// Elements per parallel task of an in-place update.
@@ -73,48 +74,78 @@ fn offsets(op: &str, l: &Layout) -> candle_core::Result<(usize, usize)> {
         .ok_or_else(|| candle_core::Error::Msg(format!("{op}: contiguous layouts only")))
 }
 
-/// Runs `f32` or `f64` on the two storages' elements as contiguous slices (the first written in
-/// place); an error naming `op` for non-contiguous layouts or other dtypes.
-pub(crate) fn on_contiguous(
-    op: &str,
-    (s1, l1): (&mut CpuStorage, &Layout),
-    (s2, l2): (&CpuStorage, &Layout),
-    f32: impl FnOnce(&mut [f32], &[f32]),
-    f64: impl FnOnce(&mut [f64], &[f64]),
-) -> candle_core::Result<()> {
-    let ((a0, a1), (b0, b1)) = (offsets(op, l1)?, offsets(op, l2)?);
-    if a1 - a0 != b1 - b0 {
-        candle_core::bail!("{op}: operands of different sizes");
-    }
-    match (s1, s2) {
-        (CpuStorage::F32(a), CpuStorage::F32(b)) => f32(&mut a[a0..a1], &b[b0..b1]),
-        (CpuStorage::F64(a), CpuStorage::F64(b)) => f64(&mut a[a0..a1], &b[b0..b1]),
-        _ => candle_core::bail!("{op}: f32 or f64 only"),
-    }
-    Ok(())
+/// An element-wise update of `a` from `b`, over contiguous slices of one dtype.
+pub(crate) trait Update2: Sync {
+    /// The name Candle's errors give the op.
+    const NAME: &'static str;
+    fn run<T: Elem>(&self, a: &mut [T], b: &[T]);
 }
 
-/// [`on_contiguous`] with two read-only operands.
-pub(crate) fn on_contiguous3(
-    op: &str,
-    (s1, l1): (&mut CpuStorage, &Layout),
-    (s2, l2): (&CpuStorage, &Layout),
-    (s3, l3): (&CpuStorage, &Layout),
-    f32: impl FnOnce(&mut [f32], &[f32], &[f32]),
-    f64: impl FnOnce(&mut [f64], &[f64], &[f64]),
-) -> candle_core::Result<()> {
-    let ((a0, a1), (b0, b1), (c0, c1)) = (offsets(op, l1)?, offsets(op, l2)?, offsets(op, l3)?);
-    if a1 - a0 != b1 - b0 || a1 - a0 != c1 - c0 {
-        candle_core::bail!("{op}: operands of different sizes");
+/// An element-wise update of `a` from `b` and `c`, over contiguous slices of one dtype.
+pub(crate) trait Update3: Sync {
+    /// The name Candle's errors give the op.
+    const NAME: &'static str;
+    fn run<T: Elem>(&self, a: &mut [T], b: &[T], c: &[T]);
+}
+
+/// An [`Update2`] or [`Update3`] as Candle's in-place op: `a.inplace_op2(&b, &InPlace(update))`.
+/// It fails, writing nothing, on non-contiguous layouts, other dtypes or operands of different
+/// sizes (and Candle refuses operands sharing the written tensor's storage before it runs).
+pub(crate) struct InPlace<U>(pub U);
+
+impl<U: Update2> InplaceOp2 for InPlace<U> {
+    fn name(&self) -> &'static str {
+        U::NAME
     }
-    match (s1, s2, s3) {
-        (CpuStorage::F32(a), CpuStorage::F32(b), CpuStorage::F32(c)) => {
-            f32(&mut a[a0..a1], &b[b0..b1], &c[c0..c1])
+
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<()> {
+        let ((a0, a1), (b0, b1)) = (offsets(U::NAME, l1)?, offsets(U::NAME, l2)?);
+        if a1 - a0 != b1 - b0 {
+            candle_core::bail!("{}: operands of different sizes", U::NAME);
         }
-        (CpuStorage::F64(a), CpuStorage::F64(b), CpuStorage::F64(c)) => {
-            f64(&mut a[a0..a1], &b[b0..b1], &c[c0..c1])
+        match (s1, s2) {
+            (CpuStorage::F32(a), CpuStorage::F32(b)) => self.0.run(&mut a[a0..a1], &b[b0..b1]),
+            (CpuStorage::F64(a), CpuStorage::F64(b)) => self.0.run(&mut a[a0..a1], &b[b0..b1]),
+            _ => candle_core::bail!("{}: f32 or f64 only", U::NAME),
         }
-        _ => candle_core::bail!("{op}: f32 or f64 only"),
+        Ok(())
     }
-    Ok(())
+}
+
+impl<U: Update3> InplaceOp3 for InPlace<U> {
+    fn name(&self) -> &'static str {
+        U::NAME
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<()> {
+        let op = U::NAME;
+        let ((a0, a1), (b0, b1), (c0, c1)) = (offsets(op, l1)?, offsets(op, l2)?, offsets(op, l3)?);
+        if a1 - a0 != b1 - b0 || a1 - a0 != c1 - c0 {
+            candle_core::bail!("{op}: operands of different sizes");
+        }
+        match (s1, s2, s3) {
+            (CpuStorage::F32(a), CpuStorage::F32(b), CpuStorage::F32(c)) => {
+                self.0.run(&mut a[a0..a1], &b[b0..b1], &c[c0..c1])
+            }
+            (CpuStorage::F64(a), CpuStorage::F64(b), CpuStorage::F64(c)) => {
+                self.0.run(&mut a[a0..a1], &b[b0..b1], &c[c0..c1])
+            }
+            _ => candle_core::bail!("{op}: f32 or f64 only"),
+        }
+        Ok(())
+    }
 }

@@ -3,10 +3,10 @@
 use std::collections::{BTreeMap, HashSet};
 
 use candle_core::backprop::GradStore;
-use candle_core::{CpuStorage, InplaceOp2, Layout, Tensor, Var};
+use candle_core::{Tensor, Var};
 use serde::{Deserialize, Serialize};
 
-use super::inplace::{par_zip, Elem};
+use super::inplace::{par_zip, Elem, InPlace, Update2};
 use super::{
     check_grads, check_no_extra_tensors, check_non_negative, check_params, current_value,
     exact_f64, master_copies, restore_masters, restore_param_steps, restore_tensor, state_dtype,
@@ -168,7 +168,7 @@ fn update_in_place(
         return Ok(false);
     }
     let op = SgdStep { lr, weight_decay };
-    Ok(p.inplace_op2(grad, &op).is_ok())
+    Ok(p.inplace_op2(grad, &InPlace(op)).is_ok())
 }
 
 /// The in-place update of [`update_in_place`].
@@ -177,7 +177,9 @@ struct SgdStep {
     weight_decay: f64,
 }
 
-impl SgdStep {
+impl Update2 for SgdStep {
+    const NAME: &'static str = "sgd-step";
+
     fn run<T: Elem>(&self, p: &mut [T], g: &[T]) {
         let (lr, weight_decay, zero) = (T::of(-self.lr), T::of(self.weight_decay), T::of(0.0));
         let decay = self.weight_decay != 0.0;
@@ -191,28 +193,6 @@ impl SgdStep {
             };
             *p = *p + (d * lr + zero);
         });
-    }
-}
-
-impl InplaceOp2 for SgdStep {
-    fn name(&self) -> &'static str {
-        "sgd-step"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &mut CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<()> {
-        super::inplace::on_contiguous(
-            "sgd-step",
-            (s1, l1),
-            (s2, l2),
-            |p, g| self.run(p, g),
-            |p, g| self.run(p, g),
-        )
     }
 }
 

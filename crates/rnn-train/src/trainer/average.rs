@@ -3,10 +3,10 @@
 
 use std::collections::HashMap;
 
-use candle_core::{CpuStorage, InplaceOp2, Layout, Tensor};
+use candle_core::Tensor;
 
 use super::{Trainer, WeightAverage};
-use crate::optim::inplace::{par_zip, Elem};
+use crate::optim::inplace::{par_zip, Elem, InPlace, Update2};
 use crate::{Error, Result};
 
 /// Prefix of the average's tensors in a checkpoint's tensor file (then the parameter's name).
@@ -41,7 +41,7 @@ fn update_in_place(avg: &Tensor, w: &Tensor, count: u64, decay: Option<f64>) -> 
         },
         Some(d) => AverageStep::Ema { d, e: 1.0 - d },
     };
-    Ok(avg.inplace_op2(w, &op).is_ok())
+    Ok(avg.inplace_op2(w, &InPlace(op)).is_ok())
 }
 
 /// One step of the average, in place.
@@ -52,7 +52,9 @@ enum AverageStep {
     Ema { d: f64, e: f64 },
 }
 
-impl AverageStep {
+impl Update2 for AverageStep {
+    const NAME: &'static str = "weight-average-step";
+
     fn run<T: Elem>(&self, a: &mut [T], w: &[T]) {
         let zero = T::of(0.0);
         match *self {
@@ -65,28 +67,6 @@ impl AverageStep {
                 par_zip(a, w, |a, w| *a = (*a * d + zero) + (w * e + zero));
             }
         }
-    }
-}
-
-impl InplaceOp2 for AverageStep {
-    fn name(&self) -> &'static str {
-        "weight-average-step"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &mut CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<()> {
-        crate::optim::inplace::on_contiguous(
-            "weight-average-step",
-            (s1, l1),
-            (s2, l2),
-            |a, w| self.run(a, w),
-            |a, w| self.run(a, w),
-        )
     }
 }
 
