@@ -533,14 +533,11 @@ mod tests {
                     weight_decay,
                     ..SgdConfig::default()
                 };
-                let mut composed =
-                    TorchSgd::new(vec![("p".into(), twin.a.clone())], cfg.clone()).unwrap();
+                let [pa, pb] = twin.params();
+                let mut composed = TorchSgd::new(pa, cfg.clone()).unwrap();
                 composed.set_in_place(false);
-                let mut in_place = TorchSgd::new(vec![("p".into(), twin.b.clone())], cfg).unwrap();
-                for _ in 0..3 {
-                    twin.step(&mut composed, &twin.a);
-                    twin.step(&mut in_place, &twin.b);
-                }
+                let mut in_place = TorchSgd::new(pb, cfg).unwrap();
+                twin.run(&mut composed, &mut in_place, 3);
                 assert_eq!(
                     (composed.in_place_updates, in_place.in_place_updates),
                     (0, 3)

@@ -157,13 +157,29 @@ impl Twin {
         }
     }
 
-    /// One step of `opt` on `var` (`a` or `b`).
-    pub fn step(&self, opt: &mut dyn StatefulOptimizer, var: &Var) {
-        let loss = (var.as_tensor().sqr().unwrap() * &self.coef)
-            .unwrap()
-            .sum_all()
-            .unwrap();
-        opt.step(&loss.backward().unwrap()).unwrap();
+    /// `a` and `b` as the named parameter lists of their optimisers.
+    pub fn params(&self) -> [Vec<(String, Var)>; 2] {
+        [&self.a, &self.b].map(|v| vec![("p".to_string(), v.clone())])
+    }
+
+    /// `steps` steps of `opt_a` on `a` and of `opt_b` on `b`, interleaved.
+    pub fn run(
+        &self,
+        opt_a: &mut dyn StatefulOptimizer,
+        opt_b: &mut dyn StatefulOptimizer,
+        steps: usize,
+    ) {
+        let step = |opt: &mut dyn StatefulOptimizer, var: &Var| {
+            let loss = (var.as_tensor().sqr().unwrap() * &self.coef)
+                .unwrap()
+                .sum_all()
+                .unwrap();
+            opt.step(&loss.backward().unwrap()).unwrap();
+        };
+        for _ in 0..steps {
+            step(opt_a, &self.a);
+            step(opt_b, &self.b);
+        }
     }
 
     /// `a` and `b` are equal bitwise, and they moved.
