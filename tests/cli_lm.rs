@@ -378,6 +378,57 @@ fn subword_level_saves_its_tokenizer_and_round_trips_text() {
     run(&["eval", "--checkpoint", &s(&out), "--device", "cpu"]).unwrap();
 }
 
+#[test]
+fn the_medium_ptb_recipe_file_reaches_the_checkpoint() {
+    // examples/configs/word_lm_medium.toml is the command of RESULTS.md's medium PTB row; every
+    // key must still be one `rnn train word-lm` reads, with the meaning the recipe gives it.
+    let recipe = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/configs/word_lm_medium.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let train = write(dir.path(), "train.txt", &corpus(400, 0));
+    let valid = write(dir.path(), "valid.txt", &corpus(60, 1000));
+    let out = dir.path().join("run");
+    // Small widths (flags override the file; tied weights need the two equal) keep it quick.
+    run(&[
+        "train",
+        "word-lm",
+        "--config",
+        &s(&recipe),
+        "--data",
+        &s(&train),
+        "--valid",
+        &s(&valid),
+        "--hidden",
+        "16",
+        "--embedding",
+        "16",
+        "--max-steps",
+        "2",
+        "--device",
+        "cpu",
+        "--out",
+        &s(&out),
+    ])
+    .unwrap();
+    let text = std::fs::read_to_string(out.join("checkpoint/config.json")).unwrap();
+    let cfg: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let (data, model, trainer) = (&cfg["model"], &cfg["model"]["model"], &cfg["trainer"]);
+    assert_eq!(model["hidden_size"], 16, "{text}");
+    assert_eq!(model["num_layers"], 2, "{text}");
+    assert_eq!(model["mode"], "lstm", "{text}");
+    assert_eq!(model["tie_weights"], true, "{text}");
+    assert_eq!(model["variational_dropout"], 0.5, "{text}");
+    assert_eq!(model["weight_drop"], 0.2, "{text}");
+    assert_eq!(model["embedding_dropout"], 0.1, "{text}");
+    assert_eq!(data["seq_len"], 35, "{text}");
+    assert_eq!(data["batch_size"], 20, "{text}");
+    assert_eq!(trainer["epochs"], 14, "{text}");
+    assert_eq!(trainer["clip_grad_norm"], 0.25, "{text}");
+    assert_eq!(trainer["optimizer"]["kind"], "sgd", "{text}");
+    assert_eq!(trainer["optimizer"]["lr"], 20.0, "{text}");
+    assert_eq!(trainer["schedule"]["type"], "cosine_warmup", "{text}");
+    assert_eq!(trainer["schedule"]["min_lr"], 0.0, "{text}");
+}
+
 fn train_error(args: &[&str]) -> String {
     let mut all = vec!["train"];
     all.extend_from_slice(args);
