@@ -631,6 +631,18 @@ cases! {
     ckpt_resume_missing: "`--resume` names a directory that does not exist",
         cli(nothing, &["train", "adding", "--resume", "<tmp>/nope", "--max-steps", "1", "--device", "cpu", "--out", "<tmp>/run"])
         => "--resume: checkpoint <tmp>/nope: no such directory";
+    ckpt_init_from_other_task: "`--init-from` an `adding` checkpoint in a `copy` run",
+        cli(|d| { ckpt(d); }, &["train", "copy", "--init-from", "<tmp>/ckpt", "--max-steps", "1", "--device", "cpu", "--out", "<tmp>/run"])
+        => "--init-from <tmp>/ckpt: the checkpoint is from task `adding`, not `copy`";
+    ckpt_init_from_other_size: "`--init-from` a hidden-8 checkpoint with `--hidden 16`",
+        cli(|d| { ckpt(d); }, &["train", "adding", "--init-from", "<tmp>/ckpt", "--hidden", "16", "--samples", "64", "--seq-len", "5", "--batch-size", "16", "--max-steps", "3", "--device", "cpu", "--out", "<tmp>/run"])
+        => "--init-from <tmp>/ckpt: <tmp>/ckpt/model.safetensors: checkpoint parameters do not match the model (5 problems): `head.layers.0.weight` has shape [1, 8], expected [1, 16]; `rnn.bias_hh_l0` has shape [32], expected [64]; `rnn.bias_ih_l0` has shape [32], expected [64]; `rnn.weight_hh_l0` has shape [32, 8], expected [64, 16]; `rnn.weight_ih_l0` has shape [32, 2], expected [64, 2]";
+    ckpt_init_from_missing: "`--init-from` names a directory that does not exist",
+        cli(nothing, &["train", "adding", "--init-from", "<tmp>/nope", "--max-steps", "1", "--device", "cpu", "--out", "<tmp>/run"])
+        => "--init-from: checkpoint <tmp>/nope: no such directory";
+    ckpt_init_from_and_resume: "`--init-from` and `--resume` together",
+        cli(|d| { ckpt(d); }, &["train", "adding", "--init-from", "<tmp>/ckpt", "--resume", "<tmp>/ckpt", "--max-steps", "1", "--device", "cpu", "--out", "<tmp>/run"])
+        => "the argument '--init-from <DIR>' cannot be used with '--resume <RESUME>'";
 
     // -- out-of-range or unknown options --
     opt_zero_hidden: "`--hidden 0`",
@@ -925,8 +937,9 @@ What issue 8 part 7 asks, and what guarantees it:
   (`ckpt_other_hidden_size`, `ckpt_other_cell`), a malformed configuration
   (`ckpt_config_no_task`, `ckpt_config_unknown_task`, `ckpt_config_model_malformed`), a
   missing or corrupt vocabulary (`sample_missing_vocab`, `sample_corrupt_vocab`), a
-  checkpoint of another task (`ckpt_other_task_sample`, `ckpt_resume_other_task`) or of other
-  sizes (`ckpt_resume_other_size`).
+  checkpoint of another task (`ckpt_other_task_sample`, `ckpt_resume_other_task`,
+  `ckpt_init_from_other_task`) or of other sizes (`ckpt_resume_other_size`,
+  `ckpt_init_from_other_size`).
 
 ## The table
 ";

@@ -12,10 +12,10 @@ use rnn_train::trainer::{FitReport, TrainTask, Trainer, TrainerConfig, BEST_DIR,
 use super::checkpoint::resolve_checkpoint;
 use super::context::RunContext;
 
-/// Before `--resume DIR`: repairs what a killed save left in `DIR` (a checkpoint itself, or a
+/// Before `--resume DIR` or `--init-from DIR`: repairs what a killed save left in `DIR` (a checkpoint itself, or a
 /// run directory with `checkpoint/` and `best/`), see [`checkpoint::recover`], and says so when
 /// a checkpoint that had been moved aside is put back.
-fn recover_for_resume(dir: &Path) -> Result<()> {
+fn recover_for_resume(dir: &Path, flag: &str) -> Result<()> {
     let candidates = if dir.join(checkpoint::STATE_FILE).is_file()
         || dir
             .file_name()
@@ -26,11 +26,11 @@ fn recover_for_resume(dir: &Path) -> Result<()> {
         vec![dir.join(LATEST_DIR), dir.join("best")]
     };
     for candidate in candidates {
-        if let Some(backup) = checkpoint::recover(&candidate)
-            .with_context(|| format!("--resume {}", dir.display()))?
+        if let Some(backup) =
+            checkpoint::recover(&candidate).with_context(|| format!("{flag} {}", dir.display()))?
         {
             eprintln!(
-                "note: --resume: {} was missing (a run was killed while replacing it); restored it from {}",
+                "note: {flag}: {} was missing (a run was killed while replacing it); restored it from {}",
                 candidate.display(),
                 backup.display()
             );
@@ -83,7 +83,16 @@ pub fn fit<T: TrainTask>(
         };
         cfg.validate()?;
     }
-    if let (Some(t_max), None) = (ctx.opts.chrono_init, &ctx.opts.resume) {
+    if let Some(dir) = &ctx.opts.init_from {
+        let dir = rank0_checkpoint(ctx, dir, "--init-from", true)?;
+        init_from(&dir, &varmap, task).with_context(|| format!("--init-from {}", dir.display()))?;
+        ctx.say(&format!(
+            "starting from the weights of {} (fresh optimiser and schedule)",
+            dir.display()
+        ));
+    }
+    if let (Some(t_max), None, None) = (ctx.opts.chrono_init, &ctx.opts.resume, &ctx.opts.init_from)
+    {
         let layers = rnn_core::init::chrono_init(&varmap, t_max, cfg.seed)
             .map_err(|e| anyhow::anyhow!("--chrono-init {t_max}: {e}"))?;
         ctx.say(&format!(
@@ -96,23 +105,7 @@ pub fn fit<T: TrainTask>(
         trainer = trainer.with_collective(group.0.clone());
     }
     if let Some(dir) = &ctx.opts.resume {
-        // Rank 0 repairs, resolves and checks the checkpoint, then sends its files to the other
-        // ranks, which need not see rank 0's disk (several hosts without a shared filesystem).
-        let resolved = if ctx.rank() == 0 {
-            recover_for_resume(dir)?;
-            let dir = resolve_checkpoint(dir, false).context("--resume")?;
-            check_saved_task(ctx, &dir)?;
-            Some(dir)
-        } else {
-            None
-        };
-        let dir = match (&ctx.group, resolved) {
-            (Some(group), resolved) if group.0.world_size() > 1 => {
-                share_checkpoint(&*group.0, resolved.as_deref(), &ctx.out.join("resume"))?
-            }
-            (_, Some(dir)) => dir,
-            (_, None) => bail!("--resume: no rank 0 to read the checkpoint"),
-        };
+        let dir = rank0_checkpoint(ctx, dir, "--resume", false)?;
         trainer.resume(&dir).with_context(|| {
             format!(
                 "--resume {}: the checkpoint does not fit this model (same task, cell, sizes and data as when it was written?)",
@@ -147,21 +140,76 @@ impl std::fmt::Display for RankDone {
 
 impl std::error::Error for RankDone {}
 
+/// The checkpoint named by `flag DIR` on every rank: rank 0 repairs, resolves and checks it
+/// (`prefer_best`: a run directory's `best/` before its `checkpoint/`), then sends its files to
+/// the other ranks, which need not see rank 0's disk (several hosts without a shared filesystem).
+fn rank0_checkpoint(
+    ctx: &RunContext,
+    dir: &Path,
+    flag: &str,
+    prefer_best: bool,
+) -> Result<std::path::PathBuf> {
+    let resolved = if ctx.rank() == 0 {
+        recover_for_resume(dir, flag)?;
+        let dir = resolve_checkpoint(dir, prefer_best).context(flag.to_string())?;
+        check_saved_task(ctx, &dir, flag)?;
+        Some(dir)
+    } else {
+        None
+    };
+    match (&ctx.group, resolved) {
+        (Some(group), resolved) if group.0.world_size() > 1 => {
+            share_checkpoint(&*group.0, resolved.as_deref(), &ctx.out.join("resume"))
+        }
+        (_, Some(dir)) => Ok(dir),
+        (_, None) => bail!("{flag}: no rank 0 to read the checkpoint"),
+    }
+}
+
+/// Copies the model weights of the checkpoint in `dir` into `varmap`, after checking that every
+/// parameter is there with its shape and that the files the task writes beside the weights
+/// (vocabulary, tokenizer) are byte for byte those of this run: the same shapes with another
+/// vocabulary would silently mean other tokens. Nothing is copied when a check fails.
+fn init_from<T: TrainTask>(dir: &Path, varmap: &VarMap, task: &T) -> Result<()> {
+    let device = varmap
+        .all_vars()
+        .first()
+        .map(|v| v.device().clone())
+        .unwrap_or(candle_core::Device::Cpu);
+    let loaded = checkpoint::load(dir, &device)?;
+    loaded.validate(&checkpoint::varmap_expected(varmap)?)?;
+    for (name, bytes) in task.checkpoint_files() {
+        match loaded.read_file(&name)? {
+            Some(saved) if saved == bytes => {}
+            Some(_) => bail!(
+                "{} differs from the one this run built from its data: the checkpoint was trained on other data or options (--data, --vocab-size, --level)",
+                loaded.path(&name).display()
+            ),
+            None => bail!(
+                "{} is missing: this task needs the file the checkpoint was trained with",
+                loaded.path(&name).display()
+            ),
+        }
+    }
+    loaded.copy_into(varmap)?;
+    Ok(())
+}
+
 /// Refuses a checkpoint written by another task.
-fn check_saved_task(ctx: &RunContext, dir: &Path) -> Result<()> {
+fn check_saved_task(ctx: &RunContext, dir: &Path, flag: &str) -> Result<()> {
     let config_path = dir.join(checkpoint::CONFIG_FILE);
     let config: serde_json::Value = serde_json::from_slice(
         &std::fs::read(&config_path)
-            .with_context(|| format!("--resume: cannot read {}", config_path.display()))?,
+            .with_context(|| format!("{flag}: cannot read {}", config_path.display()))?,
     )
-    .with_context(|| format!("--resume: {} is not valid JSON", config_path.display()))?;
+    .with_context(|| format!("{flag}: {} is not valid JSON", config_path.display()))?;
     let saved_task = config
         .pointer("/model/task")
         .and_then(|t| t.as_str())
         .unwrap_or("?");
     if saved_task != ctx.task.as_str() {
         bail!(
-            "--resume {}: the checkpoint is from task `{saved_task}`, not `{}`",
+            "{flag} {}: the checkpoint is from task `{saved_task}`, not `{}`",
             dir.display(),
             ctx.task.as_str()
         );

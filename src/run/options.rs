@@ -131,6 +131,11 @@ pub struct Options {
     /// Continue the run whose checkpoint is in DIR (a run directory or its checkpoint/).
     #[arg(long)]
     pub resume: Option<PathBuf>,
+    /// Start from the weights of the checkpoint in DIR (a run directory, preferring its best/,
+    /// or a checkpoint directory) with a fresh optimiser, schedule and step count: fine-tuning,
+    /// or a warm restart of the schedule (SGDR). Same task, model sizes and vocabulary.
+    #[arg(long, value_name = "DIR", conflicts_with = "resume")]
+    pub init_from: Option<PathBuf>,
 
     // ---- data ----
     /// Training data file (file-based tasks).
@@ -313,6 +318,7 @@ impl Options {
             dtype,
             out,
             resume,
+            init_from,
             data,
             valid,
             test,
@@ -516,6 +522,12 @@ impl Options {
             if !(d.is_finite() && d > 0.0 && d < 1.0) {
                 bail!("--average-ema must be a decay in (0, 1), got {d}");
             }
+        }
+        if self.resume.is_some() && self.init_from.is_some() {
+            bail!("--init-from starts a new run from a checkpoint's weights and --resume continues one: give one of them");
+        }
+        if self.init_from.is_some() && self.chrono_init.is_some() {
+            bail!("--chrono-init initialises a fresh model's gate biases and --init-from loads all weights from a checkpoint: give one of them");
         }
         if let Some(t) = self.chrono_init {
             if !(t.is_finite() && t >= 2.0) {

@@ -10,7 +10,7 @@ use super::options::Options;
 use super::task_name::TaskName;
 
 /// Options every task reads: the recurrent core, the training loop and the run.
-pub const COMMON: [&str; 31] = [
+pub const COMMON: [&str; 32] = [
     "cell",
     "hidden",
     "layers",
@@ -41,6 +41,7 @@ pub const COMMON: [&str; 31] = [
     "dtype",
     "out",
     "resume",
+    "init-from",
     "chrono-init",
 ];
 
