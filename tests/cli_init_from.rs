@@ -243,6 +243,12 @@ fn checkpoints_that_do_not_fit_are_refused_and_left_as_they_were() {
         "{e}"
     );
 
+    // Into its own run directory: the new run would write over the weights it starts from.
+    let mut o = opts(&d, &first, 1, 1);
+    o.init_from = Some(first.clone());
+    let e = err("word-lm", o);
+    assert!(e.contains("another --out"), "{e}");
+
     // With --resume or --chrono-init.
     let mut o = opts(&d, &d.root.join("e"), 1, 1);
     o.init_from = Some(first.clone());

@@ -85,6 +85,7 @@ pub fn fit<T: TrainTask>(
     }
     if let Some(dir) = &ctx.opts.init_from {
         let dir = rank0_checkpoint(ctx, dir, "--init-from", true)?;
+        refuse_overwrite(&dir, &ctx.out)?;
         init_from(&dir, &varmap, task).with_context(|| format!("--init-from {}", dir.display()))?;
         ctx.say(&format!(
             "starting from the weights of {} (fresh optimiser and schedule)",
@@ -164,6 +165,22 @@ fn rank0_checkpoint(
         (_, Some(dir)) => Ok(dir),
         (_, None) => bail!("{flag}: no rank 0 to read the checkpoint"),
     }
+}
+
+/// Refuses `--init-from DIR` when DIR lies inside the new run's output directory: the new run's
+/// checkpoints would replace the weights it started from (a run directory's `best/` first).
+fn refuse_overwrite(dir: &Path, out: &Path) -> Result<()> {
+    let (Ok(dir), Ok(out)) = (dir.canonicalize(), out.canonicalize()) else {
+        return Ok(());
+    };
+    if dir.starts_with(&out) {
+        bail!(
+            "--init-from {}: the checkpoint is inside --out {}, whose checkpoints the new run would write over; give the new run another --out",
+            dir.display(),
+            out.display()
+        );
+    }
+    Ok(())
 }
 
 /// Copies the model weights of the checkpoint in `dir` into `varmap`, after checking that every
