@@ -640,9 +640,6 @@ cases! {
     ckpt_init_from_missing: "`--init-from` names a directory that does not exist",
         cli(nothing, &["train", "adding", "--init-from", "<tmp>/nope", "--max-steps", "1", "--device", "cpu", "--out", "<tmp>/run"])
         => "--init-from: checkpoint <tmp>/nope: no such directory";
-    ckpt_init_from_and_resume: "`--init-from` and `--resume` together",
-        cli(|d| { ckpt(d); }, &["train", "adding", "--init-from", "<tmp>/ckpt", "--resume", "<tmp>/ckpt", "--max-steps", "1", "--device", "cpu", "--out", "<tmp>/run"])
-        => "the argument '--init-from <DIR>' cannot be used with '--resume <RESUME>'";
 
     // -- out-of-range or unknown options --
     opt_zero_hidden: "`--hidden 0`",

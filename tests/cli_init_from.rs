@@ -179,6 +179,15 @@ fn a_new_run_starts_from_the_checkpoint_weights_with_a_fresh_optimiser() {
     assert_eq!(steps.len(), source.len(), "{optimizer}");
     assert!(steps.values().all(|s| s == 1), "{optimizer}");
 
+    // The same command plus --resume continues that run (--init-from is then ignored).
+    let mut o = tuned_opts(&second, Some(first.clone()));
+    o.max_steps = Some(3);
+    o.resume = Some(second.clone());
+    train("word-lm", o).unwrap();
+    assert_eq!(step_of(&second.join("checkpoint")), 3);
+    let steps: Vec<u64> = records(&second).iter().map(|r| r.step).collect();
+    assert_eq!(steps, [1, 2, 3]);
+
     // Control: the same run without --init-from starts from its own random weights.
     let fresh = d.root.join("fresh");
     train("word-lm", tuned_opts(&fresh, None)).unwrap();
@@ -249,12 +258,7 @@ fn checkpoints_that_do_not_fit_are_refused_and_left_as_they_were() {
     let e = err("word-lm", o);
     assert!(e.contains("another --out"), "{e}");
 
-    // With --resume or --chrono-init.
-    let mut o = opts(&d, &d.root.join("e"), 1, 1);
-    o.init_from = Some(first.clone());
-    o.resume = Some(first.clone());
-    let e = err("word-lm", o);
-    assert!(e.contains("--init-from") && e.contains("--resume"), "{e}");
+    // With --chrono-init.
     let mut o = opts(&d, &d.root.join("f"), 1, 1);
     o.init_from = Some(first.clone());
     o.chrono_init = Some(10.0);

@@ -429,6 +429,86 @@ fn the_medium_ptb_recipe_file_reaches_the_checkpoint() {
     assert_eq!(trainer["schedule"]["min_lr"], 0.0, "{text}");
 }
 
+#[test]
+fn the_medium_ptb_restart_file_starts_from_the_first_stage() {
+    // examples/configs/word_lm_medium_restart.toml is the second stage of RESULTS.md's medium
+    // PTB row: the first stage's model with a fresh schedule, from the first stage's weights.
+    let configs = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/configs");
+    let dir = tempfile::tempdir().unwrap();
+    let train = write(dir.path(), "train.txt", &corpus(400, 0));
+    let valid = write(dir.path(), "valid.txt", &corpus(60, 1000));
+    let (first, second) = (dir.path().join("first"), dir.path().join("second"));
+    let stage = |file: &str, extra: &[&str]| {
+        let mut args = vec![
+            "train".to_string(),
+            "word-lm".into(),
+            "--config".into(),
+            s(&configs.join(file)),
+            "--data".into(),
+            s(&train),
+            "--valid".into(),
+            s(&valid),
+            "--hidden".into(),
+            "16".into(),
+            "--embedding".into(),
+            "16".into(),
+            "--max-steps".into(),
+            "2".into(),
+            "--device".into(),
+            "cpu".into(),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run(&args).unwrap();
+    };
+    stage("word_lm_medium.toml", &["--out", &s(&first)]);
+    stage(
+        "word_lm_medium_restart.toml",
+        &["--init-from", &s(&first), "--out", &s(&second)],
+    );
+    let config = |dir: &Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(dir.join("checkpoint/config.json")).unwrap()).unwrap()
+    };
+    let (a, b) = (config(&first), config(&second));
+    // The same model and data setup; only the trainer's schedule differs.
+    assert_eq!(a["model"], b["model"]);
+    assert_eq!(b["trainer"]["optimizer"]["lr"], 10.0, "{b}");
+    assert_eq!(b["trainer"]["epochs"], 12, "{b}");
+    assert_eq!(b["trainer"]["schedule"]["type"], "cosine_warmup", "{b}");
+    // It starts from the first stage's best weights: at a rate of 1e-30 one step moves none of
+    // them, so the new run's checkpoint holds exactly those.
+    let third = dir.path().join("third");
+    stage(
+        "word_lm_medium_restart.toml",
+        &[
+            "--init-from",
+            &s(&first),
+            "--out",
+            &s(&third),
+            "--lr",
+            "1e-30",
+        ],
+    );
+    let params = |dir: &Path| {
+        let loaded = rnn::train::checkpoint::load(dir, &device()).unwrap();
+        let mut v: Vec<(String, Vec<f32>)> = loaded
+            .params
+            .iter()
+            .map(|(k, t)| (k.clone(), t.flatten_all().unwrap().to_vec1().unwrap()))
+            .collect();
+        v.sort_by(|x, y| x.0.cmp(&y.0));
+        v
+    };
+    assert_eq!(
+        params(&third.join("checkpoint")),
+        params(&first.join("best"))
+    );
+    assert_ne!(
+        params(&second.join("checkpoint")),
+        params(&first.join("best"))
+    );
+}
+
 fn train_error(args: &[&str]) -> String {
     let mut all = vec!["train"];
     all.extend_from_slice(args);

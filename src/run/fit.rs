@@ -83,7 +83,12 @@ pub fn fit<T: TrainTask>(
         };
         cfg.validate()?;
     }
-    if let Some(dir) = &ctx.opts.init_from {
+    if let (Some(dir), Some(_)) = (&ctx.opts.init_from, &ctx.opts.resume) {
+        ctx.say(&format!(
+            "--init-from {} ignored: --resume continues a run, whose weights already started from it",
+            dir.display()
+        ));
+    } else if let Some(dir) = &ctx.opts.init_from {
         let dir = rank0_checkpoint(ctx, dir, "--init-from", true)?;
         refuse_overwrite(&dir, &ctx.out)?;
         init_from(&dir, &varmap, task).with_context(|| format!("--init-from {}", dir.display()))?;

@@ -133,8 +133,9 @@ pub struct Options {
     pub resume: Option<PathBuf>,
     /// Start from the weights of the checkpoint in DIR (a run directory, preferring its best/,
     /// or a checkpoint directory) with a fresh optimiser, schedule and step count: fine-tuning,
-    /// or a warm restart of the schedule (SGDR). Same task, model sizes and vocabulary.
-    #[arg(long, value_name = "DIR", conflicts_with = "resume")]
+    /// or a warm restart of the schedule (SGDR). Same task, model sizes and vocabulary. With
+    /// --resume it is ignored: the same command plus --resume continues such a run.
+    #[arg(long, value_name = "DIR")]
     pub init_from: Option<PathBuf>,
 
     // ---- data ----
@@ -522,9 +523,6 @@ impl Options {
             if !(d.is_finite() && d > 0.0 && d < 1.0) {
                 bail!("--average-ema must be a decay in (0, 1), got {d}");
             }
-        }
-        if self.resume.is_some() && self.init_from.is_some() {
-            bail!("--init-from starts a new run from a checkpoint's weights and --resume continues one: give one of them");
         }
         if self.init_from.is_some() && self.chrono_init.is_some() {
             bail!("--chrono-init initialises a fresh model's gate biases and --init-from loads all weights from a checkpoint: give one of them");
