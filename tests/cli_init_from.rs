@@ -4,14 +4,15 @@
 //! generated text, tiny word-level models on the CPU.
 #![cfg(feature = "cli")]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 use rnn::cli::options::Options;
 use rnn::cli::TrainArgs;
 use rnn::train::checkpoint;
-use rnn::train::trainer::EvalRecord;
 
 /// Lines of a small, regular language; `shift` renames the objects, so that a corpus with
 /// another shift has another vocabulary of the same size.
@@ -85,26 +86,8 @@ fn train(task: &str, opts: Options) -> anyhow::Result<String> {
     )
 }
 
-/// The parameters of the checkpoint in `dir`, as raw f32 values by name.
-fn params(dir: &Path) -> BTreeMap<String, Vec<f32>> {
-    let loaded = checkpoint::load(dir, &Device::Cpu).unwrap();
-    loaded
-        .params
-        .iter()
-        .map(|(k, t): (&String, &Tensor)| (k.clone(), t.flatten_all().unwrap().to_vec1().unwrap()))
-        .collect()
-}
-
-fn records(out: &Path) -> Vec<EvalRecord> {
-    std::fs::read_to_string(out.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 fn best_valid_loss(out: &Path) -> f64 {
-    records(out)
+    common::records(out)
         .iter()
         .map(|r| r.valid_loss)
         .fold(f64::INFINITY, f64::min)
@@ -118,24 +101,15 @@ fn step_of(checkpoint_dir: &Path) -> u64 {
     state["step"].as_u64().unwrap()
 }
 
-/// Every file of a checkpoint directory tree, by relative path, with its bytes.
+/// Every file under `dir`, by relative path, with its bytes.
 fn files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.insert(
-                    p.strip_prefix(dir).unwrap().to_path_buf(),
-                    std::fs::read(&p).unwrap(),
-                );
-            }
-        }
-    }
-    out
+    common::files_under(dir)
+        .into_iter()
+        .map(|p| {
+            let bytes = std::fs::read(dir.join(&p)).unwrap();
+            (p, bytes)
+        })
+        .collect()
 }
 
 #[test]
@@ -146,7 +120,7 @@ fn a_new_run_starts_from_the_checkpoint_weights_with_a_fresh_optimiser() {
     o.optimizer = Some("adamw".into());
     o.lr = Some(0.01);
     train("word-lm", o).unwrap();
-    let source = params(&first.join("best"));
+    let source = common::checkpoint_params(&first.join("best"));
     let source_loss = best_valid_loss(&first);
 
     // SGD at 1e-30 moves no f32 weight of this size: after one step the new run holds exactly
@@ -160,7 +134,11 @@ fn a_new_run_starts_from_the_checkpoint_weights_with_a_fresh_optimiser() {
     };
     let second = d.root.join("second");
     let line = train("word-lm", tuned_opts(&second, Some(first.clone()))).unwrap();
-    assert_eq!(params(&second.join("checkpoint")), source, "{line}");
+    assert_eq!(
+        common::checkpoint_params(&second.join("checkpoint")),
+        source,
+        "{line}"
+    );
     assert_eq!(
         step_of(&second.join("checkpoint")),
         1,
@@ -185,13 +163,13 @@ fn a_new_run_starts_from_the_checkpoint_weights_with_a_fresh_optimiser() {
     o.resume = Some(second.clone());
     train("word-lm", o).unwrap();
     assert_eq!(step_of(&second.join("checkpoint")), 3);
-    let steps: Vec<u64> = records(&second).iter().map(|r| r.step).collect();
+    let steps: Vec<u64> = common::records(&second).iter().map(|r| r.step).collect();
     assert_eq!(steps, [1, 2, 3]);
 
     // Control: the same run without --init-from starts from its own random weights.
     let fresh = d.root.join("fresh");
     train("word-lm", tuned_opts(&fresh, None)).unwrap();
-    assert_ne!(params(&fresh.join("checkpoint")), source);
+    assert_ne!(common::checkpoint_params(&fresh.join("checkpoint")), source);
     assert!(best_valid_loss(&fresh) > source_loss + 0.5);
 
     // A checkpoint directory itself is taken as it is (here the last one rather than best/).
@@ -202,8 +180,8 @@ fn a_new_run_starts_from_the_checkpoint_weights_with_a_fresh_optimiser() {
     )
     .unwrap();
     assert_eq!(
-        params(&third.join("checkpoint")),
-        params(&first.join("checkpoint"))
+        common::checkpoint_params(&third.join("checkpoint")),
+        common::checkpoint_params(&first.join("checkpoint"))
     );
 }
 

@@ -3,6 +3,8 @@
 //! `rnn::cli`. Small generated text, tiny models, CPU: a few seconds each.
 #![cfg(feature = "cli")]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use rnn::cli::options::Options;
@@ -38,14 +40,6 @@ fn s(p: &Path) -> String {
     p.display().to_string()
 }
 
-fn records(out: &Path) -> Vec<EvalRecord> {
-    std::fs::read_to_string(out.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 fn run(args: &[&str]) -> anyhow::Result<()> {
     let mut all = vec!["rnn"];
     all.extend_from_slice(args);
@@ -69,7 +63,7 @@ fn assert_run_dir(out: &Path, vocab_file: &str) {
 }
 
 fn assert_loss_fell(out: &Path) -> Vec<EvalRecord> {
-    let recs = records(out);
+    let recs = common::records(out);
     assert!(recs.len() >= 2, "{} evaluations", recs.len());
     let (first, last) = (&recs[0], recs.last().unwrap());
     assert!(
@@ -489,23 +483,13 @@ fn the_medium_ptb_restart_file_starts_from_the_first_stage() {
             "1e-30",
         ],
     );
-    let params = |dir: &Path| {
-        let loaded = rnn::train::checkpoint::load(dir, &device()).unwrap();
-        let mut v: Vec<(String, Vec<f32>)> = loaded
-            .params
-            .iter()
-            .map(|(k, t)| (k.clone(), t.flatten_all().unwrap().to_vec1().unwrap()))
-            .collect();
-        v.sort_by(|x, y| x.0.cmp(&y.0));
-        v
-    };
     assert_eq!(
-        params(&third.join("checkpoint")),
-        params(&first.join("best"))
+        common::checkpoint_params(&third.join("checkpoint")),
+        common::checkpoint_params(&first.join("best"))
     );
     assert_ne!(
-        params(&second.join("checkpoint")),
-        params(&first.join("best"))
+        common::checkpoint_params(&second.join("checkpoint")),
+        common::checkpoint_params(&first.join("best"))
     );
 }
 

@@ -4,6 +4,8 @@
 //! prepared run. Small generated text, tiny models, CPU, in-process through `rnn::cli`.
 #![cfg(feature = "cli")]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use rnn::cli::run::error_line;
@@ -52,28 +54,10 @@ fn run(args: &[&str]) -> anyhow::Result<()> {
     rnn::cli::run(all)
 }
 
-/// The files of a run directory, relative to it, sorted.
-fn files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p.strip_prefix(dir).unwrap().to_path_buf());
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 /// The two runs' metrics.jsonl and checkpoint files are the same bytes; config.json differs only
 /// in the `data` it names; plots are not compared (they are drawn from the same metrics).
 fn assert_same_runs(a: &Path, b: &Path) {
-    let (fa, fb) = (files(a), files(b));
+    let (fa, fb) = (common::files_under(a), common::files_under(b));
     assert_eq!(fa, fb, "the runs wrote different files");
     let mut compared = 0;
     for f in &fa {

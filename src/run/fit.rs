@@ -12,10 +12,10 @@ use rnn_train::trainer::{FitReport, TrainTask, Trainer, TrainerConfig, BEST_DIR,
 use super::checkpoint::resolve_checkpoint;
 use super::context::RunContext;
 
-/// Before `--resume DIR` or `--init-from DIR`: repairs what a killed save left in `DIR` (a checkpoint itself, or a
-/// run directory with `checkpoint/` and `best/`), see [`checkpoint::recover`], and says so when
-/// a checkpoint that had been moved aside is put back.
-fn recover_for_resume(dir: &Path, flag: &str) -> Result<()> {
+/// Before `--resume DIR` or `--init-from DIR` (`flag`): repairs what a killed save left in
+/// `DIR` (a checkpoint itself, or a run directory with `checkpoint/` and `best/`), see
+/// [`checkpoint::recover`], and says so when a checkpoint that had been moved aside is put back.
+fn recover_checkpoint(dir: &Path, flag: &str) -> Result<()> {
     let candidates = if dir.join(checkpoint::STATE_FILE).is_file()
         || dir
             .file_name()
@@ -97,8 +97,8 @@ pub fn fit<T: TrainTask>(
             dir.display()
         ));
     }
-    if let (Some(t_max), None, None) = (ctx.opts.chrono_init, &ctx.opts.resume, &ctx.opts.init_from)
-    {
+    // `Options::validate` refuses --chrono-init with --init-from.
+    if let (Some(t_max), None) = (ctx.opts.chrono_init, &ctx.opts.resume) {
         let layers = rnn_core::init::chrono_init(&varmap, t_max, cfg.seed)
             .map_err(|e| anyhow::anyhow!("--chrono-init {t_max}: {e}"))?;
         ctx.say(&format!(
@@ -156,7 +156,7 @@ fn rank0_checkpoint(
     prefer_best: bool,
 ) -> Result<std::path::PathBuf> {
     let resolved = if ctx.rank() == 0 {
-        recover_for_resume(dir, flag)?;
+        recover_checkpoint(dir, flag)?;
         let dir = resolve_checkpoint(dir, prefer_best).context(flag.to_string())?;
         check_saved_task(ctx, &dir, flag)?;
         Some(dir)

@@ -106,3 +106,43 @@ pub fn conll_file(dir: &Path, name: &str, n: usize, seed: u64) -> PathBuf {
     std::fs::write(&p, text).unwrap();
     p
 }
+
+/// The files under `dir`, relative to it, sorted.
+#[allow(dead_code)] // not every test binary that includes this module calls it
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p.strip_prefix(dir).unwrap().to_path_buf());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The evaluation records of the run in `out` (its `metrics.jsonl`).
+#[allow(dead_code)] // not every test binary that includes this module calls it
+pub fn records(out: &Path) -> Vec<rnn::train::trainer::EvalRecord> {
+    std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The parameters of the checkpoint in `dir` as f32 values, by name.
+#[allow(dead_code)] // not every test binary that includes this module calls it
+pub fn checkpoint_params(dir: &Path) -> std::collections::BTreeMap<String, Vec<f32>> {
+    let loaded = rnn::train::checkpoint::load(dir, &candle_core::Device::Cpu).unwrap();
+    loaded
+        .params
+        .iter()
+        .map(|(k, t)| (k.clone(), t.flatten_all().unwrap().to_vec1().unwrap()))
+        .collect()
+}
