@@ -13,8 +13,9 @@
 //!   ([`OptimizerState::to_tensors`]) and a serde part for JSON ([`OptimizerMeta`]). Loading it
 //!   into a fresh optimiser and continuing gives bit-identical parameters to a run that never
 //!   stopped.
-//! * [`LrSchedule`]s: [`Constant`], [`StepDecay`], [`PlateauDecay`] (`ReduceLROnPlateau`) and
-//!   [`CosineWarmup`], built from a serde [`LrScheduleConfig`] and resumable through
+//! * [`LrSchedule`]s: [`Constant`], [`StepDecay`], [`MultiStep`], [`PlateauDecay`]
+//!   (`ReduceLROnPlateau`), [`CosineWarmup`] and [`CosineRestarts`]
+//!   (`CosineAnnealingWarmRestarts`), built from a serde [`LrScheduleConfig`] and resumable through
 //!   [`LrScheduleState`].
 //! * [`clip_grad_norm`] (`torch.nn.utils.clip_grad_norm_`), [`clip_grad_value`], [`grad_norm`],
 //!   and [`grads_are_finite`] / [`first_non_finite_grad`] so a trainer can stop at the step where
@@ -68,8 +69,8 @@ pub use clip::{
     grad_norm_tensor, grads_are_finite, non_finite_markers,
 };
 pub use schedule::{
-    Constant, CosineWarmup, LrSchedule, LrScheduleConfig, LrScheduleState, MultiStep, PlateauDecay,
-    StepDecay,
+    Constant, CosineRestarts, CosineWarmup, LrSchedule, LrScheduleConfig, LrScheduleState,
+    MultiStep, PlateauDecay, StepDecay,
 };
 pub use sgd::{SgdConfig, TorchSgd};
 

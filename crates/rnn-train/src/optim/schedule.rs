@@ -89,6 +89,23 @@ pub enum LrScheduleConfig {
         #[serde(with = "exact_f64")]
         min_lr: f64,
     },
+    /// Cosine annealing with warm restarts (SGDR), per optimiser step: each cycle falls along a
+    /// half cosine from its peak to `min_lr`, then the next starts again at its own peak.
+    /// PyTorch's `CosineAnnealingWarmRestarts(T_0, T_mult, eta_min)` stepped once per
+    /// optimiser step is `cycle_steps = [T_0]`, `cycle_mult = T_mult`, `peak_decay = 1`.
+    CosineRestarts {
+        /// Optimiser steps of the first cycles (each >= 1, at least one).
+        cycle_steps: Vec<u64>,
+        /// Each cycle after the listed ones is this many times as long as the one before (>= 1).
+        cycle_mult: u64,
+        /// Each cycle's peak is this times the previous cycle's (in (0, 1]; the first peaks at
+        /// the base learning rate).
+        #[serde(with = "exact_f64")]
+        peak_decay: f64,
+        /// The floor each cycle falls to (in [0, base lr]).
+        #[serde(with = "exact_f64")]
+        min_lr: f64,
+    },
 }
 
 impl LrScheduleConfig {
@@ -100,6 +117,7 @@ impl LrScheduleConfig {
             LrScheduleConfig::MultiStep { .. } => "multi_step",
             LrScheduleConfig::PlateauDecay { .. } => "plateau_decay",
             LrScheduleConfig::CosineWarmup { .. } => "cosine_warmup",
+            LrScheduleConfig::CosineRestarts { .. } => "cosine_restarts",
         }
     }
 
@@ -177,12 +195,36 @@ impl LrScheduleConfig {
                          {warmup_steps}"
                     )));
                 }
-                check_non_negative(who, "min_lr", min_lr)?;
-                if min_lr > base_lr {
+                check_min_lr(who, min_lr, base_lr)?;
+            }
+            LrScheduleConfig::CosineRestarts {
+                ref cycle_steps,
+                cycle_mult,
+                peak_decay,
+                min_lr,
+            } => {
+                if cycle_steps.is_empty() {
                     return Err(Error::Invalid(format!(
-                        "{who}: min_lr must be <= the base learning rate {base_lr}, got {min_lr}"
+                        "{who}: cycle_steps must list at least one cycle length"
                     )));
                 }
+                if let Some(i) = cycle_steps.iter().position(|&n| n == 0) {
+                    return Err(Error::Invalid(format!(
+                        "{who}: cycle_steps must be >= 1, got 0 for cycle {}",
+                        i + 1
+                    )));
+                }
+                if cycle_mult == 0 {
+                    return Err(Error::Invalid(format!(
+                        "{who}: cycle_mult must be >= 1, got 0"
+                    )));
+                }
+                if !(peak_decay > 0.0 && peak_decay <= 1.0) {
+                    return Err(Error::Invalid(format!(
+                        "{who}: peak_decay must be in (0, 1], got {peak_decay}"
+                    )));
+                }
+                check_min_lr(who, min_lr, base_lr)?;
             }
         }
         Ok(())
@@ -217,8 +259,31 @@ impl LrScheduleConfig {
                 total_steps,
                 min_lr,
             )?),
+            LrScheduleConfig::CosineRestarts {
+                ref cycle_steps,
+                cycle_mult,
+                peak_decay,
+                min_lr,
+            } => Box::new(CosineRestarts::new(
+                base_lr,
+                cycle_steps.clone(),
+                cycle_mult,
+                peak_decay,
+                min_lr,
+            )?),
         })
     }
+}
+
+/// `min_lr` of a cosine schedule: finite, >= 0 and at most the base learning rate.
+fn check_min_lr(who: &str, min_lr: f64, base_lr: f64) -> Result<()> {
+    check_non_negative(who, "min_lr", min_lr)?;
+    if min_lr > base_lr {
+        return Err(Error::Invalid(format!(
+            "{who}: min_lr must be <= the base learning rate {base_lr}, got {min_lr}"
+        )));
+    }
+    Ok(())
 }
 
 /// The resumable state of any [`LrSchedule`]. Fields a schedule does not use keep their
@@ -691,6 +756,146 @@ impl LrSchedule for CosineWarmup {
     }
 }
 
+/// Cosine annealing with warm restarts (SGDR, Loshchilov and Hutter 2017), per optimiser step.
+/// After `s` steps, with `s` falling `t` steps into cycle `i` (counted from 0) of `len` steps,
+///
+/// ```text
+/// peak = max(base_lr * peak_decay^i, min_lr)
+/// lr   = min_lr + (peak - min_lr) * (1 + cos(pi * t / len)) / 2
+/// ```
+///
+/// in PyTorch's order of operations, so `cycle_steps = [T_0]`, `cycle_mult = T_mult`,
+/// `peak_decay = 1` gives `CosineAnnealingWarmRestarts(T_0, T_mult, eta_min)`'s values. Cycle
+/// `i` lasts `cycle_steps[i]` steps while the list lasts, then each is `cycle_mult` times the one
+/// before. It depends only on the step count, so resuming is exact.
+///
+/// Two stages of a recipe, e.g. 14 epochs of cosine from lr 20 and 12 more from lr 10, are one
+/// schedule: `cycle_steps = [14 * E, 12 * E]` (E steps per epoch), `peak_decay = 0.5`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CosineRestarts {
+    c: Counters,
+    cycle_steps: Vec<u64>,
+    cycle_mult: u64,
+    peak_decay: f64,
+    min_lr: f64,
+}
+
+impl CosineRestarts {
+    /// Cosine with warm restarts from `base_lr`; see the type's documentation for the
+    /// parameters and their ranges.
+    pub fn new(
+        base_lr: f64,
+        cycle_steps: Vec<u64>,
+        cycle_mult: u64,
+        peak_decay: f64,
+        min_lr: f64,
+    ) -> Result<Self> {
+        let config = LrScheduleConfig::CosineRestarts {
+            cycle_steps,
+            cycle_mult,
+            peak_decay,
+            min_lr,
+        };
+        config.validate(base_lr)?;
+        let LrScheduleConfig::CosineRestarts { cycle_steps, .. } = config else {
+            unreachable!("built just above")
+        };
+        let mut s = Self {
+            c: Counters::new(base_lr),
+            cycle_steps,
+            cycle_mult,
+            peak_decay,
+            min_lr,
+        };
+        s.c.lr = s.lr_at(0);
+        Ok(s)
+    }
+
+    /// `(cycle, steps into it, its length)` after `steps` optimiser steps.
+    pub fn position(&self, steps: u64) -> (u64, u64, u64) {
+        let mut start = 0u64;
+        let mut len = 1u64;
+        for (i, &n) in self.cycle_steps.iter().enumerate() {
+            len = n;
+            if steps - start < n {
+                return (i as u64, steps - start, n);
+            }
+            start += n;
+        }
+        let listed = self.cycle_steps.len() as u64;
+        let t = steps - start;
+        if self.cycle_mult == 1 {
+            return (listed + t / len, t % len, len);
+        }
+        // Lengths grow geometrically: at most 64 more cycles before a u64 overflows.
+        let (mut t, mut i) = (t, listed);
+        loop {
+            len = len.saturating_mul(self.cycle_mult);
+            if t < len {
+                return (i, t, len);
+            }
+            t -= len;
+            i += 1;
+        }
+    }
+
+    /// The learning rate after `steps` optimiser steps.
+    pub fn lr_at(&self, steps: u64) -> f64 {
+        let (cycle, t, len) = self.position(steps);
+        let decay = self
+            .peak_decay
+            .powi(i32::try_from(cycle).unwrap_or(i32::MAX));
+        let peak = (self.c.base_lr * decay).max(self.min_lr);
+        self.min_lr + (peak - self.min_lr) * (1.0 + (PI * t as f64 / len as f64).cos()) / 2.0
+    }
+}
+
+impl LrSchedule for CosineRestarts {
+    fn lr(&self) -> f64 {
+        self.c.lr
+    }
+
+    fn on_step(&mut self) -> f64 {
+        self.c.steps += 1;
+        self.c.lr = self.lr_at(self.c.steps);
+        self.c.lr
+    }
+
+    fn on_epoch_end(&mut self, _metric: Option<f64>) -> Result<f64> {
+        self.c.epochs += 1;
+        Ok(self.c.lr)
+    }
+
+    fn config(&self) -> LrScheduleConfig {
+        LrScheduleConfig::CosineRestarts {
+            cycle_steps: self.cycle_steps.clone(),
+            cycle_mult: self.cycle_mult,
+            peak_decay: self.peak_decay,
+            min_lr: self.min_lr,
+        }
+    }
+
+    fn state(&self) -> LrScheduleState {
+        self.c.state(self.config())
+    }
+
+    fn load_state(&mut self, state: &LrScheduleState) -> Result<()> {
+        let c = Counters::from_state("cosine_restarts", state)?;
+        if let LrScheduleConfig::CosineRestarts {
+            cycle_steps,
+            cycle_mult,
+            peak_decay,
+            min_lr,
+        } = &state.config
+        {
+            self.cycle_steps = cycle_steps.clone();
+            (self.cycle_mult, self.peak_decay, self.min_lr) = (*cycle_mult, *peak_decay, *min_lr);
+        }
+        self.c = c;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -863,6 +1068,146 @@ mod tests {
         r.load_state(&state).unwrap();
         assert_eq!(r, s);
         assert_eq!(r.on_step().to_bits(), s.on_step().to_bits());
+    }
+
+    // Python (PyTorch 2.15):
+    // p = torch.zeros(1, requires_grad=True); o = torch.optim.SGD([p], lr=1.0)
+    // s = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(o, T_0=3, T_mult=2, eta_min=0.1)
+    // for _ in range(24): print(o.param_groups[0]["lr"]); o.step(); s.step()
+    const TORCH_WARM_RESTARTS_LRS: [f64; 24] = [
+        1.0,
+        0.775,
+        0.3250000000000001,
+        1.0,
+        0.9397114317029974,
+        0.775,
+        0.55,
+        0.3250000000000001,
+        0.16028856829700258,
+        1.0,
+        0.9846666218300807,
+        0.9397114317029974,
+        0.8681980515339464,
+        0.775,
+        0.6664685702961344,
+        0.55,
+        0.4335314297038657,
+        0.3250000000000001,
+        0.23180194846605365,
+        0.16028856829700258,
+        0.11533337816991932,
+        1.0,
+        0.9961501876182147,
+        0.9846666218300807,
+    ];
+
+    #[test]
+    fn cosine_restarts_matches_pytorch_warm_restarts() {
+        let mut s = CosineRestarts::new(1.0, vec![3], 2, 1.0, 0.1).unwrap();
+        let mut lrs = vec![s.lr()];
+        for _ in 1..24 {
+            lrs.push(s.on_step());
+        }
+        assert_eq!(lrs, TORCH_WARM_RESTARTS_LRS);
+        // Cycles of 3, 6, 12 steps: restarts at steps 3 and 9, peaking at the base rate.
+        assert_eq!(s.position(3), (1, 0, 6));
+        assert_eq!(s.position(9), (2, 0, 12));
+        assert_eq!(s.position(21), (3, 0, 24));
+        assert_eq!(lrs[9], 1.0);
+    }
+
+    #[test]
+    fn cosine_restarts_is_two_cosine_stages_with_a_lower_peak() {
+        // The medium PTB recipe's shape: a cosine from 20 over 14 units, then from 10 over 12.
+        let mut one = CosineRestarts::new(20.0, vec![14, 12], 1, 0.5, 0.0).unwrap();
+        let mut first = CosineWarmup::new(20.0, 0, 14, 0.0).unwrap();
+        let mut second = CosineWarmup::new(10.0, 0, 12, 0.0).unwrap();
+        let mut want = vec![first.lr()];
+        want.extend((1..14).map(|_| first.on_step()));
+        want.push(second.lr());
+        want.extend((1..12).map(|_| second.on_step()));
+        let mut got = vec![one.lr()];
+        got.extend((1..26).map(|_| one.on_step()));
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!((g - w).abs() <= 1e-13 * w.max(1.0), "step {i}: {g} vs {w}");
+        }
+        assert_eq!(
+            got[14], 10.0,
+            "the second cycle restarts at half the first peak"
+        );
+        // After the listed cycles, the last length repeats (cycle_mult 1), each peak halving.
+        assert_eq!(one.on_step(), 5.0);
+        assert_eq!(one.position(26 + 12), (3, 0, 12));
+        assert_eq!(one.lr_at(38), 2.5);
+        // A peak never falls below the floor: it stays at min_lr from there on.
+        let floor = CosineRestarts::new(1.0, vec![2], 1, 0.1, 0.05).unwrap();
+        assert_eq!(floor.lr_at(2), 0.1);
+        assert_eq!(floor.lr_at(4), 0.05);
+        assert_eq!(floor.lr_at(5), 0.05);
+    }
+
+    #[test]
+    fn cosine_restarts_resumes_exactly_and_checks_its_parameters() {
+        let mut s = CosineRestarts::new(0.7, vec![4, 5], 3, 0.8, 0.01).unwrap();
+        for _ in 0..11 {
+            s.on_step();
+        }
+        let json = serde_json::to_string(&s.state()).unwrap();
+        let mut r = LrScheduleConfig::Constant.build(1.0).unwrap();
+        assert!(r.load_state(&serde_json::from_str(&json).unwrap()).is_err());
+        let mut r = CosineRestarts::new(1.0, vec![1], 1, 1.0, 0.0).unwrap();
+        r.load_state(&serde_json::from_str(&json).unwrap()).unwrap();
+        assert_eq!(r, s);
+        for _ in 0..40 {
+            assert_eq!(r.on_step().to_bits(), s.on_step().to_bits());
+        }
+        // Cycles of 4, 5, then 15, 45, ...: step 11 is 2 steps into the third.
+        assert_eq!(s.position(11), (2, 2, 15));
+        assert_eq!(s.position(9 + 15 + 45), (4, 0, 135));
+        // Far beyond the listed cycles the lengths saturate instead of overflowing.
+        assert_eq!(s.position(u64::MAX).0, 40);
+        let cfg = s.config();
+        let back: LrScheduleConfig =
+            serde_json::from_str(&serde_json::to_string(&cfg).unwrap()).unwrap();
+        assert_eq!(back, cfg);
+
+        let err = |cycle_steps: Vec<u64>, cycle_mult: u64, peak_decay: f64, min_lr: f64| {
+            CosineRestarts::new(1.0, cycle_steps, cycle_mult, peak_decay, min_lr)
+                .unwrap_err()
+                .to_string()
+        };
+        for (e, want) in [
+            (
+                err(vec![], 1, 1.0, 0.0),
+                "cycle_steps must list at least one",
+            ),
+            (
+                err(vec![3, 0], 1, 1.0, 0.0),
+                "cycle_steps must be >= 1, got 0 for cycle 2",
+            ),
+            (err(vec![3], 0, 1.0, 0.0), "cycle_mult must be >= 1, got 0"),
+            (
+                err(vec![3], 1, 0.0, 0.0),
+                "peak_decay must be in (0, 1], got 0",
+            ),
+            (
+                err(vec![3], 1, 1.5, 0.0),
+                "peak_decay must be in (0, 1], got 1.5",
+            ),
+            (
+                err(vec![3], 1, f64::NAN, 0.0),
+                "peak_decay must be in (0, 1], got NaN",
+            ),
+            (
+                err(vec![3], 1, 1.0, 2.0),
+                "min_lr must be <= the base learning rate 1, got 2",
+            ),
+        ] {
+            assert!(
+                e.starts_with("cosine_restarts: ") && e.contains(want),
+                "{e}"
+            );
+        }
     }
 
     #[test]
