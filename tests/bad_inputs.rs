@@ -678,6 +678,15 @@ cases! {
     opt_lr_not_a_number: "`--lr fast`",
         cli(nothing, &["train", "adding", "--lr", "fast", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
         => "invalid value 'fast' for '--lr <LR>': invalid float literal";
+    opt_restarts_without_cycles: "`--schedule cosine-restarts` without `--cycle-epochs`",
+        cli(nothing, &["train", "adding", "--schedule", "cosine-restarts", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
+        => "--schedule cosine-restarts needs --cycle-epochs (epochs per cycle, e.g. 14,12)";
+    opt_restarts_zero_cycle: "`--cycle-epochs 3,0` (a cycle of no epochs)",
+        cli(nothing, &["train", "adding", "--schedule", "cosine-restarts", "--cycle-epochs", "3,0", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
+        => "--cycle-epochs: every cycle must last at least 1 epoch, got 0 for cycle 2";
+    opt_restarts_peak_decay_above_one: "`--peak-decay 2` (a later cycle peaking higher)",
+        cli(nothing, &["train", "adding", "--schedule", "cosine-restarts", "--cycle-epochs", "3", "--peak-decay", "2", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
+        => "--peak-decay must be in (0, 1], got 2";
     opt_split_one: "`--split 1`",
         cli(nothing, &["train", "char-lm", "--split", "1", "--out", "<tmp>/run", "--device", "cpu", "--max-steps", "1"])
         => "--split must be in (0, 1), got 1";

@@ -424,6 +424,98 @@ fn the_medium_ptb_recipe_file_reaches_the_checkpoint() {
 }
 
 #[test]
+fn the_one_run_medium_ptb_file_has_the_two_stages_learning_rates() {
+    // examples/configs/word_lm_medium_sgdr.toml: the two stages of RESULTS.md's medium PTB row
+    // as cycles of one cosine-restarts schedule.
+    let configs = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/configs");
+    let dir = tempfile::tempdir().unwrap();
+    let train = write(dir.path(), "train.txt", &corpus(400, 0));
+    let valid = write(dir.path(), "valid.txt", &corpus(60, 1000));
+    let out = dir.path().join("run");
+    run(&[
+        "train",
+        "word-lm",
+        "--config",
+        &s(&configs.join("word_lm_medium_sgdr.toml")),
+        "--data",
+        &s(&train),
+        "--valid",
+        &s(&valid),
+        "--hidden",
+        "16",
+        "--embedding",
+        "16",
+        "--max-steps",
+        "2",
+        "--device",
+        "cpu",
+        "--out",
+        &s(&out),
+    ])
+    .unwrap();
+    let one: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("checkpoint/config.json")).unwrap())
+            .unwrap();
+    let stage = |file: &str| -> serde_json::Value {
+        let text = std::fs::read_to_string(configs.join(file)).unwrap();
+        toml::from_str(&text).unwrap()
+    };
+    let (first, second) = (
+        stage("word_lm_medium.toml"),
+        stage("word_lm_medium_restart.toml"),
+    );
+    // The same model as the stages.
+    let model = &one["model"]["model"];
+    for key in ["variational-dropout", "weight-drop", "embedding-dropout"] {
+        let field = key.replace('-', "_");
+        assert_eq!(model[&field], first[key], "{key}: {one}");
+        assert_eq!(first[key], second[key], "{key}");
+    }
+    for key in [
+        "layers",
+        "hidden",
+        "embedding",
+        "tie-weights",
+        "clip",
+        "batch-size",
+        "seq-len",
+    ] {
+        assert_eq!(first[key], second[key], "{key}");
+    }
+    let trainer = &one["trainer"];
+    assert_eq!(trainer["epochs"], 26, "{one}");
+    assert_eq!(trainer["clip_grad_norm"], first["clip"], "{one}");
+    assert_eq!(trainer["optimizer"]["kind"], "sgd", "{one}");
+    // Its learning rate per step is the first stage's cosine then the second's.
+    let cycles = trainer["schedule"]["cycle_steps"].as_array().unwrap();
+    let (a, b) = (cycles[0].as_u64().unwrap(), cycles[1].as_u64().unwrap());
+    let per_epoch = a / 14;
+    assert_eq!((a, b), (14 * per_epoch, 12 * per_epoch), "{one}");
+    assert_eq!(first["epochs"], 14);
+    assert_eq!(second["epochs"], 12);
+    let lr = |v: &serde_json::Value| v["lr"].as_f64().unwrap();
+    let schedule = rnn::train::optim::CosineRestarts::new(
+        lr(&first),
+        vec![a, b],
+        1,
+        trainer["schedule"]["peak_decay"].as_f64().unwrap(),
+        0.0,
+    )
+    .unwrap();
+    let mut stage_one = rnn::train::optim::CosineWarmup::new(lr(&first), 0, a, 0.0).unwrap();
+    let mut stage_two = rnn::train::optim::CosineWarmup::new(lr(&second), 0, b, 0.0).unwrap();
+    use rnn::train::optim::LrSchedule;
+    let mut want = vec![stage_one.lr()];
+    want.extend((1..a).map(|_| stage_one.on_step()));
+    want.push(stage_two.lr());
+    want.extend((1..b).map(|_| stage_two.on_step()));
+    for (step, w) in want.iter().enumerate() {
+        let got = schedule.lr_at(step as u64);
+        assert!((got - w).abs() <= 1e-12, "step {step}: {got} vs {w}");
+    }
+}
+
+#[test]
 fn the_medium_ptb_restart_file_starts_from_the_first_stage() {
     // examples/configs/word_lm_medium_restart.toml is the second stage of RESULTS.md's medium
     // PTB row: the first stage's model with a fresh schedule, from the first stage's weights.

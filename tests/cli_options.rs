@@ -346,7 +346,7 @@ fn enumerated_options_list_their_values() {
     for listed in [
         "[possible values: lstm, gru, rnn-tanh, rnn-relu]",
         "[possible values: adamw, sgd]",
-        "[possible values: constant, step, multistep, plateau, cosine]",
+        "[possible values: constant, step, multistep, plateau, cosine, cosine-restarts]",
         "[possible values: f32, f64, bf16, f16]",
         "[possible values: char, word, subword, tutorial]",
         "[possible values: last, mean, max, attention]",

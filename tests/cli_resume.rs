@@ -357,6 +357,28 @@ fn classify_resume_at_an_epoch_end_is_bit_exact() {
     check_exact_resume(&classify_args(&data, 0), 26, 12, 4);
 }
 
+/// Warm restarts of the learning rate (cycles of one epoch, 10 steps of this data, each peaking
+/// at half the last): stopped at step 5, the resumed leg crosses the restarts at steps 10 and
+/// 20 with the schedule restored from the checkpoint.
+#[test]
+fn classify_resume_across_warm_restarts_is_bit_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = sentiment_file(dir.path(), "sentiment.txt", 200, 11);
+    let mut args = classify_args(&data, 0);
+    args.extend(
+        [
+            "--schedule",
+            "cosine-restarts",
+            "--cycle-epochs",
+            "1",
+            "--peak-decay",
+            "0.5",
+        ]
+        .map(String::from),
+    );
+    check_exact_resume(&args, 30, 5, 5);
+}
+
 /// `--shuffle-buffer 40`: classify streams its 180 training examples from the file each epoch
 /// through a seeded shuffle buffer of 40 (12 batches of 16, the last of 4), so the resumed
 /// process reopens the file and skips the 10 batches already trained.

@@ -250,8 +250,9 @@ pub fn trainer_config(ctx: &RunContext, d: &TrainDefaults) -> Result<TrainerConf
 }
 
 /// The schedule `--schedule NAME` asks for, with `--lr-decay`, `--decay-every`, `--milestones`,
-/// `--warmup-steps` and `--min-lr`. The cosine schedule's length is a placeholder here; [`fit`](super::fit)
-/// sets it to the run's step budget.
+/// `--warmup-steps`, `--min-lr`, `--cycle-epochs`, `--cycle-mult` and `--peak-decay`. The cosine
+/// schedule's length is a placeholder here, and the cosine-restarts cycles are in epochs;
+/// [`fit`](super::fit) turns both into optimiser steps.
 pub fn schedule_from_options(o: &Options, name: &str) -> Result<LrScheduleConfig> {
     let gamma = o.lr_decay.unwrap_or(0.5);
     Ok(match parse_schedule_name(name)? {
@@ -274,6 +275,17 @@ pub fn schedule_from_options(o: &Options, name: &str) -> Result<LrScheduleConfig
                 factor: gamma,
                 patience: 0,
                 threshold: 0.0,
+                min_lr: o.min_lr.unwrap_or(0.0),
+            }
+        }
+        "cosine-restarts" => {
+            let Some(cycles) = o.cycle_epochs.clone() else {
+                bail!("--schedule cosine-restarts needs --cycle-epochs (epochs per cycle, e.g. 14,12)");
+            };
+            LrScheduleConfig::CosineRestarts {
+                cycle_steps: cycles,
+                cycle_mult: o.cycle_mult.unwrap_or(1),
+                peak_decay: o.peak_decay.unwrap_or(1.0),
                 min_lr: o.min_lr.unwrap_or(0.0),
             }
         }

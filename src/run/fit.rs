@@ -58,6 +58,26 @@ pub fn fit<T: TrainTask>(
     task: &mut T,
 ) -> Result<FitReport> {
     let mut cfg = cfg;
+    if let LrScheduleConfig::CosineRestarts {
+        cycle_steps: cycle_epochs,
+        cycle_mult,
+        peak_decay,
+        min_lr,
+    } = &cfg.schedule
+    {
+        // `--cycle-epochs` counts epochs; the schedule counts optimiser steps.
+        let per_epoch = task.train_batches(0, cfg.seed)?.len() as u64;
+        cfg.schedule = LrScheduleConfig::CosineRestarts {
+            cycle_steps: cycle_epochs
+                .iter()
+                .map(|e| e.saturating_mul(per_epoch).max(1))
+                .collect(),
+            cycle_mult: *cycle_mult,
+            peak_decay: *peak_decay,
+            min_lr: *min_lr,
+        };
+        cfg.validate()?;
+    }
     if let LrScheduleConfig::CosineWarmup {
         warmup_steps,
         total_steps,

@@ -61,7 +61,8 @@ pub struct Options {
     /// Learning-rate schedule: constant, step (decay every `--decay-every` epochs), multistep
     /// (decay after the `--milestones` epochs), plateau (decay when validation stalls), cosine
     /// (linear warm-up over `--warmup-steps`, then a half cosine to `--min-lr` at the end of the
-    /// run). Each task has its own default.
+    /// run), cosine-restarts (SGDR: half cosines to `--min-lr` over the `--cycle-epochs`, each
+    /// restarting at `--peak-decay` times the last peak). Each task has its own default.
     #[arg(long, value_parser = super::choice::schedule())]
     pub schedule: Option<String>,
     /// Decay factor of the step, multistep and plateau schedules (default 0.5).
@@ -76,9 +77,21 @@ pub struct Options {
     /// Warm-up steps of the cosine schedule (default 0).
     #[arg(long)]
     pub warmup_steps: Option<u64>,
-    /// Final learning rate of the cosine schedule, floor of the plateau schedule (default 0).
+    /// Final learning rate of the cosine schedule, floor of the plateau and cosine-restarts
+    /// schedules (default 0).
     #[arg(long)]
     pub min_lr: Option<f64>,
+    /// Cycle lengths of the cosine-restarts schedule in epochs, e.g. `14,12`; after the last
+    /// listed cycle each is `--cycle-mult` times as long as the one before.
+    #[arg(long, value_delimiter = ',', value_name = "EPOCHS")]
+    pub cycle_epochs: Option<Vec<u64>>,
+    /// Growth of the cosine-restarts cycles after the listed ones (PyTorch's `T_mult`; default 1).
+    #[arg(long, value_name = "N")]
+    pub cycle_mult: Option<u64>,
+    /// Each cosine-restarts cycle peaks at this times the previous cycle's peak (in (0, 1];
+    /// default 1: every cycle restarts at `--lr`).
+    #[arg(long, value_name = "F")]
+    pub peak_decay: Option<f64>,
     /// Read the loss and the NaN checks back to the host every N steps (default: 1 on the CPU,
     /// 25 on GPUs; a NaN is still reported at its own step).
     #[arg(long)]
@@ -305,6 +318,9 @@ impl Options {
             milestones,
             warmup_steps,
             min_lr,
+            cycle_epochs,
+            cycle_mult,
+            peak_decay,
             host_sync_every,
             grad_accum,
             dp_threads,
@@ -492,6 +508,7 @@ impl Options {
             ("--eval-every", self.eval_every),
             ("--checkpoint-every", self.checkpoint_every),
             ("--decay-every", self.decay_every),
+            ("--cycle-mult", self.cycle_mult),
             ("--host-sync-every", self.host_sync_every),
             ("--grad-accum", self.grad_accum),
             ("--dp-threads", self.dp_threads),
@@ -555,6 +572,22 @@ impl Options {
         if let Some(s) = &self.schedule {
             parse_schedule_name(s)?;
         }
+        if let Some(c) = &self.cycle_epochs {
+            if c.is_empty() {
+                bail!("--cycle-epochs needs at least one cycle length (epochs, e.g. 14,12)");
+            }
+            if let Some(i) = c.iter().position(|&n| n == 0) {
+                bail!(
+                    "--cycle-epochs: every cycle must last at least 1 epoch, got 0 for cycle {}",
+                    i + 1
+                );
+            }
+        }
+        if let Some(d) = self.peak_decay {
+            if !(d > 0.0 && d <= 1.0) {
+                bail!("--peak-decay must be in (0, 1], got {d}");
+            }
+        }
         if let Some(s) = self.split {
             if !(s > 0.0 && s < 1.0) {
                 bail!("--split must be in (0, 1), got {s}");
@@ -617,7 +650,14 @@ pub fn parse_optimizer_name(s: &str) -> Result<&'static str> {
 }
 
 /// The schedules `--schedule` accepts.
-pub const SCHEDULES: [&str; 5] = ["constant", "step", "multistep", "plateau", "cosine"];
+pub const SCHEDULES: [&str; 6] = [
+    "constant",
+    "step",
+    "multistep",
+    "plateau",
+    "cosine",
+    "cosine-restarts",
+];
 
 /// Checks a `--schedule` name and returns its canonical spelling.
 pub fn parse_schedule_name(s: &str) -> Result<&'static str> {
@@ -628,6 +668,9 @@ pub fn parse_schedule_name(s: &str) -> Result<&'static str> {
         "multistep" | "multisteplr" => "multistep",
         "plateau" | "reducelronplateau" => "plateau",
         "cosine" | "cosinewarmup" => "cosine",
+        "cosinerestarts" | "sgdr" | "cosineannealingwarmrestarts" | "warmrestarts" => {
+            "cosine-restarts"
+        }
         _ => bail!(
             "--schedule must be one of {}, got '{s}'",
             SCHEDULES.join(", ")

@@ -10,7 +10,7 @@ use super::options::Options;
 use super::task_name::TaskName;
 
 /// Options every task reads: the recurrent core, the training loop and the run.
-pub const COMMON: [&str; 32] = [
+pub const COMMON: [&str; 35] = [
     "cell",
     "hidden",
     "layers",
@@ -27,6 +27,9 @@ pub const COMMON: [&str; 32] = [
     "milestones",
     "warmup-steps",
     "min-lr",
+    "cycle-epochs",
+    "cycle-mult",
+    "peak-decay",
     "host-sync-every",
     "grad-accum",
     "dp-threads",
