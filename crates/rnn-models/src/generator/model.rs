@@ -3,13 +3,15 @@
 
 use candle_core::{DType, Device, Result, Tensor, D};
 use candle_nn::{Embedding, Linear, Module, VarBuilder};
-use rnn_core::{Rnn, RnnState};
+use rnn_core::{Implementation, Rnn, RnnState};
 
 use super::{ContextKind, GeneratorConfig, StopStrategy, MODEL};
 use crate::common::{
     check_ids, check_lengths, invalid, length_mask, value_checks_on, SeededDropout, Stochastic,
 };
-use crate::loss::{binary_cross_entropy_with_logits, masked_cross_entropy};
+use crate::loss::{
+    binary_cross_entropy_with_logits, linear_cross_entropy_sum_with, masked_cross_entropy,
+};
 use crate::sampling::{Sampler, SamplingConfig};
 use crate::sources;
 
@@ -67,6 +69,7 @@ pub struct ConditionedGenerator {
     dropout: SeededDropout,
     dtype: DType,
     device: Device,
+    loss_implementation: Implementation,
 }
 
 impl ConditionedGenerator {
@@ -134,7 +137,17 @@ impl ConditionedGenerator {
             dtype: vb.dtype(),
             device: vb.device().clone(),
             cfg: cfg.clone(),
+            loss_implementation: Implementation::Auto,
         })
+    }
+
+    /// The same model with [`ConditionedGenerator::loss`] computing the output layer and the
+    /// token cross-entropy as `implementation` says: `Auto` (default) one fused op on the CPU
+    /// (`rnn_core::output`: no `(B, T, vocab)` logits tensor, a hand-written backward),
+    /// `Composed` the plain Candle ops (its reference twin), `Fused` the op or an error.
+    pub fn with_loss_implementation(mut self, implementation: Implementation) -> Self {
+        self.loss_implementation = implementation;
+        self
     }
 
     /// The configuration.
@@ -325,22 +338,35 @@ impl ConditionedGenerator {
         lengths: Option<&[usize]>,
         train: bool,
     ) -> Result<GeneratorOutput> {
+        let (ys, stop_logits, length_logits) = self.run_features(c, ids, lengths, train)?;
+        Ok(GeneratorOutput {
+            logits: self.output.forward(&ys)?,
+            stop_logits,
+            length_logits,
+        })
+    }
+
+    /// [`ConditionedGenerator::run`] without the token output layer: its input `(B, T, H)`
+    /// (after dropout), the stop logits and the length logits.
+    #[allow(clippy::type_complexity)]
+    fn run_features(
+        &self,
+        c: &Tensor,
+        ids: &Tensor,
+        lengths: Option<&[usize]>,
+        train: bool,
+    ) -> Result<(Tensor, Option<Tensor>, Option<Tensor>)> {
         let xs = self.step_inputs(ids, c, train)?;
         let state = self.initial_state(c)?;
         let (ys, _) = self.rnn.forward_t(&xs, state.as_ref(), lengths, train)?;
         let ys = self.dropout.forward(&ys, train)?;
-        let logits = self.output.forward(&ys)?;
         let stop_logits = self
             .stop
             .as_ref()
             .map(|s| s.forward(&ys)?.squeeze(D::Minus1))
             .transpose()?;
         let length_logits = self.length.as_ref().map(|l| l.forward(c)).transpose()?;
-        Ok(GeneratorOutput {
-            logits,
-            stop_logits,
-            length_logits,
-        })
+        Ok((ys, stop_logits, length_logits))
     }
 
     /// Training loss (rank 0): the mean token cross-entropy over valid positions **plus**, with
@@ -404,15 +430,23 @@ impl ConditionedGenerator {
         } else {
             bos
         };
-        let out = self.run(&c, &tgt_in, lengths, train)?;
+        let (ys, stop_logits, length_logits) = self.run_features(&c, &tgt_in, lengths, train)?;
         let mask = length_mask(lengths, batch, t, self.dtype, &self.device)?;
-        let token_loss = masked_cross_entropy(&out.logits, &targets, Some(&mask))?;
+        // The output layer and the token loss in one op on the CPU (no (B, T, V) logits tensor).
+        let token_loss = linear_cross_entropy_sum_with(
+            &ys,
+            self.output.weight(),
+            self.output.bias(),
+            &targets,
+            Some(&mask),
+            self.loss_implementation,
+        )?
+        .mean()?;
         match self.cfg.stop {
             StopStrategy::EndToken => Ok(token_loss),
             StopStrategy::Bernoulli => {
-                let stop_logits = out
-                    .stop_logits
-                    .ok_or_else(|| invalid(MODEL, "internal: no stop head"))?;
+                let stop_logits =
+                    stop_logits.ok_or_else(|| invalid(MODEL, "internal: no stop head"))?;
                 // Only valid positions: gather them from the flattened (B*T,) logits.
                 let mut index = Vec::new();
                 let mut target = Vec::new();
@@ -429,9 +463,8 @@ impl ConditionedGenerator {
                 token_loss + binary_cross_entropy_with_logits(&valid, &target)?
             }
             StopStrategy::PredictedLength => {
-                let length_logits = out
-                    .length_logits
-                    .ok_or_else(|| invalid(MODEL, "internal: no length head"))?;
+                let length_logits =
+                    length_logits.ok_or_else(|| invalid(MODEL, "internal: no length head"))?;
                 let classes: Vec<u32> = lens.iter().map(|&l| (l - 1) as u32).collect();
                 let classes = Tensor::from_vec(classes, batch, &self.device)?;
                 token_loss + masked_cross_entropy(&length_logits, &classes, None)?

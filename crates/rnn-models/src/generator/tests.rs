@@ -3,7 +3,7 @@
 use super::*;
 use crate::test_util::{adamw, max_abs_diff};
 use candle_core::{DType, Device, Result, Tensor};
-use rnn_core::Mode;
+use rnn_core::{Implementation, Mode};
 
 use crate::common::Stochastic;
 use crate::sampling::SamplingConfig;
@@ -599,4 +599,80 @@ fn errors_name_the_argument() {
         fmodel.loss(&fctx, &long, None, false).map(|_| ()),
         &["lengths[0]", "max_len"],
     );
+}
+
+/// The loss through the fused output op (the CPU default) equals the composed output layer and
+/// token cross-entropy, in value and in every parameter's gradient, with each stop strategy's
+/// extra term and with dropout (both clones draw the same mask); without dropout it equals the
+/// cross-entropy of [`ConditionedGenerator::forward`]'s logits plus the same extra term.
+#[test]
+fn fused_and_composed_losses_agree_with_every_gradient() {
+    for stop in [
+        StopStrategy::EndToken,
+        StopStrategy::Bernoulli,
+        StopStrategy::PredictedLength,
+    ] {
+        let cfg = config(stop, CLASS, Conditioning::InitialState, Mode::Lstm).with_dropout(0.25);
+        let (varmap, model) = build(cfg, 5);
+        let classes = [0u32, 2, 1];
+        let ctx = Tensor::new(&classes, &Device::Cpu).unwrap();
+        let (targets, lengths) = task_batch(stop, &classes);
+        let mut runs = Vec::new();
+        for imp in [Implementation::Fused, Implementation::Composed] {
+            let model = model.clone().with_loss_implementation(imp);
+            let loss = model.loss(&ctx, &targets, Some(&lengths), true).unwrap();
+            let grads = loss.backward().unwrap();
+            let mut g: Vec<(String, Tensor)> = varmap
+                .data()
+                .lock()
+                .unwrap()
+                .iter()
+                .filter_map(|(name, v)| Some((name.clone(), grads.get(v)?.clone())))
+                .collect();
+            g.sort_by(|a, b| a.0.cmp(&b.0));
+            runs.push((loss.to_scalar::<f32>().unwrap(), g));
+        }
+        let (fused, composed) = (&runs[0], &runs[1]);
+        // Not one computation twice: the fused op rounds differently somewhere.
+        assert!(
+            fused.1.iter().zip(&composed.1).any(|((_, a), (_, b))| {
+                a.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+                    != b.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+            }),
+            "the fused and composed gradients are bitwise equal"
+        );
+        assert!(
+            (fused.0 - composed.0).abs() < 1e-5,
+            "{stop:?}: {} vs {}",
+            fused.0,
+            composed.0
+        );
+        assert_eq!(fused.1.len(), composed.1.len(), "{stop:?}");
+        assert!(
+            fused.1.iter().any(|(n, _)| n == "output.weight"),
+            "{stop:?}"
+        );
+        for ((name, a), (_, b)) in fused.1.iter().zip(&composed.1) {
+            let d = max_abs_diff(a, b);
+            assert!(d < 1e-5, "{stop:?}: gradient of {name} differs by {d}");
+        }
+        if stop == StopStrategy::EndToken {
+            let loss = model.loss(&ctx, &targets, Some(&lengths), false).unwrap();
+            let (b, t) = targets.dims2().unwrap();
+            let bos = Tensor::full(BOS, (b, 1), &Device::Cpu).unwrap();
+            let tgt_in = Tensor::cat(&[&bos, &targets.narrow(1, 0, t - 1).unwrap()], 1).unwrap();
+            let logits = model
+                .forward(&ctx, &tgt_in, Some(&lengths), false)
+                .unwrap()
+                .logits;
+            let mask =
+                crate::common::length_mask(Some(&lengths), b, t, DType::F32, &Device::Cpu).unwrap();
+            let want = crate::loss::masked_cross_entropy(&logits, &targets, Some(&mask)).unwrap();
+            let (got, want) = (
+                loss.to_scalar::<f32>().unwrap(),
+                want.to_scalar::<f32>().unwrap(),
+            );
+            assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+        }
+    }
 }

@@ -6,14 +6,14 @@ use candle_core::{DType, Result, Tensor, D};
 use candle_nn::{Embedding, Linear, Module, VarBuilder};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rnn_core::{Rnn, RnnState};
+use rnn_core::{Implementation, Rnn, RnnState};
 
 use super::{Attention, Seq2SeqConfig, MODEL};
 use crate::common::{
     check_counters, check_ids, check_lengths, invalid, length_mask, splitmix64, value_checks_on,
     SeededDropout, Stochastic,
 };
-use crate::loss::masked_cross_entropy;
+use crate::loss::linear_cross_entropy_sum_with;
 
 /// What [`Seq2Seq::forward`] returns.
 #[derive(Debug, Clone)]
@@ -72,6 +72,7 @@ pub struct Seq2Seq {
     out_dropout: SeededDropout,
     tf_seed: u64,
     tf_calls: AtomicU64,
+    loss_implementation: Implementation,
 }
 
 impl Clone for Seq2Seq {
@@ -94,6 +95,7 @@ impl Clone for Seq2Seq {
             out_dropout: self.out_dropout.clone(),
             tf_seed: self.tf_seed,
             tf_calls: AtomicU64::new(self.tf_calls.load(Ordering::Relaxed)),
+            loss_implementation: self.loss_implementation,
         }
     }
 }
@@ -169,7 +171,17 @@ impl Seq2Seq {
             out_dropout: SeededDropout::new(cfg.dropout, splitmix64(2))?,
             tf_seed: splitmix64(5),
             tf_calls: AtomicU64::new(0),
+            loss_implementation: Implementation::Auto,
         })
+    }
+
+    /// The same model with [`Seq2Seq::loss`] computing the output layer and the cross-entropy
+    /// as `implementation` says: `Auto` (default) one fused op on the CPU (`rnn_core::output`:
+    /// no `(B, T, tgt_vocab)` logits tensor, a hand-written backward), `Composed` the plain
+    /// Candle ops (its reference twin), `Fused` the op or an error.
+    pub fn with_loss_implementation(mut self, implementation: Implementation) -> Self {
+        self.loss_implementation = implementation;
+        self
     }
 
     /// The configuration.
@@ -373,8 +385,12 @@ impl Seq2Seq {
     }
 
     pub(super) fn logits(&self, hidden: &Tensor, train: bool) -> Result<Tensor> {
-        self.output
-            .forward(&self.out_dropout.forward(hidden, train)?)
+        self.output.forward(&self.features(hidden, train)?)
+    }
+
+    /// The output layer's input: `hidden` after the output dropout.
+    fn features(&self, hidden: &Tensor, train: bool) -> Result<Tensor> {
+        self.out_dropout.forward(hidden, train)
     }
 
     /// Teacher-forced (or partly free-running) forward pass.
@@ -417,6 +433,25 @@ impl Seq2Seq {
         seed: u64,
         force_steps: bool,
     ) -> Result<Seq2SeqOutput> {
+        let (features, attention) =
+            self.decode_features(src, src_lengths, tgt_in, train, ratio, seed, force_steps)?;
+        let logits = self.output.forward(&features)?;
+        Ok(Seq2SeqOutput { logits, attention })
+    }
+
+    /// [`Seq2Seq::forward_impl`] up to the output layer: its input `(B, T, H')` (after the output
+    /// dropout) and the attention weights.
+    #[allow(clippy::too_many_arguments)]
+    fn decode_features(
+        &self,
+        src: &Tensor,
+        src_lengths: &[usize],
+        tgt_in: &Tensor,
+        train: bool,
+        ratio: f64,
+        seed: u64,
+        force_steps: bool,
+    ) -> Result<(Tensor, Option<Tensor>)> {
         let (b, _) = self.check_src(src, src_lengths)?;
         let (bt, t) = check_ids(MODEL, "tgt_in", tgt_in)?;
         if bt != b {
@@ -444,8 +479,7 @@ impl Seq2Seq {
                 .forward(&self.tgt_embedding.forward(tgt_in)?, train)?;
             let (ys, _) = self.decoder.forward_t(&emb, Some(&init), None, train)?;
             let (hidden, attention) = self.attend(&mem, &ys)?;
-            let logits = self.logits(&hidden, train)?;
-            return Ok(Seq2SeqOutput { logits, attention });
+            return Ok((self.features(&hidden, train)?, attention));
         }
         let dev = src.device();
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -458,7 +492,7 @@ impl Seq2Seq {
         // The model's own predictions stay on the device (no host round trip per step); which
         // rows take the gold token is drawn on the host and uploaded.
         let mut predicted: Option<Tensor> = None;
-        let mut all_logits = Vec::with_capacity(t);
+        let mut all_features = Vec::with_capacity(t);
         let mut all_weights = Vec::with_capacity(t);
         for step in 0..t {
             let gold_t = tgt_in.narrow(1, step, 1)?.squeeze(1)?.contiguous()?;
@@ -473,26 +507,27 @@ impl Seq2Seq {
             };
             let (hidden, weights, new_state) =
                 self.decode_step(&mem, &tokens, prev_hidden.as_ref(), &state, train)?;
-            let logits = self.logits(&hidden, train)?; // (B, 1, V)
+            let features = self.features(&hidden, train)?; // (B, 1, H')
             if ratio < 1.0 && step + 1 < t {
-                predicted = Some(logits.detach().squeeze(1)?.argmax(D::Minus1)?);
+                let logits = self.output.forward(&features.detach())?; // (B, 1, V)
+                predicted = Some(logits.squeeze(1)?.argmax(D::Minus1)?);
             }
             if self.cfg.input_feeding {
                 prev_hidden = Some(hidden.squeeze(1)?);
             }
             state = new_state;
-            all_logits.push(logits);
+            all_features.push(features);
             if let Some(w) = weights {
                 all_weights.push(w);
             }
         }
-        let logits = Tensor::cat(&all_logits, 1)?;
+        let features = Tensor::cat(&all_features, 1)?;
         let attention = if all_weights.is_empty() {
             None
         } else {
             Some(Tensor::cat(&all_weights, 1)?)
         };
-        Ok(Seq2SeqOutput { logits, attention })
+        Ok((features, attention))
     }
 
     /// Checks the gold target and its lengths; returns `(B, T)`.
@@ -553,16 +588,26 @@ impl Seq2Seq {
         } else {
             0
         };
-        let out = self.forward(
+        let (features, _) = self.decode_features(
             src,
             src_lengths,
             &tgt_in,
             train,
             teacher_forcing_ratio,
             seed,
+            false,
         )?;
         let mask = length_mask(Some(tgt_lengths), b, t, self.dtype(), src.device())?;
-        masked_cross_entropy(&out.logits, tgt, Some(&mask))
+        // The output layer and the loss in one op on the CPU (no (B, T, V) logits tensor).
+        linear_cross_entropy_sum_with(
+            &features,
+            self.output.weight(),
+            self.output.bias(),
+            tgt,
+            Some(&mask),
+            self.loss_implementation,
+        )?
+        .mean()
     }
 
     /// The model's log-probability (natural log) of each gold target sentence: the sum over

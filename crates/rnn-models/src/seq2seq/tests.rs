@@ -5,7 +5,7 @@ use crate::test_util::{adamw, max_abs_diff, scalar};
 use candle_core::{DType, Result, Tensor, D};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rnn_core::Mode;
+use rnn_core::{Implementation, Mode};
 
 use crate::common::Stochastic;
 use candle_core::Device;
@@ -880,4 +880,77 @@ fn layer_norm_config_round_trips_and_old_configs_load() {
     assert_eq!(json["layer_norm"], serde_json::Value::Bool(true));
     let back: Seq2SeqConfig = serde_json::from_value(json).unwrap();
     assert!(back.layer_norm);
+}
+
+/// The loss through the fused output op (the CPU default) equals the composed output layer and
+/// cross-entropy, in value and in every parameter's gradient: teacher-forced in one call,
+/// step by step with scheduled sampling, with dropout (both clones draw the same masks), and
+/// equals the cross-entropy of [`Seq2Seq::forward`]'s logits.
+#[test]
+fn fused_and_composed_losses_agree_with_every_gradient() {
+    let (src, sl, tgt, tl) = batch();
+    let cases = [
+        (
+            Seq2SeqConfig {
+                dropout: 0.2,
+                ..small(Mode::Gru, Attention::General, true)
+            },
+            1.0,
+        ),
+        (
+            Seq2SeqConfig {
+                input_feeding: true,
+                dropout: 0.2,
+                ..small(Mode::Lstm, Attention::Additive, false)
+            },
+            0.5,
+        ),
+    ];
+    for (cfg, ratio) in cases {
+        let (varmap, model) = build(&cfg, 8);
+        let mut runs = Vec::new();
+        for imp in [Implementation::Fused, Implementation::Composed] {
+            let model = model.clone().with_loss_implementation(imp);
+            let loss = model.loss(&src, &sl, &tgt, &tl, true, ratio).unwrap();
+            let grads = loss.backward().unwrap();
+            let mut g: Vec<(String, Tensor)> = varmap
+                .data()
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(name, v)| (name.clone(), grads.get(v).unwrap().clone()))
+                .collect();
+            g.sort_by(|a, b| a.0.cmp(&b.0));
+            runs.push((scalar(&loss), g));
+        }
+        let (fused, composed) = (&runs[0], &runs[1]);
+        // Not one computation twice: the fused op rounds differently somewhere.
+        assert!(
+            fused.1.iter().zip(&composed.1).any(|((_, a), (_, b))| {
+                a.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+                    != b.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+            }),
+            "the fused and composed gradients are bitwise equal"
+        );
+        let label = format!("{:?} ratio {ratio}", cfg.mode);
+        assert!(
+            (fused.0 - composed.0).abs() < 1e-5,
+            "{label}: {fused:?} vs {composed:?}",
+            fused = fused.0,
+            composed = composed.0
+        );
+        for ((name, a), (_, b)) in fused.1.iter().zip(&composed.1) {
+            let d = max_abs_diff(a, b);
+            assert!(d < 1e-5, "{label}: gradient of {name} differs by {d}");
+        }
+        // In eval mode with full teacher forcing: the cross-entropy of the logits.
+        let loss = model.loss(&src, &sl, &tgt, &tl, false, 1.0).unwrap();
+        let logits = model
+            .forward(&src, &sl, &model.shift_right(&tgt).unwrap(), false, 1.0, 0)
+            .unwrap()
+            .logits;
+        let mask = crate::common::length_mask(Some(&tl), 3, 4, DType::F32, &Device::Cpu).unwrap();
+        let want = crate::loss::masked_cross_entropy(&logits, &tgt, Some(&mask)).unwrap();
+        assert!((scalar(&loss) - scalar(&want)).abs() < 1e-5, "{label}");
+    }
 }

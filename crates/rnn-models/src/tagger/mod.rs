@@ -30,13 +30,13 @@
 
 use candle_core::{DType, Result, Tensor, D};
 use candle_nn::{Linear, Module, VarBuilder};
-use rnn_core::{Mode, Rnn, RnnConfig};
+use rnn_core::{Implementation, Mode, Rnn, RnnConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::common::{invalid, length_mask, value_checks_on, Stochastic};
 use crate::config_checks::check_dropout;
 use crate::encoder::{Input, SequenceEncoder};
-use crate::loss::masked_cross_entropy;
+use crate::loss::linear_cross_entropy_sum_with;
 
 mod viterbi;
 pub use viterbi::{viterbi, TransitionMask};
@@ -136,6 +136,7 @@ pub struct SequenceTagger {
     cfg: SequenceTaggerConfig,
     encoder: SequenceEncoder,
     output: Linear,
+    loss_implementation: Implementation,
 }
 
 impl SequenceTagger {
@@ -159,7 +160,17 @@ impl SequenceTagger {
             cfg: cfg.clone(),
             encoder,
             output,
+            loss_implementation: Implementation::Auto,
         })
+    }
+
+    /// The same model with [`SequenceTagger::loss`] computing the output layer and the
+    /// cross-entropy as `implementation` says: `Auto` (default) one fused op on the CPU
+    /// (`rnn_core::output`: no `(batch, seq, num_tags)` logits tensor, a hand-written backward),
+    /// `Composed` the plain Candle ops (its reference twin), `Fused` the op or an error.
+    pub fn with_loss_implementation(mut self, implementation: Implementation) -> Self {
+        self.loss_implementation = implementation;
+        self
     }
 
     /// The configuration.
@@ -211,9 +222,18 @@ impl SequenceTagger {
     ) -> Result<Tensor> {
         let (b, t) = self.encoder.check(input, lengths)?;
         self.check_tags(tags, lengths, b, t)?;
-        let logits = self.forward(input, lengths, train)?;
+        let (ys, _) = self.encoder.forward(input, lengths, train)?;
+        let ys = self.encoder.output_dropout(&ys, train)?;
         let mask = length_mask(lengths, b, t, DType::U8, input.device())?;
-        masked_cross_entropy(&logits, tags, Some(&mask))
+        linear_cross_entropy_sum_with(
+            &ys,
+            self.output.weight(),
+            self.output.bias(),
+            tags,
+            Some(&mask),
+            self.loss_implementation,
+        )?
+        .mean()
     }
 
     /// Checks `u32 (batch, seq)` tags with ids `< num_tags` at valid steps (one scalar copied to

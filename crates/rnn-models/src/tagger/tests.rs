@@ -391,3 +391,71 @@ fn constrained_prediction_is_argmax_without_constraints_and_valid_with_them() {
         .to_string();
     assert!(e.contains("`mask` is over 4 tags"), "{e}");
 }
+
+/// The loss through the fused output op (the CPU default) equals the composed output layer and
+/// cross-entropy, in value and in every parameter's gradient, with output dropout (both clones
+/// draw the same mask) and padded steps whose tags are not tags; and, without dropout, the
+/// cross-entropy of [`SequenceTagger::forward`]'s logits.
+#[test]
+fn fused_and_composed_losses_agree_with_every_gradient() {
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    let (xs, lengths, tags) = tagging_batch(&mut rng, 5);
+    let cfg = SequenceTaggerConfig {
+        bidirectional: true,
+        output_dropout: 0.3,
+        ..SequenceTaggerConfig::new(Input::tokens(4, 5), Mode::Gru, 6, 4)
+    };
+    let (varmap, model) = build(&cfg, 3);
+    let mut runs = Vec::new();
+    for imp in [Implementation::Fused, Implementation::Composed] {
+        let model = model.clone().with_loss_implementation(imp);
+        let loss = model.loss(&xs, Some(&lengths), &tags, true).unwrap();
+        let grads = loss.backward().unwrap();
+        let mut g: Vec<(String, Tensor)> = varmap
+            .data()
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(name, v)| (name.clone(), grads.get(v).unwrap().clone()))
+            .collect();
+        g.sort_by(|a, b| a.0.cmp(&b.0));
+        runs.push((loss.to_scalar::<f32>().unwrap(), g));
+    }
+    let (fused, composed) = (&runs[0], &runs[1]);
+    // Not one computation twice: the fused op rounds differently somewhere.
+    assert!(
+        fused.1.iter().zip(&composed.1).any(|((_, a), (_, b))| {
+            a.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+                != b.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        }),
+        "the fused and composed gradients are bitwise equal"
+    );
+    assert!(
+        (fused.0 - composed.0).abs() < 1e-5,
+        "{} vs {}",
+        fused.0,
+        composed.0
+    );
+    for ((name, a), (_, b)) in fused.1.iter().zip(&composed.1) {
+        let d = (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(d < 1e-5, "gradient of {name} differs by {d}");
+    }
+    let loss = model.loss(&xs, Some(&lengths), &tags, false).unwrap();
+    let logits = model.forward(&xs, Some(&lengths), false).unwrap();
+    let mask = crate::common::length_mask(Some(&lengths), 5, 12, DType::U8, &Device::Cpu).unwrap();
+    let want = crate::loss::masked_cross_entropy(&logits, &tags, Some(&mask)).unwrap();
+    let (got, want) = (
+        loss.to_scalar::<f32>().unwrap(),
+        want.to_scalar::<f32>().unwrap(),
+    );
+    assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+}
