@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One training step of the default char-LM and word-LM, this project against its PyTorch twin
 # (benches/lm_step_torch.py), on the same host, in interleaved rounds. Usage:
-#   TORCH_PY=/path/to/venv/bin/python [ROUNDS=3] [STEPS=150] bash benches/lm_step.sh
+#   TORCH_PY=/path/to/venv/bin/python [ROUNDS=3] [STEPS=150] [TASKS="word-lm char-lm"] bash benches/lm_step.sh
+# TASKS may also name `tag` (RESULTS.md's POS tagger; twin benches/tag_step_torch.py).
 # Our step time is the difference between `rnn train --max-steps S1` and `--max-steps S2` runs
 # (wall clock), divided by S2 - S1: set-up, vocabulary, the final evaluation and the checkpoint
 # cancel out, so it is the mean step (batching, forward, loss, backward, clipping, optimiser).
@@ -30,10 +31,17 @@ ours() { # task data... -> seconds for S1 and S2 steps
 }
 
 for round in $(seq "${ROUNDS:-3}"); do
-  for task in word-lm char-lm; do
+  for task in ${TASKS:-word-lm char-lm}; do
+    twin=(benches/lm_step_torch.py "$task")
     if [ "$task" = word-lm ]; then
       args=(--data "$DATA/word_lm/ptb.train.txt" --valid "$DATA/word_lm/ptb.valid.txt")
       file=$DATA/word_lm/ptb.train.txt
+    elif [ "$task" = tag ]; then
+      # RESULTS.md's POS-tagging model (two BiLSTM layers); the twin is tag_step_torch.py.
+      args=(--data "$DATA/tagging/en_ewt-ud-train.conllu"
+        --valid "$DATA/tagging/en_ewt-ud-dev.conllu" --layers 2)
+      file=$DATA/tagging/en_ewt-ud-train.conllu
+      twin=(benches/tag_step_torch.py)
     else
       args=(--data "$DATA/char_lm/tinyshakespeare.txt")
       file=$DATA/char_lm/tinyshakespeare.txt
@@ -42,7 +50,7 @@ for round in $(seq "${ROUNDS:-3}"); do
     ms=$(python3 -c "print(round((${secs[1]} - ${secs[0]}) * 1000 / $STEPS, 2))")
     echo "{\"impl\": \"ours\", \"task\": \"$task\", \"round\": $round, \"cpu\": \"$cpu\", \"mean_ms\": $ms, \"steps\": $STEPS}"
     if [ -n "${TORCH_PY:-}" ]; then
-      "$TORCH_PY" benches/lm_step_torch.py "$task" "$file" --steps "$STEPS" |
+      "$TORCH_PY" "${twin[@]}" "$file" --steps "$STEPS" |
         sed "s/^{/{\"round\": $round, \"cpu\": \"$cpu\", /"
     fi
   done
