@@ -2,7 +2,8 @@
 # One training step of the default char-LM and word-LM, this project against its PyTorch twin
 # (benches/lm_step_torch.py), on the same host, in interleaved rounds. Usage:
 #   TORCH_PY=/path/to/venv/bin/python [ROUNDS=3] [STEPS=150] [TASKS="word-lm char-lm"] bash benches/lm_step.sh
-# TASKS may also name `tag` (RESULTS.md's POS tagger; twin benches/tag_step_torch.py).
+# TASKS may also name `tag` (RESULTS.md's POS tagger; twin benches/tag_step_torch.py) and
+# `seq2seq` (RESULTS.md's translation model; twin benches/seq2seq_step_torch.py).
 # Our step time is the difference between `rnn train --max-steps S1` and `--max-steps S2` runs
 # (wall clock), divided by S2 - S1: set-up, vocabulary, the final evaluation and the checkpoint
 # cancel out, so it is the mean step (batching, forward, loss, backward, clipping, optimiser).
@@ -42,6 +43,11 @@ for round in $(seq "${ROUNDS:-3}"); do
         --valid "$DATA/tagging/en_ewt-ud-dev.conllu" --layers 2)
       file=$DATA/tagging/en_ewt-ud-train.conllu
       twin=(benches/tag_step_torch.py)
+    elif [ "$task" = seq2seq ]; then
+      # RESULTS.md's translation model; the twin is seq2seq_step_torch.py.
+      args=(--data "$DATA/translation/fra.txt" --level tutorial --target 0)
+      file=$DATA/translation/fra.txt
+      twin=(benches/seq2seq_step_torch.py)
     else
       args=(--data "$DATA/char_lm/tinyshakespeare.txt")
       file=$DATA/char_lm/tinyshakespeare.txt
