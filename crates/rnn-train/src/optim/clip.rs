@@ -14,6 +14,8 @@ use candle_core::{DType, Tensor, Var};
 
 use crate::{Error, Result};
 
+mod cpu;
+
 /// The gradients present in `grads` for `vars`, with their variables.
 fn present<'a>(grads: &'a GradStore, vars: &'a [Var]) -> impl Iterator<Item = (&'a Var, Tensor)> {
     vars.iter()
@@ -111,6 +113,19 @@ pub fn clip_grad_norm_tensor(
             "clip_grad_norm: max_norm must be >= 0, got {max_norm}"
         )));
     }
+    if let Some(total) = cpu::clip_grad_norm(grads, vars, max_norm)? {
+        return Ok(Some(total));
+    }
+    clip_grad_norm_composed(grads, vars, max_norm)
+}
+
+/// [`clip_grad_norm_tensor`] in Candle ops on any device: the twin of the CPU pass
+/// ([`cpu::clip_grad_norm`]), which tests hold equal to it.
+fn clip_grad_norm_composed(
+    grads: &mut GradStore,
+    vars: &[Var],
+    max_norm: f64,
+) -> Result<Option<Tensor>> {
     let Some(total) = grad_norm_tensor(grads, vars)? else {
         return Ok(None);
     };
@@ -257,6 +272,147 @@ mod tests {
         -0.24828171730041504,
         0.3310422897338867,
     ];
+
+    /// Seeded gradients of `shapes` (values of a few units, some of them large enough that the
+    /// norm exceeds 5), each in its own storage.
+    fn random_grads(dtype: DType, shapes: &[&[usize]], seed: u64) -> (Vec<Var>, GradStore) {
+        let dev = Device::Cpu;
+        let mut state = seed;
+        let mut next = move || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
+        };
+        let mut grads = GradStore::default();
+        let vars: Vec<Var> = shapes
+            .iter()
+            .map(|&dims| {
+                let var = Var::zeros(dims, dtype, &dev).unwrap();
+                let n: usize = dims.iter().product();
+                let v: Vec<f64> = (0..n).map(|_| next() * 3.0).collect();
+                let g = Tensor::from_vec(v, dims, &dev)
+                    .unwrap()
+                    .to_dtype(dtype)
+                    .unwrap();
+                grads.insert(&var, g);
+                var
+            })
+            .collect();
+        (vars, grads)
+    }
+
+    fn copy(grads: &GradStore, vars: &[Var]) -> GradStore {
+        let mut out = GradStore::default();
+        for v in vars {
+            if let Some(g) = grads.get(v) {
+                out.insert(v, g.copy().unwrap());
+            }
+        }
+        out
+    }
+
+    /// The CPU pass (two parallel passes, in place) equals its composed twin: the same norm
+    /// within the rounding of the sum, the same gradients after clipping; unclipped gradients
+    /// untouched bitwise; the same result on 1 and 3 threads, bitwise.
+    #[test]
+    fn cpu_clip_equals_the_composed_twin() {
+        // Sizes across several parallel chunks (CHUNK = 32768), an empty gradient and a scalar.
+        let shapes: &[&[usize]] = &[&[300, 257], &[70_001], &[0], &[1], &[4, 5, 6]];
+        for (dtype, tol) in [(DType::F32, 2e-6), (DType::F64, 1e-12)] {
+            for max_norm in [5.0, 1e9, f64::INFINITY] {
+                let (vars, grads) = random_grads(dtype, shapes, 7);
+                let (fast, mut composed) = (copy(&grads, &vars), copy(&grads, &vars));
+                let total = cpu::clip_grad_norm(&fast, &vars, max_norm)
+                    .unwrap()
+                    .expect("the CPU pass applies");
+                let twin = clip_grad_norm_composed(&mut composed, &vars, max_norm)
+                    .unwrap()
+                    .unwrap();
+                let (t, w) = (values(&total)[0], values(&twin)[0]);
+                assert!(
+                    (t - w).abs() <= tol * w,
+                    "{dtype:?} {max_norm}: norm {t} vs {w}"
+                );
+                assert!(t > 100.0, "the test's gradients are clipped at 5: norm {t}");
+                for v in &vars {
+                    let (a, b) = (
+                        values(fast.get(v).unwrap()),
+                        values(composed.get(v).unwrap()),
+                    );
+                    assert_close(&a, &b, tol, "clipped gradient");
+                    if max_norm > 1e8 {
+                        assert_eq!(a, values(grads.get(v).unwrap()), "unclipped: unchanged");
+                    }
+                }
+                // Through the public function: the CPU pass, the same result.
+                let mut public = copy(&grads, &vars);
+                let n = clip_grad_norm_tensor(&mut public, &vars, max_norm)
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(values(&n), values(&total));
+                for v in &vars {
+                    assert_eq!(values(public.get(v).unwrap()), values(fast.get(v).unwrap()));
+                }
+                // Thread counts: the same bits.
+                let on = |threads: usize| {
+                    let g = copy(&grads, &vars);
+                    let pool = rayon::ThreadPoolBuilder::new()
+                        .num_threads(threads)
+                        .build()
+                        .unwrap();
+                    let n =
+                        pool.install(|| cpu::clip_grad_norm(&g, &vars, max_norm).unwrap().unwrap());
+                    let all: Vec<Vec<f64>> =
+                        vars.iter().map(|v| values(g.get(v).unwrap())).collect();
+                    (values(&n), all)
+                };
+                assert_eq!(on(1), on(3), "{dtype:?} {max_norm}");
+            }
+        }
+    }
+
+    /// Two variables whose gradients share one storage (scaling in place would scale it twice),
+    /// mixed dtypes and non-contiguous gradients are left to the composed path.
+    #[test]
+    fn cpu_clip_leaves_what_it_cannot_do_in_place_to_the_composed_path() {
+        let dev = Device::Cpu;
+        let (a, b) = (
+            Var::zeros(4, DType::F32, &dev).unwrap(),
+            Var::zeros(4, DType::F32, &dev).unwrap(),
+        );
+        let shared = Tensor::new(&[3f32, 4.0, 0.0, 0.0], &dev).unwrap();
+        let mut grads = GradStore::default();
+        grads.insert(&a, shared.clone());
+        grads.insert(&b, shared.clone());
+        assert!(cpu::clip_grad_norm(&grads, &[a.clone(), b.clone()], 1.0)
+            .unwrap()
+            .is_none());
+        let total = clip_grad_norm(&mut grads, &[a.clone(), b.clone()], 1.0).unwrap();
+        assert!((total - 50f64.sqrt()).abs() < 1e-5, "{total}");
+        let want = 1.0 / (50f64.sqrt() + 1e-6);
+        for v in [&a, &b] {
+            assert_close(
+                &values(grads.get(v).unwrap()),
+                &[3.0 * want, 4.0 * want, 0.0, 0.0],
+                1e-6,
+                "shared",
+            );
+        }
+        let c = Var::zeros((2, 3), DType::F32, &dev).unwrap();
+        let mut grads = GradStore::default();
+        grads.insert(
+            &c,
+            Tensor::ones((3, 2), DType::F32, &dev).unwrap().t().unwrap(),
+        );
+        assert!(cpu::clip_grad_norm(&grads, std::slice::from_ref(&c), 1.0)
+            .unwrap()
+            .is_none());
+        let d = Var::zeros(2, DType::F64, &dev).unwrap();
+        grads.insert(&c, Tensor::ones((2, 3), DType::F32, &dev).unwrap());
+        grads.insert(&d, Tensor::ones(2, DType::F64, &dev).unwrap());
+        assert!(cpu::clip_grad_norm(&grads, &[c, d], 1.0).unwrap().is_none());
+    }
 
     #[test]
     fn clip_grad_norm_matches_pytorch() {
