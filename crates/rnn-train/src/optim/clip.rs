@@ -92,6 +92,11 @@ pub fn grad_norm_tensor(grads: &GradStore, vars: &[Var]) -> Result<Option<Tensor
 /// Unlike PyTorch, a non-finite `total` leaves the gradients unchanged (PyTorch would multiply
 /// them by NaN or 0); check the returned norm, or [`grads_are_finite`], before stepping.
 ///
+/// On the CPU, f32/f64 gradients are scaled in their own storage, as PyTorch scales `.grad`:
+/// a gradient tensor that is also held outside the store changes there too (the gradients
+/// `backward` returns are held nowhere else). Gradients that share storage with each other are
+/// replaced by scaled copies instead.
+///
 /// `max_norm` must be `>= 0` (`inf` disables clipping).
 pub fn clip_grad_norm(grads: &mut GradStore, vars: &[Var], max_norm: f64) -> Result<f64> {
     match clip_grad_norm_tensor(grads, vars, max_norm)? {
