@@ -1,7 +1,8 @@
 //! Helpers shared by the models' unit tests.
 
+use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor, Var};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarMap};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -43,6 +44,51 @@ pub(crate) fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
         .unwrap()
         .to_scalar::<f32>()
         .unwrap()
+}
+
+/// The gradients in `grads` of `varmap`'s parameters, by name in name order; a parameter
+/// without a gradient is left out.
+pub(crate) fn grads_by_name(varmap: &VarMap, grads: &GradStore) -> Vec<(String, Tensor)> {
+    let mut g: Vec<(String, Tensor)> = varmap
+        .data()
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|(name, v)| Some((name.clone(), grads.get(v)?.clone())))
+        .collect();
+    g.sort_by(|a, b| a.0.cmp(&b.0));
+    g
+}
+
+/// A loss and its gradients by name ([`grads_by_name`]).
+pub(crate) type LossAndGrads = (f32, Vec<(String, Tensor)>);
+
+/// Holds a fused loss path to its composed twin: the losses within 1e-5, the same parameters
+/// with gradients, each gradient within 1e-5; and not one computation twice (some gradient
+/// differs in its last bits, as the fused op rounds differently).
+pub(crate) fn assert_fused_matches_composed(
+    fused: &LossAndGrads,
+    composed: &LossAndGrads,
+    label: &str,
+) {
+    assert!(
+        fused.1.iter().zip(&composed.1).any(|((_, a), (_, b))| {
+            a.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+                != b.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        }),
+        "{label}: the fused and composed gradients are bitwise equal"
+    );
+    assert!(
+        (fused.0 - composed.0).abs() < 1e-5,
+        "{label}: {} vs {}",
+        fused.0,
+        composed.0
+    );
+    assert_eq!(fused.1.len(), composed.1.len(), "{label}");
+    for ((name, a), (_, b)) in fused.1.iter().zip(&composed.1) {
+        let d = max_abs_diff(a, b);
+        assert!(d < 1e-5, "{label}: gradient of {name} differs by {d}");
+    }
 }
 
 /// The value of a rank-0 f32 tensor.

@@ -1,7 +1,7 @@
 //! Tests of [`Seq2Seq`](super::Seq2Seq).
 
 use super::*;
-use crate::test_util::{adamw, max_abs_diff, scalar};
+use crate::test_util::{adamw, assert_fused_matches_composed, grads_by_name, max_abs_diff, scalar};
 use candle_core::{DType, Result, Tensor, D};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -913,36 +913,16 @@ fn fused_and_composed_losses_agree_with_every_gradient() {
             let model = model.clone().with_loss_implementation(imp);
             let loss = model.loss(&src, &sl, &tgt, &tl, true, ratio).unwrap();
             let grads = loss.backward().unwrap();
-            let mut g: Vec<(String, Tensor)> = varmap
-                .data()
-                .lock()
-                .unwrap()
-                .iter()
-                .map(|(name, v)| (name.clone(), grads.get(v).unwrap().clone()))
-                .collect();
-            g.sort_by(|a, b| a.0.cmp(&b.0));
-            runs.push((scalar(&loss), g));
+            runs.push((scalar(&loss), grads_by_name(&varmap, &grads)));
         }
-        let (fused, composed) = (&runs[0], &runs[1]);
-        // Not one computation twice: the fused op rounds differently somewhere.
-        assert!(
-            fused.1.iter().zip(&composed.1).any(|((_, a), (_, b))| {
-                a.flatten_all().unwrap().to_vec1::<f32>().unwrap()
-                    != b.flatten_all().unwrap().to_vec1::<f32>().unwrap()
-            }),
-            "the fused and composed gradients are bitwise equal"
-        );
         let label = format!("{:?} ratio {ratio}", cfg.mode);
-        assert!(
-            (fused.0 - composed.0).abs() < 1e-5,
-            "{label}: {fused:?} vs {composed:?}",
-            fused = fused.0,
-            composed = composed.0
+        assert_fused_matches_composed(&runs[0], &runs[1], &label);
+        let params = varmap.all_vars().len();
+        assert_eq!(
+            runs[0].1.len(),
+            params,
+            "{label}: every parameter gets a gradient"
         );
-        for ((name, a), (_, b)) in fused.1.iter().zip(&composed.1) {
-            let d = max_abs_diff(a, b);
-            assert!(d < 1e-5, "{label}: gradient of {name} differs by {d}");
-        }
         // In eval mode with full teacher forcing: the cross-entropy of the logits.
         let loss = model.loss(&src, &sl, &tgt, &tl, false, 1.0).unwrap();
         let logits = model

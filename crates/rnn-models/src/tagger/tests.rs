@@ -1,7 +1,9 @@
 //! Tests of [`SequenceTagger`](super::SequenceTagger).
 
 use super::*;
-use crate::test_util::{adamw, feature_input, make_input, token_input};
+use crate::test_util::{
+    adamw, assert_fused_matches_composed, feature_input, grads_by_name, make_input, token_input,
+};
 use candle_core::Device;
 use candle_nn::{Optimizer, VarMap};
 use rand::{Rng, SeedableRng};
@@ -411,44 +413,14 @@ fn fused_and_composed_losses_agree_with_every_gradient() {
         let model = model.clone().with_loss_implementation(imp);
         let loss = model.loss(&xs, Some(&lengths), &tags, true).unwrap();
         let grads = loss.backward().unwrap();
-        let mut g: Vec<(String, Tensor)> = varmap
-            .data()
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(name, v)| (name.clone(), grads.get(v).unwrap().clone()))
-            .collect();
-        g.sort_by(|a, b| a.0.cmp(&b.0));
-        runs.push((loss.to_scalar::<f32>().unwrap(), g));
+        runs.push((
+            loss.to_scalar::<f32>().unwrap(),
+            grads_by_name(&varmap, &grads),
+        ));
     }
-    let (fused, composed) = (&runs[0], &runs[1]);
-    // Not one computation twice: the fused op rounds differently somewhere.
-    assert!(
-        fused.1.iter().zip(&composed.1).any(|((_, a), (_, b))| {
-            a.flatten_all().unwrap().to_vec1::<f32>().unwrap()
-                != b.flatten_all().unwrap().to_vec1::<f32>().unwrap()
-        }),
-        "the fused and composed gradients are bitwise equal"
-    );
-    assert!(
-        (fused.0 - composed.0).abs() < 1e-5,
-        "{} vs {}",
-        fused.0,
-        composed.0
-    );
-    for ((name, a), (_, b)) in fused.1.iter().zip(&composed.1) {
-        let d = (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        assert!(d < 1e-5, "gradient of {name} differs by {d}");
-    }
+    assert_fused_matches_composed(&runs[0], &runs[1], "tagger");
+    let params = varmap.all_vars().len();
+    assert_eq!(runs[0].1.len(), params, "every parameter gets a gradient");
     let loss = model.loss(&xs, Some(&lengths), &tags, false).unwrap();
     let logits = model.forward(&xs, Some(&lengths), false).unwrap();
     let mask = crate::common::length_mask(Some(&lengths), 5, 12, DType::U8, &Device::Cpu).unwrap();
