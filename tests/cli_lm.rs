@@ -372,25 +372,23 @@ fn subword_level_saves_its_tokenizer_and_round_trips_text() {
     run(&["eval", "--checkpoint", &s(&out), "--device", "cpu"]).unwrap();
 }
 
-#[test]
-fn the_medium_ptb_recipe_file_reaches_the_checkpoint() {
-    // examples/configs/word_lm_medium.toml is the command of RESULTS.md's medium PTB row; every
-    // key must still be one `rnn train word-lm` reads, with the meaning the recipe gives it.
-    let recipe = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/configs/word_lm_medium.toml");
-    let dir = tempfile::tempdir().unwrap();
-    let train = write(dir.path(), "train.txt", &corpus(400, 0));
-    let valid = write(dir.path(), "valid.txt", &corpus(60, 1000));
-    let out = dir.path().join("run");
-    // Small widths (flags override the file; tied weights need the two equal) keep it quick.
-    run(&[
+/// `rnn train word-lm --config examples/configs/FILE` on a small generated corpus in `dir`, with
+/// small widths (flags override the file; tied weights need the two equal) and 2 steps, plus
+/// `extra` (which names `--out`); returns the run's checkpoint config.
+fn train_config_file(dir: &Path, file: &str, extra: &[&str]) -> serde_json::Value {
+    let configs = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/configs");
+    let train = write(dir, "train.txt", &corpus(400, 0));
+    let valid = write(dir, "valid.txt", &corpus(60, 1000));
+    let (config, train, valid) = (s(&configs.join(file)), s(&train), s(&valid));
+    let mut args = vec![
         "train",
         "word-lm",
         "--config",
-        &s(&recipe),
+        &config,
         "--data",
-        &s(&train),
+        &train,
         "--valid",
-        &s(&valid),
+        &valid,
         "--hidden",
         "16",
         "--embedding",
@@ -399,12 +397,25 @@ fn the_medium_ptb_recipe_file_reaches_the_checkpoint() {
         "2",
         "--device",
         "cpu",
-        "--out",
-        &s(&out),
-    ])
-    .unwrap();
-    let text = std::fs::read_to_string(out.join("checkpoint/config.json")).unwrap();
-    let cfg: serde_json::Value = serde_json::from_str(&text).unwrap();
+    ];
+    args.extend_from_slice(extra);
+    run(&args).unwrap();
+    let out = extra
+        .iter()
+        .position(|a| *a == "--out")
+        .map(|i| PathBuf::from(extra[i + 1]))
+        .expect("extra names --out");
+    serde_json::from_slice(&std::fs::read(out.join("checkpoint/config.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn the_medium_ptb_recipe_file_reaches_the_checkpoint() {
+    // examples/configs/word_lm_medium.toml is the command of RESULTS.md's medium PTB row; every
+    // key must still be one `rnn train word-lm` reads, with the meaning the recipe gives it.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let cfg = train_config_file(dir.path(), "word_lm_medium.toml", &["--out", &s(&out)]);
+    let text = cfg.to_string();
     let (data, model, trainer) = (&cfg["model"], &cfg["model"]["model"], &cfg["trainer"]);
     assert_eq!(model["hidden_size"], 16, "{text}");
     assert_eq!(model["num_layers"], 2, "{text}");
@@ -429,33 +440,8 @@ fn the_one_run_medium_ptb_file_has_the_two_stages_learning_rates() {
     // as cycles of one cosine-restarts schedule.
     let configs = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/configs");
     let dir = tempfile::tempdir().unwrap();
-    let train = write(dir.path(), "train.txt", &corpus(400, 0));
-    let valid = write(dir.path(), "valid.txt", &corpus(60, 1000));
     let out = dir.path().join("run");
-    run(&[
-        "train",
-        "word-lm",
-        "--config",
-        &s(&configs.join("word_lm_medium_sgdr.toml")),
-        "--data",
-        &s(&train),
-        "--valid",
-        &s(&valid),
-        "--hidden",
-        "16",
-        "--embedding",
-        "16",
-        "--max-steps",
-        "2",
-        "--device",
-        "cpu",
-        "--out",
-        &s(&out),
-    ])
-    .unwrap();
-    let one: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("checkpoint/config.json")).unwrap())
-            .unwrap();
+    let one = train_config_file(dir.path(), "word_lm_medium_sgdr.toml", &["--out", &s(&out)]);
     let stage = |file: &str| -> serde_json::Value {
         let text = std::fs::read_to_string(configs.join(file)).unwrap();
         toml::from_str(&text).unwrap()
@@ -519,43 +505,14 @@ fn the_one_run_medium_ptb_file_has_the_two_stages_learning_rates() {
 fn the_medium_ptb_restart_file_starts_from_the_first_stage() {
     // examples/configs/word_lm_medium_restart.toml is the second stage of RESULTS.md's medium
     // PTB row: the first stage's model with a fresh schedule, from the first stage's weights.
-    let configs = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/configs");
     let dir = tempfile::tempdir().unwrap();
-    let train = write(dir.path(), "train.txt", &corpus(400, 0));
-    let valid = write(dir.path(), "valid.txt", &corpus(60, 1000));
     let (first, second) = (dir.path().join("first"), dir.path().join("second"));
-    let stage = |file: &str, extra: &[&str]| {
-        let mut args = vec![
-            "train".to_string(),
-            "word-lm".into(),
-            "--config".into(),
-            s(&configs.join(file)),
-            "--data".into(),
-            s(&train),
-            "--valid".into(),
-            s(&valid),
-            "--hidden".into(),
-            "16".into(),
-            "--embedding".into(),
-            "16".into(),
-            "--max-steps".into(),
-            "2".into(),
-            "--device".into(),
-            "cpu".into(),
-        ];
-        args.extend(extra.iter().map(|a| a.to_string()));
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        run(&args).unwrap();
-    };
-    stage("word_lm_medium.toml", &["--out", &s(&first)]);
-    stage(
+    let stage = |file: &str, extra: &[&str]| train_config_file(dir.path(), file, extra);
+    let a = stage("word_lm_medium.toml", &["--out", &s(&first)]);
+    let b = stage(
         "word_lm_medium_restart.toml",
         &["--init-from", &s(&first), "--out", &s(&second)],
     );
-    let config = |dir: &Path| -> serde_json::Value {
-        serde_json::from_slice(&std::fs::read(dir.join("checkpoint/config.json")).unwrap()).unwrap()
-    };
-    let (a, b) = (config(&first), config(&second));
     // The same model and data setup; only the trainer's schedule differs.
     assert_eq!(a["model"], b["model"]);
     assert_eq!(b["trainer"]["optimizer"]["lr"], 10.0, "{b}");
