@@ -17,20 +17,15 @@ Prints one JSON line: mean and median milliseconds per step over N timed steps a
 steps (a step = batch slicing, forward, loss, backward, clipping, optimiser step), the thread
 count and the torch version. `benches/lm_step.sh` runs it next to `rnn train` on the same host.
 """
-import argparse
-import json
-import statistics
-import time
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-p = argparse.ArgumentParser()
+from step_twin import arguments, report, time_steps
+
+p = arguments()
 p.add_argument("task", choices=["char-lm", "word-lm"])
 p.add_argument("data")
-p.add_argument("--steps", type=int, default=200)
-p.add_argument("--warmup", type=int, default=10)
 a = p.parse_args()
 
 text = open(a.data, encoding="utf-8").read()
@@ -71,36 +66,20 @@ opt = (
     else torch.optim.AdamW(model.parameters(), lr=lr)
 )
 model.train()
-state = None
-pos = 0
-times = []
-for step in range(a.warmup + a.steps):
-    t0 = time.perf_counter()
+carried = {"state": None, "pos": 0}
+
+
+def loss_of_step(_):
+    pos, state = carried["pos"], carried["state"]
     if pos + T + 1 > n:
         pos, state = 0, None
     x, y = streams[:, pos : pos + T], streams[:, pos + 1 : pos + T + 1]
-    pos += T
     if state is not None:
         state = tuple(s.detach() for s in state)
-    opt.zero_grad(set_to_none=True)
     logits, state = model(x, state)
-    loss = F.cross_entropy(logits.reshape(-1, V), y.reshape(-1))
-    loss.backward()
-    nn.utils.clip_grad_norm_(model.parameters(), clip)
-    opt.step()
-    float(loss.detach())  # read the loss back, as the trainer does every step on the CPU
-    if step >= a.warmup:
-        times.append((time.perf_counter() - t0) * 1e3)
-print(
-    json.dumps(
-        {
-            "impl": f"torch-{torch.__version__}",
-            "task": a.task,
-            "threads": torch.get_num_threads(),
-            "vocab": V,
-            "steps": a.steps,
-            "mean_ms": round(statistics.fmean(times), 2),
-            "median_ms": round(statistics.median(times), 2),
-        }
-    )
-)
+    carried["pos"], carried["state"] = pos + T, state
+    return F.cross_entropy(logits.reshape(-1, V), y.reshape(-1))
+
+
+times = time_steps(model, opt, clip, loss_of_step, a.warmup, a.steps)
+report(a.task, times, vocab=V)

@@ -18,11 +18,7 @@ steps (a step = padding the batch into tensors, forward, loss, backward, clippin
 step, reading the loss back), the thread count and the torch version.
 `benches/lm_step.sh` runs it next to `rnn train seq2seq` on the same host (`TASKS=seq2seq`).
 """
-import argparse
-import json
 import random
-import statistics
-import time
 import unicodedata
 
 import torch
@@ -30,10 +26,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-p = argparse.ArgumentParser()
+from step_twin import arguments, report, time_steps
+
+p = arguments()
 p.add_argument("data")
-p.add_argument("--steps", type=int, default=200)
-p.add_argument("--warmup", type=int, default=10)
 a = p.parse_args()
 
 PREFIXES = ("i am ", "i m ", "he is", "he s ", "she is", "she s ", "you are", "you re ",
@@ -122,9 +118,9 @@ torch.manual_seed(0)
 model = Seq2Seq()
 opt = torch.optim.AdamW(model.parameters(), lr=lr)
 model.train()
-times = []
-for step in range(a.warmup + a.steps):
-    t0 = time.perf_counter()
+
+
+def loss_of_step(step):
     batch = batches[step % len(batches)]
     src_len = torch.tensor([len(s) for s, _ in batch])
     s_max, t_max = int(src_len.max()), max(len(t) for _, t in batch)
@@ -135,26 +131,9 @@ for step in range(a.warmup + a.steps):
         src[b, : len(s)] = torch.tensor(s)
         tgt[b, : len(t)] = torch.tensor(t)
         tgt_in[b, : len(t)] = torch.tensor([BOS] + t[:-1])
-    opt.zero_grad(set_to_none=True)
     logits = model(src, src_len, tgt_in)
-    loss = F.cross_entropy(logits.reshape(-1, TV), tgt.reshape(-1), ignore_index=-100)
-    loss.backward()
-    nn.utils.clip_grad_norm_(model.parameters(), clip)
-    opt.step()
-    float(loss.detach())  # read the loss back, as the trainer does every step on the CPU
-    if step >= a.warmup:
-        times.append((time.perf_counter() - t0) * 1e3)
-print(
-    json.dumps(
-        {
-            "impl": f"torch-{torch.__version__}",
-            "task": "seq2seq",
-            "threads": torch.get_num_threads(),
-            "training_pairs": len(pairs),
-            "vocab": [SV, TV],
-            "steps": a.steps,
-            "mean_ms": round(statistics.fmean(times), 2),
-            "median_ms": round(statistics.median(times), 2),
-        }
-    )
-)
+    return F.cross_entropy(logits.reshape(-1, TV), tgt.reshape(-1), ignore_index=-100)
+
+
+times = time_steps(model, opt, clip, loss_of_step, a.warmup, a.steps)
+report("seq2seq", times, training_pairs=len(pairs), vocab=[SV, TV])

@@ -16,22 +16,18 @@ steps (a step = padding the batch's ids into tensors, forward, loss, backward, c
 optimiser step, reading the loss back), the thread count and the torch version.
 `benches/lm_step.sh` runs it next to `rnn train tag` on the same host (`TASKS=tag`).
 """
-import argparse
 import collections
-import json
 import random
-import statistics
-import time
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-p = argparse.ArgumentParser()
+from step_twin import arguments, report, time_steps
+
+p = arguments()
 p.add_argument("data")
-p.add_argument("--steps", type=int, default=200)
-p.add_argument("--warmup", type=int, default=10)
 a = p.parse_args()
 
 sentences, sentence = [], []
@@ -85,9 +81,9 @@ torch.manual_seed(0)
 model = Tagger()
 opt = torch.optim.AdamW(model.parameters(), lr=lr)
 model.train()
-times = []
-for step in range(a.warmup + a.steps):
-    t0 = time.perf_counter()
+
+
+def loss_of_step(step):
     batch = batches[step % len(batches)]
     lengths = torch.tensor([len(ids) for ids, _ in batch])
     t = int(lengths.max())
@@ -96,26 +92,9 @@ for step in range(a.warmup + a.steps):
     for b, (ids, tg) in enumerate(batch):
         x[b, : len(ids)] = torch.tensor(ids)
         y[b, : len(tg)] = torch.tensor(tg)
-    opt.zero_grad(set_to_none=True)
     logits = model(x, lengths)
-    loss = F.cross_entropy(logits.reshape(-1, C), y.reshape(-1), ignore_index=-100)
-    loss.backward()
-    nn.utils.clip_grad_norm_(model.parameters(), clip)
-    opt.step()
-    float(loss.detach())  # read the loss back, as the trainer does every step on the CPU
-    if step >= a.warmup:
-        times.append((time.perf_counter() - t0) * 1e3)
-print(
-    json.dumps(
-        {
-            "impl": f"torch-{torch.__version__}",
-            "task": "tag",
-            "threads": torch.get_num_threads(),
-            "vocab": V,
-            "tags": C,
-            "steps": a.steps,
-            "mean_ms": round(statistics.fmean(times), 2),
-            "median_ms": round(statistics.median(times), 2),
-        }
-    )
-)
+    return F.cross_entropy(logits.reshape(-1, C), y.reshape(-1), ignore_index=-100)
+
+
+times = time_steps(model, opt, clip, loss_of_step, a.warmup, a.steps)
+report("tag", times, vocab=V, tags=C)
