@@ -4,9 +4,12 @@
 #   TORCH_PY=/path/to/venv/bin/python [ROUNDS=3] [STEPS=150] [TASKS="word-lm char-lm"] bash benches/lm_step.sh
 # TASKS may also name `tag` (RESULTS.md's POS tagger; twin benches/tag_step_torch.py) and
 # `seq2seq` (RESULTS.md's translation model; twin benches/seq2seq_step_torch.py).
-# Our step time is the difference between `rnn train --max-steps S1` and `--max-steps S2` runs
-# (wall clock), divided by S2 - S1: set-up, vocabulary, the final evaluation and the checkpoint
-# cancel out, so it is the mean step (batching, forward, loss, backward, clipping, optimiser).
+# Our step time is the difference between the training times of `rnn train --max-steps S1` and
+# `--max-steps S2` runs, divided by S2 - S1. The training time is the one `rnn train` prints
+# ("training took X s for N steps": batching and steps, without evaluations, checkpoints and
+# set-up), so an epoch-end evaluation inside the S2 run (translation: 148 steps per epoch) and
+# the first steps' one-off costs (kernel calibration, allocations) cancel out: it is the mean
+# step (batching, forward, loss, backward, clipping, optimiser), as the twins time it.
 # Needs ../shared/data (PTB and tinyshakespeare). Prints one JSON line per task and round.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,9 +28,9 @@ ours() { # task data... -> seconds for S1 and S2 steps
   shift
   for s in $S1 $S2; do
     rm -rf "$out/run"
-    /usr/bin/time -f %e -o "$out/time" "$RNN" train "$task" "$@" --max-steps "$s" \
-      --out "$out/run" >/dev/null 2>"$out/err" || { cat "$out/err" >&2; exit 1; }
-    tail -1 "$out/time"
+    "$RNN" train "$task" "$@" --max-steps "$s" --out "$out/run" >/dev/null 2>"$out/err" ||
+      { cat "$out/err" >&2; exit 1; }
+    sed -n 's/.*training took \([0-9.]*\) s for .*/\1/p' "$out/err" | tail -1
   done
 }
 
@@ -53,6 +56,7 @@ for round in $(seq "${ROUNDS:-3}"); do
       file=$DATA/char_lm/tinyshakespeare.txt
     fi
     mapfile -t secs < <(ours "$task" "${args[@]}")
+    [ "${#secs[@]}" -eq 2 ] || { echo "rnn train printed no training time" >&2; exit 1; }
     ms=$(python3 -c "print(round((${secs[1]} - ${secs[0]}) * 1000 / $STEPS, 2))")
     echo "{\"impl\": \"ours\", \"task\": \"$task\", \"round\": $round, \"cpu\": \"$cpu\", \"mean_ms\": $ms, \"steps\": $STEPS}"
     if [ -n "${TORCH_PY:-}" ]; then

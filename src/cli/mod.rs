@@ -808,6 +808,14 @@ fn train_rank(
         }
     };
     ctx.leave_group();
+    if let (Some(ms), 0) = (outcome.report.ms_per_step(), ctx.rank()) {
+        ctx.say(&format!(
+            "{}: training took {:.3} s for {} steps, {ms:.2} ms per step (evaluations, checkpoints and set-up excluded)",
+            task.as_str(),
+            outcome.report.train_seconds,
+            outcome.report.train_steps
+        ));
+    }
     Ok(run::summary_line(&ctx, &outcome))
 }
 

@@ -27,10 +27,14 @@ impl Trainer {
         };
         let mut progress: Option<Progress> = None;
         self.started = std::time::Instant::now();
+        let first_step = self.state.step;
+        let mut train_time = std::time::Duration::ZERO;
         let mut done = self.budget_spent() || self.state.stopped_early;
         while !done {
             let epoch = self.state.epoch;
+            let batching = std::time::Instant::now();
             let batches = task.train_batches(epoch, self.config.seed)?;
+            train_time += batching.elapsed();
             if batches.is_empty() {
                 return Err(Error::Invalid(format!(
                     "epoch {epoch} has no training batches (is the training data empty or smaller than one batch?)"
@@ -61,7 +65,9 @@ impl Trainer {
                 if self.budget_spent() {
                     break;
                 }
+                let stepping = std::time::Instant::now();
                 self.train_one(task, batch, progress.as_ref())?;
+                train_time += stepping.elapsed();
                 self.state.batch_in_epoch = i as u64 + 1;
                 let last_in_epoch = i + 1 == batches.len();
                 let step = self.state.step;
@@ -114,6 +120,8 @@ impl Trainer {
             history: self.history.clone(),
             skipped_steps: self.state.skipped_steps,
             stopped_early: self.state.stopped_early,
+            train_steps: self.state.step - first_step,
+            train_seconds: train_time.as_secs_f64(),
         })
     }
 

@@ -54,6 +54,13 @@ pub struct FitReport {
     pub skipped_steps: u64,
     /// Whether early stopping ended the run.
     pub stopped_early: bool,
+    /// Steps taken by this call (not counting those before a resume).
+    pub train_steps: u64,
+    /// Wall-clock seconds this call spent training: building the epochs' batches and the
+    /// steps themselves (forward, backward, clipping, update, reading the loss back), not the
+    /// evaluations, checkpoints or set-up. With deferred reads on an accelerator
+    /// (`host_sync_every` > 1) a step's queued work may finish inside a later evaluation.
+    pub train_seconds: f64,
 }
 
 impl FitReport {
@@ -86,6 +93,12 @@ impl FitReport {
             ));
         }
         s
+    }
+
+    /// Mean wall-clock milliseconds per training step of this call ([`FitReport::train_seconds`]
+    /// over [`FitReport::train_steps`]); `None` when no step was taken.
+    pub fn ms_per_step(&self) -> Option<f64> {
+        (self.train_steps > 0).then(|| self.train_seconds * 1e3 / self.train_steps as f64)
     }
 }
 
