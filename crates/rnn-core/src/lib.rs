@@ -125,6 +125,7 @@ pub mod dropout;
 pub mod init;
 pub mod kernels;
 mod layer;
+pub mod linear;
 pub mod loss;
 mod ops;
 pub mod output;

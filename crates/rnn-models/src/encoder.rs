@@ -7,7 +7,8 @@
 //! `.bias`) and `rnn.*` with PyTorch's `RNNBase` names.
 
 use candle_core::{DType, Device, Result, Tensor};
-use candle_nn::{Embedding, Linear, Module, VarBuilder};
+use candle_nn::{Embedding, Module, VarBuilder};
+use rnn_core::linear::Linear;
 use rnn_core::{Rnn, RnnConfig, RnnState};
 use serde::{Deserialize, Serialize};
 
@@ -191,7 +192,7 @@ impl InputEncoder {
             } => EncoderKind::Features {
                 size,
                 projection: projection_dim
-                    .map(|d| candle_nn::linear(size, d, vb.pp("input_projection")))
+                    .map(|d| rnn_core::linear::linear(size, d, vb.pp("input_projection")))
                     .transpose()?,
             },
         };

@@ -20,6 +20,7 @@ mod grad;
 mod gru;
 mod gru_ln;
 mod layer_norm;
+pub(crate) mod linear;
 pub(crate) mod linear_ce;
 mod lstm;
 mod lstm_ln;

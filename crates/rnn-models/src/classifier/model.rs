@@ -78,8 +78,8 @@ impl SequenceClassifier {
             let a = cfg.attention_size.unwrap_or(pooled);
             let vb = vb.pp("attention");
             Some(AttentionScorer {
-                w: candle_nn::linear(pooled, a, vb.pp("w"))?,
-                v: candle_nn::linear_no_bias(a, 1, vb.pp("v"))?,
+                w: rnn_core::linear::linear(pooled, a, vb.pp("w"))?,
+                v: rnn_core::linear::linear_no_bias(a, 1, vb.pp("v"))?,
             })
         } else {
             None

@@ -4,7 +4,8 @@ use std::fmt;
 use std::str::FromStr;
 
 use candle_core::{DType, Result, Tensor};
-use candle_nn::{Linear, Module};
+use candle_nn::Module;
+use rnn_core::linear::Linear;
 use rnn_core::RnnState;
 use serde::{Deserialize, Serialize};
 

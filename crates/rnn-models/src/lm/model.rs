@@ -2,7 +2,8 @@
 //! evaluation and generation.
 
 use candle_core::{DType, Result, Tensor, D};
-use candle_nn::{Init, Linear, Module, VarBuilder};
+use candle_nn::{Init, Module, VarBuilder};
+use rnn_core::linear::Linear;
 use rnn_core::{Implementation, Mode, Rnn, RnnState};
 
 use super::{GenerateConfig, LanguageModelConfig, MODEL};

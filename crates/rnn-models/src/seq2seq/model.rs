@@ -3,9 +3,10 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use candle_core::{DType, Result, Tensor, D};
-use candle_nn::{Embedding, Linear, Module, VarBuilder};
+use candle_nn::{Embedding, Module, VarBuilder};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rnn_core::linear::{linear, linear_no_bias, Linear};
 use rnn_core::{Implementation, Rnn, RnnState};
 
 use super::{Attention, Seq2SeqConfig, MODEL};
@@ -100,10 +101,6 @@ impl Clone for Seq2Seq {
     }
 }
 
-fn detach_linear(l: &Linear) -> Linear {
-    Linear::new(l.weight().detach(), l.bias().map(|b| b.detach()))
-}
-
 fn detach_embedding(e: &Embedding) -> Embedding {
     let dim = e.embeddings().dim(1).unwrap_or(0);
     Embedding::new(e.embeddings().detach(), dim)
@@ -121,9 +118,9 @@ impl Seq2Seq {
         let src_embedding = candle_nn::embedding(cfg.src_vocab, e, enc_vb.pp("embedding"))?;
         let encoder = Rnn::new(&cfg.encoder_rnn_config(), enc_vb.pp("rnn"))?;
         let (bridge_h, bridge_c) = if cfg.bidirectional_encoder {
-            let bh = candle_nn::linear(2 * h, h, vb.pp("bridge").pp("h"))?;
+            let bh = linear(2 * h, h, vb.pp("bridge").pp("h"))?;
             let bc = if cfg.mode.has_cell_state() {
-                Some(candle_nn::linear(2 * h, h, vb.pp("bridge").pp("c"))?)
+                Some(linear(2 * h, h, vb.pp("bridge").pp("c"))?)
             } else {
                 None
             };
@@ -136,23 +133,19 @@ impl Seq2Seq {
         let att_vb = vb.pp("attention");
         let (att_query, att_key, att_v) = match cfg.attention {
             Attention::None | Attention::Dot => (None, None, None),
-            Attention::General => (
-                None,
-                Some(candle_nn::linear_no_bias(k, h, att_vb.pp("key"))?),
-                None,
-            ),
+            Attention::General => (None, Some(linear_no_bias(k, h, att_vb.pp("key"))?), None),
             Attention::Additive => (
-                Some(candle_nn::linear_no_bias(h, h, att_vb.pp("query"))?),
-                Some(candle_nn::linear(k, h, att_vb.pp("key"))?),
-                Some(candle_nn::linear_no_bias(h, 1, att_vb.pp("v"))?),
+                Some(linear_no_bias(h, h, att_vb.pp("query"))?),
+                Some(linear(k, h, att_vb.pp("key"))?),
+                Some(linear_no_bias(h, 1, att_vb.pp("v"))?),
             ),
         };
         let combine = if cfg.attention == Attention::None {
             None
         } else {
-            Some(candle_nn::linear(k + h, h, dec_vb.pp("combine"))?)
+            Some(linear(k + h, h, dec_vb.pp("combine"))?)
         };
-        let output = candle_nn::linear(h, cfg.tgt_vocab, dec_vb.pp("output"))?;
+        let output = linear(h, cfg.tgt_vocab, dec_vb.pp("output"))?;
         Ok(Self {
             cfg: cfg.clone(),
             src_embedding,
@@ -207,9 +200,9 @@ impl Seq2Seq {
         .into_iter()
         .flatten()
         {
-            *l = detach_linear(l);
+            *l = l.detach();
         }
-        out.output = detach_linear(&self.output);
+        out.output = self.output.detach();
         out
     }
 

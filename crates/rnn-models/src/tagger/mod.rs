@@ -29,7 +29,8 @@
 //! ```
 
 use candle_core::{DType, Result, Tensor, D};
-use candle_nn::{Linear, Module, VarBuilder};
+use candle_nn::{Module, VarBuilder};
+use rnn_core::linear::Linear;
 use rnn_core::{Implementation, Mode, Rnn, RnnConfig};
 use serde::{Deserialize, Serialize};
 
@@ -155,7 +156,8 @@ impl SequenceTagger {
             cfg.masks.embedding_dropout,
             &vb,
         )?;
-        let output = candle_nn::linear(rnn_cfg.output_size(), cfg.num_tags, vb.pp("output"))?;
+        let output =
+            rnn_core::linear::linear(rnn_cfg.output_size(), cfg.num_tags, vb.pp("output"))?;
         Ok(Self {
             cfg: cfg.clone(),
             encoder,

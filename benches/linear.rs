@@ -1,0 +1,79 @@
+//! `rnn_core::linear::Linear` (the fused CPU op) against candle-nn's `Linear` (its composed
+//! twin), forward and backward, on the shapes of the small layers of RESULTS.md's models: the
+//! translation model's attention key and combination layers and its bridge, a classifier's
+//! attention pooling, the generator's context projection. Interleaved, one iteration of each
+//! in turn, the median of each; ms per forward + backward (`sum(y * g)`, gradients of the input,
+//! the weight and the bias). `cargo bench --bench linear`; results in `benches/README.md`.
+
+use std::time::Instant;
+
+use candle_core::{Device, Module, Tensor, Var};
+use rnn::rnn_core::linear::Linear;
+use rnn::rnn_core::Implementation;
+
+const ITERS: usize = 60;
+const WARMUP: usize = 5;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn main() {
+    // As the `rnn` binary: Candle's element-wise ops on the calling thread (benches/README.md).
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
+    let dev = Device::Cpu;
+    let cases: [(&str, &[usize], usize, usize, bool); 5] = [
+        ("seq2seq attention key", &[64, 8], 512, 256, false),
+        ("seq2seq combination", &[64, 9], 768, 256, true),
+        ("seq2seq bridge", &[64], 512, 256, true),
+        ("classifier attention pooling", &[32, 200], 256, 128, true),
+        ("word-LM-sized square", &[20, 35], 650, 650, true),
+    ];
+    println!("case (rows x in -> out): candle-nn ms, ours ms, ours / candle-nn");
+    for (name, lead, inputs, outputs, bias) in cases {
+        let mut x_dims = lead.to_vec();
+        x_dims.push(inputs);
+        let mut y_dims = lead.to_vec();
+        y_dims.push(outputs);
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, x_dims, &dev).unwrap()).unwrap();
+        let w =
+            Var::from_tensor(&Tensor::randn(0f32, 0.05, (outputs, inputs), &dev).unwrap()).unwrap();
+        let b = Var::from_tensor(&Tensor::randn(0f32, 0.05, outputs, &dev).unwrap()).unwrap();
+        let g = Tensor::randn(0f32, 1.0, y_dims, &dev).unwrap();
+        let layer = |imp| {
+            Linear::new(w.as_tensor().clone(), bias.then(|| b.as_tensor().clone()))
+                .with_implementation(imp)
+        };
+        let layers = [
+            layer(Implementation::Composed),
+            layer(Implementation::Fused),
+        ];
+        let mut times = [Vec::new(), Vec::new()];
+        for it in 0..WARMUP + ITERS {
+            for (layer, times) in layers.iter().zip(times.iter_mut()) {
+                let t0 = Instant::now();
+                let y = layer.forward(&x).unwrap();
+                let grads = (&y * &g).unwrap().sum_all().unwrap().backward().unwrap();
+                grads
+                    .get(&w)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                if it >= WARMUP {
+                    times.push(t0.elapsed().as_secs_f64() * 1e3);
+                }
+            }
+        }
+        let [composed, fused] = times.map(median);
+        let rows: usize = lead.iter().product();
+        println!(
+            "{name} ({rows} x {inputs} -> {outputs}): {composed:.3}, {fused:.3}, {:.2}x",
+            fused / composed
+        );
+    }
+}
