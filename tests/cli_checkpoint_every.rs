@@ -88,6 +88,11 @@ fn checkpoint_every_saves_between_evaluations_and_the_run_resumes_from_it() {
         String::from_utf8_lossy(&done.stdout).to_string() + &String::from_utf8_lossy(&done.stderr);
     assert!(done.status.success(), "{log}");
     assert!(log.contains("resuming"), "{log}");
+    // The resumed run's own three steps, timed without evaluations and checkpoints.
+    assert!(
+        log.contains("classify: training took") && log.contains("s for 3 steps,"),
+        "{log}"
+    );
     assert_eq!(
         saved_step(&out2).map(|s| s.to_string()),
         Some(target),

@@ -4,7 +4,7 @@
 
 use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::{Module, VarBuilder};
-use rnn_core::linear::Linear;
+use rnn_core::linear::{linear, Linear};
 use serde::{Deserialize, Serialize};
 
 /// A clear argument error: `"{model}: {message}"`.
@@ -127,7 +127,7 @@ impl Mlp {
         let layers = sizes
             .windows(2)
             .enumerate()
-            .map(|(i, w)| rnn_core::linear::linear(w[0], w[1], vb.pp(format!("layers.{i}"))))
+            .map(|(i, w)| linear(w[0], w[1], vb.pp(format!("layers.{i}"))))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self { layers, activation })
     }

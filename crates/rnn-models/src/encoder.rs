@@ -8,7 +8,7 @@
 
 use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::{Embedding, Module, VarBuilder};
-use rnn_core::linear::Linear;
+use rnn_core::linear::{linear, Linear};
 use rnn_core::{Rnn, RnnConfig, RnnState};
 use serde::{Deserialize, Serialize};
 
@@ -192,7 +192,7 @@ impl InputEncoder {
             } => EncoderKind::Features {
                 size,
                 projection: projection_dim
-                    .map(|d| rnn_core::linear::linear(size, d, vb.pp("input_projection")))
+                    .map(|d| linear(size, d, vb.pp("input_projection")))
                     .transpose()?,
             },
         };

@@ -328,6 +328,14 @@ fn resume_is_bit_identical_including_the_log() {
     assert!(extra.contains_key("trainer.carry.h"));
     assert_eq!(pair.report.steps, 30);
     assert_eq!(pair.report.history.len(), 3);
+    // The training time covers the steps of this call only (10 after resuming at 20).
+    assert_eq!(pair.report.train_steps, 10);
+    assert!(pair.report.train_seconds > 0.0);
+    let ms = pair.report.ms_per_step().unwrap();
+    assert!(
+        (ms - pair.report.train_seconds * 100.0).abs() < 1e-9,
+        "{ms}"
+    );
     pair.assert_identical();
 }
 

@@ -2,6 +2,7 @@
 
 use candle_core::{DType, Result, Tensor, D};
 use candle_nn::VarBuilder;
+use rnn_core::linear::{linear, linear_no_bias};
 use rnn_core::Rnn;
 
 use super::pooling::AttentionScorer;
@@ -78,8 +79,8 @@ impl SequenceClassifier {
             let a = cfg.attention_size.unwrap_or(pooled);
             let vb = vb.pp("attention");
             Some(AttentionScorer {
-                w: rnn_core::linear::linear(pooled, a, vb.pp("w"))?,
-                v: rnn_core::linear::linear_no_bias(a, 1, vb.pp("v"))?,
+                w: linear(pooled, a, vb.pp("w"))?,
+                v: linear_no_bias(a, 1, vb.pp("v"))?,
             })
         } else {
             None

@@ -3,7 +3,7 @@
 
 use candle_core::{DType, Device, Result, Tensor, D};
 use candle_nn::{Embedding, Module, VarBuilder};
-use rnn_core::linear::Linear;
+use rnn_core::linear::{linear, Linear};
 use rnn_core::{Implementation, Rnn, RnnState};
 
 use super::{ContextKind, GeneratorConfig, StopStrategy, MODEL};
@@ -82,26 +82,21 @@ impl ConditionedGenerator {
         let cfg = cfg.borrow();
         cfg.validate()?;
         let vc = vb.pp("context");
-        let context =
-            match cfg.context {
-                ContextKind::Class { num_classes } => ContextEncoder::Class(candle_nn::embedding(
-                    num_classes,
-                    cfg.context_dim,
-                    vc.pp("embedding"),
-                )?),
-                ContextKind::Features { size } => ContextEncoder::Features(
-                    rnn_core::linear::linear(size, cfg.context_dim, vc.pp("proj"))?,
-                ),
-            };
+        let context = match cfg.context {
+            ContextKind::Class { num_classes } => ContextEncoder::Class(candle_nn::embedding(
+                num_classes,
+                cfg.context_dim,
+                vc.pp("embedding"),
+            )?),
+            ContextKind::Features { size } => {
+                ContextEncoder::Features(linear(size, cfg.context_dim, vc.pp("proj"))?)
+            }
+        };
         let state_size = cfg.num_layers * cfg.hidden_size;
         let (init_h, init_c) = if cfg.conditioning.initial_state() {
-            let h = rnn_core::linear::linear(cfg.context_dim, state_size, vc.pp("init_h"))?;
+            let h = linear(cfg.context_dim, state_size, vc.pp("init_h"))?;
             let c = if cfg.mode.has_cell_state() {
-                Some(rnn_core::linear::linear(
-                    cfg.context_dim,
-                    state_size,
-                    vc.pp("init_c"),
-                )?)
+                Some(linear(cfg.context_dim, state_size, vc.pp("init_c"))?)
             } else {
                 None
             };
@@ -112,19 +107,15 @@ impl ConditionedGenerator {
         let embedding =
             candle_nn::embedding(cfg.vocab_size, cfg.embedding_dim, vb.pp("embedding"))?;
         let rnn = Rnn::new(&cfg.rnn_config(), vb.pp("rnn"))?;
-        let output = rnn_core::linear::linear(cfg.hidden_size, cfg.vocab_size, vb.pp("output"))?;
+        let output = linear(cfg.hidden_size, cfg.vocab_size, vb.pp("output"))?;
         let stop = match cfg.stop {
-            StopStrategy::Bernoulli => {
-                Some(rnn_core::linear::linear(cfg.hidden_size, 1, vb.pp("stop"))?)
-            }
+            StopStrategy::Bernoulli => Some(linear(cfg.hidden_size, 1, vb.pp("stop"))?),
             _ => None,
         };
         let length = match (cfg.stop, cfg.max_len) {
-            (StopStrategy::PredictedLength, Some(max_len)) => Some(rnn_core::linear::linear(
-                cfg.context_dim,
-                max_len,
-                vb.pp("length"),
-            )?),
+            (StopStrategy::PredictedLength, Some(max_len)) => {
+                Some(linear(cfg.context_dim, max_len, vb.pp("length"))?)
+            }
             _ => None,
         };
         let dropout = SeededDropout::new(cfg.dropout, 0)?;
