@@ -6,7 +6,7 @@
 //! fallbacks.
 
 mod common;
-use common::{max_abs_diff, scale};
+use common::{max_abs_diff, scale, tensor_from, xorshift};
 
 use candle_core::{DType, Device, Module, Tensor, Var};
 use proptest::prelude::*;
@@ -23,29 +23,15 @@ struct Case {
     seed: u64,
 }
 
-/// A deterministic uniform stream in [-1, 1) (Candle's CPU RNG cannot be seeded).
+/// The test's value stream for `seed` (any value, zero included).
 fn stream(seed: u64) -> impl FnMut() -> f64 {
-    let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        (rng >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
-    }
+    xorshift(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
 }
 
 /// The output and the gradients `(y, dx, dw, db)` of `sum(y * g)` for a fixed random `g`.
 fn run(case: &Case, implementation: Implementation) -> Vec<(&'static str, Tensor)> {
-    let dev = Device::Cpu;
     let mut next = stream(case.seed);
-    let mut tensor = |dims: &[usize]| {
-        let n: usize = dims.iter().product();
-        let data: Vec<f64> = (0..n).map(|_| next()).collect();
-        Tensor::from_vec(data, dims, &dev)
-            .unwrap()
-            .to_dtype(case.dtype)
-            .unwrap()
-    };
+    let mut tensor = |dims: &[usize]| tensor_from(&mut next, dims, 1.0, case.dtype);
     let mut x_dims = case.lead.clone();
     x_dims.push(case.inputs);
     let x = Var::from_tensor(&tensor(&x_dims)).unwrap();

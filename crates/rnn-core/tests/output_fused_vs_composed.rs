@@ -5,7 +5,7 @@
 //! 1e-10 and in f32 to 1e-5 (relative to the largest gradient).
 
 mod common;
-use common::max_abs_diff;
+use common::{max_abs_diff, tensor_from, xorshift};
 
 use candle_core::{DType, Device, Tensor, Var};
 use proptest::prelude::*;
@@ -30,22 +30,8 @@ struct Case {
 /// (with every third row's `g` zero, as a masked position).
 fn run(case: &Case, fused: bool) -> Vec<(&'static str, Tensor)> {
     let dev = Device::Cpu;
-    let mut rng = case.seed;
-    let mut next = move || {
-        // xorshift: a deterministic stream independent of Candle's unseedable CPU RNG.
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        (rng >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
-    };
-    let mut tensor = |dims: &[usize], scale: f64| {
-        let n: usize = dims.iter().product();
-        let data: Vec<f64> = (0..n).map(|_| next() * scale).collect();
-        Tensor::from_vec(data, dims, &dev)
-            .unwrap()
-            .to_dtype(case.dtype)
-            .unwrap()
-    };
+    let mut next = xorshift(case.seed);
+    let mut tensor = |dims: &[usize], scale: f64| tensor_from(&mut next, dims, scale, case.dtype);
     let x = Var::from_tensor(&tensor(&[case.n, case.h], case.scale)).unwrap();
     let w = Var::from_tensor(&tensor(&[case.v, case.h], 1.0)).unwrap();
     let b = Var::from_tensor(&tensor(&[case.v], case.scale)).unwrap();

@@ -25,6 +25,19 @@ pub(crate) fn with_cpu_slice<T: WithDType, R>(
     }
 }
 
+/// [`with_cpu_slice`] over four tensors at once (a `CustomOp3`'s arguments and the upstream
+/// gradient of its backward).
+pub(crate) fn with_cpu_slices4<T: WithDType, R>(
+    [a, b, c, d]: [&Tensor; 4],
+    f: impl FnOnce(&[T], &[T], &[T], &[T]) -> Result<R>,
+) -> Result<R> {
+    with_cpu_slice::<T, _>(a, |a| {
+        with_cpu_slice::<T, _>(b, |b| {
+            with_cpu_slice::<T, _>(c, |c| with_cpu_slice::<T, _>(d, |d| f(a, b, c, d)))
+        })
+    })
+}
+
 /// Flat gradients `(d xs, d state0, d params)` of the recurrence's backward (`d xs` only when
 /// [`Problem::input_grad`](super::problem::Problem::input_grad)).
 pub(crate) type FlatGrads<T> = (Option<Vec<T>>, Vec<T>, Vec<T>);

@@ -8,7 +8,7 @@
 //! `Linear` ([`crate::linear::Linear`] with [`crate::Implementation::Composed`]); tests hold the
 //! two equal in value and every gradient.
 
-use super::cpu::{cpu_fwd3, with_cpu_slice, TypedForward3};
+use super::cpu::{cpu_fwd3, grads_like, with_cpu_slices4, TypedForward3};
 use super::gemm::{matmul, MatRef};
 use super::grad::colsum_into;
 use super::math::Float;
@@ -139,36 +139,22 @@ impl CustomOp3 for FusedLinear {
         _res: &Tensor,
         grad_res: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        fn run<T: Float>(
-            op: &FusedLinear,
-            x: &Tensor,
-            w: &Tensor,
-            b: &Tensor,
-            g: &Tensor,
-        ) -> Result<(Tensor, Tensor, Option<Tensor>)> {
-            let (dx, dw, db) = with_cpu_slice::<T, _>(x, |x| {
-                with_cpu_slice::<T, _>(w, |w| {
-                    with_cpu_slice::<T, _>(b, |b| {
-                        with_cpu_slice::<T, _>(g, |g| op.backward_typed(x, w, b, g))
-                    })
-                })
-            })?;
-            let dev = x.device();
-            Ok((
-                Tensor::from_vec(dx, x.shape(), dev)?,
-                Tensor::from_vec(dw, w.shape(), dev)?,
-                if op.bias {
-                    Some(Tensor::from_vec(db, b.shape(), dev)?)
-                } else {
-                    None
-                },
-            ))
-        }
+        let args = [x, weight, bias, grad_res];
+        let like = [x, weight, bias];
         let (dx, dw, db) = match x.dtype() {
-            DType::F32 => run::<f32>(self, x, weight, bias, grad_res)?,
-            DType::F64 => run::<f64>(self, x, weight, bias, grad_res)?,
+            DType::F32 => {
+                let (dx, dw, db) =
+                    with_cpu_slices4::<f32, _>(args, |x, w, b, g| self.backward_typed(x, w, b, g))?;
+                grads_like((Some(dx), dw, db), like)?
+            }
+            DType::F64 => {
+                let (dx, dw, db) =
+                    with_cpu_slices4::<f64, _>(args, |x, w, b, g| self.backward_typed(x, w, b, g))?;
+                grads_like((Some(dx), dw, db), like)?
+            }
             dt => bail!("fused linear: f32 or f64 only, got {dt:?}"),
         };
-        Ok((Some(dx), Some(dw), db))
+        // Without a bias the third argument is an empty placeholder: no gradient.
+        Ok((dx, Some(dw), self.bias.then_some(db)))
     }
 }

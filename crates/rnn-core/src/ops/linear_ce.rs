@@ -9,7 +9,7 @@
 //! `g · (softmax - onehot)` and runs the three gradient products (`dx`, `dW`, `db`) from it.
 //! The composed twin is [`crate::output::linear_nll_rows_composed`]; tests hold the two equal.
 
-use super::cpu::{cpu_fwd3, grads_like, with_cpu_slice, TypedForward3};
+use super::cpu::{cpu_fwd3, grads_like, with_cpu_slices4, TypedForward3};
 use super::gemm::{matmul, MatRef};
 use super::grad::colsum_into;
 use super::math::Float;
@@ -213,29 +213,17 @@ impl CustomOp3 for LinearCrossEntropy {
         _res: &Tensor,
         grad_res: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        fn run<T: Float>(
-            op: &LinearCrossEntropy,
-            x: &Tensor,
-            w: &Tensor,
-            b: &Tensor,
-            g: &Tensor,
-        ) -> Result<(Vec<T>, Vec<T>, Vec<T>)> {
-            with_cpu_slice::<T, _>(x, |x| {
-                with_cpu_slice::<T, _>(w, |w| {
-                    with_cpu_slice::<T, _>(b, |b| {
-                        with_cpu_slice::<T, _>(g, |g| op.backward_typed(x, w, b, g))
-                    })
-                })
-            })
-        }
+        let args = [x, weight, bias, grad_res];
         let like = [x, weight, bias];
         let (dx, dw, db) = match x.dtype() {
             DType::F32 => {
-                let (dx, dw, db) = run::<f32>(self, x, weight, bias, grad_res)?;
+                let (dx, dw, db) =
+                    with_cpu_slices4::<f32, _>(args, |x, w, b, g| self.backward_typed(x, w, b, g))?;
                 grads_like((Some(dx), dw, db), like)?
             }
             DType::F64 => {
-                let (dx, dw, db) = run::<f64>(self, x, weight, bias, grad_res)?;
+                let (dx, dw, db) =
+                    with_cpu_slices4::<f64, _>(args, |x, w, b, g| self.backward_typed(x, w, b, g))?;
                 grads_like((Some(dx), dw, db), like)?
             }
             dt => bail!("fused linear cross-entropy: f32 or f64 only, got {dt:?}"),

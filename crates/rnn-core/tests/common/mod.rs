@@ -41,3 +41,29 @@ pub fn implementations(device: &Device) -> [Implementation; 2] {
         [Implementation::Auto, Implementation::Composed]
     }
 }
+
+/// A deterministic uniform stream in [-1, 1) from a xorshift state (Candle's CPU RNG cannot be
+/// seeded); `state` must not be zero.
+pub fn xorshift(mut state: u64) -> impl FnMut() -> f64 {
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+    }
+}
+
+/// A CPU tensor of `dims` in `dtype` whose values are the next ones of `next`, times `scale`.
+pub fn tensor_from(
+    next: &mut impl FnMut() -> f64,
+    dims: &[usize],
+    scale: f64,
+    dtype: DType,
+) -> Tensor {
+    let n: usize = dims.iter().product();
+    let data: Vec<f64> = (0..n).map(|_| next() * scale).collect();
+    Tensor::from_vec(data, dims, &Device::Cpu)
+        .unwrap()
+        .to_dtype(dtype)
+        .unwrap()
+}
