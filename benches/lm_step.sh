@@ -7,10 +7,11 @@
 # Our step time is the difference between the training times of `rnn train --max-steps S1` and
 # `--max-steps S2` runs, divided by S2 - S1. The training time is the one `rnn train` prints
 # ("training took X s for N steps": batching and steps, without evaluations, checkpoints and
-# set-up), so an epoch-end evaluation inside the S2 run (translation: 148 steps per epoch) and
-# the first steps' one-off costs (kernel calibration, allocations) cancel out: it is the mean
-# step (batching, forward, loss, backward, clipping, optimiser), as the twins time it.
-# Needs ../shared/data (PTB and tinyshakespeare). Prints one JSON line per task and round.
+# set-up), so an epoch-end evaluation inside the S2 run (translation: 148 steps per epoch) is
+# left out and the first steps' one-off costs (kernel calibration, allocations) cancel out: it
+# is the mean step (batching, forward, loss, backward, clipping, optimiser), as the twins time it.
+# Needs ../shared/data. Prints one JSON line per task and round on stdout and, with TORCH_PY,
+# each task's ratio per round and their median on stderr.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --bin rnn >&2
@@ -58,10 +59,27 @@ for round in $(seq "${ROUNDS:-3}"); do
     mapfile -t secs < <(ours "$task" "${args[@]}")
     [ "${#secs[@]}" -eq 2 ] || { echo "rnn train printed no training time" >&2; exit 1; }
     ms=$(python3 -c "print(round((${secs[1]} - ${secs[0]}) * 1000 / $STEPS, 2))")
-    echo "{\"impl\": \"ours\", \"task\": \"$task\", \"round\": $round, \"cpu\": \"$cpu\", \"mean_ms\": $ms, \"steps\": $STEPS}"
+    echo "{\"impl\": \"ours\", \"task\": \"$task\", \"round\": $round, \"cpu\": \"$cpu\", \"mean_ms\": $ms, \"steps\": $STEPS}" |
+      tee -a "$out/lines"
     if [ -n "${TORCH_PY:-}" ]; then
       "$TORCH_PY" "${twin[@]}" "$file" --steps "$STEPS" |
-        sed "s/^{/{\"round\": $round, \"cpu\": \"$cpu\", /"
+        sed "s/^{/{\"round\": $round, \"cpu\": \"$cpu\", /" | tee -a "$out/lines"
     fi
   done
 done
+# On stderr: per task, each round's ratio ours / PyTorch and their median (this host's rounds
+# swing by 20% either way, so one round says little).
+if [ -n "${TORCH_PY:-}" ]; then
+  python3 - "$out/lines" >&2 <<'PY'
+import json, statistics, sys
+rows = [json.loads(line) for line in open(sys.argv[1])]
+ours = {(r["task"], r["round"]): r["mean_ms"] for r in rows if r["impl"] == "ours"}
+ratios = {}
+for r in rows:
+    if r["impl"] != "ours" and (r["task"], r["round"]) in ours:
+        ratios.setdefault(r["task"], []).append(ours[(r["task"], r["round"])] / r["mean_ms"])
+for task, rs in ratios.items():
+    each = ", ".join(f"{x:.2f}x" for x in rs)
+    print(f"{task}: ours / PyTorch per round {each}; median {statistics.median(rs):.2f}x")
+PY
+fi
