@@ -3,7 +3,9 @@
 //! translation model's attention key and combination layers and its bridge, a classifier's
 //! attention pooling, the generator's context projection. Interleaved, one iteration of each
 //! in turn, the median of each; ms per forward + backward (`sum(y * g)`, gradients of the input,
-//! the weight and the bias). `cargo bench --bench linear`; results in `benches/README.md`.
+//! the weight and the bias). With `TORCH_PY=/path/to/python`, PyTorch's `nn.Linear` on the same
+//! shapes too (`benches/linear_torch.py`, run after ours). `cargo bench --bench linear`; results
+//! in `benches/README.md`.
 
 use std::time::Instant;
 
@@ -32,8 +34,41 @@ fn main() {
         ("classifier attention pooling", &[32, 200], 256, 128, true),
         ("word-LM-sized square", &[20, 35], 650, 650, true),
     ];
-    println!("case (rows x in -> out): candle-nn ms, ours ms, ours / candle-nn");
+    // PyTorch's median ms per case, when TORCH_PY names a Python with torch.
+    let torch: std::collections::HashMap<String, f64> = match std::env::var("TORCH_PY") {
+        Ok(py) => {
+            let out = std::process::Command::new(py)
+                .arg("benches/linear_torch.py")
+                .arg(ITERS.to_string())
+                .arg(WARMUP.to_string())
+                .env("OMP_NUM_THREADS", rayon::current_num_threads().to_string())
+                .output()
+                .expect("running benches/linear_torch.py");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(|l| {
+                    let v: serde_json::Value = serde_json::from_str(l).expect("a JSON line");
+                    (
+                        v["case"].as_str().unwrap().to_string(),
+                        v["ms"].as_f64().unwrap(),
+                    )
+                })
+                .collect()
+        }
+        Err(_) => Default::default(),
+    };
+    println!("case (rows x in -> out): candle-nn ms, ours ms, ours / candle-nn[, PyTorch ms, ours / PyTorch]");
+    // `LINEAR_CASE=word` runs only the cases whose name contains "word" (e.g. under perf).
+    let only = std::env::var("LINEAR_CASE").unwrap_or_default();
     for (name, lead, inputs, outputs, bias) in cases {
+        if !name.contains(only.as_str()) {
+            continue;
+        }
         let mut x_dims = lead.to_vec();
         x_dims.push(inputs);
         let mut y_dims = lead.to_vec();
@@ -71,8 +106,12 @@ fn main() {
         }
         let [composed, fused] = times.map(median);
         let rows: usize = lead.iter().product();
+        let vs_torch = torch
+            .get(name)
+            .map(|t| format!(", {t:.3}, {:.2}x", fused / t))
+            .unwrap_or_default();
         println!(
-            "{name} ({rows} x {inputs} -> {outputs}): {composed:.3}, {fused:.3}, {:.2}x",
+            "{name} ({rows} x {inputs} -> {outputs}): {composed:.3}, {fused:.3}, {:.2}x{vs_torch}",
             fused / composed
         );
     }
