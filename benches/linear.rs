@@ -1,7 +1,8 @@
 //! `rnn_core::linear::Linear` (the fused CPU op) against candle-nn's `Linear` (its composed
 //! twin), forward and backward, on the shapes of the small layers of RESULTS.md's models: the
 //! translation model's attention key and combination layers and its bridge, a classifier's
-//! attention pooling, the generator's context projection. Interleaved, one iteration of each
+//! attention pooling, the generator's context projection; and the word-LM's output layer as a
+//! plain layer under a loss of Candle ops (where a user's own LM would have it). Interleaved, one iteration of each
 //! in turn, the median of each; ms per forward + backward (`sum(y * g)`, gradients of the input,
 //! the weight and the bias). With `TORCH_PY=/path/to/python`, PyTorch's `nn.Linear` on the same
 //! shapes too (`benches/linear_torch.py`, run after ours). `cargo bench --bench linear`; results
@@ -22,17 +23,22 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
-    // As the `rnn` binary: Candle's element-wise ops on the calling thread (benches/README.md).
+    // As the `rnn` binary: Candle's element-wise ops on the calling thread, freed buffers kept
+    // in the heap (benches/README.md). `RNN_BENCH_DEFAULT_MALLOC=1` leaves glibc's defaults.
     if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
         std::env::set_var("CANDLE_NUM_THREADS", "1");
     }
+    if std::env::var_os("RNN_BENCH_DEFAULT_MALLOC").is_none() {
+        rnn::rnn_core::device::keep_freed_memory();
+    }
     let dev = Device::Cpu;
-    let cases: [(&str, &[usize], usize, usize, bool); 5] = [
+    let cases: [(&str, &[usize], usize, usize, bool); 6] = [
         ("seq2seq attention key", &[64, 8], 512, 256, false),
         ("seq2seq combination", &[64, 9], 768, 256, true),
         ("seq2seq bridge", &[64], 512, 256, true),
         ("classifier attention pooling", &[32, 200], 256, 128, true),
         ("word-LM-sized square", &[20, 35], 650, 650, true),
+        ("word-LM decoder", &[20, 20], 200, 10000, true),
     ];
     // PyTorch's median ms per case, when TORCH_PY names a Python with torch.
     let torch: std::collections::HashMap<String, f64> = match std::env::var("TORCH_PY") {

@@ -18,6 +18,7 @@ CASES = [  # name, leading dims, in, out, bias: as benches/linear.rs
     ("seq2seq bridge", (64,), 512, 256, True),
     ("classifier attention pooling", (32, 200), 256, 128, True),
     ("word-LM-sized square", (20, 35), 650, 650, True),
+    ("word-LM decoder", (20, 20), 200, 10000, True),
 ]
 for name, lead, i, o, bias in CASES:
     layer = torch.nn.Linear(i, o, bias=bias)

@@ -73,9 +73,13 @@ fn phases(attention: Attention) -> [f64; 4] {
 }
 
 fn main() {
-    // As the `rnn` binary: Candle's element-wise ops on the calling thread (benches/README.md).
+    // As the `rnn` binary: Candle's element-wise ops on the calling thread, freed buffers kept
+    // in the heap (benches/README.md). `RNN_BENCH_DEFAULT_MALLOC=1` leaves glibc's defaults.
     if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
         std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
+    if std::env::var_os("RNN_BENCH_DEFAULT_MALLOC").is_none() {
+        rnn::rnn_core::device::keep_freed_memory();
     }
     for attention in [Attention::General, Attention::None] {
         let [f, b, c, o] = phases(attention);

@@ -8,16 +8,10 @@ mod huge_alloc;
 static ALLOCATOR: huge_alloc::HugePageAlloc = huge_alloc::HugePageAlloc;
 
 /// Keeps freed large buffers in the heap instead of returning them to the OS, so the next training
-/// step reuses them without page faults (a visible share of a step's time: glibc otherwise
-/// unmaps and re-faults every buffer above its adaptive mmap threshold). Blocks
-/// of 32 MiB and more bypass the heap (see `huge_alloc`).
+/// step reuses them without page faults (`rnn_core::device::keep_freed_memory`). Blocks of
+/// 32 MiB and more bypass the heap (see `huge_alloc`).
 fn tune_allocator() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator parameters; called once before any other thread runs.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
-    }
+    rnn::rnn_core::device::keep_freed_memory();
 }
 
 /// Restores the default SIGPIPE action, so `rnn predict ... | head` ends quietly instead of

@@ -109,6 +109,39 @@ pub fn flush_denormals() -> bool {
     here
 }
 
+/// Keeps freed CPU tensor memory in glibc's heap for reuse, where glibc's `malloc` would hand
+/// it back to the operating system: buffers below 32 MiB come from the heap instead of a fresh
+/// mapping each, and freed memory stays in the heap up to 1 GiB (`mallopt(M_MMAP_THRESHOLD,
+/// 32 MiB)` and `mallopt(M_TRIM_THRESHOLD, 1 GiB)`). Without it a training step that allocates
+/// and frees the same large tensors every step (Candle allocates a fresh buffer for each op's
+/// output and for each gradient) faults in and zeroes every page of them again each step; at
+/// the word-LM's output layer (400 rows x 10,000 words) that was more than half of the
+/// backward (benches/README.md, "Large tensors in Candle's own ops"). The `rnn` binary calls
+/// it at start; call it first in `main` of your own program. The cost: the process keeps the
+/// memory of its largest step instead of returning it between steps. Returns whether the
+/// platform's allocator is glibc's (elsewhere this does nothing).
+///
+/// ```
+/// // First in `main`, before the training loop allocates anything large.
+/// let glibc = rnn_core::device::keep_freed_memory();
+/// assert_eq!(glibc, cfg!(all(target_os = "linux", target_env = "gnu")));
+/// ```
+pub fn keep_freed_memory() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallopt only changes two thresholds of the allocator; glibc serialises it
+        // against concurrent allocations.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20) == 1
+                && libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30) == 1
+        }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        false
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
