@@ -11,7 +11,10 @@
 # About 35 minutes on 2 cores (two or three grids of about 10 minutes, the LM steps about 6).
 # Run it on a quiet host: anything else running shows up in every number (each grid report
 # records the load average). GRID_ARGS (extra `rnn bench --grid` flags), ROUNDS and STEPS (of
-# benches/lm_step.sh), PROFILE_ITERS and PROFILE_STEPS shrink it for a trial run.
+# benches/lm_step.sh), PROFILE_ITERS and PROFILE_STEPS shrink it for a trial run; GRIDS picks
+# the grids (default "auto both-avx2"; both-avx2 runs on AVX-512 hosts only). On a host without
+# cargo (a lent machine: benches/device_cpu_survey.sh), RNN=PATH names the `rnn` binary and
+# KERNEL_TESTS=PATH the rnn-core unit-test executable (both built elsewhere, benches/cpu_kit.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${TORCH_PY:?set TORCH_PY to a Python with PyTorch (see ../shared/reference/README.md)}"
@@ -19,14 +22,17 @@ cpu=$(lscpu | sed -n 's/^Model name: *//p' | head -1)
 slug=$(printf '%s' "$cpu" | tr 'A-Z' 'a-z' | tr -cs 'a-z0-9' '-' | sed 's/^-//; s/-$//')
 out=${1:-benches/results/survey-$slug-$(date -u +%Y%m%d)}
 mkdir -p "$out"
-cargo build --release --bin rnn >&2
-RNN=${CARGO_TARGET_DIR:-target}/release/rnn
+if [ -z "${RNN:-}" ]; then
+  cargo build --release --bin rnn >&2
+  RNN=${CARGO_TARGET_DIR:-target}/release/rnn
+fi
+export RNN
 md=$out/survey.md
 flags=$(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx2|fma|avx512f|avx512_bf16|avx512vl)$' | sort | tr '\n' ' ')
 {
   echo "# Host survey: $cpu"
   echo
-  echo "$(date -u '+%Y-%m-%d %H:%M') UTC; commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)."
+  echo "$(date -u '+%Y-%m-%d %H:%M') UTC; commit ${SURVEY_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}."
   echo "CPU: $(grep -m3 -E '^(vendor_id|cpu family|model)\s' /proc/cpuinfo | sed 's/.*: //' | paste -sd' ')," \
     "$(nproc) threads; flags of interest: $flags"
   echo "PyTorch: $("$TORCH_PY" -c 'import torch; print(torch.__version__, torch.get_num_threads(), "threads")')"
@@ -46,7 +52,10 @@ if command -v gcc >/dev/null; then
 fi
 
 # Every kernel this CPU runs, each against the portable path (issue 28, item 4).
-cargo test --release -p rnn-core --lib gemm >"$out/kernel-tests.log" 2>&1 &&
+kernel_tests() {
+  if [ -n "${KERNEL_TESTS:-}" ]; then "$KERNEL_TESTS" gemm; else cargo test --release -p rnn-core --lib gemm; fi
+}
+kernel_tests >"$out/kernel-tests.log" 2>&1 &&
   echo "Kernel tests (every ISA path against the portable one): passed, $(grep -c '\.\.\. ok' "$out/kernel-tests.log") tests (kernel-tests.log)." >>"$md" ||
   echo "Kernel tests: FAILED (kernel-tests.log)." >>"$md"
 echo >>"$md"
@@ -67,8 +76,9 @@ grid() { # name, then environment assignments for the run
   } >>"$md"
 }
 
-grid auto
-if grep -q avx512f <<<"$flags"; then
+GRIDS=${GRIDS:-auto both-avx2}
+if [[ " $GRIDS " == *" auto "* ]]; then grid auto; fi
+if [[ " $GRIDS " == *" both-avx2 "* ]] && grep -q avx512f <<<"$flags"; then
   # An AVX-512 host stands in for the AVX2 host class with both sides held to AVX2 (oneDNN's
   # verbose log then reads `isa:Intel AVX2`).
   grid both-avx2 RNN_KERNEL=avx2 RNN_KERNEL_CACHE=off ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2

@@ -10,12 +10,15 @@
 # set-up), so an epoch-end evaluation inside the S2 run (translation: 148 steps per epoch) is
 # left out and the first steps' one-off costs (kernel calibration, allocations) cancel out: it
 # is the mean step (batching, forward, loss, backward, clipping, optimiser), as the twins time it.
-# Needs ../shared/data. Prints one JSON line per task and round on stdout and, with TORCH_PY,
+# Needs ../shared/data (or DATA=DIR with its layout). Prints one JSON line per task and round on stdout and, with TORCH_PY,
 # each task's ratio per round and their median on stderr.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --bin rnn >&2
-RNN=${CARGO_TARGET_DIR:-target}/release/rnn
+# RNN=PATH: a binary built elsewhere (a host without cargo: benches/device_cpu_survey.sh).
+if [ -z "${RNN:-}" ]; then
+  cargo build --release --bin rnn >&2
+  RNN=${CARGO_TARGET_DIR:-target}/release/rnn
+fi
 DATA=${DATA:-../shared/data}
 STEPS=${STEPS:-150}
 S1=10
