@@ -117,6 +117,7 @@
 //! overwrite its variables with `varmap.load(path)`.
 #![warn(missing_docs)]
 
+pub mod activation;
 mod cell;
 mod check;
 mod config;

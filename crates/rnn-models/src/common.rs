@@ -139,7 +139,7 @@ impl Mlp {
             h = layer.forward(&h)?;
             if i + 1 < self.layers.len() {
                 h = match self.activation {
-                    Activation::Tanh => h.tanh()?,
+                    Activation::Tanh => rnn_core::activation::tanh(&h)?,
                     Activation::Relu => h.relu()?,
                 };
             }

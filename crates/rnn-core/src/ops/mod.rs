@@ -34,6 +34,7 @@ mod recurrence;
 mod rnn;
 pub(crate) mod scratch;
 pub(crate) mod sequence_mask;
+pub(crate) mod tanh;
 pub(crate) mod units;
 
 pub(crate) use cpu::supports;

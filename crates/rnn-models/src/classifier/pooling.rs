@@ -5,6 +5,7 @@ use std::str::FromStr;
 
 use candle_core::{DType, Result, Tensor};
 use candle_nn::Module;
+use rnn_core::activation::tanh;
 use rnn_core::linear::Linear;
 use rnn_core::RnnState;
 use serde::{Deserialize, Serialize};
@@ -124,7 +125,7 @@ impl SequenceClassifier {
                     .attention
                     .as_ref()
                     .ok_or_else(|| invalid(MODEL, "attention pooling without its parameters"))?;
-                let scores = att.v.forward(&att.w.forward(ys)?.tanh()?)?.squeeze(2)?;
+                let scores = att.v.forward(&tanh(&att.w.forward(ys)?)?)?.squeeze(2)?;
                 let weights = match lengths {
                     None => candle_nn::ops::softmax(&scores, 1)?,
                     Some(lengths) => {

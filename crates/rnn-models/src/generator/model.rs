@@ -3,6 +3,7 @@
 
 use candle_core::{DType, Device, Result, Tensor, D};
 use candle_nn::{Embedding, Module, VarBuilder};
+use rnn_core::activation::tanh;
 use rnn_core::linear::{linear, Linear};
 use rnn_core::{Implementation, Rnn, RnnState};
 
@@ -228,8 +229,7 @@ impl ConditionedGenerator {
         let (layers, hidden) = (self.cfg.num_layers, self.cfg.hidden_size);
         // (B, L*H) -> (B, L, H) -> (L, B, H)
         let lift = |lin: &Linear| -> Result<Tensor> {
-            lin.forward(c)?
-                .tanh()?
+            tanh(&lin.forward(c)?)?
                 .reshape((batch, layers, hidden))?
                 .transpose(0, 1)?
                 .contiguous()

@@ -6,6 +6,7 @@ use candle_core::{DType, Result, Tensor, D};
 use candle_nn::{Embedding, Module, VarBuilder};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rnn_core::activation::tanh;
 use rnn_core::linear::{linear, linear_no_bias, Linear};
 use rnn_core::{Implementation, Rnn, RnnState};
 
@@ -313,7 +314,7 @@ impl Seq2Seq {
                     t.reshape((el, 2, batch, h))?
                         .transpose(1, 2)?
                         .reshape((el, batch, 2 * h))?;
-                lin.forward(&joined)?.tanh()?
+                tanh(&lin.forward(&joined)?)?
             }
             _ => t.clone(),
         };
@@ -339,7 +340,7 @@ impl Seq2Seq {
                 let (b, t, _) = ys.dims3()?;
                 let (_, s, a) = keys.dims3()?;
                 let q = self.linear(&self.att_query, ys)?; // (B, T, A)
-                let e = q.unsqueeze(2)?.broadcast_add(&keys.unsqueeze(1)?)?.tanh()?; // (B, T, S, A)
+                let e = tanh(&q.unsqueeze(2)?.broadcast_add(&keys.unsqueeze(1)?)?)?; // (B, T, S, A)
                 self.linear(&self.att_v, &e.reshape((b * t * s, a))?)?
                     .reshape((b, t, s))?
             }
@@ -349,7 +350,7 @@ impl Seq2Seq {
         let weights = candle_nn::ops::softmax(&scores, D::Minus1)?;
         let context = weights.matmul(&mem.values)?; // (B, T, K)
         let joined = Tensor::cat(&[&context, ys], 2)?;
-        let hidden = self.linear(&self.combine, &joined)?.tanh()?;
+        let hidden = tanh(&self.linear(&self.combine, &joined)?)?;
         Ok((hidden, Some(weights)))
     }
 
