@@ -4,6 +4,7 @@
 # project's usual 2-core hosts, so they can measure a host class issue 28 has not met yet):
 #   target/cpu-survey-kit/rnn             the release `rnn` binary without debug info (symbols kept)
 #   target/cpu-survey-kit/rnn-core-tests  rnn-core's unit tests (the kernel tests of every ISA)
+#   target/cpu-survey-kit/output-layer-bench  `cargo bench --bench output_layer`
 #   target/cpu-survey-kit/data/           PTB and Tiny Shakespeare (for the LM steps)
 #   target/cpu-survey-kit/COMMIT          the commit it was built from
 # About 30 MB; `run` carries it (carry ["target/cpu-survey-kit"]). Usage:
@@ -22,10 +23,19 @@ for line in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "rnn_core":
         print(m["executable"])')
 [ -x "$tests" ] || { echo "cpu_kit.sh: no rnn-core test executable" >&2; exit 1; }
+bench=$(cargo bench --bench output_layer --no-run --message-format=json 2>/dev/null |
+  python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "output_layer":
+        print(m["executable"])')
+[ -x "$bench" ] || { echo "cpu_kit.sh: no output_layer bench executable" >&2; exit 1; }
 rm -rf "$KIT"
 mkdir -p "$KIT/data/word_lm" "$KIT/data/char_lm"
 strip --strip-debug -o "$KIT/rnn" "${CARGO_TARGET_DIR:-target}/release/rnn"
 strip --strip-debug -o "$KIT/rnn-core-tests" "$tests"
+strip --strip-debug -o "$KIT/output-layer-bench" "$bench"
 cp "$DATA/word_lm/ptb.train.txt" "$DATA/word_lm/ptb.valid.txt" "$KIT/data/word_lm/"
 cp "$DATA/char_lm/tinyshakespeare.txt" "$KIT/data/char_lm/"
 dirty=$(git status --porcelain --untracked-files=no | grep -q . && echo "+changes" || true)

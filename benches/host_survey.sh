@@ -13,8 +13,9 @@
 # records the load average). GRID_ARGS (extra `rnn bench --grid` flags), ROUNDS and STEPS (of
 # benches/lm_step.sh), PROFILE_ITERS and PROFILE_STEPS shrink it for a trial run; GRIDS picks
 # the grids (default "auto both-avx2"; both-avx2 runs on AVX-512 hosts only). On a host without
-# cargo (a lent machine: benches/device_cpu_survey.sh), RNN=PATH names the `rnn` binary and
-# KERNEL_TESTS=PATH the rnn-core unit-test executable (both built elsewhere, benches/cpu_kit.sh).
+# cargo (a lent machine: benches/device_cpu_survey.sh), RNN=PATH names the `rnn` binary,
+# KERNEL_TESTS=PATH the rnn-core unit-test executable and OUTPUT_LAYER_BENCH=PATH the
+# output_layer bench (all built elsewhere, benches/cpu_kit.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${TORCH_PY:?set TORCH_PY to a Python with PyTorch (see ../shared/reference/README.md)}"
@@ -111,6 +112,18 @@ if command -v perf >/dev/null; then
     rm -rf "$out/wordlm-run"
   fi
 fi
+
+# The LMs' output layer and loss (two thirds of the word-LM step's multiply-adds) against PyTorch.
+output_layer() {
+  if [ -n "${OUTPUT_LAYER_BENCH:-}" ]; then TORCH_PY=$TORCH_PY "$OUTPUT_LAYER_BENCH"
+  else TORCH_PY=$TORCH_PY cargo bench --bench output_layer 2>/dev/null; fi
+}
+{
+  echo "## The LMs' output layer and loss (cargo bench --bench output_layer)"
+  echo
+  output_layer 2>&1 | sed 's/^/    /' || echo "    (failed)"
+  echo
+} >>"$md"
 
 ROUNDS=${ROUNDS:-3}
 STEPS=${STEPS:-150}
