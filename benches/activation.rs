@@ -1,15 +1,16 @@
-//! `rnn_core::activation::tanh` (the fused CPU op) against Candle's `Tensor::tanh` (its composed
-//! twin), forward and backward, on the tensors the models apply it to: the classifier's
-//! attention pooling, the translation model's combination layer and its additive attention.
-//! Interleaved, one iteration of each in turn, the median of each; ms per forward + backward
-//! (`sum(tanh(x) * g)`, the input's gradient). With `TORCH_PY=/path/to/python`, `torch.tanh` on
-//! the same shapes too (run after ours, same threads). `cargo bench --bench activation`; results
+//! `rnn_core::activation::{tanh, sigmoid}` (the fused CPU ops) against Candle's `Tensor::tanh`
+//! and candle-nn's `ops::sigmoid` (their composed twins), forward and backward, on the tensors
+//! the models apply `tanh` to: the classifier's attention pooling, the translation model's
+//! combination layer and its additive attention. Interleaved, one iteration of each in turn,
+//! the median of each; ms per forward + backward (`sum(f(x) * g)`, the input's gradient). With
+//! `TORCH_PY=/path/to/python`, `torch.tanh` and `torch.sigmoid` on the same shapes too (run after
+//! ours, same threads). `cargo bench --bench activation`; results
 //! in `benches/README.md`.
 
 use std::time::Instant;
 
 use candle_core::{Device, Tensor, Var};
-use rnn::rnn_core::activation::tanh_with;
+use rnn::rnn_core::activation::{sigmoid_with, tanh_with};
 use rnn::rnn_core::Implementation;
 
 const ITERS: usize = 100;
@@ -25,18 +26,20 @@ const CASES: [(&str, &[usize]); 3] = [
 const TORCH: &str = r#"
 import json, statistics, sys, time, torch
 iters, warmup = int(sys.argv[1]), int(sys.argv[2])
-for name, dims in json.loads(sys.argv[3]):
+for fn in ("tanh", "sigmoid"):
+  for name, dims in json.loads(sys.argv[3]):
+    f = getattr(torch, fn)
     x = torch.randn(*dims, requires_grad=True)
     g = torch.randn(*dims)
     times = []
     for it in range(warmup + iters):
         x.grad = None
         t0 = time.perf_counter()
-        (torch.tanh(x) * g).sum().backward()
+        (f(x) * g).sum().backward()
         float(x.grad[0].sum())
         if it >= warmup:
             times.append((time.perf_counter() - t0) * 1e3)
-    print(json.dumps({"case": name, "ms": statistics.median(times)}))
+    print(json.dumps({"case": f"{fn} {name}", "ms": statistics.median(times)}))
 "#;
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -78,17 +81,25 @@ fn main() {
         }
         Err(_) => Default::default(),
     };
-    println!("case (dims): Candle's tanh ms, ours ms, ours / Candle[, PyTorch ms, ours / PyTorch]");
+    println!(
+        "function, case (dims): Candle ms, ours ms, ours / Candle[, PyTorch ms, ours / PyTorch]"
+    );
     let dev = Device::Cpu;
-    for (name, dims) in CASES {
-        let x = Var::from_tensor(&Tensor::randn(0f32, 1.5, dims, &dev).unwrap()).unwrap();
-        let g = Tensor::randn(0f32, 1.0, dims, &dev).unwrap();
+    type Function = fn(&Tensor, Implementation) -> candle_core::Result<Tensor>;
+    let functions: [(&str, Function); 2] = [("tanh", tanh_with), ("sigmoid", sigmoid_with)];
+    for ((function, f), (name, dims)) in functions
+        .iter()
+        .flat_map(|f| CASES.iter().map(move |c| (f, c)))
+    {
+        let name = format!("{function} {name}");
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1.5, *dims, &dev).unwrap()).unwrap();
+        let g = Tensor::randn(0f32, 1.0, *dims, &dev).unwrap();
         let imps = [Implementation::Composed, Implementation::Fused];
         let mut times = [Vec::new(), Vec::new()];
         for it in 0..WARMUP + ITERS {
             for (imp, times) in imps.iter().zip(times.iter_mut()) {
                 let t0 = Instant::now();
-                let y = tanh_with(&x, *imp).unwrap();
+                let y = f(&x, *imp).unwrap();
                 let grads = (&y * &g).unwrap().sum_all().unwrap().backward().unwrap();
                 grads.get(&x).unwrap().get(0).unwrap().sum_all().unwrap();
                 if it >= WARMUP {
@@ -98,7 +109,7 @@ fn main() {
         }
         let [candle, fused] = times.map(median);
         let vs_torch = torch
-            .get(name)
+            .get(&name)
             .map(|t| format!(", {t:.3}, {:.2}x", fused / t))
             .unwrap_or_default();
         println!(

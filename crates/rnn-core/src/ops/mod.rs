@@ -9,6 +9,7 @@
 //! (`crate::recurrence`) computes the same function from Candle tensor ops on any device; tests hold
 //! the two equal.
 
+pub(crate) mod activation;
 mod batch;
 mod cpu;
 pub(crate) mod cross_entropy;
@@ -34,7 +35,6 @@ mod recurrence;
 mod rnn;
 pub(crate) mod scratch;
 pub(crate) mod sequence_mask;
-pub(crate) mod tanh;
 pub(crate) mod units;
 
 pub(crate) use cpu::supports;
