@@ -63,6 +63,12 @@ pub(crate) fn par_zip3<T: Elem>(a: &mut [T], b: &[T], c: &[T], f: impl Fn(&mut T
         .for_each(|(a, (b, c))| zip3_chunk(isa, a, b, c, &f));
 }
 
+/// `f(&mut a[i])` for every `i`, in parallel chunks.
+pub(crate) fn par_map<T: Elem>(a: &mut [T], f: impl Fn(&mut T) + Sync) {
+    let isa = Isa::host();
+    a.par_chunks_mut(CHUNK).for_each(|a| map_chunk(isa, a, &f));
+}
+
 /// The instruction set a chunk loop is compiled for. The crate is built for the baseline
 /// x86-64, whose SSE2 holds four f32; the loops also exist for AVX2 and AVX-512 and run with the
 /// widest the host has (one and a half to two times faster AdamW steps on an AVX-512 host). The
@@ -121,6 +127,39 @@ fn zip3_body<T: Elem, F: Fn(&mut T, T, T)>(a: &mut [T], b: &[T], c: &[T], f: &F)
     for ((a, &b), &c) in a.iter_mut().zip(b).zip(c) {
         f(a, b, c);
     }
+}
+
+/// `body()` compiled for `isa` (the baseline where the host lacks it): the closure is inlined
+/// into a function with the ISA's target features, so its loops vectorise for it.
+#[inline(always)]
+pub(crate) fn with_isa<R>(isa: Isa, body: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+        fn avx512<R>(body: impl FnOnce() -> R) -> R {
+            body()
+        }
+        #[target_feature(enable = "avx2,fma")]
+        fn avx2<R>(body: impl FnOnce() -> R) -> R {
+            body()
+        }
+        if isa.supported() {
+            match isa {
+                // SAFETY: the host has the features (checked just above).
+                Isa::Avx512 => return unsafe { avx512(body) },
+                // SAFETY: as above.
+                Isa::Avx2 => return unsafe { avx2(body) },
+                Isa::Baseline => {}
+            }
+        }
+    }
+    let _ = isa;
+    body()
+}
+
+/// One chunk of [`par_map`] compiled for `isa`.
+pub(crate) fn map_chunk<T: Elem, F: Fn(&mut T)>(isa: Isa, a: &mut [T], f: &F) {
+    with_isa(isa, || a.iter_mut().for_each(f))
 }
 
 /// One chunk of [`par_zip`] compiled for `isa` (the baseline where the host lacks it).

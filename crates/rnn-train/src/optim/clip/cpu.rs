@@ -1,6 +1,6 @@
 //! Norm clipping over f32/f64 CPU gradients in two parallel passes: the sum of squares of every
-//! gradient (read in place, accumulated in f64 in fixed chunks, so the result does not depend on
-//! the thread count), then, where the norm exceeds the limit, every gradient scaled in its own
+//! gradient (read in place, accumulated in f64 in fixed chunks and lanes, so the result does not
+//! depend on the thread count or the instruction set), then, where the norm exceeds the limit, every gradient scaled in its own
 //! storage. The composed path (Candle's `sqr`, `sum_all`, `stack` and `broadcast_mul` per
 //! gradient) allocates a squared copy and a scaled copy of each gradient and runs single-threaded
 //! under `CANDLE_NUM_THREADS=1`; its result differs from this one in the rounding of the sum only.
@@ -10,7 +10,7 @@ use candle_core::{CpuStorage, DType, InplaceOp1, Layout, Tensor, Var};
 use rayon::prelude::*;
 use std::sync::Mutex;
 
-use crate::optim::inplace::{Elem, CHUNK};
+use crate::optim::inplace::{par_map, with_isa, Elem, Isa, CHUNK};
 use crate::Result;
 
 /// Reads a gradient's sum of squares (in f64) and where its elements lie, writing nothing.
@@ -20,11 +20,34 @@ struct SumOfSquares {
     out: Mutex<Option<(f64, usize, usize, usize)>>,
 }
 
+/// Lanes of a chunk's sum of squares: element `i` of a chunk adds into lane `i % LANES`, the
+/// lanes are summed in order at the end. A fixed order (the same result on any thread count and
+/// any instruction set) that vectorises, where one running sum would be a chain of dependent
+/// additions.
+const LANES: usize = 8;
+
+/// The sum of squares of one chunk, in f64, compiled for `isa` (bitwise the same for each).
+fn chunk_sum_sq<T: Copy + Into<f64>>(isa: Isa, xs: &[T]) -> f64 {
+    with_isa(isa, || {
+        let mut lanes = [0f64; LANES];
+        let mut blocks = xs.chunks_exact(LANES);
+        for block in &mut blocks {
+            for (l, &x) in lanes.iter_mut().zip(block) {
+                let x: f64 = x.into();
+                *l += x * x;
+            }
+        }
+        for (l, &x) in lanes.iter_mut().zip(blocks.remainder()) {
+            let x: f64 = x.into();
+            *l += x * x;
+        }
+        lanes.iter().sum()
+    })
+}
+
 fn sum_sq<T: Copy + Into<f64> + Sync>(xs: &[T]) -> f64 {
-    let parts: Vec<f64> = xs
-        .par_chunks(CHUNK)
-        .map(|c| c.iter().map(|&x| x.into() * x.into()).sum::<f64>())
-        .collect();
+    let isa = Isa::host();
+    let parts: Vec<f64> = xs.par_chunks(CHUNK).map(|c| chunk_sum_sq(isa, c)).collect();
     parts.iter().sum()
 }
 
@@ -58,8 +81,7 @@ impl InplaceOp1 for Scale {
 
     fn cpu_fwd(&self, s: &mut CpuStorage, l: &Layout) -> candle_core::Result<()> {
         fn run<T: Elem>(xs: &mut [T], c: T) {
-            xs.par_chunks_mut(CHUNK)
-                .for_each(|xs| xs.iter_mut().for_each(|x| *x = *x * c));
+            par_map(xs, |x| *x = *x * c);
         }
         let (a, b) = l
             .contiguous_offsets()
@@ -148,4 +170,45 @@ pub(super) fn clip_grad_norm(
         }
     }
     Ok(Some(total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_version_of_the_sum_of_squares_gives_the_same_bits() {
+        let mut s = 0x2545_F491_4F6C_DD1Du64;
+        let xs: Vec<f32> = (0..10_007)
+            .map(|i| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                ((s >> 40) as f32 - 8e6) * 10f32.powi(i % 9 - 4)
+            })
+            .collect();
+        for n in [0, 1, 7, 8, 9, 100, 10_007] {
+            let base = chunk_sum_sq(Isa::Baseline, &xs[..n]);
+            // The lanes' order, written out.
+            let mut lanes = [0f64; LANES];
+            for (i, &x) in xs[..n].iter().enumerate() {
+                lanes[i % LANES] += f64::from(x) * f64::from(x);
+            }
+            assert_eq!(
+                base.to_bits(),
+                lanes.iter().sum::<f64>().to_bits(),
+                "length {n}"
+            );
+            for isa in [Isa::Avx512, Isa::Avx2]
+                .into_iter()
+                .filter(|i| i.supported())
+            {
+                assert_eq!(
+                    chunk_sum_sq(isa, &xs[..n]).to_bits(),
+                    base.to_bits(),
+                    "{isa:?}, length {n}"
+                );
+            }
+        }
+    }
 }
