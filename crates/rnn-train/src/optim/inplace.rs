@@ -129,95 +129,58 @@ fn zip3_body<T: Elem, F: Fn(&mut T, T, T)>(a: &mut [T], b: &[T], c: &[T], f: &F)
     }
 }
 
-/// `body()` compiled for `isa` (the baseline where the host lacks it): the closure is inlined
-/// into a function with the ISA's target features, so its loops vectorise for it.
+/// Defines `$name(isa, args..) -> $ret` that runs `$body(args..)` (an `#[inline(always)]`
+/// function, so that its loops are compiled into each version) with AVX-512 or AVX2 where `isa`
+/// asks for it and the host has it, else at the crate's baseline.
+macro_rules! isa_versions {
+    ($(#[$doc:meta])* $vis:vis fn $name:ident<$($g:ident: $b:path),*>($($a:ident: $t:ty),*) -> $ret:ty = $body:ident) => {
+        $(#[$doc])*
+        $vis fn $name<$($g: $b),*>(isa: Isa, $($a: $t),*) -> $ret {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+                fn avx512<$($g: $b),*>($($a: $t),*) -> $ret {
+                    $body($($a),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                fn avx2<$($g: $b),*>($($a: $t),*) -> $ret {
+                    $body($($a),*)
+                }
+                if isa.supported() {
+                    match isa {
+                        // SAFETY: the host has the features (checked just above).
+                        Isa::Avx512 => return unsafe { avx512($($a),*) },
+                        // SAFETY: as above.
+                        Isa::Avx2 => return unsafe { avx2($($a),*) },
+                        Isa::Baseline => {}
+                    }
+                }
+            }
+            let _ = isa;
+            $body($($a),*)
+        }
+    };
+}
+pub(crate) use isa_versions;
+
 #[inline(always)]
-pub(crate) fn with_isa<R>(isa: Isa, body: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-        fn avx512<R>(body: impl FnOnce() -> R) -> R {
-            body()
-        }
-        #[target_feature(enable = "avx2,fma")]
-        fn avx2<R>(body: impl FnOnce() -> R) -> R {
-            body()
-        }
-        if isa.supported() {
-            match isa {
-                // SAFETY: the host has the features (checked just above).
-                Isa::Avx512 => return unsafe { avx512(body) },
-                // SAFETY: as above.
-                Isa::Avx2 => return unsafe { avx2(body) },
-                Isa::Baseline => {}
-            }
-        }
-    }
-    let _ = isa;
-    body()
+fn map_body<T: Elem, F: Fn(&mut T)>(a: &mut [T], f: &F) {
+    a.iter_mut().for_each(f)
 }
 
-/// One chunk of [`par_map`] compiled for `isa`.
-pub(crate) fn map_chunk<T: Elem, F: Fn(&mut T)>(isa: Isa, a: &mut [T], f: &F) {
-    with_isa(isa, || a.iter_mut().for_each(f))
+isa_versions! {
+    /// One chunk of [`par_map`] compiled for `isa`.
+    pub(crate) fn map_chunk<T: Elem, F: Fn(&mut T)>(a: &mut [T], f: &F) -> () = map_body
 }
 
-/// One chunk of [`par_zip`] compiled for `isa` (the baseline where the host lacks it).
-pub(crate) fn zip_chunk<T: Elem, F: Fn(&mut T, T)>(isa: Isa, a: &mut [T], b: &[T], f: &F) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-        fn avx512<T: Elem, F: Fn(&mut T, T)>(a: &mut [T], b: &[T], f: &F) {
-            zip_body(a, b, f)
-        }
-        #[target_feature(enable = "avx2,fma")]
-        fn avx2<T: Elem, F: Fn(&mut T, T)>(a: &mut [T], b: &[T], f: &F) {
-            zip_body(a, b, f)
-        }
-        if isa.supported() {
-            match isa {
-                // SAFETY: the host has the features (checked just above).
-                Isa::Avx512 => return unsafe { avx512(a, b, f) },
-                // SAFETY: as above.
-                Isa::Avx2 => return unsafe { avx2(a, b, f) },
-                Isa::Baseline => {}
-            }
-        }
-    }
-    let _ = isa;
-    zip_body(a, b, f)
+isa_versions! {
+    /// One chunk of [`par_zip`] compiled for `isa` (the baseline where the host lacks it).
+    pub(crate) fn zip_chunk<T: Elem, F: Fn(&mut T, T)>(a: &mut [T], b: &[T], f: &F) -> () = zip_body
 }
 
-/// One chunk of [`par_zip3`] compiled for `isa` (the baseline where the host lacks it).
-pub(crate) fn zip3_chunk<T: Elem, F: Fn(&mut T, T, T)>(
-    isa: Isa,
-    a: &mut [T],
-    b: &[T],
-    c: &[T],
-    f: &F,
-) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-        fn avx512<T: Elem, F: Fn(&mut T, T, T)>(a: &mut [T], b: &[T], c: &[T], f: &F) {
-            zip3_body(a, b, c, f)
-        }
-        #[target_feature(enable = "avx2,fma")]
-        fn avx2<T: Elem, F: Fn(&mut T, T, T)>(a: &mut [T], b: &[T], c: &[T], f: &F) {
-            zip3_body(a, b, c, f)
-        }
-        if isa.supported() {
-            match isa {
-                // SAFETY: the host has the features (checked just above).
-                Isa::Avx512 => return unsafe { avx512(a, b, c, f) },
-                // SAFETY: as above.
-                Isa::Avx2 => return unsafe { avx2(a, b, c, f) },
-                Isa::Baseline => {}
-            }
-        }
-    }
-    let _ = isa;
-    zip3_body(a, b, c, f)
+isa_versions! {
+    /// One chunk of [`par_zip3`] compiled for `isa` (the baseline where the host lacks it).
+    pub(crate) fn zip3_chunk<T: Elem, F: Fn(&mut T, T, T)>(a: &mut [T], b: &[T], c: &[T], f: &F) -> () = zip3_body
 }
 
 fn offsets(op: &str, l: &Layout) -> candle_core::Result<(usize, usize)> {

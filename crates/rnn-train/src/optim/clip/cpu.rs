@@ -10,7 +10,7 @@ use candle_core::{CpuStorage, DType, InplaceOp1, Layout, Tensor, Var};
 use rayon::prelude::*;
 use std::sync::Mutex;
 
-use crate::optim::inplace::{par_map, with_isa, Elem, Isa, CHUNK};
+use crate::optim::inplace::{isa_versions, par_map, Elem, Isa, CHUNK};
 use crate::Result;
 
 /// Reads a gradient's sum of squares (in f64) and where its elements lie, writing nothing.
@@ -26,23 +26,30 @@ struct SumOfSquares {
 /// additions.
 const LANES: usize = 8;
 
-/// The sum of squares of one chunk, in f64, compiled for `isa` (bitwise the same for each).
-fn chunk_sum_sq<T: Copy + Into<f64>>(isa: Isa, xs: &[T]) -> f64 {
-    with_isa(isa, || {
-        let mut lanes = [0f64; LANES];
-        let mut blocks = xs.chunks_exact(LANES);
-        for block in &mut blocks {
-            for (l, &x) in lanes.iter_mut().zip(block) {
-                let x: f64 = x.into();
-                *l += x * x;
-            }
-        }
-        for (l, &x) in lanes.iter_mut().zip(blocks.remainder()) {
+/// An element whose square is summed in f64.
+trait Squared: Copy + Into<f64> {}
+impl<T: Copy + Into<f64>> Squared for T {}
+
+#[inline(always)]
+fn sum_sq_body<T: Squared>(xs: &[T]) -> f64 {
+    let mut lanes = [0f64; LANES];
+    let mut blocks = xs.chunks_exact(LANES);
+    for block in &mut blocks {
+        for (l, &x) in lanes.iter_mut().zip(block) {
             let x: f64 = x.into();
             *l += x * x;
         }
-        lanes.iter().sum()
-    })
+    }
+    for (l, &x) in lanes.iter_mut().zip(blocks.remainder()) {
+        let x: f64 = x.into();
+        *l += x * x;
+    }
+    lanes.iter().sum()
+}
+
+isa_versions! {
+    /// The sum of squares of one chunk, in f64, compiled for `isa` (bitwise the same for each).
+    fn chunk_sum_sq<T: Squared>(xs: &[T]) -> f64 = sum_sq_body
 }
 
 fn sum_sq<T: Copy + Into<f64> + Sync>(xs: &[T]) -> f64 {
