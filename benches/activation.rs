@@ -7,6 +7,8 @@
 //! ours, same threads). `cargo bench --bench activation`; results
 //! in `benches/README.md`.
 
+mod common;
+
 use std::time::Instant;
 
 use candle_core::{Device, Tensor, Var};
@@ -42,45 +44,16 @@ for fn in ("tanh", "sigmoid"):
     print(json.dumps({"case": f"{fn} {name}", "ms": statistics.median(times)}))
 "#;
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
 fn main() {
-    // As the `rnn` binary: Candle's element-wise ops on the calling thread, freed buffers kept
-    // in the heap (benches/README.md).
-    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
-        std::env::set_var("CANDLE_NUM_THREADS", "1");
-    }
-    rnn::rnn_core::device::keep_freed_memory();
-    let torch: std::collections::HashMap<String, f64> = match std::env::var("TORCH_PY") {
-        Ok(py) => {
-            let cases: Vec<(&str, &[usize])> = CASES.to_vec();
-            let out = std::process::Command::new(py)
-                .args(["-c", TORCH, &ITERS.to_string(), &WARMUP.to_string()])
-                .arg(serde_json::to_string(&cases).unwrap())
-                .env("OMP_NUM_THREADS", rayon::current_num_threads().to_string())
-                .output()
-                .expect("running PyTorch");
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .map(|l| {
-                    let v: serde_json::Value = serde_json::from_str(l).expect("a JSON line");
-                    (
-                        v["case"].as_str().unwrap().into(),
-                        v["ms"].as_f64().unwrap(),
-                    )
-                })
-                .collect()
-        }
-        Err(_) => Default::default(),
-    };
+    common::as_the_binary();
+    let cases: Vec<(&str, &[usize])> = CASES.to_vec();
+    let torch = common::torch_times(&[
+        "-c".into(),
+        TORCH.into(),
+        ITERS.to_string(),
+        WARMUP.to_string(),
+        serde_json::to_string(&cases).unwrap(),
+    ]);
     println!(
         "function, case (dims): Candle ms, ours ms, ours / Candle[, PyTorch ms, ours / PyTorch]"
     );
@@ -107,7 +80,7 @@ fn main() {
                 }
             }
         }
-        let [candle, fused] = times.map(median);
+        let [candle, fused] = times.map(common::median);
         let vs_torch = torch
             .get(&name)
             .map(|t| format!(", {t:.3}, {:.2}x", fused / t))

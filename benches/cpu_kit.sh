@@ -15,21 +15,20 @@ cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data}
 KIT=target/cpu-survey-kit
 cargo build --release --bin rnn >&2
-tests=$(cargo test --release -p rnn-core --lib --no-run --message-format=json 2>/dev/null |
-  python3 -c '
+# The path of the executable cargo builds for target NAME with ARGS (`--no-run`).
+executable() {
+  local name=$1
+  shift
+  cargo "$@" --no-run --message-format=json 2>/dev/null | python3 -c '
 import json, sys
 for line in sys.stdin:
     m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "rnn_core":
-        print(m["executable"])')
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == sys.argv[1]:
+        print(m["executable"])' "$name"
+}
+tests=$(executable rnn_core test --release -p rnn-core --lib)
 [ -x "$tests" ] || { echo "cpu_kit.sh: no rnn-core test executable" >&2; exit 1; }
-bench=$(cargo bench --bench output_layer --no-run --message-format=json 2>/dev/null |
-  python3 -c '
-import json, sys
-for line in sys.stdin:
-    m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "output_layer":
-        print(m["executable"])')
+bench=$(executable output_layer bench --bench output_layer)
 [ -x "$bench" ] || { echo "cpu_kit.sh: no output_layer bench executable" >&2; exit 1; }
 rm -rf "$KIT"
 mkdir -p "$KIT/data/word_lm" "$KIT/data/char_lm"

@@ -8,6 +8,8 @@
 //! shapes too (`benches/linear_torch.py`, run after ours). `cargo bench --bench linear`; results
 //! in `benches/README.md`.
 
+mod common;
+
 use std::time::Instant;
 
 use candle_core::{Device, Module, Tensor, Var};
@@ -17,20 +19,8 @@ use rnn::rnn_core::Implementation;
 const ITERS: usize = 60;
 const WARMUP: usize = 5;
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
 fn main() {
-    // As the `rnn` binary: Candle's element-wise ops on the calling thread, freed buffers kept
-    // in the heap (benches/README.md). `RNN_BENCH_DEFAULT_MALLOC=1` leaves glibc's defaults.
-    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
-        std::env::set_var("CANDLE_NUM_THREADS", "1");
-    }
-    if std::env::var_os("RNN_BENCH_DEFAULT_MALLOC").is_none() {
-        rnn::rnn_core::device::keep_freed_memory();
-    }
+    common::as_the_binary();
     let dev = Device::Cpu;
     let cases: [(&str, &[usize], usize, usize, bool); 6] = [
         ("seq2seq attention key", &[64, 8], 512, 256, false),
@@ -41,33 +31,11 @@ fn main() {
         ("word-LM decoder", &[20, 20], 200, 10000, true),
     ];
     // PyTorch's median ms per case, when TORCH_PY names a Python with torch.
-    let torch: std::collections::HashMap<String, f64> = match std::env::var("TORCH_PY") {
-        Ok(py) => {
-            let out = std::process::Command::new(py)
-                .arg("benches/linear_torch.py")
-                .arg(ITERS.to_string())
-                .arg(WARMUP.to_string())
-                .env("OMP_NUM_THREADS", rayon::current_num_threads().to_string())
-                .output()
-                .expect("running benches/linear_torch.py");
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .map(|l| {
-                    let v: serde_json::Value = serde_json::from_str(l).expect("a JSON line");
-                    (
-                        v["case"].as_str().unwrap().to_string(),
-                        v["ms"].as_f64().unwrap(),
-                    )
-                })
-                .collect()
-        }
-        Err(_) => Default::default(),
-    };
+    let torch = common::torch_times(&[
+        "benches/linear_torch.py".into(),
+        ITERS.to_string(),
+        WARMUP.to_string(),
+    ]);
     println!("case (rows x in -> out): candle-nn ms, ours ms, ours / candle-nn[, PyTorch ms, ours / PyTorch]");
     // `LINEAR_CASE=word` runs only the cases whose name contains "word" (e.g. under perf).
     let only = std::env::var("LINEAR_CASE").unwrap_or_default();
@@ -110,7 +78,7 @@ fn main() {
                 }
             }
         }
-        let [composed, fused] = times.map(median);
+        let [composed, fused] = times.map(common::median);
         let rows: usize = lead.iter().product();
         let vs_torch = torch
             .get(name)

@@ -8,6 +8,8 @@
 //! ms; with `TORCH_PY=/path/to/python`, PyTorch after ours on the same threads. `cargo bench
 //! --bench output_layer`; results in `benches/README.md`.
 
+mod common;
+
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor, Var};
@@ -43,48 +45,20 @@ for name, n, h, v in json.loads(sys.argv[3]):
     print(json.dumps({"case": name, "ms": statistics.median(times)}))
 "#;
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
 fn main() {
-    // As the `rnn` binary (benches/README.md).
-    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
-        std::env::set_var("CANDLE_NUM_THREADS", "1");
-    }
-    rnn::rnn_core::device::keep_freed_memory();
+    common::as_the_binary();
     let only = std::env::var("OUTPUT_CASE").unwrap_or_default();
     let cases: Vec<_> = CASES
         .iter()
         .filter(|c| c.0.contains(only.as_str()))
         .collect();
-    let torch: std::collections::HashMap<String, f64> = match std::env::var("TORCH_PY") {
-        Ok(py) => {
-            let out = std::process::Command::new(py)
-                .args(["-c", TORCH, &ITERS.to_string(), &WARMUP.to_string()])
-                .arg(serde_json::to_string(&cases).unwrap())
-                .env("OMP_NUM_THREADS", rayon::current_num_threads().to_string())
-                .output()
-                .expect("running PyTorch");
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .map(|l| {
-                    let v: serde_json::Value = serde_json::from_str(l).expect("a JSON line");
-                    (
-                        v["case"].as_str().unwrap().into(),
-                        v["ms"].as_f64().unwrap(),
-                    )
-                })
-                .collect()
-        }
-        Err(_) => Default::default(),
-    };
+    let torch = common::torch_times(&[
+        "-c".into(),
+        TORCH.into(),
+        ITERS.to_string(),
+        WARMUP.to_string(),
+        serde_json::to_string(&cases).unwrap(),
+    ]);
     println!("case (positions x features -> classes): composed ms, fused ms, fused / composed, GFLOP/s fused[, PyTorch ms, fused / PyTorch]");
     let dev = Device::Cpu;
     for &&(name, n, h, v) in &cases {
@@ -108,7 +82,7 @@ fn main() {
                 }
             }
         }
-        let [composed, fused] = times.map(median);
+        let [composed, fused] = times.map(common::median);
         let gflops = 3.0 * 2.0 * (n * h * v) as f64 / fused / 1e6;
         let vs_torch = torch
             .get(name)

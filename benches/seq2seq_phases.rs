@@ -5,6 +5,8 @@
 //! bidirectional GRU encoder, GRU decoder, Luong "general" attention, dropout 0.1, batches of
 //! 64) with 8 source and 9 target tokens per pair. Results in `benches/README.md`.
 
+mod common;
+
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor, Var};
@@ -73,14 +75,7 @@ fn phases(attention: Attention) -> [f64; 4] {
 }
 
 fn main() {
-    // As the `rnn` binary: Candle's element-wise ops on the calling thread, freed buffers kept
-    // in the heap (benches/README.md). `RNN_BENCH_DEFAULT_MALLOC=1` leaves glibc's defaults.
-    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
-        std::env::set_var("CANDLE_NUM_THREADS", "1");
-    }
-    if std::env::var_os("RNN_BENCH_DEFAULT_MALLOC").is_none() {
-        rnn::rnn_core::device::keep_freed_memory();
-    }
+    common::as_the_binary();
     for attention in [Attention::General, Attention::None] {
         let [f, b, c, o] = phases(attention);
         println!(
