@@ -71,8 +71,7 @@ pub(crate) fn par_map<T: Elem>(a: &mut [T], f: impl Fn(&mut T) + Sync) {
 
 /// The instruction set a chunk loop is compiled for. The crate is built for the baseline
 /// x86-64, whose SSE2 holds four f32; the loops also exist for AVX2 and AVX-512 and run with the
-/// widest the host has (one and a half to two times faster AdamW steps on an AVX-512 host). The
-/// updates are plain IEEE additions, multiplications, divisions and square roots, which round
+/// widest the host has (benches/README.md, "What changed", item 8). The updates are plain IEEE additions, multiplications, divisions and square roots, which round
 /// the same at any width (nothing is contracted into FMAs), so every version equals the
 /// composed twin bitwise; tests hold each version the host runs equal to the baseline one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -303,11 +302,13 @@ mod tests {
             let moment = |m: &mut T, g: T| *m = ((g - *m) * b1 + zero) + *m;
             let param =
                 |p: &mut T, m: T, v: T| *p = *p + ((m / (v.sqrt() * b2 + eps)) * step + zero);
+            let scale = |x: &mut T| *x = *x * step;
             let run = |isa: Isa| {
-                let (mut a, mut a3) = (a0.clone(), a0.clone());
+                let (mut a, mut a3, mut a1) = (a0.clone(), a0.clone(), a0.clone());
                 zip_chunk(isa, &mut a, &b, &moment);
                 zip3_chunk(isa, &mut a3, &b, &c, &param);
-                (a, a3)
+                map_chunk(isa, &mut a1, &scale);
+                (a, a3, a1)
             };
             let base = run(Isa::Baseline);
             for isa in [Isa::Avx512, Isa::Avx2]
@@ -315,7 +316,7 @@ mod tests {
                 .filter(|i| i.supported())
             {
                 let got = run(isa);
-                for (x, y) in [(&got.0, &base.0), (&got.1, &base.1)] {
+                for (x, y) in [(&got.0, &base.0), (&got.1, &base.1), (&got.2, &base.2)] {
                     let differ = x.iter().zip(y).position(|(p, q)| bits(*p) != bits(*q));
                     assert_eq!(differ, None, "{isa:?}, length {n}");
                 }
