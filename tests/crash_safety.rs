@@ -102,9 +102,14 @@ struct Stats {
     max_step: u64,
 }
 
+/// The run directory's hidden and temporary entries; none while it does not exist yet (a kill
+/// can land before the first run has created it: random delays start at 0 ms).
 fn hidden_entries(out: &Path) -> BTreeSet<String> {
-    std::fs::read_dir(out)
-        .unwrap()
+    let Ok(entries) = std::fs::read_dir(out) else {
+        assert!(!out.exists(), "{} cannot be read", out.display());
+        return BTreeSet::new();
+    };
+    entries
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .filter(|n| n.starts_with('.') || n.ends_with(".tmp"))
         .collect()
