@@ -1,7 +1,7 @@
 //! Norm clipping over f32/f64 CPU gradients in two parallel passes: the sum of squares of every
 //! gradient (read in place, accumulated in f64 in fixed chunks and lanes, so the result does not
-//! depend on the thread count or the instruction set), then, where the norm exceeds the limit, every gradient scaled in its own
-//! storage. The composed path (Candle's `sqr`, `sum_all`, `stack` and `broadcast_mul` per
+//! depend on the thread count or the instruction set), then, where the norm exceeds the limit,
+//! every gradient scaled in its own storage. The composed path (Candle's `sqr`, `sum_all`, `stack` and `broadcast_mul` per
 //! gradient) allocates a squared copy and a scaled copy of each gradient and runs single-threaded
 //! under `CANDLE_NUM_THREADS=1`; its result differs from this one in the rounding of the sum only.
 
