@@ -87,3 +87,41 @@ pub(crate) fn cpu_fwd3(
         _ => bail!("{what}: f32 or f64 only, all arguments of one dtype"),
     }
 }
+
+/// The typed backward of a fused CPU op with three arguments `(x, weight, bias)` of one float
+/// dtype that all get a gradient.
+pub(crate) trait TypedBackward3 {
+    /// `(dx, dweight, dbias)` from the arguments' and the upstream gradient's slices.
+    fn backward<T: Float>(
+        &self,
+        x: &[T],
+        w: &[T],
+        b: &[T],
+        g: &[T],
+    ) -> Result<(Vec<T>, Vec<T>, Vec<T>)>;
+}
+
+/// `CustomOp3::bwd` for f32 or f64: runs [`TypedBackward3::backward`] on the contiguous slices
+/// of the three arguments and `grad`, and shapes the gradients like the arguments. `what` names
+/// the op in the error for other dtypes.
+pub(crate) fn cpu_bwd3(
+    op: &impl TypedBackward3,
+    what: &str,
+    [x, w, b]: [&Tensor; 3],
+    grad: &Tensor,
+) -> Result<(Option<Tensor>, Tensor, Tensor)> {
+    let args = [x, w, b, grad];
+    match x.dtype() {
+        DType::F32 => {
+            let (dx, dw, db) =
+                with_cpu_slices4::<f32, _>(args, |x, w, b, g| op.backward(x, w, b, g))?;
+            grads_like((Some(dx), dw, db), [x, w, b])
+        }
+        DType::F64 => {
+            let (dx, dw, db) =
+                with_cpu_slices4::<f64, _>(args, |x, w, b, g| op.backward(x, w, b, g))?;
+            grads_like((Some(dx), dw, db), [x, w, b])
+        }
+        dt => bail!("{what}: f32 or f64 only, got {dt:?}"),
+    }
+}

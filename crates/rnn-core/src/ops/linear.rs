@@ -8,12 +8,12 @@
 //! `Linear` ([`crate::linear::Linear`] with [`crate::Implementation::Composed`]); tests hold the
 //! two equal in value and every gradient.
 
-use super::cpu::{cpu_fwd3, grads_like, with_cpu_slices4, TypedForward3};
+use super::cpu::{cpu_bwd3, cpu_fwd3, TypedBackward3, TypedForward3};
 use super::gemm::{matmul, MatRef};
 use super::grad::colsum_into;
 use super::math::Float;
 use super::scratch;
-use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 /// Output rows per parallel task of the bias fill.
@@ -47,9 +47,11 @@ impl FusedLinear {
         }
         Ok((n, k, m))
     }
+}
 
+impl TypedBackward3 for FusedLinear {
     /// `(dx, dW, db)` for the upstream gradient `g (N, M)`; `db` is empty without a bias.
-    fn backward_typed<T: Float>(
+    fn backward<T: Float>(
         &self,
         x: &[T],
         w: &[T],
@@ -139,21 +141,7 @@ impl CustomOp3 for FusedLinear {
         _res: &Tensor,
         grad_res: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let args = [x, weight, bias, grad_res];
-        let like = [x, weight, bias];
-        let (dx, dw, db) = match x.dtype() {
-            DType::F32 => {
-                let (dx, dw, db) =
-                    with_cpu_slices4::<f32, _>(args, |x, w, b, g| self.backward_typed(x, w, b, g))?;
-                grads_like((Some(dx), dw, db), like)?
-            }
-            DType::F64 => {
-                let (dx, dw, db) =
-                    with_cpu_slices4::<f64, _>(args, |x, w, b, g| self.backward_typed(x, w, b, g))?;
-                grads_like((Some(dx), dw, db), like)?
-            }
-            dt => bail!("fused linear: f32 or f64 only, got {dt:?}"),
-        };
+        let (dx, dw, db) = cpu_bwd3(self, "fused linear", [x, weight, bias], grad_res)?;
         // Without a bias the third argument is an empty placeholder: no gradient.
         Ok((dx, Some(dw), self.bias.then_some(db)))
     }

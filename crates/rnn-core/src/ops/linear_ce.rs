@@ -9,12 +9,12 @@
 //! `g · (softmax - onehot)` and runs the three gradient products (`dx`, `dW`, `db`) from it.
 //! The composed twin is [`crate::output::linear_nll_rows_composed`]; tests hold the two equal.
 
-use super::cpu::{cpu_fwd3, grads_like, with_cpu_slices4, TypedForward3};
+use super::cpu::{cpu_bwd3, cpu_fwd3, TypedBackward3, TypedForward3};
 use super::gemm::{matmul, MatRef};
 use super::grad::colsum_into;
 use super::math::Float;
 use super::scratch;
-use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::any::Any;
 use std::sync::Mutex;
@@ -109,9 +109,11 @@ impl LinearCrossEntropy {
         }
         Ok(nll)
     }
+}
 
+impl TypedBackward3 for LinearCrossEntropy {
     /// `(dx, dW, db)` for the upstream gradient `g (N,)`.
-    fn backward_typed<T: Float>(
+    fn backward<T: Float>(
         &self,
         x: &[T],
         w: &[T],
@@ -213,21 +215,12 @@ impl CustomOp3 for LinearCrossEntropy {
         _res: &Tensor,
         grad_res: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let args = [x, weight, bias, grad_res];
-        let like = [x, weight, bias];
-        let (dx, dw, db) = match x.dtype() {
-            DType::F32 => {
-                let (dx, dw, db) =
-                    with_cpu_slices4::<f32, _>(args, |x, w, b, g| self.backward_typed(x, w, b, g))?;
-                grads_like((Some(dx), dw, db), like)?
-            }
-            DType::F64 => {
-                let (dx, dw, db) =
-                    with_cpu_slices4::<f64, _>(args, |x, w, b, g| self.backward_typed(x, w, b, g))?;
-                grads_like((Some(dx), dw, db), like)?
-            }
-            dt => bail!("fused linear cross-entropy: f32 or f64 only, got {dt:?}"),
-        };
+        let (dx, dw, db) = cpu_bwd3(
+            self,
+            "fused linear cross-entropy",
+            [x, weight, bias],
+            grad_res,
+        )?;
         Ok((dx, Some(dw), Some(db)))
     }
 }
