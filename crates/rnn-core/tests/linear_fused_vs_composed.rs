@@ -6,7 +6,7 @@
 //! fallbacks.
 
 mod common;
-use common::{max_abs_diff, scale, tensor_from, xorshift};
+use common::{max_abs_diff, scale, tensor_from, value_and_grads, xorshift};
 
 use candle_core::{DType, Device, Module, Tensor, Var};
 use proptest::prelude::*;
@@ -47,18 +47,7 @@ fn run(case: &Case, implementation: Implementation) -> Vec<(&'static str, Tensor
     .with_implementation(implementation);
     let y = layer.forward(&x).unwrap();
     assert_eq!(y.dims(), y_dims.as_slice(), "output shape");
-    let grads = (&y * &g).unwrap().sum_all().unwrap().backward().unwrap();
-    let mut out = vec![
-        ("y", y.clone()),
-        ("dx", grads.get(&x).unwrap().clone()),
-        ("dw", grads.get(&w).unwrap().clone()),
-    ];
-    if case.bias {
-        out.push(("db", grads.get(&b).unwrap().clone()));
-    } else {
-        assert!(grads.get(&b).is_none(), "an unused bias got a gradient");
-    }
-    out
+    value_and_grads("y", &y, &g, [&x, &w, &b], case.bias)
 }
 
 /// Checks the fused op against the twin.

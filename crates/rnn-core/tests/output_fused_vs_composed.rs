@@ -5,7 +5,7 @@
 //! 1e-10 and in f32 to 1e-5 (relative to the largest gradient).
 
 mod common;
-use common::{max_abs_diff, tensor_from, xorshift};
+use common::{max_abs_diff, scale, tensor_from, value_and_grads, xorshift};
 
 use candle_core::{DType, Device, Tensor, Var};
 use proptest::prelude::*;
@@ -52,18 +52,7 @@ fn run(case: &Case, fused: bool) -> Vec<(&'static str, Tensor)> {
     } else {
         linear_nll_rows_composed(&x, &w, bias, &targets).unwrap()
     };
-    let grads = (&nll * &g).unwrap().sum_all().unwrap().backward().unwrap();
-    let mut out = vec![
-        ("nll", nll.clone()),
-        ("dx", grads.get(&x).unwrap().clone()),
-        ("dw", grads.get(&w).unwrap().clone()),
-    ];
-    if case.bias {
-        out.push(("db", grads.get(&b).unwrap().clone()));
-    } else {
-        assert!(grads.get(&b).is_none(), "an unused bias got a gradient");
-    }
-    out
+    value_and_grads("nll", &nll, &g, [&x, &w, &b], case.bias)
 }
 
 fn check(case: &Case) {
@@ -75,16 +64,7 @@ fn check(case: &Case) {
         TOL_F32
     };
     for ((name, a), (_, b)) in fused.iter().zip(&composed) {
-        let scale = b
-            .abs()
-            .unwrap()
-            .to_dtype(DType::F64)
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f64>()
-            .unwrap()
-            .max(1.0);
+        let scale = scale(b);
         let diff = max_abs_diff(a, b);
         assert!(
             diff <= tol * scale,

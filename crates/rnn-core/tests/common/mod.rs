@@ -67,3 +67,27 @@ pub fn tensor_from(
         .to_dtype(dtype)
         .unwrap()
 }
+
+/// `[(out_name, out), ("dx", dx), ("dw", dw)(, ("db", db))]` from `out` and the gradients of
+/// `sum(out * g)` for the variables `x`, `w` and `b` of a layer with a weight and a bias (the
+/// bias's only when `bias`; without it, it must get none).
+pub fn value_and_grads(
+    out_name: &'static str,
+    out: &Tensor,
+    g: &Tensor,
+    [x, w, b]: [&candle_core::Var; 3],
+    bias: bool,
+) -> Vec<(&'static str, Tensor)> {
+    let grads = (out * g).unwrap().sum_all().unwrap().backward().unwrap();
+    let mut all = vec![
+        (out_name, out.clone()),
+        ("dx", grads.get(x).unwrap().clone()),
+        ("dw", grads.get(w).unwrap().clone()),
+    ];
+    if bias {
+        all.push(("db", grads.get(b).unwrap().clone()));
+    } else {
+        assert!(grads.get(b).is_none(), "an unused bias got a gradient");
+    }
+    all
+}
