@@ -7,13 +7,6 @@ mod huge_alloc;
 #[global_allocator]
 static ALLOCATOR: huge_alloc::HugePageAlloc = huge_alloc::HugePageAlloc;
 
-/// Keeps freed large buffers in the heap instead of returning them to the OS, so the next training
-/// step reuses them without page faults (`rnn_core::device::keep_freed_memory`). Blocks of
-/// 32 MiB and more bypass the heap (see `huge_alloc`).
-fn tune_allocator() {
-    rnn::rnn_core::device::keep_freed_memory();
-}
-
 /// Restores the default SIGPIPE action, so `rnn predict ... | head` ends quietly instead of
 /// panicking when the reader goes away (Rust ignores SIGPIPE by default).
 fn quiet_broken_pipe() {
@@ -63,7 +56,9 @@ fn kernel_cache() {
 fn main() {
     one_line_errors();
     inline_candle_elementwise();
-    tune_allocator();
+    // Freed buffers stay in the heap for the next step (blocks of 32 MiB and more bypass it:
+    // `huge_alloc`).
+    rnn::rnn_core::device::keep_freed_memory();
     quiet_broken_pipe();
     if std::env::var_os("RNN_KEEP_DENORMALS").is_none() {
         rnn::rnn_core::device::flush_denormals();
