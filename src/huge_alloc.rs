@@ -10,7 +10,8 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 
 /// Blocks from this size on are mapped with huge pages; smaller ones go to the system allocator
-/// (which keeps them in its heap for reuse: `rnn_core::device::keep_freed_memory`, called in `main`).
+/// (which keeps them in its heap for reuse: `rnn_core::device::keep_freed_memory`, called in
+/// `main`).
 const HUGE_MIN: usize = 32 << 20;
 /// The size and alignment of a transparent huge page on x86_64 and aarch64 (4 KiB base pages).
 const HUGE_PAGE: usize = 2 << 20;
