@@ -253,9 +253,16 @@ pub(in crate::ops::gemm) mod kernel {
             c: (*mut f32, usize),
             accumulate: bool,
         ) {
-            drive::<NR, MR>(dims, a, panels, c, accumulate, |rows, args| {
-                dispatch(rows, args)
-            });
+            if a.1 == 1 && a.2 == MR {
+                // `a` in micro-panels: the strides are constants of the block.
+                drive::<NR, MR>(dims, a, panels, c, accumulate, |rows, args| {
+                    dispatch::<true>(rows, args)
+                });
+            } else {
+                drive::<NR, MR>(dims, a, panels, c, accumulate, |rows, args| {
+                    dispatch::<false>(rows, args)
+                });
+            }
         }
 
         #[target_feature(enable = "avx512f")]
@@ -268,7 +275,7 @@ pub(in crate::ops::gemm) mod kernel {
             accumulate: bool,
         ) {
             drive_packed::<NR, MR>(dims, a, panels, k, c, accumulate, |rows, args| {
-                dispatch(rows, args)
+                dispatch::<true>(rows, args)
             });
         }
 
@@ -277,28 +284,38 @@ pub(in crate::ops::gemm) mod kernel {
         /// chains hide the FMA latency: a batch-1 step (a matrix-vector product) with one set
         /// would wait on the latency of each FMA instead of streaming its panels.
         #[inline(always)]
-        unsafe fn dispatch(rows: usize, args: Args) {
+        unsafe fn dispatch<const PACKED: bool>(rows: usize, args: Args) {
             match rows {
-                8 => block::<8, 1>(args),
-                7 => block::<7, 1>(args),
-                6 => block::<6, 1>(args),
-                5 => block::<5, 1>(args),
-                4 => block::<4, 1>(args),
-                3 => block::<3, 2>(args),
-                2 => block::<2, 2>(args),
-                _ => block::<1, 4>(args),
+                8 => block::<8, 1, PACKED>(args),
+                7 => block::<7, 1, PACKED>(args),
+                6 => block::<6, 1, PACKED>(args),
+                5 => block::<5, 1, PACKED>(args),
+                4 => block::<4, 1, PACKED>(args),
+                3 => block::<3, 2, PACKED>(args),
+                2 => block::<2, 2, PACKED>(args),
+                _ => block::<1, 4, PACKED>(args),
             }
         }
 
         /// `M` rows x up to `NR` columns of `c [+]= a · panel`, with `U` sets of accumulators
-        /// (step `p` of k adds into set `p % U`, the sets summed at the end).
+        /// (step `p` of k adds into set `p % U`, the sets summed at the end) and, when `PACKED`,
+        /// `a` in a micro-panel (`a_rs = 1`, `a_cs = MR`).
+        ///
+        /// With `PACKED` the eight broadcasts of a step read one pointer at constant offsets and
+        /// the steps go in groups of 4, so the loop advances two pointers per four steps; with
+        /// strided rows it advances one pointer per row and step. Those integer additions share
+        /// the issue ports with the FMAs: on Intel cores with two 512-bit FMA ports they cost
+        /// about a tenth of the kernel's rate (benches/README.md, "The AVX-512 kernel's loop").
         #[inline]
         #[target_feature(enable = "avx512f")]
-        unsafe fn block<const M: usize, const U: usize>(
+        unsafe fn block<const M: usize, const U: usize, const PACKED: bool>(
             (k, a, a_rs, a_cs, panel, c, c_rs, accumulate, cols): Args,
         ) {
+            let (a_rs, a_cs) = if PACKED { (1, MR) } else { (a_rs, a_cs) };
             let mut sets0 = [[_mm512_setzero_ps(); M]; U];
             let mut sets1 = [[_mm512_setzero_ps(); M]; U];
+            // Steps of k in groups of 4 (U divides 4) when packed, then the rest into set 0.
+            let group = if PACKED { 4 } else { U };
             // Step `q` of k into accumulator set `set`.
             macro_rules! step {
                 ($q:expr, $set:expr) => {{
@@ -313,11 +330,11 @@ pub(in crate::ops::gemm) mod kernel {
                 }};
             }
             let mut p = 0;
-            while p + U <= k {
-                for s in 0..U {
-                    step!(p + s, s);
+            while p + group <= k {
+                for s in 0..group {
+                    step!(p + s, s % U);
                 }
-                p += U;
+                p += group;
             }
             while p < k {
                 step!(p, 0);
