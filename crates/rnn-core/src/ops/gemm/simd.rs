@@ -304,8 +304,9 @@ pub(in crate::ops::gemm) mod kernel {
         /// With `PACKED` the eight broadcasts of a step read one pointer at constant offsets and
         /// the steps go in groups of 4, so the loop advances two pointers per four steps; with
         /// strided rows it advances one pointer per row and step. Those integer additions share
-        /// the issue ports with the FMAs: on Intel cores with two 512-bit FMA ports they cost
-        /// about a tenth of the kernel's rate (benches/README.md, "The AVX-512 kernel's loop").
+        /// the issue ports with the FMAs: on Skylake-SP and Cascade Lake cores (two 512-bit FMA
+        /// ports, 4-wide rename) the strided loop cannot reach the FMA peak (benches/README.md,
+        /// "The AVX-512 kernel's loop on Intel cores").
         #[inline]
         #[target_feature(enable = "avx512f")]
         unsafe fn block<const M: usize, const U: usize, const PACKED: bool>(
