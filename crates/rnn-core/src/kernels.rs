@@ -105,9 +105,14 @@ pub fn with_kernel<R>(kernel: Kernel, f: impl FnOnce() -> R) -> candle_core::Res
 /// Runs `f` with every fused CPU recurrence this thread starts using the given [`UnitSplit`].
 pub use crate::ops::units::with_unit_split;
 /// Whether a fused CPU recurrence splits its hidden units across threads (batches too small to
-/// split by rows, such as batch-1 inference): `RNN_UNIT_SPLIT=auto|on|off`, or
-/// [`with_unit_split`].
+/// split by rows, such as batch-1 inference, and forward passes with a large `W_hh`):
+/// `RNN_UNIT_SPLIT=auto|on|off`, or [`with_unit_split`].
 pub use crate::ops::units::UnitSplit;
+/// The smallest `W_hh` in bytes whose forward [`UnitSplit::Auto`] splits by units at a batch
+/// that could be split by rows.
+pub use crate::ops::units::AUTO_MID_BATCH_MIN_BYTES as UNIT_SPLIT_MID_BATCH_MIN_BYTES;
+/// The fewest batch rows of such a split.
+pub use crate::ops::units::AUTO_MID_BATCH_MIN_ROWS as UNIT_SPLIT_MID_BATCH_MIN_ROWS;
 /// The smallest hidden size [`UnitSplit::Auto`] splits.
 pub use crate::ops::units::AUTO_MIN_HIDDEN as UNIT_SPLIT_MIN_HIDDEN;
 /// The smallest `seq_len * hidden²` [`UnitSplit::Auto`] splits.

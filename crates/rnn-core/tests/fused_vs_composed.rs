@@ -285,6 +285,68 @@ fn fused_equals_composed_with_the_hidden_units_split_across_threads() {
     }
 }
 
+/// Batches of 9 and 16 rows with the hidden units split across threads: each slice's rows of
+/// `W_hh` packed for the register-blocked kernels (partial blocks of rows and columns), f32 on
+/// every matrix kernel this CPU has, variable lengths, both directions, two layers; forward,
+/// final state and every gradient equal the composed twin.
+#[test]
+fn fused_equals_composed_with_the_units_split_at_larger_batches() {
+    for kernel in rnn_core::kernels::supported() {
+        for mode in Mode::ALL {
+            for (batch, lengths) in [(9, Some(vec![12, 3, 1, 7, 12, 2, 5, 8, 4])), (16, None)] {
+                let cfg = RnnConfig::new(mode, 24, 40)
+                    .with_num_layers(2)
+                    .with_bidirectional(true);
+                let case = Case {
+                    cfg,
+                    batch,
+                    seq_len: 12,
+                    lengths,
+                    with_state: true,
+                    train: false,
+                    dtype: DType::F32,
+                    seed: 29,
+                };
+                rnn_core::kernels::with_kernel(kernel, || {
+                    with_unit_split(UnitSplit::On, || assert_same(&case))
+                })
+                .unwrap()
+                .unwrap_or_else(|e| panic!("{kernel} kernel, {mode:?}, batch {batch}: {e}"));
+            }
+        }
+    }
+}
+
+/// Where `UnitSplit::Auto` splits a forward pass by units and leaves its backward to the batch
+/// path (16 rows, a `W_hh` over `UNIT_SPLIT_MID_BATCH_MIN_BYTES`, two threads): the two halves
+/// agree, every gradient equals the composed twin.
+#[test]
+fn fused_equals_composed_with_a_split_forward_and_a_batch_backward() {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    for (mode, hidden) in [(Mode::Lstm, 768), (Mode::Gru, 840)] {
+        let gates = if mode == Mode::Lstm { 4 } else { 3 };
+        assert!(
+            gates * hidden * hidden * 4 >= rnn_core::kernels::UNIT_SPLIT_MID_BATCH_MIN_BYTES,
+            "{mode:?}: W_hh too small to split"
+        );
+        let case = Case {
+            cfg: RnnConfig::new(mode, 8, hidden),
+            batch: rnn_core::kernels::UNIT_SPLIT_MID_BATCH_MIN_ROWS,
+            seq_len: 3,
+            lengths: Some(vec![3, 1, 2, 3, 3, 2, 1, 3, 3, 3, 2, 3, 1, 3, 3, 2]),
+            with_state: true,
+            train: false,
+            dtype: DType::F32,
+            seed: 31,
+        };
+        pool.install(|| with_unit_split(UnitSplit::Auto, || assert_same(&case)))
+            .unwrap_or_else(|e| panic!("{mode:?}: {e}"));
+    }
+}
+
 /// A batch large enough to be split across threads (chunks of at least 4 rows), with variable
 /// lengths and a projection: the chunked recurrence equals the composed one.
 #[test]

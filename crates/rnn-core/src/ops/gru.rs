@@ -43,7 +43,15 @@ pub(crate) fn forward<T: Float>(
 ) -> Option<GruSaved<T>> {
     let (hh, rows) = (p.hidden, p.rows());
     let g3 = 3 * hh;
-    let split = units::slices(p, false, m);
+    let split = units::slices(
+        p,
+        false,
+        m,
+        units::Pass {
+            gates: 3,
+            forward: true,
+        },
+    );
     let per_step = split.is_none() && per_step_projection::<T>(p.batch, p.input, g3);
     // The input side's bias with b_hh's r and z parts folded in: the recurrent r and z products
     // accumulate straight into the input pre-activations (only n keeps W_hn h + b_hn apart).

@@ -66,7 +66,15 @@ pub(crate) fn forward<T: Float>(
         (Some(b_ih), Some(b_hh)) => Some(b_ih.iter().zip(b_hh).map(|(a, b)| *a + *b).collect()),
         _ => None,
     };
-    let split = units::slices(p, w.w_hr.is_some(), m);
+    let split = units::slices(
+        p,
+        w.w_hr.is_some(),
+        m,
+        units::Pass {
+            gates: 4,
+            forward: true,
+        },
+    );
     let per_step = split.is_none() && per_step_projection::<T>(p.batch, p.input, g4);
     // Pre-activations of every step are kept only when the backward needs them or when the input
     // projection runs before the recurrence.
@@ -413,7 +421,15 @@ pub(crate) fn backward<T: Float>(
         dh0: Shared::new(&mut dh0),
         dc0: Shared::new(&mut dc0),
     };
-    if let Some(slices) = units::slices(p, proj, m) {
+    if let Some(slices) = units::slices(
+        p,
+        proj,
+        m,
+        units::Pass {
+            gates: 4,
+            forward: false,
+        },
+    ) {
         backward_split(p, w.w_hh, m, s, grad_out, &slices, &bufs);
     } else {
         let w_hh = PackedRhs::new(MatRef::row_major(w.w_hh, g4, pp), chunk_rows(p.batch));

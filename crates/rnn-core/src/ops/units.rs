@@ -2,16 +2,18 @@
 //! ([`super::batch`]): at batch 1 each step is a matrix-vector product with `W_hh`, and one
 //! thread leaves the other cores idle while it streams the whole matrix every step. Here each
 //! thread owns a slice of the hidden units: the rows of `W_hh` that feed its units' gates (read in
-//! place by the row-dot kernels), its units' cell state, and their gate math, which needs no
-//! other unit. Threads meet
-//! once per step, to read the whole new `h` (double-buffered, so one meeting per step
-//! suffices); [`run_steps`] is that meeting, a spin on two atomics instead of a fork-join.
+//! place by the row-dot kernels for a few rows, packed once per run from
+//! [`PACKED_SLICE_MIN_BATCH`] rows), its units' cell state, and their gate math, which needs no
+//! other unit. Threads meet once per step, to read the whole new `h` (double-buffered, so one
+//! meeting per step suffices); [`run_steps`] is that meeting, a spin on two atomics instead of a
+//! fork-join. With a large `W_hh` the split also pays at batches that could be split by rows,
+//! where every thread would stream all of `W_hh` each step and here streams its slice.
 //!
 //! Which runs are split: see [`slices`]. `RNN_UNIT_SPLIT=auto|on|off` (default `auto`), and
 //! [`with_unit_split`] for tests and comparisons.
 
 use super::batch::{batch_chunks, Shared};
-use super::gemm::RowsRhs;
+use super::gemm::{MatRef, PackedRhs, RowsRhs};
 use super::masks::KernelMasks;
 use super::math::Float;
 use super::problem::Problem;
@@ -22,10 +24,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 /// Whether a run splits its hidden units across threads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UnitSplit {
-    /// Split when the batch is too small to split, the host has several threads, the hidden
-    /// size is at least [`AUTO_MIN_HIDDEN`] and the sequence is long enough
-    /// ([`AUTO_MIN_WORK`]): below those the split's fixed cost (handing the loop to the pool)
-    /// and its per-step meeting cost more than it saves.
+    /// Split when the host has several threads, the hidden size is at least
+    /// [`AUTO_MIN_HIDDEN`] and the sequence is long enough ([`AUTO_MIN_WORK`]) -- below those
+    /// the split's fixed cost (handing the loop to the pool) and its per-step meeting cost more
+    /// than it saves -- and either the batch is too small to split by rows, or the pass is a
+    /// forward one with a large `W_hh` ([`AUTO_MID_BATCH_MIN_BYTES`]) and at least
+    /// [`AUTO_MID_BATCH_MIN_ROWS`] rows.
     Auto,
     /// Split every run the split path supports (tests: small shapes, even on one thread).
     On,
@@ -40,6 +44,18 @@ pub const AUTO_MIN_HIDDEN: usize = 128;
 /// (measured on a 2-core Zen 4, benches/README.md: at hidden 64 the split costs up to 1.3x, from
 /// 128 on it saves 10-40%, at 512 about half the step).
 pub const AUTO_MIN_WORK: usize = 1 << 17;
+
+/// Smallest `W_hh` in bytes that [`UnitSplit::Auto`] splits in a forward pass whose batch is
+/// large enough to split by rows (from [`AUTO_MID_BATCH_MIN_ROWS`] rows): there each thread
+/// streams all of `W_hh` every step, split by units half of it. Measured on a 2-core Zen 4
+/// (benches/README.md, "Mid-size batches"): from LSTM hidden 800 and GRU hidden 1024 on, the
+/// forward at batches 16-64 takes 10-25% less; at LSTM hidden 650 (6.8 MB), at batch 8 and in
+/// the LSTM backward the split saved nothing or cost.
+pub const AUTO_MID_BATCH_MIN_BYTES: usize = 8 << 20;
+
+/// Fewest batch rows of a forward split by units although its batch could be split by rows
+/// ([`AUTO_MID_BATCH_MIN_BYTES`]).
+pub const AUTO_MID_BATCH_MIN_ROWS: usize = 16;
 
 /// Slice boundaries are multiples of this when the hidden size allows, so that each slice's
 /// rows start on whole vector blocks.
@@ -77,6 +93,14 @@ pub fn with_unit_split<R>(split: UnitSplit, f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// Which pass of which cell asks [`slices`]: the number of gate blocks of `W_hh` (4 for the
+/// LSTM, 3 for the GRU) and whether it is the forward pass.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Pass {
+    pub gates: usize,
+    pub forward: bool,
+}
+
 /// The unit slices a run of `p` is split into (two or more), or `None` to run it by batch
 /// chunks. The split path covers the plain recurrence with recurrent dropout and variable
 /// lengths; a projection (`proj_size`) or zoneout keeps the batch path.
@@ -84,6 +108,7 @@ pub(crate) fn slices<T: Float>(
     p: &Problem,
     projected: bool,
     m: &KernelMasks<T>,
+    pass: Pass,
 ) -> Option<Vec<Range<usize>>> {
     if projected || m.zh.is_some() || m.zc.is_some() || p.hidden < 2 {
         return None;
@@ -93,10 +118,14 @@ pub(crate) fn slices<T: Float>(
         UnitSplit::Off => return None,
         UnitSplit::On => threads.max(2).min(p.hidden),
         UnitSplit::Auto => {
+            let w_hh_bytes = pass.gates * p.hidden * p.hidden * std::mem::size_of::<T>();
             if threads < 2
-                || batch_chunks(p.batch) > 1
                 || p.hidden < AUTO_MIN_HIDDEN
                 || p.seq_len * p.hidden * p.hidden < AUTO_MIN_WORK
+                || (batch_chunks(p.batch) > 1
+                    && (!pass.forward
+                        || w_hh_bytes < AUTO_MID_BATCH_MIN_BYTES
+                        || p.batch < AUTO_MID_BATCH_MIN_ROWS))
             {
                 return None;
             }
@@ -129,13 +158,68 @@ pub(crate) fn gate_rows(gates: usize, hidden: usize, units: &Range<usize>) -> Ve
         .collect()
 }
 
+/// Batch rows from which a slice's rows of `W_hh` are gathered and packed once per run for the
+/// register-blocked kernels ([`SliceRhs::Packed`]) instead of read in place by the row-dot ones:
+/// one full register block of rows (8 with AVX-512, 6 with AVX2). Below it every element of
+/// `W_hh` is used once or twice per step, and the packed copy costs about what it saves.
+pub(crate) const PACKED_SLICE_MIN_BATCH: usize = 8;
+
+/// The right-hand side `W_sliceᵀ` of a slice's per-step product `h · W_sliceᵀ`, where
+/// `W_slice` is the rows of `W_hh` that feed the slice's gates.
+pub(crate) enum SliceRhs<'a, T: Float> {
+    /// Read in place by the row-dot kernels (a few batch rows).
+    Rows(RowsRhs<'a, T>),
+    /// Gathered and packed once per run for the register-blocked kernels (from
+    /// [`PACKED_SLICE_MIN_BATCH`] rows): `k` is `W_hh`'s width.
+    Packed { w: PackedRhs<T>, k: usize },
+}
+
+impl<'a, T: Float> SliceRhs<'a, T> {
+    /// The rows `blocks` of `w_hh` (`k` wide) for products of `rows` batch rows.
+    pub fn new(w_hh: &'a [T], k: usize, blocks: Vec<Range<usize>>, rows: usize) -> Self {
+        if rows < PACKED_SLICE_MIN_BATCH {
+            return Self::Rows(RowsRhs::new(w_hh, k, blocks, rows));
+        }
+        let mut gathered = Vec::with_capacity(blocks.iter().map(|b| b.len()).sum::<usize>() * k);
+        for b in &blocks {
+            gathered.extend_from_slice(&w_hh[b.start * k..b.end * k]);
+        }
+        let n = gathered.len() / k;
+        Self::Packed {
+            w: PackedRhs::new(MatRef::row_major(&gathered, n, k).t(), rows),
+            k,
+        }
+    }
+
+    /// `dst (m, n) [+]= a (m, k) · W_sliceᵀ`, row `i` of `dst` at `dst[i * dst_rs..]`; `a` is
+    /// `m` rows of `k` contiguous values, `a_rs` apart. Single-threaded.
+    pub fn matmul(
+        &self,
+        dst: &mut [T],
+        dst_rs: usize,
+        accumulate: bool,
+        (a, m, a_rs): (&[T], usize, usize),
+    ) {
+        match self {
+            Self::Rows(w) => w.matmul(dst, dst_rs, accumulate, (a, m, a_rs)),
+            Self::Packed { w, k } => w.matmul(
+                dst,
+                0,
+                dst_rs,
+                accumulate,
+                MatRef::strided(a, 0, m, *k, a_rs, 1),
+            ),
+        }
+    }
+}
+
 /// What every unit slice of a split forward holds: its units, the rows of `W_hh` feeding their
-/// `gates` gate blocks (read in place), this step's pre-activations of those gates
+/// `gates` gate blocks ([`SliceRhs`]), this step's pre-activations of those gates
 /// (`(batch, gates * units)`), and `h` as it enters `W_hh` under recurrent dropout
 /// (`(batch, hidden)`; empty without it).
 pub(crate) struct GateSlice<'a, T: Float> {
     pub units: Range<usize>,
-    pub w: RowsRhs<'a, T>,
+    pub w: SliceRhs<'a, T>,
     pub g: Vec<T>,
     pub h_rec: Vec<T>,
 }
@@ -153,7 +237,7 @@ impl<'a, T: Float> GateSlice<'a, T> {
         let (bb, hh) = (p.batch, p.hidden);
         Self {
             units: units.clone(),
-            w: RowsRhs::new(w_hh, hh, gate_rows(gates, hh, units), bb),
+            w: SliceRhs::new(w_hh, hh, gate_rows(gates, hh, units), bb),
             g: vec![T::zero(); bb * gates * units.len()],
             h_rec: vec![T::zero(); if m.rec.is_some() { bb * hh } else { 0 }],
         }
@@ -296,6 +380,12 @@ pub(crate) fn run_steps<S: Send>(
 mod tests {
     use super::*;
 
+    /// An LSTM forward pass.
+    const FWD: Pass = Pass {
+        gates: 4,
+        forward: true,
+    };
+
     fn problem(batch: usize, hidden: usize) -> Problem {
         Problem {
             seq_len: 3,
@@ -314,7 +404,7 @@ mod tests {
     fn slices_cover_every_unit_once_in_order() {
         for hidden in [2, 3, 7, 16, 33, 650, 1024] {
             let s = with_unit_split(UnitSplit::On, || {
-                slices::<f32>(&problem(1, hidden), false, &KernelMasks::none())
+                slices::<f32>(&problem(1, hidden), false, &KernelMasks::none(), FWD)
             })
             .expect("forced on");
             assert!(s.len() >= 2, "hidden {hidden}: {s:?}");
@@ -331,21 +421,29 @@ mod tests {
     fn off_projection_and_zoneout_keep_the_batch_path() {
         let p = problem(1, 512);
         let none = KernelMasks::<f32>::none();
-        assert!(with_unit_split(UnitSplit::Off, || slices(&p, false, &none)).is_none());
-        assert!(with_unit_split(UnitSplit::On, || slices(&p, true, &none)).is_none());
+        assert!(with_unit_split(UnitSplit::Off, || slices(&p, false, &none, FWD)).is_none());
+        assert!(with_unit_split(UnitSplit::On, || slices(&p, true, &none, FWD)).is_none());
         let z = [0.5f32];
         let zoned = KernelMasks {
             zh: Some(&z[..]),
             ..none
         };
-        assert!(with_unit_split(UnitSplit::On, || slices(&p, false, &zoned)).is_none());
+        assert!(with_unit_split(UnitSplit::On, || slices(&p, false, &zoned, FWD)).is_none());
         // Auto leaves small hidden sizes and splittable batches to the batch path.
-        assert!(
-            with_unit_split(UnitSplit::Auto, || slices(&problem(1, 64), false, &none)).is_none()
-        );
-        assert!(
-            with_unit_split(UnitSplit::Auto, || slices(&problem(64, 512), false, &none)).is_none()
-        );
+        assert!(with_unit_split(UnitSplit::Auto, || slices(
+            &problem(1, 64),
+            false,
+            &none,
+            FWD
+        ))
+        .is_none());
+        assert!(with_unit_split(UnitSplit::Auto, || slices(
+            &problem(64, 512),
+            false,
+            &none,
+            FWD
+        ))
+        .is_none());
     }
 
     /// Every part runs every step once, in step order, whatever thread claims it.
@@ -421,7 +519,7 @@ mod tests {
                 seq_len,
                 ..problem(batch, hidden)
             };
-            pool.install(|| with_unit_split(UnitSplit::Auto, || slices(&p, false, &none)))
+            pool.install(|| with_unit_split(UnitSplit::Auto, || slices(&p, false, &none, FWD)))
         };
         assert_eq!(auto(1, 35, 512), Some(vec![0..256, 256..512]));
         assert_eq!(auto(3, 200, 650).map(|s| s.len()), Some(2));
@@ -429,6 +527,52 @@ mod tests {
         assert_eq!(auto(1, 200, 64), None, "hidden 64 is too small");
         assert_eq!(auto(1, 5, 128), None, "5 steps at hidden 128 are too short");
         assert_eq!(auto(8, 200, 512), None, "a batch of 8 splits by rows");
+    }
+
+    /// Batches that could be split by rows are split by units only in the forward pass, from
+    /// 16 rows, with a `W_hh` of at least 8 MiB.
+    #[test]
+    fn auto_splits_mid_size_batches_only_forward_with_a_large_w_hh() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        fn auto<T: Float>(
+            pool: &rayon::ThreadPool,
+            batch: usize,
+            hidden: usize,
+            pass: Pass,
+        ) -> bool {
+            let p = Problem {
+                seq_len: 35,
+                ..problem(batch, hidden)
+            };
+            let none = KernelMasks::<T>::none();
+            pool.install(|| with_unit_split(UnitSplit::Auto, || slices(&p, false, &none, pass)))
+                .is_some()
+        }
+        let lstm = |forward| Pass { gates: 4, forward };
+        let gru = Pass {
+            gates: 3,
+            forward: true,
+        };
+        assert!(auto::<f32>(&pool, 32, 1024, lstm(true)));
+        assert!(auto::<f32>(&pool, 16, 1024, lstm(true)));
+        assert!(!auto::<f32>(&pool, 32, 1024, lstm(false)), "backward");
+        assert!(!auto::<f32>(&pool, 8, 1024, lstm(true)), "8 rows");
+        assert!(auto::<f32>(&pool, 64, 800, lstm(true)), "10 MB");
+        assert!(auto::<f32>(&pool, 16, 768, lstm(true)), "9.4 MB");
+        assert!(auto::<f32>(&pool, 16, 840, gru), "8.5 MB");
+        assert!(!auto::<f32>(&pool, 64, 650, lstm(true)), "6.8 MB");
+        assert!(auto::<f64>(&pool, 64, 650, lstm(true)), "13.5 MB in f64");
+        assert!(auto::<f32>(&pool, 32, 1024, gru), "12.6 MB");
+        assert!(!auto::<f32>(&pool, 32, 800, gru), "7.7 MB");
+        // Off the pool's two threads (a one-thread pool) nothing splits.
+        let one = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        assert!(!auto::<f32>(&one, 32, 1024, lstm(true)));
     }
 
     #[test]
