@@ -47,10 +47,9 @@ pub const AUTO_MIN_WORK: usize = 1 << 17;
 
 /// Smallest `W_hh` in bytes that [`UnitSplit::Auto`] splits in a forward pass whose batch is
 /// large enough to split by rows (from [`AUTO_MID_BATCH_MIN_ROWS`] rows): there each thread
-/// streams all of `W_hh` every step, split by units half of it. Measured on a 2-core Zen 4
-/// (benches/README.md, "Mid-size batches"): from LSTM hidden 800 and GRU hidden 1024 on, the
-/// forward at batches 16-64 takes 10-25% less; at LSTM hidden 650 (6.8 MB), at batch 8 and in
-/// the LSTM backward the split saved nothing or cost.
+/// streams all of `W_hh` every step, split by units its slice. Below this size, below that many
+/// rows and in the LSTM backward the split measured no faster (benches/README.md, "Mid-size
+/// batches with a large `W_hh`").
 pub const AUTO_MID_BATCH_MIN_BYTES: usize = 8 << 20;
 
 /// Fewest batch rows of a forward split by units although its batch could be split by rows
