@@ -220,9 +220,23 @@ pub(super) fn pack_panels(dst: &mut [f32], nr: usize, b: MatRef<f32>) {
     }
 }
 
+/// Steps of `k` per block of [`interleave`]: one 64-byte cache line of f32 per run.
+const INTERLEAVE_BLOCK: usize = 16;
+
+/// Strides (in f32) at which [`interleave`]'s runs share L1 sets: 2 KiB.
+const ALIASING_STRIDE: usize = 512;
+
 /// `dst[p * N + j] = src[start + j * stride + p]` for `p < k` and `j < cols`, zero for
 /// `cols <= j < N`: `cols` contiguous runs of `k` floats interleaved (a transpose). With `N` a
-/// constant the runs' positions stay in registers and the loop has no bounds checks.
+/// constant the runs' positions stay in registers.
+///
+/// Reading one value of every run per step keeps `N` lines of the runs live at once; when the
+/// runs lie a multiple of 2 KiB apart (hidden 512, 1024, 2048) those lines fall into one or two
+/// L1 sets and, from 16 runs (the weights' panels), evict each other on every step. There the
+/// runs go in blocks of [`INTERLEAVE_BLOCK`] steps instead: each run's next cache line is read
+/// once and spread over the block's rows of `dst`, which stay in L1. Elsewhere one value of
+/// every run per step, each row of `dst` one store, measured faster (benches/README.md,
+/// "Packing a transposed `W_hh`").
 pub(super) fn interleave<const N: usize>(
     dst: &mut [f32],
     src: &[f32],
@@ -231,6 +245,24 @@ pub(super) fn interleave<const N: usize>(
     cols: usize,
     k: usize,
 ) {
+    if N >= 16 && stride.is_multiple_of(ALIASING_STRIDE) {
+        for (b, block) in dst[..k * N].chunks_mut(INTERLEAVE_BLOCK * N).enumerate() {
+            let (p0, steps) = (b * INTERLEAVE_BLOCK, block.len() / N);
+            for j in 0..N {
+                if j < cols {
+                    let run = &src[start + j * stride + p0..][..steps];
+                    for (row, v) in block.chunks_exact_mut(N).zip(run) {
+                        row[j] = *v;
+                    }
+                } else {
+                    for row in block.chunks_exact_mut(N) {
+                        row[j] = 0.0;
+                    }
+                }
+            }
+        }
+        return;
+    }
     if cols < N {
         // A remainder block (e.g. the last 4 rows of a 16-row batch chunk in 6-row blocks).
         let runs: [&[f32]; N] = std::array::from_fn(|j| {

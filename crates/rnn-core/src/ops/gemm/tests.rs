@@ -252,12 +252,25 @@ fn small_m_axpy_path_matches() {
 /// the last column, for every panel width the kernels use and a run-time one.
 #[test]
 fn panels_hold_every_element_and_zero_padding() {
-    for &(k, n) in &[(1, 1), (3, 5), (7, 16), (9, 33), (130, 70), (5, 6)] {
-        let src: Vec<f32> = (0..3 * k * n + 7).map(|i| i as f32 + 0.5).collect();
-        // Row-major, column-major (a transpose) and fully strided views, all at an offset.
+    for &(k, n) in &[
+        (1, 1),
+        (3, 5),
+        (7, 16),
+        (9, 33),
+        (130, 70),
+        (5, 6),
+        (48, 64),
+        (40, 20),
+    ] {
+        let src: Vec<f32> = (0..(3 * k + 1024) * n + 7)
+            .map(|i| i as f32 + 0.5)
+            .collect();
+        // Row-major, column-major (a transpose; also with columns 4 KiB apart, as a transposed
+        // `W_hh` at hidden 1024) and fully strided views, all at an offset.
         let views = [
             MatRef::strided(&src, 3, k, n, n, 1),
             MatRef::strided(&src, 5, k, n, 1, k + 1),
+            MatRef::strided(&src, 6, k, n, 1, 1024),
             MatRef::strided(&src, 2, k, n, 2 * n, 2),
         ];
         for b in views {
