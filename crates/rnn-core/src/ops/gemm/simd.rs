@@ -240,44 +240,52 @@ pub(in crate::ops::gemm) mod kernel {
         }
     }
 
+    /// A kernel module's `run` and `run_packed` on its `dispatch` (register blocks by row
+    /// count), `NR` and `MR`, compiled for `$feature`: `run` takes the micro-panel strides as
+    /// constants when `a` is packed (`a_rs = 1`, `a_cs = MR`), as run-time values otherwise.
+    macro_rules! kernel_entries {
+        ($feature:literal) => {
+            #[target_feature(enable = $feature)]
+            pub unsafe fn run(
+                dims: (usize, usize, usize),
+                a: (*const f32, usize, usize, usize),
+                panels: &[f32],
+                c: (*mut f32, usize),
+                accumulate: bool,
+            ) {
+                if a.1 == 1 && a.2 == MR {
+                    drive::<NR, MR>(dims, a, panels, c, accumulate, |rows, args| {
+                        dispatch::<true>(rows, args)
+                    });
+                } else {
+                    drive::<NR, MR>(dims, a, panels, c, accumulate, |rows, args| {
+                        dispatch::<false>(rows, args)
+                    });
+                }
+            }
+
+            #[target_feature(enable = $feature)]
+            pub unsafe fn run_packed(
+                dims: (usize, usize, usize),
+                a: *const f32,
+                panels: &[f32],
+                k: usize,
+                c: (*mut f32, usize),
+                accumulate: bool,
+            ) {
+                drive_packed::<NR, MR>(dims, a, panels, k, c, accumulate, |rows, args| {
+                    dispatch::<true>(rows, args)
+                });
+            }
+        };
+    }
+
     mod avx512 {
         use super::*;
         const NR: usize = 32;
         const MR: usize = 8;
 
-        #[target_feature(enable = "avx512f")]
-        pub unsafe fn run(
-            dims: (usize, usize, usize),
-            a: (*const f32, usize, usize, usize),
-            panels: &[f32],
-            c: (*mut f32, usize),
-            accumulate: bool,
-        ) {
-            if a.1 == 1 && a.2 == MR {
-                // `a` in micro-panels: the strides are constants of the block.
-                drive::<NR, MR>(dims, a, panels, c, accumulate, |rows, args| {
-                    dispatch::<true>(rows, args)
-                });
-            } else {
-                drive::<NR, MR>(dims, a, panels, c, accumulate, |rows, args| {
-                    dispatch::<false>(rows, args)
-                });
-            }
-        }
-
-        #[target_feature(enable = "avx512f")]
-        pub unsafe fn run_packed(
-            dims: (usize, usize, usize),
-            a: *const f32,
-            panels: &[f32],
-            k: usize,
-            c: (*mut f32, usize),
-            accumulate: bool,
-        ) {
-            drive_packed::<NR, MR>(dims, a, panels, k, c, accumulate, |rows, args| {
-                dispatch::<true>(rows, args)
-            });
-        }
+        kernel_entries!("avx512f");
 
         /// The register block for `rows` rows. Blocks of 1-3 rows keep 4, 2 or 2 sets of
         /// accumulators (steps of k alternate between them), so that at least 8 independent FMA
@@ -376,39 +384,7 @@ pub(in crate::ops::gemm) mod kernel {
         const NR: usize = 16;
         const MR: usize = 6;
 
-        #[target_feature(enable = "avx2,fma")]
-        pub unsafe fn run(
-            dims: (usize, usize, usize),
-            a: (*const f32, usize, usize, usize),
-            panels: &[f32],
-            c: (*mut f32, usize),
-            accumulate: bool,
-        ) {
-            if a.1 == 1 && a.2 == MR {
-                // `a` in micro-panels: the strides are constants of the block.
-                drive::<NR, MR>(dims, a, panels, c, accumulate, |rows, args| {
-                    dispatch::<true>(rows, args)
-                });
-            } else {
-                drive::<NR, MR>(dims, a, panels, c, accumulate, |rows, args| {
-                    dispatch::<false>(rows, args)
-                });
-            }
-        }
-
-        #[target_feature(enable = "avx2,fma")]
-        pub unsafe fn run_packed(
-            dims: (usize, usize, usize),
-            a: *const f32,
-            panels: &[f32],
-            k: usize,
-            c: (*mut f32, usize),
-            accumulate: bool,
-        ) {
-            drive_packed::<NR, MR>(dims, a, panels, k, c, accumulate, |rows, args| {
-                dispatch::<true>(rows, args)
-            });
-        }
+        kernel_entries!("avx2,fma");
 
         /// The register block for `rows` rows. Blocks of 1-3 rows keep 4, 2 or 2 sets of
         /// accumulators (steps of k alternate between them) so that at least 8 independent FMA
