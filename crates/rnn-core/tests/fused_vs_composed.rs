@@ -254,14 +254,21 @@ fn fused_equals_composed_on_a_larger_f32_case() {
     }
 }
 
-/// Batch-1 and batch-3 runs with the hidden units split across threads (as batch-1 inference
-/// runs at large hidden sizes), in f32 on every matrix kernel this CPU has, with variable lengths
-/// and both directions: equal to the composed twin.
+/// Runs with the hidden units split across threads, in f32 on every matrix kernel this CPU has,
+/// with variable lengths, both directions, two layers: batches of 1 and 3 (as batch-1 inference
+/// runs at large hidden sizes; `W_hh`'s rows read in place) and of 9 and 16 (each slice's rows
+/// packed for the register-blocked kernels, partial blocks of rows and columns); forward, final
+/// state and every gradient equal the composed twin.
 #[test]
 fn fused_equals_composed_with_the_hidden_units_split_across_threads() {
     for kernel in rnn_core::kernels::supported() {
         for mode in Mode::ALL {
-            for (batch, lengths) in [(1, None), (3, Some(vec![30, 9, 1]))] {
+            for (batch, lengths) in [
+                (1, None),
+                (3, Some(vec![30, 9, 1])),
+                (9, Some(vec![30, 3, 1, 7, 30, 2, 5, 8, 4])),
+                (16, None),
+            ] {
                 let cfg = RnnConfig::new(mode, 24, 40)
                     .with_num_layers(2)
                     .with_bidirectional(true);
@@ -274,38 +281,6 @@ fn fused_equals_composed_with_the_hidden_units_split_across_threads() {
                     train: false,
                     dtype: DType::F32,
                     seed: 5,
-                };
-                rnn_core::kernels::with_kernel(kernel, || {
-                    with_unit_split(UnitSplit::On, || assert_same(&case))
-                })
-                .unwrap()
-                .unwrap_or_else(|e| panic!("{kernel} kernel, {mode:?}, batch {batch}: {e}"));
-            }
-        }
-    }
-}
-
-/// Batches of 9 and 16 rows with the hidden units split across threads: each slice's rows of
-/// `W_hh` packed for the register-blocked kernels (partial blocks of rows and columns), f32 on
-/// every matrix kernel this CPU has, variable lengths, both directions, two layers; forward,
-/// final state and every gradient equal the composed twin.
-#[test]
-fn fused_equals_composed_with_the_units_split_at_larger_batches() {
-    for kernel in rnn_core::kernels::supported() {
-        for mode in Mode::ALL {
-            for (batch, lengths) in [(9, Some(vec![12, 3, 1, 7, 12, 2, 5, 8, 4])), (16, None)] {
-                let cfg = RnnConfig::new(mode, 24, 40)
-                    .with_num_layers(2)
-                    .with_bidirectional(true);
-                let case = Case {
-                    cfg,
-                    batch,
-                    seq_len: 12,
-                    lengths,
-                    with_state: true,
-                    train: false,
-                    dtype: DType::F32,
-                    seed: 29,
                 };
                 rnn_core::kernels::with_kernel(kernel, || {
                     with_unit_split(UnitSplit::On, || assert_same(&case))
