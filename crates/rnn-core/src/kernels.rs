@@ -9,7 +9,9 @@
 //! every kernel the CPU runs on a synthetic product of the class, a few milliseconds at the
 //! class's first use. The choice is kept for the process ([`choices`]) and, when
 //! [`set_cache_file`] names a file (the `rnn` binary uses [`default_cache_file`] unless
-//! `RNN_KERNEL_CACHE=off`), on disk for later processes on the same CPU model.
+//! `RNN_KERNEL_CACHE=off`), on disk for later processes on the same CPU model. Processes that
+//! share the file agree on every class, also when they measure one at the same time: the first
+//! to store it wins and the others take its choice.
 //!
 //! Environment:
 //! - `RNN_KERNEL=auto|avx512|avx2|portable`: `auto` (the default) measures; a kernel name pins

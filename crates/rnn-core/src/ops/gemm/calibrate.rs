@@ -11,6 +11,8 @@
 //! Kernels differ in the order of their float additions, so a measured choice may differ between
 //! two processes and with it the low bits of the results: exact resumption needs the same choice
 //! in both, which the cache file (same host) or `RNN_KERNEL` (any host that runs the kernel) give.
+//! Processes sharing the file agree even when they measure a class at the same time: the first
+//! to store it wins and the others take its choice ([`settle`]).
 
 use super::blocked::blocked_f32;
 use super::matref::MatRef;
@@ -267,7 +269,8 @@ fn lock() -> std::sync::MutexGuard<'static, Table> {
 /// The kernel for `class`: forced on this thread, else pinned by the environment, else the
 /// one measured (or read from the cache file) for the class. The measurement runs on the
 /// calling thread without holding the table (it may use rayon, whose workers may ask for other
-/// classes); two threads measuring one class at once keep the first result stored.
+/// classes); two threads measuring one class at once keep the first result stored, and so do
+/// two processes sharing the cache file ([`settle`]).
 pub(crate) fn kernel_for(class: Class) -> KernelIsa {
     if let Some(isa) = FORCED.get() {
         return isa;
@@ -291,16 +294,64 @@ pub(crate) fn kernel_for(class: Class) -> KernelIsa {
     }
     let measured = measure(class);
     let mut table = lock();
-    let entry = table.entries.entry(class).or_insert(Entry {
-        isa: measured,
-        uses: 0,
-    });
+    let isa = match table.entries.get(&class) {
+        // Another thread of this process stored the class while this one measured.
+        Some(e) => e.isa,
+        None => match table.file.clone() {
+            Some(file) => settle(&file, class, measured, &table.entries),
+            None => measured,
+        },
+    };
+    let entry = table.entries.entry(class).or_insert(Entry { isa, uses: 0 });
     entry.uses += 1;
-    let isa = entry.isa;
-    if let Some(file) = table.file.clone() {
-        save(&file, &table.entries);
+    entry.isa
+}
+
+/// The kernel for `class` that every process sharing `file` uses: the one the file holds if
+/// another process stored the class since this one read it, else `measured`, which is then
+/// written to the file with the file's other choices and this process's (`entries`) for classes
+/// the file lacks. Done under an exclusive lock on `<file>.lock`, so that of two processes that
+/// measured the same class at once the first to write wins and the other takes its choice: two
+/// runs started together on a fresh host (ranks of one job, a run and its resumption) then
+/// compute with the same kernels. Without the lock (an unwritable place) the file is read and
+/// written as it is, and errors are ignored.
+pub(super) fn settle(
+    file: &Path,
+    class: Class,
+    measured: KernelIsa,
+    entries: &HashMap<Class, Entry>,
+) -> KernelIsa {
+    if let Some(dir) = file.parent() {
+        let _ = std::fs::create_dir_all(dir);
     }
-    isa
+    let lock_file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(file.with_extension("json.lock"))
+        .ok()
+        .filter(|f| f.lock().is_ok());
+    let on_disk = load(file);
+    if let Some(&(_, isa)) = on_disk.iter().find(|(c, _)| *c == class) {
+        return isa;
+    }
+    let mut merged: HashMap<Class, Entry> = on_disk
+        .into_iter()
+        .map(|(c, isa)| (c, Entry { isa, uses: 0 }))
+        .collect();
+    for (c, e) in entries {
+        merged.entry(*c).or_insert(*e);
+    }
+    merged.insert(
+        class,
+        Entry {
+            isa: measured,
+            uses: 0,
+        },
+    );
+    save(file, &merged);
+    drop(lock_file);
+    measured
 }
 
 /// Every class chosen so far in this process, ordered by class.

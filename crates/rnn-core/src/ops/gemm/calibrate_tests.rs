@@ -188,3 +188,85 @@ fn the_cache_file_round_trips_and_a_bad_one_is_ignored() {
     std::fs::write(dir.path().join("file"), "x").unwrap();
     calibrate::save(&dir.path().join("file").join("kernels.json"), &entries);
 }
+
+/// Two processes that measured one class at once: the one that settles second takes the
+/// first one's choice, and neither wipes out the classes the other stored.
+#[test]
+fn the_first_process_to_store_a_class_wins_and_others_keep_their_choices() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rnn").join("kernels.json");
+    let isas = KernelIsa::supported();
+    let (first, second) = (isas[0], isas[isas.len() - 1]);
+    let shared = Class::packed(8, 64, 128);
+    let only_a = Class::packed(32, 256, 512);
+    let only_b = Class::Blocked;
+    let a: HashMap<Class, Entry> = [(
+        only_a,
+        Entry {
+            isa: second,
+            uses: 2,
+        },
+    )]
+    .into();
+    let b: HashMap<Class, Entry> = [(
+        only_b,
+        Entry {
+            isa: first,
+            uses: 1,
+        },
+    )]
+    .into();
+    // Process a stores its measurement of `shared`, with its own `only_a`.
+    assert_eq!(calibrate::settle(&path, shared, first, &a), first);
+    // Process b measured `shared` too, differently: it takes a's choice and writes nothing.
+    assert_eq!(calibrate::settle(&path, shared, second, &b), first);
+    // Process b's next new class keeps a's classes in the file.
+    let other = Class::rowdot(1, 64, 128);
+    assert_eq!(calibrate::settle(&path, other, second, &b), second);
+    let mut on_disk = calibrate::load(&path);
+    on_disk.sort();
+    let mut want = vec![
+        (shared, first),
+        (only_a, second),
+        (only_b, first),
+        (other, second),
+    ];
+    want.sort();
+    assert_eq!(on_disk, want);
+    // An unwritable place: the measured choice, and no panic.
+    std::fs::write(dir.path().join("file"), "x").unwrap();
+    let nowhere = dir.path().join("file").join("kernels.json");
+    assert_eq!(calibrate::settle(&nowhere, shared, second, &a), second);
+}
+
+/// Processes racing on one cache file all end up with one choice per class.
+#[test]
+fn threads_settling_one_class_at_once_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kernels.json");
+    let isas = KernelIsa::supported();
+    for round in 0..8 {
+        let rows = [1, 8, 32, 128][round % 4];
+        let class = if round < 4 {
+            Class::packed(rows, 64, 128)
+        } else {
+            Class::rowdot(rows, 64, 128)
+        };
+        let chosen: Vec<KernelIsa> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4)
+                .map(|t| {
+                    let path = &path;
+                    let isa = isas[t % isas.len()];
+                    s.spawn(move || calibrate::settle(path, class, isa, &HashMap::new()))
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(
+            chosen.iter().all(|&c| c == chosen[0]),
+            "{round}: {chosen:?}"
+        );
+        assert!(calibrate::load(&path).contains(&(class, chosen[0])));
+    }
+    assert_eq!(calibrate::load(&path).len(), 8);
+}
