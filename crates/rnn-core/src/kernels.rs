@@ -104,6 +104,21 @@ pub fn with_kernel<R>(kernel: Kernel, f: impl FnOnce() -> R) -> candle_core::Res
     Ok(calibrate::with_forced(kernel, f))
 }
 
+/// Runs `f` with every bidirectional layer this thread runs on the fused CPU op using the given
+/// [`DirectionSplit`].
+pub use crate::ops::directions::with_direction_split;
+/// Whether the two directions of a bidirectional layer run side by side on the CPU, each on its
+/// share of the threads (small batches and hidden sizes): `RNN_DIRECTION_SPLIT=auto|on|off`, or
+/// [`with_direction_split`].
+pub use crate::ops::directions::DirectionSplit;
+/// The smallest `W_hh` in bytes whose units split keeps the directions one after the other in
+/// inference ([`DirectionSplit::Auto`]).
+pub use crate::ops::directions::AUTO_KEEP_UNITS_BYTES_INFER as DIRECTION_SPLIT_KEEP_UNITS_BYTES_INFER;
+/// The same in training.
+pub use crate::ops::directions::AUTO_KEEP_UNITS_BYTES_TRAIN as DIRECTION_SPLIT_KEEP_UNITS_BYTES_TRAIN;
+/// The most batch rows per thread whose bidirectional layer [`DirectionSplit::Auto`] runs side
+/// by side.
+pub use crate::ops::directions::AUTO_MAX_ROWS_PER_THREAD as DIRECTION_SPLIT_MAX_ROWS_PER_THREAD;
 /// Runs `f` with every fused CPU recurrence this thread starts using the given [`UnitSplit`].
 pub use crate::ops::units::with_unit_split;
 /// Whether a fused CPU recurrence splits its hidden units across threads (batches too small to

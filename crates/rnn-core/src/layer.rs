@@ -521,24 +521,49 @@ impl Rnn {
                 input = ops::sequence_mask::mask_sequence(&input, m, layout_batch_first)?;
             }
             let mut outputs = Vec::with_capacity(dirs);
+            let mut inits = Vec::with_capacity(dirs);
+            let mut cells = Vec::with_capacity(dirs);
+            let mut regs = Vec::with_capacity(dirs);
             for direction in 0..dirs {
                 let idx = layer * dirs + direction;
-                let init = self.initial_state(state, idx, prepared.batch, &input)?;
-                let cell = regularize::drop_weights(
+                inits.push(self.initial_state(state, idx, prepared.batch, &input)?);
+                cells.push(regularize::drop_weights(
                     &self.cells[idx],
                     masks.and_then(|m| m.weight_hh[idx].as_ref()),
-                )?;
-                let (ys, fin) = ops::fused_direction(
-                    &cell,
+                )?);
+                regs.push(masks.map(|m| m.state(idx)).unwrap_or_default());
+            }
+            let both = if dirs == 2 {
+                ops::fused_directions(
+                    [&cells[0], &cells[1]],
                     &input,
                     layout_batch_first,
-                    &init,
+                    [&inits[0], &inits[1]],
                     lengths,
-                    direction == 1,
-                    &masks.map(|m| m.state(idx)).unwrap_or_default(),
-                )?;
-                outputs.push(ys);
-                finals.push(fin);
+                    [&regs[0], &regs[1]],
+                )?
+            } else {
+                None
+            };
+            if let Some(both) = both {
+                for (ys, fin) in both {
+                    outputs.push(ys);
+                    finals.push(fin);
+                }
+            } else {
+                for direction in 0..dirs {
+                    let (ys, fin) = ops::fused_direction(
+                        &cells[direction],
+                        &input,
+                        layout_batch_first,
+                        &inits[direction],
+                        lengths,
+                        direction == 1,
+                        &regs[direction],
+                    )?;
+                    outputs.push(ys);
+                    finals.push(fin);
+                }
             }
             let mut layer_out = if dirs == 1 {
                 outputs.remove(0)

@@ -13,7 +13,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{Init, VarMap};
 use proptest::prelude::*;
 use rnn_core::init::seeded_var_builder;
-use rnn_core::kernels::{with_unit_split, UnitSplit};
+use rnn_core::kernels::{with_direction_split, with_unit_split, DirectionSplit, UnitSplit};
 use rnn_core::{Implementation, Mode, Rnn, RnnConfig, RnnState};
 
 struct Case {
@@ -212,6 +212,7 @@ proptest! {
         dropout in prop::sample::select(vec![0.0, 0.3]),
         f32_dtype in any::<bool>(),
         split_units in any::<bool>(),
+        side_by_side in any::<bool>(),
         seed in 0u64..10_000,
     ) {
         let proj = if mode == Mode::Lstm && proj < hidden { proj } else { 0 };
@@ -227,9 +228,71 @@ proptest! {
             .with_dropout(dropout);
         let dtype = if f32_dtype { DType::F32 } else { DType::F64 };
         let case = Case { cfg, batch, seq_len, lengths, with_state, train: dropout > 0.0, dtype, seed };
-        // Half the cases split the hidden units across threads wherever the fused op can.
+        // Half the cases split the hidden units across threads wherever the fused op can, and
+        // half run the directions of bidirectional layers side by side (one op for both).
         let split = if split_units { UnitSplit::On } else { UnitSplit::Off };
-        with_unit_split(split, || assert_same(&case))?;
+        let directions = if side_by_side { DirectionSplit::On } else { DirectionSplit::Off };
+        with_direction_split(directions, || with_unit_split(split, || assert_same(&case)))?;
+    }
+}
+
+/// The two directions of a bidirectional layer run side by side (one op for both, each
+/// direction on one thread of a two-thread pool) compute bit for bit what they compute one
+/// after the other on one thread: outputs, final states, the untracked forward and every
+/// gradient, for each cell, with a projection, variable lengths, a given initial state and
+/// recurrent dropout between layers. (The input's gradient adds the two directions' parts in
+/// either order, which gives the same bits.)
+#[test]
+fn bidirectional_layers_side_by_side_equal_one_direction_after_the_other() {
+    let pool = |n| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .unwrap()
+    };
+    let (one, two) = (pool(1), pool(2));
+    for mode in Mode::ALL {
+        for (batch, hidden, proj, lengths, layers, dropout) in [
+            (1, 24, 0, None, 1, 0.0),
+            (5, 16, 5, Some(vec![7, 3, 9, 1, 9]), 2, 0.25),
+            (12, 40, 0, None, 2, 0.0),
+        ] {
+            let proj = if mode == Mode::Lstm { proj } else { 0 };
+            let cfg = RnnConfig::new(mode, 6, hidden)
+                .with_num_layers(layers)
+                .with_bidirectional(true)
+                .with_proj_size(proj)
+                .with_dropout(dropout);
+            let case = Case {
+                cfg,
+                batch,
+                seq_len: 9,
+                lengths,
+                with_state: batch > 1,
+                train: dropout > 0.0,
+                dtype: DType::F32,
+                seed: 11 + batch as u64,
+            };
+            let side = two.install(|| {
+                with_direction_split(DirectionSplit::On, || {
+                    run(&case, Implementation::Fused, &Device::Cpu)
+                })
+            });
+            let apart = one.install(|| {
+                with_direction_split(DirectionSplit::Off, || {
+                    run(&case, Implementation::Fused, &Device::Cpu)
+                })
+            });
+            assert_eq!(side.len(), apart.len());
+            for ((name, s), (_, a)) in side.iter().zip(&apart) {
+                let s = s.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                let a = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                assert!(
+                    s == a,
+                    "{mode:?} batch {batch} hidden {hidden}: {name} differs"
+                );
+            }
+        }
     }
 }
 

@@ -6,6 +6,31 @@
 use super::gemm;
 use super::math::Float;
 use super::problem::Problem;
+use std::cell::Cell;
+
+thread_local! {
+    /// Threads the fused CPU ops that this thread starts may use ([`with_threads`]).
+    static BUDGET: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// Threads the fused CPU ops started on this thread may use: [`with_threads`]'s count, else
+/// Rayon's.
+pub(crate) fn threads() -> usize {
+    BUDGET.get().unwrap_or_else(rayon::current_num_threads)
+}
+
+/// Runs `f` with the fused CPU ops it starts on this thread planned for `n` threads (at least
+/// one): for two runs that go on side by side, each on its share of the pool.
+pub(crate) fn with_threads<R>(n: usize, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<usize>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            BUDGET.set(self.0);
+        }
+    }
+    let _restore = Restore(BUDGET.replace(Some(n.max(1))));
+    f()
+}
 
 /// A buffer that several threads write at once, each in its own rows (a chunk of the batch).
 #[derive(Clone, Copy)]
@@ -138,7 +163,5 @@ pub(crate) fn chunk_rows(batch: usize) -> usize {
 
 /// How many chunks [`for_each_batch_chunk`] splits `batch` rows into.
 pub(crate) fn batch_chunks(batch: usize) -> usize {
-    rayon::current_num_threads()
-        .min(batch / MIN_ROWS_PER_THREAD)
-        .max(1)
+    threads().min(batch / MIN_ROWS_PER_THREAD).max(1)
 }

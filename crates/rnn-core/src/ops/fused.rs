@@ -35,26 +35,48 @@ impl FusedRecurrence {
         c0: &[T],
         w: &Weights<T>,
     ) -> Vec<T> {
-        let p = &self.problem;
         // Every row of every step and the final state are written by the forward.
         let mut out = scratch::take(self.out_len());
+        self.forward_into(xs, h0, c0, w, &mut out);
+        out
+    }
+
+    /// [`FusedRecurrence::forward_parts`] into `out` (`out_len()` elements, all written).
+    pub(crate) fn forward_into<T: Float>(
+        &self,
+        xs: &[T],
+        h0: &[T],
+        c0: &[T],
+        w: &Weights<T>,
+        out: &mut [T],
+    ) {
+        let p = &self.problem;
         let m = self.kernel_masks::<T>();
         let saved: Option<Box<dyn Any + Send + Sync>> = match self.mode {
             Mode::Lstm => {
-                lstm::forward(p, xs, h0, c0, w, &m, &mut out, self.save).map(|s| Box::new(s) as _)
+                lstm::forward(p, xs, h0, c0, w, &m, out, self.save).map(|s| Box::new(s) as _)
             }
-            Mode::Gru => {
-                gru::forward(p, xs, h0, w, &m, &mut out, self.save).map(|s| Box::new(s) as _)
-            }
+            Mode::Gru => gru::forward(p, xs, h0, w, &m, out, self.save).map(|s| Box::new(s) as _),
             Mode::RnnTanh | Mode::RnnRelu => {
                 let relu = self.mode == Mode::RnnRelu;
-                rnn::forward(p, relu, xs, h0, w, &m, &mut out, self.save).map(|s| Box::new(s) as _)
+                rnn::forward(p, relu, xs, h0, w, &m, out, self.save).map(|s| Box::new(s) as _)
             }
         };
         if let Ok(mut slot) = self.saved.lock() {
             *slot = saved;
         }
-        out
+    }
+
+    /// Elements of the flat `state0 = [h0 | c0]` argument.
+    pub(crate) fn state_len(&self) -> usize {
+        let p = &self.problem;
+        p.batch
+            * (p.state
+                + if self.mode.has_cell_state() {
+                    p.hidden
+                } else {
+                    0
+                })
     }
 
     /// Gradients `(d xs, d state0, d params)` as flat vectors (`d xs` only when
@@ -239,13 +261,23 @@ pub(crate) fn run_untracked<T: Float>(op: &FusedRecurrence, args: &[Tensor]) -> 
     Ok(op.forward_parts(x, h0, c0, &w))
 }
 
-/// Runs `cell` over the whole sequence `xs` with the fused op.
-///
-/// # Shapes
-/// - `xs`: `(batch, seq_len, input)` if `batch_first`, else `(seq_len, batch, input)`
-/// - `init`: `h (batch, state)`, `c (batch, hidden)` for LSTM
-/// - returns `ys` in the layout of `xs` with `state` features, and the final state
-pub(crate) fn fused_direction(
+/// One direction's fused op and its arguments, before it runs ([`build`]).
+pub(crate) struct Built {
+    pub op: FusedRecurrence,
+    /// `xs`, contiguous.
+    pub xs: Tensor,
+    /// `[h0, (c0)]`, flattened.
+    pub state_pieces: Vec<Tensor>,
+    /// `[w_ih, w_hh, (b_ih, b_hh), (w_hr)]`, flattened.
+    pub pieces: Vec<Tensor>,
+    /// Whether the op keeps what a backward needs (something is in a graph).
+    pub save: bool,
+    /// `xs`'s first two dimensions, the outputs' too.
+    dims: (usize, usize),
+}
+
+/// The fused op for `cell` over `xs` and its packed arguments.
+pub(crate) fn build(
     cell: &CellParams,
     xs: &Tensor,
     batch_first: bool,
@@ -253,10 +285,7 @@ pub(crate) fn fused_direction(
     lengths: Option<&[usize]>,
     reverse: bool,
     reg: &StateMasks,
-) -> Result<(Tensor, RnnState)> {
-    if cell.layer_norm.is_some() {
-        return super::layer_norm::fused_direction(cell, xs, batch_first, init, lengths, reverse);
-    }
+) -> Result<Built> {
     let (d0, d1, input) = xs.dims3()?;
     let (seq_len, batch) = if batch_first { (d1, d0) } else { (d0, d1) };
     let (hidden, state) = (cell.hidden_size, cell.state_size());
@@ -311,49 +340,144 @@ pub(crate) fn fused_direction(
         masks: masks::own(reg, &op.problem, xs.dtype())?,
         ..op
     };
-    let out = if save {
-        let params = Tensor::cat(&pieces, 0)?;
-        let state0 = Tensor::cat(&state_pieces, 0)?;
-        xs.apply_op3(&state0, &params, op)?
-    } else if !xs.device().is_cpu() {
-        // Nothing to differentiate on a device: the op runs on packed copies without a graph.
-        let params = Tensor::cat(&pieces, 0)?;
-        let state0 = Tensor::cat(&state_pieces, 0)?;
-        xs.apply_op3_no_bwd(&state0, &params, &op)?
-    } else {
-        // Nothing to differentiate: run on views of the tensors as they are, without copying the
-        // parameters and the state into the op's packed arguments.
-        let out_len = op.out_len();
-        let mut args = vec![xs.clone()];
-        args.extend(state_pieces);
-        args.extend(pieces);
-        match xs.dtype() {
-            DType::F32 => {
-                Tensor::from_vec(run_untracked::<f32>(&op, &args)?, out_len, xs.device())?
+    Ok(Built {
+        op,
+        xs,
+        state_pieces,
+        pieces,
+        save,
+        dims: (d0, d1),
+    })
+}
+
+impl Built {
+    /// Where the op's result holds the outputs and the final state.
+    pub(crate) fn unpack(&self) -> Unpack {
+        Unpack::of(&self.op, self.dims)
+    }
+
+    /// Runs the op: with a graph when something is in one, else without copying the arguments
+    /// (on the CPU) or on packed copies (on a device). Returns the op's flat result.
+    pub(crate) fn run(self) -> Result<(Tensor, Unpack)> {
+        let unpack = self.unpack();
+        let Built {
+            op,
+            xs,
+            state_pieces,
+            pieces,
+            save,
+            dims: _,
+        } = self;
+        let out = if save {
+            let params = Tensor::cat(&pieces, 0)?;
+            let state0 = Tensor::cat(&state_pieces, 0)?;
+            xs.apply_op3(&state0, &params, op)?
+        } else if !xs.device().is_cpu() {
+            // Nothing to differentiate on a device: the op runs on packed copies without a graph.
+            let params = Tensor::cat(&pieces, 0)?;
+            let state0 = Tensor::cat(&state_pieces, 0)?;
+            xs.apply_op3_no_bwd(&state0, &params, &op)?
+        } else {
+            // Nothing to differentiate: run on views of the tensors as they are, without copying
+            // the parameters and the state into the op's packed arguments.
+            let out_len = op.out_len();
+            let mut args = vec![xs.clone()];
+            args.extend(state_pieces);
+            args.extend(pieces);
+            match xs.dtype() {
+                DType::F32 => {
+                    Tensor::from_vec(run_untracked::<f32>(&op, &args)?, out_len, xs.device())?
+                }
+                DType::F64 => {
+                    Tensor::from_vec(run_untracked::<f64>(&op, &args)?, out_len, xs.device())?
+                }
+                dt => bail!("fused recurrence: f32 or f64 only, got {dt:?}"),
             }
-            DType::F64 => {
-                Tensor::from_vec(run_untracked::<f64>(&op, &args)?, out_len, xs.device())?
-            }
-            dt => bail!("fused recurrence: f32 or f64 only, got {dt:?}"),
+        };
+        Ok((out, unpack))
+    }
+}
+
+/// How a direction's outputs and final state lie in the op's flat result.
+#[derive(Clone, Copy)]
+pub(crate) struct Unpack {
+    dims: (usize, usize),
+    rows: usize,
+    batch: usize,
+    state: usize,
+    hidden: usize,
+    cell_state: bool,
+    len: usize,
+}
+
+impl Unpack {
+    pub(crate) fn of(op: &FusedRecurrence, dims: (usize, usize)) -> Self {
+        let p = &op.problem;
+        Self {
+            dims,
+            rows: p.rows(),
+            batch: p.batch,
+            state: p.state,
+            hidden: p.hidden,
+            cell_state: op.mode.has_cell_state(),
+            len: op.out_len(),
         }
-    };
-    let rows = seq_len * batch;
-    let ys = out.narrow(0, 0, rows * state)?.reshape((d0, d1, state))?;
-    // The final state is copied out of the op's result: as a view it would keep the whole
-    // `(seq_len, batch, state)` output buffer alive for as long as the state is carried (e.g. a
-    // state kept after a 100,000-step forward whose outputs were dropped).
-    let h = out
-        .narrow(0, rows * state, batch * state)?
-        .reshape((batch, state))?
-        .force_contiguous()?;
-    let c = if cell.mode.has_cell_state() {
-        Some(
-            out.narrow(0, rows * state + batch * state, batch * hidden)?
-                .reshape((batch, hidden))?
+    }
+
+    /// `ys` in the layout of `xs` and the final state, from the flat result `out` whose
+    /// elements from `offset` are this direction's.
+    pub(crate) fn split(&self, out: &Tensor, offset: usize) -> Result<(Tensor, RnnState)> {
+        let (rows, batch, state) = (self.rows, self.batch, self.state);
+        let ys = out
+            .narrow(0, offset, rows * state)?
+            .reshape((self.dims.0, self.dims.1, state))?;
+        // The final state is copied out of the op's result: as a view it would keep the whole
+        // `(seq_len, batch, state)` output buffer alive for as long as the state is carried
+        // (e.g. a state kept after a 100,000-step forward whose outputs were dropped).
+        let h = out
+            .narrow(0, offset + rows * state, batch * state)?
+            .reshape((batch, state))?
+            .force_contiguous()?;
+        let c = if self.cell_state {
+            Some(
+                out.narrow(
+                    0,
+                    offset + rows * state + batch * state,
+                    batch * self.hidden,
+                )?
+                .reshape((batch, self.hidden))?
                 .force_contiguous()?,
-        )
-    } else {
-        None
-    };
-    Ok((ys, RnnState::new(h, c)))
+            )
+        } else {
+            None
+        };
+        Ok((ys, RnnState::new(h, c)))
+    }
+
+    /// Elements of the flat result.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+}
+
+/// Runs `cell` over the whole sequence `xs` with the fused op.
+///
+/// # Shapes
+/// - `xs`: `(batch, seq_len, input)` if `batch_first`, else `(seq_len, batch, input)`
+/// - `init`: `h (batch, state)`, `c (batch, hidden)` for LSTM
+/// - returns `ys` in the layout of `xs` with `state` features, and the final state
+pub(crate) fn fused_direction(
+    cell: &CellParams,
+    xs: &Tensor,
+    batch_first: bool,
+    init: &RnnState,
+    lengths: Option<&[usize]>,
+    reverse: bool,
+    reg: &StateMasks,
+) -> Result<(Tensor, RnnState)> {
+    if cell.layer_norm.is_some() {
+        return super::layer_norm::fused_direction(cell, xs, batch_first, init, lengths, reverse);
+    }
+    let (out, unpack) = build(cell, xs, batch_first, init, lengths, reverse, reg)?.run()?;
+    unpack.split(&out, 0)
 }

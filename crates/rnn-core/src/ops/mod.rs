@@ -15,6 +15,7 @@ mod cpu;
 pub(crate) mod cross_entropy;
 #[cfg(feature = "cuda")]
 mod cuda;
+pub(crate) mod directions;
 mod fused;
 pub(crate) mod gemm;
 mod grad;
@@ -38,5 +39,6 @@ pub(crate) mod sequence_mask;
 pub(crate) mod units;
 
 pub(crate) use cpu::supports;
+pub(crate) use directions::fused_directions;
 pub(crate) use fused::{fused_direction, recurrence_supported};
 pub(crate) use layer_norm::layer_norm_recurrence_supported;

@@ -109,31 +109,8 @@ pub(crate) fn slices<T: Float>(
     m: &KernelMasks<T>,
     pass: Pass,
 ) -> Option<Vec<Range<usize>>> {
-    if projected || m.zh.is_some() || m.zc.is_some() || p.hidden < 2 {
-        return None;
-    }
-    let threads = rayon::current_num_threads();
-    let count = match UnitSplit::current() {
-        UnitSplit::Off => return None,
-        UnitSplit::On => threads.max(2).min(p.hidden),
-        UnitSplit::Auto => {
-            let w_hh_bytes = pass.gates * p.hidden * p.hidden * std::mem::size_of::<T>();
-            if threads < 2
-                || p.hidden < AUTO_MIN_HIDDEN
-                || p.seq_len * p.hidden * p.hidden < AUTO_MIN_WORK
-                || (batch_chunks(p.batch) > 1
-                    && (!pass.forward
-                        || w_hh_bytes < AUTO_MID_BATCH_MIN_BYTES
-                        || p.batch < AUTO_MID_BATCH_MIN_ROWS))
-            {
-                return None;
-            }
-            threads.min(p.hidden / (AUTO_MIN_HIDDEN / 2))
-        }
-    };
-    if count < 2 {
-        return None;
-    }
+    let zoneout = m.zh.is_some() || m.zc.is_some();
+    let count = slice_count(p, projected, zoneout, pass, std::mem::size_of::<T>())?;
     let align = if p.hidden >= UNIT_ALIGN * count {
         UNIT_ALIGN
     } else {
@@ -147,6 +124,40 @@ pub(crate) fn slices<T: Float>(
         }
     };
     Some((0..count).map(|j| bound(j)..bound(j + 1)).collect())
+}
+
+/// How many unit slices [`slices`] splits a run of `p` into (`elem_bytes` per element of
+/// `W_hh`), or `None` for the batch path.
+pub(crate) fn slice_count(
+    p: &Problem,
+    projected: bool,
+    zoneout: bool,
+    pass: Pass,
+    elem_bytes: usize,
+) -> Option<usize> {
+    if projected || zoneout || p.hidden < 2 {
+        return None;
+    }
+    let threads = super::batch::threads();
+    let count = match UnitSplit::current() {
+        UnitSplit::Off => return None,
+        UnitSplit::On => threads.max(2).min(p.hidden),
+        UnitSplit::Auto => {
+            let w_hh_bytes = pass.gates * p.hidden * p.hidden * elem_bytes;
+            if threads < 2
+                || p.hidden < AUTO_MIN_HIDDEN
+                || p.seq_len * p.hidden * p.hidden < AUTO_MIN_WORK
+                || (batch_chunks(p.batch) > 1
+                    && (!pass.forward
+                        || w_hh_bytes < AUTO_MID_BATCH_MIN_BYTES
+                        || p.batch < AUTO_MID_BATCH_MIN_ROWS))
+            {
+                return None;
+            }
+            threads.min(p.hidden / (AUTO_MIN_HIDDEN / 2))
+        }
+    };
+    (count >= 2).then_some(count)
 }
 
 /// The rows of a gate-blocked matrix (`gates` blocks of `hidden` rows) that belong to `units`,
@@ -305,7 +316,7 @@ pub(crate) fn run_steps<S: Send>(
     step: impl Fn(usize, &mut S) + Sync,
 ) {
     let n = parts.len();
-    let helpers = rayon::current_num_threads().min(n).saturating_sub(1);
+    let helpers = super::batch::threads().min(n).saturating_sub(1);
     if helpers == 0 {
         for k in 0..steps {
             for part in parts.iter_mut() {

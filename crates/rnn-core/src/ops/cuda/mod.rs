@@ -33,16 +33,6 @@ impl FusedRecurrence {
         }
     }
 
-    fn state_len(&self) -> usize {
-        let p = &self.problem;
-        p.batch * p.state
-            + if self.mode.has_cell_state() {
-                p.batch * p.hidden
-            } else {
-                0
-            }
-    }
-
     /// Gives the op's inputs to `bufs`.
     fn borrow_inputs<T: KernelFloat>(
         &self,

@@ -63,7 +63,7 @@ pub(super) fn blocked_f32_parts(
     let (nr, mr) = (isa.nr(), isa.mr());
     let n_total: usize = parts.iter().map(|p| p.3.cols).sum();
     let threads = if may_thread && m * n_total * k >= PARALLEL_MIN_MACS {
-        rayon::current_num_threads()
+        crate::ops::batch::threads()
     } else {
         1
     };

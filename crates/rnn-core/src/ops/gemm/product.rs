@@ -147,7 +147,7 @@ pub(super) fn faer_matmul<T: Float>(
     let (m, k, n) = (a.rows, a.cols, b.cols);
     let macs = m * n * k;
     let parallel = may_thread && macs >= PARALLEL_MIN_MACS && (n >= 512 || macs >= 1 << 25);
-    let threads = rayon::current_num_threads();
+    let threads = crate::ops::batch::threads();
     // SAFETY (both calls): `dst` covers the product's rows from `dst_offset` (checked by the
     // caller) and is borrowed exclusively; the row blocks are disjoint.
     if parallel && threads > 1 && n <= ROW_SPLIT_MAX_COLS && m >= ROW_SPLIT_MIN_ROWS * threads {
