@@ -57,6 +57,42 @@ pub(crate) fn grads_like<T: WithDType>(
     ))
 }
 
+/// The typed backward of a fused recurrence op, `(xs, state0, params)` to a flat result.
+pub(crate) trait TypedRecurrenceBackward {
+    /// `(d xs, d state0, d params)` from the slices of `xs`, `params` and the result's gradient.
+    fn backward<T: Float>(&self, xs: &[T], params: &[T], grad_out: &[T]) -> Result<FlatGrads<T>>;
+}
+
+/// `CustomOp3::bwd` of a fused recurrence op on the CPU, f32 or f64: its gradients shaped like
+/// its arguments, none for a state outside the graph (Candle would add it into a fresh zero
+/// buffer that nothing reads). `what` names the op in the error for other dtypes.
+pub(crate) fn recurrence_bwd(
+    op: &impl TypedRecurrenceBackward,
+    what: &str,
+    [xs, state0, params]: [&Tensor; 3],
+    grad_res: &Tensor,
+) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    fn run<T: Float>(
+        op: &impl TypedRecurrenceBackward,
+        xs: &Tensor,
+        params: &Tensor,
+        grad_res: &Tensor,
+    ) -> Result<FlatGrads<T>> {
+        with_cpu_slice::<T, _>(xs, |x| {
+            with_cpu_slice::<T, _>(params, |w| {
+                with_cpu_slice::<T, _>(grad_res, |g| op.backward(x, w, g))
+            })
+        })
+    }
+    let like = [xs, state0, params];
+    let (dx, ds, dp) = match xs.dtype() {
+        DType::F32 => grads_like(run::<f32>(op, xs, params, grad_res)?, like)?,
+        DType::F64 => grads_like(run::<f64>(op, xs, params, grad_res)?, like)?,
+        dt => bail!("{what}: f32 or f64 only, got {dt:?}"),
+    };
+    Ok((dx, Some(ds).filter(|_| state0.track_op()), Some(dp)))
+}
+
 /// Whether the fused CPU ops (the output layer's loss) can run `xs`: a CPU tensor of f32 or f64.
 pub(crate) fn supports(xs: &Tensor) -> bool {
     xs.device().is_cpu() && matches!(xs.dtype(), DType::F32 | DType::F64)

@@ -15,7 +15,7 @@
 //! [`with_direction_split`] for tests and comparisons.
 
 use super::batch::{threads, with_threads};
-use super::cpu::{cpu_fwd3, grads_like, with_cpu_slice, FlatGrads, TypedForward3};
+use super::cpu::{cpu_fwd3, recurrence_bwd, FlatGrads, TypedForward3, TypedRecurrenceBackward};
 use super::fused::build;
 use super::math::Float;
 use super::problem::Problem;
@@ -26,7 +26,7 @@ use crate::cell::params::CellParams;
 use crate::config::Mode;
 use crate::regularize::StateMasks;
 use crate::state::RnnState;
-use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use std::cell::Cell;
 
 /// Whether the two directions of a bidirectional layer run side by side on the CPU.
@@ -196,6 +196,12 @@ impl BiRecurrence {
     }
 }
 
+impl TypedRecurrenceBackward for BiRecurrence {
+    fn backward<T: Float>(&self, xs: &[T], params: &[T], grad_out: &[T]) -> Result<FlatGrads<T>> {
+        self.backward_typed(xs, params, grad_out)
+    }
+}
+
 impl TypedForward3 for BiRecurrence {
     fn forward<T: Float>(&self, xs: &[T], state0: &[T], params: &[T]) -> Result<Vec<T>> {
         Ok(self.forward_typed(xs, state0, params))
@@ -228,25 +234,12 @@ impl CustomOp3 for BiRecurrence {
         _res: &Tensor,
         grad_res: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        fn run<T: Float>(
-            op: &BiRecurrence,
-            xs: &Tensor,
-            params: &Tensor,
-            grad_res: &Tensor,
-        ) -> Result<FlatGrads<T>> {
-            with_cpu_slice::<T, _>(xs, |x| {
-                with_cpu_slice::<T, _>(params, |w| {
-                    with_cpu_slice::<T, _>(grad_res, |g| op.backward_typed(x, w, g))
-                })
-            })
-        }
-        let like = [xs, state0, params];
-        let (dx, ds, dp) = match xs.dtype() {
-            DType::F32 => grads_like(run::<f32>(self, xs, params, grad_res)?, like)?,
-            DType::F64 => grads_like(run::<f64>(self, xs, params, grad_res)?, like)?,
-            dt => bail!("fused recurrence: f32 or f64 only, got {dt:?}"),
-        };
-        Ok((dx, Some(ds).filter(|_| state0.track_op()), Some(dp)))
+        recurrence_bwd(
+            self,
+            "fused bidirectional recurrence",
+            [xs, state0, params],
+            grad_res,
+        )
     }
 }
 

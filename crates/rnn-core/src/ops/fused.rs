@@ -2,7 +2,9 @@
 //! layer-direction's whole sequence on the CPU (the kernels of `lstm`, `gru`, `rnn`) or, with the `cuda`
 //! feature, on CUDA; and [`fused_direction`], which runs it for a cell.
 
-use super::cpu::{cpu_fwd3, cpu_slice, grads_like, with_cpu_slice, FlatGrads, TypedForward3};
+use super::cpu::{
+    cpu_fwd3, cpu_slice, recurrence_bwd, FlatGrads, TypedForward3, TypedRecurrenceBackward,
+};
 #[cfg(feature = "cuda")]
 use super::cuda;
 use super::grad::append;
@@ -148,6 +150,12 @@ impl FusedRecurrence {
     }
 }
 
+impl TypedRecurrenceBackward for FusedRecurrence {
+    fn backward<T: Float>(&self, xs: &[T], params: &[T], grad_out: &[T]) -> Result<FlatGrads<T>> {
+        self.backward_typed(xs, params, grad_out)
+    }
+}
+
 impl TypedForward3 for FusedRecurrence {
     fn forward<T: Float>(&self, xs: &[T], state0: &[T], params: &[T]) -> Result<Vec<T>> {
         Ok(self.forward_typed(xs, state0, params))
@@ -197,27 +205,7 @@ impl CustomOp3 for FusedRecurrence {
         if xs.device().is_cuda() {
             return cuda::backward(self, xs, state0, params, grad_res);
         }
-        fn run<T: Float>(
-            op: &FusedRecurrence,
-            xs: &Tensor,
-            params: &Tensor,
-            grad_res: &Tensor,
-        ) -> Result<FlatGrads<T>> {
-            with_cpu_slice::<T, _>(xs, |x| {
-                with_cpu_slice::<T, _>(params, |w| {
-                    with_cpu_slice::<T, _>(grad_res, |g| op.backward_typed(x, w, g))
-                })
-            })
-        }
-        let like = [xs, state0, params];
-        let (dx, ds, dp) = match xs.dtype() {
-            DType::F32 => grads_like(run::<f32>(self, xs, params, grad_res)?, like)?,
-            DType::F64 => grads_like(run::<f64>(self, xs, params, grad_res)?, like)?,
-            dt => bail!("fused recurrence: f32 or f64 only, got {dt:?}"),
-        };
-        // No gradient for a state outside the graph (`dx` is computed only for an input in it):
-        // Candle would add it into a fresh zero buffer that nothing reads.
-        Ok((dx, Some(ds).filter(|_| state0.track_op()), Some(dp)))
+        recurrence_bwd(self, "fused recurrence", [xs, state0, params], grad_res)
     }
 }
 

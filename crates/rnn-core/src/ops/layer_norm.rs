@@ -8,7 +8,9 @@
 //! `LN_c(c)` run inside each step. The composed twin is `CellParams::step`; tests hold the two
 //! equal.
 
-use super::cpu::{cpu_fwd3, cpu_slice, grads_like, with_cpu_slice, FlatGrads, TypedForward3};
+use super::cpu::{
+    cpu_fwd3, cpu_slice, recurrence_bwd, FlatGrads, TypedForward3, TypedRecurrenceBackward,
+};
 use super::grad::append;
 use super::math::Float;
 use super::problem::{ParamSizes, Problem, Weights};
@@ -171,6 +173,12 @@ impl FusedLayerNormRecurrence {
     }
 }
 
+impl TypedRecurrenceBackward for FusedLayerNormRecurrence {
+    fn backward<T: Float>(&self, xs: &[T], params: &[T], grad_out: &[T]) -> Result<FlatGrads<T>> {
+        self.backward_typed(xs, params, grad_out)
+    }
+}
+
 impl TypedForward3 for FusedLayerNormRecurrence {
     fn forward<T: Float>(&self, xs: &[T], state0: &[T], params: &[T]) -> Result<Vec<T>> {
         Ok(self.forward_typed(xs, state0, params))
@@ -209,25 +217,12 @@ impl CustomOp3 for FusedLayerNormRecurrence {
         _res: &Tensor,
         grad_res: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        fn run<T: Float>(
-            op: &FusedLayerNormRecurrence,
-            xs: &Tensor,
-            params: &Tensor,
-            grad_res: &Tensor,
-        ) -> Result<FlatGrads<T>> {
-            with_cpu_slice::<T, _>(xs, |x| {
-                with_cpu_slice::<T, _>(params, |w| {
-                    with_cpu_slice::<T, _>(grad_res, |g| op.backward_typed(x, w, g))
-                })
-            })
-        }
-        let like = [xs, state0, params];
-        let (dx, ds, dp) = match xs.dtype() {
-            DType::F32 => grads_like(run::<f32>(self, xs, params, grad_res)?, like)?,
-            DType::F64 => grads_like(run::<f64>(self, xs, params, grad_res)?, like)?,
-            dt => bail!("fused layer-norm recurrence: f32 or f64 only, got {dt:?}"),
-        };
-        Ok((dx, Some(ds).filter(|_| state0.track_op()), Some(dp)))
+        recurrence_bwd(
+            self,
+            "fused layer-norm recurrence",
+            [xs, state0, params],
+            grad_res,
+        )
     }
 }
 
