@@ -148,31 +148,10 @@ impl BiRecurrence {
     fn out_len(&self) -> usize {
         self.dirs[0].out_len() + self.dirs[1].out_len()
     }
+}
 
-    fn forward_typed<T: Float>(&self, xs: &[T], state0: &[T], params: &[T]) -> Vec<T> {
-        let [a, b] = &self.dirs;
-        let (s_a, s_b) = state0.split_at(a.state_len());
-        let (p_a, p_b) = params.split_at(a.sizes.total());
-        // Every element is written by one of the directions.
-        let mut out = scratch::take(self.out_len());
-        let (o_a, o_b) = out.split_at_mut(a.out_len());
-        let run = |op: &FusedRecurrence, state0: &[T], params: &[T], out: &mut [T]| {
-            let (h0, c0) = state0.split_at(op.problem.batch * op.problem.state);
-            op.forward_into(xs, h0, c0, &op.sizes.split(params), out)
-        };
-        rayon::join(
-            || with_threads(self.threads[0], || run(a, s_a, p_a, o_a)),
-            || with_threads(self.threads[1], || run(b, s_b, p_b, o_b)),
-        );
-        out
-    }
-
-    fn backward_typed<T: Float>(
-        &self,
-        xs: &[T],
-        params: &[T],
-        grad_out: &[T],
-    ) -> Result<FlatGrads<T>> {
+impl TypedRecurrenceBackward for BiRecurrence {
+    fn backward<T: Float>(&self, xs: &[T], params: &[T], grad_out: &[T]) -> Result<FlatGrads<T>> {
         let [a, b] = &self.dirs;
         let (p_a, p_b) = params.split_at(a.sizes.total());
         let (g_a, g_b) = grad_out.split_at(a.out_len());
@@ -196,15 +175,23 @@ impl BiRecurrence {
     }
 }
 
-impl TypedRecurrenceBackward for BiRecurrence {
-    fn backward<T: Float>(&self, xs: &[T], params: &[T], grad_out: &[T]) -> Result<FlatGrads<T>> {
-        self.backward_typed(xs, params, grad_out)
-    }
-}
-
 impl TypedForward3 for BiRecurrence {
     fn forward<T: Float>(&self, xs: &[T], state0: &[T], params: &[T]) -> Result<Vec<T>> {
-        Ok(self.forward_typed(xs, state0, params))
+        let [a, b] = &self.dirs;
+        let (s_a, s_b) = state0.split_at(a.state_len());
+        let (p_a, p_b) = params.split_at(a.sizes.total());
+        // Every element is written by one of the directions.
+        let mut out = scratch::take(self.out_len());
+        let (o_a, o_b) = out.split_at_mut(a.out_len());
+        let run = |op: &FusedRecurrence, state0: &[T], params: &[T], out: &mut [T]| {
+            let (h0, c0) = state0.split_at(op.problem.batch * op.problem.state);
+            op.forward_into(xs, h0, c0, &op.sizes.split(params), out)
+        };
+        rayon::join(
+            || with_threads(self.threads[0], || run(a, s_a, p_a, o_a)),
+            || with_threads(self.threads[1], || run(b, s_b, p_b, o_b)),
+        );
+        Ok(out)
     }
 }
 
@@ -222,7 +209,8 @@ impl CustomOp3 for BiRecurrence {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let out = cpu_fwd3(self, "fused recurrence", (s1, l1), (s2, l2), (s3, l3))?;
+        let what = "fused bidirectional recurrence";
+        let out = cpu_fwd3(self, what, (s1, l1), (s2, l2), (s3, l3))?;
         Ok((out, Shape::from(self.out_len())))
     }
 
