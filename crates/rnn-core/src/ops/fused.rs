@@ -72,13 +72,12 @@ impl FusedRecurrence {
     /// Elements of the flat `state0 = [h0 | c0]` argument.
     pub(crate) fn state_len(&self) -> usize {
         let p = &self.problem;
-        p.batch
-            * (p.state
-                + if self.mode.has_cell_state() {
-                    p.hidden
-                } else {
-                    0
-                })
+        let c = if self.mode.has_cell_state() {
+            p.hidden
+        } else {
+            0
+        };
+        p.batch * (p.state + c)
     }
 
     /// Gradients `(d xs, d state0, d params)` as flat vectors (`d xs` only when

@@ -324,11 +324,13 @@ pub(super) fn settle(
     if let Some(dir) = file.parent() {
         let _ = std::fs::create_dir_all(dir);
     }
+    let mut lock_path = file.as_os_str().to_owned();
+    lock_path.push(".lock");
     let lock_file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(file.with_extension("json.lock"))
+        .open(PathBuf::from(lock_path))
         .ok()
         .filter(|f| f.lock().is_ok());
     let on_disk = load(file);

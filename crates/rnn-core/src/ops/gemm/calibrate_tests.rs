@@ -218,6 +218,7 @@ fn the_first_process_to_store_a_class_wins_and_others_keep_their_choices() {
     .into();
     // Process a stores its measurement of `shared`, with its own `only_a`.
     assert_eq!(calibrate::settle(&path, shared, first, &a), first);
+    assert!(path.with_file_name("kernels.json.lock").exists());
     // Process b measured `shared` too, differently: it takes a's choice and writes nothing.
     assert_eq!(calibrate::settle(&path, shared, second, &b), first);
     // Process b's next new class keeps a's classes in the file.
