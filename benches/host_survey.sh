@@ -12,7 +12,8 @@
 # Run it on a quiet host: anything else running shows up in every number (each grid report
 # records the load average). GRID_ARGS (extra `rnn bench --grid` flags), ROUNDS and STEPS (of
 # benches/lm_step.sh), PROFILE_ITERS and PROFILE_STEPS shrink it for a trial run; GRIDS picks
-# the grids (default "auto both-avx2"; both-avx2 runs on AVX-512 hosts only). On a host without
+# the grids (default "auto both-avx2"; both-avx2 runs on AVX-512 hosts only); RULES=0 skips the
+# thread rules' on/off comparison (RULE_ITERS iterations each). On a host without
 # cargo (a lent machine: benches/device_cpu_survey.sh), RNN=PATH names the `rnn` binary,
 # KERNEL_TESTS=PATH the rnn-core unit-test executable and OUTPUT_LAYER_BENCH=PATH the
 # output_layer bench (all built elsewhere, benches/cpu_kit.sh).
@@ -111,6 +112,46 @@ if command -v perf >/dev/null; then
       --max-steps "${PROFILE_STEPS:-200}" --out "$out/wordlm-run"
     rm -rf "$out/wordlm-run"
   fi
+fi
+
+# The thread rules (units split, directions side by side) at the shapes around their thresholds,
+# which were set on a Zen 4: each setting forced on and off, two interleaved rounds, ours only.
+# RULES=0 skips this; RULE_ITERS and RULE_MIN_S (seconds, default 0.3) set the least iterations
+# and time per measurement (short runs of tiny shapes read their first, slower iterations).
+if [ "${RULES:-1}" != 0 ]; then
+  rule_ms() { # variable=value, then rnn bench flags; prints the median ms
+    env "$1" "$RNN" bench "${@:2}" --iters "${RULE_ITERS:-15}" --min-time-s "${RULE_MIN_S:-0.3}" 2>&1 |
+      grep -oE 'median [0-9.]+' | head -1 | cut -d' ' -f2
+  }
+  {
+    echo "## Thread rules: forced on / off (rnn bench medians in ms, two interleaved rounds)"
+    echo
+    echo "| variable | shape (cell B T I=H, mode) | on | off | auto does |"
+    echo "|---|---|---|---|---|"
+  } >>"$md"
+  while read -r var cell b t h mode bi does; do
+    [ -n "$var" ] || continue
+    flags=(--cell "$cell" --batch "$b" --seq-len "$t" --input-size "$h" --hidden-size "$h" --mode "$mode")
+    [ "$bi" = bi ] && flags+=(--bidirectional)
+    on="" off=""
+    for _ in 1 2; do
+      on="$on $(rule_ms "$var=on" "${flags[@]}")"
+      off="$off $(rule_ms "$var=off" "${flags[@]}")"
+    done
+    echo "| $var | $cell $b $t $h $mode $bi | $on | $off | $does |" >>"$md"
+  done <<'RULES'
+RNN_UNIT_SPLIT lstm 1 35 256 infer uni on
+RNN_UNIT_SPLIT lstm 1 35 128 infer uni on
+RNN_UNIT_SPLIT lstm 16 35 768 infer uni on
+RNN_UNIT_SPLIT lstm 32 35 1024 infer uni on
+RNN_UNIT_SPLIT lstm 32 35 650 infer uni off
+RNN_DIRECTION_SPLIT lstm 4 35 128 train bi on
+RNN_DIRECTION_SPLIT lstm 16 35 256 infer bi on
+RNN_DIRECTION_SPLIT lstm 32 35 256 infer bi off
+RNN_DIRECTION_SPLIT lstm 1 35 256 infer bi off
+RNN_DIRECTION_SPLIT lstm 1 35 256 train bi on
+RULES
+  echo >>"$md"
 fi
 
 # The LMs' output layer and loss (two thirds of the word-LM step's multiply-adds) against PyTorch.
