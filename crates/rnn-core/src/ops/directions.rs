@@ -45,7 +45,7 @@ pub enum DirectionSplit {
 /// Most batch rows per thread whose layer [`DirectionSplit::Auto`] runs side by side: 8 (16 rows
 /// on two threads), where each direction on its own thread fills whole register blocks that the
 /// row split cuts in half (measured on a 2-core Zen 4, benches/README.md "Bidirectional layers":
-/// 10-50% faster up to there, no faster at 32 rows).
+/// 10-50% faster up to there, within a few percent either way at 32 rows).
 pub const AUTO_MAX_ROWS_PER_THREAD: usize = 8;
 
 /// Smallest `W_hh` in bytes of a direction whose units split ([`super::units::UnitSplit`]) keeps
