@@ -239,9 +239,9 @@ proptest! {
 /// The two directions of a bidirectional layer run side by side (one op for both, each
 /// direction on one thread of a two-thread pool) compute bit for bit what they compute one
 /// after the other on one thread: outputs, final states, the untracked forward and every
-/// gradient, for each cell, with a projection, variable lengths, a given initial state and
-/// recurrent dropout between layers. (The input's gradient adds the two directions' parts in
-/// either order, which gives the same bits.)
+/// gradient, for each cell, with a projection, variable lengths, a given initial state,
+/// dropout between layers and layer normalisation. (The input's gradient adds the two
+/// directions' parts in either order, which gives the same bits.)
 #[test]
 fn bidirectional_layers_side_by_side_equal_one_direction_after_the_other() {
     let pool = |n| {
@@ -252,17 +252,21 @@ fn bidirectional_layers_side_by_side_equal_one_direction_after_the_other() {
     };
     let (one, two) = (pool(1), pool(2));
     for mode in Mode::ALL {
-        for (batch, hidden, proj, lengths, layers, dropout) in [
-            (1, 24, 0, None, 1, 0.0),
-            (5, 16, 5, Some(vec![7, 3, 9, 1, 9]), 2, 0.25),
-            (12, 40, 0, None, 2, 0.0),
+        for (batch, hidden, proj, lengths, layers, dropout, layer_norm) in [
+            (1, 24, 0, None, 1, 0.0, false),
+            (5, 16, 5, Some(vec![7, 3, 9, 1, 9]), 2, 0.25, false),
+            (12, 40, 0, None, 2, 0.0, false),
+            // Layer-normalised (LSTM and GRU): side by side in the untracked forward only.
+            (3, 20, 0, Some(vec![9, 4, 6]), 2, 0.0, true),
         ] {
+            let layer_norm = layer_norm && matches!(mode, Mode::Lstm | Mode::Gru);
             let proj = if mode == Mode::Lstm { proj } else { 0 };
             let cfg = RnnConfig::new(mode, 6, hidden)
                 .with_num_layers(layers)
                 .with_bidirectional(true)
                 .with_proj_size(proj)
-                .with_dropout(dropout);
+                .with_dropout(dropout)
+                .with_layer_norm(layer_norm);
             let case = Case {
                 cfg,
                 batch,
