@@ -35,11 +35,13 @@ use std::cell::Cell;
 /// Whether the two directions of a bidirectional layer run side by side on the CPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DirectionSplit {
-    /// Side by side when the host has two threads or more, the batch has at most
-    /// [`AUTO_MAX_ROWS_PER_THREAD`] rows per thread, and a direction alone would not split its
-    /// units with a large `W_hh` ([`AUTO_KEEP_UNITS_BYTES_INFER`], [`AUTO_KEEP_UNITS_BYTES_TRAIN`]).
+    /// Side by side (layer-normalised layers in inference only) when the host has two threads
+    /// or more, the batch has at most [`AUTO_MAX_ROWS_PER_THREAD`] rows per thread, and a
+    /// direction alone would not split its units with a large `W_hh`
+    /// ([`AUTO_KEEP_UNITS_BYTES_INFER`], [`AUTO_KEEP_UNITS_BYTES_TRAIN`]).
     Auto,
-    /// Side by side on every layer the fused CPU op runs, even on one thread (tests).
+    /// Side by side on every layer the fused CPU op runs (layer-normalised ones in inference
+    /// only), even on one thread (tests).
     On,
     /// One direction after the other.
     Off,
