@@ -57,6 +57,49 @@ pub(crate) fn grads_like<T: WithDType>(
     ))
 }
 
+/// The forward of a fused recurrence op with no autograd graph, on the slices of its arguments
+/// as the caller keeps them (`[xs, h0, (c0,) weights...]`, no packed copies).
+pub(crate) trait UntrackedForward {
+    /// The flat result from the arguments' slices.
+    fn forward_views<T: Float>(&self, args: &[&[T]]) -> Vec<T>;
+    /// Elements of the flat result.
+    fn result_len(&self) -> usize;
+}
+
+/// Runs `op`'s [`UntrackedForward`] on `args` read in place (each made contiguous first), f32
+/// or f64 on the CPU; `what` names the op in errors.
+pub(crate) fn run_untracked(
+    op: &impl UntrackedForward,
+    what: &str,
+    args: &[Tensor],
+) -> Result<Tensor> {
+    fn run<T: WithDType + Float>(
+        op: &impl UntrackedForward,
+        what: &str,
+        args: &[Tensor],
+    ) -> Result<Vec<T>> {
+        let args = args
+            .iter()
+            .map(Tensor::contiguous)
+            .collect::<Result<Vec<_>>>()?;
+        let guards: Vec<_> = args.iter().map(Tensor::storage_and_layout).collect();
+        let mut slices = Vec::with_capacity(guards.len());
+        for (storage, layout) in &guards {
+            match &**storage {
+                Storage::Cpu(cpu) => slices.push(cpu_slice::<T>(cpu, layout)?),
+                _ => bail!("{what}: tensor is not on the CPU"),
+            }
+        }
+        Ok(op.forward_views(&slices))
+    }
+    let (len, device) = (op.result_len(), args[0].device());
+    match args[0].dtype() {
+        DType::F32 => Tensor::from_vec(run::<f32>(op, what, args)?, len, device),
+        DType::F64 => Tensor::from_vec(run::<f64>(op, what, args)?, len, device),
+        dt => bail!("{what}: f32 or f64 only, got {dt:?}"),
+    }
+}
+
 /// The typed backward of a fused recurrence op, `(xs, state0, params)` to a flat result.
 pub(crate) trait TypedRecurrenceBackward {
     /// `(d xs, d state0, d params)` from the slices of `xs`, `params` and the result's gradient.

@@ -3,7 +3,8 @@
 //! feature, on CUDA; and [`fused_direction`], which runs it for a cell.
 
 use super::cpu::{
-    cpu_fwd3, cpu_slice, recurrence_bwd, FlatGrads, TypedForward3, TypedRecurrenceBackward,
+    cpu_fwd3, recurrence_bwd, run_untracked, FlatGrads, TypedForward3, TypedRecurrenceBackward,
+    UntrackedForward,
 };
 #[cfg(feature = "cuda")]
 use super::cuda;
@@ -17,7 +18,7 @@ use crate::cell::params::CellParams;
 use crate::config::Mode;
 use crate::regularize::StateMasks;
 use crate::state::RnnState;
-use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use std::any::Any;
 use std::sync::Mutex;
 
@@ -215,37 +216,31 @@ pub(crate) fn recurrence_supported(xs: &Tensor) -> bool {
     device && matches!(xs.dtype(), DType::F32 | DType::F64)
 }
 
-/// The op's forward with no autograd graph, on `args = [xs, h0, (c0,) w_ih, w_hh, (b_ih, b_hh,)
-/// (w_hr)]` read in place (each made contiguous first).
-pub(crate) fn run_untracked<T: Float>(op: &FusedRecurrence, args: &[Tensor]) -> Result<Vec<T>> {
-    let args = args
-        .iter()
-        .map(Tensor::contiguous)
-        .collect::<Result<Vec<_>>>()?;
-    let guards: Vec<_> = args.iter().map(Tensor::storage_and_layout).collect();
-    let mut slices = Vec::with_capacity(guards.len());
-    for (storage, layout) in &guards {
-        match &**storage {
-            Storage::Cpu(cpu) => slices.push(cpu_slice::<T>(cpu, layout)?),
-            _ => bail!("fused recurrence: tensor is not on the CPU"),
-        }
+/// The forward with no autograd graph, on `args = [xs, h0, (c0,) w_ih, w_hh, (b_ih, b_hh,)
+/// (w_hr)]`.
+impl UntrackedForward for FusedRecurrence {
+    fn forward_views<T: Float>(&self, slices: &[&[T]]) -> Vec<T> {
+        let lstm = self.mode.has_cell_state();
+        let (x, h0) = (slices[0], slices[1]);
+        let (c0, rest): (&[T], &[&[T]]) = if lstm {
+            (slices[2], &slices[3..])
+        } else {
+            (&[], &slices[2..])
+        };
+        let bias = self.sizes.bias > 0;
+        let w = Weights {
+            w_ih: rest[0],
+            w_hh: rest[1],
+            b_ih: bias.then(|| rest[2]),
+            b_hh: bias.then(|| rest[3]),
+            w_hr: (self.sizes.w_hr > 0).then(|| rest[if bias { 4 } else { 2 }]),
+        };
+        self.forward_parts(x, h0, c0, &w)
     }
-    let lstm = op.mode.has_cell_state();
-    let (x, h0) = (slices[0], slices[1]);
-    let (c0, rest): (&[T], &[&[T]]) = if lstm {
-        (slices[2], &slices[3..])
-    } else {
-        (&[], &slices[2..])
-    };
-    let bias = op.sizes.bias > 0;
-    let w = Weights {
-        w_ih: rest[0],
-        w_hh: rest[1],
-        b_ih: bias.then(|| rest[2]),
-        b_hh: bias.then(|| rest[3]),
-        w_hr: (op.sizes.w_hr > 0).then(|| rest[if bias { 4 } else { 2 }]),
-    };
-    Ok(op.forward_parts(x, h0, c0, &w))
+
+    fn result_len(&self) -> usize {
+        self.out_len()
+    }
 }
 
 /// One direction's fused op and its arguments, before it runs ([`build`]).
@@ -367,19 +362,10 @@ impl Built {
         } else {
             // Nothing to differentiate: run on views of the tensors as they are, without copying
             // the parameters and the state into the op's packed arguments.
-            let out_len = op.out_len();
-            let mut args = vec![xs.clone()];
+            let mut args = vec![xs];
             args.extend(state_pieces);
             args.extend(pieces);
-            match xs.dtype() {
-                DType::F32 => {
-                    Tensor::from_vec(run_untracked::<f32>(&op, &args)?, out_len, xs.device())?
-                }
-                DType::F64 => {
-                    Tensor::from_vec(run_untracked::<f64>(&op, &args)?, out_len, xs.device())?
-                }
-                dt => bail!("fused recurrence: f32 or f64 only, got {dt:?}"),
-            }
+            run_untracked(&op, "fused recurrence", &args)?
         };
         Ok((out, unpack))
     }

@@ -9,7 +9,8 @@
 //! equal.
 
 use super::cpu::{
-    cpu_fwd3, cpu_slice, recurrence_bwd, FlatGrads, TypedForward3, TypedRecurrenceBackward,
+    cpu_fwd3, recurrence_bwd, run_untracked, FlatGrads, TypedForward3, TypedRecurrenceBackward,
+    UntrackedForward,
 };
 use super::grad::append;
 use super::math::Float;
@@ -20,7 +21,7 @@ use crate::cell::layer_norm::LAYER_NORM_EPS;
 use crate::cell::params::CellParams;
 use crate::config::Mode;
 use crate::state::RnnState;
-use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::any::Any;
 use std::sync::Mutex;
@@ -295,19 +296,10 @@ pub(crate) fn fused_direction(
     } else {
         // Nothing to differentiate: run on views of the tensors as they are, without copying the
         // parameters and the state into the op's packed arguments.
-        let out_len = op.out_len();
         let mut args = vec![xs.clone()];
         args.extend(state_pieces);
         args.extend(pieces);
-        match xs.dtype() {
-            DType::F32 => {
-                Tensor::from_vec(run_untracked::<f32>(&op, &args)?, out_len, xs.device())?
-            }
-            DType::F64 => {
-                Tensor::from_vec(run_untracked::<f64>(&op, &args)?, out_len, xs.device())?
-            }
-            dt => bail!("fused layer-norm recurrence: f32 or f64 only, got {dt:?}"),
-        }
+        run_untracked(&op, "fused layer-norm recurrence", &args)?
     };
     let rows = seq_len * batch;
     let ys = out.narrow(0, 0, rows * hidden)?.reshape((d0, d1, hidden))?;
@@ -328,50 +320,44 @@ pub(crate) fn fused_direction(
     Ok((ys, RnnState::new(h, c)))
 }
 
-/// The op's forward with no autograd graph, on `args = [xs, h0, (c0,) w_ih, w_hh, (b_ih, b_hh,)
-/// x_w, x_b, h_w, h_b, (c_w, c_b)]` read in place (each made contiguous first).
-fn run_untracked<T: Float>(op: &FusedLayerNormRecurrence, args: &[Tensor]) -> Result<Vec<T>> {
-    let args = args
-        .iter()
-        .map(Tensor::contiguous)
-        .collect::<Result<Vec<_>>>()?;
-    let guards: Vec<_> = args.iter().map(Tensor::storage_and_layout).collect();
-    let mut slices = Vec::with_capacity(guards.len());
-    for (storage, layout) in &guards {
-        match &**storage {
-            Storage::Cpu(cpu) => slices.push(cpu_slice::<T>(cpu, layout)?),
-            _ => bail!("fused layer-norm recurrence: tensor is not on the CPU"),
-        }
+/// The forward with no autograd graph, on `args = [xs, h0, (c0,) w_ih, w_hh, (b_ih, b_hh,) x_w,
+/// x_b, h_w, h_b, (c_w, c_b)]`.
+impl UntrackedForward for FusedLayerNormRecurrence {
+    fn forward_views<T: Float>(&self, slices: &[&[T]]) -> Vec<T> {
+        let lstm = self.mode == Mode::Lstm;
+        let (x, h0) = (slices[0], slices[1]);
+        let (c0, rest): (&[T], &[&[T]]) = if lstm {
+            (slices[2], &slices[3..])
+        } else {
+            (&[], &slices[2..])
+        };
+        let (b_ih, b_hh, norms) = if self.sizes.bias > 0 {
+            (Some(rest[2]), Some(rest[3]), &rest[4..])
+        } else {
+            (None, None, &rest[2..])
+        };
+        let empty: &[T] = &[];
+        let w = LnWeights {
+            base: Weights {
+                w_ih: rest[0],
+                w_hh: rest[1],
+                b_ih,
+                b_hh,
+                w_hr: None,
+            },
+            x_w: norms[0],
+            x_b: norms[1],
+            h_w: norms[2],
+            h_b: norms[3],
+            c_w: norms.get(4).copied().unwrap_or(empty),
+            c_b: norms.get(5).copied().unwrap_or(empty),
+        };
+        self.forward_parts(x, h0, c0, &w)
     }
-    let lstm = op.mode == Mode::Lstm;
-    let (x, h0) = (slices[0], slices[1]);
-    let (c0, rest): (&[T], &[&[T]]) = if lstm {
-        (slices[2], &slices[3..])
-    } else {
-        (&[], &slices[2..])
-    };
-    let (b_ih, b_hh, norms) = if op.sizes.bias > 0 {
-        (Some(rest[2]), Some(rest[3]), &rest[4..])
-    } else {
-        (None, None, &rest[2..])
-    };
-    let empty: &[T] = &[];
-    let w = LnWeights {
-        base: Weights {
-            w_ih: rest[0],
-            w_hh: rest[1],
-            b_ih,
-            b_hh,
-            w_hr: None,
-        },
-        x_w: norms[0],
-        x_b: norms[1],
-        h_w: norms[2],
-        h_b: norms[3],
-        c_w: norms.get(4).copied().unwrap_or(empty),
-        c_b: norms.get(5).copied().unwrap_or(empty),
-    };
-    Ok(op.forward_parts(x, h0, c0, &w))
+
+    fn result_len(&self) -> usize {
+        self.out_len()
+    }
 }
 
 /// Lanes of the sums below: independent partial sums, so the compiler can vectorise them.
